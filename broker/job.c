@@ -1,0 +1,287 @@
+/*  job.c — job state names and the one JSON form of a job (for in-memory and stored jobs). */
+#include "job.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *s_state_names[GQ_JOB_STATES] = {"queued", "running", "done", "failed",
+                                                   "cancelled"};
+
+const char *
+gq_job_state_name (int state)
+{
+    if (state < 0 || state >= GQ_JOB_STATES) {
+        return NULL;
+    }
+    return s_state_names[state];
+}
+
+int
+gq_job_state_parse (const char *name)
+{
+    for (int i = 0; name && i < GQ_JOB_STATES; i++) {
+        if (strcmp (s_state_names[i], name) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+void
+gq_job_row_from (gq_job_row_t *row, const gq_job_t *job, const char *kind, const char *model,
+                 const char *node)
+{
+    memset (row, 0, sizeof *row);
+    row->id = job->id;
+    row->kind = kind;
+    row->model = model;
+    row->min_vram_mb = job->min_vram_mb;
+    row->priority = job->priority;
+    row->max_price = -1;
+    if (job->constraints) {
+        row->gpu_pattern = job->constraints->gpu_pattern;
+        row->max_price = job->constraints->max_price;
+        row->min_tflops = job->constraints->min_tflops;
+    }
+    row->timeout_ms = job->timeout_ms;
+    row->max_attempts = job->max_attempts;
+    row->payload = job->payload;
+    row->state = job->state;
+    row->attempts = job->attempts;
+    row->node = node;
+    row->submitted_ms = job->submitted_ms;
+    row->started_ms = job->started_ms;
+}
+
+/* ---- JSON ------------------------------------------------------------------------------------ */
+
+/* Sets key to value (taking it) and remembers a failure in *ok, so the builder checks once. */
+static void
+s_set (json_t *obj, const char *key, json_t *value, bool *ok)
+{
+    if (!value || json_object_set_new (obj, key, value) != 0) {
+        *ok = false;
+    }
+}
+
+/* A string, or null for NULL (and for "" where empty means "none"). */
+static json_t *
+s_string_or_null (const char *text, bool empty_is_null)
+{
+    if (!text || (empty_is_null && !*text)) {
+        return json_null ();
+    }
+    json_t *s = json_string (text);
+    /* Text that is not UTF-8 cannot be a JSON string; null beats losing the whole job. */
+    return s ? s : json_null ();
+}
+
+/* Parsed JSON text; text that does not parse is kept as a string so the row still shows. */
+static json_t *
+s_parsed (const char *text)
+{
+    json_t *value = json_loads (text, JSON_DECODE_ANY, NULL);
+    return value ? value : s_string_or_null (text, false);
+}
+
+/* An RFC 3339 UTC timestamp string, or null for 0 ("not yet"). */
+static json_t *
+s_time (int64_t ms)
+{
+    if (ms <= 0) {
+        return json_null ();
+    }
+    char buf[GQ_TIME_BUF];
+    return json_string (gq_format_time (ms, buf));
+}
+
+json_t *
+gq_job_row_json (const gq_job_row_t *row)
+{
+    json_t *obj = json_object ();
+    if (!obj) {
+        return NULL;
+    }
+    bool ok = true;
+    const char *state = gq_job_state_name (row->state);
+    s_set (obj, "id", json_integer (row->id), &ok);
+    s_set (obj, "state", state ? json_string (state) : json_integer (row->state), &ok);
+    s_set (obj, "kind", s_string_or_null (row->kind, false), &ok);
+    s_set (obj, "model", s_string_or_null (row->model, true), &ok);
+    s_set (obj, "min_vram_mb", json_integer (row->min_vram_mb), &ok);
+    s_set (obj, "priority", json_integer (row->priority), &ok);
+
+    bool has_gpu = row->gpu_pattern && *row->gpu_pattern;
+    if (has_gpu || row->max_price >= 0 || row->min_tflops > 0) {
+        json_t *constraints = json_object ();
+        s_set (obj, "constraints", constraints, &ok);
+        if (constraints && has_gpu) {
+            s_set (constraints, "gpu", s_string_or_null (row->gpu_pattern, true), &ok);
+        }
+        if (constraints && row->max_price >= 0) {
+            s_set (constraints, "max_price", json_real (row->max_price), &ok);
+        }
+        if (constraints && row->min_tflops > 0) {
+            s_set (constraints, "min_tflops", json_real (row->min_tflops), &ok);
+        }
+    }
+    s_set (obj, "timeout_ms", json_integer (row->timeout_ms), &ok);
+    s_set (obj, "max_attempts", json_integer (row->max_attempts), &ok);
+    if (row->idem) {
+        s_set (obj, "idem", s_string_or_null (row->idem, false), &ok);
+    }
+    if (row->payload) {
+        s_set (obj, "payload", s_parsed (row->payload), &ok);
+    }
+    s_set (obj, "node", s_string_or_null (row->node, true), &ok);
+    s_set (obj, "attempts", json_integer (row->attempts), &ok);
+    s_set (obj, "result", row->result ? s_parsed (row->result) : json_null (), &ok);
+    s_set (obj, "error", s_string_or_null (row->error, false), &ok);
+    s_set (obj, "submitted_at", s_time (row->submitted_ms), &ok);
+    s_set (obj, "started_at", s_time (row->started_ms), &ok);
+    s_set (obj, "finished_at", s_time (row->finished_ms), &ok);
+    if (!ok) {
+        json_decref (obj);
+        return NULL;
+    }
+    return obj;
+}
+
+/* ---- Selftest -------------------------------------------------------------------------------- */
+
+#define S_EQ_INT(a, b)                                                                             \
+    do {                                                                                           \
+        long long s_a_ = (long long) (a), s_b_ = (long long) (b);                                  \
+        if (s_a_ != s_b_) {                                                                        \
+            fprintf (stderr, "\n%s:%d: %s is %lld, expected %s = %lld\n", __FILE__, __LINE__, #a,  \
+                     s_a_, #b, s_b_);                                                              \
+            abort ();                                                                              \
+        }                                                                                          \
+    } while (0)
+
+#define S_EQ_STR(a, b)                                                                             \
+    do {                                                                                           \
+        const char *s_a_ = (a), *s_b_ = (b);                                                       \
+        if (!s_a_ || !s_b_ || strcmp (s_a_, s_b_) != 0) {                                          \
+            fprintf (stderr, "\n%s:%d: %s is \"%s\", expected \"%s\"\n", __FILE__, __LINE__, #a,   \
+                     s_a_ ? s_a_ : "(null)", s_b_ ? s_b_ : "(null)");                              \
+            abort ();                                                                              \
+        }                                                                                          \
+    } while (0)
+
+/* The object serialised with sorted keys: one string to compare against. */
+static char *
+s_dump (json_t *obj)
+{
+    char *text = json_dumps (obj, JSON_SORT_KEYS | JSON_COMPACT | JSON_ENCODE_ANY);
+    if (!text) {
+        fprintf (stderr, "\njob: json_dumps failed\n");
+        abort ();
+    }
+    return text;
+}
+
+void
+gq_job_test (bool verbose)
+{
+    /* State names round trip, and unknown ones are refused both ways. */
+    for (int s = 0; s < GQ_JOB_STATES; s++) {
+        S_EQ_INT (gq_job_state_parse (gq_job_state_name (s)), s);
+    }
+    S_EQ_STR (gq_job_state_name (GQ_JOB_CANCELLED), "cancelled");
+    S_EQ_INT (gq_job_state_name (-1) == NULL, 1);
+    S_EQ_INT (gq_job_state_name (GQ_JOB_STATES) == NULL, 1);
+    S_EQ_INT (gq_job_state_parse ("Queued"), -1);
+    S_EQ_INT (gq_job_state_parse (""), -1);
+    S_EQ_INT (gq_job_state_parse (NULL), -1);
+    S_EQ_INT (gq_job_state_final (GQ_JOB_RUNNING), 0);
+    S_EQ_INT (gq_job_state_final (GQ_JOB_DONE), 1);
+
+    /* A finished stored job with every field set. */
+    gq_job_row_t row = {
+        .id = 42,
+        .idem = "batch-7/row-3",
+        .kind = "echo",
+        .model = "mnist-mlp",
+        .min_vram_mb = 2048,
+        .priority = 9,
+        .gpu_pattern = "A100|H100",
+        .max_price = 2.5,
+        .min_tflops = 10,
+        .timeout_ms = 30000,
+        .max_attempts = 3,
+        .payload = "{\"x\": [1, 2]}",
+        .state = GQ_JOB_DONE,
+        .attempts = 2,
+        .node = "gpu-a",
+        .submitted_ms = 1764411673123,
+        .started_ms = 1764411673200,
+        .finished_ms = 1764411674001,
+        .result = "{\"y\":3}",
+        .error = NULL,
+    };
+    json_t *obj = gq_job_row_json (&row);
+    char *text = s_dump (obj);
+    S_EQ_STR (text, "{\"attempts\":2,\"constraints\":{\"gpu\":\"A100|H100\",\"max_price\":2.5,"
+                    "\"min_tflops\":10.0},\"error\":null,\"finished_at\":\"2025-11-29T10:21:14.001Z\","
+                    "\"id\":42,\"idem\":\"batch-7/row-3\",\"kind\":\"echo\",\"max_attempts\":3,"
+                    "\"min_vram_mb\":2048,\"model\":\"mnist-mlp\",\"node\":\"gpu-a\","
+                    "\"payload\":{\"x\":[1,2]},\"priority\":9,\"result\":{\"y\":3},"
+                    "\"started_at\":\"2025-11-29T10:21:13.200Z\",\"state\":\"done\","
+                    "\"submitted_at\":\"2025-11-29T10:21:13.123Z\",\"timeout_ms\":30000}");
+    if (verbose) {
+        printf ("\n  %s\n  ", text);
+    }
+    free (text);
+    json_decref (obj);
+
+    /* Unset things: no constraints key, no idem key, nulls; bad JSON text kept as a string. */
+    row = (gq_job_row_t) {.id = 1, .kind = "sleep", .model = "", .max_price = -1,
+                          .max_attempts = 1, .payload = "{not json", .state = GQ_JOB_FAILED,
+                          .result = "[1,", .error = "worker died", .submitted_ms = 1000};
+    obj = gq_job_row_json (&row);
+    text = s_dump (obj);
+    S_EQ_STR (text, "{\"attempts\":0,\"error\":\"worker died\",\"finished_at\":null,\"id\":1,"
+                    "\"kind\":\"sleep\",\"max_attempts\":1,\"min_vram_mb\":0,\"model\":null,"
+                    "\"node\":null,\"payload\":\"{not json\",\"priority\":0,\"result\":\"[1,\","
+                    "\"started_at\":null,\"state\":\"failed\","
+                    "\"submitted_at\":\"1970-01-01T00:00:01.000Z\",\"timeout_ms\":0}");
+    free (text);
+    json_decref (obj);
+
+    /* Without a payload the key is absent (listings); a lone constraint shows alone; scalar JSON
+       payloads are kept as they are. */
+    row.payload = NULL;
+    row.max_price = 0;
+    row.result = "7";
+    obj = gq_job_row_json (&row);
+    S_EQ_INT (json_object_get (obj, "payload") == NULL, 1);
+    text = s_dump (json_object_get (obj, "constraints"));
+    S_EQ_STR (text, "{\"max_price\":0.0}");
+    free (text);
+    S_EQ_INT (json_integer_value (json_object_get (obj, "result")), 7);
+    json_decref (obj);
+
+    /* From an in-memory job: constraints and names carried over, the rest left for the caller. */
+    gq_constraints_t constraints = {.gpu_pattern = "4090", .max_price = -1, .min_tflops = 50};
+    char payload[] = "{\"ms\":5}";
+    gq_job_t job = {.id = 7, .submitted_ms = 5000, .started_ms = 6000, .payload = payload,
+                    .constraints = &constraints, .payload_len = sizeof payload - 1,
+                    .timeout_ms = 100, .min_vram_mb = 512, .node = 3, .priority = 4,
+                    .state = GQ_JOB_RUNNING, .attempts = 1, .max_attempts = 3};
+    gq_job_row_from (&row, &job, "sleep", NULL, "box-3");
+    obj = gq_job_row_json (&row);
+    text = s_dump (obj);
+    S_EQ_STR (text, "{\"attempts\":1,\"constraints\":{\"gpu\":\"4090\",\"min_tflops\":50.0},"
+                    "\"error\":null,\"finished_at\":null,\"id\":7,\"kind\":\"sleep\","
+                    "\"max_attempts\":3,\"min_vram_mb\":512,\"model\":null,\"node\":\"box-3\","
+                    "\"payload\":{\"ms\":5},\"priority\":4,\"result\":null,"
+                    "\"started_at\":\"1970-01-01T00:00:06.000Z\",\"state\":\"running\","
+                    "\"submitted_at\":\"1970-01-01T00:00:05.000Z\",\"timeout_ms\":100}");
+    free (text);
+    json_decref (obj);
+    job.constraints = NULL;
+    gq_job_row_from (&row, &job, "sleep", NULL, NULL);
+    S_EQ_INT (row.max_price < 0 && row.min_tflops == 0 && row.gpu_pattern == NULL, 1);
+}

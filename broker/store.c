@@ -1,0 +1,1681 @@
+/*  store.c — the SQLite store: schema and migrations at open, typed writes for the broker's group
+    commit, recovery at start, queries about finished jobs, retention.
+
+    The only file that includes sqlite3.h. Every statement is prepared once, at open, with
+    SQLITE_PREPARE_PERSISTENT, and its text and blob parameters are bound SQLITE_STATIC: the
+    caller's buffers live across the call, so the hot path (insert, attempt, finish) allocates
+    nothing and copies nothing. */
+#include "store.h"
+
+#include <czmq.h>
+#include <dirent.h>
+#include <errno.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "gq_schema.h"
+
+/* ---- Statements ------------------------------------------------------------------------------ */
+
+typedef enum {
+    S_BEGIN,
+    S_COMMIT,
+    S_ROLLBACK,
+    S_JOB_INSERT,
+    S_JOB_BY_IDEM,
+    S_JOB_FINISH,
+    S_JOB_STATE,
+    S_BLOB_INSERT,
+    S_BLOBS,
+    S_ATTEMPT_INSERT,
+    S_ATTEMPTS,
+    S_NODE_UPSERT,
+    S_NODES,
+    S_RECOVER,
+    S_JOB_GET,
+    S_JOBS_ALL,
+    S_JOBS_IN_STATE,
+    S_COUNTS,
+    S_PURGE,
+    S_MAX_ID,
+    S_STMTS
+} s_stmt_t;
+
+/* The columns s_row_read expects, in its order; payload is an expression so that listings need
+   not read (and the broker not parse) payloads they leave out. */
+#define S_JOB_COLUMNS(payload)                                                                     \
+    "id, idem_key, kind, model, min_vram_mb, priority, gpu_pattern, max_price, min_tflops, "     \
+    "timeout_ms, max_attempts, " payload ", state, attempts, node, submitted_at, started_at, "    \
+    "finished_at, result, error, client"
+
+static const char *s_sql[S_STMTS] = {
+    /* IMMEDIATE: take the write lock at begin, so a busy database fails the turn there and not
+       halfway through its writes. */
+    [S_BEGIN] = "BEGIN IMMEDIATE",
+    [S_COMMIT] = "COMMIT",
+    [S_ROLLBACK] = "ROLLBACK",
+    [S_JOB_INSERT] = "INSERT INTO jobs (idem_key, kind, model, min_vram_mb, priority, gpu_pattern, "
+                     "max_price, min_tflops, timeout_ms, max_attempts, payload, state, "
+                     "submitted_at, client) "
+                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 0, ?12, ?13)",
+    [S_JOB_BY_IDEM] = "SELECT id FROM jobs WHERE idem_key = ?1",
+    /* "state < 2": the first end is the one recorded. */
+    [S_JOB_FINISH] = "UPDATE jobs SET state = ?2, attempts = ?3, node = ?4, started_at = ?5, "
+                     "finished_at = ?6, result = ?7, error = ?8 WHERE id = ?1 AND state < 2",
+    [S_JOB_STATE] = "SELECT state FROM jobs WHERE id = ?1",
+    [S_BLOB_INSERT] = "INSERT INTO job_blobs (job_id, direction, idx, data) VALUES (?1, ?2, ?3, ?4)",
+    [S_BLOBS] = "SELECT data FROM job_blobs WHERE job_id = ?1 AND direction = ?2 ORDER BY idx",
+    [S_ATTEMPT_INSERT] = "INSERT INTO attempts (job_id, attempt, node, started_at, finished_at, "
+                         "outcome, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    [S_ATTEMPTS] = "SELECT attempt, node, started_at, finished_at, outcome, reason "
+                   "FROM attempts WHERE job_id = ?1 ORDER BY attempt",
+    [S_NODE_UPSERT] = "INSERT INTO nodes (name, gpu_model, vram_total_mb, tflops, price_per_hour, "
+                      "first_seen, last_seen, jobs_ok, jobs_failed) "
+                      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8) "
+                      "ON CONFLICT (name) DO UPDATE SET gpu_model = excluded.gpu_model, "
+                      "vram_total_mb = excluded.vram_total_mb, tflops = excluded.tflops, "
+                      "price_per_hour = excluded.price_per_hour, last_seen = excluded.last_seen, "
+                      "jobs_ok = excluded.jobs_ok, jobs_failed = excluded.jobs_failed",
+    [S_NODES] = "SELECT name, gpu_model, vram_total_mb, tflops, price_per_hour, first_seen, "
+                "last_seen, jobs_ok, jobs_failed FROM nodes ORDER BY name",
+    /* The ids come from the state index and are sorted as bare integers; the rows are then read
+       in id order by rowid. "WHERE state < 2 ORDER BY id" would scan the whole table, and
+       sorting whole rows would drag every payload through the sorter. */
+    [S_RECOVER] = "SELECT " S_JOB_COLUMNS ("payload") " FROM jobs "
+                  "WHERE id IN (SELECT id FROM jobs WHERE state IN (0, 1)) ORDER BY id",
+    [S_JOB_GET] = "SELECT " S_JOB_COLUMNS ("CASE WHEN ?2 THEN payload END") " FROM jobs "
+                  "WHERE id = ?1",
+    [S_JOBS_ALL] = "SELECT " S_JOB_COLUMNS ("NULL") " FROM jobs ORDER BY id DESC LIMIT ?1",
+    [S_JOBS_IN_STATE] = "SELECT " S_JOB_COLUMNS ("NULL") " FROM jobs WHERE state = ?2 "
+                        "ORDER BY id DESC LIMIT ?1",
+    [S_COUNTS] = "SELECT state, count(*) FROM jobs GROUP BY state",
+    /* Oldest first through the finished_at index; the cascade takes attempts and blobs along.
+       The largest id stays: SQLite gives a new row max(id) + 1, so deleting the newest job
+       would hand its id out again. */
+    [S_PURGE] = "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE finished_at < ?1 "
+                "AND state >= 2 AND id < (SELECT max(id) FROM jobs) "
+                "ORDER BY finished_at LIMIT ?2)",
+    [S_MAX_ID] = "SELECT max(id) FROM jobs",
+};
+
+/* Outcomes of an attempt; the first three exclude the node from the job's next attempts. */
+static const char *s_outcomes[] = {"failed", "lost", "timeout", "ok", "cancelled"};
+#define S_EXCLUDING_OUTCOMES 3
+
+/* ---- The store ------------------------------------------------------------------------------- */
+
+struct _gq_store_t {
+    sqlite3 *db;                  /* the one connection */
+    sqlite3_stmt *stmt[S_STMTS];  /* prepared at open, finalized at close */
+    char *path;                   /* database file, for messages */
+    int version;                  /* schema version after open */
+    int error;                    /* code of the last call's failure, 0 after a success */
+    char errmsg[512];             /* text of the last failure, kept until the next one */
+};
+
+/* Records a SQLite failure of step `what` and returns GQ_ESTORE. Call before resetting the
+   statement, while the connection's message is still the statement's. */
+static int
+s_fail (gq_store_t *self, const char *what)
+{
+    snprintf (self->errmsg, sizeof self->errmsg, "store: %s: %s", what,
+              sqlite3_errmsg (self->db));
+    self->error = GQ_ESTORE;
+    return GQ_ESTORE;
+}
+
+/* Records a failure that is not SQLite's (a bad argument, a missing job). */
+static int
+s_error (gq_store_t *self, int code, const char *what, const char *detail)
+{
+    snprintf (self->errmsg, sizeof self->errmsg, "store: %s: %s", what, detail);
+    self->error = code;
+    return code;
+}
+
+static int
+s_ok (gq_store_t *self)
+{
+    self->error = GQ_OK;
+    return GQ_OK;
+}
+
+/* Binds text, or NULL for NULL and for "" (where empty means "none"). */
+static void
+s_bind_text (sqlite3_stmt *stmt, int index, const char *text)
+{
+    if (text && *text) {
+        sqlite3_bind_text (stmt, index, text, -1, SQLITE_STATIC);
+    } else {
+        sqlite3_bind_null (stmt, index);
+    }
+}
+
+/* Binds a time, or NULL for 0 ("not yet"). */
+static void
+s_bind_time (sqlite3_stmt *stmt, int index, int64_t ms)
+{
+    if (ms > 0) {
+        sqlite3_bind_int64 (stmt, index, ms);
+    } else {
+        sqlite3_bind_null (stmt, index);
+    }
+}
+
+/* Steps a statement that returns no rows and resets it: 0 or GQ_ESTORE. */
+static int
+s_step_done (gq_store_t *self, sqlite3_stmt *stmt, const char *what)
+{
+    int rc = sqlite3_step (stmt);
+    int err = rc == SQLITE_DONE ? GQ_OK : s_fail (self, what);
+    sqlite3_reset (stmt);
+    return err ? err : s_ok (self);
+}
+
+/* Fills row from the current result row of a statement selecting S_JOB_COLUMNS. */
+static void
+s_row_read (sqlite3_stmt *stmt, gq_job_row_t *row)
+{
+    row->id = sqlite3_column_int64 (stmt, 0);
+    row->idem = (const char *) sqlite3_column_text (stmt, 1);
+    row->kind = (const char *) sqlite3_column_text (stmt, 2);
+    row->model = (const char *) sqlite3_column_text (stmt, 3);
+    row->min_vram_mb = sqlite3_column_int (stmt, 4);
+    row->priority = sqlite3_column_int (stmt, 5);
+    row->gpu_pattern = (const char *) sqlite3_column_text (stmt, 6);
+    row->max_price = sqlite3_column_type (stmt, 7) == SQLITE_NULL
+                         ? -1
+                         : sqlite3_column_double (stmt, 7);
+    row->min_tflops = sqlite3_column_double (stmt, 8);   /* NULL reads as 0: no limit */
+    row->timeout_ms = sqlite3_column_int64 (stmt, 9);
+    row->max_attempts = sqlite3_column_int (stmt, 10);
+    row->payload = (const char *) sqlite3_column_text (stmt, 11);
+    row->state = sqlite3_column_int (stmt, 12);
+    row->attempts = sqlite3_column_int (stmt, 13);
+    row->node = (const char *) sqlite3_column_text (stmt, 14);
+    row->submitted_ms = sqlite3_column_int64 (stmt, 15);
+    row->started_ms = sqlite3_column_int64 (stmt, 16);
+    row->finished_ms = sqlite3_column_int64 (stmt, 17);
+    row->result = (const char *) sqlite3_column_text (stmt, 18);
+    row->error = (const char *) sqlite3_column_text (stmt, 19);
+    row->client = (const char *) sqlite3_column_text (stmt, 20);
+}
+
+/* ---- Opening: pragmas, schema, migrations ---------------------------------------------------- */
+
+/* Runs one or more statements that return nothing of interest. */
+static int
+s_exec (sqlite3 *db, const char *sql)
+{
+    return sqlite3_exec (db, sql, NULL, NULL, NULL);
+}
+
+/* The first column of the first row of sql as an integer (0 without a row). */
+static int
+s_query_int (sqlite3 *db, const char *sql, int64_t *value)
+{
+    sqlite3_stmt *stmt;
+    int rc = sqlite3_prepare_v2 (db, sql, -1, &stmt, NULL);
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
+    *value = 0;
+    rc = sqlite3_step (stmt);
+    if (rc == SQLITE_ROW) {
+        *value = sqlite3_column_int64 (stmt, 0);
+        rc = SQLITE_OK;
+    } else if (rc == SQLITE_DONE) {
+        rc = SQLITE_OK;
+    }
+    sqlite3_finalize (stmt);
+    return rc;
+}
+
+/* The first column of the first row of sql as text into buf ("" without a row). */
+static int
+s_query_text (sqlite3 *db, const char *sql, char *buf, size_t size)
+{
+    sqlite3_stmt *stmt;
+    int rc = sqlite3_prepare_v2 (db, sql, -1, &stmt, NULL);
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
+    buf[0] = 0;
+    rc = sqlite3_step (stmt);
+    if (rc == SQLITE_ROW) {
+        const unsigned char *text = sqlite3_column_text (stmt, 0);
+        snprintf (buf, size, "%s", text ? (const char *) text : "");
+        rc = SQLITE_OK;
+    } else if (rc == SQLITE_DONE) {
+        rc = SQLITE_OK;
+    }
+    sqlite3_finalize (stmt);
+    return rc;
+}
+
+/* One step of bringing db to schema version `count`, inside the caller's write transaction:
+   a new (empty) database gets schema_sql; an older one gets migrations[version]. Sets *done when
+   there is nothing left to do. 0, or -1 with the reason in why. */
+static int
+s_schema_step (sqlite3 *db, const char *path, const char *schema_sql,
+               const char *const *migrations, const char *const *names, int count, bool *done,
+               char *why, size_t whylen)
+{
+    int64_t version, objects, has_jobs;
+    if (s_query_int (db, "PRAGMA user_version", &version) != SQLITE_OK ||
+        s_query_int (db, "SELECT count(*) FROM sqlite_master", &objects) != SQLITE_OK ||
+        s_query_int (db, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'jobs'",
+                     &has_jobs) != SQLITE_OK) {
+        snprintf (why, whylen, "store: cannot open %s: %s", path, sqlite3_errmsg (db));
+        return -1;
+    }
+    *done = false;
+    if (version > count) {
+        snprintf (why, whylen,
+                  "store: %s has schema version %d, newer than this gridq-broker knows "
+                  "(up to %d): it was written by a newer gridq; run that version (the store "
+                  "never downgrades)",
+                  path, (int) version, count);
+        return -1;
+    }
+    char sql[64];
+    if (version == 0 && objects == 0) {
+        /* A new database: the full current schema in one go. */
+        if (s_exec (db, schema_sql) != SQLITE_OK) {
+            snprintf (why, whylen, "store: cannot create the schema in %s: %s", path,
+                      sqlite3_errmsg (db));
+            return -1;
+        }
+        snprintf (sql, sizeof sql, "PRAGMA user_version = %d", count);
+        if (s_exec (db, sql) != SQLITE_OK) {
+            snprintf (why, whylen, "store: cannot create the schema in %s: %s", path,
+                      sqlite3_errmsg (db));
+            return -1;
+        }
+        zsys_info ("store: created %s (schema version %d)", path, count);
+        *done = true;
+        return 0;
+    }
+    if (!has_jobs) {
+        snprintf (why, whylen, "store: %s is not a gridq database (it has no jobs table)", path);
+        return -1;
+    }
+    if (version == count) {
+        *done = true;
+        return 0;
+    }
+    if (s_exec (db, migrations[version]) != SQLITE_OK) {
+        snprintf (why, whylen, "store: cannot upgrade %s to schema version %d (%s): %s", path,
+                  (int) version + 1, names[version], sqlite3_errmsg (db));
+        return -1;
+    }
+    /* Migrations run with foreign keys off (a table rebuild needs it, as SQLite's ALTER TABLE
+       recipe says), so check what they left before it counts. */
+    int64_t violations;
+    if (s_query_int (db, "SELECT count(*) FROM pragma_foreign_key_check", &violations) !=
+            SQLITE_OK ||
+        violations > 0) {
+        snprintf (why, whylen,
+                  "store: cannot upgrade %s to schema version %d (%s): foreign key check "
+                  "failed",
+                  path, (int) version + 1, names[version]);
+        return -1;
+    }
+    snprintf (sql, sizeof sql, "PRAGMA user_version = %d", (int) version + 1);
+    if (s_exec (db, sql) != SQLITE_OK) {
+        snprintf (why, whylen, "store: cannot upgrade %s to schema version %d: %s", path,
+                  (int) version + 1, sqlite3_errmsg (db));
+        return -1;
+    }
+    zsys_info ("store: upgraded %s to schema version %d (%s)", path, (int) version + 1,
+               names[version]);
+    return 0;
+}
+
+/* Brings db up to schema version count, one step per transaction: each migration commits or
+   leaves nothing behind. The version is read inside each write transaction, so two processes
+   opening one file at once cannot both apply a step. 0, or -1 with the reason in why. */
+static int
+s_schema_apply (sqlite3 *db, const char *path, const char *schema_sql,
+                const char *const *migrations, const char *const *names, int count, char *why,
+                size_t whylen)
+{
+    for (int step = 0; step <= count + 1; step++) {
+        if (s_exec (db, "BEGIN IMMEDIATE") != SQLITE_OK) {
+            snprintf (why, whylen, "store: cannot open %s: %s", path, sqlite3_errmsg (db));
+            return -1;
+        }
+        bool done = false;
+        if (s_schema_step (db, path, schema_sql, migrations, names, count, &done, why, whylen)) {
+            s_exec (db, "ROLLBACK");
+            return -1;
+        }
+        if (s_exec (db, "COMMIT") != SQLITE_OK) {
+            snprintf (why, whylen, "store: cannot open %s: %s", path, sqlite3_errmsg (db));
+            s_exec (db, "ROLLBACK");
+            return -1;
+        }
+        if (done) {
+            return 0;
+        }
+    }
+    snprintf (why, whylen, "store: cannot open %s: migrations do not converge", path);
+    return -1;
+}
+
+gq_store_t *
+gq_store_open (const char *path, gq_durability_t durability, char *why, size_t whylen)
+{
+    /* SQLite's memory statistics take a global mutex on every allocation: 8% of the write path,
+       for numbers nobody reads. A process-wide setting that only takes effect before SQLite's
+       first use (later it fails harmlessly); the broker's one thread is the only SQLite user. */
+    sqlite3_config (SQLITE_CONFIG_MEMSTATUS, 0);
+    if (!path || !*path) {
+        snprintf (why, whylen, "store: cannot open a database without a path");
+        return NULL;
+    }
+    gq_store_t *self = calloc (1, sizeof *self);
+    char *copy = strdup (path);
+    if (!self || !copy) {
+        snprintf (why, whylen, "store: cannot open %s: out of memory", path);
+        free (self);
+        free (copy);
+        return NULL;
+    }
+    self->path = copy;
+
+    /* NOMUTEX: the broker is one thread; SQLite's per-call mutexes would buy nothing. */
+    int rc = sqlite3_open_v2 (path, &self->db,
+                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                              NULL);
+    if (rc != SQLITE_OK) {
+        snprintf (why, whylen, "store: cannot open %s: %s", path,
+                  self->db ? sqlite3_errmsg (self->db) : sqlite3_errstr (rc));
+        gq_store_close (&self);
+        return NULL;
+    }
+    sqlite3_busy_timeout (self->db, GQ_STORE_BUSY_MS);
+
+    /* WAL: a commit appends to one file (no journal copy of each page), readers never block
+       the writer. The first statement that reads the file also tells us whether it is a
+       database at all. */
+    char mode[32];
+    if (s_query_text (self->db, "PRAGMA journal_mode = WAL", mode, sizeof mode) != SQLITE_OK) {
+        snprintf (why, whylen, "store: cannot open %s: %s", path, sqlite3_errmsg (self->db));
+        gq_store_close (&self);
+        return NULL;
+    }
+    if (strcmp (mode, "wal") != 0 && strcmp (path, ":memory:") != 0) {
+        zsys_warning ("store: %s: journal mode is %s, not wal", path, mode);
+    }
+    /* journal_size_limit: a burst can grow the WAL file far past the automatic checkpoint's
+       1000 pages; after a checkpoint it is cut back to this instead of keeping its peak size. */
+    char pragmas[256];
+    snprintf (pragmas, sizeof pragmas,
+              "PRAGMA synchronous = %s; PRAGMA cache_size = -%d; PRAGMA temp_store = MEMORY; "
+              "PRAGMA journal_size_limit = %lld; PRAGMA foreign_keys = OFF",
+              durability == GQ_DURABILITY_FULL ? "FULL" : "NORMAL", GQ_STORE_CACHE_KB,
+              (long long) GQ_STORE_WAL_LIMIT_BYTES);
+    if (s_exec (self->db, pragmas) != SQLITE_OK) {
+        snprintf (why, whylen, "store: cannot open %s: %s", path, sqlite3_errmsg (self->db));
+        gq_store_close (&self);
+        return NULL;
+    }
+    if (s_schema_apply (self->db, path, gq_schema_sql, gq_migrations, gq_migration_names,
+                        gq_migrations_count, why, whylen)) {
+        gq_store_close (&self);
+        return NULL;
+    }
+    self->version = gq_migrations_count;
+    /* On only now: the cascade deletes attempts and blobs with their job (retention), and an
+       attempt or blob of a job that does not exist is refused. */
+    if (s_exec (self->db, "PRAGMA foreign_keys = ON") != SQLITE_OK) {
+        snprintf (why, whylen, "store: cannot open %s: %s", path, sqlite3_errmsg (self->db));
+        gq_store_close (&self);
+        return NULL;
+    }
+    for (int i = 0; i < S_STMTS; i++) {
+        rc = sqlite3_prepare_v3 (self->db, s_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+                                 &self->stmt[i], NULL);
+        if (rc != SQLITE_OK) {
+            /* Only a schema that differs from what this code expects gets here. */
+            snprintf (why, whylen, "store: %s: cannot prepare \"%s\": %s", path, s_sql[i],
+                      sqlite3_errmsg (self->db));
+            gq_store_close (&self);
+            return NULL;
+        }
+    }
+    return self;
+}
+
+void
+gq_store_close (gq_store_t **self_p)
+{
+    if (!self_p || !*self_p) {
+        return;
+    }
+    gq_store_t *self = *self_p;
+    for (int i = 0; i < S_STMTS; i++) {
+        sqlite3_finalize (self->stmt[i]);
+    }
+    if (self->db) {
+        /* No "PRAGMA optimize" here: without sqlite_stat1 the planner picks the plans that the
+           selftest checks (indexes for recovery and retention) whatever the table holds today;
+           statistics gathered at one shutdown could turn a plan into a scan later. */
+        if (!sqlite3_get_autocommit (self->db)) {
+            s_exec (self->db, "ROLLBACK");
+        }
+        sqlite3_close (self->db);
+    }
+    free (self->path);
+    free (self);
+    *self_p = NULL;
+}
+
+/* ---- Transactions ---------------------------------------------------------------------------- */
+
+int
+gq_store_begin (gq_store_t *self)
+{
+    if (!sqlite3_get_autocommit (self->db)) {
+        return s_error (self, GQ_ESTORE, "begin", "a transaction is open already");
+    }
+    return s_step_done (self, self->stmt[S_BEGIN], "begin");
+}
+
+int
+gq_store_commit (gq_store_t *self)
+{
+    if (sqlite3_get_autocommit (self->db)) {
+        /* SQLite rolled the transaction back by itself (disk full, I/O error): the turn's
+           writes are gone, and saying so here keeps them from being acknowledged. */
+        return s_error (self, GQ_ESTORE, "commit", "no transaction is open (rolled back)");
+    }
+    return s_step_done (self, self->stmt[S_COMMIT], "commit");
+}
+
+int
+gq_store_rollback (gq_store_t *self)
+{
+    if (sqlite3_get_autocommit (self->db)) {
+        return s_ok (self);
+    }
+    return s_step_done (self, self->stmt[S_ROLLBACK], "rollback");
+}
+
+bool
+gq_store_in_transaction (gq_store_t *self)
+{
+    return !sqlite3_get_autocommit (self->db);
+}
+
+const char *
+gq_store_errmsg (gq_store_t *self)
+{
+    return self->errmsg;
+}
+
+int
+gq_store_error (gq_store_t *self)
+{
+    return self->error;
+}
+
+int
+gq_store_schema_version (gq_store_t *self)
+{
+    return self->version;
+}
+
+/* ---- Writes ---------------------------------------------------------------------------------- */
+
+int
+gq_store_job_insert (gq_store_t *self, gq_job_t *job, const char *kind, const char *model,
+                     const char *idem, const char *client, int64_t *existing_id)
+{
+    if (!job || !job->payload || !kind || !*kind) {
+        return s_error (self, GQ_EINVAL, "insert job", "no payload or no kind");
+    }
+    if (idem && *idem) {
+        /* A lookup before the insert rather than a caught constraint error: a failed statement
+           inside the group transaction is not worth the risk, and the index makes this cheap. */
+        sqlite3_stmt *stmt = self->stmt[S_JOB_BY_IDEM];
+        sqlite3_bind_text (stmt, 1, idem, -1, SQLITE_STATIC);
+        int rc = sqlite3_step (stmt);
+        if (rc == SQLITE_ROW) {
+            if (existing_id) {
+                *existing_id = sqlite3_column_int64 (stmt, 0);
+            }
+            sqlite3_reset (stmt);
+            s_ok (self);
+            return 1;
+        }
+        int err = rc == SQLITE_DONE ? GQ_OK : s_fail (self, "insert job: idem lookup");
+        sqlite3_reset (stmt);
+        if (err) {
+            return err;
+        }
+    }
+    sqlite3_stmt *stmt = self->stmt[S_JOB_INSERT];
+    const gq_constraints_t *c = job->constraints;
+    s_bind_text (stmt, 1, idem);
+    sqlite3_bind_text (stmt, 2, kind, -1, SQLITE_STATIC);
+    s_bind_text (stmt, 3, model);
+    sqlite3_bind_int (stmt, 4, job->min_vram_mb);
+    sqlite3_bind_int (stmt, 5, job->priority);
+    s_bind_text (stmt, 6, c ? c->gpu_pattern : NULL);
+    if (c && c->max_price >= 0) {
+        sqlite3_bind_double (stmt, 7, c->max_price);
+    } else {
+        sqlite3_bind_null (stmt, 7);
+    }
+    if (c && c->min_tflops > 0) {
+        sqlite3_bind_double (stmt, 8, c->min_tflops);
+    } else {
+        sqlite3_bind_null (stmt, 8);
+    }
+    sqlite3_bind_int64 (stmt, 9, job->timeout_ms);
+    sqlite3_bind_int (stmt, 10, job->max_attempts);
+    sqlite3_bind_text (stmt, 11, job->payload, (int) job->payload_len, SQLITE_STATIC);
+    sqlite3_bind_int64 (stmt, 12, job->submitted_ms);
+    s_bind_text (stmt, 13, client);
+    int err = s_step_done (self, stmt, "insert job");
+    if (err) {
+        return err;
+    }
+    job->id = sqlite3_last_insert_rowid (self->db);
+    return GQ_OK;
+}
+
+/* "in" and "out" are the only directions. */
+static bool
+s_valid_direction (const char *direction)
+{
+    return direction && (strcmp (direction, "in") == 0 || strcmp (direction, "out") == 0);
+}
+
+int
+gq_store_job_blob_insert (gq_store_t *self, int64_t job_id, const char *direction, int idx,
+                          const void *data, size_t size)
+{
+    if (!s_valid_direction (direction) || idx < 0 || (!data && size > 0)) {
+        return s_error (self, GQ_EINVAL, "insert blob", "bad direction, index or data");
+    }
+    sqlite3_stmt *stmt = self->stmt[S_BLOB_INSERT];
+    sqlite3_bind_int64 (stmt, 1, job_id);
+    sqlite3_bind_text (stmt, 2, direction, -1, SQLITE_STATIC);
+    sqlite3_bind_int (stmt, 3, idx);
+    if (size > 0) {
+        sqlite3_bind_blob64 (stmt, 4, data, size, SQLITE_STATIC);
+    } else {
+        sqlite3_bind_zeroblob (stmt, 4, 0);   /* a NULL pointer would bind SQL NULL */
+    }
+    return s_step_done (self, stmt, "insert blob");
+}
+
+void
+gq_store_blobs_free (void **data, size_t *sizes, int n)
+{
+    for (int i = 0; data && i < n; i++) {
+        free (data[i]);
+    }
+    free (data);
+    free (sizes);
+}
+
+int
+gq_store_job_blobs (gq_store_t *self, int64_t job_id, const char *direction, void ***data_p,
+                    size_t **sizes_p)
+{
+    *data_p = NULL;
+    *sizes_p = NULL;
+    if (!s_valid_direction (direction)) {
+        return s_error (self, GQ_EINVAL, "read blobs", "bad direction");
+    }
+    sqlite3_stmt *stmt = self->stmt[S_BLOBS];
+    sqlite3_bind_int64 (stmt, 1, job_id);
+    sqlite3_bind_text (stmt, 2, direction, -1, SQLITE_STATIC);
+    void **data = NULL;
+    size_t *sizes = NULL;
+    int n = 0, err = GQ_OK, rc;
+    while ((rc = sqlite3_step (stmt)) == SQLITE_ROW) {
+        size_t size = (size_t) sqlite3_column_bytes (stmt, 0);
+        const void *bytes = sqlite3_column_blob (stmt, 0);
+        void **more_data = realloc (data, (size_t) (n + 1) * sizeof *data);
+        if (more_data) {
+            data = more_data;
+        }
+        size_t *more_sizes = realloc (sizes, (size_t) (n + 1) * sizeof *sizes);
+        if (more_sizes) {
+            sizes = more_sizes;
+        }
+        void *copy = malloc (size ? size : 1);
+        if (!more_data || !more_sizes || !copy) {
+            free (copy);
+            err = s_error (self, GQ_ENOMEM, "read blobs", "out of memory");
+            break;
+        }
+        if (size) {
+            memcpy (copy, bytes, size);
+        }
+        data[n] = copy;
+        sizes[n] = size;
+        n++;
+    }
+    if (!err && rc != SQLITE_DONE) {
+        err = s_fail (self, "read blobs");
+    }
+    sqlite3_reset (stmt);
+    if (err) {
+        gq_store_blobs_free (data, sizes, n);
+        return err;
+    }
+    *data_p = data;
+    *sizes_p = sizes;
+    s_ok (self);
+    return n;
+}
+
+int
+gq_store_attempt_insert (gq_store_t *self, int64_t job_id, int attempt, const char *node,
+                         int64_t started_ms, int64_t finished_ms, const char *outcome,
+                         const char *reason)
+{
+    bool known = false;
+    for (size_t i = 0; outcome && i < sizeof s_outcomes / sizeof s_outcomes[0]; i++) {
+        known = known || strcmp (outcome, s_outcomes[i]) == 0;
+    }
+    if (!known || !node || attempt < 1) {
+        return s_error (self, GQ_EINVAL, "insert attempt", "bad outcome, node or number");
+    }
+    sqlite3_stmt *stmt = self->stmt[S_ATTEMPT_INSERT];
+    sqlite3_bind_int64 (stmt, 1, job_id);
+    sqlite3_bind_int (stmt, 2, attempt);
+    sqlite3_bind_text (stmt, 3, node, -1, SQLITE_STATIC);
+    sqlite3_bind_int64 (stmt, 4, started_ms);
+    sqlite3_bind_int64 (stmt, 5, finished_ms);
+    sqlite3_bind_text (stmt, 6, outcome, -1, SQLITE_STATIC);
+    s_bind_text (stmt, 7, reason);
+    return s_step_done (self, stmt, "insert attempt");
+}
+
+int
+gq_store_job_finish (gq_store_t *self, int64_t job_id, int state, int attempts, const char *node,
+                     int64_t started_ms, int64_t finished_ms, const char *result,
+                     size_t result_len, const char *error)
+{
+    /* finished_at > 0 is what retention selects on: a job without it would never go. */
+    if (!gq_job_state_final (state) || state >= GQ_JOB_STATES || finished_ms <= 0 ||
+        result_len > INT32_MAX) {
+        return s_error (self, GQ_EINVAL, "finish job", "bad state, time or result");
+    }
+    sqlite3_stmt *stmt = self->stmt[S_JOB_FINISH];
+    sqlite3_bind_int64 (stmt, 1, job_id);
+    sqlite3_bind_int (stmt, 2, state);
+    sqlite3_bind_int (stmt, 3, attempts);
+    s_bind_text (stmt, 4, node);
+    s_bind_time (stmt, 5, started_ms);
+    sqlite3_bind_int64 (stmt, 6, finished_ms);
+    if (result) {
+        sqlite3_bind_text (stmt, 7, result, (int) result_len, SQLITE_STATIC);
+    } else {
+        sqlite3_bind_null (stmt, 7);
+    }
+    if (error) {
+        sqlite3_bind_text (stmt, 8, error, -1, SQLITE_STATIC);
+    } else {
+        sqlite3_bind_null (stmt, 8);
+    }
+    int err = s_step_done (self, stmt, "finish job");
+    if (err || sqlite3_changes (self->db) == 1) {
+        return err;
+    }
+    /* Nothing changed: tell "ended already" from "no such job" (rare, so a second look). */
+    stmt = self->stmt[S_JOB_STATE];
+    sqlite3_bind_int64 (stmt, 1, job_id);
+    int rc = sqlite3_step (stmt);
+    if (rc == SQLITE_ROW) {
+        err = s_error (self, GQ_ESTATE, "finish job", "the job has ended already");
+    } else if (rc == SQLITE_DONE) {
+        err = s_error (self, GQ_ENOTFOUND, "finish job", "no such job");
+    } else {
+        err = s_fail (self, "finish job");
+    }
+    sqlite3_reset (stmt);
+    return err;
+}
+
+int
+gq_store_node_upsert (gq_store_t *self, const char *name, const char *gpu_model,
+                      int64_t vram_total_mb, double tflops, double price, int64_t now_ms,
+                      int64_t jobs_ok, int64_t jobs_failed)
+{
+    if (!name || !*name) {
+        return s_error (self, GQ_EINVAL, "upsert node", "no name");
+    }
+    sqlite3_stmt *stmt = self->stmt[S_NODE_UPSERT];
+    sqlite3_bind_text (stmt, 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_text (stmt, 2, gpu_model ? gpu_model : "", -1, SQLITE_STATIC);
+    sqlite3_bind_int64 (stmt, 3, vram_total_mb);
+    sqlite3_bind_double (stmt, 4, tflops);
+    sqlite3_bind_double (stmt, 5, price);
+    sqlite3_bind_int64 (stmt, 6, now_ms);
+    sqlite3_bind_int64 (stmt, 7, jobs_ok);
+    sqlite3_bind_int64 (stmt, 8, jobs_failed);
+    return s_step_done (self, stmt, "upsert node");
+}
+
+/* ---- Recovery -------------------------------------------------------------------------------- */
+
+/* Attempt rows of one job read back: their count, and the nodes that failed it. */
+typedef struct {
+    int count;                                         /* attempt rows */
+    size_t n_excluded;                                 /* used entries of names */
+    char names[GQ_MAX_ATTEMPTS_LIMIT][GQ_NAME_MAX];    /* distinct, oldest first */
+    const char *excluded[GQ_MAX_ATTEMPTS_LIMIT];       /* pointers into names, for the callback */
+} s_attempts_t;
+
+static int
+s_attempts_read (gq_store_t *self, int64_t job_id, s_attempts_t *out)
+{
+    out->count = 0;
+    out->n_excluded = 0;
+    sqlite3_stmt *stmt = self->stmt[S_ATTEMPTS];
+    sqlite3_bind_int64 (stmt, 1, job_id);
+    int rc;
+    while ((rc = sqlite3_step (stmt)) == SQLITE_ROW) {
+        out->count++;
+        const char *node = (const char *) sqlite3_column_text (stmt, 1);
+        const char *outcome = (const char *) sqlite3_column_text (stmt, 4);
+        bool excluding = false;
+        for (int i = 0; outcome && i < S_EXCLUDING_OUTCOMES; i++) {
+            excluding = excluding || strcmp (outcome, s_outcomes[i]) == 0;
+        }
+        bool seen = false;
+        for (size_t i = 0; excluding && node && i < out->n_excluded; i++) {
+            seen = seen || strncmp (out->names[i], node, GQ_NAME_MAX - 1) == 0;
+        }
+        if (excluding && node && !seen && out->n_excluded < GQ_MAX_ATTEMPTS_LIMIT) {
+            snprintf (out->names[out->n_excluded], GQ_NAME_MAX, "%s", node);
+            out->excluded[out->n_excluded] = out->names[out->n_excluded];
+            out->n_excluded++;
+        }
+    }
+    int err = rc == SQLITE_DONE ? GQ_OK : s_fail (self, "recover: read attempts");
+    sqlite3_reset (stmt);
+    return err;
+}
+
+int
+gq_store_recover (gq_store_t *self, gq_store_recover_fn *fn, void *arg)
+{
+    s_attempts_t *attempts = malloc (sizeof *attempts);
+    if (!attempts) {
+        return s_error (self, GQ_ENOMEM, "recover", "out of memory");
+    }
+    /* One statement, one read snapshot: the attempt reads below share it. */
+    sqlite3_stmt *stmt = self->stmt[S_RECOVER];
+    int rc, err = GQ_OK;
+    while ((rc = sqlite3_step (stmt)) == SQLITE_ROW) {
+        gq_job_row_t row;
+        s_row_read (stmt, &row);
+        err = s_attempts_read (self, row.id, attempts);
+        if (err) {
+            break;
+        }
+        row.state = GQ_JOB_QUEUED;
+        if (attempts->count > row.attempts) {
+            row.attempts = attempts->count;
+        }
+        err = fn (arg, &row, attempts->excluded, attempts->n_excluded);
+        if (err) {
+            break;
+        }
+    }
+    if (!err && rc != SQLITE_DONE) {
+        err = s_fail (self, "recover");
+    }
+    sqlite3_reset (stmt);
+    free (attempts);
+    if (!err) {
+        s_ok (self);
+    }
+    return err;
+}
+
+/* ---- Queries --------------------------------------------------------------------------------- */
+
+/* An RFC 3339 string, or null for 0. */
+static json_t *
+s_time_json (int64_t ms)
+{
+    char buf[GQ_TIME_BUF];
+    return ms > 0 ? json_string (gq_format_time (ms, buf)) : json_null ();
+}
+
+/* The job's attempts as [{attempt, node, started_at, finished_at, outcome, reason}]. */
+static json_t *
+s_attempts_json (gq_store_t *self, int64_t job_id)
+{
+    json_t *list = json_array ();
+    if (!list) {
+        s_error (self, GQ_ENOMEM, "read attempts", "out of memory");
+        return NULL;
+    }
+    sqlite3_stmt *stmt = self->stmt[S_ATTEMPTS];
+    sqlite3_bind_int64 (stmt, 1, job_id);
+    int rc;
+    bool ok = true;
+    while (ok && (rc = sqlite3_step (stmt)) == SQLITE_ROW) {
+        const char *reason = (const char *) sqlite3_column_text (stmt, 5);
+        json_t *item = json_pack ("{s:i, s:s?, s:o, s:o, s:s?, s:s?}", "attempt",
+                                  sqlite3_column_int (stmt, 0), "node",
+                                  (const char *) sqlite3_column_text (stmt, 1), "started_at",
+                                  s_time_json (sqlite3_column_int64 (stmt, 2)), "finished_at",
+                                  s_time_json (sqlite3_column_int64 (stmt, 3)), "outcome",
+                                  (const char *) sqlite3_column_text (stmt, 4), "reason", reason);
+        ok = item && json_array_append_new (list, item) == 0;
+    }
+    if (!ok) {
+        s_error (self, GQ_ENOMEM, "read attempts", "out of memory");
+    } else if (rc != SQLITE_DONE) {
+        s_fail (self, "read attempts");
+        ok = false;
+    }
+    sqlite3_reset (stmt);
+    if (!ok) {
+        json_decref (list);
+        return NULL;
+    }
+    return list;
+}
+
+json_t *
+gq_store_job_json (gq_store_t *self, int64_t job_id, bool with_payload)
+{
+    sqlite3_stmt *stmt = self->stmt[S_JOB_GET];
+    sqlite3_bind_int64 (stmt, 1, job_id);
+    sqlite3_bind_int (stmt, 2, with_payload);
+    int rc = sqlite3_step (stmt);
+    json_t *job = NULL;
+    if (rc == SQLITE_ROW) {
+        gq_job_row_t row;
+        s_row_read (stmt, &row);
+        job = gq_job_row_json (&row);
+        if (!job) {
+            s_error (self, GQ_ENOMEM, "read job", "out of memory");
+        }
+    } else if (rc == SQLITE_DONE) {
+        s_error (self, GQ_ENOTFOUND, "read job", "no such job");
+    } else {
+        s_fail (self, "read job");
+    }
+    sqlite3_reset (stmt);
+    if (!job) {
+        return NULL;
+    }
+    json_t *detail = s_attempts_json (self, job_id);
+    if (!detail || json_object_set_new (job, "attempts_detail", detail) != 0) {
+        json_decref (job);
+        return NULL;
+    }
+    s_ok (self);
+    return job;
+}
+
+json_t *
+gq_store_jobs_json (gq_store_t *self, int state, size_t limit)
+{
+    json_t *list = json_array ();
+    if (!list) {
+        s_error (self, GQ_ENOMEM, "list jobs", "out of memory");
+        return NULL;
+    }
+    sqlite3_stmt *stmt = self->stmt[state < 0 ? S_JOBS_ALL : S_JOBS_IN_STATE];
+    sqlite3_bind_int64 (stmt, 1, limit > INT64_MAX ? INT64_MAX : (int64_t) limit);
+    if (state >= 0) {
+        sqlite3_bind_int (stmt, 2, state);
+    }
+    int rc;
+    bool ok = true;
+    while (ok && (rc = sqlite3_step (stmt)) == SQLITE_ROW) {
+        gq_job_row_t row;
+        s_row_read (stmt, &row);
+        json_t *item = gq_job_row_json (&row);
+        ok = item && json_array_append_new (list, item) == 0;
+    }
+    if (!ok) {
+        s_error (self, GQ_ENOMEM, "list jobs", "out of memory");
+    } else if (rc != SQLITE_DONE) {
+        s_fail (self, "list jobs");
+        ok = false;
+    }
+    sqlite3_reset (stmt);
+    if (!ok) {
+        json_decref (list);
+        return NULL;
+    }
+    s_ok (self);
+    return list;
+}
+
+json_t *
+gq_store_nodes_json (gq_store_t *self)
+{
+    json_t *list = json_array ();
+    if (!list) {
+        s_error (self, GQ_ENOMEM, "list nodes", "out of memory");
+        return NULL;
+    }
+    sqlite3_stmt *stmt = self->stmt[S_NODES];
+    int rc;
+    bool ok = true;
+    while (ok && (rc = sqlite3_step (stmt)) == SQLITE_ROW) {
+        json_t *item = json_pack (
+            "{s:s?, s:s?, s:I, s:f, s:f, s:o, s:o, s:I, s:I}", "name",
+            (const char *) sqlite3_column_text (stmt, 0), "gpu_model",
+            (const char *) sqlite3_column_text (stmt, 1), "vram_total_mb",
+            (json_int_t) sqlite3_column_int64 (stmt, 2), "tflops", sqlite3_column_double (stmt, 3),
+            "price_per_hour", sqlite3_column_double (stmt, 4), "first_seen",
+            s_time_json (sqlite3_column_int64 (stmt, 5)), "last_seen",
+            s_time_json (sqlite3_column_int64 (stmt, 6)), "jobs_ok",
+            (json_int_t) sqlite3_column_int64 (stmt, 7), "jobs_failed",
+            (json_int_t) sqlite3_column_int64 (stmt, 8));
+        ok = item && json_array_append_new (list, item) == 0;
+    }
+    if (!ok) {
+        s_error (self, GQ_ENOMEM, "list nodes", "out of memory");
+    } else if (rc != SQLITE_DONE) {
+        s_fail (self, "list nodes");
+        ok = false;
+    }
+    sqlite3_reset (stmt);
+    if (!ok) {
+        json_decref (list);
+        return NULL;
+    }
+    s_ok (self);
+    return list;
+}
+
+int
+gq_store_counts (gq_store_t *self, int64_t counts[GQ_JOB_STATES])
+{
+    memset (counts, 0, GQ_JOB_STATES * sizeof counts[0]);
+    sqlite3_stmt *stmt = self->stmt[S_COUNTS];
+    int rc;
+    while ((rc = sqlite3_step (stmt)) == SQLITE_ROW) {
+        int state = sqlite3_column_int (stmt, 0);
+        if (state >= 0 && state < GQ_JOB_STATES) {
+            counts[state] = sqlite3_column_int64 (stmt, 1);
+        }
+    }
+    int err = rc == SQLITE_DONE ? s_ok (self) : s_fail (self, "count jobs");
+    sqlite3_reset (stmt);
+    return err;
+}
+
+int
+gq_store_purge (gq_store_t *self, int64_t before_ms, int limit)
+{
+    if (limit <= 0) {
+        return s_ok (self);
+    }
+    sqlite3_stmt *stmt = self->stmt[S_PURGE];
+    sqlite3_bind_int64 (stmt, 1, before_ms);
+    sqlite3_bind_int (stmt, 2, limit);
+    int err = s_step_done (self, stmt, "purge");
+    /* sqlite3_changes counts the jobs only, not the cascaded attempts and blobs. */
+    return err ? err : sqlite3_changes (self->db);
+}
+
+int64_t
+gq_store_max_id (gq_store_t *self)
+{
+    sqlite3_stmt *stmt = self->stmt[S_MAX_ID];
+    int rc = sqlite3_step (stmt);
+    int64_t id = 0;
+    if (rc == SQLITE_ROW) {
+        id = sqlite3_column_int64 (stmt, 0);
+        s_ok (self);
+    } else {
+        id = s_fail (self, "max id");
+    }
+    sqlite3_reset (stmt);
+    return id;
+}
+
+/* ---- Selftest -------------------------------------------------------------------------------- */
+
+#define S_EQ_INT(a, b)                                                                             \
+    do {                                                                                           \
+        long long s_a_ = (long long) (a), s_b_ = (long long) (b);                                  \
+        if (s_a_ != s_b_) {                                                                        \
+            fprintf (stderr, "\n%s:%d: %s is %lld, expected %s = %lld\n", __FILE__, __LINE__, #a,  \
+                     s_a_, #b, s_b_);                                                              \
+            abort ();                                                                              \
+        }                                                                                          \
+    } while (0)
+
+#define S_EQ_STR(a, b)                                                                             \
+    do {                                                                                           \
+        const char *s_a_ = (a), *s_b_ = (b);                                                       \
+        if (!s_a_ || !s_b_ || strcmp (s_a_, s_b_) != 0) {                                          \
+            fprintf (stderr, "\n%s:%d: %s is \"%s\", expected \"%s\"\n", __FILE__, __LINE__, #a,   \
+                     s_a_ ? s_a_ : "(null)", s_b_ ? s_b_ : "(null)");                              \
+            abort ();                                                                              \
+        }                                                                                          \
+    } while (0)
+
+#define S_HAS_STR(a, b)                                                                            \
+    do {                                                                                           \
+        const char *s_a_ = (a), *s_b_ = (b);                                                       \
+        if (!s_a_ || !strstr (s_a_, s_b_)) {                                                       \
+            fprintf (stderr, "\n%s:%d: %s is \"%s\", expected it to contain \"%s\"\n", __FILE__,   \
+                     __LINE__, #a, s_a_ ? s_a_ : "(null)", s_b_);                                  \
+            abort ();                                                                              \
+        }                                                                                          \
+    } while (0)
+
+#define S_OPENED(store, why)                                                                       \
+    do {                                                                                           \
+        if (!(store)) {                                                                            \
+            fprintf (stderr, "\n%s:%d: open failed: %s\n", __FILE__, __LINE__, (why));             \
+            abort ();                                                                              \
+        }                                                                                          \
+    } while (0)
+
+/* Schema version 0: schema.sql as it was before migration 0001 (no jobs.client, no
+   jobs_finished index). The migration test builds a database of this shape by hand. */
+static const char *s_schema_v0 =
+    "CREATE TABLE jobs (id INTEGER PRIMARY KEY, idem_key TEXT, kind TEXT NOT NULL, model TEXT,"
+    " min_vram_mb INTEGER NOT NULL DEFAULT 0, priority INTEGER NOT NULL DEFAULT 0,"
+    " gpu_pattern TEXT, max_price REAL, min_tflops REAL, timeout_ms INTEGER NOT NULL DEFAULT 0,"
+    " max_attempts INTEGER NOT NULL, payload TEXT NOT NULL,"
+    " state INTEGER NOT NULL CHECK (state BETWEEN 0 AND 4), attempts INTEGER NOT NULL DEFAULT 0,"
+    " node TEXT, submitted_at INTEGER NOT NULL, started_at INTEGER, finished_at INTEGER,"
+    " result TEXT, error TEXT);"
+    "CREATE UNIQUE INDEX jobs_idem ON jobs (idem_key) WHERE idem_key IS NOT NULL;"
+    "CREATE INDEX jobs_state ON jobs (state);"
+    "CREATE TABLE job_blobs (job_id INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,"
+    " direction TEXT NOT NULL CHECK (direction IN ('in', 'out')), idx INTEGER NOT NULL,"
+    " data BLOB NOT NULL, PRIMARY KEY (job_id, direction, idx));"
+    "CREATE TABLE attempts (job_id INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,"
+    " attempt INTEGER NOT NULL, node TEXT NOT NULL, started_at INTEGER NOT NULL,"
+    " finished_at INTEGER NOT NULL, outcome TEXT NOT NULL CHECK (outcome = 'ok' OR"
+    " outcome = 'failed' OR outcome = 'lost' OR outcome = 'timeout' OR outcome = 'cancelled'),"
+    " reason TEXT, PRIMARY KEY (job_id, attempt))"
+    " WITHOUT ROWID;"
+    "CREATE TABLE nodes (name TEXT PRIMARY KEY, gpu_model TEXT NOT NULL,"
+    " vram_total_mb INTEGER NOT NULL, tflops REAL NOT NULL, price_per_hour REAL NOT NULL,"
+    " first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL,"
+    " jobs_ok INTEGER NOT NULL DEFAULT 0, jobs_failed INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;";
+
+static void
+s_path (char *buf, size_t size, const char *dir, const char *name)
+{
+    int n = snprintf (buf, size, "%s/%s", dir, name);
+    S_EQ_INT (n >= 0 && (size_t) n < size, 1);
+}
+
+/* Runs sql on the database at path through a connection of its own (as an older gridq or an
+   operator's shell would). */
+static void
+s_raw_exec (const char *path, const char *sql)
+{
+    sqlite3 *db;
+    S_EQ_INT (sqlite3_open (path, &db), SQLITE_OK);
+    char *msg = NULL;
+    int rc = sqlite3_exec (db, sql, NULL, NULL, &msg);
+    if (rc != SQLITE_OK) {
+        fprintf (stderr, "\nstore test: %s: %s\n", sql, msg ? msg : "?");
+        abort ();
+    }
+    sqlite3_close (db);
+}
+
+/* Every row of sql appended to buf, columns joined by '|', rows by '\n'. */
+static void
+s_append_rows (sqlite3 *db, const char *sql, char *buf, size_t size)
+{
+    sqlite3_stmt *stmt;
+    S_EQ_INT (sqlite3_prepare_v2 (db, sql, -1, &stmt, NULL), SQLITE_OK);
+    while (sqlite3_step (stmt) == SQLITE_ROW) {
+        for (int i = 0; i < sqlite3_column_count (stmt); i++) {
+            const unsigned char *text = sqlite3_column_text (stmt, i);
+            size_t used = strlen (buf);
+            snprintf (buf + used, size - used, "%s%s", i ? "|" : "",
+                      text ? (const char *) text : "NULL");
+        }
+        size_t used = strlen (buf);
+        snprintf (buf + used, size - used, "\n");
+    }
+    sqlite3_finalize (stmt);
+}
+
+/* The shape of a schema: tables with their columns, indexes with their columns and whether
+   they are unique or partial, foreign keys. Two roads to one version must give one text. */
+static void
+s_fingerprint (sqlite3 *db, char *buf, size_t size)
+{
+    buf[0] = 0;
+    s_append_rows (db,
+                   "SELECT m.name, p.cid, p.name, p.type, p.\"notnull\", p.dflt_value, p.pk "
+                   "FROM sqlite_master AS m JOIN pragma_table_info (m.name) AS p "
+                   "WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite%' ORDER BY m.name, p.cid",
+                   buf, size);
+    s_append_rows (db,
+                   "SELECT m.name, l.name, l.\"unique\", l.origin, l.partial, i.seqno, i.name "
+                   "FROM sqlite_master AS m JOIN pragma_index_list (m.name) AS l "
+                   "JOIN pragma_index_info (l.name) AS i "
+                   "WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite%' ORDER BY m.name, l.name, i.seqno",
+                   buf, size);
+    s_append_rows (db,
+                   "SELECT m.name, f.id, f.seq, f.\"table\", f.\"from\", f.\"to\", f.on_delete "
+                   "FROM sqlite_master AS m JOIN pragma_foreign_key_list (m.name) AS f "
+                   "WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite%' ORDER BY m.name, f.id, f.seq",
+                   buf, size);
+}
+
+/* The plan SQLite chooses for one of the store's statements, as one line. */
+static void
+s_plan (gq_store_t *self, s_stmt_t which, char *buf, size_t size)
+{
+    char sql[1024];
+    snprintf (sql, sizeof sql, "EXPLAIN QUERY PLAN %s", s_sql[which]);
+    buf[0] = 0;
+    sqlite3_stmt *stmt;
+    S_EQ_INT (sqlite3_prepare_v2 (self->db, sql, -1, &stmt, NULL), SQLITE_OK);
+    while (sqlite3_step (stmt) == SQLITE_ROW) {
+        size_t used = strlen (buf);
+        snprintf (buf + used, size - used, "%s; ", (const char *) sqlite3_column_text (stmt, 3));
+    }
+    sqlite3_finalize (stmt);
+}
+
+/* A job to insert: payload is borrowed. */
+static gq_job_t
+s_job (char *payload, int priority, int64_t submitted_ms)
+{
+    gq_job_t job = {.submitted_ms = submitted_ms, .payload = payload,
+                    .payload_len = (uint32_t) strlen (payload), .min_vram_mb = 1024, .node = -1,
+                    .priority = (uint8_t) priority, .max_attempts = GQ_MAX_ATTEMPTS,
+                    .timeout_ms = 60000};
+    return job;
+}
+
+/* What recovery handed back, one line per job, for comparing as text. */
+typedef struct {
+    char text[2048];
+    int calls;
+    int stop_after;          /* stop the walk after this many calls (0: never) */
+    gq_store_t *store;       /* to read a job's input blobs from inside the walk */
+} s_recovered_t;
+
+static int
+s_recover_cb (void *arg, const gq_job_row_t *row, const char *const *excluded, size_t n_excluded)
+{
+    s_recovered_t *rec = arg;
+    rec->calls++;
+    size_t used = strlen (rec->text);
+    snprintf (rec->text + used, sizeof rec->text - used,
+              "%lld %s %s model=%s attempts=%d/%d payload=%s client=%s excluded=", (long long) row->id,
+              gq_job_state_name (row->state), row->kind, row->model ? row->model : "-",
+              row->attempts, row->max_attempts, row->payload, row->client ? row->client : "-");
+    for (size_t i = 0; i < n_excluded; i++) {
+        used = strlen (rec->text);
+        snprintf (rec->text + used, sizeof rec->text - used, "%s%s", i ? "," : "", excluded[i]);
+    }
+    void **data;
+    size_t *sizes;
+    int n = gq_store_job_blobs (rec->store, row->id, "in", &data, &sizes);
+    used = strlen (rec->text);
+    snprintf (rec->text + used, sizeof rec->text - used, " blobs=%d\n", n);
+    gq_store_blobs_free (data, sizes, n);
+    return rec->stop_after && rec->calls >= rec->stop_after ? 99 : 0;
+}
+
+/* Removes the test directory and the database files in it. */
+static void
+s_remove_dir (const char *dir)
+{
+    DIR *d = opendir (dir);
+    if (!d) {
+        return;
+    }
+    struct dirent *entry;
+    while ((entry = readdir (d))) {
+        if (strcmp (entry->d_name, ".") != 0 && strcmp (entry->d_name, "..") != 0) {
+            char path[512];
+            s_path (path, sizeof path, dir, entry->d_name);
+            unlink (path);
+        }
+    }
+    closedir (d);
+    rmdir (dir);
+}
+
+/* Inserts, then in the next turn records one attempt and the end of, `jobs` jobs in turns of
+   `batch`: the broker's write pattern at full load. Prints rows/s when verbose; asserts only
+   the outcome, never the time. */
+static void
+s_bench (const char *dir, gq_durability_t durability, int jobs, int batch, bool verbose)
+{
+    char path[512], why[256];
+    s_path (path, sizeof path, dir, durability == GQ_DURABILITY_FULL ? "bench-full.db"
+                                                                     : "bench-normal.db");
+    gq_store_t *store = gq_store_open (path, durability, why, sizeof why);
+    S_OPENED (store, why);
+    int64_t *ids = malloc ((size_t) jobs * sizeof *ids);
+    S_EQ_INT (ids != NULL, 1);
+    char payload[] = "{\"input\":[[0.1,0.2,0.3,0.4]],\"seed\":12345}";
+    char result[] = "{\"output\":[[0.9,0.1]],\"argmax\":[0]}";
+    int64_t t0 = gq_mono_us ();
+    int inserted = 0, finished = 0;
+    while (finished < jobs) {
+        S_EQ_INT (gq_store_begin (store), 0);
+        for (int i = 0; i < batch && inserted < jobs; i++) {
+            gq_job_t job = s_job (payload, 5, 1764411673000 + inserted);
+            S_EQ_INT (gq_store_job_insert (store, &job, "mlp", "mnist", NULL, "", NULL), 0);
+            ids[inserted++] = job.id;
+        }
+        /* The previous turn's jobs end in this one. */
+        int end = inserted - batch < finished ? finished : inserted - batch;
+        if (inserted == jobs) {
+            end = inserted;
+        }
+        for (; finished < end; finished++) {
+            int64_t id = ids[finished];
+            S_EQ_INT (gq_store_attempt_insert (store, id, 1, "gpu-node-17", 1764411673100,
+                                               1764411673150, "ok", NULL),
+                      0);
+            S_EQ_INT (gq_store_job_finish (store, id, GQ_JOB_DONE, 1, "gpu-node-17",
+                                           1764411673100, 1764411673150, result,
+                                           sizeof result - 1, NULL),
+                      0);
+        }
+        S_EQ_INT (gq_store_commit (store), 0);
+    }
+    double secs = (double) (gq_mono_us () - t0) / 1e6;
+    int64_t counts[GQ_JOB_STATES];
+    S_EQ_INT (gq_store_counts (store, counts), 0);
+    S_EQ_INT (counts[GQ_JOB_DONE], jobs);
+    S_EQ_INT (counts[GQ_JOB_QUEUED], 0);
+    if (verbose) {
+        printf ("  bench (%s, %d jobs, %d per turn): %.0f rows/s, %.0f jobs/s end to end\n",
+                durability == GQ_DURABILITY_FULL ? "full" : "normal", jobs, batch,
+                3.0 * jobs / secs, jobs / secs);
+    }
+    free (ids);
+    gq_store_close (&store);
+    /* Each run starts from an empty database. */
+    const char *suffixes[] = {"", "-wal", "-shm"};
+    for (size_t i = 0; i < 3; i++) {
+        char file[600];
+        snprintf (file, sizeof file, "%s%s", path, suffixes[i]);
+        unlink (file);
+    }
+}
+
+void
+gq_store_test (bool verbose)
+{
+    if (verbose) {
+        printf ("\n");   /* verbose lines, and the store's log lines, each on a line of its own */
+    }
+    char dir[] = "/tmp/gq-store-XXXXXX";
+    if (!mkdtemp (dir)) {
+        fprintf (stderr, "\nstore test: mkdtemp: %s\n", strerror (errno));
+        abort ();
+    }
+    char path[512], why[256], text[8192], other[8192];
+    s_path (path, sizeof path, dir, "gridq.db");
+
+    /* A new database gets the full schema, at the newest version, in WAL mode. */
+    gq_store_t *store = gq_store_open (path, GQ_DURABILITY_FULL, why, sizeof why);
+    S_OPENED (store, why);
+    S_EQ_INT (gq_store_schema_version (store), gq_migrations_count);
+    S_EQ_INT (s_query_text (store->db, "PRAGMA journal_mode", text, sizeof text), SQLITE_OK);
+    S_EQ_STR (text, "wal");
+    int64_t value;
+    S_EQ_INT (s_query_int (store->db, "PRAGMA foreign_keys", &value), SQLITE_OK);
+    S_EQ_INT (value, 1);
+    S_EQ_INT (gq_store_max_id (store), 0);
+
+    /* The statements that must not scan: recovery, retention, idem lookups, listings. */
+    s_plan (store, S_RECOVER, text, sizeof text);
+    S_HAS_STR (text, "USING COVERING INDEX jobs_state");
+    s_plan (store, S_PURGE, text, sizeof text);
+    S_HAS_STR (text, "USING INDEX jobs_finished");
+    s_plan (store, S_JOB_BY_IDEM, text, sizeof text);
+    S_HAS_STR (text, "jobs_idem");
+    s_plan (store, S_JOBS_IN_STATE, text, sizeof text);
+    S_HAS_STR (text, "jobs_state");
+
+    /* One turn: three submissions, one repeated by its idem key within the turn. */
+    char p1[] = "{\"n\":1}", p2[] = "{\"n\":2}", p3[] = "{\"input\":[[1,2]]}", p4[] = "[4]";
+    int64_t t = 1764411673000;
+    gq_job_t j1 = s_job (p1, 5, t), j2 = s_job (p2, 9, t + 1), j3 = s_job (p3, 0, t + 2);
+    gq_constraints_t c3 = {.gpu_pattern = "A100|H100", .max_price = 3.5, .min_tflops = 0};
+    j3.constraints = &c3;
+    int64_t existing = 0;
+    S_EQ_INT (gq_store_begin (store), 0);
+    S_EQ_INT (gq_store_in_transaction (store), 1);
+    S_EQ_INT (gq_store_begin (store), GQ_ESTORE);
+    S_HAS_STR (gq_store_errmsg (store), "open already");
+    S_EQ_INT (gq_store_job_insert (store, &j1, "echo", NULL, NULL, "", &existing), 0);
+    S_EQ_INT (gq_store_job_insert (store, &j2, "echo", "", "key-2", "client-key", &existing), 0);
+    gq_job_t again = s_job (p4, 1, t + 3);
+    S_EQ_INT (gq_store_job_insert (store, &again, "echo", NULL, "key-2", "", &existing), 1);
+    S_EQ_INT (existing, j2.id);
+    S_EQ_INT (gq_store_job_insert (store, &j3, "mlp", "mnist", NULL, NULL, NULL), 0);
+    S_EQ_INT (gq_store_job_blob_insert (store, j3.id, "in", 1, "world", 5), 0);
+    S_EQ_INT (gq_store_job_blob_insert (store, j3.id, "in", 0, "hello", 5), 0);
+    S_EQ_INT (gq_store_job_blob_insert (store, j3.id, "in", 2, NULL, 0), 0);
+    S_EQ_INT (gq_store_commit (store), 0);
+    S_EQ_INT (gq_store_in_transaction (store), 0);
+    S_EQ_INT (j1.id > 0 && j2.id > j1.id && j3.id > j2.id, 1);
+    S_EQ_INT (gq_store_max_id (store), j3.id);
+    /* After the commit too, and outside a transaction. */
+    existing = 0;
+    S_EQ_INT (gq_store_job_insert (store, &again, "echo", NULL, "key-2", "", &existing), 1);
+    S_EQ_INT (existing, j2.id);
+    S_EQ_INT (gq_store_job_insert (store, &again, NULL, NULL, NULL, "", &existing), GQ_EINVAL);
+    S_EQ_INT (gq_store_job_blob_insert (store, j3.id, "sideways", 0, "x", 1), GQ_EINVAL);
+    S_EQ_INT (gq_store_job_blob_insert (store, j3.id, "in", 0, "again", 5), GQ_ESTORE);
+    S_EQ_INT (gq_store_job_blob_insert (store, 999999, "in", 0, "orphan", 6), GQ_ESTORE);
+    S_HAS_STR (gq_store_errmsg (store), "FOREIGN KEY");
+
+    void **data;
+    size_t *sizes;
+    int n = gq_store_job_blobs (store, j3.id, "in", &data, &sizes);
+    S_EQ_INT (n, 3);
+    S_EQ_INT (sizes[0] == 5 && memcmp (data[0], "hello", 5) == 0, 1);
+    S_EQ_INT (sizes[1] == 5 && memcmp (data[1], "world", 5) == 0, 1);
+    S_EQ_INT (sizes[2], 0);
+    gq_store_blobs_free (data, sizes, n);
+    S_EQ_INT (gq_store_job_blobs (store, j3.id, "out", &data, &sizes), 0);
+    S_EQ_INT (data == NULL && sizes == NULL, 1);
+
+    /* Attempts and ends: j1 fails on a, is lost on b, times out on a again, and stays queued;
+       j2 succeeds on c; j3 is cancelled before it ran. */
+    S_EQ_INT (gq_store_begin (store), 0);
+    S_EQ_INT (gq_store_attempt_insert (store, j1.id, 1, "a", t + 10, t + 20, "failed", "exit 1"), 0);
+    S_EQ_INT (gq_store_attempt_insert (store, j1.id, 2, "b", t + 30, t + 40, "lost", NULL), 0);
+    S_EQ_INT (gq_store_attempt_insert (store, j1.id, 3, "a", t + 50, t + 60, "timeout", NULL), 0);
+    S_EQ_INT (gq_store_attempt_insert (store, j2.id, 1, "c", t + 10, t + 25, "ok", NULL), 0);
+    const char *r2 = "{\"echo\":2}";
+    S_EQ_INT (gq_store_job_finish (store, j2.id, GQ_JOB_DONE, 1, "c", t + 10, t + 25, r2,
+                                   strlen (r2), NULL),
+              0);
+    S_EQ_INT (gq_store_job_blob_insert (store, j2.id, "out", 0, "\x00\x01\x02", 3), 0);
+    S_EQ_INT (gq_store_job_finish (store, j3.id, GQ_JOB_CANCELLED, 0, NULL, 0, t + 30, NULL, 0,
+                                   "cancelled by client"),
+              0);
+    S_EQ_INT (gq_store_commit (store), 0);
+    /* The first end is the one recorded. */
+    S_EQ_INT (gq_store_job_finish (store, j2.id, GQ_JOB_FAILED, 2, "d", t, t + 99, NULL, 0, "x"),
+              GQ_ESTATE);
+    S_EQ_INT (gq_store_job_finish (store, 999999, GQ_JOB_DONE, 1, "d", t, t + 99, NULL, 0, NULL),
+              GQ_ENOTFOUND);
+    S_EQ_INT (gq_store_job_finish (store, j1.id, GQ_JOB_RUNNING, 1, "d", t, t + 9, NULL, 0, NULL),
+              GQ_EINVAL);
+    S_EQ_INT (gq_store_attempt_insert (store, j1.id, 4, "a", t, t, "exploded", NULL), GQ_EINVAL);
+    S_EQ_INT (gq_store_attempt_insert (store, j1.id, 3, "a", t, t, "failed", NULL), GQ_ESTORE);
+    S_EQ_INT (gq_store_attempt_insert (store, 999999, 1, "a", t, t, "failed", NULL), GQ_ESTORE);
+
+    /* Queries about stored jobs. */
+    json_t *job = gq_store_job_json (store, j2.id, true);
+    S_EQ_INT (job != NULL, 1);
+    S_EQ_STR (json_string_value (json_object_get (job, "state")), "done");
+    S_EQ_STR (json_string_value (json_object_get (job, "idem")), "key-2");
+    S_EQ_INT (json_is_null (json_object_get (job, "model")), 1);
+    S_EQ_INT (json_integer_value (json_object_get (json_object_get (job, "result"), "echo")), 2);
+    S_EQ_INT (json_integer_value (json_object_get (json_object_get (job, "payload"), "n")), 2);
+    S_EQ_STR (json_string_value (json_object_get (job, "finished_at")), "2025-11-29T10:21:13.025Z");
+    json_t *detail = json_object_get (job, "attempts_detail");
+    S_EQ_INT (json_array_size (detail), 1);
+    S_EQ_STR (json_string_value (json_object_get (json_array_get (detail, 0), "outcome")), "ok");
+    S_EQ_INT (json_is_null (json_object_get (json_array_get (detail, 0), "reason")), 1);
+    S_EQ_INT (json_object_get (job, "client") == NULL, 1);
+    json_decref (job);
+    job = gq_store_job_json (store, j1.id, false);
+    S_EQ_INT (json_object_get (job, "payload") == NULL, 1);
+    S_EQ_STR (json_string_value (json_object_get (job, "state")), "queued");
+    detail = json_object_get (job, "attempts_detail");
+    S_EQ_INT (json_array_size (detail), 3);
+    S_EQ_STR (json_string_value (json_object_get (json_array_get (detail, 0), "reason")), "exit 1");
+    S_EQ_STR (json_string_value (json_object_get (json_array_get (detail, 2), "node")), "a");
+    json_decref (job);
+    job = gq_store_job_json (store, j3.id, true);
+    S_EQ_STR (json_string_value (json_object_get (job, "model")), "mnist");
+    S_EQ_STR (json_string_value (json_object_get (job, "error")), "cancelled by client");
+    S_EQ_INT (json_is_null (json_object_get (job, "started_at")), 1);
+    char *dump = json_dumps (json_object_get (job, "constraints"), JSON_SORT_KEYS | JSON_COMPACT);
+    S_EQ_STR (dump, "{\"gpu\":\"A100|H100\",\"max_price\":3.5}");
+    free (dump);
+    json_decref (job);
+    S_EQ_INT (gq_store_job_json (store, 999999, true) == NULL, 1);
+    S_EQ_INT (gq_store_error (store), GQ_ENOTFOUND);
+
+    json_t *list = gq_store_jobs_json (store, -1, 10);
+    S_EQ_INT (json_array_size (list), 3);
+    S_EQ_INT (json_integer_value (json_object_get (json_array_get (list, 0), "id")), j3.id);
+    S_EQ_INT (json_integer_value (json_object_get (json_array_get (list, 2), "id")), j1.id);
+    S_EQ_INT (json_object_get (json_array_get (list, 0), "payload") == NULL, 1);
+    json_decref (list);
+    list = gq_store_jobs_json (store, GQ_JOB_DONE, 10);
+    S_EQ_INT (json_array_size (list), 1);
+    S_EQ_INT (json_integer_value (json_object_get (json_array_get (list, 0), "id")), j2.id);
+    json_decref (list);
+    list = gq_store_jobs_json (store, -1, 1);
+    S_EQ_INT (json_array_size (list), 1);
+    json_decref (list);
+
+    int64_t counts[GQ_JOB_STATES];
+    S_EQ_INT (gq_store_counts (store, counts), 0);
+    S_EQ_INT (counts[GQ_JOB_QUEUED], 1);
+    S_EQ_INT (counts[GQ_JOB_RUNNING], 0);
+    S_EQ_INT (counts[GQ_JOB_DONE], 1);
+    S_EQ_INT (counts[GQ_JOB_CANCELLED], 1);
+
+    /* Nodes: the first sighting stays, the rest follows the latest. */
+    S_EQ_INT (gq_store_node_upsert (store, "c", "NVIDIA A100", 40960, 19.5, 1.2, t, 0, 0), 0);
+    S_EQ_INT (gq_store_node_upsert (store, "c", "NVIDIA A100", 40960, 19.5, 1.1, t + 500, 7, 1),
+              0);
+    S_EQ_INT (gq_store_node_upsert (store, "", "x", 1, 1, 1, t, 0, 0), GQ_EINVAL);
+    list = gq_store_nodes_json (store);
+    S_EQ_INT (json_array_size (list), 1);
+    json_t *node = json_array_get (list, 0);
+    S_EQ_STR (json_string_value (json_object_get (node, "first_seen")), "2025-11-29T10:21:13.000Z");
+    S_EQ_STR (json_string_value (json_object_get (node, "last_seen")), "2025-11-29T10:21:13.500Z");
+    S_EQ_INT (json_integer_value (json_object_get (node, "jobs_ok")), 7);
+    json_decref (list);
+
+    /* A rolled-back turn leaves nothing behind. */
+    gq_job_t j4 = s_job (p4, 1, t + 4);
+    S_EQ_INT (gq_store_begin (store), 0);
+    S_EQ_INT (gq_store_job_insert (store, &j4, "echo", NULL, "key-4", NULL, NULL), 0);
+    S_EQ_INT (gq_store_rollback (store), 0);
+    S_EQ_INT (gq_store_rollback (store), 0);   /* none open: fine */
+    S_EQ_INT (gq_store_max_id (store), j3.id);
+    S_EQ_INT (gq_store_job_insert (store, &j4, "echo", NULL, "key-4", NULL, &existing), 0);
+
+    /* Recovery after close and reopen: exactly the jobs that had not ended, in id order, with
+       their attempts and the distinct nodes that failed them; strings valid in the call. */
+    gq_store_close (&store);
+    gq_store_close (&store);
+    store = gq_store_open (path, GQ_DURABILITY_NORMAL, why, sizeof why);
+    S_OPENED (store, why);
+    s_recovered_t rec = {.store = store};
+    S_EQ_INT (gq_store_recover (store, s_recover_cb, &rec), 0);
+    snprintf (other, sizeof other,
+              "%lld queued echo model=- attempts=3/3 payload={\"n\":1} client=- excluded=a,b "
+              "blobs=0\n"
+              "%lld queued echo model=- attempts=0/3 payload=[4] client=- excluded= blobs=0\n",
+              (long long) j1.id, (long long) j4.id);
+    S_EQ_STR (rec.text, other);
+    /* A callback may stop the walk; its value comes back. */
+    rec = (s_recovered_t) {.store = store, .stop_after = 1};
+    S_EQ_INT (gq_store_recover (store, s_recover_cb, &rec), 99);
+    S_EQ_INT (rec.calls, 1);
+
+    /* Retention: oldest first, in chunks, attempts and blobs with them; the newest job stays
+       even when it is old, so its id is never handed out again. */
+    S_EQ_INT (gq_store_purge (store, t + 1000, 0), 0);
+    S_EQ_INT (gq_store_purge (store, t + 26, 5), 1);            /* j2 ended at t+25, j3 at t+30 */
+    S_EQ_INT (gq_store_job_json (store, j2.id, false) == NULL, 1);
+    S_EQ_INT (s_query_int (store->db, "SELECT count(*) FROM attempts "
+                                      "WHERE job_id NOT IN (SELECT id FROM jobs)",
+                           &value),
+              SQLITE_OK);
+    S_EQ_INT (value, 0);
+    S_EQ_INT (s_query_int (store->db, "SELECT count(*) FROM job_blobs WHERE direction = 'out'",
+                           &value),
+              SQLITE_OK);
+    S_EQ_INT (value, 0);
+    S_EQ_INT (gq_store_job_finish (store, j1.id, GQ_JOB_FAILED, 3, "a", t + 50, t + 60, NULL, 0,
+                                   "failed 3 times"),
+              0);
+    S_EQ_INT (gq_store_job_finish (store, j4.id, GQ_JOB_DONE, 1, "c", t + 70, t + 80, "4", 1,
+                                   NULL),
+              0);
+    S_EQ_INT (gq_store_purge (store, t + 1000, 1), 1);
+    S_EQ_INT (gq_store_purge (store, t + 1000, 100), 1);
+    S_EQ_INT (gq_store_purge (store, t + 1000, 100), 0);
+    S_EQ_INT (gq_store_counts (store, counts), 0);
+    S_EQ_INT (counts[GQ_JOB_DONE], 1);                          /* j4, the newest, stays */
+    S_EQ_INT (s_query_int (store->db, "SELECT count(*) FROM job_blobs", &value), SQLITE_OK);
+    S_EQ_INT (value, 0);                                        /* j3's inputs went with it */
+    gq_job_t j5 = s_job (p1, 1, t + 5);
+    S_EQ_INT (gq_store_job_insert (store, &j5, "echo", NULL, NULL, NULL, NULL), 0);
+    S_EQ_INT (j5.id, j4.id + 1);
+
+    /* A full disk: the write fails with GQ_ESTORE, the turn is rolled back (SQLite may have
+       done it itself), and the store works again once there is room. */
+    int64_t pages;
+    S_EQ_INT (s_query_int (store->db, "PRAGMA page_count", &pages), SQLITE_OK);
+    char sql[128];
+    snprintf (sql, sizeof sql, "PRAGMA max_page_count = %lld", (long long) pages + 4);
+    S_EQ_INT (s_exec (store->db, sql), SQLITE_OK);
+    size_t big_len = 64 * 1024;
+    char *big = malloc (big_len + 1);
+    S_EQ_INT (big != NULL, 1);
+    memset (big, ' ', big_len);
+    big[0] = '[';
+    big[big_len - 1] = ']';
+    big[big_len] = 0;
+    S_EQ_INT (gq_store_begin (store), 0);
+    int err = 0;
+    for (int i = 0; i < 100 && !err; i++) {
+        gq_job_t fat = s_job (big, 1, t + 6);
+        err = gq_store_job_insert (store, &fat, "echo", NULL, NULL, NULL, NULL);
+    }
+    S_EQ_INT (err, GQ_ESTORE);
+    S_EQ_INT (gq_store_error (store), GQ_ESTORE);
+    S_HAS_STR (gq_store_errmsg (store), "full");
+    S_EQ_INT (gq_store_rollback (store), 0);
+    S_EQ_INT (gq_store_in_transaction (store), 0);
+    S_EQ_INT (s_exec (store->db, "PRAGMA max_page_count = 1073741823"), SQLITE_OK);
+    S_EQ_INT (gq_store_begin (store), 0);
+    gq_job_t fat = s_job (big, 1, t + 6);
+    S_EQ_INT (gq_store_job_insert (store, &fat, "echo", NULL, NULL, NULL, NULL), 0);
+    S_EQ_INT (gq_store_commit (store), 0);
+    S_EQ_INT (fat.id, j5.id + 1);
+    free (big);
+    gq_store_close (&store);
+
+    /* The fresh schema's shape, to compare the migrated one against. */
+    sqlite3 *db;
+    S_EQ_INT (sqlite3_open (path, &db), SQLITE_OK);
+    s_fingerprint (db, text, sizeof text);
+    sqlite3_close (db);
+    S_HAS_STR (text, "jobs|20|client|TEXT|0|NULL|0");
+
+    /* Migration: a version-0 database with a queued job that failed once is upgraded in place,
+       reaches the same shape as a new one, and recovers its job. */
+    char old_path[512];
+    s_path (old_path, sizeof old_path, dir, "old.db");
+    s_raw_exec (old_path, s_schema_v0);
+    s_raw_exec (old_path,
+                "INSERT INTO jobs (id, kind, max_attempts, payload, state, submitted_at) "
+                "VALUES (41, 'echo', 3, '{\"old\":true}', 0, 1000);"
+                "INSERT INTO attempts VALUES (41, 1, 'old-node', 1100, 1200, 'failed', 'oom');");
+    store = gq_store_open (old_path, GQ_DURABILITY_NORMAL, why, sizeof why);
+    S_OPENED (store, why);
+    S_EQ_INT (gq_store_schema_version (store), gq_migrations_count);
+    S_EQ_INT (s_query_int (store->db, "PRAGMA user_version", &value), SQLITE_OK);
+    S_EQ_INT (value, gq_migrations_count);
+    s_fingerprint (store->db, other, sizeof other);
+    S_EQ_STR (other, text);
+    rec = (s_recovered_t) {.store = store};
+    S_EQ_INT (gq_store_recover (store, s_recover_cb, &rec), 0);
+    S_EQ_STR (rec.text, "41 queued echo model=- attempts=1/3 payload={\"old\":true} client=- "
+                        "excluded=old-node blobs=0\n");
+    gq_job_t j6 = s_job (p2, 1, t);
+    S_EQ_INT (gq_store_job_insert (store, &j6, "echo", NULL, NULL, "client-key", NULL), 0);
+    S_EQ_INT (j6.id, 42);
+    gq_store_close (&store);
+
+    /* A failing migration leaves its database at the last step that succeeded, untouched by
+       the one that failed. */
+    s_path (old_path, sizeof old_path, dir, "old2.db");
+    s_raw_exec (old_path, s_schema_v0);
+    const char *steps[] = {gq_migrations[0], "CREATE TABLE half (x); SELECT no_such_function ();"};
+    const char *names[] = {"0001-test", "0002-broken"};
+    S_EQ_INT (sqlite3_open (old_path, &db), SQLITE_OK);
+    S_EQ_INT (s_schema_apply (db, old_path, gq_schema_sql, steps, names, 2, why, sizeof why), -1);
+    S_HAS_STR (why, "cannot upgrade");
+    S_HAS_STR (why, "version 2 (0002-broken)");
+    S_HAS_STR (why, "no_such_function");
+    S_EQ_INT (s_query_int (db, "PRAGMA user_version", &value), SQLITE_OK);
+    S_EQ_INT (value, 1);
+    S_EQ_INT (s_query_int (db, "SELECT count(*) FROM sqlite_master WHERE name = 'half'", &value),
+              SQLITE_OK);
+    S_EQ_INT (value, 0);
+    sqlite3_close (db);
+
+    /* A database from a newer gridq is refused, and left as it is. */
+    snprintf (sql, sizeof sql, "PRAGMA user_version = %d", gq_migrations_count + 1);
+    s_raw_exec (path, sql);
+    S_EQ_INT (gq_store_open (path, GQ_DURABILITY_NORMAL, why, sizeof why) == NULL, 1);
+    S_HAS_STR (why, "newer than this gridq-broker knows");
+    if (verbose) {
+        printf ("  %s\n", why);
+    }
+
+    /* A path that cannot be a database file: a reason, not a crash. */
+    S_EQ_INT (gq_store_open ("", GQ_DURABILITY_NORMAL, why, sizeof why) == NULL, 1);
+    S_HAS_STR (why, "without a path");
+    char file[512];
+    s_path (file, sizeof file, dir, "not-a-db.txt");
+    FILE *f = fopen (file, "w");
+    S_EQ_INT (f != NULL, 1);
+    fputs ("this is not a database, but it is long enough to have a header of sorts\n", f);
+    fclose (f);
+    s_path (path, sizeof path, file, "gridq.db");   /* under a regular file */
+    S_EQ_INT (gq_store_open (path, GQ_DURABILITY_NORMAL, why, sizeof why) == NULL, 1);
+    S_HAS_STR (why, "store: cannot open ");
+    S_HAS_STR (why, "unable to open database file");
+    if (verbose) {
+        printf ("  %s\n", why);
+    }
+    S_EQ_INT (gq_store_open (file, GQ_DURABILITY_NORMAL, why, sizeof why) == NULL, 1);
+    S_HAS_STR (why, "file is not a database");
+    s_path (path, sizeof path, dir, "other.db");
+    s_raw_exec (path, "CREATE TABLE accounts (id INTEGER PRIMARY KEY)");
+    S_EQ_INT (gq_store_open (path, GQ_DURABILITY_NORMAL, why, sizeof why) == NULL, 1);
+    S_HAS_STR (why, "not a gridq database");
+
+    /* The broker's write pattern, measured (printed only when verbose). */
+    s_bench (dir, GQ_DURABILITY_NORMAL, verbose ? 300000 : 20000, 1000, verbose);
+    if (verbose) {
+        s_bench (dir, GQ_DURABILITY_FULL, 300000, 1000, verbose);
+        s_bench (dir, GQ_DURABILITY_FULL, 100000, 100, verbose);
+        printf ("  ");
+    }
+    s_remove_dir (dir);
+}

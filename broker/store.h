@@ -1,0 +1,156 @@
+/*  store.h — the SQLite store: every job, attempt and node the broker has accepted or seen.
+
+    The broker decides from memory; the store is written through and read only at start
+    (gq_store_recover, gq_store_counts, gq_store_max_id) and for questions about finished jobs.
+    store.c is the only file that speaks SQL.
+
+    Writes are grouped: the broker calls gq_store_begin, any number of inserts and updates, then
+    gq_store_commit once per loop turn, and acknowledges that turn's submissions only after the
+    commit. Outside begin/commit every write is a transaction of its own.
+
+    The running state is never written (at 50k jobs/s it would double the writes): a job row is
+    inserted queued and updated once, when the job ends; an attempt row is inserted when an
+    attempt ends. After a restart every job that had not ended is queued again (at least once).
+
+    Errors: functions return 0 or a negative gq_err_t (GQ_ESTORE with the text in
+    gq_store_errmsg; GQ_EINVAL for a bad argument; GQ_ENOTFOUND, GQ_ESTATE where said). After
+    GQ_ESTORE inside begin/commit the caller must gq_store_rollback and treat the whole turn as
+    not written (SQLite may already have rolled it back itself, e.g. on a full disk).
+
+    One connection, one thread: the store must not be used from two threads (it is opened
+    without SQLite's mutexes). */
+#ifndef GQ_STORE_H_INCLUDED
+#define GQ_STORE_H_INCLUDED
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gq_common.h"
+#include "job.h"
+
+/* How long a write waits for a lock held by another connection (an operator's sqlite3 shell)
+   before it fails: short, because the broker loop waits with it. */
+#define GQ_STORE_BUSY_MS   2000
+/* SQLite page cache of the connection (KiB): the indexes' hot pages stay in memory. */
+#define GQ_STORE_CACHE_KB  (64 * 1024)
+/* The WAL file is truncated back to this after a checkpoint (it may grow past it in between). */
+#define GQ_STORE_WAL_LIMIT_BYTES (64LL * 1024 * 1024)
+
+typedef enum {
+    /* WAL with synchronous=NORMAL: a commit is in the operating system's hands when it returns,
+       so a broker killed (even SIGKILL) loses nothing it acknowledged; a power loss or kernel
+       crash may lose the last commits (never corrupts the file). No fsync per commit. */
+    GQ_DURABILITY_NORMAL = 0,
+    /* WAL with synchronous=FULL: each commit is fsynced before it returns, so an acknowledged job
+       survives a power loss too. Costs one fsync per loop turn (group commit amortises it). */
+    GQ_DURABILITY_FULL = 1
+} gq_durability_t;
+
+typedef struct _gq_store_t gq_store_t;
+
+/* Opens (creating it when absent) the database at path and brings its schema up to date: a new
+   database gets schema.sql, an older one the numbered migrations it lacks, each in a
+   transaction of its own. Returns the store, or NULL with the reason in why, e.g.
+   "store: cannot open gridq.db: unable to open database file"; a database written by a newer
+   gridq (a schema version this build does not know) is refused, never downgraded. */
+gq_store_t *gq_store_open (const char *path, gq_durability_t durability, char *why,
+                           size_t whylen);
+/* Closes the store (rolling back an open transaction) and NULLs the pointer; safe on NULL. */
+void gq_store_close (gq_store_t **self_p);
+
+/* Group commit. begin fails when a transaction is open already. rollback succeeds when none is
+   open (SQLite may have ended it after an error). 0 or GQ_ESTORE. */
+int gq_store_begin (gq_store_t *self);
+int gq_store_commit (gq_store_t *self);
+int gq_store_rollback (gq_store_t *self);
+/* true between begin and commit/rollback (false also after SQLite rolled back by itself). */
+bool gq_store_in_transaction (gq_store_t *self);
+
+/* The text of the last failure ("store: insert job: database or disk is full"), kept until the
+   next failure (a later success does not clear it); "" before any. */
+const char *gq_store_errmsg (gq_store_t *self);
+/* The code of the last failure (0 when the last call succeeded): how a function that returns a
+   pointer tells "absent" (GQ_ENOTFOUND) from "broken" (GQ_ESTORE). */
+int gq_store_error (gq_store_t *self);
+
+/* Inserts job as queued and sets job->id. kind (required) and model (NULL or "" for none) are
+   the names of the job's interned ids; idem is the idempotency key or NULL; client is the
+   submitter's CURVE key or ""/NULL. The job's payload is bound without a copy. Returns 0 when
+   inserted; 1 when a job with that idem key exists already, with its id in *existing_id and
+   nothing inserted (this sees the jobs of the open transaction too); GQ_EINVAL or GQ_ESTORE. */
+int gq_store_job_insert (gq_store_t *self, gq_job_t *job, const char *kind, const char *model,
+                         const char *idem, const char *client, int64_t *existing_id);
+
+/* Stores binary frame idx (0-based) of a job: direction "in" (sent with the job) or "out" (its
+   result). The data is bound without a copy. 0, GQ_EINVAL or GQ_ESTORE (also for a job that
+   does not exist, or an idx stored already). */
+int gq_store_job_blob_insert (gq_store_t *self, int64_t job_id, const char *direction, int idx,
+                              const void *data, size_t size);
+/* A job's blobs of one direction, in idx order: returns their count n >= 0 and sets *data_p to
+   a malloc'd array of n malloc'd buffers and *sizes_p to a malloc'd array of n sizes (both NULL
+   when n is 0); the caller frees them with gq_store_blobs_free. GQ_EINVAL, GQ_ENOMEM or
+   GQ_ESTORE (then nothing is returned). May be called from a gq_store_recover callback. */
+int gq_store_job_blobs (gq_store_t *self, int64_t job_id, const char *direction, void ***data_p,
+                        size_t **sizes_p);
+void gq_store_blobs_free (void **data, size_t *sizes, int n);
+
+/* Records an ended attempt (attempt numbers start at 1). outcome is "ok", "failed", "lost",
+   "timeout" or "cancelled"; reason may be NULL. 0, GQ_EINVAL or GQ_ESTORE (also when the job
+   does not exist or that attempt is recorded already). */
+int gq_store_attempt_insert (gq_store_t *self, int64_t job_id, int attempt, const char *node,
+                             int64_t started_ms, int64_t finished_ms, const char *outcome,
+                             const char *reason);
+
+/* Records that a job ended: state done, failed or cancelled, with its attempts, the node of the
+   last attempt (NULL for none), times, result (JSON text of result_len bytes, or NULL) and error
+   (NULL for none); strings are bound without a copy. The first end wins: 0; GQ_ESTATE when the
+   job has ended already (nothing changed); GQ_ENOTFOUND; GQ_EINVAL; GQ_ESTORE. */
+int gq_store_job_finish (gq_store_t *self, int64_t job_id, int state, int attempts,
+                         const char *node, int64_t started_ms, int64_t finished_ms,
+                         const char *result, size_t result_len, const char *error);
+
+/* Records a node as seen now: inserted the first time (first_seen = now), updated after. */
+int gq_store_node_upsert (gq_store_t *self, const char *name, const char *gpu_model,
+                          int64_t vram_total_mb, double tflops, double price, int64_t now_ms,
+                          int64_t jobs_ok, int64_t jobs_failed);
+
+/* Recovery. fn is called once per job that had not ended, in id order, with the row as queued
+   (state GQ_JOB_QUEUED; attempts = the larger of the stored count and the attempt rows) and the
+   distinct nodes of its failed, lost and timed-out attempts, oldest first. Everything passed is
+   valid only during the call. fn returns 0 to go on; any other value stops the walk and is
+   returned. Otherwise 0 or GQ_ESTORE. */
+typedef int (gq_store_recover_fn) (void *arg, const gq_job_row_t *row,
+                                   const char *const *excluded, size_t n_excluded);
+int gq_store_recover (gq_store_t *self, gq_store_recover_fn *fn, void *arg);
+
+/* A stored job in the JSON form of gq_job_row_json (the payload only with with_payload), plus
+   "attempts_detail": [{attempt, node, started_at, finished_at, outcome, reason}]. A new
+   reference, or NULL with gq_store_error GQ_ENOTFOUND (no such job) or GQ_ESTORE/GQ_ENOMEM.
+   The stored state of a job that has not ended is always "queued": the broker's memory knows
+   better. */
+json_t *gq_store_job_json (gq_store_t *self, int64_t job_id, bool with_payload);
+/* Stored jobs in state (or all for -1), newest first, at most limit, without payloads and
+   attempts_detail: a new JSON array, or NULL on failure. */
+json_t *gq_store_jobs_json (gq_store_t *self, int state, size_t limit);
+/* Every stored node: [{name, gpu_model, vram_total_mb, tflops, price_per_hour, first_seen,
+   last_seen, jobs_ok, jobs_failed}] with times as RFC 3339 strings; NULL on failure. */
+json_t *gq_store_nodes_json (gq_store_t *self);
+
+/* Stored jobs per state (a scan of the state index: for start-up, not per request). */
+int gq_store_counts (gq_store_t *self, int64_t counts[GQ_JOB_STATES]);
+/* Retention: deletes at most limit ended jobs (with their attempts and blobs) that finished
+   before before_ms, oldest first, and returns how many (>= 0) or GQ_ESTORE. Call it in small
+   chunks from a timer so the loop never stalls. The job with the largest id is always kept, so
+   SQLite never hands out an id that a client may still hold. */
+int gq_store_purge (gq_store_t *self, int64_t before_ms, int limit);
+/* The largest job id stored, 0 for none, or GQ_ESTORE. */
+int64_t gq_store_max_id (gq_store_t *self);
+/* The database's schema version (PRAGMA user_version). */
+int gq_store_schema_version (gq_store_t *self);
+
+/* Selftest: uses a temporary directory under /tmp and removes it. */
+void gq_store_test (bool verbose);
+
+#endif

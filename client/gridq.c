@@ -1,0 +1,2018 @@
+/*  gridq.c — the gridq command-line client: submit jobs, follow them, inspect the fleet.
+
+    One function per command over the client API (proto/gq_client.h); this file parses
+    arguments and prints, nothing else. Exit codes, the same for every command:
+        0  success
+        1  a job failed, was cancelled, is not done (or is unknown)
+        2  usage error: bad option, bad value, invalid job (nothing was sent)
+        3  the broker is unreachable or did not answer in time
+        4  the broker refused the request (an ERROR reply) */
+#include <assert.h>
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "gq_client.h"
+#include "gq_spec.h"
+
+#ifndef GQ_VERSION
+#define GQ_VERSION "0.1.0"
+#endif
+
+enum {
+    S_EXIT_OK = 0,      /* success */
+    S_EXIT_JOB = 1,     /* a job failed, was cancelled or is not done */
+    S_EXIT_USAGE = 2,   /* bad command line; nothing was sent */
+    S_EXIT_BROKER = 3,  /* broker unreachable or silent */
+    S_EXIT_REFUSED = 4  /* the broker answered ERROR */
+};
+
+/* Jobs per SUBMIT and SUBMITs in flight for --file: small enough that the broker's group
+   commit and our reads overlap, large enough that per-message costs vanish. */
+#define S_FILE_CHUNK_JOBS   1000
+#define S_FILE_WINDOW       8
+#define S_PROGRESS_EVERY_US 100000 /* redraw the progress line and flush --out this often */
+#define S_MAX_LINE_ERRORS   20     /* invalid JSONL lines reported before giving up */
+
+typedef struct {
+    gq_client_opts_t opts;  /* from the global options */
+    const char *command;    /* the command being run, for messages */
+} s_globals_t;
+
+static s_globals_t s_g;
+
+/* ---- Messages ------------------------------------------------------------------------------ */
+
+static int
+s_usage (const char *format, ...) __attribute__ ((format (printf, 1, 2)));
+
+/* A usage error: what is wrong, and where to read more. Returns the exit code. */
+static int
+s_usage (const char *format, ...)
+{
+    va_list args;
+    va_start (args, format);
+    const char *command = s_g.command ? s_g.command : "";
+    const char *space = s_g.command ? " " : "";
+    fprintf (stderr, "gridq%s%s: ", space, command);
+    vfprintf (stderr, format, args);
+    va_end (args);
+    fprintf (stderr, "\nTry 'gridq%s%s --help'.\n", space, command);
+    return S_EXIT_USAGE;
+}
+
+static void
+s_warn (const char *format, ...) __attribute__ ((format (printf, 1, 2)));
+
+static void
+s_warn (const char *format, ...)
+{
+    va_list args;
+    va_start (args, format);
+    fprintf (stderr, "gridq: ");
+    vfprintf (stderr, format, args);
+    va_end (args);
+    fputc ('\n', stderr);
+}
+
+/* Reports a failed call and maps it to an exit code: silence is 3, a refusal is 4. */
+static int
+s_call_failed (gq_client_t *client)
+{
+    int code = gq_client_errcode (client);
+    s_warn ("%s", gq_client_error (client));
+    if (code == GQ_ETIMEOUT || code == GQ_EIO) {
+        return S_EXIT_BROKER;
+    }
+    return S_EXIT_REFUSED;
+}
+
+static gq_client_t *
+s_connect (int *exit_code)
+{
+    char why[512];
+    gq_client_t *client = gq_client_new (&s_g.opts, why, sizeof why);
+    if (!client) {
+        s_warn ("%s", why);
+        *exit_code = S_EXIT_USAGE;
+    }
+    return client;
+}
+
+/* ---- Values -------------------------------------------------------------------------------- */
+
+static bool
+s_parse_int (const char *text, int64_t lo, int64_t hi, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll (text, &end, 10);
+    if (errno || end == text || *end || v < lo || v > hi) {
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+static bool
+s_parse_double (const char *text, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod (text, &end);
+    if (errno || end == text || *end || !isfinite (v)) {
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+/* Job ids from the positional arguments; every one must be a positive integer. */
+static int
+s_parse_ids (int argc, char **argv, int64_t **ids, size_t *count)
+{
+    *count = 0;
+    *ids = NULL;
+    if (argc <= 0) {
+        return s_usage ("missing job id");
+    }
+    *ids = (int64_t *) malloc ((size_t) argc * sizeof **ids);
+    if (!*ids) {
+        return s_usage ("out of memory");
+    }
+    for (int i = 0; i < argc; i++) {
+        if (!s_parse_int (argv[i], 1, INT64_MAX, &(*ids)[i])) {
+            free (*ids);
+            *ids = NULL;
+            return s_usage ("\"%s\" is not a job id (a positive integer)", argv[i]);
+        }
+    }
+    *count = (size_t) argc;
+    return S_EXIT_OK;
+}
+
+static const char *
+s_str (json_t *obj, const char *key, const char *dflt)
+{
+    const char *value = json_string_value (json_object_get (obj, key));
+    return value && *value ? value : dflt;
+}
+
+static int64_t
+s_int (json_t *obj, const char *key, int64_t dflt)
+{
+    json_t *value = json_object_get (obj, key);
+    if (json_is_integer (value)) {
+        return (int64_t) json_integer_value (value);
+    }
+    return json_is_real (value) ? (int64_t) json_real_value (value) : dflt;
+}
+
+/* RFC 3339 UTC with milliseconds -> ms since the epoch; 0 when absent or unreadable. */
+static int64_t
+s_parse_time (const char *text)
+{
+    struct tm tm = {0};
+    int ms = 0;
+    if (!text || sscanf (text, "%d-%d-%dT%d:%d:%d.%dZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+                         &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &ms) < 6) {
+        return 0;
+    }
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    return (int64_t) timegm (&tm) * 1000 + ms;
+}
+
+/* "2026-11-29 10:21:13" from an RFC 3339 timestamp (UTC, to the second), or "-". */
+static const char *
+s_short_time (json_t *obj, const char *key, char *buf, size_t size)
+{
+    const char *text = s_str (obj, key, NULL);
+    if (!text || strlen (text) < 19) {
+        return "-";
+    }
+    snprintf (buf, size, "%.10s %.8s", text, text + 11);
+    return buf;
+}
+
+static const char *
+s_format_duration (int64_t ms, char *buf, size_t size)
+{
+    if (ms < 0) {
+        snprintf (buf, size, "-");
+    } else if (ms < 1000) {
+        snprintf (buf, size, "%lldms", (long long) ms);
+    } else if (ms < 60000) {
+        snprintf (buf, size, "%.1fs", ms / 1000.0);
+    } else if (ms < 3600000) {
+        snprintf (buf, size, "%lldm%02llds", (long long) (ms / 60000),
+                  (long long) (ms / 1000 % 60));
+    } else {
+        snprintf (buf, size, "%lldh%02lldm", (long long) (ms / 3600000),
+                  (long long) (ms / 60000 % 60));
+    }
+    return buf;
+}
+
+static const char *
+s_format_mb (int64_t mb, char *buf, size_t size)
+{
+    if (mb < 1024) {
+        snprintf (buf, size, "%lldM", (long long) mb);
+    } else if (mb % 1024 == 0) {
+        snprintf (buf, size, "%lldG", (long long) (mb / 1024));
+    } else {
+        snprintf (buf, size, "%.1fG", mb / 1024.0);
+    }
+    return buf;
+}
+
+/* Run time of a job: finished - started, or now - started while it runs. */
+static const char *
+s_runtime (json_t *job, char *buf, size_t size)
+{
+    int64_t started = s_parse_time (s_str (job, "started_at", NULL));
+    int64_t finished = s_parse_time (s_str (job, "finished_at", NULL));
+    if (!started) {
+        return "-";
+    }
+    return s_format_duration ((finished ? finished : gq_now_ms ()) - started, buf, size);
+}
+
+/* One JSON value on a line of its own, compact; scalars too (a result may be a number). */
+static void
+s_print_json (FILE *out, json_t *value)
+{
+    if (!value) {
+        fputs ("null\n", out);
+        return;
+    }
+    json_dumpf (value, out, JSON_COMPACT | JSON_ENCODE_ANY);
+    fputc ('\n', out);
+}
+
+/* ---- Tables: cells are collected, then printed with each column as wide as its widest. ---- */
+
+typedef struct {
+    size_t cols;    /* cells per row */
+    size_t cells;   /* cells added, the header included */
+    size_t cap;     /* allocated entries of text */
+    char **text;    /* cell texts, row after row, malloc'd */
+} s_table_t;
+
+static void
+s_table_cell (s_table_t *table, const char *format, ...) __attribute__ ((format (printf, 2, 3)));
+
+static void
+s_table_cell (s_table_t *table, const char *format, ...)
+{
+    if (table->cells == table->cap) {
+        table->cap = table->cap ? table->cap * 2 : 64;
+        table->text = (char **) realloc (table->text, table->cap * sizeof *table->text);
+        assert (table->text);
+    }
+    va_list args;
+    va_start (args, format);
+    char first[128];
+    int len = vsnprintf (first, sizeof first, format, args);
+    va_end (args);
+    char *text = (char *) malloc (len < 0 ? 1 : (size_t) len + 1);
+    assert (text);
+    if (len < 0) {
+        text[0] = 0;
+    } else if ((size_t) len < sizeof first) {
+        memcpy (text, first, (size_t) len + 1);
+    } else {
+        va_start (args, format);
+        vsnprintf (text, (size_t) len + 1, format, args);
+        va_end (args);
+    }
+    table->text[table->cells++] = text;
+}
+
+static void
+s_table_print (s_table_t *table, FILE *out)
+{
+    size_t width[32] = {0};
+    assert (table->cols <= 32);
+    for (size_t i = 0; i < table->cells; i++) {
+        size_t len = table->text[i] ? strlen (table->text[i]) : 0;
+        if (len > width[i % table->cols]) {
+            width[i % table->cols] = len;
+        }
+    }
+    for (size_t i = 0; i < table->cells; i++) {
+        size_t col = i % table->cols;
+        const char *text = table->text[i] ? table->text[i] : "";
+        if (col + 1 == table->cols || i + 1 == table->cells) {
+            fprintf (out, "%s\n", text); /* the last column is not padded */
+        } else {
+            fprintf (out, "%-*s  ", (int) width[col], text);
+        }
+    }
+}
+
+static void
+s_table_destroy (s_table_t *table)
+{
+    for (size_t i = 0; i < table->cells; i++) {
+        free (table->text[i]);
+    }
+    free (table->text);
+    table->text = NULL;
+    table->cells = table->cap = 0;
+}
+
+/* ---- Option parsing ------------------------------------------------------------------------ */
+
+/* Long options get values above any character, so switch cases read as names. */
+enum {
+    O_HELP = 'h',
+    O_KIND = 256,
+    O_MODEL,
+    O_MIN_VRAM,
+    O_PRIORITY,
+    O_PAYLOAD,
+    O_GPU,
+    O_MAX_PRICE,
+    O_MIN_TFLOPS,
+    O_TIME_LIMIT,
+    O_MAX_ATTEMPTS,
+    O_IDEM,
+    O_WAIT,
+    O_JSON,
+    O_FILE,
+    O_OUT,
+    O_MAX_WAIT,
+    O_STATE,
+    O_LIMIT,
+    O_BROKER,
+    O_TIMEOUT,
+    O_CERT,
+    O_SERVER_CERT,
+    O_VERSION
+};
+
+/* Runs getopt_long over a command's arguments; returns the option, -1 at the end, or '?' after
+   printing a usage error (the caller returns S_EXIT_USAGE). */
+static int
+s_getopt (int argc, char **argv, const struct option *options)
+{
+    int option = getopt_long (argc, argv, ":h", options, NULL);
+    if (option == '?') {
+        const char *bad = argv[optind - 1];
+        bool global = strncmp (bad, "--broker", 8) == 0 || strncmp (bad, "--timeout", 9) == 0 ||
+                      strncmp (bad, "--cert", 6) == 0 || strncmp (bad, "--server-cert", 13) == 0;
+        s_usage ("unknown option %s%s", bad,
+                 global ? " (global options come before the command: gridq --timeout 2s ping)"
+                        : "");
+    } else if (option == ':') {
+        s_usage ("option %s needs a value", argv[optind - 1]);
+        option = '?';
+    }
+    return option;
+}
+
+static void
+s_help (const char *text)
+{
+    fputs (text, stdout);
+}
+
+/* ---- submit -------------------------------------------------------------------------------- */
+
+static const char *s_submit_help =
+    "Usage: gridq submit [JOB OPTIONS] [--wait [--json] [--max-wait DURATION]]\n"
+    "       gridq submit --file JOBS.jsonl [JOB OPTIONS] [--wait [--out RESULTS.jsonl]]\n"
+    "\n"
+    "Submits jobs and prints each job id on a line of its own, in input order, first.\n"
+    "\n"
+    "Job options (with --file: defaults for lines that do not set the field):\n"
+    "  --kind K            what the worker runs: echo, sleep, matmul, mlp, ... (default echo)\n"
+    "  --model M           model the job needs; only nodes that have it are eligible\n"
+    "  --min-vram SIZE     VRAM the job needs: 512M, 24G or a number of MiB\n"
+    "  --priority N        0..9, 9 runs first (default 5)\n"
+    "  --payload JSON      handed to the worker; @FILE reads it from a file, @- from stdin\n"
+    "  --gpu PATTERN       'A100|H100': '|'-separated, case-insensitive substrings of the GPU\n"
+    "  --max-price X       highest hourly price of the node\n"
+    "  --min-tflops X      lowest TFLOPS of the node\n"
+    "  --time-limit DUR    per-attempt time limit: 250ms, 30s, 5m, 2h\n"
+    "  --max-attempts N    attempts before the job fails for good, 1..100 (default 3)\n"
+    "  --idem KEY          idempotency key: submitting it again returns the first job's id\n"
+    "\n"
+    "Other options:\n"
+    "  --file JOBS.jsonl   one job object per line (fields as in docs/PROTOCOL.md); every line\n"
+    "                      is checked before anything is sent ('-' reads stdin)\n"
+    "  --wait              wait for the jobs; exit 0 only if every one is done. A single job\n"
+    "                      then prints its result JSON (the whole job with --json)\n"
+    "  --json              with --wait, print the whole job as JSON, not just its result\n"
+    "  --out FILE          with --file --wait: write each finished job (JSON, with payload and\n"
+    "                      result) to FILE, one per line, as it finishes ('-' is stdout)\n"
+    "  --max-wait DUR      stop waiting after DUR (default: wait as long as it takes)\n"
+    "\n"
+    "With --file --wait, progress is shown on stderr when it is a terminal, and a one-line\n"
+    "summary ends the run.\n"
+    "\n"
+    "Examples:\n"
+    "  gridq submit --kind echo --payload '{\"x\": 1}' --wait\n"
+    "  gridq submit --kind mlp --model mnist --min-vram 2G --payload @input.json\n"
+    "  gridq submit --file jobs.jsonl --wait --out results.jsonl\n";
+
+typedef struct {
+    json_t *defaults;       /* job fields given on the command line */
+    const char *file;       /* --file, or NULL */
+    const char *out;        /* --out, or NULL */
+    bool wait;              /* --wait */
+    bool json;              /* --json */
+    int64_t max_wait_ms;    /* --max-wait, or -1 for no limit */
+} s_submit_args_t;
+
+/* Reads --payload: inline JSON text, @FILE or @- (stdin). */
+static json_t *
+s_load_payload (const char *text)
+{
+    json_error_t error;
+    json_t *payload;
+    size_t flags = JSON_DECODE_ANY | JSON_REJECT_DUPLICATES;
+    if (text[0] == '@') {
+        const char *path = text + 1;
+        if (streq (path, "-")) {
+            payload = json_loadf (stdin, flags, &error);
+        } else {
+            payload = json_load_file (path, flags, &error);
+        }
+        if (!payload) {
+            s_usage ("--payload %s: %s (line %d, column %d)", text, error.text, error.line,
+                     error.column);
+        }
+        return payload;
+    }
+    payload = json_loads (text, flags, &error);
+    if (!payload) {
+        s_usage ("--payload is not JSON: %s (column %d); quote it for the shell, e.g. "
+                 "--payload '{\"x\": 1}'",
+                 error.text, error.column);
+    }
+    return payload;
+}
+
+static int
+s_submit_parse (int argc, char **argv, s_submit_args_t *args)
+{
+    static const struct option options[] = {
+        {"kind", required_argument, NULL, O_KIND},
+        {"model", required_argument, NULL, O_MODEL},
+        {"min-vram", required_argument, NULL, O_MIN_VRAM},
+        {"priority", required_argument, NULL, O_PRIORITY},
+        {"payload", required_argument, NULL, O_PAYLOAD},
+        {"gpu", required_argument, NULL, O_GPU},
+        {"max-price", required_argument, NULL, O_MAX_PRICE},
+        {"min-tflops", required_argument, NULL, O_MIN_TFLOPS},
+        {"time-limit", required_argument, NULL, O_TIME_LIMIT},
+        {"max-attempts", required_argument, NULL, O_MAX_ATTEMPTS},
+        {"idem", required_argument, NULL, O_IDEM},
+        {"wait", no_argument, NULL, O_WAIT},
+        {"json", no_argument, NULL, O_JSON},
+        {"file", required_argument, NULL, O_FILE},
+        {"out", required_argument, NULL, O_OUT},
+        {"max-wait", required_argument, NULL, O_MAX_WAIT},
+        {"help", no_argument, NULL, O_HELP},
+        {NULL, 0, NULL, 0}};
+    json_t *job = args->defaults;
+    int option;
+    while ((option = s_getopt (argc, argv, options)) != -1) {
+        int64_t n;
+        double x;
+        switch (option) {
+        case O_HELP:
+            s_help (s_submit_help);
+            return -1;
+        case O_KIND:
+            json_object_set_new (job, "kind", json_string (optarg));
+            break;
+        case O_MODEL:
+            json_object_set_new (job, "model", json_string (optarg));
+            break;
+        case O_GPU:
+            json_object_set_new (job, "gpu", json_string (optarg));
+            break;
+        case O_IDEM:
+            json_object_set_new (job, "idem", json_string (optarg));
+            break;
+        case O_MIN_VRAM:
+            if (gq_parse_size_mb (optarg, &n)) {
+                return s_usage ("--min-vram \"%s\" is not a size like 512M or 24G", optarg);
+            }
+            json_object_set_new (job, "min_vram_mb", json_integer (n));
+            break;
+        case O_PRIORITY:
+            /* Any integer here: the job check below names the allowed range. */
+            if (!s_parse_int (optarg, INT32_MIN, INT32_MAX, &n)) {
+                return s_usage ("--priority \"%s\" is not an integer (0..9, 9 first)", optarg);
+            }
+            json_object_set_new (job, "priority", json_integer (n));
+            break;
+        case O_MAX_ATTEMPTS:
+            if (!s_parse_int (optarg, INT32_MIN, INT32_MAX, &n)) {
+                return s_usage ("--max-attempts \"%s\" is not an integer (1..%d)", optarg,
+                                GQ_MAX_ATTEMPTS_LIMIT);
+            }
+            json_object_set_new (job, "max_attempts", json_integer (n));
+            break;
+        case O_MAX_PRICE:
+        case O_MIN_TFLOPS:
+            if (!s_parse_double (optarg, &x)) {
+                return s_usage ("%s \"%s\" is not a number",
+                                option == O_MAX_PRICE ? "--max-price" : "--min-tflops", optarg);
+            }
+            json_object_set_new (job, option == O_MAX_PRICE ? "max_price" : "min_tflops",
+                                 json_real (x));
+            break;
+        case O_TIME_LIMIT:
+            if (gq_parse_duration_ms (optarg, &n) || n > GQ_MAX_TIMEOUT_MS) {
+                return s_usage ("--time-limit \"%s\" is not a duration like 30s or 5m", optarg);
+            }
+            json_object_set_new (job, "timeout_ms", json_integer (n));
+            break;
+        case O_PAYLOAD: {
+            json_t *payload = s_load_payload (optarg);
+            if (!payload) {
+                return S_EXIT_USAGE;
+            }
+            json_object_set_new (job, "payload", payload);
+            break;
+        }
+        case O_WAIT:
+            args->wait = true;
+            break;
+        case O_JSON:
+            args->json = true;
+            break;
+        case O_FILE:
+            args->file = optarg;
+            break;
+        case O_OUT:
+            args->out = optarg;
+            break;
+        case O_MAX_WAIT:
+            if (gq_parse_duration_ms (optarg, &args->max_wait_ms)) {
+                return s_usage ("--max-wait \"%s\" is not a duration like 30s or 5m", optarg);
+            }
+            break;
+        default:
+            return S_EXIT_USAGE;
+        }
+    }
+    if (optind < argc) {
+        return s_usage ("unexpected argument \"%s\" (job fields are options, e.g. --kind echo)",
+                        argv[optind]);
+    }
+    if (args->out && !(args->file && args->wait)) {
+        return s_usage ("--out needs --file and --wait");
+    }
+    if (args->file && args->json) {
+        return s_usage ("--json is for a single job; with --file, --out writes JSON lines");
+    }
+    if (args->file && json_object_get (job, "idem")) {
+        return s_usage ("--idem names one job; put \"idem\" on each line of %s", args->file);
+    }
+    if (args->max_wait_ms >= 0 && !args->wait) {
+        return s_usage ("--max-wait needs --wait");
+    }
+    return S_EXIT_OK;
+}
+
+/* What a single job's wait found. */
+typedef struct {
+    json_t *job;            /* the finished job (a reference), or NULL */
+} s_single_t;
+
+static int
+s_on_single (void *arg, json_t *job)
+{
+    s_single_t *single = (s_single_t *) arg;
+    single->job = json_incref (job);
+    return 0;
+}
+
+/* Fetches the whole job (payload, result, attempts_detail) with RESULT. NULL on failure. */
+static json_t *
+s_fetch_job (gq_client_t *client, int64_t id)
+{
+    json_t *reply = gq_client_call (client, "RESULT", json_pack ("{s:I}", "id", (json_int_t) id));
+    json_t *job = reply ? json_incref (json_object_get (reply, "job")) : NULL;
+    json_decref (reply);
+    return job;
+}
+
+/* Prints why a job did not end done: its error and every attempt's reason, to stderr. */
+static void
+s_explain_failure (json_t *job)
+{
+    int64_t id = s_int (job, "id", 0);
+    const char *state = s_str (job, "state", "?");
+    const char *error = s_str (job, "error", NULL);
+    if (streq (state, "failed")) {
+        fprintf (stderr, "gridq: job %lld failed: %s\n", (long long) id,
+                 error ? error : "(no error recorded)");
+    } else if (streq (state, "cancelled")) {
+        fprintf (stderr, "gridq: job %lld was cancelled\n", (long long) id);
+    } else if (streq (state, "missing")) {
+        fprintf (stderr, "gridq: job %lld is unknown to the broker\n", (long long) id);
+    } else {
+        fprintf (stderr, "gridq: job %lld is %s, not done yet; wait for it with: gridq wait %lld\n",
+                 (long long) id, state, (long long) id);
+    }
+    size_t i;
+    json_t *attempt;
+    json_array_foreach (json_object_get (job, "attempts_detail"), i, attempt) {
+        char buf[32];
+        int64_t started = s_parse_time (s_str (attempt, "started_at", NULL));
+        int64_t finished = s_parse_time (s_str (attempt, "finished_at", NULL));
+        fprintf (stderr, "  attempt %lld on %s: %s%s%s (%s)\n",
+                 (long long) s_int (attempt, "attempt", (int64_t) i + 1),
+                 s_str (attempt, "node", "-"), s_str (attempt, "outcome", "?"),
+                 s_str (attempt, "reason", NULL) ? ": " : "", s_str (attempt, "reason", ""),
+                 started && finished ? s_format_duration (finished - started, buf, sizeof buf)
+                                     : "-");
+    }
+}
+
+/* What gq_jobspec_parse leaves to the sender: blobs (which a command line cannot attach) and
+   the size of one job, which must fit a SUBMIT frame. Sets why when the job cannot be sent. */
+static void
+s_check_job_extra (json_t *job, const gq_jobspec_t *spec, char *why, size_t whylen)
+{
+    int64_t bytes = gq_client_job_bytes (job);
+    if (spec->blob_count > 0) {
+        snprintf (why, whylen, "\"blobs\" cannot be sent from the command line (use the client "
+                               "API)");
+    } else if (bytes >= GQ_CLIENT_SUBMIT_BYTES) {
+        snprintf (why, whylen, "the job is %lld bytes of JSON; at most %d fit a request",
+                  (long long) bytes, GQ_CLIENT_SUBMIT_BYTES - 1);
+    }
+}
+
+static int
+s_submit_one (gq_client_t *client, s_submit_args_t *args)
+{
+    char why[256];
+    gq_jobspec_t spec;
+    why[0] = 0;
+    if (gq_jobspec_parse (args->defaults, &spec, why, sizeof why) == GQ_OK) {
+        s_check_job_extra (args->defaults, &spec, why, sizeof why);
+    }
+    if (why[0]) {
+        return s_usage ("invalid job: %s", why);
+    }
+    json_t *jobs = json_pack ("[O]", args->defaults);
+    int64_t id;
+    int rc = gq_client_submit (client, jobs, args->wait, &id);
+    json_decref (jobs);
+    if (rc) {
+        return s_call_failed (client);
+    }
+    printf ("%lld\n", (long long) id);
+    fflush (stdout);
+    if (!args->wait) {
+        return S_EXIT_OK;
+    }
+    s_single_t single = {NULL};
+    rc = gq_client_wait (client, &id, 1, args->max_wait_ms, s_on_single, &single);
+    if (rc == GQ_ETIMEOUT) {
+        s_warn ("job %lld not finished after %g s; follow it with: gridq wait %lld",
+                (long long) id, args->max_wait_ms / 1000.0, (long long) id);
+        return S_EXIT_JOB;
+    }
+    if (rc) {
+        return s_call_failed (client);
+    }
+    json_t *job = single.job;
+    bool done = streq (s_str (job, "state", ""), "done");
+    if (args->json || !done) {
+        /* FINISHED may leave out the payload; attempts_detail explains a failure. */
+        json_t *whole = s_fetch_job (client, id);
+        if (whole) {
+            json_decref (job);
+            job = whole;
+        }
+    }
+    if (args->json) {
+        s_print_json (stdout, job);
+    } else if (done) {
+        s_print_json (stdout, json_object_get (job, "result"));
+    }
+    if (!done) {
+        s_explain_failure (job);
+    }
+    json_decref (job);
+    return done ? S_EXIT_OK : S_EXIT_JOB;
+}
+
+/* Jobs read from a JSONL file, with the line each came from. */
+typedef struct {
+    json_t *jobs;           /* array of job objects */
+    size_t *lines;          /* line number of each job */
+} s_jobfile_t;
+
+/* Reads and checks every line; reports each bad one as FILE:LINE: reason. */
+static int
+s_read_jobfile (const char *path, json_t *defaults, s_jobfile_t *file)
+{
+    FILE *in = streq (path, "-") ? stdin : fopen (path, "r");
+    if (!in) {
+        return s_usage ("cannot open %s: %s", path, strerror (errno));
+    }
+    file->jobs = json_array ();
+    size_t cap = 0;
+    char *line = NULL;
+    size_t line_cap = 0;
+    ssize_t len;
+    size_t lineno = 0, bad = 0;
+    while ((len = getline (&line, &line_cap, in)) >= 0) {
+        lineno++;
+        if (strspn (line, " \t\r\n") == (size_t) len) {
+            continue; /* blank lines separate nothing but are harmless */
+        }
+        json_error_t error;
+        json_t *job = json_loadb (line, (size_t) len, JSON_REJECT_DUPLICATES, &error);
+        char why[256] = "";
+        gq_jobspec_t spec;
+        if (!job) {
+            snprintf (why, sizeof why, "not JSON: %s (column %d)", error.text, error.column);
+        } else {
+            const char *key;
+            json_t *value;
+            json_t *constraints = json_object_get (job, "constraints");
+            json_object_foreach (defaults, key, value) {
+                /* The line's own field wins. A line with a "constraints" object keeps its
+                   constraints there, so a default constraint goes there too. */
+                json_t *target = job;
+                if (json_is_object (constraints) &&
+                    (streq (key, "gpu") || streq (key, "max_price") || streq (key, "min_tflops"))) {
+                    target = constraints;
+                }
+                bool alias = (streq (key, "min_vram_mb") && json_object_get (job, "min_vram")) ||
+                             (streq (key, "timeout_ms") && json_object_get (job, "time_limit"));
+                if (json_is_object (target) && !json_object_get (target, key) && !alias) {
+                    json_object_set (target, key, value);
+                }
+            }
+            if (gq_jobspec_parse (job, &spec, why, sizeof why) == GQ_OK) {
+                s_check_job_extra (job, &spec, why, sizeof why);
+            }
+        }
+        if (*why) {
+            if (bad++ < S_MAX_LINE_ERRORS) {
+                fprintf (stderr, "%s:%zu: %s\n", path, lineno, why);
+            }
+            json_decref (job);
+            continue;
+        }
+        size_t n = json_array_size (file->jobs);
+        if (n == cap) {
+            cap = cap ? cap * 2 : 1024;
+            file->lines = (size_t *) realloc (file->lines, cap * sizeof *file->lines);
+            assert (file->lines);
+        }
+        file->lines[n] = lineno;
+        json_array_append_new (file->jobs, job);
+    }
+    bool read_error = ferror (in);
+    free (line);
+    if (in != stdin) {
+        fclose (in);
+    }
+    if (read_error) {
+        return s_usage ("cannot read %s: %s", path, strerror (errno));
+    }
+    if (bad) {
+        return s_usage ("%zu invalid line%s in %s; nothing was sent", bad, bad == 1 ? "" : "s",
+                        path);
+    }
+    if (json_array_size (file->jobs) == 0) {
+        return s_usage ("%s holds no jobs", path);
+    }
+    return S_EXIT_OK;
+}
+
+/* Progress of a --file --wait run. */
+typedef struct {
+    gq_client_t *client;    /* for RESULT when a payload must be fetched */
+    s_jobfile_t *file;      /* the input */
+    const int64_t *ids;     /* one per input job */
+    int64_t *order;         /* input indexes sorted by id, for the payload lookup */
+    size_t total;           /* distinct jobs */
+    size_t finished;        /* of which finished (any state) */
+    size_t done, failed, cancelled, missing;
+    FILE *out;              /* --out, or NULL */
+    bool tty;               /* stderr is a terminal: draw progress */
+    int64_t start_us;       /* submission began */
+    int64_t wait_us;        /* waiting began (the rate counts from here) */
+    int64_t drawn_us;       /* progress last drawn, --out last flushed */
+} s_batch_t;
+
+static const int64_t *s_sort_ids; /* for s_cmp_by_id: qsort has no context argument */
+
+static int
+s_cmp_by_id (const void *a, const void *b)
+{
+    int64_t x = s_sort_ids[*(const int64_t *) a], y = s_sort_ids[*(const int64_t *) b];
+    return x < y ? -1 : x > y;
+}
+
+/* The input index of a job id, or -1. */
+static int64_t
+s_batch_index (s_batch_t *batch, int64_t id)
+{
+    size_t lo = 0, hi = json_array_size (batch->file->jobs);
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int64_t at = batch->ids[batch->order[mid]];
+        if (at == id) {
+            return batch->order[mid];
+        }
+        if (at < id) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return -1;
+}
+
+static void
+s_batch_progress (s_batch_t *batch, bool force)
+{
+    int64_t now = gq_mono_us ();
+    if (!force && now - batch->drawn_us < S_PROGRESS_EVERY_US) {
+        return;
+    }
+    batch->drawn_us = now;
+    if (batch->out) {
+        fflush (batch->out);
+    }
+    if (!batch->tty) {
+        return;
+    }
+    double secs = (now - batch->wait_us) / 1e6;
+    double rate = secs > 0 ? batch->finished / secs : 0;
+    char eta[32] = "-:--:--";
+    if (rate > 0) {
+        long left = (long) ((batch->total - batch->finished) / rate + 0.5);
+        snprintf (eta, sizeof eta, "%ld:%02ld:%02ld", left / 3600, left / 60 % 60, left % 60);
+    }
+    fprintf (stderr, "\r%zu/%zu %d%% %.0f jobs/s ETA %s\033[K", batch->finished, batch->total,
+             (int) (100.0 * batch->finished / batch->total), rate, eta);
+    fflush (stderr);
+}
+
+static int
+s_on_batch (void *arg, json_t *job)
+{
+    s_batch_t *batch = (s_batch_t *) arg;
+    const char *state = s_str (job, "state", "");
+    batch->finished++;
+    if (streq (state, "done")) {
+        batch->done++;
+    } else if (streq (state, "failed")) {
+        batch->failed++;
+    } else if (streq (state, "cancelled")) {
+        batch->cancelled++;
+    } else {
+        batch->missing++;
+    }
+    if (batch->out && !streq (state, "missing")) {
+        json_t *whole = NULL;
+        if (!json_object_get (job, "payload")) {
+            /* The payload is what we sent, unless an idem key made this another line's job:
+               then the broker's copy is the truth. */
+            int64_t at = s_batch_index (batch, s_int (job, "id", 0));
+            json_t *input = at >= 0 ? json_array_get (batch->file->jobs, (size_t) at) : NULL;
+            if (input && !json_object_get (input, "idem")) {
+                whole = json_copy (job);
+                json_t *payload = json_object_get (input, "payload");
+                json_object_set_new (whole, "payload", payload ? json_incref (payload)
+                                                               : json_object ());
+            } else {
+                whole = s_fetch_job (batch->client, s_int (job, "id", 0));
+            }
+        }
+        s_print_json (batch->out, whole ? whole : job);
+        json_decref (whole);
+    }
+    s_batch_progress (batch, false);
+    return 0;
+}
+
+static int
+s_submit_file (gq_client_t *client, s_submit_args_t *args)
+{
+    s_jobfile_t file = {NULL, NULL};
+    int rc = s_read_jobfile (args->file, args->defaults, &file);
+    if (rc) {
+        json_decref (file.jobs);
+        free (file.lines);
+        return rc;
+    }
+    size_t count = json_array_size (file.jobs);
+    int64_t *ids = (int64_t *) calloc (count, sizeof *ids);
+    FILE *out = NULL;
+    if (args->out) {
+        out = streq (args->out, "-") ? stdout : fopen (args->out, "w");
+        if (!out) {
+            rc = s_usage ("cannot write %s: %s", args->out, strerror (errno));
+            goto done;
+        }
+    }
+    int64_t start_us = gq_mono_us ();
+    gq_client_set_submit_window (client, S_FILE_CHUNK_JOBS, S_FILE_WINDOW);
+    /* With watch, the broker reports each job as it finishes, whatever the order in which our
+       chunks were acknowledged: no job can finish between our SUBMIT and our WAIT unseen. */
+    if (gq_client_submit (client, file.jobs, args->wait, ids)) {
+        size_t accepted = 0;
+        while (accepted < count && ids[accepted]) {
+            printf ("%lld\n", (long long) ids[accepted++]);
+        }
+        fflush (stdout);
+        int64_t at = gq_client_error_index (client);
+        if (at >= 0 && (size_t) at < count) {
+            fprintf (stderr, "gridq: %s:%zu: ", args->file, file.lines[at]);
+        } else {
+            fprintf (stderr, "gridq: ");
+        }
+        fprintf (stderr, "%s\n", gq_client_error (client));
+        if (accepted) {
+            s_warn ("the first %zu of %zu jobs were accepted (their ids are above)", accepted,
+                    count);
+        }
+        int code = gq_client_errcode (client);
+        rc = code == GQ_ETIMEOUT || code == GQ_EIO ? S_EXIT_BROKER : S_EXIT_REFUSED;
+        goto done;
+    }
+    for (size_t i = 0; i < count; i++) {
+        printf ("%lld\n", (long long) ids[i]);
+    }
+    fflush (stdout);
+    if (!args->wait) {
+        double secs = (gq_mono_us () - start_us) / 1e6;
+        fprintf (stderr, "%zu jobs submitted in %.1f s\n", count, secs);
+        goto done;
+    }
+    s_batch_t batch = {.client = client, .file = &file, .ids = ids, .out = out,
+                       .tty = isatty (STDERR_FILENO), .start_us = start_us};
+    batch.order = (int64_t *) malloc (count * sizeof *batch.order);
+    for (size_t i = 0; i < count; i++) {
+        batch.order[i] = (int64_t) i;
+    }
+    s_sort_ids = ids;
+    qsort (batch.order, count, sizeof *batch.order, s_cmp_by_id);
+    for (size_t i = 0; i < count; i++) {
+        batch.total += i == 0 || ids[batch.order[i]] != ids[batch.order[i - 1]];
+    }
+    batch.wait_us = batch.drawn_us = gq_mono_us ();
+    int waited = gq_client_wait (client, ids, count, args->max_wait_ms, s_on_batch, &batch);
+    s_batch_progress (&batch, true);
+    if (batch.tty) {
+        fprintf (stderr, "\r\033[K");
+    }
+    if (waited && waited != GQ_ETIMEOUT) {
+        rc = s_call_failed (client);
+        free (batch.order);
+        goto done;
+    }
+    fprintf (stderr, "%zu jobs: %zu done, %zu failed", batch.total, batch.done, batch.failed);
+    if (batch.cancelled) {
+        fprintf (stderr, ", %zu cancelled", batch.cancelled);
+    }
+    if (batch.missing) {
+        fprintf (stderr, ", %zu unknown to the broker", batch.missing);
+    }
+    if (batch.finished < batch.total) {
+        fprintf (stderr, ", %zu not finished", batch.total - batch.finished);
+    }
+    fprintf (stderr, " in %.1f s\n", (gq_mono_us () - start_us) / 1e6);
+    rc = batch.done == batch.total ? S_EXIT_OK : S_EXIT_JOB;
+    free (batch.order);
+done:
+    if (out && out != stdout) {
+        if (fclose (out) != 0) {
+            s_warn ("cannot write %s: %s", args->out, strerror (errno));
+            rc = rc ? rc : S_EXIT_JOB;
+        }
+    } else if (out) {
+        fflush (out);
+    }
+    free (ids);
+    free (file.lines);
+    json_decref (file.jobs);
+    return rc;
+}
+
+static int
+s_cmd_submit (int argc, char **argv)
+{
+    s_submit_args_t args = {.defaults = json_object (), .max_wait_ms = -1};
+    int rc = s_submit_parse (argc, argv, &args);
+    if (rc == 0) {
+        gq_client_t *client = s_connect (&rc);
+        if (client) {
+            rc = args.file ? s_submit_file (client, &args) : s_submit_one (client, &args);
+            gq_client_destroy (&client);
+        }
+    } else if (rc < 0) {
+        rc = S_EXIT_OK; /* --help */
+    }
+    json_decref (args.defaults);
+    return rc;
+}
+
+/* ---- Commands that take job ids ------------------------------------------------------------ */
+
+typedef struct {
+    bool json;              /* --json */
+    int64_t max_wait_ms;    /* --max-wait, -1 for none */
+    int64_t *ids;           /* positional ids */
+    size_t count;           /* entries of ids */
+} s_ids_args_t;
+
+/* Parses "[--json] [--max-wait DUR] ID..." (with_wait allows --max-wait). 0, -1 for --help
+   (already printed), or an exit code. */
+static int
+s_ids_parse (int argc, char **argv, const char *help, bool with_json, bool with_wait,
+             s_ids_args_t *args)
+{
+    static const struct option options[] = {{"json", no_argument, NULL, O_JSON},
+                                            {"max-wait", required_argument, NULL, O_MAX_WAIT},
+                                            {"help", no_argument, NULL, O_HELP},
+                                            {NULL, 0, NULL, 0}};
+    args->max_wait_ms = -1;
+    int option;
+    while ((option = s_getopt (argc, argv, options)) != -1) {
+        if (option == O_HELP) {
+            s_help (help);
+            return -1;
+        } else if (option == O_JSON && with_json) {
+            args->json = true;
+        } else if (option == O_MAX_WAIT && with_wait) {
+            if (gq_parse_duration_ms (optarg, &args->max_wait_ms)) {
+                return s_usage ("--max-wait \"%s\" is not a duration like 30s or 5m", optarg);
+            }
+        } else if (option == '?') {
+            return S_EXIT_USAGE;
+        } else {
+            return s_usage ("unknown option %s", argv[optind - 1]);
+        }
+    }
+    return s_parse_ids (argc - optind, argv + optind, &args->ids, &args->count);
+}
+
+/* STATUS for many ids (in requests of at most GQ_MAX_IDS): an object mapping "id" -> job,
+   and the missing ids in *missing (an array). NULL with the error set on the client. */
+static json_t *
+s_status_map (gq_client_t *client, const int64_t *ids, size_t count, json_t **missing)
+{
+    json_t *map = json_object ();
+    *missing = json_array ();
+    for (size_t first = 0; first < count; first += GQ_MAX_IDS) {
+        json_t *chunk = json_array ();
+        for (size_t i = first; i < count && i < first + GQ_MAX_IDS; i++) {
+            json_array_append_new (chunk, json_integer (ids[i]));
+        }
+        json_t *reply = gq_client_call (client, "STATUS", json_pack ("{s:o}", "ids", chunk));
+        if (!reply) {
+            json_decref (map);
+            json_decref (*missing);
+            *missing = NULL;
+            return NULL;
+        }
+        size_t i;
+        json_t *job;
+        json_array_foreach (json_object_get (reply, "jobs"), i, job) {
+            char key[24];
+            snprintf (key, sizeof key, "%lld", (long long) s_int (job, "id", 0));
+            json_object_set (map, key, job);
+        }
+        json_array_extend (*missing, json_object_get (reply, "missing"));
+        json_decref (reply);
+    }
+    return map;
+}
+
+static json_t *
+s_map_get (json_t *map, int64_t id)
+{
+    char key[24];
+    snprintf (key, sizeof key, "%lld", (long long) id);
+    return json_object_get (map, key);
+}
+
+static const char *s_status_help =
+    "Usage: gridq status ID... [--json]\n"
+    "\n"
+    "Shows jobs as a table: ID STATE KIND MODEL PRI NODE ATTEMPTS SUBMITTED RUNTIME; a failed\n"
+    "job is followed by its error and every attempt's outcome and reason.\n"
+    "  --json   one job object per line, in the order given (failed jobs carry\n"
+    "           attempts_detail)\n"
+    "Exit status: 0 when every job exists, 1 when some id is unknown.\n"
+    "\n"
+    "Example:\n"
+    "  gridq status 41 42 43\n";
+
+static void
+s_job_row (s_table_t *table, json_t *job)
+{
+    char submitted[32], runtime[32];
+    s_table_cell (table, "%lld", (long long) s_int (job, "id", 0));
+    s_table_cell (table, "%s", s_str (job, "state", "?"));
+    s_table_cell (table, "%s", s_str (job, "kind", "-"));
+    s_table_cell (table, "%s", s_str (job, "model", "-"));
+    s_table_cell (table, "%lld", (long long) s_int (job, "priority", 5));
+    s_table_cell (table, "%s", s_str (job, "node", "-"));
+    if (json_object_get (job, "max_attempts")) {
+        s_table_cell (table, "%lld/%lld", (long long) s_int (job, "attempts", 0),
+                      (long long) s_int (job, "max_attempts", 0));
+    } else {
+        s_table_cell (table, "%lld", (long long) s_int (job, "attempts", 0));
+    }
+    s_table_cell (table, "%s", s_short_time (job, "submitted_at", submitted, sizeof submitted));
+    s_table_cell (table, "%s", s_runtime (job, runtime, sizeof runtime));
+}
+
+static s_table_t
+s_job_table (void)
+{
+    s_table_t table = {.cols = 9};
+    const char *head[] = {"ID",       "STATE",           "KIND",   "MODEL", "PRI", "NODE",
+                          "ATTEMPTS", "SUBMITTED (UTC)", "RUNTIME"};
+    for (size_t i = 0; i < 9; i++) {
+        s_table_cell (&table, "%s", head[i]);
+    }
+    return table;
+}
+
+static int
+s_cmd_status (int argc, char **argv)
+{
+    s_ids_args_t args = {0};
+    int rc = s_ids_parse (argc, argv, s_status_help, true, false, &args);
+    if (rc) {
+        free (args.ids);
+        return rc < 0 ? S_EXIT_OK : rc;
+    }
+    gq_client_t *client = s_connect (&rc);
+    if (!client) {
+        free (args.ids);
+        return rc;
+    }
+    json_t *missing;
+    json_t *map = s_status_map (client, args.ids, args.count, &missing);
+    if (!map) {
+        rc = s_call_failed (client);
+        goto done;
+    }
+    /* Failed jobs: RESULT adds each attempt's reason, the post-mortem users come here for. */
+    json_t *details = json_object ();
+    const char *key;
+    json_t *job;
+    json_object_foreach (map, key, job) {
+        if (streq (s_str (job, "state", ""), "failed")) {
+            json_t *whole = s_fetch_job (client, s_int (job, "id", 0));
+            if (whole) {
+                json_object_set_new (details, key, whole);
+            }
+        }
+    }
+    json_t *shown = json_object ();
+    s_table_t table = s_job_table ();
+    for (size_t i = 0; i < args.count; i++) {
+        job = s_map_get (map, args.ids[i]);
+        char id[24];
+        snprintf (id, sizeof id, "%lld", (long long) args.ids[i]);
+        if (!job || json_object_get (shown, id)) {
+            continue; /* missing ones are reported below; each job once */
+        }
+        json_object_set_new (shown, id, json_true ());
+        json_t *detail = json_object_get (details, id);
+        if (args.json) {
+            json_t *line = json_copy (job);
+            if (detail) {
+                json_object_set (line, "attempts_detail",
+                                 json_object_get (detail, "attempts_detail"));
+            }
+            s_print_json (stdout, line);
+            json_decref (line);
+        } else {
+            s_job_row (&table, job);
+        }
+    }
+    if (!args.json && json_object_size (shown)) {
+        s_table_print (&table, stdout);
+        json_object_foreach (details, key, job) {
+            printf ("\njob %s failed: %s\n", key, s_str (job, "error", "(no error recorded)"));
+            size_t i;
+            json_t *attempt;
+            json_array_foreach (json_object_get (job, "attempts_detail"), i, attempt) {
+                char buf[32];
+                int64_t t0 = s_parse_time (s_str (attempt, "started_at", NULL));
+                int64_t t1 = s_parse_time (s_str (attempt, "finished_at", NULL));
+                printf ("  attempt %lld on %s: %s%s%s (%s)\n",
+                        (long long) s_int (attempt, "attempt", (int64_t) i + 1),
+                        s_str (attempt, "node", "-"), s_str (attempt, "outcome", "?"),
+                        s_str (attempt, "reason", NULL) ? ": " : "", s_str (attempt, "reason", ""),
+                        t0 && t1 ? s_format_duration (t1 - t0, buf, sizeof buf) : "-");
+            }
+        }
+    }
+    size_t i;
+    json_t *id;
+    json_array_foreach (missing, i, id) {
+        s_warn ("no job %lld", (long long) json_integer_value (id));
+    }
+    rc = json_array_size (missing) ? S_EXIT_JOB : S_EXIT_OK;
+    s_table_destroy (&table);
+    json_decref (shown);
+    json_decref (details);
+    json_decref (map);
+    json_decref (missing);
+done:
+    gq_client_destroy (&client);
+    free (args.ids);
+    return rc;
+}
+
+/* ---- wait ---------------------------------------------------------------------------------- */
+
+static const char *s_wait_help =
+    "Usage: gridq wait ID... [--json] [--max-wait DURATION]\n"
+    "\n"
+    "Waits for jobs to finish and prints each one's id and state as it finishes (with the\n"
+    "error of a failed job). Rides through a broker restart.\n"
+    "  --json          print each finished job as a JSON object, one per line\n"
+    "  --max-wait DUR  stop waiting after DUR (default: as long as it takes)\n"
+    "Exit status: 0 when every job is done; 1 when one failed, was cancelled, is unknown or\n"
+    "did not finish in time.\n"
+    "\n"
+    "Example:\n"
+    "  id=$(gridq submit --kind sleep --payload '{\"ms\": 500}') && gridq wait $id\n";
+
+typedef struct {
+    bool json;              /* print jobs as JSON */
+    size_t done;            /* jobs that ended done */
+    size_t finished;        /* jobs that ended in any state */
+} s_waiting_t;
+
+static int
+s_on_wait (void *arg, json_t *job)
+{
+    s_waiting_t *waiting = (s_waiting_t *) arg;
+    const char *state = s_str (job, "state", "?");
+    waiting->finished++;
+    waiting->done += streq (state, "done");
+    if (waiting->json) {
+        s_print_json (stdout, job);
+    } else if (s_str (job, "error", NULL)) {
+        printf ("%lld %s: %s\n", (long long) s_int (job, "id", 0), state, s_str (job, "error", ""));
+    } else {
+        printf ("%lld %s\n", (long long) s_int (job, "id", 0), state);
+    }
+    fflush (stdout);
+    return 0;
+}
+
+static int
+s_cmd_wait (int argc, char **argv)
+{
+    s_ids_args_t args = {0};
+    int rc = s_ids_parse (argc, argv, s_wait_help, true, true, &args);
+    if (rc) {
+        free (args.ids);
+        return rc < 0 ? S_EXIT_OK : rc;
+    }
+    gq_client_t *client = s_connect (&rc);
+    if (!client) {
+        free (args.ids);
+        return rc;
+    }
+    /* STATUS first: WAIT has no reply while jobs run, so only this tells a dead broker (exit 3)
+       from jobs that take their time. Unknown ids are reported by WAIT itself. */
+    json_t *missing;
+    json_t *map = s_status_map (client, args.ids, args.count, &missing);
+    if (!map) {
+        rc = s_call_failed (client);
+        goto done;
+    }
+    json_decref (map);
+    json_decref (missing);
+    s_waiting_t waiting = {.json = args.json};
+    int waited = gq_client_wait (client, args.ids, args.count, args.max_wait_ms, s_on_wait,
+                                 &waiting);
+    if (waited == GQ_ETIMEOUT) {
+        s_warn ("%s", gq_client_error (client));
+        rc = S_EXIT_JOB;
+    } else if (waited) {
+        rc = s_call_failed (client);
+    } else {
+        /* Distinct ids: the callback ran once per job. */
+        rc = waiting.done == waiting.finished ? S_EXIT_OK : S_EXIT_JOB;
+    }
+done:
+    gq_client_destroy (&client);
+    free (args.ids);
+    return rc;
+}
+
+/* ---- result -------------------------------------------------------------------------------- */
+
+static const char *s_result_help =
+    "Usage: gridq result ID [--json]\n"
+    "\n"
+    "Prints a done job's result JSON on one line.\n"
+    "  --json   print the whole job instead: payload, result, error and attempts_detail\n"
+    "Exit status: 0 when the job is done; 1 when it is not (its state and error go to stderr).\n"
+    "\n"
+    "Example:\n"
+    "  gridq result 42 | jq .output\n";
+
+static int
+s_cmd_result (int argc, char **argv)
+{
+    s_ids_args_t args = {0};
+    int rc = s_ids_parse (argc, argv, s_result_help, true, false, &args);
+    if (rc == 0 && args.count != 1) {
+        rc = s_usage ("takes one job id, got %zu", args.count);
+    }
+    if (rc) {
+        free (args.ids);
+        return rc < 0 ? S_EXIT_OK : rc;
+    }
+    gq_client_t *client = s_connect (&rc);
+    if (!client) {
+        free (args.ids);
+        return rc;
+    }
+    json_t *reply =
+        gq_client_call (client, "RESULT", json_pack ("{s:I}", "id", (json_int_t) args.ids[0]));
+    if (!reply) {
+        rc = s_call_failed (client);
+    } else {
+        json_t *job = json_object_get (reply, "job");
+        bool done = streq (s_str (job, "state", ""), "done");
+        if (args.json) {
+            s_print_json (stdout, job);
+        } else if (done) {
+            s_print_json (stdout, json_object_get (job, "result"));
+        }
+        if (!done) {
+            s_explain_failure (job);
+        }
+        rc = done ? S_EXIT_OK : S_EXIT_JOB;
+    }
+    json_decref (reply);
+    gq_client_destroy (&client);
+    free (args.ids);
+    return rc;
+}
+
+/* ---- cancel -------------------------------------------------------------------------------- */
+
+static const char *s_cancel_help =
+    "Usage: gridq cancel ID...\n"
+    "\n"
+    "Cancels queued or running jobs and prints, per job, \"ID cancelled\" or the final state it\n"
+    "had already (\"ID already done\", \"ID already failed\").\n"
+    "Exit status: 0 when every job is now final; 1 when some id is unknown.\n"
+    "\n"
+    "Example:\n"
+    "  gridq cancel 41 42\n";
+
+static int
+s_cmd_cancel (int argc, char **argv)
+{
+    s_ids_args_t args = {0};
+    int rc = s_ids_parse (argc, argv, s_cancel_help, false, false, &args);
+    if (rc) {
+        free (args.ids);
+        return rc < 0 ? S_EXIT_OK : rc;
+    }
+    gq_client_t *client = s_connect (&rc);
+    if (!client) {
+        free (args.ids);
+        return rc;
+    }
+    json_t *states = json_object ();
+    json_t *missing = json_array ();
+    for (size_t first = 0; first < args.count && rc == S_EXIT_OK; first += GQ_MAX_IDS) {
+        json_t *chunk = json_array ();
+        for (size_t i = first; i < args.count && i < first + GQ_MAX_IDS; i++) {
+            json_array_append_new (chunk, json_integer (args.ids[i]));
+        }
+        json_t *reply = gq_client_call (client, "CANCEL", json_pack ("{s:o}", "ids", chunk));
+        if (!reply) {
+            rc = s_call_failed (client);
+            break;
+        }
+        size_t i;
+        json_t *job;
+        json_array_foreach (json_object_get (reply, "jobs"), i, job) {
+            char key[24];
+            snprintf (key, sizeof key, "%lld", (long long) s_int (job, "id", 0));
+            json_object_set (states, key, json_object_get (job, "state"));
+        }
+        json_array_extend (missing, json_object_get (reply, "missing"));
+        json_decref (reply);
+    }
+    if (rc == S_EXIT_OK) {
+        for (size_t i = 0; i < args.count; i++) {
+            char key[24];
+            snprintf (key, sizeof key, "%lld", (long long) args.ids[i]);
+            const char *state = json_string_value (json_object_get (states, key));
+            if (!state) {
+                continue;
+            }
+            if (streq (state, "cancelled")) {
+                printf ("%s cancelled\n", key);
+            } else if (streq (state, "done") || streq (state, "failed")) {
+                printf ("%s already %s\n", key, state);
+            } else {
+                printf ("%s %s\n", key, state); /* a broker that could not cancel says so */
+            }
+            json_object_del (states, key); /* each once, even when named twice */
+        }
+        size_t i;
+        json_t *id;
+        json_array_foreach (missing, i, id) {
+            s_warn ("no job %lld", (long long) json_integer_value (id));
+        }
+        rc = json_array_size (missing) ? S_EXIT_JOB : S_EXIT_OK;
+    }
+    json_decref (states);
+    json_decref (missing);
+    gq_client_destroy (&client);
+    free (args.ids);
+    return rc;
+}
+
+/* ---- Commands without ids ------------------------------------------------------------------ */
+
+/* Parses "[--json]" and nothing else. 0, -1 after --help, or an exit code. */
+static int
+s_json_only (int argc, char **argv, const char *help, bool *json)
+{
+    static const struct option options[] = {{"json", no_argument, NULL, O_JSON},
+                                            {"help", no_argument, NULL, O_HELP},
+                                            {NULL, 0, NULL, 0}};
+    int option;
+    while ((option = s_getopt (argc, argv, options)) != -1) {
+        if (option == O_HELP) {
+            s_help (help);
+            return -1;
+        }
+        if (option == O_JSON && json) {
+            *json = true;
+        } else if (option == '?') {
+            return S_EXIT_USAGE;
+        } else {
+            return s_usage ("unknown option %s", argv[optind - 1]);
+        }
+    }
+    if (optind < argc) {
+        return s_usage ("unexpected argument \"%s\"", argv[optind]);
+    }
+    return S_EXIT_OK;
+}
+
+/* One request, one reply, for commands without ids. NULL after reporting; *rc is set. */
+static json_t *
+s_simple_call (const char *command, json_t *body, int *rc)
+{
+    gq_client_t *client = s_connect (rc);
+    if (!client) {
+        json_decref (body);
+        return NULL;
+    }
+    json_t *reply = gq_client_call (client, command, body);
+    *rc = reply ? S_EXIT_OK : s_call_failed (client);
+    gq_client_destroy (&client);
+    return reply;
+}
+
+static const char *s_jobs_help =
+    "Usage: gridq jobs [--state S] [--limit N] [--json]\n"
+    "\n"
+    "Lists jobs, newest first, as a table.\n"
+    "  --state S   only jobs in state S: queued, running, done, failed or cancelled\n"
+    "  --limit N   at most N jobs, 1..10000 (default 100)\n"
+    "  --json      one JSON array of job objects\n"
+    "\n"
+    "Example:\n"
+    "  gridq jobs --state failed --limit 10\n";
+
+static int
+s_cmd_jobs (int argc, char **argv)
+{
+    static const struct option options[] = {{"state", required_argument, NULL, O_STATE},
+                                            {"limit", required_argument, NULL, O_LIMIT},
+                                            {"json", no_argument, NULL, O_JSON},
+                                            {"help", no_argument, NULL, O_HELP},
+                                            {NULL, 0, NULL, 0}};
+    static const char *states[] = {"queued", "running", "done", "failed", "cancelled", NULL};
+    json_t *body = json_object ();
+    bool json = false;
+    int option;
+    int rc = S_EXIT_OK;
+    while (rc == S_EXIT_OK && (option = s_getopt (argc, argv, options)) != -1) {
+        int64_t n;
+        bool known = false;
+        switch (option) {
+        case O_HELP:
+            s_help (s_jobs_help);
+            json_decref (body);
+            return S_EXIT_OK;
+        case O_STATE:
+            for (const char **s = states; *s; s++) {
+                known = known || streq (*s, optarg);
+            }
+            if (!known) {
+                rc = s_usage ("--state \"%s\" is not one of queued, running, done, failed, "
+                              "cancelled",
+                              optarg);
+            }
+            json_object_set_new (body, "state", json_string (optarg));
+            break;
+        case O_LIMIT:
+            if (!s_parse_int (optarg, 1, GQ_MAX_IDS, &n)) {
+                rc = s_usage ("--limit \"%s\" is not a number in 1..%d", optarg, GQ_MAX_IDS);
+                break;
+            }
+            json_object_set_new (body, "limit", json_integer (n));
+            break;
+        case O_JSON:
+            json = true;
+            break;
+        default:
+            rc = S_EXIT_USAGE;
+        }
+    }
+    if (rc == S_EXIT_OK && optind < argc) {
+        rc = s_usage ("unexpected argument \"%s\"", argv[optind]);
+    }
+    if (rc) {
+        json_decref (body);
+        return rc;
+    }
+    json_t *reply = s_simple_call ("JOBS", body, &rc);
+    if (!reply) {
+        return rc;
+    }
+    json_t *jobs = json_object_get (reply, "jobs");
+    if (json) {
+        s_print_json (stdout, jobs ? jobs : json_array ());
+    } else {
+        s_table_t table = s_job_table ();
+        size_t i;
+        json_t *job;
+        json_array_foreach (jobs, i, job) {
+            s_job_row (&table, job);
+        }
+        s_table_print (&table, stdout);
+        s_table_destroy (&table);
+    }
+    json_decref (reply);
+    return S_EXIT_OK;
+}
+
+static const char *s_nodes_help =
+    "Usage: gridq nodes [--json]\n"
+    "\n"
+    "Lists the fleet as a table: NAME GPU VRAM(free/total) TFLOPS PRICE SLOTS(running/slots)\n"
+    "RTT STATUS MODELS (a loaded model is marked *).\n"
+    "  --json   one JSON array of node objects\n"
+    "\n"
+    "Example:\n"
+    "  gridq nodes\n";
+
+static int
+s_cmd_nodes (int argc, char **argv)
+{
+    bool json = false;
+    int rc = s_json_only (argc, argv, s_nodes_help, &json);
+    if (rc) {
+        return rc < 0 ? S_EXIT_OK : rc;
+    }
+    json_t *reply = s_simple_call ("NODES", NULL, &rc);
+    if (!reply) {
+        return rc;
+    }
+    json_t *nodes = json_object_get (reply, "nodes");
+    if (json) {
+        s_print_json (stdout, nodes ? nodes : json_array ());
+        json_decref (reply);
+        return S_EXIT_OK;
+    }
+    s_table_t table = {.cols = 9};
+    const char *head[] = {"NAME", "GPU", "VRAM(free/total)", "TFLOPS", "PRICE",
+                          "SLOTS(running/slots)", "RTT", "STATUS", "MODELS"};
+    for (size_t i = 0; i < 9; i++) {
+        s_table_cell (&table, "%s", head[i]);
+    }
+    size_t i;
+    json_t *node;
+    json_array_foreach (nodes, i, node) {
+        char free_mb[32], total_mb[32];
+        int64_t total = s_int (node, "vram_total_mb", 0);
+        s_table_cell (&table, "%s", s_str (node, "name", "?"));
+        s_table_cell (&table, "%s", s_str (node, "gpu_model", "-"));
+        if (total > 0) {
+            s_table_cell (&table, "%s/%s",
+                          s_format_mb (s_int (node, "vram_free_mb", 0), free_mb, sizeof free_mb),
+                          s_format_mb (total, total_mb, sizeof total_mb));
+        } else {
+            s_table_cell (&table, "-");
+        }
+        s_table_cell (&table, "%.1f", json_number_value (json_object_get (node, "tflops")));
+        s_table_cell (&table, "%.2f", json_number_value (json_object_get (node, "price_per_hour")));
+        s_table_cell (&table, "%lld/%lld", (long long) s_int (node, "running", 0),
+                      (long long) s_int (node, "slots", 0));
+        json_t *rtt = json_object_get (node, "rtt_ms");
+        if (json_is_number (rtt)) {
+            s_table_cell (&table, "%.1fms", json_number_value (rtt));
+        } else {
+            s_table_cell (&table, "-");
+        }
+        s_table_cell (&table, "%s", s_str (node, "status", "?"));
+        /* Available models, a loaded one marked with '*'. */
+        char models[512] = "";
+        size_t len = 0, m;
+        json_t *model;
+        json_array_foreach (json_object_get (node, "models_available"), m, model) {
+            const char *name = json_string_value (model);
+            bool loaded = false;
+            size_t l;
+            json_t *entry;
+            json_array_foreach (json_object_get (node, "models_loaded"), l, entry) {
+                loaded = loaded || (name && streq (s_str (entry, "name", ""), name));
+            }
+            if (name && len < sizeof models) {
+                len += (size_t) snprintf (models + len, sizeof models - len, "%s%s%s",
+                                          len ? "," : "", name, loaded ? "*" : "");
+            }
+        }
+        s_table_cell (&table, "%s", len ? models : "-");
+    }
+    s_table_print (&table, stdout);
+    s_table_destroy (&table);
+    json_decref (reply);
+    return S_EXIT_OK;
+}
+
+static const char *s_explain_help =
+    "Usage: gridq explain ID [--json]\n"
+    "\n"
+    "Shows how the matcher sees a job: the job, every node with its verdict (the reason it was\n"
+    "filtered out, or its score terms: fit, compute, cost, warm, load, latency, reliability),\n"
+    "the node chosen, and a hint when no node fits.\n"
+    "  --json   the broker's EXPLAIN reply as one JSON object\n"
+    "\n"
+    "Example:\n"
+    "  gridq explain 42\n";
+
+static int
+s_cmd_explain (int argc, char **argv)
+{
+    s_ids_args_t args = {0};
+    int rc = s_ids_parse (argc, argv, s_explain_help, true, false, &args);
+    if (rc == 0 && args.count != 1) {
+        rc = s_usage ("takes one job id, got %zu", args.count);
+    }
+    if (rc) {
+        free (args.ids);
+        return rc < 0 ? S_EXIT_OK : rc;
+    }
+    int64_t id = args.ids[0];
+    free (args.ids);
+    gq_client_t *client = s_connect (&rc);
+    if (!client) {
+        return rc;
+    }
+    json_t *reply = gq_client_call (client, "EXPLAIN", json_pack ("{s:I}", "id", (json_int_t) id));
+    if (!reply) {
+        rc = s_call_failed (client);
+        gq_client_destroy (&client);
+        return rc;
+    }
+    if (args.json) {
+        s_print_json (stdout, reply);
+        json_decref (reply);
+        gq_client_destroy (&client);
+        return S_EXIT_OK;
+    }
+    /* The job line: from the reply if the broker sends it, else from STATUS. */
+    json_t *job = json_incref (json_object_get (reply, "job"));
+    if (!job) {
+        json_t *status = gq_client_call (
+            client, "STATUS", json_pack ("{s:[I]}", "ids", (json_int_t) id));
+        job = status ? json_incref (json_array_get (json_object_get (status, "jobs"), 0)) : NULL;
+        json_decref (status);
+    }
+    char vram[32], limit[32];
+    printf ("job %lld: %s", (long long) id, s_str (reply, "state", s_str (job, "state", "?")));
+    if (job) {
+        int64_t min_vram = s_int (job, "min_vram_mb", 0);
+        printf (", kind %s, model %s, min vram %s, priority %lld", s_str (job, "kind", "-"),
+                s_str (job, "model", "-"),
+                min_vram > 0 ? s_format_mb (min_vram, vram, sizeof vram) : "-",
+                (long long) s_int (job, "priority", 5));
+        json_t *constraints = json_object_get (job, "constraints");
+        if (s_str (constraints, "gpu", NULL)) {
+            printf (", gpu %s", s_str (constraints, "gpu", ""));
+        }
+        if (json_is_number (json_object_get (constraints, "max_price"))) {
+            printf (", max price %.2f", json_number_value (json_object_get (constraints,
+                                                                            "max_price")));
+        }
+        if (json_is_number (json_object_get (constraints, "min_tflops"))) {
+            printf (", min tflops %.1f",
+                    json_number_value (json_object_get (constraints, "min_tflops")));
+        }
+        if (s_int (job, "timeout_ms", 0) > 0) {
+            printf (", time limit %s",
+                    s_format_duration (s_int (job, "timeout_ms", 0), limit, sizeof limit));
+        }
+        printf (", attempts %lld/%lld", (long long) s_int (job, "attempts", 0),
+                (long long) s_int (job, "max_attempts", GQ_MAX_ATTEMPTS));
+    }
+    printf ("\n\n");
+    json_decref (job);
+
+    s_table_t table = {.cols = 11};
+    const char *head[] = {"NODE", "VERDICT", "TOTAL",   "FIT",         "COMPUTE", "COST",
+                          "WARM", "LOAD",    "LATENCY", "RELIABILITY", "REASON"};
+    const char *terms[] = {"total", "fit", "compute", "cost", "warm", "load", "latency",
+                           "reliability"};
+    for (size_t i = 0; i < 11; i++) {
+        s_table_cell (&table, "%s", head[i]);
+    }
+    const char *chosen = s_str (reply, "node", NULL);
+    size_t i;
+    json_t *node;
+    json_array_foreach (json_object_get (reply, "nodes"), i, node) {
+        const char *name = s_str (node, "node", s_str (node, "name", "?"));
+        s_table_cell (&table, "%s%s", name, chosen && streq (chosen, name) ? " *" : "");
+        s_table_cell (&table, "%s", s_str (node, "verdict", "?"));
+        json_t *score = json_object_get (node, "score");
+        for (size_t t = 0; t < sizeof terms / sizeof terms[0]; t++) {
+            json_t *term = json_object_get (score, terms[t]);
+            if (json_is_number (term)) {
+                s_table_cell (&table, "%.3f", json_number_value (term));
+            } else {
+                s_table_cell (&table, "-");
+            }
+        }
+        s_table_cell (&table, "%s", s_str (node, "reason", ""));
+    }
+    s_table_print (&table, stdout);
+    s_table_destroy (&table);
+    printf ("\nchosen: %s\n", chosen ? chosen : "none");
+    if (s_str (reply, "hint", NULL)) {
+        printf ("hint: %s\n", s_str (reply, "hint", ""));
+    }
+    json_decref (reply);
+    gq_client_destroy (&client);
+    return S_EXIT_OK;
+}
+
+static const char *s_stats_help =
+    "Usage: gridq stats [--json]\n"
+    "\n"
+    "Shows the broker's counters: jobs per state, nodes per status, the queue by priority and\n"
+    "its oldest wait, rejected messages, uptime.\n"
+    "  --json   the STATS reply as one JSON object: {\"jobs\": {\"queued\", \"running\", \"done\",\n"
+    "           \"failed\", \"cancelled\"}, \"nodes\": {\"online\", \"busy\", \"draining\", \"offline\"},\n"
+    "           \"queue\": {...}, \"rejected\", \"uptime_ms\"}\n"
+    "\n"
+    "Example:\n"
+    "  gridq stats --json | jq .jobs.queued\n";
+
+static int
+s_cmd_stats (int argc, char **argv)
+{
+    bool json = false;
+    int rc = s_json_only (argc, argv, s_stats_help, &json);
+    if (rc) {
+        return rc < 0 ? S_EXIT_OK : rc;
+    }
+    json_t *reply = s_simple_call ("STATS", NULL, &rc);
+    if (!reply) {
+        return rc;
+    }
+    if (json) {
+        s_print_json (stdout, reply);
+        json_decref (reply);
+        return S_EXIT_OK;
+    }
+    json_t *jobs = json_object_get (reply, "jobs");
+    json_t *nodes = json_object_get (reply, "nodes");
+    json_t *queue = json_object_get (reply, "queue");
+    printf ("jobs      queued %lld, running %lld, done %lld, failed %lld, cancelled %lld\n",
+            (long long) s_int (jobs, "queued", 0), (long long) s_int (jobs, "running", 0),
+            (long long) s_int (jobs, "done", 0), (long long) s_int (jobs, "failed", 0),
+            (long long) s_int (jobs, "cancelled", 0));
+    printf ("nodes     online %lld, busy %lld, draining %lld, offline %lld\n",
+            (long long) s_int (nodes, "online", 0), (long long) s_int (nodes, "busy", 0),
+            (long long) s_int (nodes, "draining", 0), (long long) s_int (nodes, "offline", 0));
+    char buf[32];
+    printf ("queue     oldest wait %s; by priority",
+            s_format_duration (s_int (queue, "oldest_wait_ms", 0), buf, sizeof buf));
+    json_t *by = json_object_get (queue, "by_priority");
+    bool any = false;
+    for (size_t p = json_array_size (by); p-- > 0;) {
+        json_int_t n = json_integer_value (json_array_get (by, p));
+        if (n) {
+            printf (" %zu:%lld", p, (long long) n);
+            any = true;
+        }
+    }
+    printf ("%s\n", any ? "" : " (empty)");
+    printf ("rejected  %lld bad messages\n", (long long) s_int (reply, "rejected", 0));
+    printf ("uptime    %s\n",
+            s_format_duration (s_int (reply, "uptime_ms", 0), buf, sizeof buf));
+    json_decref (reply);
+    return S_EXIT_OK;
+}
+
+static const char *s_ping_help =
+    "Usage: gridq ping\n"
+    "\n"
+    "Asks the broker for a sign of life and prints the round trip.\n"
+    "Exit status: 0 when it answers, 3 when it does not within --timeout.\n"
+    "\n"
+    "Example:\n"
+    "  gridq --broker tcp://10.0.0.5:5555 --timeout 2s ping\n";
+
+static int
+s_cmd_ping (int argc, char **argv)
+{
+    int rc = s_json_only (argc, argv, s_ping_help, NULL);
+    if (rc) {
+        return rc < 0 ? S_EXIT_OK : rc;
+    }
+    gq_client_t *client = s_connect (&rc);
+    if (!client) {
+        return rc;
+    }
+    int64_t t0 = gq_mono_us ();
+    json_t *reply = gq_client_call (client, "PING", NULL);
+    if (reply) {
+        printf ("pong from %s in %.2f ms (broker %s)\n", gq_client_endpoint (client),
+                (gq_mono_us () - t0) / 1000.0, s_str (reply, "version", "?"));
+        rc = S_EXIT_OK;
+    } else {
+        rc = s_call_failed (client);
+    }
+    json_decref (reply);
+    gq_client_destroy (&client);
+    return rc;
+}
+
+/* ---- main ---------------------------------------------------------------------------------- */
+
+typedef struct {
+    const char *name;                 /* command word */
+    int (*run) (int argc, char **argv); /* argv[0] is the command word */
+    const char *summary;              /* one line for gridq --help */
+    const char **help;                /* full --help text */
+} s_command_t;
+
+static const s_command_t s_commands[] = {
+    {"submit", s_cmd_submit, "submit a job, or a JSONL file of jobs; prints the ids",
+     &s_submit_help},
+    {"status", s_cmd_status, "show jobs (state, node, attempts; why a job failed)",
+     &s_status_help},
+    {"wait", s_cmd_wait, "wait for jobs to finish", &s_wait_help},
+    {"result", s_cmd_result, "print a done job's result", &s_result_help},
+    {"cancel", s_cmd_cancel, "cancel jobs", &s_cancel_help},
+    {"jobs", s_cmd_jobs, "list recent jobs", &s_jobs_help},
+    {"nodes", s_cmd_nodes, "list the fleet", &s_nodes_help},
+    {"explain", s_cmd_explain, "show how the matcher placed (or could not place) a job",
+     &s_explain_help},
+    {"stats", s_cmd_stats, "broker counters", &s_stats_help},
+    {"ping", s_cmd_ping, "check that the broker answers", &s_ping_help},
+};
+#define S_NCOMMANDS (sizeof s_commands / sizeof s_commands[0])
+
+static void
+s_main_help (FILE *out)
+{
+    fprintf (out,
+             "Usage: gridq [GLOBAL OPTIONS] COMMAND [OPTIONS] [ARGS]\n"
+             "\n"
+             "The gridq client: submits jobs to a gridq broker and follows them.\n"
+             "\n"
+             "Global options (before the command):\n"
+             "  --broker EP          broker endpoint (default $GRIDQ_BROKER or %s)\n"
+             "  --timeout DURATION   how long to wait for the broker to answer (default 5s)\n"
+             "  --cert FILE          client secret certificate for CURVE (or $GRIDQ_CERT)\n"
+             "  --server-cert FILE   the broker's public certificate (or $GRIDQ_SERVER_CERT)\n"
+             "  --help, --version\n"
+             "\n"
+             "Commands:\n",
+             GQ_DEFAULT_ENDPOINT);
+    for (size_t i = 0; i < S_NCOMMANDS; i++) {
+        fprintf (out, "  %-9s %s\n", s_commands[i].name, s_commands[i].summary);
+    }
+    fprintf (out,
+             "\n"
+             "'gridq COMMAND --help' shows a command's options and an example.\n"
+             "Exit status: 0 success; 1 a job failed, was cancelled or is not done; 2 usage\n"
+             "error; 3 broker unreachable or silent; 4 the broker refused the request.\n"
+             "\n"
+             "Example:\n"
+             "  gridq submit --kind echo --payload '{\"hello\": \"world\"}' --wait\n");
+}
+
+int
+main (int argc, char **argv)
+{
+    /* A CLI has nothing to clean up on Ctrl-C: keep the default signal behaviour rather than
+       czmq's handler, which would turn SIGINT into a flag nobody polls during a file read. */
+    zsys_handler_set (NULL);
+    static const struct option options[] = {
+        {"broker", required_argument, NULL, O_BROKER},
+        {"timeout", required_argument, NULL, O_TIMEOUT},
+        {"cert", required_argument, NULL, O_CERT},
+        {"server-cert", required_argument, NULL, O_SERVER_CERT},
+        {"help", no_argument, NULL, O_HELP},
+        {"version", no_argument, NULL, O_VERSION},
+        {NULL, 0, NULL, 0}};
+    opterr = 0;
+    int option;
+    /* '+': stop at the command word; its options belong to it. */
+    while ((option = getopt_long (argc, argv, "+:h", options, NULL)) != -1) {
+        int64_t ms;
+        switch (option) {
+        case O_HELP:
+            s_main_help (stdout);
+            return S_EXIT_OK;
+        case O_VERSION:
+            printf ("gridq %s\n", GQ_VERSION);
+            return S_EXIT_OK;
+        case O_BROKER:
+            s_g.opts.endpoint = optarg;
+            break;
+        case O_TIMEOUT:
+            if (gq_parse_duration_ms (optarg, &ms) || ms <= 0 || ms > INT_MAX) {
+                return s_usage ("--timeout \"%s\" is not a duration like 5s or 500ms", optarg);
+            }
+            s_g.opts.timeout_ms = (int) ms;
+            break;
+        case O_CERT:
+            s_g.opts.cert_path = optarg;
+            break;
+        case O_SERVER_CERT:
+            s_g.opts.server_cert_path = optarg;
+            break;
+        case ':':
+            return s_usage ("option %s needs a value", argv[optind - 1]);
+        default:
+            return s_usage ("unknown option %s (command options come after the command)",
+                            argv[optind - 1]);
+        }
+    }
+    if (optind >= argc) {
+        s_main_help (stderr);
+        return S_EXIT_USAGE;
+    }
+    const char *name = argv[optind];
+    /* "gridq help submit" is "gridq submit --help". */
+    if (streq (name, "help")) {
+        if (optind + 1 >= argc) {
+            s_main_help (stdout);
+            return S_EXIT_OK;
+        }
+        name = argv[optind + 1];
+        for (size_t i = 0; i < S_NCOMMANDS; i++) {
+            if (streq (s_commands[i].name, name)) {
+                s_help (*s_commands[i].help);
+                return S_EXIT_OK;
+            }
+        }
+        return s_usage ("no command \"%s\"", name);
+    }
+    for (size_t i = 0; i < S_NCOMMANDS; i++) {
+        if (streq (s_commands[i].name, name)) {
+            s_g.command = name;
+            int first = optind;
+            optind = 0; /* glibc: 0 restarts getopt from scratch for the command's arguments */
+            return s_commands[i].run (argc - first, argv + first);
+        }
+    }
+    return s_usage ("unknown command \"%s\"", name);
+}

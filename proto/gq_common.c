@@ -1,0 +1,240 @@
+/*  gq_common.c — error names, clocks, time formatting, size and duration parsing. */
+#include "gq_common.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static const struct {
+    int code;
+    const char *name;
+    const char *text;
+} s_errors[] = {
+    {GQ_OK, "OK", "success"},
+    {GQ_EINVAL, "BAD_REQUEST", "invalid request"},
+    {GQ_ENOMEM, "NO_MEMORY", "out of memory"},
+    {GQ_EPROTO, "PROTOCOL", "protocol violation"},
+    {GQ_ETOOBIG, "TOO_BIG", "message or field too large"},
+    {GQ_ETIMEOUT, "TIMEOUT", "timed out"},
+    {GQ_ENOTFOUND, "NOT_FOUND", "not found"},
+    {GQ_ESTORE, "STORE", "store failure"},
+    {GQ_EBACKEND, "BACKEND", "compute backend failure"},
+    {GQ_ERATE, "RATE_LIMITED", "rate limited"},
+    {GQ_EDENIED, "DENIED", "not allowed for this role"},
+    {GQ_ESTATE, "BAD_STATE", "wrong state for this operation"},
+    {GQ_EIO, "IO", "input/output error"},
+    {GQ_EMODEL, "BAD_MODEL", "malformed model"},
+    {GQ_EUNSUPPORTED, "UNSUPPORTED", "not supported"},
+};
+#define S_NERRORS (sizeof s_errors / sizeof s_errors[0])
+
+const char *
+gq_strerror (int err)
+{
+    for (size_t i = 0; i < S_NERRORS; i++) {
+        if (s_errors[i].code == err) {
+            return s_errors[i].text;
+        }
+    }
+    return "unknown error";
+}
+
+const char *
+gq_errname (int err)
+{
+    for (size_t i = 0; i < S_NERRORS; i++) {
+        if (s_errors[i].code == err) {
+            return s_errors[i].name;
+        }
+    }
+    return "PROTOCOL";
+}
+
+int
+gq_err_from_name (const char *name)
+{
+    for (size_t i = 0; name && i < S_NERRORS; i++) {
+        if (strcmp (s_errors[i].name, name) == 0) {
+            return s_errors[i].code;
+        }
+    }
+    return GQ_EPROTO;
+}
+
+int64_t
+gq_now_ms (void)
+{
+    struct timespec ts;
+    clock_gettime (CLOCK_REALTIME, &ts);
+    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t
+gq_mono_us (void)
+{
+    struct timespec ts;
+    clock_gettime (CLOCK_MONOTONIC, &ts);
+    return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+char *
+gq_format_time (int64_t ms, char *buf)
+{
+    if (ms <= 0) {
+        buf[0] = 0;
+        return buf;
+    }
+    time_t secs = (time_t) (ms / 1000);
+    struct tm tm;
+    gmtime_r (&secs, &tm);
+    size_t n = strftime (buf, GQ_TIME_BUF, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf (buf + n, GQ_TIME_BUF - n, ".%03dZ", (int) (ms % 1000));
+    return buf;
+}
+
+/* Parses a non-negative decimal number followed by an optional suffix; returns the suffix. */
+static const char *
+s_parse_number (const char *text, double *value)
+{
+    if (!text || !*text || !(isdigit ((unsigned char) *text) || *text == '.')) {
+        return NULL;
+    }
+    char *end;
+    errno = 0;
+    *value = strtod (text, &end);
+    if (errno || end == text || !isfinite (*value) || *value < 0) {
+        return NULL;
+    }
+    return end;
+}
+
+int
+gq_parse_size_mb (const char *text, int64_t *mb)
+{
+    double v;
+    const char *suffix = s_parse_number (text, &v);
+    if (!suffix) {
+        return GQ_EINVAL;
+    }
+    double scale;
+    if (!*suffix || strcasecmp (suffix, "M") == 0 || strcasecmp (suffix, "MB") == 0 ||
+        strcasecmp (suffix, "MiB") == 0) {
+        scale = 1;
+    } else if (strcasecmp (suffix, "G") == 0 || strcasecmp (suffix, "GB") == 0 ||
+               strcasecmp (suffix, "GiB") == 0) {
+        scale = 1024;
+    } else if (strcasecmp (suffix, "T") == 0 || strcasecmp (suffix, "TB") == 0 ||
+               strcasecmp (suffix, "TiB") == 0) {
+        scale = 1024 * 1024;
+    } else {
+        return GQ_EINVAL;
+    }
+    double r = v * scale;
+    if (r > (double) GQ_MAX_VRAM_MB) {
+        return GQ_EINVAL;
+    }
+    *mb = (int64_t) llround (r);
+    return GQ_OK;
+}
+
+int
+gq_parse_duration_ms (const char *text, int64_t *ms)
+{
+    double v;
+    const char *suffix = s_parse_number (text, &v);
+    if (!suffix) {
+        return GQ_EINVAL;
+    }
+    double scale;
+    if (strcmp (suffix, "ms") == 0) {
+        scale = 1;
+    } else if (!*suffix || strcmp (suffix, "s") == 0) {
+        scale = 1000;
+    } else if (strcmp (suffix, "m") == 0 || strcmp (suffix, "min") == 0) {
+        scale = 60000;
+    } else if (strcmp (suffix, "h") == 0) {
+        scale = 3600000;
+    } else if (strcmp (suffix, "d") == 0) {
+        scale = 86400000;
+    } else {
+        return GQ_EINVAL;
+    }
+    double r = v * scale;
+    if (r > 1e15) {
+        return GQ_EINVAL;
+    }
+    *ms = (int64_t) llround (r);
+    return GQ_OK;
+}
+
+static bool
+s_valid_chars (const char *s, size_t max, const char *extra, bool upper)
+{
+    if (!s || !*s) {
+        return false;
+    }
+    size_t n = 0;
+    for (const char *p = s; *p; p++, n++) {
+        unsigned char c = (unsigned char) *p;
+        if (n + 1 >= max) {
+            return false;
+        }
+        if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || (upper && c >= 'A' && c <= 'Z') ||
+            (c && strchr (extra, c))) {
+            continue;
+        }
+        return false;
+    }
+    return true;
+}
+
+bool
+gq_valid_kind (const char *s)
+{
+    return s_valid_chars (s, GQ_KIND_MAX, "_.-", false);
+}
+
+bool
+gq_valid_name (const char *s, size_t max)
+{
+    return s_valid_chars (s, max, "_.:@+-", true);
+}
+
+/* ---- Selftest ------------------------------------------------------------------------------ */
+#include <assert.h>
+
+void
+gq_common_test (bool verbose)
+{
+    int64_t v;
+    assert (gq_parse_size_mb ("512M", &v) == 0 && v == 512);
+    assert (gq_parse_size_mb ("24G", &v) == 0 && v == 24576);
+    assert (gq_parse_size_mb ("1.5G", &v) == 0 && v == 1536);
+    assert (gq_parse_size_mb ("100", &v) == 0 && v == 100);
+    assert (gq_parse_size_mb ("1T", &v) == 0 && v == 1048576);
+    assert (gq_parse_size_mb ("-1G", &v) == GQ_EINVAL);
+    assert (gq_parse_size_mb ("12Q", &v) == GQ_EINVAL);
+    assert (gq_parse_size_mb ("", &v) == GQ_EINVAL);
+    assert (gq_parse_size_mb ("nan", &v) == GQ_EINVAL);
+    assert (gq_parse_duration_ms ("30s", &v) == 0 && v == 30000);
+    assert (gq_parse_duration_ms ("250ms", &v) == 0 && v == 250);
+    assert (gq_parse_duration_ms ("7d", &v) == 0 && v == 604800000);
+    assert (gq_parse_duration_ms ("2", &v) == 0 && v == 2000);
+    assert (gq_parse_duration_ms ("5m", &v) == 0 && v == 300000);
+    assert (gq_parse_duration_ms ("5x", &v) == GQ_EINVAL);
+    char buf[GQ_TIME_BUF];
+    assert (strcmp (gq_format_time (1764411673123LL, buf), "2025-11-29T10:21:13.123Z") == 0);
+    assert (strcmp (gq_format_time (0, buf), "") == 0);
+    assert (gq_valid_kind ("echo") && !gq_valid_kind ("Echo") && !gq_valid_kind (""));
+    assert (gq_valid_name ("gpu-1.a100", GQ_NAME_MAX) && !gq_valid_name ("a b", GQ_NAME_MAX));
+    assert (!gq_valid_name ("../x", GQ_NAME_MAX));
+    assert (strcmp (gq_errname (GQ_ERATE), "RATE_LIMITED") == 0);
+    assert (gq_err_from_name ("RATE_LIMITED") == GQ_ERATE);
+    assert (gq_now_ms () > 1700000000000LL);
+    assert (gq_mono_us () > 0);
+    (void) verbose;
+}

@@ -1,0 +1,91 @@
+/*  gq_common.h — error codes, tuning constants (with units), clocks, size and duration parsing.
+    Everything here is shared by every gridq program. */
+#ifndef GQ_COMMON_H_INCLUDED
+#define GQ_COMMON_H_INCLUDED
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- Error codes: 0 is success, negatives are failures; gq_strerror names them. ---------- */
+typedef enum {
+    GQ_OK = 0,
+    GQ_EINVAL = -1,     /* a field is missing, of the wrong type or out of range */
+    GQ_ENOMEM = -2,     /* allocation failed */
+    GQ_EPROTO = -3,     /* a frame layout violates the wire protocol */
+    GQ_ETOOBIG = -4,    /* a frame, message or string exceeds its size limit */
+    GQ_ETIMEOUT = -5,   /* no answer within the deadline */
+    GQ_ENOTFOUND = -6,  /* no such job, node or file */
+    GQ_ESTORE = -7,     /* the SQLite store failed */
+    GQ_EBACKEND = -8,   /* a compute backend (CPU/CUDA) failed */
+    GQ_ERATE = -9,      /* rate limited; retry later */
+    GQ_EDENIED = -10,   /* the peer's role does not allow the command */
+    GQ_ESTATE = -11,    /* the object is in a state that forbids the operation */
+    GQ_EIO = -12,       /* an operating-system or socket call failed */
+    GQ_EMODEL = -13,    /* a model file is malformed or does not fit the input */
+    GQ_EUNSUPPORTED = -14 /* a kind, dtype or feature this peer does not offer */
+} gq_err_t;
+
+/* Static English text for an error code. */
+const char *gq_strerror (int err);
+/* Wire name of an error code ("BAD_REQUEST", "RATE_LIMITED", ...), used in ERROR replies. */
+const char *gq_errname (int err);
+/* Inverse of gq_errname; unknown names map to GQ_EPROTO. */
+int gq_err_from_name (const char *name);
+
+/* ---- Tuning constants (units in the name) -------------------------------------------------- */
+#define GQ_DEFAULT_ENDPOINT     "tcp://127.0.0.1:5555"
+#define GQ_HEARTBEAT_MS         1000    /* broker <-> worker heartbeat interval */
+#define GQ_LIVENESS             3       /* missed heartbeats before a peer counts as dead */
+#define GQ_CLIENT_TIMEOUT_MS    5000    /* default client wait for a broker reply */
+#define GQ_MAX_ATTEMPTS         3       /* default attempts per job */
+#define GQ_MAX_ATTEMPTS_LIMIT   100     /* largest accepted max_attempts */
+#define GQ_RETENTION_MS         (7LL * 24 * 3600 * 1000)
+#define GQ_AGING_MS             60000   /* one priority level gained per this much waiting */
+#define GQ_BACKFILL_WINDOW      64      /* queued jobs looked at past a blocked head job */
+
+/* ---- Wire size limits (also enforced by ZMQ_MAXMSGSIZE on sockets) ------------------------- */
+#define GQ_MAX_FRAMES           (3 + GQ_MAX_BLOBS)
+#define GQ_MAX_BLOBS            16
+#define GQ_MAX_JSON_BYTES       (4 * 1024 * 1024)
+#define GQ_MAX_BLOB_BYTES       (256 * 1024 * 1024)
+#define GQ_MAX_MSG_BYTES        (512LL * 1024 * 1024)
+#define GQ_MAX_JSON_DEPTH       32
+#define GQ_MAX_BATCH_JOBS       10000   /* jobs in one SUBMIT */
+#define GQ_MAX_IDS              10000   /* ids in one STATUS/WAIT/CANCEL */
+#define GQ_NAME_MAX             64      /* node name, including NUL */
+#define GQ_KIND_MAX             32
+#define GQ_MODEL_MAX            128
+#define GQ_GPU_MODEL_MAX        64
+#define GQ_PATTERN_MAX          128
+#define GQ_IDEM_MAX             256
+#define GQ_MAX_SLOTS            1024
+#define GQ_MAX_MODELS           256     /* models a node may report */
+#define GQ_MAX_KINDS            64      /* distinct kinds a broker knows (bit mask) */
+#define GQ_MAX_VRAM_MB          (16LL * 1024 * 1024)   /* 16 TiB: above that is a lie */
+#define GQ_MAX_TFLOPS           1.0e6
+#define GQ_MAX_PRICE            1.0e6
+#define GQ_MAX_TIMEOUT_MS       (30LL * 24 * 3600 * 1000)
+
+/* ---- Clocks -------------------------------------------------------------------------------- */
+/* Wall clock in milliseconds since the Unix epoch (for stored timestamps). */
+int64_t gq_now_ms (void);
+/* Monotonic clock in microseconds (for intervals and timers). */
+int64_t gq_mono_us (void);
+/* Writes "2026-11-29T10:21:13.123Z" into buf (at least GQ_TIME_BUF bytes); 0 ms gives "". */
+#define GQ_TIME_BUF 32
+char *gq_format_time (int64_t ms, char *buf);
+
+/* ---- Parsing of command-line values -------------------------------------------------------- */
+/* "512M", "24G", "1T" or a bare number of MiB -> MiB. Returns 0 or GQ_EINVAL. */
+int gq_parse_size_mb (const char *text, int64_t *mb);
+/* "250ms", "30s", "5m", "2h", "7d" or a bare number of seconds -> ms. 0 or GQ_EINVAL. */
+int gq_parse_duration_ms (const char *text, int64_t *ms);
+
+/* ---- Names on the wire --------------------------------------------------------------------- */
+/* A kind: [a-z0-9_.-]{1,31}. A model or node name: [A-Za-z0-9_.:@+-]{1,max-1}. Safe to embed in
+   JSON text without escaping; that is why the broker may splice them into messages. */
+bool gq_valid_kind (const char *s);
+bool gq_valid_name (const char *s, size_t max);
+
+#endif

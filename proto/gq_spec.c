@@ -1,0 +1,302 @@
+/*  gq_spec.c — validation of jobs and node specs sent by peers. */
+#include "gq_spec.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "gq_msg.h"
+
+static int
+s_bad (char *why, size_t whylen, const char *format, ...)
+{
+    va_list args;
+    va_start (args, format);
+    vsnprintf (why, whylen, format, args);
+    va_end (args);
+    return GQ_EINVAL;
+}
+
+/* Known job fields; anything else is refused so that typos do not pass silently. */
+static const char *s_job_fields[] = {
+    "kind", "model", "min_vram_mb", "min_vram", "priority", "gpu", "max_price", "min_tflops",
+    "constraints", "timeout_ms", "time_limit", "max_attempts", "idem", "payload", "blobs", NULL};
+
+static bool
+s_known (const char *key, const char **fields)
+{
+    for (const char **f = fields; *f; f++) {
+        if (strcmp (*f, key) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+int
+gq_jobspec_parse (json_t *obj, gq_jobspec_t *spec, char *why, size_t whylen)
+{
+    memset (spec, 0, sizeof *spec);
+    spec->blob_first = -1;
+    if (!json_is_object (obj)) {
+        return s_bad (why, whylen, "a job must be a JSON object");
+    }
+    const char *key;
+    json_t *value;
+    json_object_foreach (obj, key, value) {
+        if (!s_known (key, s_job_fields)) {
+            return s_bad (why, whylen, "unknown job field \"%s\"", key);
+        }
+    }
+    int64_t n;
+    if (gq_json_str (obj, "kind", GQ_KIND_MAX, "echo", &spec->kind, why, whylen)) {
+        return GQ_EINVAL;
+    }
+    if (!gq_valid_kind (spec->kind)) {
+        return s_bad (why, whylen, "kind \"%s\" is not a valid kind name ([a-z0-9_.-]{1,31})",
+                      spec->kind);
+    }
+    if (gq_json_str (obj, "model", GQ_MODEL_MAX, NULL, &spec->model, why, whylen)) {
+        return GQ_EINVAL;
+    }
+    if (spec->model && !gq_valid_name (spec->model, GQ_MODEL_MAX)) {
+        return s_bad (why, whylen, "model \"%s\" is not a valid model name", spec->model);
+    }
+    json_t *size = json_object_get (obj, "min_vram");
+    if (json_is_string (size)) {
+        if (gq_parse_size_mb (json_string_value (size), &spec->min_vram_mb)) {
+            return s_bad (why, whylen, "min_vram \"%s\" is not a size like 512M or 24G",
+                          json_string_value (size));
+        }
+    } else if (size && !json_is_null (size)) {
+        return s_bad (why, whylen, "\"min_vram\" must be a size string like \"24G\"");
+    } else if (gq_json_int (obj, "min_vram_mb", 0, GQ_MAX_VRAM_MB, 0, &spec->min_vram_mb, why,
+                            whylen)) {
+        return GQ_EINVAL;
+    }
+    if (gq_json_int (obj, "priority", 0, 9, 5, &n, why, whylen)) {
+        return GQ_EINVAL;
+    }
+    spec->priority = (int) n;
+
+    json_t *constraints = json_object_get (obj, "constraints");
+    json_t *where = obj;
+    if (constraints && !json_is_null (constraints)) {
+        if (!json_is_object (constraints)) {
+            return s_bad (why, whylen, "\"constraints\" must be an object");
+        }
+        where = constraints;
+    }
+    if (gq_json_str (where, "gpu", GQ_PATTERN_MAX, NULL, &spec->gpu_pattern, why, whylen) ||
+        gq_json_num (where, "max_price", 0, GQ_MAX_PRICE, -1, &spec->max_price, why, whylen) ||
+        gq_json_num (where, "min_tflops", 0, GQ_MAX_TFLOPS, 0, &spec->min_tflops, why, whylen)) {
+        return GQ_EINVAL;
+    }
+    if (spec->gpu_pattern && !*spec->gpu_pattern) {
+        spec->gpu_pattern = NULL;
+    }
+    json_t *limit = json_object_get (obj, "time_limit");
+    if (json_is_string (limit)) {
+        if (gq_parse_duration_ms (json_string_value (limit), &spec->timeout_ms) ||
+            spec->timeout_ms > GQ_MAX_TIMEOUT_MS) {
+            return s_bad (why, whylen, "time_limit \"%s\" is not a duration like 30s or 5m",
+                          json_string_value (limit));
+        }
+    } else if (limit && !json_is_null (limit)) {
+        return s_bad (why, whylen, "\"time_limit\" must be a duration string like \"30s\"");
+    } else if (gq_json_int (obj, "timeout_ms", 0, GQ_MAX_TIMEOUT_MS, 0, &spec->timeout_ms, why,
+                            whylen)) {
+        return GQ_EINVAL;
+    }
+    if (gq_json_int (obj, "max_attempts", 1, GQ_MAX_ATTEMPTS_LIMIT, GQ_MAX_ATTEMPTS, &n, why,
+                     whylen)) {
+        return GQ_EINVAL;
+    }
+    spec->max_attempts = (int) n;
+    if (gq_json_str (obj, "idem", GQ_IDEM_MAX, NULL, &spec->idem, why, whylen)) {
+        return GQ_EINVAL;
+    }
+    if (spec->idem && !*spec->idem) {
+        return s_bad (why, whylen, "\"idem\" must not be empty");
+    }
+    spec->payload = json_object_get (obj, "payload");
+    json_t *blobs = json_object_get (obj, "blobs");
+    if (blobs && !json_is_null (blobs)) {
+        if (!json_is_array (blobs) || json_array_size (blobs) != 2 ||
+            !json_is_integer (json_array_get (blobs, 0)) ||
+            !json_is_integer (json_array_get (blobs, 1))) {
+            return s_bad (why, whylen, "\"blobs\" must be [first, count]");
+        }
+        json_int_t first = json_integer_value (json_array_get (blobs, 0));
+        json_int_t count = json_integer_value (json_array_get (blobs, 1));
+        if (first < 0 || count < 0 || first >= GQ_MAX_BLOBS || count > GQ_MAX_BLOBS - first) {
+            return s_bad (why, whylen, "\"blobs\" [%lld, %lld] is out of range",
+                          (long long) first, (long long) count);
+        }
+        spec->blob_first = count ? (int) first : -1;
+        spec->blob_count = (int) count;
+    }
+    return GQ_OK;
+}
+
+int
+gq_models_validate (json_t *models, bool loaded, char *why, size_t whylen)
+{
+    if (!models || json_is_null (models)) {
+        return GQ_OK;
+    }
+    if (!json_is_array (models) || json_array_size (models) > GQ_MAX_MODELS) {
+        return s_bad (why, whylen, "models must be an array of at most %d entries",
+                      GQ_MAX_MODELS);
+    }
+    size_t i;
+    json_t *item;
+    json_array_foreach (models, i, item) {
+        const char *name = NULL;
+        if (loaded) {
+            double load_ms;
+            if (!json_is_object (item) ||
+                gq_json_str (item, "name", GQ_MODEL_MAX, NULL, &name, why, whylen) ||
+                gq_json_num (item, "load_ms", 0, 1e9, 0, &load_ms, why, whylen)) {
+                return s_bad (why, whylen, "models_loaded[%zu] must be {\"name\", \"load_ms\"}",
+                              i);
+            }
+        } else {
+            name = json_string_value (item);
+        }
+        if (!name || !gq_valid_name (name, GQ_MODEL_MAX)) {
+            return s_bad (why, whylen, "model entry %zu is not a valid model name", i);
+        }
+    }
+    return GQ_OK;
+}
+
+int
+gq_nodespec_parse (json_t *obj, gq_nodespec_t *spec, char *why, size_t whylen)
+{
+    memset (spec, 0, sizeof *spec);
+    if (!json_is_object (obj)) {
+        return s_bad (why, whylen, "\"spec\" must be an object");
+    }
+    int64_t n;
+    if (gq_json_str (obj, "name", GQ_NAME_MAX, NULL, &spec->name, why, whylen) ||
+        gq_json_str (obj, "gpu_model", GQ_GPU_MODEL_MAX, "cpu", &spec->gpu_model, why, whylen) ||
+        gq_json_str (obj, "backend", 16, "cpu", &spec->backend, why, whylen) ||
+        gq_json_int (obj, "vram_total_mb", 0, GQ_MAX_VRAM_MB, 0, &spec->vram_total_mb, why,
+                     whylen) ||
+        gq_json_num (obj, "tflops", 0, GQ_MAX_TFLOPS, 0, &spec->tflops, why, whylen) ||
+        gq_json_num (obj, "price_per_hour", 0, GQ_MAX_PRICE, 0, &spec->price_per_hour, why,
+                     whylen) ||
+        gq_json_int (obj, "slots", 1, GQ_MAX_SLOTS, 1, &n, why, whylen)) {
+        return GQ_EINVAL;
+    }
+    spec->slots = (int) n;
+    if (!spec->name || !gq_valid_name (spec->name, GQ_NAME_MAX)) {
+        return s_bad (why, whylen, "\"name\" must be a node name ([A-Za-z0-9_.:@+-], < %d bytes)",
+                      GQ_NAME_MAX);
+    }
+    if (gq_json_int (obj, "vram_free_mb", 0, spec->vram_total_mb, spec->vram_total_mb,
+                     &spec->vram_free_mb, why, whylen)) {
+        return GQ_EINVAL;
+    }
+    spec->kinds = json_object_get (obj, "kinds");
+    if (!json_is_array (spec->kinds) || json_array_size (spec->kinds) == 0 ||
+        json_array_size (spec->kinds) > GQ_MAX_KINDS) {
+        return s_bad (why, whylen, "\"kinds\" must be an array of 1..%d kind names",
+                      GQ_MAX_KINDS);
+    }
+    size_t i;
+    json_t *item;
+    json_array_foreach (spec->kinds, i, item) {
+        if (!json_is_string (item) || !gq_valid_kind (json_string_value (item))) {
+            return s_bad (why, whylen, "kinds[%zu] is not a valid kind name", i);
+        }
+    }
+    spec->models_available = json_object_get (obj, "models_available");
+    spec->models_loaded = json_object_get (obj, "models_loaded");
+    if (gq_models_validate (spec->models_available, false, why, whylen) ||
+        gq_models_validate (spec->models_loaded, true, why, whylen)) {
+        return GQ_EINVAL;
+    }
+    return GQ_OK;
+}
+
+/* ---- Selftest ------------------------------------------------------------------------------ */
+
+/* Parses text into spec; the JSON stays alive in *keep (spec borrows from it) until the next
+   call or a call with text NULL. */
+static int
+s_parse_job (const char *text, gq_jobspec_t *spec, char *why, size_t whylen)
+{
+    static json_t *keep = NULL;
+    json_decref (keep);
+    keep = text ? json_loads (text, 0, NULL) : NULL;
+    if (!text) {
+        return GQ_OK;
+    }
+    assert (keep);
+    return gq_jobspec_parse (keep, spec, why, whylen);
+}
+
+void
+gq_spec_test (bool verbose)
+{
+    char why[256];
+    gq_jobspec_t job;
+    assert (s_parse_job ("{}", &job, why, sizeof why) == GQ_OK);
+    assert (strcmp (job.kind, "echo") == 0 && job.priority == 5 && job.max_attempts == 3);
+    assert (job.max_price < 0 && job.model == NULL && job.blob_first == -1);
+    assert (s_parse_job ("{\"kind\":\"mlp\",\"model\":\"mnist\",\"min_vram\":\"24G\","
+                         "\"priority\":9,\"constraints\":{\"gpu\":\"A100|H100\",\"max_price\":2.5},"
+                         "\"time_limit\":\"30s\",\"idem\":\"k1\",\"blobs\":[0,2]}",
+                         &job, why, sizeof why) == GQ_OK);
+    assert (job.min_vram_mb == 24576 && job.priority == 9 && job.timeout_ms == 30000);
+    assert (strcmp (job.gpu_pattern, "A100|H100") == 0 && job.max_price == 2.5);
+    assert (job.blob_first == 0 && job.blob_count == 2);
+    /* Each bad field is refused with its name in the reason. */
+    const char *bad[] = {
+        "{\"priority\":99}", "{\"priority\":-1}", "{\"min_vram_mb\":-5}",
+        "{\"min_vram\":\"lots\"}", "{\"kind\":\"Bad Kind\"}", "{\"kind\":7}",
+        "{\"model\":\"../etc/passwd\"}", "{\"max_attempts\":0}", "{\"max_attempts\":1000}",
+        "{\"time_limit\":\"soon\"}", "{\"min_tflops\":-1}", "{\"constraints\":[1]}",
+        "{\"colour\":\"red\"}", "{\"idem\":\"\"}", "{\"blobs\":[0,99]}", "{\"blobs\":\"x\"}",
+        "{\"timeout_ms\":1.5}", NULL};
+    for (const char **b = bad; *b; b++) {
+        if (s_parse_job (*b, &job, why, sizeof why) != GQ_EINVAL) {
+            fprintf (stderr, "spec: %s was accepted\n", *b);
+            abort ();
+        }
+        if (verbose) {
+            printf ("\n  %s -> %s", *b, why);
+        }
+    }
+    /* Node specs. */
+    json_t *node = json_pack ("{s:s, s:s, s:I, s:I, s:f, s:f, s:i, s:[s,s], s:[s], s:[{s:s,s:f}]}",
+                              "name", "gpu-1", "gpu_model", "RTX 4090", "vram_total_mb",
+                              (json_int_t) 24576, "vram_free_mb", (json_int_t) 20000, "tflops",
+                              82.6, "price_per_hour", 0.4, "slots", 2, "kinds", "echo", "mlp",
+                              "models_available", "mnist", "models_loaded", "name", "mnist",
+                              "load_ms", 12.0);
+    gq_nodespec_t ns;
+    assert (gq_nodespec_parse (node, &ns, why, sizeof why) == GQ_OK);
+    assert (ns.slots == 2 && ns.vram_free_mb == 20000 && strcmp (ns.name, "gpu-1") == 0);
+    json_object_set_new (node, "vram_free_mb", json_integer (30000)); /* more free than total */
+    assert (gq_nodespec_parse (node, &ns, why, sizeof why) == GQ_EINVAL);
+    json_object_set_new (node, "vram_free_mb", json_integer (100));
+    json_object_set_new (node, "tflops", json_real (-1));
+    assert (gq_nodespec_parse (node, &ns, why, sizeof why) == GQ_EINVAL);
+    json_object_set_new (node, "tflops", json_real (10));
+    json_object_set_new (node, "slots", json_integer (100000));
+    assert (gq_nodespec_parse (node, &ns, why, sizeof why) == GQ_EINVAL);
+    json_object_set_new (node, "slots", json_integer (1));
+    json_object_set_new (node, "name", json_string ("bad name"));
+    assert (gq_nodespec_parse (node, &ns, why, sizeof why) == GQ_EINVAL);
+    json_object_set_new (node, "name", json_string ("ok"));
+    json_object_set_new (node, "kinds", json_pack ("[]"));
+    assert (gq_nodespec_parse (node, &ns, why, sizeof why) == GQ_EINVAL);
+    json_object_set_new (node, "kinds", json_pack ("[s]", "echo"));
+    json_object_set_new (node, "models_loaded", json_pack ("[s]", "mnist"));
+    assert (gq_nodespec_parse (node, &ns, why, sizeof why) == GQ_EINVAL);
+    json_decref (node);
+    s_parse_job (NULL, &job, why, sizeof why);
+}

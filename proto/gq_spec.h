@@ -1,0 +1,55 @@
+/*  gq_spec.h — validation of the two structured things peers send: a job to submit (client) and
+    a node's spec (worker READY / HEARTBEAT). Strings and payload are borrowed from the JSON. */
+#ifndef GQ_SPEC_H_INCLUDED
+#define GQ_SPEC_H_INCLUDED
+
+#include <jansson.h>
+
+#include "gq_common.h"
+
+typedef struct {
+    const char *kind;        /* "echo" when absent */
+    const char *model;       /* NULL when none */
+    int64_t min_vram_mb;     /* 0 .. GQ_MAX_VRAM_MB */
+    int priority;            /* 0..9, default 5 */
+    const char *gpu_pattern; /* NULL when none */
+    double max_price;        /* < 0 when none */
+    double min_tflops;       /* 0 when none */
+    int64_t timeout_ms;      /* 0 when none */
+    int max_attempts;        /* 1 .. GQ_MAX_ATTEMPTS_LIMIT, default GQ_MAX_ATTEMPTS */
+    const char *idem;        /* NULL when none */
+    json_t *payload;         /* any JSON value ({} when absent); borrowed */
+    int blob_first;          /* first message blob that belongs to this job, -1 for none */
+    int blob_count;          /* how many consecutive blobs belong to it */
+} gq_jobspec_t;
+
+/* Validates one job object as sent in SUBMIT "jobs" (and as written in a JOBS.jsonl line).
+   Accepts min_vram_mb (integer) or min_vram ("24G"), timeout_ms or time_limit ("30s"), and the
+   constraints either at top level (gpu, max_price, min_tflops) or under "constraints".
+   "blobs": [first, count] names message blobs (0-based) that travel with the job.
+   Returns 0, or GQ_EINVAL with a reason naming the field. */
+int gq_jobspec_parse (json_t *obj, gq_jobspec_t *spec, char *why, size_t whylen);
+
+typedef struct {
+    const char *name;        /* node name: gq_valid_name, < GQ_NAME_MAX */
+    const char *gpu_model;   /* free text < GQ_GPU_MODEL_MAX */
+    const char *backend;     /* "cuda" or "cpu" */
+    int64_t vram_total_mb;   /* 0 .. GQ_MAX_VRAM_MB */
+    int64_t vram_free_mb;    /* 0 .. vram_total_mb */
+    double tflops;           /* 0 .. GQ_MAX_TFLOPS, finite */
+    double price_per_hour;   /* 0 .. GQ_MAX_PRICE, finite */
+    int slots;               /* 1 .. GQ_MAX_SLOTS */
+    json_t *kinds;           /* array of kind names (each gq_valid_kind), 1..GQ_MAX_KINDS */
+    json_t *models_available;/* array of model names, may be NULL */
+    json_t *models_loaded;   /* array of {"name": s, "load_ms": x}, may be NULL */
+    json_t *running;         /* array of {"id", "attempt"} the worker holds, may be NULL */
+} gq_nodespec_t;
+
+/* Validates a READY body's "spec" object. Returns 0 or GQ_EINVAL with a reason. */
+int gq_nodespec_parse (json_t *obj, gq_nodespec_t *spec, char *why, size_t whylen);
+/* Validates a models array (names, or {"name","load_ms"} objects with loaded = true). */
+int gq_models_validate (json_t *models, bool loaded, char *why, size_t whylen);
+
+void gq_spec_test (bool verbose);
+
+#endif

@@ -1,0 +1,76 @@
+-- schema.sql — the full, current gridq store schema. A new database gets exactly this text and
+-- PRAGMA user_version = the number of files in migrations/; an older database instead gets the
+-- migrations it lacks. So every change is made twice: here, and as the next numbered migration
+-- (the selftest checks that both roads lead to the same tables, columns and indexes).
+--
+-- Times are milliseconds since the Unix epoch (UTC). Job states are the numbers of
+-- gq_job_state_t (0 queued, 1 running, 2 done, 3 failed, 4 cancelled). The broker never writes
+-- "running": a row is inserted queued and updated once, when the job ends.
+
+CREATE TABLE jobs (
+    id           INTEGER PRIMARY KEY,          -- the job id clients see; rowid, never reused
+    idem_key     TEXT,                         -- client's idempotency key, unique when set
+    kind         TEXT NOT NULL,
+    model        TEXT,                         -- NULL when the job needs no model
+    min_vram_mb  INTEGER NOT NULL DEFAULT 0,
+    priority     INTEGER NOT NULL DEFAULT 0,
+    gpu_pattern  TEXT,                         -- constraints; NULL when not set
+    max_price    REAL,
+    min_tflops   REAL,
+    timeout_ms   INTEGER NOT NULL DEFAULT 0,   -- per attempt; 0 means none
+    max_attempts INTEGER NOT NULL,
+    payload      TEXT NOT NULL,                -- JSON text
+    state        INTEGER NOT NULL CHECK (state BETWEEN 0 AND 4),
+    attempts     INTEGER NOT NULL DEFAULT 0,   -- written when the job ends
+    node         TEXT,                         -- node of the last attempt
+    submitted_at INTEGER NOT NULL,
+    started_at   INTEGER,
+    finished_at  INTEGER,
+    result       TEXT,                         -- JSON text
+    error        TEXT,
+    client       TEXT                          -- submitter's CURVE public key; NULL without CURVE
+);
+-- Partial: most jobs have no key, and a NULL entry would cost index work on every insert.
+CREATE UNIQUE INDEX jobs_idem ON jobs (idem_key) WHERE idem_key IS NOT NULL;
+-- Recovery (state 0), counts, listings by state.
+CREATE INDEX jobs_state ON jobs (state);
+-- Retention: only finished jobs have an entry, so a submission pays nothing for it.
+CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
+
+-- Binary frames of a job: its inputs ('in', sent with the job) and its outputs ('out').
+CREATE TABLE job_blobs (
+    job_id    INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    direction TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+    idx       INTEGER NOT NULL,
+    data      BLOB NOT NULL,
+    PRIMARY KEY (job_id, direction, idx)
+);
+
+-- One row per ended attempt. WITHOUT ROWID: rows are small and always reached by the key, so one
+-- b-tree instead of a table plus its key index.
+CREATE TABLE attempts (
+    job_id      INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    attempt     INTEGER NOT NULL,              -- 1, 2, ...
+    node        TEXT NOT NULL,
+    started_at  INTEGER NOT NULL,
+    finished_at INTEGER NOT NULL,
+    -- OR, not IN: SQLite evaluates a constant IN list of more than two values through a
+    -- temporary b-tree built on every insert, which made this check cost more than the insert.
+    outcome     TEXT NOT NULL CHECK (outcome = 'ok' OR outcome = 'failed' OR outcome = 'lost'
+                                     OR outcome = 'timeout' OR outcome = 'cancelled'),
+    reason      TEXT,
+    PRIMARY KEY (job_id, attempt)
+) WITHOUT ROWID;
+
+-- Every node ever seen, for history and reliability across broker restarts.
+CREATE TABLE nodes (
+    name           TEXT PRIMARY KEY,
+    gpu_model      TEXT NOT NULL,
+    vram_total_mb  INTEGER NOT NULL,
+    tflops         REAL NOT NULL,
+    price_per_hour REAL NOT NULL,
+    first_seen     INTEGER NOT NULL,
+    last_seen      INTEGER NOT NULL,
+    jobs_ok        INTEGER NOT NULL DEFAULT 0,
+    jobs_failed    INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;

@@ -1,0 +1,10 @@
+# CLI tests. cli_offline: the gridq binary alone (usage errors, local job checks, help texts,
+# an unreachable broker). cli: the whole command-line contract against a real broker and two
+# CPU workers on a loopback port of its own; skipped (77) when those binaries are not built.
+set(GQ_CLI_TEST_DIR ${CMAKE_CURRENT_LIST_DIR}/..)
+add_test(NAME cli_offline COMMAND bash ${GQ_CLI_TEST_DIR}/test_cli_offline.sh)
+set_tests_properties(cli_offline PROPERTIES TIMEOUT 60
+                     ENVIRONMENT "GQ_BIN=${CMAKE_BINARY_DIR}/bin")
+add_test(NAME cli COMMAND bash ${GQ_CLI_TEST_DIR}/test_cli.sh)
+set_tests_properties(cli PROPERTIES TIMEOUT 180 SKIP_RETURN_CODE 77
+                     ENVIRONMENT "GQ_BIN=${CMAKE_BINARY_DIR}/bin")

@@ -1,0 +1,477 @@
+/*  harness.c — integration-test helpers (see harness.h). */
+#define _GNU_SOURCE
+#include "harness.h"
+
+#include <arpa/inet.h>
+#include <czmq.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define H_MAX_PROCS 64
+
+static char s_dir[256];
+static char s_bin[512];
+static char s_endpoint[64];
+static pid_t s_pids[H_MAX_PROCS];
+static int s_npids;
+static const char *s_name = "test";
+
+static void
+s_on_alarm (int sig)
+{
+    (void) sig;
+    fprintf (stderr, "%s: deadline passed; failing\n", s_name);
+    h_fail ();
+}
+
+void
+h_init (const char *name, int deadline_s)
+{
+    s_name = name;
+    zsys_init ();
+    zsys_set_logstream (stderr);
+    snprintf (s_dir, sizeof s_dir, "/tmp/gridq-%s-XXXXXX", name);
+    if (!mkdtemp (s_dir)) {
+        perror ("mkdtemp");
+        exit (1);
+    }
+    const char *bin = getenv ("GQ_BIN");
+    snprintf (s_bin, sizeof s_bin, "%s", bin ? bin : "./bin");
+    snprintf (s_endpoint, sizeof s_endpoint, "tcp://127.0.0.1:%d", h_free_port ());
+    signal (SIGALRM, s_on_alarm);
+    alarm ((unsigned) deadline_s);
+}
+
+const char *
+h_dir (void)
+{
+    return s_dir;
+}
+
+const char *
+h_endpoint (void)
+{
+    return s_endpoint;
+}
+
+int
+h_free_port (void)
+{
+    int fd = socket (AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in addr = {0};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
+    addr.sin_port = 0;
+    socklen_t len = sizeof addr;
+    if (fd < 0 || bind (fd, (struct sockaddr *) &addr, sizeof addr) ||
+        getsockname (fd, (struct sockaddr *) &addr, &len)) {
+        perror ("h_free_port");
+        exit (1);
+    }
+    int port = ntohs (addr.sin_port);
+    close (fd);
+    return port;
+}
+
+static pid_t
+s_spawn (const char *program, const char *logname, char **argv)
+{
+    char path[1024], log[512];
+    snprintf (path, sizeof path, "%s/%s", s_bin, program);
+    snprintf (log, sizeof log, "%s/%s.log", s_dir, logname);
+    argv[0] = path;
+    pid_t pid = fork ();
+    if (pid == 0) {
+        int fd = open (log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2 (fd, 1);
+            dup2 (fd, 2);
+            close (fd);
+        }
+        execv (path, argv);
+        perror (path);
+        _exit (127);
+    }
+    if (pid < 0 || s_npids >= H_MAX_PROCS) {
+        fprintf (stderr, "cannot start %s\n", path);
+        h_fail ();
+    }
+    s_pids[s_npids++] = pid;
+    return pid;
+}
+
+static pid_t
+s_start_v (const char *program, const char *logname, const char **fixed, size_t nfixed,
+           va_list args)
+{
+    char *argv[64];
+    size_t n = 1;
+    for (size_t i = 0; i < nfixed; i++) {
+        argv[n++] = (char *) fixed[i];
+    }
+    const char *arg;
+    while ((arg = va_arg (args, const char *)) && n < 63) {
+        argv[n++] = (char *) arg;
+    }
+    argv[n] = NULL;
+    return s_spawn (program, logname, argv);
+}
+
+pid_t
+h_start (const char *program, const char *logname, ...)
+{
+    va_list args;
+    va_start (args, logname);
+    pid_t pid = s_start_v (program, logname, NULL, 0, args);
+    va_end (args);
+    return pid;
+}
+
+pid_t
+h_start_broker (const char *extra, ...)
+{
+    static char db[300];
+    snprintf (db, sizeof db, "%s/gridq.db", s_dir);
+    const char *fixed[8] = {"--endpoint", s_endpoint, "--db", db};
+    size_t n = 4;
+    va_list args;
+    va_start (args, extra);
+    if (extra) {
+        fixed[n++] = extra;
+    }
+    pid_t pid = s_start_v ("gridq-broker", "broker", fixed, n, args);
+    va_end (args);
+    return pid;
+}
+
+pid_t
+h_start_worker (const char *name, int slots, ...)
+{
+    static char slot_text[16][16];
+    static int next;
+    char *text = slot_text[next++ % 16];
+    snprintf (text, 16, "%d", slots);
+    const char *fixed[] = {"--broker", s_endpoint, "--name", name, "--backend", "cpu", "--slots",
+                           text};
+    va_list args;
+    va_start (args, slots);
+    pid_t pid = s_start_v ("gridq-worker", name, fixed, 8, args);
+    va_end (args);
+    return pid;
+}
+
+bool
+h_alive (pid_t pid)
+{
+    int status;
+    return waitpid (pid, &status, WNOHANG) == 0;
+}
+
+void
+h_kill (pid_t pid, int sig)
+{
+    kill (pid, sig);
+    if (sig == SIGKILL || sig == SIGTERM || sig == SIGINT) {
+        int status;
+        /* Bounded: a process that ignores SIGTERM for 10 s gets SIGKILL. */
+        for (int i = 0; i < 1000 && waitpid (pid, &status, WNOHANG) == 0; i++) {
+            usleep (10000);
+        }
+        if (waitpid (pid, &status, WNOHANG) == 0) {
+            kill (pid, SIGKILL);
+            waitpid (pid, &status, 0);
+        }
+        for (int i = 0; i < s_npids; i++) {
+            if (s_pids[i] == pid) {
+                s_pids[i] = 0;
+            }
+        }
+    }
+}
+
+void
+h_cleanup (void)
+{
+    for (int i = 0; i < s_npids; i++) {
+        if (s_pids[i] > 0) {
+            kill (s_pids[i], SIGCONT);
+            kill (s_pids[i], SIGKILL);
+            waitpid (s_pids[i], NULL, 0);
+            s_pids[i] = 0;
+        }
+    }
+    if (s_dir[0] && !getenv ("GQ_KEEP")) {
+        char command[300];
+        snprintf (command, sizeof command, "rm -rf '%s'", s_dir);
+        if (system (command) != 0) {
+            fprintf (stderr, "could not remove %s\n", s_dir);
+        }
+    }
+}
+
+void
+h_fail (void)
+{
+    /* Show the logs of the processes: the reason is often there. */
+    char command[600];
+    snprintf (command, sizeof command,
+              "for f in '%s'/*.log; do echo \"--- $f\"; tail -n 30 \"$f\"; done >&2", s_dir);
+    if (system (command) != 0) {
+        fprintf (stderr, "(no logs)\n");
+    }
+    h_cleanup ();
+    _exit (1);
+}
+
+gq_client_t *
+h_client (int timeout_ms)
+{
+    gq_client_opts_t opts = {s_endpoint, timeout_ms, NULL, NULL};
+    char why[256];
+    gq_client_t *client = gq_client_new (&opts, why, sizeof why);
+    if (!client) {
+        fprintf (stderr, "client: %s\n", why);
+        h_fail ();
+    }
+    return client;
+}
+
+bool
+h_wait_until (bool (*fn) (void *arg), void *arg, int timeout_ms)
+{
+    int64_t deadline = gq_mono_us () + (int64_t) timeout_ms * 1000;
+    while (gq_mono_us () < deadline) {
+        if (fn (arg)) {
+            return true;
+        }
+        usleep (20000);
+    }
+    return fn (arg);
+}
+
+typedef struct {
+    gq_client_t *client;
+    int n;
+} s_nodes_arg_t;
+
+static bool
+s_nodes_online (void *arg)
+{
+    s_nodes_arg_t *a = (s_nodes_arg_t *) arg;
+    json_t *stats = gq_client_call (a->client, "STATS", NULL);
+    if (!stats) {
+        return false;
+    }
+    json_t *nodes = json_object_get (stats, "nodes");
+    int n = (int) (json_integer_value (json_object_get (nodes, "online")) +
+                   json_integer_value (json_object_get (nodes, "busy")));
+    json_decref (stats);
+    return n >= a->n;
+}
+
+void
+h_wait_nodes (gq_client_t *client, int n, int timeout_ms)
+{
+    s_nodes_arg_t arg = {client, n};
+    if (!h_wait_until (s_nodes_online, &arg, timeout_ms)) {
+        fprintf (stderr, "fewer than %d nodes online after %d ms\n", n, timeout_ms);
+        h_fail ();
+    }
+}
+
+json_t *
+h_status (gq_client_t *client, int64_t id)
+{
+    json_t *reply = gq_client_call (client, "STATUS",
+                                    json_pack ("{s:[I]}", "ids", (json_int_t) id));
+    json_t *job = reply ? json_incref (json_array_get (json_object_get (reply, "jobs"), 0)) : NULL;
+    json_decref (reply);
+    return job;
+}
+
+int
+h_run (const char *command, char **out)
+{
+    FILE *pipe = popen (command, "r");
+    if (!pipe) {
+        return -1;
+    }
+    size_t size = 0, cap = 4096;
+    char *buf = (char *) malloc (cap);
+    size_t n;
+    while (buf && (n = fread (buf + size, 1, cap - size - 1, pipe)) > 0) {
+        size += n;
+        if (cap - size < 2) {
+            cap *= 2;
+            buf = (char *) realloc (buf, cap);
+        }
+    }
+    if (buf) {
+        buf[size] = 0;
+    }
+    int status = pclose (pipe);
+    if (out) {
+        *out = buf;
+    } else {
+        free (buf);
+    }
+    return WIFEXITED (status) ? WEXITSTATUS (status) : 128 + WTERMSIG (status);
+}
+
+/* ---- Reliability helpers ------------------------------------------------------------------- */
+
+void
+h_wait_broker (gq_client_t *client, int timeout_ms)
+{
+    int64_t deadline = gq_mono_us () + (int64_t) timeout_ms * 1000;
+    while (gq_mono_us () < deadline) {
+        json_t *pong = gq_client_call (client, "PING", NULL);
+        if (pong) {
+            json_decref (pong);
+            return;
+        }
+        usleep (20000);
+    }
+    fprintf (stderr, "no broker answered PING within %d ms: %s\n", timeout_ms,
+             gq_client_error (client));
+    h_fail ();
+}
+
+typedef struct {
+    gq_client_t *client;
+    int64_t id;
+    const char *state;
+} s_state_arg_t;
+
+static bool
+s_in_state (void *arg)
+{
+    s_state_arg_t *a = (s_state_arg_t *) arg;
+    json_t *reply = gq_client_call (a->client, "STATUS",
+                                    json_pack ("{s:[I]}", "ids", (json_int_t) a->id));
+    if (!reply) {
+        return false;
+    }
+    bool match;
+    if (strcmp (a->state, "missing") == 0) {
+        match = json_array_size (json_object_get (reply, "missing")) == 1;
+    } else {
+        json_t *job = json_array_get (json_object_get (reply, "jobs"), 0);
+        const char *state = json_string_value (json_object_get (job, "state"));
+        match = state && strcmp (state, a->state) == 0;
+    }
+    json_decref (reply);
+    return match;
+}
+
+bool
+h_wait_state (gq_client_t *client, int64_t id, const char *state, int timeout_ms)
+{
+    s_state_arg_t arg = {client, id, state};
+    return h_wait_until (s_in_state, &arg, timeout_ms);
+}
+
+json_t *
+h_result (gq_client_t *client, int64_t id)
+{
+    json_t *reply = gq_client_call (client, "RESULT", json_pack ("{s:I}", "id", (json_int_t) id));
+    json_t *job = reply ? json_incref (json_object_get (reply, "job")) : NULL;
+    json_decref (reply);
+    return job;
+}
+
+json_t *
+h_node (gq_client_t *client, const char *name)
+{
+    json_t *reply = gq_client_call (client, "NODES", NULL);
+    json_t *found = NULL;
+    size_t i;
+    json_t *node;
+    json_array_foreach (json_object_get (reply, "nodes"), i, node) {
+        const char *n = json_string_value (json_object_get (node, "name"));
+        if (n && strcmp (n, name) == 0) {
+            found = json_incref (node);
+            break;
+        }
+    }
+    json_decref (reply);
+    return found;
+}
+
+typedef struct {
+    gq_client_t *client;
+    const char *name;
+    const char *status;
+} s_node_arg_t;
+
+static bool
+s_node_in_status (void *arg)
+{
+    s_node_arg_t *a = (s_node_arg_t *) arg;
+    json_t *node = h_node (a->client, a->name);
+    const char *status = json_string_value (json_object_get (node, "status"));
+    bool match = status && strcmp (status, a->status) == 0;
+    json_decref (node);
+    return match;
+}
+
+bool
+h_wait_node_status (gq_client_t *client, const char *name, const char *status, int timeout_ms)
+{
+    s_node_arg_t arg = {client, name, status};
+    return h_wait_until (s_node_in_status, &arg, timeout_ms);
+}
+
+int64_t
+h_submit (gq_client_t *client, json_t *job)
+{
+    json_t *jobs = json_pack ("[O]", job);
+    int64_t id = 0;
+    if (gq_client_submit (client, jobs, false, &id) != 0 || id <= 0) {
+        fprintf (stderr, "submit refused: %s\n", gq_client_error (client));
+        json_decref (jobs);
+        h_fail ();
+    }
+    json_decref (jobs);
+    return id;
+}
+
+int64_t
+h_sql_int (const char *db, const char *sql)
+{
+    char path[300], command[1200];
+    if (!db) {
+        snprintf (path, sizeof path, "%s/gridq.db", s_dir);
+        db = path;
+    }
+    snprintf (command, sizeof command, "sqlite3 -batch -cmd '.timeout 5000' '%s' \"%s\"", db,
+              sql);
+    char *out = NULL;
+    int rc = h_run (command, &out);
+    char *end = NULL;
+    long long value = out ? strtoll (out, &end, 10) : 0;
+    bool ok = rc == 0 && out && end != out;
+    if (!ok) {
+        fprintf (stderr, "sqlite3 failed (%d) for: %s\n", rc, command);
+    }
+    free (out);
+    return ok ? (int64_t) value : -1;
+}
+
+const char *
+h_str (json_t *object, const char *key)
+{
+    const char *text = json_string_value (json_object_get (object, key));
+    return text ? text : "";
+}
+
+int64_t
+h_int (json_t *object, const char *key)
+{
+    return (int64_t) json_integer_value (json_object_get (object, key));
+}

@@ -1,0 +1,101 @@
+/*  harness.h — integration-test helpers: free loopback ports, real gridq processes started and
+    stopped by PID, bounded waits on conditions (never fixed sleeps), checks that print both
+    values. */
+#ifndef GQ_HARNESS_H_INCLUDED
+#define GQ_HARNESS_H_INCLUDED
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "gq_client.h"
+
+#define CHECK(cond)                                                                           \
+    do {                                                                                      \
+        if (!(cond)) {                                                                        \
+            fprintf (stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);         \
+            h_fail ();                                                                        \
+        }                                                                                     \
+    } while (0)
+#define CHECK_EQ(a, b)                                                                        \
+    do {                                                                                      \
+        long long _a = (long long) (a), _b = (long long) (b);                                 \
+        if (_a != _b) {                                                                       \
+            fprintf (stderr, "%s:%d: %s is %lld, expected %s = %lld\n", __FILE__, __LINE__, #a, \
+                     _a, #b, _b);                                                             \
+            h_fail ();                                                                        \
+        }                                                                                     \
+    } while (0)
+#define CHECK_STR(a, b)                                                                       \
+    do {                                                                                      \
+        const char *_a = (a), *_b = (b);                                                      \
+        if (!_a || !_b || strcmp (_a, _b) != 0) {                                             \
+            fprintf (stderr, "%s:%d: %s is \"%s\", expected \"%s\"\n", __FILE__, __LINE__, #a,  \
+                     _a ? _a : "(null)", _b ? _b : "(null)");                                 \
+            h_fail ();                                                                        \
+        }                                                                                     \
+    } while (0)
+
+/* Sets up: a temporary folder, the bin folder ($GQ_BIN or ./bin), a deadline for the whole test
+   (seconds), and an alarm that fails the test when it passes. */
+void h_init (const char *name, int deadline_s);
+/* Stops every process started, removes the temporary folder. */
+void h_cleanup (void);
+/* Stops everything and exits 1. */
+void h_fail (void) __attribute__ ((noreturn));
+/* The temporary folder of this test. */
+const char *h_dir (void);
+/* A TCP port on 127.0.0.1 that was free a moment ago. */
+int h_free_port (void);
+/* "tcp://127.0.0.1:PORT" for a port picked once per test. */
+const char *h_endpoint (void);
+
+/* Starts build/bin/PROGRAM with arguments (NULL-terminated), output to DIR/LOGNAME.log.
+   Returns its PID. */
+pid_t h_start (const char *program, const char *logname, ...) __attribute__ ((sentinel));
+/* The broker on h_endpoint() with DIR/gridq.db plus extra arguments (NULL-terminated). */
+pid_t h_start_broker (const char *extra, ...) __attribute__ ((sentinel));
+/* A CPU worker named name with slots and extra arguments (NULL-terminated). */
+pid_t h_start_worker (const char *name, int slots, ...) __attribute__ ((sentinel));
+/* Sends sig to pid (one we started) and, for SIGKILL/SIGTERM/SIGINT, waits for it. */
+void h_kill (pid_t pid, int sig);
+/* true while pid runs. */
+bool h_alive (pid_t pid);
+
+/* A client of the test broker (timeout per call in ms). */
+gq_client_t *h_client (int timeout_ms);
+/* Waits (bounded by timeout_ms) until the broker reports at least n nodes online or busy. */
+void h_wait_nodes (gq_client_t *client, int n, int timeout_ms);
+/* Waits until fn(arg) returns true, polling every 20 ms, at most timeout_ms; false on timeout. */
+bool h_wait_until (bool (*fn) (void *arg), void *arg, int timeout_ms);
+/* A job's JSON via STATUS (new reference) or NULL. */
+json_t *h_status (gq_client_t *client, int64_t id);
+/* Runs a command line through /bin/sh, returns its exit status; its stdout in out (may be NULL,
+   malloc'd). */
+int h_run (const char *command, char **out);
+
+/* ---- Reliability helpers (tests/test_reliability_*.c) ---- */
+/* Waits (bounded) until the broker answers PING; fails the test otherwise. */
+void h_wait_broker (gq_client_t *client, int timeout_ms);
+/* Polls STATUS until job id is in state ("queued" ... "cancelled", or "missing"); false on
+   timeout. */
+bool h_wait_state (gq_client_t *client, int64_t id, const char *state, int timeout_ms);
+/* RESULT's job object, with attempts_detail (new reference), or NULL. */
+json_t *h_result (gq_client_t *client, int64_t id);
+/* The node called name as NODES reports it (new reference), or NULL. */
+json_t *h_node (gq_client_t *client, const char *name);
+/* Polls NODES until node name has status ("online", "busy", "offline", ...); false on timeout. */
+bool h_wait_node_status (gq_client_t *client, const char *name, const char *status,
+                         int timeout_ms);
+/* Submits one job (borrowed) and returns its id; fails the test when it is refused. */
+int64_t h_submit (gq_client_t *client, json_t *job);
+/* One integer that the sqlite3 CLI prints for sql on db (DIR/gridq.db when NULL); -1 when the
+   CLI fails. sql must not contain double quotes. */
+int64_t h_sql_int (const char *db, const char *sql);
+/* A string member of a JSON object, or "" (never NULL). */
+const char *h_str (json_t *object, const char *key);
+/* An integer member of a JSON object, or 0. */
+int64_t h_int (json_t *object, const char *key);
+
+#endif

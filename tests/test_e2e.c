@@ -1,0 +1,160 @@
+/*  test_e2e.c — the walking skeleton end to end: a real broker with an SQLite file, two CPU
+    workers, the client API on loopback; 1,000 jobs of two kinds, every result checked. */
+#include <czmq.h>
+#include <math.h>
+
+#include "harness.h"
+
+#define N_JOBS 1000
+
+typedef struct {
+    int64_t *ids;              /* submitted ids, in order */
+    json_t **payloads;         /* what each job was given */
+    int done;                  /* jobs finished done */
+    int seen[N_JOBS];          /* finish notices per job */
+    json_t *by_node;           /* node name -> count */
+} s_run_t;
+
+static int
+s_index_of (s_run_t *run, int64_t id)
+{
+    for (int i = 0; i < N_JOBS; i++) {
+        if (run->ids[i] == id) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+/* Checks one finished job against what was submitted. */
+static int
+s_on_finished (void *arg, json_t *job)
+{
+    s_run_t *run = (s_run_t *) arg;
+    int64_t id = (int64_t) json_integer_value (json_object_get (job, "id"));
+    int i = s_index_of (run, id);
+    CHECK (i >= 0);
+    run->seen[i]++;
+    CHECK_STR (json_string_value (json_object_get (job, "state")), "done");
+    json_t *result = json_object_get (job, "result");
+    json_t *payload = run->payloads[i];
+    const char *kind = json_string_value (json_object_get (job, "kind"));
+    if (strcmp (kind, "echo") == 0) {
+        CHECK (json_equal (result, payload));
+    } else {
+        /* matmul: c = a . b for 2x2 matrices, checked element by element. */
+        CHECK_STR (kind, "matmul");
+        json_t *a = json_object_get (payload, "a"), *b = json_object_get (payload, "b");
+        json_t *c = json_object_get (result, "c");
+        CHECK_EQ (json_array_size (c), 2);
+        for (int r = 0; r < 2; r++) {
+            for (int col = 0; col < 2; col++) {
+                double want = 0;
+                for (int k = 0; k < 2; k++) {
+                    want += json_number_value (json_array_get (json_array_get (a, r), k)) *
+                            json_number_value (json_array_get (json_array_get (b, k), col));
+                }
+                double got = json_number_value (json_array_get (json_array_get (c, r), col));
+                if (fabs (got - want) > 1e-3 * (1 + fabs (want))) {
+                    fprintf (stderr, "job %lld: c[%d][%d] = %g, expected %g\n", (long long) id, r,
+                             col, got, want);
+                    h_fail ();
+                }
+            }
+        }
+    }
+    const char *node = json_string_value (json_object_get (job, "node"));
+    CHECK (node && (strcmp (node, "w1") == 0 || strcmp (node, "w2") == 0));
+    json_object_set_new (run->by_node, node,
+                         json_integer (json_integer_value (json_object_get (run->by_node, node)) + 1));
+    CHECK (json_is_string (json_object_get (job, "finished_at")));
+    CHECK_EQ (json_integer_value (json_object_get (job, "attempts")), 1);
+    run->done++;
+    return 0;
+}
+
+int
+main (void)
+{
+    h_init ("e2e", 150);
+    h_start_broker (NULL, NULL);
+    h_start_worker ("w1", 4, NULL);
+    h_start_worker ("w2", 4, NULL);
+    gq_client_t *client = h_client (5000);
+    h_wait_nodes (client, 2, 20000);
+
+    s_run_t run = {0};
+    run.ids = (int64_t *) calloc (N_JOBS, sizeof *run.ids);
+    run.payloads = (json_t **) calloc (N_JOBS, sizeof *run.payloads);
+    run.by_node = json_object ();
+    json_t *jobs = json_array ();
+    for (int i = 0; i < N_JOBS; i++) {
+        json_t *payload;
+        if (i % 4 == 3) {
+            payload = json_pack ("{s:[[f,f],[f,f]], s:[[f,f],[f,f]]}", "a", (double) i, 1.0, 2.0,
+                                 -0.5 * i, "b", 3.0, (double) (i % 7), -1.0, 0.25);
+            json_array_append_new (jobs, json_pack ("{s:s, s:O}", "kind", "matmul", "payload",
+                                                    payload));
+        } else {
+            payload = json_pack ("{s:i, s:s, s:[i,i]}", "n", i, "text", "héllo ✓", "list", i, -i);
+            json_array_append_new (jobs, json_pack ("{s:s, s:O}", "kind", "echo", "payload",
+                                                    payload));
+        }
+        run.payloads[i] = payload;
+    }
+    CHECK_EQ (gq_client_submit (client, jobs, true, run.ids), 0);
+    for (int i = 0; i < N_JOBS; i++) {
+        CHECK (run.ids[i] > 0);
+        CHECK (i == 0 || run.ids[i] > run.ids[i - 1]);
+    }
+    CHECK_EQ (gq_client_wait (client, run.ids, N_JOBS, 60000, s_on_finished, &run), 0);
+    CHECK_EQ (run.done, N_JOBS);
+    for (int i = 0; i < N_JOBS; i++) {
+        CHECK_EQ (run.seen[i], 1);
+    }
+    /* Both workers took a share. */
+    CHECK (json_integer_value (json_object_get (run.by_node, "w1")) > 0);
+    CHECK (json_integer_value (json_object_get (run.by_node, "w2")) > 0);
+
+    /* The store agrees: stats count every job done, RESULT returns payload and result. */
+    json_t *stats = gq_client_call (client, "STATS", NULL);
+    CHECK (stats);
+    CHECK_EQ (json_integer_value (json_object_get (json_object_get (stats, "jobs"), "done")),
+              N_JOBS);
+    CHECK_EQ (json_integer_value (json_object_get (json_object_get (stats, "jobs"), "queued")), 0);
+    json_decref (stats);
+    json_t *reply = gq_client_call (client, "RESULT", json_pack ("{s:I}", "id",
+                                                                 (json_int_t) run.ids[0]));
+    CHECK (reply);
+    json_t *job = json_object_get (reply, "job");
+    CHECK (json_equal (json_object_get (job, "payload"), run.payloads[0]));
+    CHECK (json_equal (json_object_get (job, "result"), run.payloads[0]));
+    CHECK_EQ (json_array_size (json_object_get (job, "attempts_detail")), 1);
+    json_decref (reply);
+
+    /* A bad submission is refused whole, with the field named, and nothing is stored. */
+    json_t *bad = json_pack ("[{s:s}, {s:s, s:i}]", "kind", "echo", "kind", "echo", "priority", 99);
+    int64_t ids[2];
+    CHECK (gq_client_submit (client, bad, false, ids) != 0);
+    CHECK (strstr (gq_client_error (client), "priority") != NULL);
+    json_decref (bad);
+    stats = gq_client_call (client, "STATS", NULL);
+    CHECK_EQ (json_integer_value (json_object_get (json_object_get (stats, "jobs"), "done")) +
+                  json_integer_value (json_object_get (json_object_get (stats, "jobs"), "queued")),
+              N_JOBS);
+    json_decref (stats);
+
+    printf ("e2e: %d jobs done (w1 %lld, w2 %lld)\n", N_JOBS,
+            (long long) json_integer_value (json_object_get (run.by_node, "w1")),
+            (long long) json_integer_value (json_object_get (run.by_node, "w2")));
+    for (int i = 0; i < N_JOBS; i++) {
+        json_decref (run.payloads[i]);
+    }
+    json_decref (jobs);
+    json_decref (run.by_node);
+    free (run.ids);
+    free (run.payloads);
+    gq_client_destroy (&client);
+    h_cleanup ();
+    return 0;
+}

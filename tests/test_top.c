@@ -1,0 +1,282 @@
+/*  test_top.c — gridq-top against a live broker with two CPU workers: --once as text and as
+    JSON (node names and fields, job counts, the failure and its reason, measured rates), the
+    full screen on a pseudo-terminal (names shown, sort, pause, resize, 'q' and Ctrl-C both
+    restore the terminal), and a broker that does not answer (exit 3 and the reason). */
+#include <czmq.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "ops_pty.h"
+
+#define N_OK 6
+#define XTERM_LEAVE "\033[?1049l" /* xterm's rmcup: back from the alternate screen */
+
+static const char *s_node_fields[] = {
+    "name",          "gpu_model",   "backend",       "vram_total_mb",    "vram_free_mb",
+    "tflops",        "price_per_hour", "slots",      "running",          "kinds",
+    "models_available", "models_loaded", "rtt_ms",   "status",           "last_seen",
+    "jobs_ok",       "jobs_failed", "reliability",   "backoff_until",    "jobs_per_min"};
+
+static char s_top[512];
+
+/* Runs "gridq-top --broker EP ARGS" (stderr folded in); its exit status, output in *out. */
+static int
+s_run_top (const char *args, char **out)
+{
+    char command[1024];
+    snprintf (command, sizeof command, "timeout -k 2 30 '%s' --broker %s %s 2>&1", s_top,
+              h_endpoint (), args);
+    return h_run (command, out);
+}
+
+static json_t *
+s_once_json (const char *extra)
+{
+    char args[256], *out = NULL;
+    snprintf (args, sizeof args, "--once --json %s", extra);
+    int rc = s_run_top (args, &out);
+    if (rc != 0) {
+        fprintf (stderr, "gridq-top %s exited %d:\n%s\n", args, rc, out ? out : "");
+        h_fail ();
+    }
+    json_error_t error;
+    json_t *snapshot = json_loads (out, 0, &error);
+    if (!snapshot) {
+        fprintf (stderr, "gridq-top --once --json printed no JSON (%s):\n%s\n", error.text, out);
+        h_fail ();
+    }
+    free (out);
+    return snapshot;
+}
+
+static json_t *
+s_node_named (json_t *snapshot, const char *name)
+{
+    size_t i;
+    json_t *node;
+    json_array_foreach (json_object_get (snapshot, "nodes"), i, node) {
+        if (streq (json_string_value (json_object_get (node, "name")), name)) {
+            return node;
+        }
+    }
+    return NULL;
+}
+
+/* The full screen: starts gridq-top on a terminal and waits for both node names. */
+static ops_pty_t *
+s_screen_start (int rows, int cols)
+{
+    char endpoint[128];
+    snprintf (endpoint, sizeof endpoint, "%s", h_endpoint ());
+    char *argv[] = {s_top, "--broker", endpoint, "--interval", "200ms", "--timeout", "1s", NULL};
+    ops_pty_t *pty = ops_pty_start (rows, cols, argv);
+    CHECK (pty);
+    if (!ops_pty_wait_for (pty, 0, "top-a", 10000) || !ops_pty_wait_for (pty, 0, "top-b", 5000)) {
+        char *plain = ops_pty_plain (ops_pty_output (pty));
+        fprintf (stderr, "the screen never showed both nodes:\n%s\n", plain);
+        free (plain);
+        ops_pty_destroy (&pty);
+        h_fail ();
+    }
+    return pty;
+}
+
+static void
+s_expect_screen (ops_pty_t *pty, size_t from, const char *text)
+{
+    if (!ops_pty_wait_for (pty, from, text, 5000)) {
+        char *plain = ops_pty_plain (ops_pty_output (pty) + from);
+        fprintf (stderr, "the screen never showed \"%s\"; it showed:\n%s\n", text, plain);
+        free (plain);
+        ops_pty_destroy (&pty);
+        h_fail ();
+    }
+}
+
+int
+main (void)
+{
+    h_init ("top", 150);
+    const char *bin = getenv ("GQ_BIN") ? getenv ("GQ_BIN") : "./bin";
+    snprintf (s_top, sizeof s_top, "%s/gridq-top", bin);
+    char worker[512];
+    snprintf (worker, sizeof worker, "%s/gridq-worker", bin);
+    if (access (s_top, X_OK) || access (worker, X_OK)) {
+        printf ("SKIP: gridq-top or gridq-worker is not built\n");
+        h_cleanup ();
+        return 77;
+    }
+    unsetenv ("GRIDQ_BROKER");
+    unsetenv ("GRIDQ_CERT");
+    unsetenv ("GRIDQ_SERVER_CERT");
+
+    /* No broker yet: exit 3 and say why, within the timeout. */
+    char *out = NULL;
+    int64_t t0 = gq_mono_us ();
+    CHECK_EQ (s_run_top ("--once --timeout 1s", &out), 3);
+    CHECK (strstr (out, "no broker answered at"));
+    CHECK (strstr (out, "is gridq-broker running?"));
+    CHECK (gq_mono_us () - t0 < 10 * 1000000LL);
+    free (out);
+    /* Usage errors: exit 2 with a message. */
+    CHECK_EQ (s_run_top ("--json", &out), 2);
+    CHECK (strstr (out, "--once"));
+    free (out);
+    CHECK_EQ (s_run_top ("--once --sort bogus", &out), 2);
+    free (out);
+
+    pid_t broker = h_start_broker (NULL, NULL);
+    h_start_worker ("top-a", 2, NULL);
+    h_start_worker ("top-b", 2, NULL);
+    gq_client_t *client = h_client (5000);
+    h_wait_nodes (client, 2, 20000);
+
+    /* Jobs that succeed, and one that fails for good (the sleep outlives its time limit). */
+    json_t *jobs = json_array ();
+    for (int i = 0; i < N_OK; i++) {
+        json_array_append_new (jobs, json_pack ("{s:s, s:{s:i}}", "kind", "echo", "payload", "n",
+                                                i));
+    }
+    json_array_append_new (jobs, json_pack ("{s:s, s:{s:i}, s:i, s:i}", "kind", "sleep",
+                                            "payload", "ms", 5000, "timeout_ms", 200,
+                                            "max_attempts", 1));
+    int64_t ids[N_OK + 1];
+    CHECK_EQ (gq_client_submit (client, jobs, true, ids), 0);
+    json_decref (jobs);
+    CHECK_EQ (gq_client_wait (client, ids, N_OK + 1, 30000, NULL, NULL), 0);
+    json_t *failed = h_status (client, ids[N_OK]);
+    CHECK_STR (json_string_value (json_object_get (failed, "state")), "failed");
+    json_decref (failed);
+
+    /* --once --json: every node field, the counts, the failure with its reason. */
+    json_t *snapshot = s_once_json ("--interval 300ms");
+    CHECK_EQ (json_array_size (json_object_get (snapshot, "nodes")), 2);
+    int64_t ok_total = 0;
+    const char *names[] = {"top-a", "top-b"};
+    for (int n = 0; n < 2; n++) {
+        json_t *node = s_node_named (snapshot, names[n]);
+        if (!node) {
+            fprintf (stderr, "node %s missing from %s\n", names[n],
+                     json_dumps (snapshot, JSON_COMPACT));
+            h_fail ();
+        }
+        for (size_t f = 0; f < sizeof s_node_fields / sizeof *s_node_fields; f++) {
+            if (!json_object_get (node, s_node_fields[f])) {
+                fprintf (stderr, "node %s lacks \"%s\"\n", names[n], s_node_fields[f]);
+                h_fail ();
+            }
+        }
+        CHECK_EQ (json_integer_value (json_object_get (node, "slots")), 2);
+        CHECK (json_is_number (json_object_get (node, "jobs_per_min")));
+        ok_total += json_integer_value (json_object_get (node, "jobs_ok"));
+    }
+    CHECK_EQ (ok_total, N_OK);
+    json_t *counts = json_object_get (snapshot, "jobs");
+    CHECK_EQ (json_integer_value (json_object_get (counts, "done")), N_OK);
+    CHECK_EQ (json_integer_value (json_object_get (counts, "failed")), 1);
+    CHECK_EQ (json_integer_value (json_object_get (counts, "queued")), 0);
+    CHECK_EQ (json_integer_value (json_object_get (counts, "running")), 0);
+    CHECK (json_object_get (counts, "cancelled"));
+    json_t *queue = json_object_get (snapshot, "queue");
+    CHECK_EQ (json_array_size (json_object_get (queue, "by_priority")), 10);
+    CHECK (json_is_integer (json_object_get (queue, "oldest_wait_ms")));
+    CHECK (json_is_number (json_object_get (queue, "done_per_s")));
+    CHECK (json_is_number (json_object_get (queue, "failed_per_s")));
+    CHECK_EQ (json_integer_value (json_object_get (json_object_get (snapshot, "fleet"),
+                                                   "online")) +
+                  json_integer_value (json_object_get (json_object_get (snapshot, "fleet"),
+                                                       "busy")),
+              2);
+    json_t *failures = json_object_get (snapshot, "failures");
+    CHECK_EQ (json_array_size (failures), 1);
+    json_t *failure = json_array_get (failures, 0);
+    CHECK_EQ (json_integer_value (json_object_get (failure, "id")), ids[N_OK]);
+    const char *reason = json_string_value (json_object_get (failure, "error"));
+    CHECK (reason && *reason);
+    char reason_head[24];
+    snprintf (reason_head, sizeof reason_head, "%s", reason);
+    json_decref (snapshot);
+
+    /* Rates measured from deltas while work flows: jobs that finish during the interval. */
+    jobs = json_array ();
+    for (int i = 0; i < 120; i++) {
+        json_array_append_new (jobs, json_pack ("{s:s, s:{s:i}}", "kind", "sleep", "payload",
+                                                "ms", 50));
+    }
+    int64_t flow[120];
+    CHECK_EQ (gq_client_submit (client, jobs, false, flow), 0);
+    json_decref (jobs);
+    bool measured = false;
+    for (int attempt = 0; attempt < 5 && !measured; attempt++) {
+        snapshot = s_once_json ("--interval 500ms");
+        double per_s = json_number_value (json_object_get (json_object_get (snapshot, "queue"),
+                                                           "done_per_s"));
+        double per_min = 0;
+        size_t i;
+        json_t *node;
+        json_array_foreach (json_object_get (snapshot, "nodes"), i, node) {
+            per_min += json_number_value (json_object_get (node, "jobs_per_min"));
+        }
+        measured = per_s > 0 && per_min > 0;
+        json_decref (snapshot);
+    }
+    CHECK (measured);
+    CHECK_EQ (gq_client_wait (client, flow, 120, 60000, NULL, NULL), 0);
+
+    /* --once as text: the fleet, the queue line, the failure and its reason. */
+    CHECK_EQ (s_run_top ("--once --interval 0", &out), 0);
+    const char *wants[] = {"top-a", "top-b", "NODE", "VRAM", "JOBS/MIN", "Jobs", "Queue",
+                           "Recent failures", "online", reason_head};
+    for (size_t w = 0; w < sizeof wants / sizeof *wants; w++) {
+        if (!strstr (out, wants[w])) {
+            fprintf (stderr, "gridq-top --once lacks \"%s\":\n%s\n", wants[w], out);
+            h_fail ();
+        }
+    }
+    char failed_id[32];
+    snprintf (failed_id, sizeof failed_id, "%lld", (long long) ids[N_OK]);
+    CHECK (strstr (out, failed_id));
+    free (out);
+
+    /* The full screen: both nodes shown, keys work, resize redraws, 'q' restores. */
+    ops_pty_t *pty = s_screen_start (30, 120);
+    size_t mark = ops_pty_size (pty);
+    /* curses rewrites only what changed: the footer's "name" becomes "vram". */
+    ops_pty_type (pty, "s");
+    s_expect_screen (pty, mark, "vram");
+    mark = ops_pty_size (pty);
+    ops_pty_type (pty, "p");
+    s_expect_screen (pty, mark, "PAUSED");
+    ops_pty_type (pty, "p");
+    mark = ops_pty_size (pty);
+    ops_pty_resize (pty, 20, 90);
+    s_expect_screen (pty, mark, "top-a");
+    s_expect_screen (pty, mark, "top-b");
+    ops_pty_type (pty, "q");
+    CHECK_EQ (ops_pty_wait_exit (pty, 5000), 0);
+    CHECK (strstr (ops_pty_output (pty), XTERM_LEAVE));
+    ops_pty_destroy (&pty);
+
+    /* Ctrl-C: a clean exit, the terminal restored. */
+    pty = s_screen_start (24, 100);
+    mark = ops_pty_size (pty);
+    ops_pty_type (pty, "\003");
+    CHECK_EQ (ops_pty_wait_exit (pty, 5000), 0);
+    CHECK (strstr (ops_pty_output (pty) + mark, XTERM_LEAVE));
+    ops_pty_destroy (&pty);
+
+    /* The broker goes away under the screen: the reason is shown, 'q' still answers. */
+    pty = s_screen_start (24, 160);
+    h_kill (broker, SIGKILL);
+    mark = ops_pty_size (pty);
+    s_expect_screen (pty, mark, "no broker answered");
+    ops_pty_type (pty, "q");
+    CHECK_EQ (ops_pty_wait_exit (pty, 5000), 0);
+    ops_pty_destroy (&pty);
+
+    gq_client_destroy (&client);
+    printf ("top: ok\n");
+    h_cleanup ();
+    return 0;
+}

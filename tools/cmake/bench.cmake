@@ -1,0 +1,38 @@
+# Benchmarks (docs/BENCHMARKS.md): gridq-bench drives a live broker and real workers through the
+# client API; gridq-bench-zmq is the bare-ZeroMQ ceiling of the same three hops;
+# gridq-bench-gearman drives gearmand, the peer, where libgearman is installed. tools/bench-peers
+# runs them side by side. The tests only prove that the programs run: no timing is asserted.
+add_executable(gridq-bench ${CMAKE_CURRENT_LIST_DIR}/../gridq-bench.c)
+target_link_libraries(gridq-bench PRIVATE gridq)
+
+add_executable(gridq-bench-zmq ${CMAKE_CURRENT_LIST_DIR}/../bench-zmq.c)
+target_link_libraries(gridq-bench-zmq PRIVATE PkgConfig::ZMQ m)
+
+# Upstream installs libgearman.pc; Debian's libgearman-dev ships the same library as gearmand.pc.
+pkg_search_module(GEARMAN IMPORTED_TARGET libgearman gearmand)
+if(GEARMAN_FOUND)
+  add_executable(gridq-bench-gearman ${CMAKE_CURRENT_LIST_DIR}/../bench-gearman.c)
+  target_link_libraries(gridq-bench-gearman PRIVATE PkgConfig::GEARMAN m)
+  message(STATUS "gridq: gridq-bench-gearman ON (libgearman ${GEARMAN_VERSION})")
+else()
+  message(STATUS "gridq: gridq-bench-gearman OFF (no libgearman: apt-get install libgearman-dev)")
+endif()
+
+# Tiny runs, one per mode, each with a spawned broker and workers of its own on a free port.
+set(GQ_BENCH_SMOKE
+    "throughput|--jobs 2000 --batch 200 --window 4"
+    "latency|--mode latency --jobs 200 --warmup 20"
+    "batch|--mode batch --jobs 2000 --batch 500"
+    "memory|--mode memory --jobs 20000")
+foreach(entry ${GQ_BENCH_SMOKE})
+  string(REPLACE "|" ";" parts "${entry}")
+  list(GET parts 0 name)
+  list(GET parts 1 args)
+  separate_arguments(args UNIX_COMMAND "${args}")
+  add_test(NAME bench_${name}
+           COMMAND gridq-bench --spawn --durability normal --bin ${CMAKE_BINARY_DIR}/bin ${args})
+  set_tests_properties(bench_${name} PROPERTIES TIMEOUT 120)
+endforeach()
+add_test(NAME bench_zmq COMMAND gridq-bench-zmq --jobs 2000 --window 200)
+add_test(NAME bench_zmq_latency COMMAND gridq-bench-zmq --mode latency --jobs 200)
+set_tests_properties(bench_zmq bench_zmq_latency PROPERTIES TIMEOUT 60)

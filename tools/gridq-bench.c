@@ -1,0 +1,1124 @@
+/*  gridq-bench.c — gridq-bench: drives a live broker with real worker processes through the
+    client API and measures it.
+
+    Modes:
+        throughput  N echo jobs in batches (one SUBMIT with watch per batch), a window of W
+                    batches in flight; jobs/s from the first SUBMIT to the last FINISHED
+        latency     one job in flight: SUBMIT with watch, wait for its FINISHED; p50/p99/p999
+        batch       one big batch through gq_client_submit, then gq_client_wait for all of it
+        memory      (--spawn, no workers) M queued jobs; the broker's VmRSS before and after
+
+    With --spawn it starts its own broker (SQLite in a temporary folder) and worker processes on a
+    free loopback port, waits for them to register, runs, and stops them by PID. Without it,
+    --broker names a broker that is already running with workers that offer kind echo.
+
+    The client, broker and workers share the machine: on a small one the client's own JSON work
+    is part of what is measured, as it would be for any real client. */
+#define _GNU_SOURCE
+#include <czmq.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <getopt.h>
+#include <libgen.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "gq_client.h"
+#include "gq_common.h"
+
+#define S_MAX_WORKERS        64      /* worker processes --spawn may start */
+#define S_STALL_MS           30000   /* no message for this long: the run failed */
+#define S_START_TIMEOUT_MS   30000   /* broker answering and workers registered within this */
+#define S_STOP_TIMEOUT_MS    5000    /* SIGTERM, then SIGKILL after this */
+#define S_CLIENT_TIMEOUT_MS  30000   /* per call (a 10000-job SUBMIT commits in one go) */
+#define S_MEMORY_CHUNK_JOBS  100000  /* jobs per gq_client_submit call in memory mode */
+
+typedef enum { S_THROUGHPUT, S_LATENCY, S_BATCH, S_MEMORY } s_mode_t;
+
+static const char *s_mode_names[] = {"throughput", "latency", "batch", "memory"};
+
+typedef struct {
+    s_mode_t mode;             /* what to measure */
+    int64_t jobs;              /* jobs to run; 0: the mode's default */
+    int batch;                 /* jobs per SUBMIT; 0: the mode's default */
+    int window;                /* SUBMITs in flight */
+    int payload_bytes;         /* length of the payload's string */
+    int warmup;                /* latency: round trips before measuring */
+    bool spawn;                /* start our own broker and workers */
+    const char *broker;        /* endpoint of an existing broker (without --spawn) */
+    const char *bin;           /* folder of gridq-broker and gridq-worker */
+    const char *durability;    /* full or normal (--spawn) */
+    bool durability_given;     /* --durability on the command line */
+    int workers;               /* worker processes (--spawn) */
+    int slots;                 /* slots per worker (--spawn) */
+    const char *tmp;           /* parent of the temporary folder (--spawn) */
+    bool keep;                 /* keep the temporary folder and its logs */
+    bool json;                 /* one JSON object on stdout */
+} s_opts_t;
+
+typedef struct {
+    int64_t jobs;              /* jobs that finished done */
+    int64_t failed;            /* jobs that finished otherwise, or were missing */
+    double seconds;            /* measured interval */
+    double submit_seconds;     /* batch: first SUBMIT to last acknowledgement */
+    double p50_us, p99_us, p999_us; /* latency; NAN elsewhere */
+    int64_t rss_before_kb;     /* memory: broker VmRSS before submitting */
+    int64_t rss_after_kb;      /* memory: broker VmRSS with every job queued */
+    double bytes_per_job;      /* memory: RSS growth per job */
+    double payload_json_bytes; /* memory: size of one job's payload as JSON text */
+} s_result_t;
+
+/* ---- Processes started with --spawn ---------------------------------------------------------- */
+
+/* Set by SIGINT/SIGTERM/SIGHUP: the run stops and the fleet is stopped by PID on the way out. */
+static volatile sig_atomic_t s_interrupted;
+
+typedef struct {
+    char dir[512];             /* temporary folder: database and logs */
+    char endpoint[64];         /* tcp://127.0.0.1:PORT */
+    pid_t broker;              /* broker PID, or 0 */
+    pid_t workers[S_MAX_WORKERS]; /* worker PIDs */
+    int n_workers;             /* started workers */
+} s_fleet_t;
+
+static void
+s_on_signal (int sig)
+{
+    (void) sig;
+    s_interrupted = 1;
+    /* The client library checks this after an interrupted receive and returns GQ_EIO, so the
+       main path unwinds and stops the fleet itself. */
+    zsys_interrupted = 1;
+}
+
+static void
+s_install_signals (void)
+{
+    /* czmq's handler would only set zsys_interrupted; ours also marks the run as interrupted. */
+    zsys_handler_set (NULL);
+    struct sigaction action;
+    memset (&action, 0, sizeof action);
+    action.sa_handler = s_on_signal;
+    sigemptyset (&action.sa_mask);
+    sigaction (SIGINT, &action, NULL);
+    sigaction (SIGTERM, &action, NULL);
+    sigaction (SIGHUP, &action, NULL);
+}
+
+static int
+s_free_port (void)
+{
+    zsock_t *probe = zsock_new (ZMQ_ROUTER);
+    int port = probe ? zsock_bind (probe, "tcp://127.0.0.1:*") : -1;
+    zsock_destroy (&probe);
+    return port;
+}
+
+/* Starts bin/program with argv (argv[0] is replaced), its output appended to log. */
+static pid_t
+s_spawn (const char *bin, const char *program, char **argv, const char *log)
+{
+    char path[1024];
+    snprintf (path, sizeof path, "%s/%s", bin, program);
+    if (access (path, X_OK) != 0) {
+        fprintf (stderr, "gridq-bench: %s: %s (see --bin)\n", path, strerror (errno));
+        return -1;
+    }
+    argv[0] = path;
+    pid_t parent = getpid ();
+    pid_t pid = fork ();
+    if (pid == 0) {
+        /* Dies with us, even when we are killed with SIGKILL. */
+        prctl (PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid () != parent) {
+            _exit (127);
+        }
+        int fd = open (log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2 (fd, 1);
+            dup2 (fd, 2);
+            close (fd);
+        }
+        execv (path, argv);
+        perror (path);
+        _exit (127);
+    }
+    if (pid < 0) {
+        fprintf (stderr, "gridq-bench: cannot start %s: %s\n", path, strerror (errno));
+        return -1;
+    }
+    return pid;
+}
+
+static bool
+s_running (pid_t pid)
+{
+    int status;
+    return pid > 0 && waitpid (pid, &status, WNOHANG) == 0;
+}
+
+/* SIGTERM, then SIGKILL after S_STOP_TIMEOUT_MS; reaps it. */
+static void
+s_stop (pid_t pid)
+{
+    if (pid <= 0) {
+        return;
+    }
+    kill (pid, SIGTERM);
+    int status;
+    int64_t deadline = gq_mono_us () + S_STOP_TIMEOUT_MS * 1000LL;
+    while (waitpid (pid, &status, WNOHANG) == 0) {
+        if (gq_mono_us () >= deadline) {
+            kill (pid, SIGKILL);
+            waitpid (pid, &status, 0);
+            break;
+        }
+        usleep (5000);
+    }
+}
+
+static void
+s_tail (const char *log)
+{
+    FILE *file = fopen (log, "r");
+    if (!file) {
+        return;
+    }
+    char line[512];
+    char lines[20][512];
+    int n = 0;
+    while (fgets (line, sizeof line, file)) {
+        snprintf (lines[n % 20], sizeof lines[0], "%s", line);
+        n++;
+    }
+    fclose (file);
+    fprintf (stderr, "--- %s\n", log);
+    for (int i = n > 20 ? n - 20 : 0; i < n; i++) {
+        fputs (lines[i % 20], stderr);
+    }
+}
+
+static int
+s_unlink_entry (const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void) st;
+    (void) flag;
+    (void) ftw;
+    return remove (path);
+}
+
+/* Stops workers first (they say BYE), then the broker; removes the folder unless kept. */
+static void
+s_fleet_stop (s_fleet_t *fleet, bool keep, bool show_logs)
+{
+    for (int i = 0; i < fleet->n_workers; i++) {
+        s_stop (fleet->workers[i]);
+    }
+    fleet->n_workers = 0;
+    s_stop (fleet->broker);
+    fleet->broker = 0;
+    if (!fleet->dir[0]) {
+        return;
+    }
+    if (show_logs) {
+        char log[600];
+        snprintf (log, sizeof log, "%s/broker.log", fleet->dir);
+        s_tail (log);
+        snprintf (log, sizeof log, "%s/worker-0.log", fleet->dir);
+        s_tail (log);
+    }
+    if (keep) {
+        fprintf (stderr, "gridq-bench: kept %s\n", fleet->dir);
+    } else {
+        nftw (fleet->dir, s_unlink_entry, 16, FTW_DEPTH | FTW_PHYS);
+    }
+    fleet->dir[0] = 0;
+}
+
+/* Nodes online or busy, per STATS; -1 when the broker does not answer. */
+static int
+s_nodes_up (gq_client_t *client)
+{
+    json_t *stats = gq_client_call (client, "STATS", NULL);
+    if (!stats) {
+        return -1;
+    }
+    json_t *nodes = json_object_get (stats, "nodes");
+    int n = (int) (json_integer_value (json_object_get (nodes, "online")) +
+                   json_integer_value (json_object_get (nodes, "busy")));
+    json_decref (stats);
+    return n;
+}
+
+static gq_client_t *
+s_client (const char *endpoint, int timeout_ms)
+{
+    gq_client_opts_t opts = {endpoint, timeout_ms, NULL, NULL};
+    char why[256];
+    gq_client_t *client = gq_client_new (&opts, why, sizeof why);
+    if (!client) {
+        fprintf (stderr, "gridq-bench: %s\n", why);
+    }
+    return client;
+}
+
+/* Waits until the broker answers and at least n nodes are up; false on timeout or death. */
+static bool
+s_fleet_wait (s_fleet_t *fleet, int n)
+{
+    gq_client_t *client = s_client (fleet->endpoint, 500);
+    if (!client) {
+        return false;
+    }
+    int64_t deadline = gq_mono_us () + S_START_TIMEOUT_MS * 1000LL;
+    int up = -1;
+    while (!s_interrupted && gq_mono_us () < deadline) {
+        if (!s_running (fleet->broker)) {
+            fprintf (stderr, "gridq-bench: the broker exited during start-up\n");
+            break;
+        }
+        up = s_nodes_up (client);
+        if (up >= n) {
+            break;
+        }
+        usleep (up < 0 ? 50000 : 20000);
+    }
+    gq_client_destroy (&client);
+    if (up < n) {
+        fprintf (stderr, "gridq-bench: %d of %d workers registered within %d s\n",
+                 up < 0 ? 0 : up, n, S_START_TIMEOUT_MS / 1000);
+        return false;
+    }
+    return true;
+}
+
+static int
+s_fleet_start (s_fleet_t *fleet, const s_opts_t *opts)
+{
+    const char *tmp = opts->tmp ? opts->tmp : getenv ("TMPDIR");
+    snprintf (fleet->dir, sizeof fleet->dir, "%s/gridq-bench-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp (fleet->dir)) {
+        fprintf (stderr, "gridq-bench: cannot create %s: %s\n", fleet->dir, strerror (errno));
+        fleet->dir[0] = 0;
+        return -1;
+    }
+    int port = s_free_port ();
+    if (port < 0) {
+        fprintf (stderr, "gridq-bench: no free loopback port\n");
+        return -1;
+    }
+    snprintf (fleet->endpoint, sizeof fleet->endpoint, "tcp://127.0.0.1:%d", port);
+    char db[600], log[600];
+    snprintf (db, sizeof db, "%s/gridq.db", fleet->dir);
+    snprintf (log, sizeof log, "%s/broker.log", fleet->dir);
+    char *broker_argv[] = {NULL, "--endpoint", fleet->endpoint, "--db", db, "--durability",
+                           (char *) opts->durability, NULL};
+    fleet->broker = s_spawn (opts->bin, "gridq-broker", broker_argv, log);
+    if (fleet->broker < 0) {
+        fleet->broker = 0;
+        return -1;
+    }
+    if (!s_fleet_wait (fleet, 0)) {
+        return -1;
+    }
+    char slots[16];
+    snprintf (slots, sizeof slots, "%d", opts->slots);
+    for (int i = 0; i < opts->workers; i++) {
+        char name[32];
+        snprintf (name, sizeof name, "bench-%d", i);
+        snprintf (log, sizeof log, "%s/worker-%d.log", fleet->dir, i);
+        char *worker_argv[] = {NULL,  "--broker", fleet->endpoint, "--name", name, "--backend",
+                               "cpu", "--slots",  slots,           NULL};
+        pid_t pid = s_spawn (opts->bin, "gridq-worker", worker_argv, log);
+        if (pid < 0) {
+            return -1;
+        }
+        fleet->workers[fleet->n_workers++] = pid;
+    }
+    return s_fleet_wait (fleet, opts->workers) ? 0 : -1;
+}
+
+/* VmRSS of pid in KiB, or -1. */
+static int64_t
+s_rss_kb (pid_t pid)
+{
+    char path[64], line[256];
+    snprintf (path, sizeof path, "/proc/%d/status", (int) pid);
+    FILE *file = fopen (path, "r");
+    if (!file) {
+        return -1;
+    }
+    int64_t kb = -1;
+    while (fgets (line, sizeof line, file)) {
+        if (strncmp (line, "VmRSS:", 6) == 0) {
+            kb = strtoll (line + 6, NULL, 10);
+            break;
+        }
+    }
+    fclose (file);
+    return kb;
+}
+
+/* ---- Jobs ------------------------------------------------------------------------------------ */
+
+/* The payload every job carries: {"data": "xxxx..."} with payload_bytes characters. */
+static json_t *
+s_payload (int payload_bytes)
+{
+    char *text = (char *) malloc ((size_t) payload_bytes + 1);
+    if (!text) {
+        return NULL;
+    }
+    memset (text, 'x', (size_t) payload_bytes);
+    text[payload_bytes] = 0;
+    json_t *payload = json_pack ("{s:s}", "data", text);
+    free (text);
+    return payload;
+}
+
+/* count echo jobs sharing one payload object (jansson serialises a shared value each time). */
+static json_t *
+s_jobs (size_t count, json_t *payload)
+{
+    json_t *jobs = json_array ();
+    for (size_t i = 0; jobs && i < count; i++) {
+        if (json_array_append_new (jobs, json_pack ("{s:s, s:O}", "kind", "echo", "payload",
+                                                    payload))) {
+            json_decref (jobs);
+            return NULL;
+        }
+    }
+    return jobs;
+}
+
+/* Counts the jobs of a FINISHED body: done ones in *done, others (and missing ids) in *failed.
+   Returns how many jobs the message reported. */
+static int64_t
+s_count_finished (json_t *body, int64_t *done, int64_t *failed)
+{
+    json_t *jobs = json_object_get (body, "jobs");
+    json_t *missing = json_object_get (body, "missing");
+    size_t i;
+    json_t *job;
+    json_array_foreach (jobs, i, job) {
+        const char *state = json_string_value (json_object_get (job, "state"));
+        if (state && streq (state, "done")) {
+            (*done)++;
+        } else {
+            if (*failed == 0) {
+                char *text = json_dumps (job, JSON_COMPACT);
+                fprintf (stderr, "gridq-bench: a job did not finish done: %.400s\n",
+                         text ? text : "?");
+                free (text);
+            }
+            (*failed)++;
+        }
+    }
+    *failed += (int64_t) json_array_size (missing);
+    return (int64_t) (json_array_size (jobs) + json_array_size (missing));
+}
+
+static void
+s_report_error (const char *what, json_t *body)
+{
+    const char *code = json_string_value (json_object_get (body, "code"));
+    const char *message = json_string_value (json_object_get (body, "message"));
+    fprintf (stderr, "gridq-bench: %s: %s: %s\n", what, code ? code : "?",
+             message ? message : "?");
+}
+
+/* ---- Throughput: a window of watched SUBMITs, refilled as batches finish --------------------- */
+
+typedef struct {
+    int64_t req;               /* the SUBMIT's correlation id; 0 for a free entry */
+    int64_t left;              /* jobs of it not finished yet */
+} s_batch_t;
+
+static int
+s_run_throughput (gq_client_t *client, const s_opts_t *opts, s_result_t *result)
+{
+    json_t *payload = s_payload (opts->payload_bytes);
+    json_t *full = s_jobs ((size_t) opts->batch, payload);
+    size_t last_count = (size_t) (opts->jobs % opts->batch);
+    json_t *last = last_count ? s_jobs (last_count, payload) : NULL;
+    s_batch_t *batches = (s_batch_t *) calloc ((size_t) opts->window, sizeof *batches);
+    int rc = 0;
+    if (!full || (last_count && !last) || !batches) {
+        fprintf (stderr, "gridq-bench: out of memory\n");
+        rc = -1;
+    }
+    int64_t submitted = 0, reported = 0;
+    int in_flight = 0;
+    int64_t start_us = gq_mono_us (), end_us = start_us;
+    while (rc == 0 && reported < opts->jobs && !s_interrupted) {
+        /* Keep the window full. */
+        while (in_flight < opts->window && submitted < opts->jobs) {
+            int64_t left = opts->jobs - submitted;
+            json_t *jobs = left >= opts->batch ? full : last;
+            int64_t count = (int64_t) json_array_size (jobs);
+            int64_t req = gq_client_send (client, "SUBMIT",
+                                          json_pack ("{s:O, s:b}", "jobs", jobs, "watch", 1));
+            if (req < 0) {
+                fprintf (stderr, "gridq-bench: submit: %s\n", gq_client_error (client));
+                rc = -1;
+                break;
+            }
+            int slot = 0;
+            while (batches[slot].req) {
+                slot++;
+            }
+            batches[slot] = (s_batch_t) {req, count};
+            submitted += count;
+            in_flight++;
+        }
+        if (rc) {
+            break;
+        }
+        char command[32];
+        int64_t req;
+        json_t *body = NULL;
+        int got = gq_client_recv (client, S_STALL_MS, command, &req, &body, NULL);
+        if (got) {
+            fprintf (stderr, "gridq-bench: %s (%lld of %lld jobs finished)\n",
+                     gq_client_error (client), (long long) reported, (long long) opts->jobs);
+            rc = -1;
+            break;
+        }
+        int slot = -1;
+        for (int i = 0; i < opts->window && slot < 0; i++) {
+            if (batches[i].req == req) {
+                slot = i;
+            }
+        }
+        if (streq (command, "ERROR")) {
+            s_report_error ("SUBMIT refused", body);
+            rc = -1;
+        } else if (slot >= 0 && streq (command, "FINISHED")) {
+            /* The SUBMIT reply itself needs nothing: its jobs are counted as they finish. */
+            int64_t n = s_count_finished (body, &result->jobs, &result->failed);
+            reported += n;
+            batches[slot].left -= n;
+            if (batches[slot].left <= 0) {
+                batches[slot].req = 0;
+                in_flight--;
+            }
+            end_us = gq_mono_us ();
+        }
+        json_decref (body);
+    }
+    result->seconds = (end_us - start_us) / 1e6;
+    free (batches);
+    json_decref (last);
+    json_decref (full);
+    json_decref (payload);
+    return rc;
+}
+
+/* ---- Latency: one job in flight ---------------------------------------------------------------- */
+
+static int
+s_cmp_i64 (const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *) a, y = *(const int64_t *) b;
+    return x < y ? -1 : x > y;
+}
+
+/* Nearest-rank percentile of sorted samples. */
+static double
+s_percentile (const int64_t *sorted, size_t n, double p)
+{
+    if (n == 0) {
+        return NAN;
+    }
+    size_t rank = (size_t) ceil (p * (double) n);
+    return (double) sorted[rank ? rank - 1 : 0];
+}
+
+static int
+s_run_latency (gq_client_t *client, const s_opts_t *opts, s_result_t *result)
+{
+    json_t *payload = s_payload (opts->payload_bytes);
+    json_t *one = s_jobs (1, payload);
+    int64_t *samples = (int64_t *) malloc ((size_t) opts->jobs * sizeof *samples);
+    int rc = 0;
+    if (!one || !samples) {
+        fprintf (stderr, "gridq-bench: out of memory\n");
+        rc = -1;
+    }
+    int64_t n = 0;
+    int64_t start_us = gq_mono_us ();
+    for (int64_t i = 0; rc == 0 && !s_interrupted && i < opts->warmup + opts->jobs; i++) {
+        if (i == opts->warmup) {
+            start_us = gq_mono_us ();
+        }
+        int64_t t0 = gq_mono_us ();
+        int64_t req =
+            gq_client_send (client, "SUBMIT", json_pack ("{s:O, s:b}", "jobs", one, "watch", 1));
+        if (req < 0) {
+            fprintf (stderr, "gridq-bench: submit: %s\n", gq_client_error (client));
+            rc = -1;
+            break;
+        }
+        bool finished = false;
+        while (!finished) {
+            char command[32];
+            int64_t got_req;
+            json_t *body = NULL;
+            if (gq_client_recv (client, S_STALL_MS, command, &got_req, &body, NULL)) {
+                fprintf (stderr, "gridq-bench: %s (after %lld round trips)\n",
+                         gq_client_error (client), (long long) i);
+                rc = -1;
+                break;
+            }
+            if (streq (command, "ERROR")) {
+                s_report_error ("SUBMIT refused", body);
+                rc = -1;
+                finished = true;
+            } else if (got_req == req && streq (command, "FINISHED")) {
+                int64_t done = 0;
+                s_count_finished (body, i >= opts->warmup ? &result->jobs : &done,
+                                  &result->failed);
+                finished = true;
+            }
+            json_decref (body);
+        }
+        if (rc == 0 && i >= opts->warmup) {
+            samples[n++] = gq_mono_us () - t0;
+        }
+    }
+    result->seconds = (gq_mono_us () - start_us) / 1e6;
+    if (rc == 0) {
+        qsort (samples, (size_t) n, sizeof *samples, s_cmp_i64);
+        result->p50_us = s_percentile (samples, (size_t) n, 0.50);
+        result->p99_us = s_percentile (samples, (size_t) n, 0.99);
+        result->p999_us = s_percentile (samples, (size_t) n, 0.999);
+    }
+    free (samples);
+    json_decref (one);
+    json_decref (payload);
+    return rc;
+}
+
+/* ---- Batch: one big submit through the high-level API, then one wait ----------------------- */
+
+typedef struct {
+    int64_t done;
+    int64_t failed;
+} s_tally_t;
+
+static int
+s_on_finished (void *arg, json_t *job)
+{
+    s_tally_t *tally = (s_tally_t *) arg;
+    const char *state = json_string_value (json_object_get (job, "state"));
+    if (state && streq (state, "done")) {
+        tally->done++;
+    } else {
+        tally->failed++;
+    }
+    return 0;
+}
+
+static int
+s_run_batch (gq_client_t *client, const s_opts_t *opts, s_result_t *result)
+{
+    json_t *payload = s_payload (opts->payload_bytes);
+    json_t *jobs = s_jobs ((size_t) opts->jobs, payload);
+    int64_t *ids = (int64_t *) calloc ((size_t) opts->jobs, sizeof *ids);
+    if (!jobs || !ids) {
+        fprintf (stderr, "gridq-bench: out of memory\n");
+        free (ids);
+        json_decref (jobs);
+        json_decref (payload);
+        return -1;
+    }
+    gq_client_set_submit_window (client, (size_t) opts->batch, (size_t) opts->window);
+    int64_t start_us = gq_mono_us ();
+    int rc = gq_client_submit (client, jobs, true, ids);
+    int64_t acked_us = gq_mono_us ();
+    if (rc) {
+        fprintf (stderr, "gridq-bench: submit: %s\n", gq_client_error (client));
+    } else {
+        s_tally_t tally = {0, 0};
+        rc = gq_client_wait (client, ids, (size_t) opts->jobs, -1, s_on_finished, &tally);
+        if (rc) {
+            fprintf (stderr, "gridq-bench: wait: %s\n", gq_client_error (client));
+        }
+        result->jobs = tally.done;
+        result->failed = tally.failed;
+    }
+    result->submit_seconds = (acked_us - start_us) / 1e6;
+    result->seconds = (gq_mono_us () - start_us) / 1e6;
+    free (ids);
+    json_decref (jobs);
+    json_decref (payload);
+    return rc ? -1 : 0;
+}
+
+/* ---- Memory: queued jobs and the broker's resident set --------------------------------------- */
+
+static int
+s_run_memory (gq_client_t *client, const s_opts_t *opts, pid_t broker, s_result_t *result)
+{
+    json_t *payload = s_payload (opts->payload_bytes);
+    char *payload_text = json_dumps (payload, JSON_COMPACT);
+    result->payload_json_bytes = payload_text ? (double) strlen (payload_text) : 0;
+    free (payload_text);
+    size_t chunk = opts->jobs < S_MEMORY_CHUNK_JOBS ? (size_t) opts->jobs : S_MEMORY_CHUNK_JOBS;
+    json_t *full = s_jobs (chunk, payload);
+    int64_t *ids = (int64_t *) calloc (chunk, sizeof *ids);
+    int rc = 0;
+    if (!full || !ids) {
+        fprintf (stderr, "gridq-bench: out of memory\n");
+        rc = -1;
+    }
+    gq_client_set_submit_window (client, (size_t) opts->batch, (size_t) opts->window);
+    /* The baseline is the broker as it stands after start-up: schema, SQLite cache, czmq. */
+    result->rss_before_kb = s_rss_kb (broker);
+    int64_t start_us = gq_mono_us ();
+    int64_t queued = 0;
+    while (rc == 0 && queued < opts->jobs && !s_interrupted) {
+        json_t *jobs = full;
+        size_t left = (size_t) (opts->jobs - queued);
+        if (left < chunk) {
+            jobs = s_jobs (left, payload);
+        }
+        if (gq_client_submit (client, jobs, false, ids)) {
+            fprintf (stderr, "gridq-bench: submit: %s (%lld jobs queued)\n",
+                     gq_client_error (client), (long long) queued);
+            rc = -1;
+        } else {
+            queued += (int64_t) json_array_size (jobs);
+        }
+        if (jobs != full) {
+            json_decref (jobs);
+        }
+    }
+    result->seconds = (gq_mono_us () - start_us) / 1e6;
+    result->jobs = queued;
+    if (rc == 0) {
+        /* Every SUBMIT was acknowledged after its commit: the jobs are in the broker's queue. */
+        json_t *stats = gq_client_call (client, "STATS", NULL);
+        int64_t in_queue =
+            json_integer_value (json_object_get (json_object_get (stats, "jobs"), "queued"));
+        json_decref (stats);
+        if (in_queue < queued) {
+            fprintf (stderr, "gridq-bench: the broker reports %lld queued jobs, expected %lld\n",
+                     (long long) in_queue, (long long) queued);
+        }
+        result->rss_after_kb = s_rss_kb (broker);
+        result->bytes_per_job =
+            (double) (result->rss_after_kb - result->rss_before_kb) * 1024.0 / (double) queued;
+    }
+    free (ids);
+    json_decref (full);
+    json_decref (payload);
+    return rc;
+}
+
+/* ---- Command line ------------------------------------------------------------------------------ */
+
+static void
+s_usage (FILE *out)
+{
+    fprintf (out,
+             "usage: gridq-bench [--mode throughput|latency|batch|memory] [options]\n"
+             "\n"
+             "Measures a gridq broker with real workers through the client API. Jobs are of\n"
+             "kind echo with a small payload {\"data\": \"xxx...\"}.\n"
+             "\n"
+             "  --mode M           throughput (default): --jobs in SUBMITs of --batch jobs with\n"
+             "                     watch, --window SUBMITs in flight; jobs/s from the first\n"
+             "                     SUBMIT to the last FINISHED\n"
+             "                     latency: one job in flight (SUBMIT with watch, wait for its\n"
+             "                     FINISHED); p50/p99/p999 of the round trip in microseconds\n"
+             "                     batch: one big batch through gq_client_submit (chunks of\n"
+             "                     --batch, --window in flight), then gq_client_wait\n"
+             "                     memory: (--spawn) queues --jobs with no worker; the broker's\n"
+             "                     VmRSS before and after, in bytes per job\n"
+             "  --jobs N           jobs (default: throughput and batch 100000, latency 2000,\n"
+             "                     memory 1000000)\n"
+             "  --batch N          jobs per SUBMIT (default 1000; batch and memory 10000)\n"
+             "  --window N         SUBMITs in flight (default 4)\n"
+             "  --payload BYTES    length of the payload's string (default 16)\n"
+             "  --warmup N         latency: round trips before measuring (default 100)\n"
+             "  --spawn            start a broker and workers of our own on a free loopback\n"
+             "                     port, with the database in a temporary folder; stop them\n"
+             "                     by PID at the end\n"
+             "  --bin DIR          where gridq-broker and gridq-worker are (default: the\n"
+             "                     folder of this program)\n"
+             "  --durability D     full (default) or normal: the spawned broker's SQLite mode\n"
+             "  --workers N        worker processes to spawn (default 2; memory: 0)\n"
+             "  --slots N          slots per spawned worker (default 32)\n"
+             "  --tmp DIR          parent of the temporary folder (default $TMPDIR or /tmp)\n"
+             "  --keep             keep the temporary folder (database and logs)\n"
+             "  --broker EP        without --spawn: the broker to measure (default\n"
+             "                     $GRIDQ_BROKER or tcp://127.0.0.1:5555)\n"
+             "  --json             print one JSON object: mode, jobs, seconds, jobs_per_s,\n"
+             "                     p50_us, p99_us, p999_us, durability, workers (and more)\n"
+             "  --help             this text\n"
+             "\n"
+             "examples:\n"
+             "  gridq-bench --spawn --durability full --workers 2\n"
+             "  gridq-bench --spawn --mode latency --jobs 5000 --json\n"
+             "  gridq-bench --spawn --mode memory --jobs 1000000\n"
+             "  gridq-bench --broker tcp://10.0.0.5:5555 --jobs 20000 --window 8\n");
+}
+
+static int
+s_bad (const char *format, const char *value)
+{
+    if (!value) {
+        value = "";
+    }
+    fprintf (stderr, "gridq-bench: ");
+    fprintf (stderr, format, value);
+    fprintf (stderr, "\n(see gridq-bench --help)\n");
+    return 2;
+}
+
+static bool
+s_parse_int (const char *text, int64_t lo, int64_t hi, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long value = strtoll (text, &end, 10);
+    if (errno || end == text || *end || value < lo || value > hi) {
+        return false;
+    }
+    *out = value;
+    return true;
+}
+
+static int
+s_parse (int argc, char **argv, s_opts_t *opts)
+{
+    enum { O_MODE = 1000, O_JOBS, O_BATCH, O_WINDOW, O_PAYLOAD, O_WARMUP, O_SPAWN, O_BIN,
+           O_DURABILITY, O_WORKERS, O_SLOTS, O_TMP, O_KEEP, O_BROKER, O_JSON, O_HELP };
+    static const struct option options[] = {{"mode", required_argument, 0, O_MODE},
+                                            {"jobs", required_argument, 0, O_JOBS},
+                                            {"batch", required_argument, 0, O_BATCH},
+                                            {"window", required_argument, 0, O_WINDOW},
+                                            {"payload", required_argument, 0, O_PAYLOAD},
+                                            {"warmup", required_argument, 0, O_WARMUP},
+                                            {"spawn", no_argument, 0, O_SPAWN},
+                                            {"bin", required_argument, 0, O_BIN},
+                                            {"durability", required_argument, 0, O_DURABILITY},
+                                            {"workers", required_argument, 0, O_WORKERS},
+                                            {"slots", required_argument, 0, O_SLOTS},
+                                            {"tmp", required_argument, 0, O_TMP},
+                                            {"keep", no_argument, 0, O_KEEP},
+                                            {"broker", required_argument, 0, O_BROKER},
+                                            {"json", no_argument, 0, O_JSON},
+                                            {"help", no_argument, 0, O_HELP},
+                                            {0, 0, 0, 0}};
+    int workers = -1;
+    int opt;
+    while ((opt = getopt_long (argc, argv, "", options, NULL)) != -1) {
+        int64_t value = 0;
+        switch (opt) {
+        case O_MODE: {
+            int found = -1;
+            for (int m = 0; m < 4; m++) {
+                if (streq (optarg, s_mode_names[m])) {
+                    found = m;
+                }
+            }
+            if (found < 0) {
+                return s_bad ("--mode '%s' must be throughput, latency, batch or memory", optarg);
+            }
+            opts->mode = (s_mode_t) found;
+            break;
+        }
+        case O_JOBS:
+            if (!s_parse_int (optarg, 1, 1000000000, &value)) {
+                return s_bad ("--jobs '%s' must be 1..1000000000", optarg);
+            }
+            opts->jobs = value;
+            break;
+        case O_BATCH:
+            if (!s_parse_int (optarg, 1, GQ_MAX_BATCH_JOBS, &value)) {
+                return s_bad ("--batch '%s' must be 1..10000", optarg);
+            }
+            opts->batch = (int) value;
+            break;
+        case O_WINDOW:
+            if (!s_parse_int (optarg, 1, 1024, &value)) {
+                return s_bad ("--window '%s' must be 1..1024", optarg);
+            }
+            opts->window = (int) value;
+            break;
+        case O_PAYLOAD:
+            if (!s_parse_int (optarg, 0, 1000000, &value)) {
+                return s_bad ("--payload '%s' must be 0..1000000 bytes", optarg);
+            }
+            opts->payload_bytes = (int) value;
+            break;
+        case O_WARMUP:
+            if (!s_parse_int (optarg, 0, 1000000, &value)) {
+                return s_bad ("--warmup '%s' must be 0..1000000", optarg);
+            }
+            opts->warmup = (int) value;
+            break;
+        case O_SPAWN:
+            opts->spawn = true;
+            break;
+        case O_BIN:
+            opts->bin = optarg;
+            break;
+        case O_DURABILITY:
+            if (!streq (optarg, "full") && !streq (optarg, "normal")) {
+                return s_bad ("--durability '%s' must be full or normal", optarg);
+            }
+            opts->durability = optarg;
+            opts->durability_given = true;
+            break;
+        case O_WORKERS:
+            if (!s_parse_int (optarg, 0, S_MAX_WORKERS, &value)) {
+                return s_bad ("--workers '%s' must be 0..64", optarg);
+            }
+            workers = (int) value;
+            break;
+        case O_SLOTS:
+            if (!s_parse_int (optarg, 1, GQ_MAX_SLOTS, &value)) {
+                return s_bad ("--slots '%s' must be 1..1024", optarg);
+            }
+            opts->slots = (int) value;
+            break;
+        case O_TMP:
+            opts->tmp = optarg;
+            break;
+        case O_KEEP:
+            opts->keep = true;
+            break;
+        case O_BROKER:
+            opts->broker = optarg;
+            break;
+        case O_JSON:
+            opts->json = true;
+            break;
+        case O_HELP:
+            s_usage (stdout);
+            exit (0);
+        default:
+            s_usage (stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        return s_bad ("unexpected argument '%s'", argv[optind]);
+    }
+    if (opts->spawn && opts->broker) {
+        return s_bad ("--broker and --spawn exclude each other%s", NULL);
+    }
+    if (opts->mode == S_MEMORY) {
+        if (!opts->spawn) {
+            return s_bad ("--mode memory reads the broker's RSS: it needs --spawn%s", NULL);
+        }
+        if (workers > 0) {
+            return s_bad ("--mode memory queues jobs with no worker: drop --workers%s", NULL);
+        }
+        workers = 0;
+    }
+    if (opts->spawn && workers == 0 && opts->mode != S_MEMORY) {
+        return s_bad ("--workers 0 would leave the jobs queued forever%s", NULL);
+    }
+    opts->workers = workers < 0 ? 2 : workers;
+    if (opts->jobs == 0) {
+        opts->jobs = opts->mode == S_LATENCY ? 2000 : opts->mode == S_MEMORY ? 1000000 : 100000;
+    }
+    if (opts->batch == 0) {
+        opts->batch = opts->mode == S_BATCH || opts->mode == S_MEMORY ? GQ_MAX_BATCH_JOBS : 1000;
+    }
+    return 0;
+}
+
+/* The folder of this executable (for --bin's default), in buf. */
+static const char *
+s_self_dir (char *buf, size_t size)
+{
+    ssize_t n = readlink ("/proc/self/exe", buf, size - 1);
+    if (n <= 0) {
+        return ".";
+    }
+    buf[n] = 0;
+    return dirname (buf);
+}
+
+/* ---- Report ------------------------------------------------------------------------------------ */
+
+static json_t *
+s_number_or_null (double value)
+{
+    return isnan (value) ? json_null () : json_real (round (value * 10) / 10);
+}
+
+static void
+s_report (const s_opts_t *opts, const s_result_t *result, int workers)
+{
+    double per_s = result->seconds > 0 ? (double) result->jobs / result->seconds : 0;
+    const char *durability = opts->spawn || opts->durability_given ? opts->durability : NULL;
+    if (opts->json) {
+        json_t *out = json_pack (
+            "{s:s, s:I, s:f, s:o, s:o, s:o, s:o, s:o, s:o, s:I, s:i, s:i, s:i, s:i}", "mode",
+            s_mode_names[opts->mode], "jobs", (json_int_t) result->jobs, "seconds",
+            round (result->seconds * 1e6) / 1e6, "jobs_per_s",
+            opts->mode == S_MEMORY ? json_null () : json_integer ((json_int_t) llround (per_s)), "p50_us",
+            s_number_or_null (result->p50_us), "p99_us", s_number_or_null (result->p99_us),
+            "p999_us", s_number_or_null (result->p999_us), "durability",
+            durability ? json_string (durability) : json_null (), "workers",
+            workers < 0 ? json_null () : json_integer (workers), "failed",
+            (json_int_t) result->failed, "batch", opts->batch, "window", opts->window, "slots",
+            opts->slots, "payload_bytes", opts->payload_bytes);
+        json_t *payload = s_payload (opts->payload_bytes);
+        char *payload_text = json_dumps (payload, JSON_COMPACT);
+        json_object_set_new (out, "payload_json_bytes",
+                             json_integer (payload_text ? (json_int_t) strlen (payload_text) : 0));
+        free (payload_text);
+        json_decref (payload);
+        if (opts->mode == S_BATCH) {
+            json_object_set_new (out, "submit_seconds",
+                                 json_real (round (result->submit_seconds * 1e6) / 1e6));
+        }
+        if (opts->mode == S_MEMORY) {
+            json_object_set_new (out, "rss_before_kb", json_integer (result->rss_before_kb));
+            json_object_set_new (out, "rss_after_kb", json_integer (result->rss_after_kb));
+            json_object_set_new (out, "bytes_per_job",
+                                 json_real (round (result->bytes_per_job * 10) / 10));
+            json_object_set_new (
+                out, "bytes_per_job_beyond_payload",
+                json_real (round ((result->bytes_per_job - result->payload_json_bytes) * 10) /
+                           10));
+        }
+        char *text = json_dumps (out, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION (10));
+        printf ("%s\n", text ? text : "{}");
+        free (text);
+        json_decref (out);
+        return;
+    }
+    char fleet[128];
+    if (workers >= 0) {
+        snprintf (fleet, sizeof fleet, "%d worker%s", workers, workers == 1 ? "" : "s");
+    } else {
+        snprintf (fleet, sizeof fleet, "workers unknown");
+    }
+    char setup[256];
+    snprintf (setup, sizeof setup, "%s%s, durability %s", fleet,
+              opts->spawn ? " (spawned)" : "", durability ? durability : "as configured");
+    switch (opts->mode) {
+    case S_THROUGHPUT:
+        printf ("throughput: %lld jobs in %.3f s = %.0f jobs/s (batch %d, window %d, %s)\n",
+                (long long) result->jobs, result->seconds, per_s, opts->batch, opts->window,
+                setup);
+        break;
+    case S_LATENCY:
+        printf ("latency: %lld round trips (one in flight): p50 %.0f us, p99 %.0f us, "
+                "p999 %.0f us (%s)\n",
+                (long long) result->jobs, result->p50_us, result->p99_us, result->p999_us, setup);
+        break;
+    case S_BATCH:
+        printf ("batch: %lld jobs acknowledged in %.3f s (%.0f jobs/s), all finished in %.3f s "
+                "= %.0f jobs/s (%s)\n",
+                (long long) result->jobs, result->submit_seconds,
+                result->submit_seconds > 0 ? (double) result->jobs / result->submit_seconds : 0,
+                result->seconds, per_s, setup);
+        break;
+    case S_MEMORY:
+        printf ("memory: %lld queued jobs: broker VmRSS %lld -> %lld KiB = %.0f bytes per job, "
+                "%.0f beyond its %.0f-byte payload (%s)\n",
+                (long long) result->jobs, (long long) result->rss_before_kb,
+                (long long) result->rss_after_kb, result->bytes_per_job,
+                result->bytes_per_job - result->payload_json_bytes, result->payload_json_bytes,
+                setup);
+        break;
+    }
+    if (result->failed) {
+        printf ("%lld jobs did not finish done\n", (long long) result->failed);
+    }
+}
+
+int
+main (int argc, char **argv)
+{
+    char self_dir[1024];
+    s_opts_t opts = {S_THROUGHPUT, 0, 0, 4, 16, 100, false, NULL, NULL, "full", false, 2, 32,
+                     NULL, false, false};
+    int rc = s_parse (argc, argv, &opts);
+    if (rc) {
+        return rc;
+    }
+    if (!opts.bin) {
+        opts.bin = s_self_dir (self_dir, sizeof self_dir);
+    }
+    s_install_signals ();
+    zsys_init ();
+    zsys_set_logstream (stderr);
+
+    s_fleet_t fleet;
+    memset (&fleet, 0, sizeof fleet);
+    const char *endpoint = opts.broker;
+    if (opts.spawn) {
+        if (s_fleet_start (&fleet, &opts)) {
+            s_fleet_stop (&fleet, opts.keep, !s_interrupted);
+            return 1;
+        }
+        endpoint = fleet.endpoint;
+    }
+    gq_client_t *client = s_client (endpoint, S_CLIENT_TIMEOUT_MS);
+    int workers = opts.spawn ? opts.workers : -1;
+    if (client && !opts.spawn) {
+        /* Ask with the usual short timeout: a wrong endpoint should not take 30 s to report. */
+        gq_client_t *probe = s_client (endpoint, GQ_CLIENT_TIMEOUT_MS);
+        workers = probe ? s_nodes_up (probe) : -1;
+        if (workers < 0) {
+            fprintf (stderr, "gridq-bench: %s\n", probe ? gq_client_error (probe) : "no client");
+            gq_client_destroy (&client);
+        } else if (workers == 0) {
+            fprintf (stderr, "gridq-bench: no worker is online at %s\n", endpoint);
+            gq_client_destroy (&client);
+        }
+        gq_client_destroy (&probe);
+    }
+    s_result_t result = {0, 0, 0, 0, NAN, NAN, NAN, 0, 0, 0, 0};
+    rc = client ? 0 : -1;
+    if (rc == 0) {
+        switch (opts.mode) {
+        case S_THROUGHPUT:
+            rc = s_run_throughput (client, &opts, &result);
+            break;
+        case S_LATENCY:
+            rc = s_run_latency (client, &opts, &result);
+            break;
+        case S_BATCH:
+            rc = s_run_batch (client, &opts, &result);
+            break;
+        case S_MEMORY:
+            rc = s_run_memory (client, &opts, fleet.broker, &result);
+            break;
+        }
+    }
+    gq_client_destroy (&client);
+    bool died = opts.spawn && !s_running (fleet.broker);
+    if (died) {
+        fprintf (stderr, "gridq-bench: the broker died during the run\n");
+        rc = -1;
+    }
+    if (opts.spawn) {
+        s_fleet_stop (&fleet, opts.keep, rc != 0 && !s_interrupted);
+    }
+    if (s_interrupted) {
+        fprintf (stderr, "gridq-bench: interrupted\n");
+        return 130;
+    }
+    if (rc == 0) {
+        s_report (&opts, &result, workers);
+    }
+    return rc == 0 && result.failed == 0 ? 0 : 1;
+}

@@ -1,0 +1,1161 @@
+/*  gridq-top.c — a live, full-screen view of a gridq fleet, in the manner of htop and nvtop.
+
+    Each refresh is one round of three requests over the client API (NODES, STATS and JOBS for
+    the latest failures), sent together and matched by correlation id; rates come from the
+    differences between rounds (jobs per minute per node from jobs_ok, done and failed per
+    second from the broker's counts). The screen loop never blocks on the broker: it polls the
+    client socket and the keyboard together, so 'q' answers at once even when the broker is away.
+
+    --once prints one snapshot as text or JSON without curses, for scripts and tests.
+
+    Exit status: 0 success; 2 usage error; 3 no broker answered. */
+#define _GNU_SOURCE
+#include <curses.h>
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <locale.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "gq_client.h"
+
+#ifndef GQ_VERSION
+#define GQ_VERSION "0.1.0"
+#endif
+
+enum {
+    S_EXIT_OK = 0,     /* success */
+    S_EXIT_USAGE = 2,  /* bad command line */
+    S_EXIT_BROKER = 3  /* no broker answered */
+};
+
+#define S_INTERVAL_MS     1000           /* default time between refreshes */
+#define S_MIN_INTERVAL_MS 100            /* faster than this only loads the broker */
+#define S_HISTORY         128            /* samples kept per counter series */
+#define S_NODE_WINDOW_US  (60 * 1000000LL) /* jobs per minute measured over at most this */
+#define S_RATE_WINDOW_US  (5 * 1000000LL)  /* done / failed per second over at most this */
+#define S_FAILURES        50             /* recent failures asked for */
+#define S_POLL_MAX_MS     250            /* the screen loop wakes at least this often */
+#define S_NAME_COLS       20             /* widest node name column */
+#define S_GPU_COLS        22             /* widest GPU model column */
+#define S_BAR_COLS        12             /* VRAM bar, inside its brackets */
+
+/* ---- Counter series: rates from differences --------------------------------------------- */
+
+typedef struct {
+    int64_t t_us[S_HISTORY];  /* when each sample was taken (monotonic) */
+    double value[S_HISTORY];  /* the counter then */
+    size_t head;              /* next slot to write */
+    size_t size;              /* samples held */
+} s_series_t;
+
+/* Adds a sample; a counter that went backwards (a node registered again, old jobs purged)
+   starts the series afresh. */
+static void
+s_series_add (s_series_t *self, int64_t t_us, double value)
+{
+    if (self->size) {
+        size_t last = (self->head + S_HISTORY - 1) % S_HISTORY;
+        if (value < self->value[last]) {
+            self->size = 0;
+        }
+    }
+    self->t_us[self->head] = t_us;
+    self->value[self->head] = value;
+    self->head = (self->head + 1) % S_HISTORY;
+    if (self->size < S_HISTORY) {
+        self->size++;
+    }
+}
+
+/* Increase per second over the last window_us (at most), or NAN with fewer than two samples. */
+static double
+s_series_rate (s_series_t *self, int64_t window_us)
+{
+    if (self->size < 2) {
+        return NAN;
+    }
+    size_t last = (self->head + S_HISTORY - 1) % S_HISTORY;
+    size_t first = last;
+    for (size_t i = 1; i < self->size; i++) {
+        size_t at = (last + S_HISTORY - i) % S_HISTORY;
+        if (self->t_us[last] - self->t_us[at] > window_us) {
+            break;
+        }
+        first = at;
+    }
+    if (first == last) {
+        /* Only samples older than the window: use the newest of them. */
+        first = (last + S_HISTORY - 1) % S_HISTORY;
+    }
+    double secs = (double) (self->t_us[last] - self->t_us[first]) / 1e6;
+    return secs > 0 ? (self->value[last] - self->value[first]) / secs : NAN;
+}
+
+/* ---- State --------------------------------------------------------------------------------- */
+
+typedef enum { S_SORT_NAME, S_SORT_VRAM, S_SORT_RUNNING, S_SORT_RTT, S_SORTS } s_sort_t;
+static const char *s_sort_names[S_SORTS] = {"name", "vram", "running", "rtt"};
+
+/* The requests of one round, in this order. */
+enum { S_REQ_NODES, S_REQ_STATS, S_REQ_JOBS, S_REQS };
+static const char *s_req_commands[S_REQS] = {"NODES", "STATS", "JOBS"};
+
+typedef struct {
+    s_series_t ok;            /* the node's jobs_ok */
+    int64_t round;            /* last round that listed the node */
+} s_node_hist_t;
+
+typedef struct {
+    gq_client_t *client;      /* our connection to the broker */
+    int timeout_ms;           /* how long a round may take */
+    int interval_ms;          /* time between rounds */
+    s_sort_t sort;            /* fleet order */
+    bool paused;              /* no new rounds */
+
+    /* The latest complete round (owned), NULL before the first. */
+    json_t *nodes;            /* NODES "nodes", each with "jobs_per_min" added */
+    json_t *stats;            /* STATS reply */
+    json_t *failures;         /* JOBS "jobs" (failed, newest first) */
+    double done_per_s;        /* jobs done per second, NAN until measured */
+    double failed_per_s;      /* jobs failed per second, NAN until measured */
+    int64_t updated_ms;       /* wall clock of that round */
+    int64_t rounds;           /* complete rounds */
+
+    s_series_t done;          /* STATS jobs.done */
+    s_series_t failed;        /* STATS jobs.failed */
+    zhashx_t *node_hist;      /* node name -> s_node_hist_t */
+
+    /* The round in flight. */
+    bool in_flight;           /* requests sent, replies awaited */
+    int64_t req[S_REQS];      /* their correlation ids */
+    json_t *reply[S_REQS];    /* replies received so far (owned) */
+    int64_t sent_us;          /* when they were sent */
+
+    char error[512];          /* why the last round failed, "" after a good one */
+} s_top_t;
+
+static volatile sig_atomic_t s_interrupted = 0;
+static bool s_curses_on = false;   /* endwin is due */
+
+static void
+s_on_signal (int sig)
+{
+    (void) sig;
+    s_interrupted = 1;
+}
+
+static void
+s_restore_terminal (void)
+{
+    if (s_curses_on) {
+        endwin ();
+        s_curses_on = false;
+    }
+}
+
+/* ---- JSON helpers -------------------------------------------------------------------------- */
+
+static const char *
+s_str (json_t *obj, const char *key, const char *otherwise)
+{
+    const char *value = json_string_value (json_object_get (obj, key));
+    return value ? value : otherwise;
+}
+
+static int64_t
+s_int (json_t *obj, const char *key)
+{
+    return (int64_t) json_integer_value (json_object_get (obj, key));
+}
+
+static double
+s_num (json_t *obj, const char *key)
+{
+    json_t *value = json_object_get (obj, key);
+    return json_is_number (value) ? json_number_value (value) : NAN;
+}
+
+/* ---- Rounds: three requests out, three replies in ----------------------------------------- */
+
+static void
+s_round_clear (s_top_t *top)
+{
+    for (int i = 0; i < S_REQS; i++) {
+        json_decref (top->reply[i]);
+        top->reply[i] = NULL;
+        top->req[i] = 0;
+    }
+    top->in_flight = false;
+}
+
+static void
+s_round_send (s_top_t *top)
+{
+    s_round_clear (top);
+    top->sent_us = gq_mono_us ();
+    for (int i = 0; i < S_REQS; i++) {
+        json_t *body = i == S_REQ_JOBS
+                           ? json_pack ("{s:s, s:i}", "state", "failed", "limit", S_FAILURES)
+                           : json_object ();
+        top->req[i] = gq_client_send (top->client, s_req_commands[i], body);
+        if (top->req[i] < 0) {
+            snprintf (top->error, sizeof top->error, "%s", gq_client_error (top->client));
+            s_round_clear (top);
+            return;
+        }
+    }
+    top->in_flight = true;
+}
+
+/* The round's replies are all in: they become the latest snapshot, rates are updated. */
+static void
+s_round_apply (s_top_t *top)
+{
+    int64_t now_us = gq_mono_us ();
+    top->rounds++;
+    json_decref (top->nodes);
+    json_decref (top->stats);
+    json_decref (top->failures);
+    top->nodes = json_incref (json_object_get (top->reply[S_REQ_NODES], "nodes"));
+    top->stats = json_incref (top->reply[S_REQ_STATS]);
+    top->failures = json_incref (json_object_get (top->reply[S_REQ_JOBS], "jobs"));
+    if (!json_is_array (top->nodes)) {
+        json_decref (top->nodes);
+        top->nodes = json_array ();
+    }
+    if (!json_is_array (top->failures)) {
+        json_decref (top->failures);
+        top->failures = json_array ();
+    }
+    json_t *jobs = json_object_get (top->stats, "jobs");
+    s_series_add (&top->done, now_us, (double) s_int (jobs, "done"));
+    s_series_add (&top->failed, now_us, (double) s_int (jobs, "failed"));
+    top->done_per_s = s_series_rate (&top->done, S_RATE_WINDOW_US);
+    top->failed_per_s = s_series_rate (&top->failed, S_RATE_WINDOW_US);
+
+    size_t i;
+    json_t *node;
+    json_array_foreach (top->nodes, i, node) {
+        const char *name = s_str (node, "name", "?");
+        s_node_hist_t *hist = (s_node_hist_t *) zhashx_lookup (top->node_hist, name);
+        if (!hist) {
+            hist = (s_node_hist_t *) calloc (1, sizeof *hist);
+            assert (hist);
+            zhashx_insert (top->node_hist, name, hist);
+        }
+        hist->round = top->rounds;
+        s_series_add (&hist->ok, now_us, (double) s_int (node, "jobs_ok"));
+        double per_min = s_series_rate (&hist->ok, S_NODE_WINDOW_US) * 60;
+        json_object_set_new (node, "jobs_per_min", isnan (per_min) ? json_null ()
+                                                                   : json_real (per_min));
+    }
+    /* Forget nodes that the broker no longer lists. */
+    zlistx_t *gone = zlistx_new ();
+    for (s_node_hist_t *hist = (s_node_hist_t *) zhashx_first (top->node_hist); hist;
+         hist = (s_node_hist_t *) zhashx_next (top->node_hist)) {
+        if (hist->round != top->rounds) {
+            zlistx_add_end (gone, (void *) zhashx_cursor (top->node_hist));
+        }
+    }
+    for (const char *name = (const char *) zlistx_first (gone); name;
+         name = (const char *) zlistx_next (gone)) {
+        zhashx_delete (top->node_hist, name);
+    }
+    zlistx_destroy (&gone);
+    top->updated_ms = gq_now_ms ();
+    top->error[0] = 0;
+    s_round_clear (top);
+}
+
+/* Takes one message from the broker (body: owned). Returns true when it completed a round. */
+static bool
+s_round_take (s_top_t *top, const char *command, int64_t req, json_t *body)
+{
+    int slot = -1;
+    for (int i = 0; top->in_flight && i < S_REQS; i++) {
+        if (top->req[i] == req) {
+            slot = i;
+        }
+    }
+    if (slot < 0) {
+        json_decref (body);  /* a late reply to a round given up */
+        return false;
+    }
+    if (streq (command, "ERROR")) {
+        snprintf (top->error, sizeof top->error, "%s %s: %s", s_req_commands[slot],
+                  s_str (body, "code", "ERROR"), s_str (body, "message", "refused"));
+        json_decref (body);
+        s_round_clear (top);
+        return false;
+    }
+    json_decref (top->reply[slot]);
+    top->reply[slot] = body;
+    for (int i = 0; i < S_REQS; i++) {
+        if (!top->reply[i]) {
+            return false;
+        }
+    }
+    s_round_apply (top);
+    return true;
+}
+
+/* Gives up on a round that took longer than the timeout. true when it did. */
+static bool
+s_round_expire (s_top_t *top, int64_t now_us)
+{
+    if (!top->in_flight || now_us - top->sent_us < (int64_t) top->timeout_ms * 1000) {
+        return false;
+    }
+    snprintf (top->error, sizeof top->error,
+              "no broker answered at %s within %g s: is gridq-broker running?",
+              gq_client_endpoint (top->client), top->timeout_ms / 1000.0);
+    s_round_clear (top);
+    return true;
+}
+
+/* Reads what the broker has sent, without waiting. true when a round completed. */
+static bool
+s_round_drain (s_top_t *top)
+{
+    bool completed = false;
+    char command[32];
+    int64_t req;
+    json_t *body;
+    while (gq_client_recv (top->client, 0, command, &req, &body, NULL) == 0) {
+        completed |= s_round_take (top, command, req, body);
+    }
+    return completed;
+}
+
+/* One round, waiting for it (bounded by the timeout). 0, or -1 with top->error set. */
+static int
+s_round_blocking (s_top_t *top)
+{
+    int64_t before = top->rounds;
+    s_round_send (top);
+    while (top->in_flight && !s_interrupted) {
+        int64_t left_ms = top->timeout_ms - (gq_mono_us () - top->sent_us) / 1000;
+        if (left_ms <= 0) {
+            s_round_expire (top, gq_mono_us ());
+            break;
+        }
+        char command[32];
+        int64_t req;
+        json_t *body;
+        if (gq_client_recv (top->client, (int) left_ms, command, &req, &body, NULL) == 0) {
+            s_round_take (top, command, req, body);
+        }
+    }
+    if (top->in_flight) {
+        s_round_clear (top);
+        snprintf (top->error, sizeof top->error, "interrupted");
+    }
+    return top->rounds > before ? 0 : -1;
+}
+
+/* ---- Formatting ---------------------------------------------------------------------------- */
+
+/* MiB as "512M", "23.5G", "1.2T". */
+static char *
+s_fmt_mb (double mb, char *buf, size_t size)
+{
+    if (isnan (mb)) {
+        snprintf (buf, size, "-");
+    } else if (mb < 1024) {
+        snprintf (buf, size, "%.0fM", mb);
+    } else if (mb < 1024 * 1024) {
+        snprintf (buf, size, "%.1fG", mb / 1024);
+    } else {
+        snprintf (buf, size, "%.1fT", mb / 1024 / 1024);
+    }
+    return buf;
+}
+
+/* A duration in ms as "850ms", "12.3s", "5m02s", "3h07m", "2d04h". */
+static char *
+s_fmt_duration (int64_t ms, char *buf, size_t size)
+{
+    if (ms < 0) {
+        ms = 0;
+    }
+    int64_t s = ms / 1000;
+    if (ms < 1000) {
+        snprintf (buf, size, "%lldms", (long long) ms);
+    } else if (s < 60) {
+        snprintf (buf, size, "%.1fs", ms / 1000.0);
+    } else if (s < 3600) {
+        snprintf (buf, size, "%lldm%02llds", (long long) (s / 60), (long long) (s % 60));
+    } else if (s < 86400) {
+        snprintf (buf, size, "%lldh%02lldm", (long long) (s / 3600), (long long) (s / 60 % 60));
+    } else {
+        snprintf (buf, size, "%lldd%02lldh", (long long) (s / 86400),
+                  (long long) (s / 3600 % 24));
+    }
+    return buf;
+}
+
+/* A rate with one decimal, or "-" when not measured yet. */
+static char *
+s_fmt_rate (double rate, char *buf, size_t size)
+{
+    if (isnan (rate)) {
+        snprintf (buf, size, "-");
+    } else {
+        snprintf (buf, size, "%.1f", rate < 0 ? 0 : rate);
+    }
+    return buf;
+}
+
+/* "2026-11-29T10:21:13.123Z" -> ms since the epoch, or -1. */
+static int64_t
+s_parse_time (const char *text)
+{
+    struct tm tm = {0};
+    int ms = 0;
+    if (!text || sscanf (text, "%d-%d-%dT%d:%d:%d.%dZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+                         &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &ms) < 6) {
+        return -1;
+    }
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    return (int64_t) timegm (&tm) * 1000 + ms;
+}
+
+/* How long ago a timestamp was, "12.0s ago", or "-". */
+static char *
+s_fmt_ago (const char *when, int64_t now_ms, char *buf, size_t size)
+{
+    int64_t at = s_parse_time (when);
+    if (at < 0) {
+        snprintf (buf, size, "-");
+        return buf;
+    }
+    char span[32];
+    snprintf (buf, size, "%s ago", s_fmt_duration (now_ms - at, span, sizeof span));
+    return buf;
+}
+
+/* The names of a node's loaded models, "a,b", or "-". */
+static char *
+s_fmt_models (json_t *node, char *buf, size_t size)
+{
+    size_t i, used = 0;
+    json_t *model;
+    buf[0] = 0;
+    json_array_foreach (json_object_get (node, "models_loaded"), i, model) {
+        const char *name = json_is_string (model) ? json_string_value (model)
+                                                  : s_str (model, "name", NULL);
+        if (name && used < size) {
+            used += (size_t) snprintf (buf + used, size - used, "%s%s", used ? "," : "", name);
+        }
+    }
+    if (!buf[0]) {
+        snprintf (buf, size, "-");
+    }
+    return buf;
+}
+
+/* One line of text: newlines and tabs become spaces (errors may span lines). */
+static void
+s_one_line (char *text)
+{
+    for (char *c = text; *c; c++) {
+        if (*c == '\n' || *c == '\r' || *c == '\t') {
+            *c = ' ';
+        }
+    }
+}
+
+/* ---- The fleet, sorted --------------------------------------------------------------------- */
+
+static double
+s_vram_used_mb (json_t *node)
+{
+    return s_num (node, "vram_total_mb") - s_num (node, "vram_free_mb");
+}
+
+static s_sort_t s_sort_by;  /* for s_cmp_nodes: qsort has no context argument */
+
+static int
+s_cmp_nodes (const void *a, const void *b)
+{
+    json_t *x = *(json_t *const *) a, *y = *(json_t *const *) b;
+    double dx = 0, dy = 0;
+    switch (s_sort_by) {
+    case S_SORT_VRAM:
+        dx = s_vram_used_mb (x), dy = s_vram_used_mb (y);
+        break;
+    case S_SORT_RUNNING:
+        dx = (double) s_int (x, "running"), dy = (double) s_int (y, "running");
+        break;
+    case S_SORT_RTT:
+        dx = s_num (x, "rtt_ms"), dy = s_num (y, "rtt_ms");
+        break;
+    default:
+        break;
+    }
+    dx = isnan (dx) ? -1 : dx;
+    dy = isnan (dy) ? -1 : dy;
+    /* Biggest first for the numbers (as top does), names A to Z, names break ties. */
+    if (dx != dy) {
+        return dx > dy ? -1 : 1;
+    }
+    return strcmp (s_str (x, "name", ""), s_str (y, "name", ""));
+}
+
+/* The nodes in display order (borrowed pointers; caller frees the array). */
+static json_t **
+s_sorted_nodes (s_top_t *top, size_t *count)
+{
+    *count = json_array_size (top->nodes);
+    json_t **nodes = (json_t **) calloc (*count ? *count : 1, sizeof *nodes);
+    assert (nodes);
+    for (size_t i = 0; i < *count; i++) {
+        nodes[i] = json_array_get (top->nodes, i);
+    }
+    s_sort_by = top->sort;
+    qsort (nodes, *count, sizeof *nodes, s_cmp_nodes);
+    return nodes;
+}
+
+/* "[|||||       ]" for a fraction, width inside the brackets. */
+static char *
+s_fmt_bar (double fraction, int width, char *buf, size_t size)
+{
+    int fill = isnan (fraction) ? 0 : (int) (fraction * width + 0.5);
+    fill = fill < 0 ? 0 : fill > width ? width : fill;
+    size_t at = 0;
+    buf[at++] = '[';
+    for (int i = 0; i < width && at + 2 < size; i++) {
+        buf[at++] = i < fill ? '|' : ' ';
+    }
+    buf[at++] = ']';
+    buf[at] = 0;
+    return buf;
+}
+
+/* The fields of one fleet row, as text. */
+typedef struct {
+    char vram[48];     /* "12.0G/24.0G" */
+    char bar[S_BAR_COLS + 3];
+    double fraction;   /* VRAM in use, 0..1, NAN when the total is unknown */
+    char slots[24];    /* "2/4" */
+    char rtt[24];      /* "0.42ms" */
+    char per_min[24];  /* "120.0" */
+    char models[256];  /* "llama,mlp" */
+} s_row_t;
+
+static void
+s_row (json_t *node, s_row_t *row)
+{
+    double total = s_num (node, "vram_total_mb"), used = s_vram_used_mb (node);
+    char a[16], b[16];
+    row->fraction = total > 0 ? used / total : NAN;
+    if (total > 0) {
+        snprintf (row->vram, sizeof row->vram, "%s/%s", s_fmt_mb (used, a, sizeof a),
+                  s_fmt_mb (total, b, sizeof b));
+    } else {
+        snprintf (row->vram, sizeof row->vram, "-");  /* a CPU node: no VRAM to speak of */
+    }
+    s_fmt_bar (row->fraction, S_BAR_COLS, row->bar, sizeof row->bar);
+    snprintf (row->slots, sizeof row->slots, "%lld/%lld", (long long) s_int (node, "running"),
+              (long long) s_int (node, "slots"));
+    double rtt = s_num (node, "rtt_ms");
+    if (isnan (rtt)) {
+        snprintf (row->rtt, sizeof row->rtt, "-");
+    } else {
+        snprintf (row->rtt, sizeof row->rtt, rtt < 10 ? "%.2fms" : "%.0fms", rtt);
+    }
+    s_fmt_rate (s_num (node, "jobs_per_min"), row->per_min, sizeof row->per_min);
+    s_fmt_models (node, row->models, sizeof row->models);
+}
+
+/* ---- --once: text and JSON ----------------------------------------------------------------- */
+
+static void
+s_print_text (s_top_t *top, FILE *out)
+{
+    char now_text[GQ_TIME_BUF], a[32], b[32], c[32];
+    json_t *jobs = json_object_get (top->stats, "jobs");
+    json_t *fleet = json_object_get (top->stats, "nodes");
+    json_t *queue = json_object_get (top->stats, "queue");
+    fprintf (out, "gridq-top  %s  %s  up %s\n", gq_client_endpoint (top->client),
+             gq_format_time (top->updated_ms, now_text),
+             s_fmt_duration (s_int (top->stats, "uptime_ms"), a, sizeof a));
+    fprintf (out, "Jobs   queued %lld  running %lld  done %lld (%s/s)  failed %lld (%s/s)  "
+                  "cancelled %lld\n",
+             (long long) s_int (jobs, "queued"), (long long) s_int (jobs, "running"),
+             (long long) s_int (jobs, "done"), s_fmt_rate (top->done_per_s, b, sizeof b),
+             (long long) s_int (jobs, "failed"), s_fmt_rate (top->failed_per_s, c, sizeof c),
+             (long long) s_int (jobs, "cancelled"));
+    fprintf (out, "Queue  by priority");
+    json_t *by_priority = json_object_get (queue, "by_priority");
+    for (int p = 9; p >= 0; p--) {
+        fprintf (out, " %d:%lld", p,
+                 (long long) json_integer_value (json_array_get (by_priority, (size_t) p)));
+    }
+    fprintf (out, "  oldest wait %s\n",
+             s_fmt_duration (s_int (queue, "oldest_wait_ms"), a, sizeof a));
+    fprintf (out, "Nodes  %lld online  %lld busy  %lld draining  %lld offline  rejected %lld\n",
+             (long long) s_int (fleet, "online"), (long long) s_int (fleet, "busy"),
+             (long long) s_int (fleet, "draining"), (long long) s_int (fleet, "offline"),
+             (long long) s_int (top->stats, "rejected"));
+    fprintf (out, "\n%-*s %-*s %-*s %-13s %-7s %-8s %-9s %8s %s\n", S_NAME_COLS, "NODE",
+             S_GPU_COLS, "GPU", S_BAR_COLS + 2, "VRAM", "USED/TOTAL", "SLOTS", "RTT", "STATUS",
+             "JOBS/MIN", "MODELS");
+    size_t count;
+    json_t **nodes = s_sorted_nodes (top, &count);
+    for (size_t i = 0; i < count; i++) {
+        s_row_t row;
+        s_row (nodes[i], &row);
+        fprintf (out, "%-*s %-*s %s %-13s %-7s %-8s %-9s %8s %s\n", S_NAME_COLS,
+                 s_str (nodes[i], "name", "?"), S_GPU_COLS, s_str (nodes[i], "gpu_model", "-"),
+                 row.bar, row.vram, row.slots, row.rtt, s_str (nodes[i], "status", "?"),
+                 row.per_min, row.models);
+    }
+    if (!count) {
+        fprintf (out, "(no nodes: start gridq-worker --broker %s)\n",
+                 gq_client_endpoint (top->client));
+    }
+    free (nodes);
+    size_t nfail = json_array_size (top->failures);
+    fprintf (out, "\nRecent failures%s\n", nfail ? "" : ": none");
+    if (nfail) {
+        fprintf (out, "%-10s %-14s %-*s %-12s %-4s %s\n", "ID", "WHEN", S_NAME_COLS, "NODE",
+                 "KIND", "ATT", "REASON");
+    }
+    for (size_t i = 0; i < nfail; i++) {
+        json_t *job = json_array_get (top->failures, i);
+        char reason[512];
+        snprintf (reason, sizeof reason, "%s", s_str (job, "error", "-"));
+        s_one_line (reason);
+        fprintf (out, "%-10lld %-14s %-*s %-12s %-4lld %s\n", (long long) s_int (job, "id"),
+                 s_fmt_ago (s_str (job, "finished_at", NULL), top->updated_ms, a, sizeof a),
+                 S_NAME_COLS, s_str (job, "node", "-"), s_str (job, "kind", "-"),
+                 (long long) s_int (job, "attempts"), reason);
+    }
+}
+
+static json_t *
+s_rate_json (double rate)
+{
+    return isnan (rate) ? json_null () : json_real (rate);
+}
+
+static void
+s_print_json (s_top_t *top, FILE *out)
+{
+    char now_text[GQ_TIME_BUF];
+    json_t *queue = json_deep_copy (json_object_get (top->stats, "queue"));
+    if (!json_is_object (queue)) {
+        json_decref (queue);
+        queue = json_object ();
+    }
+    json_object_set_new (queue, "done_per_s", s_rate_json (top->done_per_s));
+    json_object_set_new (queue, "failed_per_s", s_rate_json (top->failed_per_s));
+    json_t *jobs = json_object_get (top->stats, "jobs");
+    json_t *fleet = json_object_get (top->stats, "nodes");
+    json_t *snapshot = json_pack (
+        "{s:s, s:s, s:O, s:O, s:o, s:O, s:O, s:I, s:I}", "broker",
+        gq_client_endpoint (top->client), "time", gq_format_time (top->updated_ms, now_text),
+        "nodes", top->nodes, "jobs", jobs ? jobs : json_null (), "queue", queue, "fleet",
+        fleet ? fleet : json_null (), "failures", top->failures, "rejected",
+        (json_int_t) s_int (top->stats, "rejected"), "uptime_ms",
+        (json_int_t) s_int (top->stats, "uptime_ms"));
+    assert (snapshot);
+    json_dumpf (snapshot, out, JSON_COMPACT);
+    fputc ('\n', out);
+    json_decref (snapshot);
+}
+
+/* ---- The screen ---------------------------------------------------------------------------- */
+
+enum { S_COLOR_OK = 1, S_COLOR_WARN, S_COLOR_BAD, S_COLOR_DIM, S_COLOR_TITLE };
+
+/* Writes text at (y, x), clipped to the screen, with attributes. Returns the column after. */
+static int
+s_put (int y, int x, attr_t attr, const char *format, ...) __attribute__ ((format (printf, 4, 5)));
+
+static int
+s_put (int y, int x, attr_t attr, const char *format, ...)
+{
+    if (y < 0 || y >= LINES || x >= COLS) {
+        return x;
+    }
+    char text[1024];
+    va_list args;
+    va_start (args, format);
+    vsnprintf (text, sizeof text, format, args);
+    va_end (args);
+    attron (attr);
+    mvaddnstr (y, x, text, COLS - x);
+    attroff (attr);
+    int len = (int) strlen (text);
+    return x + len;
+}
+
+static attr_t
+s_status_attr (const char *status)
+{
+    if (!has_colors ()) {
+        return streq (status, "offline") ? A_BOLD : A_NORMAL;
+    }
+    if (streq (status, "online")) {
+        return COLOR_PAIR (S_COLOR_OK);
+    }
+    if (streq (status, "busy")) {
+        return COLOR_PAIR (S_COLOR_WARN);
+    }
+    return COLOR_PAIR (S_COLOR_BAD) | A_BOLD;
+}
+
+static attr_t
+s_bar_attr (double fraction)
+{
+    if (!has_colors () || isnan (fraction)) {
+        return A_NORMAL;
+    }
+    return COLOR_PAIR (fraction < 0.6 ? S_COLOR_OK : fraction < 0.9 ? S_COLOR_WARN
+                                                                    : S_COLOR_BAD);
+}
+
+static void
+s_draw (s_top_t *top)
+{
+    erase ();
+    char a[32], b[32], c[32];
+    int y = 0;
+    int64_t now_ms = gq_now_ms ();
+
+    /* Title bar. */
+    attr_t title = has_colors () ? COLOR_PAIR (S_COLOR_TITLE) | A_BOLD : A_REVERSE;
+    attron (title);
+    mvhline (y, 0, ' ', COLS);
+    attroff (title);
+    time_t now_s = (time_t) (now_ms / 1000);
+    struct tm tm;
+    localtime_r (&now_s, &tm);
+    char clock[16];
+    strftime (clock, sizeof clock, "%H:%M:%S", &tm);
+    s_put (y, 1, title, "gridq-top  %s  up %s  %s%s", gq_client_endpoint (top->client),
+           top->stats ? s_fmt_duration (s_int (top->stats, "uptime_ms"), a, sizeof a) : "-",
+           clock, top->paused ? "  [PAUSED]" : "");
+    y += 2;
+
+    if (!top->stats) {
+        s_put (y, 1, A_NORMAL, "waiting for the broker...");
+    } else {
+        json_t *jobs = json_object_get (top->stats, "jobs");
+        json_t *fleet = json_object_get (top->stats, "nodes");
+        json_t *queue = json_object_get (top->stats, "queue");
+        int x = s_put (y, 1, A_BOLD, "Jobs  ");
+        x = s_put (y, x, A_NORMAL, "queued %lld   running %lld   done %lld (%s/s)   ",
+                   (long long) s_int (jobs, "queued"), (long long) s_int (jobs, "running"),
+                   (long long) s_int (jobs, "done"), s_fmt_rate (top->done_per_s, a, sizeof a));
+        attr_t failed_attr = s_int (jobs, "failed") && has_colors () ? COLOR_PAIR (S_COLOR_BAD)
+                                                                     : A_NORMAL;
+        x = s_put (y, x, failed_attr, "failed %lld (%s/s)", (long long) s_int (jobs, "failed"),
+                   s_fmt_rate (top->failed_per_s, b, sizeof b));
+        s_put (y, x, A_NORMAL, "   cancelled %lld", (long long) s_int (jobs, "cancelled"));
+        y++;
+        x = s_put (y, 1, A_BOLD, "Queue ");
+        x = s_put (y, x, A_NORMAL, "by priority");
+        json_t *by_priority = json_object_get (queue, "by_priority");
+        for (int p = 9; p >= 0; p--) {
+            int64_t n = (int64_t) json_integer_value (json_array_get (by_priority, (size_t) p));
+            x = s_put (y, x, n ? A_BOLD : A_DIM, " %d:%lld", p, (long long) n);
+        }
+        s_put (y, x, A_NORMAL, "   oldest wait %s",
+               s_fmt_duration (s_int (queue, "oldest_wait_ms"), c, sizeof c));
+        y++;
+        x = s_put (y, 1, A_BOLD, "Nodes ");
+        s_put (y, x, A_NORMAL, "%lld online   %lld busy   %lld draining   %lld offline   "
+                               "rejected messages %lld",
+               (long long) s_int (fleet, "online"), (long long) s_int (fleet, "busy"),
+               (long long) s_int (fleet, "draining"), (long long) s_int (fleet, "offline"),
+               (long long) s_int (top->stats, "rejected"));
+    }
+    y += 2;
+
+    /* The fleet table: as many rows as fit, leaving room for some failures. */
+    size_t count = 0;
+    json_t **nodes = top->nodes ? s_sorted_nodes (top, &count) : NULL;
+    int name_w = 4, gpu_w = 3;
+    for (size_t i = 0; i < count; i++) {
+        int n = (int) strlen (s_str (nodes[i], "name", "?"));
+        int g = (int) strlen (s_str (nodes[i], "gpu_model", "-"));
+        name_w = n > name_w ? n : name_w;
+        gpu_w = g > gpu_w ? g : gpu_w;
+    }
+    name_w = name_w > S_NAME_COLS ? S_NAME_COLS : name_w;
+    gpu_w = gpu_w > S_GPU_COLS ? S_GPU_COLS : gpu_w;
+    const char *heads[] = {"NODE", "GPU", "VRAM", "SLOTS", "RTT", "STATUS", "JOBS/MIN", "MODELS"};
+    int widths[] = {name_w, gpu_w, S_BAR_COLS + 2 + 1 + 13, 7, 8, 9, 9, 0};
+    /* Which header is the sort column. */
+    const int sort_col[S_SORTS] = {0, 2, 3, 4};
+    attron (A_REVERSE);
+    mvhline (y, 0, ' ', COLS);
+    attroff (A_REVERSE);
+    int x = 1;
+    for (int col = 0; col < 8; col++) {
+        attr_t attr = A_REVERSE | (col == sort_col[top->sort] ? A_BOLD | A_UNDERLINE : 0);
+        s_put (y, x, attr, "%s", heads[col]);
+        x += widths[col] + 1;
+    }
+    y++;
+    int nfail = (int) json_array_size (top->failures);
+    int fail_rows = nfail ? (nfail < 3 ? nfail : 3) + 2 : 2;  /* reserve: title + header + 3 */
+    int room = LINES - 1 - y - fail_rows - 1;
+    size_t shown = 0;
+    for (size_t i = 0; i < count && (int) shown < room; i++, shown++) {
+        s_row_t row;
+        s_row (nodes[i], &row);
+        const char *status = s_str (nodes[i], "status", "?");
+        x = 1;
+        s_put (y, x, A_BOLD, "%.*s", name_w, s_str (nodes[i], "name", "?"));
+        x += name_w + 1;
+        s_put (y, x, A_NORMAL, "%.*s", gpu_w, s_str (nodes[i], "gpu_model", "-"));
+        x += gpu_w + 1;
+        s_put (y, x, s_bar_attr (row.fraction), "%s", row.bar);
+        s_put (y, x + S_BAR_COLS + 3, A_NORMAL, "%s", row.vram);
+        x += widths[2] + 1;
+        s_put (y, x, A_NORMAL, "%s", row.slots);
+        x += widths[3] + 1;
+        s_put (y, x, A_NORMAL, "%s", row.rtt);
+        x += widths[4] + 1;
+        s_put (y, x, s_status_attr (status), "%s", status);
+        x += widths[5] + 1;
+        s_put (y, x, A_NORMAL, "%8s", row.per_min);
+        x += widths[6] + 1;
+        s_put (y, x, A_NORMAL, "%s", row.models);
+        y++;
+    }
+    if (shown < count) {
+        s_put (y++, 1, A_DIM, "... %zu more (a taller terminal shows them)", count - shown);
+    } else if (top->nodes && !count) {
+        s_put (y++, 1, A_DIM, "no nodes: start gridq-worker --broker %s",
+               gq_client_endpoint (top->client));
+    }
+    free (nodes);
+    y++;
+
+    /* Recent failures, newest first, in what is left above the footer. */
+    if (y < LINES - 1) {
+        s_put (y++, 1, A_BOLD, "Recent failures%s", nfail ? "" : ": none");
+    }
+    if (nfail && y < LINES - 1) {
+        s_put (y++, 1, A_UNDERLINE, "%-10s %-14s %-*s %-12s %-4s %s", "ID", "WHEN", name_w,
+               "NODE", "KIND", "ATT", "REASON");
+    }
+    for (int i = 0; i < nfail && y < LINES - 1; i++, y++) {
+        json_t *job = json_array_get (top->failures, (size_t) i);
+        char reason[512];
+        snprintf (reason, sizeof reason, "%s", s_str (job, "error", "-"));
+        s_one_line (reason);
+        x = s_put (y, 1, A_NORMAL, "%-10lld %-14s %-*.*s %-12s %-4lld ",
+                   (long long) s_int (job, "id"),
+                   s_fmt_ago (s_str (job, "finished_at", NULL), now_ms, a, sizeof a), name_w,
+                   name_w, s_str (job, "node", "-"), s_str (job, "kind", "-"),
+                   (long long) s_int (job, "attempts"));
+        s_put (y, x, has_colors () ? COLOR_PAIR (S_COLOR_BAD) : A_NORMAL, "%s", reason);
+    }
+
+    /* Footer: the keys, and the broker's trouble if any. */
+    int foot = LINES - 1;
+    attron (A_REVERSE);
+    mvhline (foot, 0, ' ', COLS);
+    attroff (A_REVERSE);
+    x = s_put (foot, 1, A_REVERSE, "q quit  s sort: %s  p %s", s_sort_names[top->sort],
+               top->paused ? "resume" : "pause");
+    if (top->error[0]) {
+        attr_t bad = A_REVERSE | A_BOLD | (has_colors () ? COLOR_PAIR (S_COLOR_BAD) : 0);
+        s_put (foot, x + 3, bad, "%s", top->error);
+    } else {
+        s_put (foot, x + 3, A_REVERSE, "refresh every %s",
+               s_fmt_duration (top->interval_ms, a, sizeof a));
+    }
+    refresh ();
+}
+
+static void
+s_screen_start (void)
+{
+    initscr ();
+    s_curses_on = true;
+    cbreak ();
+    noecho ();
+    nonl ();
+    nodelay (stdscr, TRUE);
+    keypad (stdscr, TRUE);
+    curs_set (0);
+    if (has_colors ()) {
+        start_color ();
+        use_default_colors ();
+        init_pair (S_COLOR_OK, COLOR_GREEN, -1);
+        init_pair (S_COLOR_WARN, COLOR_YELLOW, -1);
+        init_pair (S_COLOR_BAD, COLOR_RED, -1);
+        init_pair (S_COLOR_DIM, COLOR_BLUE, -1);
+        init_pair (S_COLOR_TITLE, COLOR_BLACK, COLOR_CYAN);
+    }
+}
+
+/* The interactive loop: rounds every interval, keys at once, redraws on news and resize. */
+static int
+s_run_screen (s_top_t *top)
+{
+    s_screen_start ();
+    void *socket = zsock_resolve (gq_client_socket (top->client));
+    int64_t next_us = gq_mono_us () + (int64_t) top->interval_ms * 1000;
+    int64_t drawn_us = 0;
+    bool dirty = true, quit = false;
+    while (!quit && !s_interrupted) {
+        int64_t now_us = gq_mono_us ();
+        if (!top->paused && !top->in_flight && now_us >= next_us) {
+            s_round_send (top);
+            next_us = now_us + (int64_t) top->interval_ms * 1000;
+        }
+        dirty |= s_round_expire (top, now_us);
+        /* Redraw once a second even without news: the clock and "updated ... ago" move. */
+        if (dirty || now_us - drawn_us >= 1000000) {
+            s_draw (top);
+            drawn_us = now_us;
+            dirty = false;
+        }
+        int64_t wait_ms = (next_us - now_us) / 1000;
+        wait_ms = top->in_flight || top->paused ? S_POLL_MAX_MS : wait_ms;
+        wait_ms = wait_ms < 1 ? 1 : wait_ms > S_POLL_MAX_MS ? S_POLL_MAX_MS : wait_ms;
+        zmq_pollitem_t items[] = {{socket, 0, ZMQ_POLLIN, 0}, {NULL, STDIN_FILENO, ZMQ_POLLIN, 0}};
+        int rc = zmq_poll (items, 2, (long) wait_ms);
+        if (rc > 0 && (items[0].revents & ZMQ_POLLIN)) {
+            dirty |= s_round_drain (top) || !top->in_flight;
+        }
+        /* Keys, and KEY_RESIZE (SIGWINCH also wakes zmq_poll). */
+        int key;
+        while ((key = getch ()) != ERR) {
+            dirty = true;
+            if (key == 'q' || key == 'Q') {
+                quit = true;
+            } else if (key == 's' || key == 'S') {
+                top->sort = (s_sort_t) ((top->sort + 1) % S_SORTS);
+            } else if (key == 'p' || key == 'P' || key == ' ') {
+                top->paused = !top->paused;
+                next_us = gq_mono_us ();
+            } else if (key == KEY_RESIZE) {
+                clear ();
+            }
+        }
+    }
+    s_restore_terminal ();
+    return S_EXIT_OK;
+}
+
+/* ---- Command line -------------------------------------------------------------------------- */
+
+static void
+s_help (FILE *out)
+{
+    fprintf (out,
+             "Usage: gridq-top [OPTIONS]\n"
+             "\n"
+             "A live view of a gridq fleet, refreshed every second: each node (GPU model, VRAM in\n"
+             "use, slots in use, round trip, status, loaded models, jobs per minute), the queue\n"
+             "(queued by priority, running, done and failed per second, oldest wait) and the\n"
+             "latest failures with their reasons.\n"
+             "\n"
+             "Options:\n"
+             "  --broker EP          broker endpoint (default $GRIDQ_BROKER or %s)\n"
+             "  --timeout DURATION   how long to wait for the broker to answer (default 5s)\n"
+             "  --cert FILE          client secret certificate for CURVE (or $GRIDQ_CERT)\n"
+             "  --server-cert FILE   the broker's public certificate (or $GRIDQ_SERVER_CERT)\n"
+             "  --interval DURATION  time between refreshes (default 1s)\n"
+             "  --sort COLUMN        fleet order: name, vram, running or rtt (default name)\n"
+             "  --once               print one plain-text snapshot and exit (no screen); rates\n"
+             "                       are measured over one interval (--interval 0: not at all)\n"
+             "  --json               with --once: one JSON object {\"nodes\": [...], \"jobs\": {...},\n"
+             "                       \"queue\": {...}, \"fleet\": {...}, \"failures\": [...]}\n"
+             "  --help, --version\n"
+             "\n"
+             "Keys: q quit, s cycle the sort column (name, vram, running, rtt), p pause/resume.\n"
+             "Ctrl-C also quits; the terminal is restored either way.\n"
+             "\n"
+             "Exit status: 0 success; 2 usage error; 3 no broker answered.\n"
+             "\n"
+             "Examples:\n"
+             "  gridq-top --broker tcp://10.0.0.5:5555\n"
+             "  gridq-top --once --json | jq '.nodes[] | {name, running, jobs_per_min}'\n",
+             GQ_DEFAULT_ENDPOINT);
+}
+
+static int
+s_usage (const char *format, ...) __attribute__ ((format (printf, 1, 2)));
+
+static int
+s_usage (const char *format, ...)
+{
+    va_list args;
+    va_start (args, format);
+    fprintf (stderr, "gridq-top: ");
+    vfprintf (stderr, format, args);
+    va_end (args);
+    fprintf (stderr, "\nTry 'gridq-top --help'.\n");
+    return S_EXIT_USAGE;
+}
+
+static void
+s_node_hist_destroy (void **item)
+{
+    free (*item);
+    *item = NULL;
+}
+
+int
+main (int argc, char **argv)
+{
+    enum { O_BROKER = 1000, O_TIMEOUT, O_CERT, O_SERVER_CERT, O_INTERVAL, O_SORT, O_ONCE,
+           O_JSON, O_HELP, O_VERSION };
+    static const struct option options[] = {
+        {"broker", required_argument, NULL, O_BROKER},
+        {"timeout", required_argument, NULL, O_TIMEOUT},
+        {"cert", required_argument, NULL, O_CERT},
+        {"server-cert", required_argument, NULL, O_SERVER_CERT},
+        {"interval", required_argument, NULL, O_INTERVAL},
+        {"sort", required_argument, NULL, O_SORT},
+        {"once", no_argument, NULL, O_ONCE},
+        {"json", no_argument, NULL, O_JSON},
+        {"help", no_argument, NULL, O_HELP},
+        {"version", no_argument, NULL, O_VERSION},
+        {NULL, 0, NULL, 0}};
+    gq_client_opts_t opts = {0};
+    s_top_t top = {.interval_ms = S_INTERVAL_MS, .done_per_s = NAN, .failed_per_s = NAN};
+    bool once = false, json = false;
+    opterr = 0;
+    int option;
+    while ((option = getopt_long (argc, argv, ":h", options, NULL)) != -1) {
+        int64_t ms;
+        switch (option) {
+        case 'h':
+        case O_HELP:
+            s_help (stdout);
+            return S_EXIT_OK;
+        case O_VERSION:
+            printf ("gridq-top %s\n", GQ_VERSION);
+            return S_EXIT_OK;
+        case O_BROKER:
+            opts.endpoint = optarg;
+            break;
+        case O_TIMEOUT:
+            if (gq_parse_duration_ms (optarg, &ms) || ms <= 0 || ms > INT_MAX) {
+                return s_usage ("--timeout \"%s\" is not a duration like 5s or 500ms", optarg);
+            }
+            opts.timeout_ms = (int) ms;
+            break;
+        case O_CERT:
+            opts.cert_path = optarg;
+            break;
+        case O_SERVER_CERT:
+            opts.server_cert_path = optarg;
+            break;
+        case O_INTERVAL:
+            if (gq_parse_duration_ms (optarg, &ms) || ms < 0 || ms > 3600 * 1000) {
+                return s_usage ("--interval \"%s\" is not a duration like 1s or 500ms", optarg);
+            }
+            top.interval_ms = (int) ms;
+            break;
+        case O_SORT:
+            top.sort = S_SORTS;
+            for (int s = 0; s < S_SORTS; s++) {
+                if (streq (optarg, s_sort_names[s])) {
+                    top.sort = (s_sort_t) s;
+                }
+            }
+            if (top.sort == S_SORTS) {
+                return s_usage ("--sort \"%s\" is not one of name, vram, running, rtt", optarg);
+            }
+            break;
+        case O_ONCE:
+            once = true;
+            break;
+        case O_JSON:
+            json = true;
+            break;
+        case ':':
+            return s_usage ("option %s needs a value", argv[optind - 1]);
+        default:
+            return s_usage ("unknown option %s", argv[optind - 1]);
+        }
+    }
+    if (optind < argc) {
+        return s_usage ("unexpected argument \"%s\"", argv[optind]);
+    }
+    if (json && !once) {
+        return s_usage ("--json needs --once (the screen is for people)");
+    }
+    if (!once && top.interval_ms < S_MIN_INTERVAL_MS) {
+        return s_usage ("--interval must be at least %d ms on screen", S_MIN_INTERVAL_MS);
+    }
+    if (!once && (!isatty (STDIN_FILENO) || !isatty (STDOUT_FILENO))) {
+        return s_usage ("the screen needs a terminal; use --once (or --once --json) in scripts");
+    }
+
+    /* Our own SIGINT/SIGTERM handling (not czmq's): the loops see the flag and restore the
+       terminal before leaving. */
+    zsys_handler_set (NULL);
+    struct sigaction action;
+    memset (&action, 0, sizeof action);
+    action.sa_handler = s_on_signal;
+    sigemptyset (&action.sa_mask);
+    sigaction (SIGINT, &action, NULL);
+    sigaction (SIGTERM, &action, NULL);
+    atexit (s_restore_terminal);
+    setlocale (LC_ALL, "");
+
+    char why[512];
+    top.client = gq_client_new (&opts, why, sizeof why);
+    if (!top.client) {
+        fprintf (stderr, "gridq-top: %s\n", why);
+        return S_EXIT_USAGE;
+    }
+    top.timeout_ms = gq_client_timeout (top.client);
+    top.node_hist = zhashx_new ();
+    zhashx_set_destructor (top.node_hist, s_node_hist_destroy);
+
+    /* The first round before anything else: an absent broker is an error, not a blank screen. */
+    int rc = S_EXIT_OK;
+    if (s_round_blocking (&top)) {
+        fprintf (stderr, "gridq-top: %s\n", top.error);
+        rc = S_EXIT_BROKER;
+    } else if (once) {
+        if (top.interval_ms > 0) {
+            /* A second round one interval later, so that the rates are measured. */
+            zclock_sleep (top.interval_ms);
+            if (s_round_blocking (&top)) {
+                fprintf (stderr, "gridq-top: %s\n", top.error);
+                rc = S_EXIT_BROKER;
+            }
+        }
+        if (rc == S_EXIT_OK) {
+            if (json) {
+                s_print_json (&top, stdout);
+            } else {
+                s_print_text (&top, stdout);
+            }
+        }
+    } else {
+        rc = s_run_screen (&top);
+    }
+    s_round_clear (&top);
+    json_decref (top.nodes);
+    json_decref (top.stats);
+    json_decref (top.failures);
+    zhashx_destroy (&top.node_hist);
+    gq_client_destroy (&top.client);
+    return rc;
+}

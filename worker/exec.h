@@ -1,0 +1,115 @@
+/*  exec.h — the worker's compute runtime and per-slot job execution: what the daemon calls.
+
+    One gq_runtime_t per worker process: the backend, its device, the model cache and the
+    handlers. One gq_exec_t per slot thread: its context (CUDA stream, cuBLAS handle, scratch).
+
+    Threading rules:
+    - gq_runtime_new, gq_runtime_add_handler and gq_runtime_destroy run before the slot threads
+      start or after they have stopped: the handler list is read without a lock.
+    - gq_runtime_device, gq_runtime_kinds and gq_runtime_models are thread-safe; the model cache
+      is the one structure shared by slot threads (it has its own mutex).
+    - A gq_exec_t is used by one thread at a time (it may be made on another one). Several slots
+      run gq_exec_run at once, each on its own gq_exec_t.
+
+    Cancel and timeout: gq_exec_run polls *task->cancel (set by the daemon from any thread) and
+    task->timeout_ms between steps: every few ms in sleep, every 20 ms in handlers (which then
+    kill the process group), between GEMM blocks on the CPU, between layers and GEMM launches
+    on the GPU (a running kernel is not interrupted). A cancelled job ends with GQ_ESTATE
+    "cancelled", a timed-out one with GQ_ETIMEOUT "timed out after N ms". */
+#ifndef GQ_EXEC_H_INCLUDED
+#define GQ_EXEC_H_INCLUDED
+
+#include <czmq.h>
+#include <jansson.h>
+
+#include "backend.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define GQ_EXEC_SCRATCH_KEEP_BYTES (256LL * 1024 * 1024) /* scratch a slot keeps between jobs */
+#define GQ_EXEC_SLEEP_TICK_MS      5                     /* sleep's cancel polling */
+#define GQ_MATMUL_MAX_DIM          65536                 /* m, n, k of a generated matmul */
+#define GQ_MATMUL_MAX_BYTES        (16LL << 30)          /* device bytes of one matmul */
+#define GQ_MATMUL_MAX_REPEAT       1000                  /* GEMMs timed in one job */
+#define GQ_JSON_MATRIX_MAX         (256 * 1024)          /* elements of a matrix sent as JSON */
+#define GQ_CPU_CACHE_MB            4096                  /* CPU model cache budget by default */
+#define GQ_GPU_CACHE_PERCENT       80                    /* of free VRAM, by default */
+
+/* gq_device_info_t is in backend.h. */
+
+/* How to build the runtime. */
+typedef struct {
+    const char *backend;    /* "auto" (or NULL) | "cuda" | "cpu" */
+    int device;             /* device ordinal */
+    const char *models_dir; /* the models folder, or NULL for none */
+    int64_t cache_mb;       /* model cache budget; 0: 80% of free VRAM on CUDA, 4096 on CPU */
+} gq_runtime_opts_t;
+
+typedef struct _gq_runtime_t gq_runtime_t;
+
+/* The runtime, or NULL with a reason. "auto" with no usable CUDA device takes the CPU backend
+   (logged once); "cuda" with none fails. opts is read, not kept. */
+gq_runtime_t *gq_runtime_new (const gq_runtime_opts_t *opts, char *why, size_t whylen);
+/* Frees everything (every gq_exec_t must be destroyed first); NULLs the pointer; NULL-safe. */
+void gq_runtime_destroy (gq_runtime_t **self_p);
+
+/* "cuda" or "cpu". */
+const char *gq_runtime_backend_name (gq_runtime_t *self);
+/* Device facts, free memory measured now. The CPU fills "cpu", is_gpu false and 0 VRAM (the
+   daemon's flags fill in what it advertises). Returns 0 or an error. */
+int gq_runtime_device (gq_runtime_t *self, gq_device_info_t *info);
+/* Adds a handler "KIND=COMMAND" (before the slots start). 0, or GQ_EINVAL with a reason (bad
+   spec, a built-in kind, a kind given twice). */
+int gq_runtime_add_handler (gq_runtime_t *self, const char *spec, char *why, size_t whylen);
+/* ["echo", "sleep", "matmul", "mlp", handler kinds...]: a new reference. */
+json_t *gq_runtime_kinds (gq_runtime_t *self);
+/* {"available": [model names], "loaded": [{"name", "load_ms", "bytes"}]}: a new reference. */
+json_t *gq_runtime_models (gq_runtime_t *self);
+/* The model cache budget in bytes. */
+int64_t gq_runtime_cache_budget (gq_runtime_t *self);
+
+/* ---- Jobs ------------------------------------------------------------------------------------ */
+
+/* One job to run. Everything is borrowed for the duration of gq_exec_run. */
+typedef struct {
+    int64_t id;           /* job id (handlers see GRIDQ_JOB_ID) */
+    int attempt;          /* attempt number (GRIDQ_ATTEMPT) */
+    const char *kind;     /* "echo", "sleep", "matmul", "mlp" or a handler kind */
+    const char *model;    /* model name for mlp (NULL: the payload's "model", if any) */
+    json_t *payload;      /* the job's JSON payload */
+    zframe_t **blobs;     /* binary inputs, referenced from the payload as {"blob": i} */
+    size_t n_blobs;       /* how many */
+    int64_t timeout_ms;   /* 0: no limit */
+    volatile int *cancel; /* set non-zero by the daemon to cancel; may be NULL */
+} gq_task_t;
+
+/* What a job produced. gq_exec_run fills it from scratch; the caller owns result and blobs. */
+typedef struct {
+    json_t *result;            /* the result (NULL on failure) */
+    zframe_t *blobs[GQ_MAX_BLOBS]; /* output blobs, referenced from result as {"blob": i} */
+    size_t n_blobs;            /* how many */
+    char error[1024];          /* why it failed ("" on success) */
+    int code;                  /* 0 or a gq_err_t */
+} gq_outcome_t;
+
+typedef struct _gq_exec_t gq_exec_t;
+
+/* A slot's executor, or NULL (logged) when the backend cannot make a context. */
+gq_exec_t *gq_exec_new (gq_runtime_t *rt, int slot);
+/* NULLs the pointer; safe on NULL. */
+void gq_exec_destroy (gq_exec_t **self_p);
+/* Runs one job to its end and returns out->code. Never aborts on bad input or backend errors:
+   those become the outcome's code and error. */
+int gq_exec_run (gq_exec_t *self, const gq_task_t *task, gq_outcome_t *out);
+/* Frees the outcome's result and blobs (for callers that are done with it); NULL-safe. */
+void gq_outcome_clear (gq_outcome_t *out);
+
+void gq_exec_test (bool verbose);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

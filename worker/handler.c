@@ -1,0 +1,758 @@
+/*  handler.c — runs external handler commands: spawn in a new session, feed stdin, collect
+    stdout and the tail of stderr with poll(), enforce timeout and cancel on the whole group. */
+#define _GNU_SOURCE /* pipe2, POSIX_SPAWN_SETSID */
+#include "handler.h"
+
+#include <czmq.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "gq_msg.h"
+
+extern char **environ;
+
+struct _gq_handler_t {
+    char kind[GQ_KIND_MAX]; /* the job kind it serves */
+    char *command;          /* the shell command line */
+};
+
+gq_handler_t *
+gq_handler_new (const char *spec, char *why, size_t whylen)
+{
+    const char *eq = spec ? strchr (spec, '=') : NULL;
+    if (!eq) {
+        snprintf (why, whylen, "handler '%.64s' is not KIND=COMMAND", spec ? spec : "");
+        return NULL;
+    }
+    size_t kind_len = (size_t) (eq - spec);
+    char kind[GQ_KIND_MAX];
+    if (kind_len == 0 || kind_len >= sizeof kind) {
+        snprintf (why, whylen, "handler '%.64s': the kind is empty or too long", spec);
+        return NULL;
+    }
+    memcpy (kind, spec, kind_len);
+    kind[kind_len] = 0;
+    if (!gq_valid_kind (kind)) {
+        snprintf (why, whylen, "handler kind '%s' is not valid ([a-z0-9_.-], at most %d)", kind,
+                  GQ_KIND_MAX - 1);
+        return NULL;
+    }
+    const char *command = eq + 1;
+    while (*command == ' ') {
+        command++;
+    }
+    if (!*command) {
+        snprintf (why, whylen, "handler '%s' has no command", kind);
+        return NULL;
+    }
+    gq_handler_t *self = calloc (1, sizeof *self);
+    if (self) {
+        snprintf (self->kind, sizeof self->kind, "%s", kind);
+        self->command = strdup (command);
+    }
+    if (!self || !self->command) {
+        free (self);
+        snprintf (why, whylen, "out of memory");
+        return NULL;
+    }
+    return self;
+}
+
+void
+gq_handler_destroy (gq_handler_t **self_p)
+{
+    if (self_p && *self_p) {
+        free ((*self_p)->command);
+        free (*self_p);
+        *self_p = NULL;
+    }
+}
+
+const char *
+gq_handler_kind (gq_handler_t *self)
+{
+    return self->kind;
+}
+
+const char *
+gq_handler_command (gq_handler_t *self)
+{
+    return self->command;
+}
+
+/* ---- One run -------------------------------------------------------------------------------- */
+
+/* What one run is doing; the parent's ends of the pipes are -1 once closed. */
+typedef struct {
+    pid_t pid;            /* the shell; also the process group and session id */
+    int in_fd;            /* child's stdin (we write) */
+    int out_fd;           /* child's stdout (we read) */
+    int err_fd;           /* child's stderr (we read) */
+    const char *input;    /* the payload text */
+    size_t input_len;     /* its length */
+    size_t input_done;    /* bytes written so far */
+    char *out;            /* stdout collected */
+    size_t out_len;       /* its length */
+    size_t out_cap;       /* its allocation */
+    bool out_overflow;    /* stdout passed the limit */
+    char err[2 * GQ_HANDLER_STDERR_TAIL]; /* stderr tail: the last bytes are kept */
+    size_t err_len;       /* bytes in err */
+    bool exited;          /* the shell has been reaped */
+    int status;           /* its wait status once exited */
+} s_run_t;
+
+static void
+s_close (int *fd)
+{
+    if (*fd >= 0) {
+        close (*fd);
+        *fd = -1;
+    }
+}
+
+/* The environment for the child: ours, with the job's variables replacing any inherited. */
+static char **
+s_environment (const gq_handler_job_t *job, const char *kind)
+{
+    static const char *ours[] = {"GRIDQ_JOB_ID=", "GRIDQ_ATTEMPT=", "GRIDQ_KIND=",
+                                 "GRIDQ_MODEL=", "CUDA_VISIBLE_DEVICES="};
+    size_t inherited = 0;
+    while (environ && environ[inherited]) {
+        inherited++;
+    }
+    char **env = calloc (inherited + 6, sizeof (char *));
+    if (!env) {
+        return NULL;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < inherited; i++) {
+        bool replaced = false;
+        for (size_t j = 0; j < sizeof ours / sizeof ours[0]; j++) {
+            if (strncmp (environ[i], ours[j], strlen (ours[j])) == 0) {
+                /* CUDA_VISIBLE_DEVICES stays as inherited when the job sets no device. */
+                replaced = j < 4 || job->device >= 0;
+            }
+        }
+        if (!replaced) {
+            env[n++] = strdup (environ[i]);
+        }
+    }
+    env[n++] = zsys_sprintf ("GRIDQ_JOB_ID=%" PRId64, job->id);
+    env[n++] = zsys_sprintf ("GRIDQ_ATTEMPT=%d", job->attempt);
+    env[n++] = zsys_sprintf ("GRIDQ_KIND=%s", job->kind ? job->kind : kind);
+    if (job->model) {
+        env[n++] = zsys_sprintf ("GRIDQ_MODEL=%s", job->model);
+    }
+    if (job->device >= 0) {
+        env[n++] = zsys_sprintf ("CUDA_VISIBLE_DEVICES=%d", job->device);
+    }
+    env[n] = NULL;
+    return env;
+}
+
+static void
+s_free_environment (char **env)
+{
+    for (size_t i = 0; env && env[i]; i++) {
+        free (env[i]);
+    }
+    free (env);
+}
+
+/* Starts /bin/sh -c command in a new session with the three pipes. 0 or errno. */
+static int
+s_spawn (s_run_t *run, const char *command, char **env)
+{
+    int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
+    /* O_CLOEXEC: a handler spawned by another slot at the same moment must not inherit our
+       ends, or our child would never see end of file. */
+    if (pipe2 (in, O_CLOEXEC) || pipe2 (out, O_CLOEXEC) || pipe2 (err, O_CLOEXEC)) {
+        int e = errno;
+        int *fds[] = {&in[0], &in[1], &out[0], &out[1], &err[0], &err[1]};
+        for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++) {
+            s_close (fds[i]);
+        }
+        return e;
+    }
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init (&actions);
+    posix_spawn_file_actions_adddup2 (&actions, in[0], 0);
+    posix_spawn_file_actions_adddup2 (&actions, out[1], 1);
+    posix_spawn_file_actions_adddup2 (&actions, err[1], 2);
+    posix_spawnattr_t attr;
+    posix_spawnattr_init (&attr);
+    /* A session of its own makes it a process group leader we can signal as a whole; default
+       dispositions and an empty mask undo whatever the worker set for itself. */
+    sigset_t none, all;
+    sigemptyset (&none);
+    sigfillset (&all);
+    posix_spawnattr_setsigmask (&attr, &none);
+    posix_spawnattr_setsigdefault (&attr, &all);
+    posix_spawnattr_setflags (&attr,
+                              POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    char *argv[] = {"sh", "-c", (char *) command, NULL};
+    int rc = posix_spawn (&run->pid, "/bin/sh", &actions, &attr, argv, env);
+    posix_spawn_file_actions_destroy (&actions);
+    posix_spawnattr_destroy (&attr);
+    s_close (&in[0]);
+    s_close (&out[1]);
+    s_close (&err[1]);
+    if (rc != 0) {
+        s_close (&in[1]);
+        s_close (&out[0]);
+        s_close (&err[0]);
+        return rc;
+    }
+    run->in_fd = in[1];
+    run->out_fd = out[0];
+    run->err_fd = err[0];
+    fcntl (run->in_fd, F_SETFL, O_NONBLOCK);
+    fcntl (run->out_fd, F_SETFL, O_NONBLOCK);
+    fcntl (run->err_fd, F_SETFL, O_NONBLOCK);
+    if (run->input_len == 0) {
+        s_close (&run->in_fd);
+    }
+    return 0;
+}
+
+/* Writes what the pipe takes; closes stdin when done or when the child stopped reading. */
+static void
+s_feed (s_run_t *run)
+{
+    while (run->in_fd >= 0 && run->input_done < run->input_len) {
+        ssize_t n = write (run->in_fd, run->input + run->input_done,
+                           run->input_len - run->input_done);
+        if (n > 0) {
+            run->input_done += (size_t) n;
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else if (n < 0 && errno == EAGAIN) {
+            return;
+        } else {
+            s_close (&run->in_fd); /* EPIPE: it does not want its input; that is its business */
+            return;
+        }
+    }
+    s_close (&run->in_fd);
+}
+
+/* Reads what is there from stdout and stderr; closes each at end of file. */
+static void
+s_drain (s_run_t *run)
+{
+    char chunk[16384];
+    while (run->out_fd >= 0) {
+        ssize_t n = read (run->out_fd, chunk, sizeof chunk);
+        if (n > 0) {
+            if (run->out_len + (size_t) n > GQ_HANDLER_MAX_OUTPUT_BYTES) {
+                run->out_overflow = true;
+                s_close (&run->out_fd);
+                break;
+            }
+            if (run->out_len + (size_t) n + 1 > run->out_cap) {
+                size_t cap = (run->out_cap ? run->out_cap * 2 : 65536);
+                while (cap < run->out_len + (size_t) n + 1) {
+                    cap *= 2;
+                }
+                char *grown = realloc (run->out, cap);
+                if (!grown) {
+                    run->out_overflow = true;
+                    s_close (&run->out_fd);
+                    break;
+                }
+                run->out = grown;
+                run->out_cap = cap;
+            }
+            memcpy (run->out + run->out_len, chunk, (size_t) n);
+            run->out_len += (size_t) n;
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else if (n < 0 && errno == EAGAIN) {
+            break;
+        } else {
+            s_close (&run->out_fd);
+        }
+    }
+    while (run->err_fd >= 0) {
+        ssize_t n = read (run->err_fd, chunk, sizeof chunk);
+        if (n > 0) {
+            /* Keep only the tail: once the buffer fills, slide its last half down. */
+            const char *from = chunk;
+            if ((size_t) n > GQ_HANDLER_STDERR_TAIL) {
+                from += (size_t) n - GQ_HANDLER_STDERR_TAIL;
+                n = GQ_HANDLER_STDERR_TAIL;
+            }
+            if (run->err_len + (size_t) n > sizeof run->err) {
+                size_t keep = GQ_HANDLER_STDERR_TAIL - (size_t) n;
+                keep = keep < run->err_len ? keep : run->err_len;
+                memmove (run->err, run->err + run->err_len - keep, keep);
+                run->err_len = keep;
+            }
+            memcpy (run->err + run->err_len, from, (size_t) n);
+            run->err_len += (size_t) n;
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else if (n < 0 && errno == EAGAIN) {
+            break;
+        } else {
+            s_close (&run->err_fd);
+        }
+    }
+}
+
+/* Waits up to timeout_ms for pipe activity, feeding and draining. */
+static void
+s_pump (s_run_t *run, int timeout_ms)
+{
+    struct pollfd fds[3];
+    nfds_t n = 0;
+    if (run->in_fd >= 0) {
+        fds[n++] = (struct pollfd){.fd = run->in_fd, .events = POLLOUT};
+    }
+    if (run->out_fd >= 0) {
+        fds[n++] = (struct pollfd){.fd = run->out_fd, .events = POLLIN};
+    }
+    if (run->err_fd >= 0) {
+        fds[n++] = (struct pollfd){.fd = run->err_fd, .events = POLLIN};
+    }
+    if (poll (fds, n, timeout_ms) > 0) {
+        s_feed (run);
+        s_drain (run);
+    }
+}
+
+static void
+s_reap (s_run_t *run, int flags)
+{
+    if (!run->exited) {
+        pid_t rc;
+        do {
+            rc = waitpid (run->pid, &run->status, flags);
+        } while (rc < 0 && errno == EINTR);
+        if (rc == run->pid || (rc < 0 && errno == ECHILD)) {
+            run->exited = true;
+        }
+    }
+}
+
+/* SIGTERM to the group, SIGKILL after the grace period, then reap the shell. */
+static void
+s_terminate (s_run_t *run)
+{
+    kill (-run->pid, SIGTERM);
+    /* Nobody reads the pipes from here on: a child blocked writing gets EPIPE and moves on. */
+    s_close (&run->in_fd);
+    s_close (&run->out_fd);
+    s_close (&run->err_fd);
+    int64_t until = gq_mono_us () + (int64_t) GQ_HANDLER_GRACE_MS * 1000;
+    while (!run->exited && gq_mono_us () < until) {
+        s_reap (run, WNOHANG);
+        if (!run->exited) {
+            poll (NULL, 0, GQ_HANDLER_TICK_MS);
+        }
+    }
+    kill (-run->pid, SIGKILL);
+    s_reap (run, 0);
+}
+
+/* The tail of stderr as one trimmed line of text for an error message. */
+static const char *
+s_stderr_tail (s_run_t *run)
+{
+    size_t len = run->err_len;
+    size_t start = len > GQ_HANDLER_STDERR_TAIL ? len - GQ_HANDLER_STDERR_TAIL : 0;
+    while (len > start && strchr (" \t\r\n", run->err[len - 1])) {
+        len--;
+    }
+    run->err[len] = 0; /* err is sized twice the tail, so there is room */
+    return run->err + start;
+}
+
+/* Appends ": " and as much of the end of stderr as fits: the last lines say why. */
+static void
+s_append_tail (s_run_t *run, char *error, size_t errlen)
+{
+    const char *tail = s_stderr_tail (run);
+    size_t used = strlen (error);
+    if (!*tail || used + 3 >= errlen) {
+        return;
+    }
+    size_t room = errlen - used - 3; /* ": " and the NUL */
+    size_t len = strlen (tail);
+    if (len > room) {
+        /* Cut at a line start where one is near, and mark the cut. */
+        tail += len - room + 4;
+        const char *line = strchr (tail, '\n');
+        tail = line && line - tail < 200 ? line + 1 : tail;
+        snprintf (error + used, errlen - used, ": ...%s", tail);
+    } else {
+        snprintf (error + used, errlen - used, ": %s", tail);
+    }
+}
+
+int
+gq_handler_run (gq_handler_t *self, const gq_handler_job_t *job, json_t **result, char *error,
+                size_t errlen)
+{
+    *result = NULL;
+    s_run_t run = {.pid = -1, .in_fd = -1, .out_fd = -1, .err_fd = -1};
+    char *input = json_dumps (job->payload ? job->payload : json_null (),
+                              JSON_COMPACT | JSON_ENCODE_ANY);
+    char **env = s_environment (job, self->kind);
+    if (!input || !env) {
+        free (input);
+        s_free_environment (env);
+        snprintf (error, errlen, "out of memory");
+        return GQ_ENOMEM;
+    }
+    run.input = input;
+    run.input_len = strlen (input);
+
+    /* Writing to a pipe whose reader is gone raises SIGPIPE, which would kill the worker: keep
+       it blocked in this thread and swallow any we caused before unblocking. */
+    sigset_t pipe_set, old_set;
+    sigemptyset (&pipe_set);
+    sigaddset (&pipe_set, SIGPIPE);
+    pthread_sigmask (SIG_BLOCK, &pipe_set, &old_set);
+
+    int64_t start = gq_mono_us ();
+    int rc = s_spawn (&run, self->command, env);
+    s_free_environment (env);
+    if (rc != 0) {
+        snprintf (error, errlen, "cannot start handler '%s': %s", self->kind, strerror (rc));
+        rc = GQ_EIO;
+        goto done;
+    }
+    zsys_debug ("handler: job %" PRId64 " (%s) runs as process group %d", job->id, self->kind,
+                (int) run.pid);
+    int64_t deadline = job->timeout_ms > 0 ? start + job->timeout_ms * 1000 : 0;
+    int64_t exited_at = 0;
+    rc = GQ_OK;
+    while (true) {
+        s_feed (&run);
+        s_drain (&run);
+        if (run.out_overflow) {
+            s_terminate (&run);
+            snprintf (error, errlen, "handler output exceeds %d bytes",
+                      GQ_HANDLER_MAX_OUTPUT_BYTES);
+            rc = GQ_ETOOBIG;
+            break;
+        }
+        if (job->cancel && *job->cancel) {
+            s_terminate (&run);
+            snprintf (error, errlen, "cancelled");
+            rc = GQ_ESTATE;
+            break;
+        }
+        if (deadline && gq_mono_us () >= deadline) {
+            s_terminate (&run);
+            snprintf (error, errlen, "timed out after %" PRId64 " ms", job->timeout_ms);
+            rc = GQ_ETIMEOUT;
+            break;
+        }
+        s_reap (&run, WNOHANG);
+        if (run.exited && exited_at == 0) {
+            /* The shell is done; whatever it left in its group goes with it. The pipes may
+               still hold its last output, which the next turns read. */
+            exited_at = gq_mono_us ();
+            kill (-run.pid, SIGKILL);
+        }
+        if (run.exited && run.out_fd < 0 && run.err_fd < 0) {
+            break;
+        }
+        if (exited_at && gq_mono_us () - exited_at > (int64_t) GQ_HANDLER_LINGER_MS * 1000) {
+            /* Something outside the group holds the pipes open: stop waiting for it. */
+            zsys_warning ("handler: job %" PRId64 ": output pipes still open after the command "
+                          "exited; ignoring the rest",
+                          job->id);
+            break;
+        }
+        s_pump (&run, GQ_HANDLER_TICK_MS);
+    }
+    s_close (&run.in_fd);
+    s_close (&run.out_fd);
+    s_close (&run.err_fd);
+    if (rc != GQ_OK) {
+        goto done;
+    }
+    if (WIFSIGNALED (run.status)) {
+        int sig = WTERMSIG (run.status);
+        snprintf (error, errlen, "handler killed by signal %d (%s)", sig, strsignal (sig));
+        s_append_tail (&run, error, errlen);
+        rc = GQ_EBACKEND;
+        goto done;
+    }
+    if (WEXITSTATUS (run.status) != 0) {
+        snprintf (error, errlen, "handler exited with status %d", WEXITSTATUS (run.status));
+        s_append_tail (&run, error, errlen);
+        rc = GQ_EBACKEND;
+        goto done;
+    }
+    /* The result: JSON when stdout parses, else its text. */
+    json_error_t jerr;
+    *result = json_loadb (run.out ? run.out : "", run.out_len, JSON_DECODE_ANY, &jerr);
+    if (!*result) {
+        size_t len = run.out_len;
+        while (len > 0 && (run.out[len - 1] == '\n' || run.out[len - 1] == '\r')) {
+            len--;
+        }
+        *result = json_stringn (run.out ? run.out : "", len);
+        if (!*result) {
+            snprintf (error, errlen, "handler output is neither JSON nor UTF-8 text");
+            rc = GQ_EINVAL;
+        }
+    } else if (gq_json_depth (*result) > GQ_MAX_JSON_DEPTH) {
+        json_decref (*result);
+        *result = NULL;
+        snprintf (error, errlen, "handler output nests deeper than %d levels", GQ_MAX_JSON_DEPTH);
+        rc = GQ_ETOOBIG;
+    }
+
+done:
+    if (run.input_done < run.input_len || rc != GQ_OK) {
+        /* Swallow a SIGPIPE our writes may have raised, before it can be delivered. */
+        struct timespec zero = {0, 0};
+        while (sigtimedwait (&pipe_set, NULL, &zero) == SIGPIPE) {
+        }
+    }
+    pthread_sigmask (SIG_SETMASK, &old_set, NULL);
+    free (input);
+    free (run.out);
+    return rc;
+}
+
+/* ---- Selftest ------------------------------------------------------------------------------- */
+
+/* True when pid names a live process (a zombie is dead: only its exit status remains). */
+static bool
+s_alive (pid_t pid)
+{
+    if (kill (pid, 0) != 0) {
+        return false;
+    }
+    char path[64], text[512] = "";
+    snprintf (path, sizeof path, "/proc/%d/stat", (int) pid);
+    FILE *f = fopen (path, "r");
+    if (!f) {
+        return false;
+    }
+    size_t n = fread (text, 1, sizeof text - 1, f);
+    fclose (f);
+    text[n] = 0;
+    const char *paren = strrchr (text, ')'); /* the command name may hold spaces */
+    return paren && paren[1] == ' ' && paren[2] != 'Z' && paren[2] != 'X';
+}
+
+/* Waits (bounded) until pid is gone; true when it is. */
+static bool
+s_gone_within (pid_t pid, int ms)
+{
+    for (int waited = 0; waited <= ms; waited += 10) {
+        if (!s_alive (pid)) {
+            return true;
+        }
+        zclock_sleep (10);
+    }
+    return false;
+}
+
+static int
+s_run_spec (const char *spec, json_t *payload, int64_t timeout_ms, volatile int *cancel,
+            json_t **result, char *error, size_t errlen)
+{
+    char why[256];
+    gq_handler_t *handler = gq_handler_new (spec, why, sizeof why);
+    assert (handler);
+    gq_handler_job_t job = {.id = 42, .attempt = 2, .device = 3, .payload = payload,
+                            .timeout_ms = timeout_ms, .cancel = cancel};
+    int rc = gq_handler_run (handler, &job, result, error, errlen);
+    gq_handler_destroy (&handler);
+    return rc;
+}
+
+static void
+s_expect (const char *label, int rc, int want_rc, const char *error, const char *needle,
+          bool verbose)
+{
+    if (rc != want_rc || (needle && !strstr (error, needle))) {
+        fprintf (stderr, "\n%s: expected %d with '%s', got %d '%s'\n", label, want_rc,
+                 needle ? needle : "", rc, error);
+        assert (false);
+    }
+    if (verbose && rc) {
+        printf ("\n  %s: %s", label, error);
+    }
+}
+
+typedef struct {
+    const char *spec;     /* the handler */
+    volatile int *cancel; /* its cancel flag */
+    int rc;               /* what the run returned */
+    char error[1024];     /* and why */
+} s_async_t;
+
+static void *
+s_async_run (void *arg)
+{
+    s_async_t *a = arg;
+    json_t *result = NULL;
+    a->rc = s_run_spec (a->spec, NULL, 0, a->cancel, &result, a->error, sizeof a->error);
+    json_decref (result);
+    return NULL;
+}
+
+/* Reads whitespace-separated pids from path once it holds `want` of them; bounded wait. */
+static int
+s_read_pids (const char *path, pid_t *pids, int want)
+{
+    for (int tries = 0; tries < 1000; tries++) {
+        FILE *f = fopen (path, "r");
+        int got = 0;
+        if (f) {
+            int v;
+            while (got < want && fscanf (f, "%d", &v) == 1) {
+                pids[got++] = (pid_t) v;
+            }
+            fclose (f);
+        }
+        if (got == want) {
+            return got;
+        }
+        zclock_sleep (5);
+    }
+    return 0;
+}
+
+void
+gq_handler_test (bool verbose)
+{
+    char why[256];
+    /* Specs. */
+    gq_handler_t *handler = gq_handler_new ("resize=convert -resize 50% - -", why, sizeof why);
+    assert (handler);
+    assert (streq (gq_handler_kind (handler), "resize"));
+    assert (streq (gq_handler_command (handler), "convert -resize 50% - -"));
+    gq_handler_destroy (&handler);
+    gq_handler_destroy (&handler);
+    assert (!gq_handler_new ("nocommand", why, sizeof why));
+    assert (!gq_handler_new ("=cat", why, sizeof why));
+    assert (!gq_handler_new ("k=", why, sizeof why) && strstr (why, "no command"));
+    assert (!gq_handler_new ("Bad Kind=cat", why, sizeof why) && strstr (why, "not valid"));
+    assert (!gq_handler_new (NULL, why, sizeof why));
+
+    json_t *result = NULL;
+    char error[1024];
+    /* Success: JSON in, JSON out. */
+    json_t *payload = json_pack ("{s:i, s:[s]}", "x", 1, "y", "z");
+    int rc = s_run_spec ("t=cat", payload, 5000, NULL, &result, error, sizeof error);
+    s_expect ("cat", rc, 0, error, NULL, verbose);
+    assert (json_equal (result, payload));
+    json_decref (result);
+    json_decref (payload);
+
+    /* The environment, and text output as a string. */
+    rc = s_run_spec ("t=printf '%s %s %s %s\\n' \"$GRIDQ_JOB_ID\" \"$GRIDQ_ATTEMPT\" "
+                     "\"$CUDA_VISIBLE_DEVICES\" \"$GRIDQ_KIND\"",
+                     NULL, 5000, NULL, &result, error, sizeof error);
+    s_expect ("env", rc, 0, error, NULL, verbose);
+    assert (json_is_string (result) && streq (json_string_value (result), "42 2 3 t"));
+    json_decref (result);
+    rc = s_run_spec ("t=true", NULL, 5000, NULL, &result, error, sizeof error);
+    assert (rc == 0 && json_is_string (result) && streq (json_string_value (result), ""));
+    json_decref (result);
+
+    /* Failures: exit status with stderr, a signal, a long stderr keeps its tail. */
+    rc = s_run_spec ("t=echo starting; echo 'model file missing' >&2; exit 3", NULL, 5000, NULL,
+                     &result, error, sizeof error);
+    s_expect ("exit 3", rc, GQ_EBACKEND, error,
+              "handler exited with status 3: model file missing", verbose);
+    assert (!result);
+    rc = s_run_spec ("t=kill -9 $$", NULL, 5000, NULL, &result, error, sizeof error);
+    s_expect ("signal", rc, GQ_EBACKEND, error, "killed by signal 9", verbose);
+    rc = s_run_spec ("t=i=0; while [ $i -lt 500 ]; do echo \"noise line $i\" >&2; i=$((i+1)); "
+                     "done; echo 'the real reason' >&2; exit 1",
+                     NULL, 10000, NULL, &result, error, sizeof error);
+    s_expect ("long stderr", rc, GQ_EBACKEND, error, "noise line 499\nthe real reason", false);
+    assert (!strstr (error, "noise line 1\n") && strlen (error) < GQ_HANDLER_STDERR_TAIL + 64);
+
+    /* Output that cannot be a result. */
+    rc = s_run_spec ("t=head -c 5000000 /dev/zero | tr '\\0' a", NULL, 10000, NULL, &result,
+                     error, sizeof error);
+    s_expect ("too much output", rc, GQ_ETOOBIG, error, "exceeds", verbose);
+    rc = s_run_spec ("t=printf '\\377\\376'", NULL, 5000, NULL, &result, error, sizeof error);
+    s_expect ("not utf-8", rc, GQ_EINVAL, error, "neither JSON nor UTF-8", verbose);
+
+    /* A command that never reads its (large) input must not take the worker down (SIGPIPE). */
+    char *big = malloc (1 << 20);
+    memset (big, 'a', (1 << 20) - 1);
+    big[(1 << 20) - 1] = 0;
+    payload = json_string (big);
+    free (big);
+    rc = s_run_spec ("t=exit 0", payload, 5000, NULL, &result, error, sizeof error);
+    s_expect ("unread input", rc, 0, error, NULL, verbose);
+    json_decref (result);
+    /* And one that reads it all gets it all. */
+    rc = s_run_spec ("t=wc -c", payload, 5000, NULL, &result, error, sizeof error);
+    s_expect ("wc", rc, 0, error, NULL, verbose);
+    assert (json_integer_value (result) == (1 << 20) - 1 + 2); /* the quotes */
+    json_decref (result);
+    json_decref (payload);
+
+    /* A background process left behind does not hold the job, and is killed. */
+    char dir[] = "/tmp/gq-handler-XXXXXX";
+    assert (mkdtemp (dir));
+    char spec[512], pidfile[300];
+    snprintf (pidfile, sizeof pidfile, "%s/pids", dir);
+    snprintf (spec, sizeof spec, "t=sleep 30 & echo $! > %s; echo done", pidfile);
+    int64_t start = gq_mono_us ();
+    rc = s_run_spec (spec, NULL, 20000, NULL, &result, error, sizeof error);
+    s_expect ("straggler", rc, 0, error, NULL, verbose);
+    assert (streq (json_string_value (result), "done"));
+    assert (gq_mono_us () - start < 5000000);
+    json_decref (result);
+    pid_t pids[2];
+    assert (s_read_pids (pidfile, pids, 1) == 1);
+    assert (s_gone_within (pids[0], 2000));
+    unlink (pidfile);
+
+    /* Timeout: SIGTERM reaches the group; one that ignores it gets SIGKILL after the grace. */
+    start = gq_mono_us ();
+    rc = s_run_spec ("t=sleep 30", NULL, 200, NULL, &result, error, sizeof error);
+    s_expect ("timeout", rc, GQ_ETIMEOUT, error, "timed out after 200 ms", verbose);
+    assert (gq_mono_us () - start < 2000000);
+    snprintf (spec, sizeof spec, "t=trap '' TERM; echo $$ > %s; while :; do sleep 1; done",
+              pidfile);
+    start = gq_mono_us ();
+    rc = s_run_spec (spec, NULL, 300, NULL, &result, error, sizeof error);
+    s_expect ("timeout, TERM ignored", rc, GQ_ETIMEOUT, error, "timed out after 300 ms", verbose);
+    int64_t took = gq_mono_us () - start;
+    assert (took >= (int64_t) GQ_HANDLER_GRACE_MS * 1000 && took < 8000000);
+    assert (s_read_pids (pidfile, pids, 1) == 1);
+    assert (s_gone_within (pids[0], 2000));
+    unlink (pidfile);
+
+    /* Cancel from another thread: the whole process group is gone afterwards. */
+    snprintf (spec, sizeof spec, "t=sleep 30 & echo $$ $! > %s; wait", pidfile);
+    volatile int cancel = 0;
+    s_async_t async = {.spec = spec, .cancel = &cancel};
+    pthread_t thread;
+    assert (pthread_create (&thread, NULL, s_async_run, &async) == 0);
+    assert (s_read_pids (pidfile, pids, 2) == 2);
+    assert (s_alive (pids[0]) && s_alive (pids[1]));
+    cancel = 1;
+    pthread_join (thread, NULL);
+    s_expect ("cancel", async.rc, GQ_ESTATE, async.error, "cancelled", verbose);
+    assert (!s_alive (pids[0])); /* the shell was reaped by the run */
+    assert (s_gone_within (pids[1], 2000)); /* the background sleep, killed with its group */
+    unlink (pidfile);
+    rmdir (dir);
+    if (verbose) {
+        printf ("\n  ");
+    }
+}

@@ -1,0 +1,73 @@
+/*  handler.h — external job handlers: `--handler KIND=COMMAND` runs COMMAND for jobs of KIND.
+
+    One job is one run of `/bin/sh -c COMMAND` in a session (and process group) of its own:
+    - stdin: the job's payload as compact JSON, then end of file;
+    - environment: the worker's, plus GRIDQ_JOB_ID, GRIDQ_ATTEMPT, GRIDQ_KIND, GRIDQ_MODEL (when
+      the job names one) and CUDA_VISIBLE_DEVICES=<device> (when device >= 0);
+    - stdout (at most GQ_HANDLER_MAX_OUTPUT_BYTES, the wire's limit for a result) is the result:
+      its JSON value when it parses, else the text as a JSON string (trailing newlines dropped);
+    - exit 0 is success; a non-zero status or a signal fails the job with the last
+      GQ_HANDLER_STDERR_TAIL bytes of stderr in the message;
+    - on timeout or cancel the whole process group gets SIGTERM, then SIGKILL after
+      GQ_HANDLER_GRACE_MS. When the command ends, anything it left running in its group is
+      killed too: a job's processes end with the job.
+    The caller's thread blocks until the command is over; the child is always reaped. The
+    process must not set SIGCHLD to SIG_IGN (that would make the child unwaitable). SIGPIPE is
+    blocked in the calling thread while the payload is written, so a command that does not read
+    its input cannot kill the worker. */
+#ifndef GQ_HANDLER_H_INCLUDED
+#define GQ_HANDLER_H_INCLUDED
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "gq_common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define GQ_HANDLER_MAX_OUTPUT_BYTES GQ_MAX_JSON_BYTES /* stdout kept, at most */
+#define GQ_HANDLER_STDERR_TAIL      2048              /* bytes of stderr kept for the message */
+#define GQ_HANDLER_TICK_MS          20                /* poll tick: how fast cancel is seen */
+#define GQ_HANDLER_GRACE_MS         2000              /* SIGTERM to SIGKILL */
+#define GQ_HANDLER_LINGER_MS        1000 /* wait for pipes after the command exits */
+
+typedef struct _gq_handler_t gq_handler_t;
+
+/* What one run needs to know; all borrowed for the duration of gq_handler_run. */
+typedef struct {
+    int64_t id;           /* job id: GRIDQ_JOB_ID */
+    int attempt;          /* attempt number: GRIDQ_ATTEMPT */
+    const char *kind;     /* GRIDQ_KIND (NULL: the handler's kind) */
+    const char *model;    /* GRIDQ_MODEL, or NULL */
+    int device;           /* CUDA_VISIBLE_DEVICES, or -1 to leave the variable as it is */
+    json_t *payload;      /* written to stdin (NULL: JSON null) */
+    int64_t timeout_ms;   /* 0: no limit */
+    volatile int *cancel; /* set non-zero from another thread to stop the run (may be NULL) */
+} gq_handler_job_t;
+
+/* A handler from "KIND=COMMAND" (a valid kind, a non-empty command); NULL with a reason. */
+gq_handler_t *gq_handler_new (const char *spec, char *why, size_t whylen);
+/* NULLs the pointer; safe on NULL. */
+void gq_handler_destroy (gq_handler_t **self_p);
+
+const char *gq_handler_kind (gq_handler_t *self);
+const char *gq_handler_command (gq_handler_t *self);
+
+/* Runs the command for one job and blocks until it is over. Thread-safe: slots may run one
+   handler concurrently. Returns 0 with *result (a new reference), or an error with the reason
+   in error: GQ_EBACKEND (non-zero exit or signal), GQ_ETIMEOUT ("timed out after N ms"),
+   GQ_ESTATE ("cancelled"), GQ_ETOOBIG (output too large or too deep), GQ_EINVAL (output is
+   neither JSON nor UTF-8 text), GQ_EIO (the command could not be started). */
+int gq_handler_run (gq_handler_t *self, const gq_handler_job_t *job, json_t **result,
+                    char *error, size_t errlen);
+
+void gq_handler_test (bool verbose);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

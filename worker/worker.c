@@ -1,0 +1,667 @@
+/*  worker.c — the gridq worker daemon.
+
+    The socket thread owns the DEALER and a zloop: it registers (READY), answers heartbeats,
+    takes JOB messages and hands each job to an idle slot thread (a zactor with its own backend
+    context), and sends results back in batches as slots finish. `echo` runs inline: it is a
+    copy, and a thread hop would cost more than the job. When the broker falls silent for
+    liveness x heartbeat, the worker opens a fresh socket and registers again, listing the jobs it
+    still runs so the broker keeps them here. */
+#include "worker.h"
+
+#include <czmq.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "exec.h"
+#include "gq_msg.h"
+
+#define S_LIVENESS_MS  3000     /* silence before reconnecting, until WELCOME says otherwise */
+#define S_TICK_MS      100      /* how often the socket thread checks the broker's liveness */
+#define S_TURN_MESSAGES 1024    /* messages read per loop turn before results are flushed */
+
+/* One job on its way through a slot. Owned by the socket thread except while a slot runs it. */
+typedef struct {
+    gq_task_t task;            /* what gq_exec_run reads */
+    gq_outcome_t out;          /* what it writes */
+    char kind[GQ_KIND_MAX];    /* task.kind points here */
+    char model[GQ_MODEL_MAX];  /* task.model points here ("" -> NULL) */
+    zframe_t *blobs[GQ_MAX_BLOBS]; /* task.blobs points here */
+    volatile int cancel;       /* task.cancel points here; set by the socket thread */
+    int slot;                  /* slot running it, -1 while waiting */
+    int64_t started_us;        /* monotonic start */
+} s_job_t;
+
+typedef struct {
+    zactor_t *actor;           /* the slot thread */
+    s_job_t *job;              /* job it runs, or NULL when idle */
+} s_slot_t;
+
+struct _gq_worker_t {
+    gq_worker_opts_t opts;     /* configuration (strings borrowed) */
+    char name[GQ_NAME_MAX];    /* node name */
+    gq_runtime_t *runtime;     /* backend, device, models, handlers */
+    zsock_t *dealer;           /* to the broker */
+    zloop_t *loop;
+    s_slot_t *slots;           /* opts.slots entries */
+    zhashx_t *running;         /* job id (as key pointer) -> s_job_t, in a slot or waiting */
+    zlist_t *waiting;          /* s_job_t with no free slot yet */
+    json_t *results;           /* RESULT entries to send at the end of this turn */
+    zlist_t *result_blobs;     /* frames referenced by results */
+    gq_device_info_t device;   /* what the runtime detected */
+    int heartbeat_ms;          /* from WELCOME */
+    int liveness;              /* from WELCOME */
+    int64_t last_heard_us;     /* monotonic time of the broker's last message */
+    int64_t last_ready_us;     /* when READY was last sent */
+    bool registered;           /* WELCOME received on this connection */
+    zcert_t *cert;             /* CURVE client certificate, or NULL */
+    char *server_key;          /* broker public key (Z85), or NULL */
+};
+
+/* ---- Slot threads -------------------------------------------------------------------------- */
+
+typedef struct {
+    gq_runtime_t *runtime;
+    int slot;
+} s_slot_args_t;
+
+static void
+s_slot_actor (zsock_t *pipe, void *arg)
+{
+    s_slot_args_t *args = (s_slot_args_t *) arg;
+    gq_exec_t *exec = gq_exec_new (args->runtime, args->slot);
+    zsock_signal (pipe, 0);
+    for (;;) {
+        char *command = NULL;
+        void *ptr = NULL;
+        if (zsock_recv (pipe, "sp", &command, &ptr) < 0) {
+            break;
+        }
+        bool term = !command || streq (command, "$TERM");
+        zstr_free (&command);
+        if (term) {
+            break;
+        }
+        s_job_t *job = (s_job_t *) ptr;
+        if (exec) {
+            gq_exec_run (exec, &job->task, &job->out);
+        } else {
+            job->out.code = GQ_EBACKEND;
+            snprintf (job->out.error, sizeof job->out.error,
+                      "slot %d has no backend context (see the worker log)", args->slot);
+        }
+        zsock_send (pipe, "p", job);
+    }
+    gq_exec_destroy (&exec);
+    free (args);
+}
+
+/* ---- Helpers ------------------------------------------------------------------------------- */
+
+#define S_KEY(id) ((void *) (uintptr_t) (id))
+
+static size_t
+s_id_hash (const void *key)
+{
+    uint64_t x = (uint64_t) (uintptr_t) key;
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    return (size_t) (x ^ (x >> 33));
+}
+
+static int
+s_id_compare (const void *a, const void *b)
+{
+    return a == b ? 0 : ((uintptr_t) a < (uintptr_t) b ? -1 : 1);
+}
+
+static void
+s_job_free (s_job_t **job_p)
+{
+    s_job_t *job = *job_p;
+    if (!job) {
+        return;
+    }
+    json_decref (job->task.payload);
+    json_decref (job->out.result);
+    for (size_t i = 0; i < job->task.n_blobs; i++) {
+        zframe_destroy (&job->blobs[i]);
+    }
+    for (size_t i = 0; i < job->out.n_blobs; i++) {
+        zframe_destroy (&job->out.blobs[i]);
+    }
+    free (job);
+    *job_p = NULL;
+}
+
+static int
+s_send (gq_worker_t *self, const char *command, json_t *body)
+{
+    gq_msg_t *msg = gq_msg_new (GQ_ROLE_WORKER, command, body);
+    return msg ? gq_msg_send (&msg, self->dealer) : GQ_ENOMEM;
+}
+
+/* Adds one RESULT entry for this turn; takes result (may be NULL) and the output blobs. */
+static void
+s_result (gq_worker_t *self, int64_t id, int attempt, json_t *result, const char *error,
+          double ms, zframe_t **blobs, size_t n_blobs)
+{
+    json_t *entry = json_pack ("{s:I, s:i, s:b, s:f}", "id", (json_int_t) id, "attempt", attempt,
+                               "ok", error == NULL, "ms", ms);
+    if (error) {
+        json_object_set_new (entry, "error", json_string (error));
+        json_decref (result);
+    } else {
+        json_object_set_new (entry, "result", result ? result : json_null ());
+    }
+    if (n_blobs) {
+        if (zlist_size (self->result_blobs) + n_blobs > GQ_MAX_BLOBS) {
+            /* Frames are counted per message: send what we have first. */
+            json_t *pending = self->results;
+            self->results = json_array ();
+            gq_msg_t *msg = gq_msg_new (GQ_ROLE_WORKER, "RESULT",
+                                        json_pack ("{s:s, s:o}", "node", self->name, "results",
+                                                   pending));
+            zframe_t *frame;
+            while ((frame = (zframe_t *) zlist_pop (self->result_blobs))) {
+                gq_msg_add_blob (msg, &frame);
+            }
+            gq_msg_send (&msg, self->dealer);
+        }
+        json_object_set_new (entry, "blobs",
+                             json_pack ("[i,i]", (int) zlist_size (self->result_blobs),
+                                        (int) n_blobs));
+        for (size_t i = 0; i < n_blobs; i++) {
+            zlist_append (self->result_blobs, blobs[i]);
+            blobs[i] = NULL;
+        }
+    }
+    json_array_append_new (self->results, entry);
+}
+
+static void
+s_flush_results (gq_worker_t *self)
+{
+    if (json_array_size (self->results) == 0) {
+        return;
+    }
+    json_t *pending = self->results;
+    self->results = json_array ();
+    gq_msg_t *msg = gq_msg_new (GQ_ROLE_WORKER, "RESULT",
+                                json_pack ("{s:s, s:o}", "node", self->name, "results", pending));
+    zframe_t *frame;
+    while ((frame = (zframe_t *) zlist_pop (self->result_blobs))) {
+        gq_msg_add_blob (msg, &frame);
+    }
+    gq_msg_send (&msg, self->dealer);
+}
+
+/* ---- Registration -------------------------------------------------------------------------- */
+
+static json_t *
+s_spec (gq_worker_t *self)
+{
+    gq_runtime_device (self->runtime, &self->device);
+    const gq_worker_opts_t *o = &self->opts;
+    int64_t total = o->vram_mb >= 0 ? o->vram_mb : self->device.vram_total_mb;
+    int64_t free_mb = o->vram_mb >= 0 ? o->vram_mb : self->device.vram_free_mb;
+    if (free_mb > total) {
+        free_mb = total;
+    }
+    json_t *models = gq_runtime_models (self->runtime);
+    json_t *spec = json_pack (
+        "{s:s, s:s, s:s, s:I, s:I, s:f, s:f, s:i, s:o, s:O, s:O}", "name", self->name,
+        "gpu_model", o->gpu_model ? o->gpu_model : self->device.name, "backend",
+        gq_runtime_backend_name (self->runtime), "vram_total_mb", (json_int_t) total,
+        "vram_free_mb", (json_int_t) free_mb, "tflops",
+        o->tflops >= 0 ? o->tflops : self->device.tflops, "price_per_hour", o->price, "slots",
+        o->slots, "kinds", gq_runtime_kinds (self->runtime), "models_available",
+        json_object_get (models, "available"), "models_loaded", json_object_get (models, "loaded"));
+    json_decref (models);
+    return spec;
+}
+
+static void
+s_ready (gq_worker_t *self)
+{
+    json_t *running = json_array ();
+    for (s_job_t *job = (s_job_t *) zhashx_first (self->running); job;
+         job = (s_job_t *) zhashx_next (self->running)) {
+        json_array_append_new (running, json_pack ("{s:I, s:i}", "id", (json_int_t) job->task.id,
+                                                   "attempt", job->task.attempt));
+    }
+    s_send (self, "READY", json_pack ("{s:o, s:o}", "spec", s_spec (self), "running", running));
+    self->last_ready_us = gq_mono_us ();
+}
+
+static int
+s_connect (gq_worker_t *self, char *why, size_t whylen)
+{
+    zsock_destroy (&self->dealer);
+    self->dealer = zsock_new (ZMQ_DEALER);
+    if (!self->dealer) {
+        snprintf (why, whylen, "cannot create a DEALER socket");
+        return GQ_EIO;
+    }
+    zsock_set_linger (self->dealer, 0);
+    zsock_set_rcvtimeo (self->dealer, 0);
+    zsock_set_sndhwm (self->dealer, 100000);
+    zsock_set_rcvhwm (self->dealer, 100000);
+    zsock_set_maxmsgsize (self->dealer, (int) GQ_MAX_MSG_BYTES);
+    if (self->cert) {
+        zcert_apply (self->cert, self->dealer);
+        zsock_set_curve_serverkey (self->dealer, self->server_key);
+    }
+    if (zsock_connect (self->dealer, "%s", self->opts.broker) < 0) {
+        snprintf (why, whylen, "cannot connect to %s: %s", self->opts.broker,
+                  zmq_strerror (zmq_errno ()));
+        return GQ_EIO;
+    }
+    self->registered = false;
+    self->last_heard_us = gq_mono_us ();
+    return GQ_OK;
+}
+
+/* ---- Jobs ---------------------------------------------------------------------------------- */
+
+static void
+s_start (gq_worker_t *self, s_job_t *job)
+{
+    for (int i = 0; i < self->opts.slots; i++) {
+        if (!self->slots[i].job) {
+            self->slots[i].job = job;
+            job->slot = i;
+            job->started_us = gq_mono_us ();
+            zsock_send (self->slots[i].actor, "sp", "RUN", job);
+            return;
+        }
+    }
+    job->slot = -1;
+    zlist_append (self->waiting, job);
+}
+
+static void
+s_on_job (gq_worker_t *self, gq_msg_t *msg)
+{
+    json_t *jobs = json_object_get (gq_msg_body (msg), "jobs");
+    size_t i;
+    json_t *item;
+    json_array_foreach (jobs, i, item) {
+        json_int_t id = json_integer_value (json_object_get (item, "id"));
+        int attempt = (int) json_integer_value (json_object_get (item, "attempt"));
+        const char *kind = json_string_value (json_object_get (item, "kind"));
+        json_t *payload = json_object_get (item, "payload");
+        if (id <= 0 || !kind) {
+            continue;
+        }
+        if (zhashx_lookup (self->running, S_KEY (id))) {
+            continue; /* we run it already (a repeat after re-registration) */
+        }
+        if (streq (kind, "echo")) {
+            s_result (self, id, attempt, json_incref (payload ? payload : json_null ()), NULL, 0,
+                      NULL, 0);
+            continue;
+        }
+        s_job_t *job = (s_job_t *) calloc (1, sizeof *job);
+        if (!job) {
+            s_result (self, id, attempt, NULL, "worker out of memory", 0, NULL, 0);
+            continue;
+        }
+        snprintf (job->kind, sizeof job->kind, "%s", kind);
+        const char *model = json_string_value (json_object_get (item, "model"));
+        snprintf (job->model, sizeof job->model, "%s", model ? model : "");
+        job->task.id = id;
+        job->task.attempt = attempt;
+        job->task.kind = job->kind;
+        job->task.model = model ? job->model : NULL;
+        job->task.payload = json_incref (payload ? payload : json_object ());
+        job->task.timeout_ms = json_integer_value (json_object_get (item, "timeout_ms"));
+        job->task.cancel = &job->cancel;
+        json_t *blobs = json_object_get (item, "blobs");
+        if (json_is_array (blobs)) {
+            size_t first = (size_t) json_integer_value (json_array_get (blobs, 0));
+            size_t count = (size_t) json_integer_value (json_array_get (blobs, 1));
+            for (size_t b = 0; b < count && b < GQ_MAX_BLOBS; b++) {
+                zframe_t *frame = gq_msg_blob (msg, first + b);
+                if (frame) {
+                    job->blobs[job->task.n_blobs++] = zframe_dup (frame);
+                }
+            }
+        }
+        job->task.blobs = job->blobs;
+        zhashx_insert (self->running, S_KEY (id), job);
+        s_start (self, job);
+    }
+}
+
+static void
+s_on_cancel (gq_worker_t *self, gq_msg_t *msg)
+{
+    json_t *ids = json_object_get (gq_msg_body (msg), "ids");
+    size_t i;
+    json_t *item;
+    json_array_foreach (ids, i, item) {
+        s_job_t *job = (s_job_t *) zhashx_lookup (self->running,
+                                                  S_KEY (json_integer_value (item)));
+        if (!job) {
+            continue;
+        }
+        if (job->slot < 0) {
+            /* Not started: it simply goes. The broker has freed its slot already. */
+            zlist_remove (self->waiting, job);
+            zhashx_delete (self->running, S_KEY (job->task.id));
+            s_job_free (&job);
+        } else {
+            job->cancel = 1; /* the slot stops it and reports; the report is then ignored */
+        }
+    }
+}
+
+/* Takes one finished job from a slot's pipe and queues its result. */
+static void
+s_slot_done (gq_worker_t *self, zsock_t *pipe)
+{
+    /* zloop may call us for a pipe whose message an earlier callback of the same poll round
+       took already (see s_on_slot): never block here. */
+    if (!(zsock_events (pipe) & ZMQ_POLLIN)) {
+        return;
+    }
+    void *ptr = NULL;
+    if (zsock_recv (pipe, "p", &ptr) < 0 || !ptr) {
+        return;
+    }
+    s_job_t *job = (s_job_t *) ptr;
+    self->slots[job->slot].job = NULL;
+    double ms = (double) (gq_mono_us () - job->started_us) / 1000.0;
+    if (job->cancel) {
+        /* Cancelled or timed out: the broker has moved on and ignores a report. */
+    } else if (job->out.code == GQ_OK) {
+        s_result (self, job->task.id, job->task.attempt, job->out.result, NULL, ms,
+                  job->out.blobs, job->out.n_blobs);
+        job->out.result = NULL;
+        job->out.n_blobs = 0;
+    } else {
+        s_result (self, job->task.id, job->task.attempt, NULL,
+                  job->out.error[0] ? job->out.error : gq_strerror (job->out.code), ms, NULL, 0);
+    }
+    zhashx_delete (self->running, S_KEY (job->task.id));
+    s_job_free (&job);
+    s_job_t *next = (s_job_t *) zlist_pop (self->waiting);
+    if (next) {
+        s_start (self, next);
+    }
+}
+
+static int
+s_on_slot (zloop_t *loop, zsock_t *pipe, void *arg)
+{
+    gq_worker_t *self = (gq_worker_t *) arg;
+    s_slot_done (self, pipe);
+    /* Several slots may finish together: take what else is ready before sending. */
+    for (int i = 0; i < self->opts.slots; i++) {
+        zsock_t *other = zactor_sock (self->slots[i].actor);
+        if (self->slots[i].job) {
+            s_slot_done (self, other);
+        }
+    }
+    s_flush_results (self);
+    return 0;
+}
+
+/* ---- The socket thread --------------------------------------------------------------------- */
+
+static void
+s_on_heartbeat (gq_worker_t *self, gq_msg_t *msg)
+{
+    json_t *t = json_object_get (gq_msg_body (msg), "t");
+    gq_runtime_device (self->runtime, &self->device);
+    json_t *models = gq_runtime_models (self->runtime);
+    int64_t free_mb = self->opts.vram_mb >= 0 ? self->opts.vram_mb : self->device.vram_free_mb;
+    json_t *body = json_pack ("{s:O, s:I, s:O, s:i}", "echo", t ? t : json_null (),
+                              "vram_free_mb", (json_int_t) free_mb, "models_loaded",
+                              json_object_get (models, "loaded"), "running",
+                              (int) zhashx_size (self->running));
+    json_decref (models);
+    s_send (self, "HEARTBEAT", body);
+}
+
+static int
+s_on_broker (zloop_t *loop, zsock_t *dealer, void *arg)
+{
+    gq_worker_t *self = (gq_worker_t *) arg;
+    for (int n = 0; n < S_TURN_MESSAGES; n++) {
+        zmsg_t *zmsg = zmsg_recv (dealer);
+        if (!zmsg) {
+            break;
+        }
+        gq_msg_t *msg = NULL;
+        char why[256];
+        if (gq_msg_decode (&zmsg, false, &msg, why, sizeof why)) {
+            zsys_warning ("worker: bad message from the broker: %s", why);
+            gq_msg_destroy (&msg);
+            continue;
+        }
+        self->last_heard_us = gq_mono_us ();
+        const char *command = gq_msg_command (msg);
+        if (streq (command, "JOB")) {
+            s_on_job (self, msg);
+        } else if (streq (command, "HEARTBEAT")) {
+            s_on_heartbeat (self, msg);
+        } else if (streq (command, "CANCEL")) {
+            s_on_cancel (self, msg);
+        } else if (streq (command, "WELCOME")) {
+            json_t *body = gq_msg_body (msg);
+            int64_t hb, liveness;
+            char field[100];
+            if (gq_json_int (body, "heartbeat_ms", 10, 3600000, GQ_HEARTBEAT_MS, &hb, field,
+                             sizeof field) == 0 &&
+                gq_json_int (body, "liveness", 1, 1000, GQ_LIVENESS, &liveness, field,
+                             sizeof field) == 0) {
+                self->heartbeat_ms = (int) hb;
+                self->liveness = (int) liveness;
+            }
+            if (!self->registered) {
+                zsys_info ("worker: %s registered with %s", self->name, self->opts.broker);
+            }
+            self->registered = true;
+        } else if (streq (command, "REGISTER")) {
+            /* The broker does not know us (it restarted): register again, at most once per
+               heartbeat so a burst of REGISTER replies does not become a burst of READY. */
+            if (gq_mono_us () - self->last_ready_us > (int64_t) self->heartbeat_ms * 500) {
+                self->registered = false;
+                s_ready (self);
+            }
+        } else if (streq (command, "ERROR")) {
+            zsys_warning ("worker: broker says %s: %s",
+                          json_string_value (json_object_get (gq_msg_body (msg), "code")),
+                          json_string_value (json_object_get (gq_msg_body (msg), "message")));
+        }
+        gq_msg_destroy (&msg);
+    }
+    s_flush_results (self);
+    return 0;
+}
+
+static int
+s_on_tick (zloop_t *loop, int timer_id, void *arg)
+{
+    gq_worker_t *self = (gq_worker_t *) arg;
+    int64_t now_us = gq_mono_us ();
+    int64_t silence_us = (int64_t) self->heartbeat_ms * self->liveness * 1000;
+    if (now_us - self->last_heard_us > silence_us) {
+        zsys_info ("worker: no word from %s for %d ms; reconnecting", self->opts.broker,
+                   (int) ((now_us - self->last_heard_us) / 1000));
+        zloop_reader_end (loop, self->dealer);
+        char why[256];
+        if (s_connect (self, why, sizeof why)) {
+            zsys_error ("worker: %s", why);
+            return -1;
+        }
+        zloop_reader (loop, self->dealer, s_on_broker, self);
+        s_ready (self);
+    } else if (!self->registered && now_us - self->last_ready_us > 1000LL * self->heartbeat_ms) {
+        s_ready (self);
+    }
+    return 0;
+}
+
+/* ---- Construction -------------------------------------------------------------------------- */
+
+void
+gq_worker_opts_default (gq_worker_opts_t *opts)
+{
+    memset (opts, 0, sizeof *opts);
+    opts->broker = GQ_DEFAULT_ENDPOINT;
+    opts->backend = "auto";
+    opts->slots = 1;
+    opts->vram_mb = -1;
+    opts->tflops = -1;
+}
+
+gq_worker_t *
+gq_worker_new (const gq_worker_opts_t *opts, char *why, size_t whylen)
+{
+    gq_worker_t *self = (gq_worker_t *) calloc (1, sizeof *self);
+    if (!self) {
+        snprintf (why, whylen, "out of memory");
+        return NULL;
+    }
+    self->opts = *opts;
+    self->heartbeat_ms = GQ_HEARTBEAT_MS;
+    self->liveness = GQ_LIVENESS;
+    gq_runtime_opts_t ropts = {opts->backend, opts->device, opts->models_dir, 0};
+    self->runtime = gq_runtime_new (&ropts, why, whylen);
+    if (!self->runtime) {
+        gq_worker_destroy (&self);
+        return NULL;
+    }
+    for (size_t i = 0; i < opts->n_handlers; i++) {
+        if (gq_runtime_add_handler (self->runtime, opts->handlers[i], why, whylen)) {
+            gq_worker_destroy (&self);
+            return NULL;
+        }
+    }
+    gq_runtime_device (self->runtime, &self->device);
+    if (opts->name) {
+        snprintf (self->name, sizeof self->name, "%s", opts->name);
+    } else {
+        char host[64] = "host";
+        gethostname (host, sizeof host - 1);
+        for (char *p = host; *p; p++) {
+            if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                  (*p >= '0' && *p <= '9') || *p == '-' || *p == '.')) {
+                *p = '-';
+            }
+        }
+        snprintf (self->name, sizeof self->name, "%.40s-%s%d", host,
+                  gq_runtime_backend_name (self->runtime), opts->device);
+    }
+    if (!gq_valid_name (self->name, GQ_NAME_MAX)) {
+        snprintf (why, whylen, "--name '%s' is not a valid node name ([A-Za-z0-9_.:@+-])",
+                  self->name);
+        gq_worker_destroy (&self);
+        return NULL;
+    }
+    if (opts->cert_path) {
+        self->cert = zcert_load (opts->cert_path);
+        zcert_t *server = opts->server_cert_path ? zcert_load (opts->server_cert_path) : NULL;
+        if (!self->cert || !server) {
+            snprintf (why, whylen, "cannot load certificate %s: missing or not a czmq certificate",
+                      !self->cert ? opts->cert_path
+                                  : (opts->server_cert_path ? opts->server_cert_path
+                                                            : "(no --server-cert given)"));
+            zcert_destroy (&server);
+            gq_worker_destroy (&self);
+            return NULL;
+        }
+        self->server_key = strdup (zcert_public_txt (server));
+        zcert_destroy (&server);
+    }
+    self->running = zhashx_new ();
+    zhashx_set_key_hasher (self->running, s_id_hash);
+    zhashx_set_key_comparator (self->running, s_id_compare);
+    zhashx_set_key_duplicator (self->running, NULL);
+    zhashx_set_key_destructor (self->running, NULL);
+    self->waiting = zlist_new ();
+    self->results = json_array ();
+    self->result_blobs = zlist_new ();
+    self->slots = (s_slot_t *) calloc ((size_t) opts->slots, sizeof *self->slots);
+    self->loop = zloop_new ();
+    if (!self->slots || !self->loop) {
+        snprintf (why, whylen, "out of memory");
+        gq_worker_destroy (&self);
+        return NULL;
+    }
+    for (int i = 0; i < opts->slots; i++) {
+        s_slot_args_t *args = (s_slot_args_t *) calloc (1, sizeof *args);
+        args->runtime = self->runtime;
+        args->slot = i;
+        self->slots[i].actor = zactor_new (s_slot_actor, args);
+        zloop_reader (self->loop, zactor_sock (self->slots[i].actor), s_on_slot, self);
+    }
+    if (s_connect (self, why, whylen)) {
+        gq_worker_destroy (&self);
+        return NULL;
+    }
+    zloop_reader (self->loop, self->dealer, s_on_broker, self);
+    zloop_timer (self->loop, S_TICK_MS, 0, s_on_tick, self);
+    return self;
+}
+
+int
+gq_worker_run (gq_worker_t *self)
+{
+    zsys_info ("worker: %s (%s backend, %s, %lld MiB) connecting to %s with %d slot%s",
+               self->name, gq_runtime_backend_name (self->runtime),
+               self->opts.gpu_model ? self->opts.gpu_model : self->device.name,
+               (long long) (self->opts.vram_mb >= 0 ? self->opts.vram_mb
+                                                    : self->device.vram_total_mb),
+               self->opts.broker, self->opts.slots, self->opts.slots == 1 ? "" : "s");
+    s_ready (self);
+    int rc = zloop_start (self->loop);
+    /* Stop what runs, then say goodbye so the broker requeues at once. */
+    for (s_job_t *job = (s_job_t *) zhashx_first (self->running); job;
+         job = (s_job_t *) zhashx_next (self->running)) {
+        job->cancel = 1;
+    }
+    s_send (self, "BYE", NULL);
+    return rc < 0 ? -1 : 0;
+}
+
+void
+gq_worker_destroy (gq_worker_t **self_p)
+{
+    if (!self_p || !*self_p) {
+        return;
+    }
+    gq_worker_t *self = *self_p;
+    zloop_destroy (&self->loop);
+    if (self->slots) {
+        for (int i = 0; i < self->opts.slots; i++) {
+            if (self->slots[i].job) {
+                self->slots[i].job->cancel = 1;
+            }
+            zactor_destroy (&self->slots[i].actor); /* waits for the slot to finish */
+        }
+        free (self->slots);
+    }
+    if (self->running) {
+        for (s_job_t *job = (s_job_t *) zhashx_first (self->running); job;
+             job = (s_job_t *) zhashx_next (self->running)) {
+            s_job_free (&job);
+        }
+        zhashx_destroy (&self->running);
+    }
+    zlist_destroy (&self->waiting);
+    json_decref (self->results);
+    zframe_t *frame;
+    while (self->result_blobs && (frame = (zframe_t *) zlist_pop (self->result_blobs))) {
+        zframe_destroy (&frame);
+    }
+    zlist_destroy (&self->result_blobs);
+    zsock_destroy (&self->dealer);
+    zcert_destroy (&self->cert);
+    free (self->server_key);
+    gq_runtime_destroy (&self->runtime);
+    free (self);
+    *self_p = NULL;
+}
