@@ -322,6 +322,13 @@ s_watch_add (gq_job_t *job, s_watch_t *watch)
 {
     s_watchers_t *list = (s_watchers_t *) job->watchers;
     size_t count = list ? list->count : 0;
+    /* A client that asks again (it re-sends WAIT while it waits) is told once: clients match
+       FINISHED by job id, whatever request it answers. */
+    for (size_t i = 0; i < count; i++) {
+        if (zframe_eq (list->items[i]->routing_id, watch->routing_id)) {
+            return GQ_OK;
+        }
+    }
     /* Grow by powers of two: most jobs have one watcher. */
     if (!list || (count & (count - 1)) == 0) {
         size_t cap = count ? count * 2 : 1;
@@ -1324,10 +1331,20 @@ s_cmd_heartbeat (gq_broker_t *self, s_worker_t *worker, gq_msg_t *request, int64
 static void
 s_cmd_job_result (gq_broker_t *self, s_worker_t *worker, gq_msg_t *request, int64_t now_ms)
 {
-    json_t *results = json_object_get (gq_msg_body (request), "results");
+    json_t *body = gq_msg_body (request);
+    json_t *results = json_object_get (body, "results");
     if (!json_is_array (results)) {
         s_reject (self, request, GQ_EINVAL, "\"results\" must be an array");
         return;
+    }
+    /* A connection we do not know (we restarted and it has not registered yet) names its node
+       in "node": the attempt it reports is recorded there. */
+    int32_t from = worker ? worker->node : -1;
+    if (!worker) {
+        const char *name = json_string_value (json_object_get (body, "node"));
+        if (name && gq_valid_name (name, GQ_NAME_MAX)) {
+            from = gq_matcher_node_find_or_add (self->matcher, name);
+        }
     }
     size_t i;
     json_t *item;
@@ -1341,14 +1358,19 @@ s_cmd_job_result (gq_broker_t *self, s_worker_t *worker, gq_msg_t *request, int6
         if (!job) {
             continue; /* ended already (cancelled, or a result recorded first): ignore */
         }
-        int32_t from = worker ? worker->node : -1;
         bool ok = json_is_true (json_object_get (item, "ok"));
-        if (job->state == GQ_JOB_RUNNING && job->node == from) {
+        if (worker && job->state == GQ_JOB_RUNNING && job->node == from) {
             if (!ok) {
                 const char *error = json_string_value (json_object_get (item, "error"));
-                s_node_outcome (self, worker, false, now_ms);
-                s_attempt_failed (self, job, "failed", error ? error : "the job failed", true,
-                                  now_ms);
+                /* The worker enforces the time limit too, and often first: that is the
+                   attempt's timeout, not a failure of the node. */
+                bool timed_out =
+                    job->timeout_ms && now_ms - job->started_ms >= (int64_t) job->timeout_ms;
+                if (!timed_out) {
+                    s_node_outcome (self, worker, false, now_ms);
+                }
+                s_attempt_failed (self, job, timed_out ? "timeout" : "failed",
+                                  error ? error : "the job failed", true, now_ms);
                 continue;
             }
             s_attempt_end (self, job, "ok", NULL, now_ms);
@@ -1361,6 +1383,23 @@ s_cmd_job_result (gq_broker_t *self, s_worker_t *worker, gq_msg_t *request, int6
             s_worker_send (self, self->workers[job->node], "CANCEL",
                            json_pack ("{s:[I]}", "ids", (json_int_t) job->id));
             s_attempt_end (self, job, "cancelled", "another node finished it first", now_ms);
+        }
+        if (!worker && from >= 0) {
+            /* Its run is an attempt of its own, numbered after those we know of. */
+            int64_t attempt = json_integer_value (json_object_get (item, "attempt"));
+            int number = attempt > job->attempts ? (int) attempt : job->attempts + 1;
+            job->attempts = (uint8_t) (number < 255 ? number : 255);
+            job->started_ms = now_ms - (int64_t) json_number_value (json_object_get (item, "ms"));
+            if (s_txn (self) == GQ_OK &&
+                gq_store_attempt_insert (self->store, job->id, job->attempts,
+                                         s_node_name (self, from), job->started_ms, now_ms, "ok",
+                                         NULL)) {
+                s_store_failed (self);
+            }
+            s_worker_t *named = s_worker_for_node (self, from);
+            if (named) {
+                s_node_outcome (self, named, true, now_ms);
+            }
         }
         s_job_end (self, job, GQ_JOB_DONE, json_object_get (item, "result"), NULL, from, now_ms);
     }

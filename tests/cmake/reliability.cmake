@@ -1,0 +1,18 @@
+# "Nothing lost": reliability tests with real processes on loopback (ctest -R reliability).
+# Each starts its own broker and workers on a free port, bounds every wait, and has a
+# test-level deadline (h_init, 60 s) below the ctest timeout here.
+foreach(scenario
+        worker_kill     # a: SIGKILL a worker mid-job -> done elsewhere, attempts 2
+        broker_kill     # b: SIGKILL the broker under 3,000 jobs -> all done exactly once
+        worker_stop     # c: SIGSTOP a worker -> detected, moved; SIGCONT -> first result wins
+        idem            # d: a repeated idem key gives one job
+        time_limit      # e: a time limit reaches the worker and frees its slot
+        cancel          # f: cancelling a running job frees its slot at once
+        retries         # g: a job failing everywhere: every reason kept; node backoff
+        retention       # h: --retention purges finished jobs
+        reregister      # i: a worker unknown to a restarted broker registers again
+        durability)     # j: --durability normal and full keep acknowledged jobs
+  if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/test_reliability_${scenario}.c)
+    gq_integration_test(reliability_${scenario} test_reliability_${scenario}.c 90)
+  endif()
+endforeach()

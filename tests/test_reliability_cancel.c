@@ -1,0 +1,97 @@
+/*  test_reliability_cancel.c — cancelling a running job frees its slot at once: on a 1-slot
+    worker a 30 s sleep is cancelled, and a new slot job then completes promptly. Also: a queued
+    job is cancelled without running, and cancelling a finished job reports its final state. */
+#include <czmq.h>
+
+#include "harness.h"
+
+/* CANCEL one id; returns the state the reply gives (static buffer). */
+static const char *
+s_cancel (gq_client_t *client, int64_t id)
+{
+    static char state[32];
+    json_t *reply = gq_client_call (client, "CANCEL",
+                                    json_pack ("{s:[I]}", "ids", (json_int_t) id));
+    CHECK (reply);
+    json_t *job = json_array_get (json_object_get (reply, "jobs"), 0);
+    CHECK_EQ (h_int (job, "id"), id);
+    snprintf (state, sizeof state, "%s", h_str (job, "state"));
+    json_decref (reply);
+    return state;
+}
+
+int
+main (void)
+{
+    h_init ("rel-cancel", 60);
+    h_start_broker (NULL, NULL);
+    h_start_worker ("w1", 1, NULL);
+    gq_client_t *client = h_client (3000);
+    h_wait_nodes (client, 1, 20000);
+
+    /* A long job takes the only slot; a second waits behind it. */
+    json_t *long_job = json_pack ("{s:s, s:{s:i}}", "kind", "sleep", "payload", "ms", 30000);
+    int64_t running = h_submit (client, long_job);
+    CHECK (h_wait_state (client, running, "running", 5000));
+    int64_t queued = h_submit (client, long_job);
+    json_decref (long_job);
+    json_t *status = h_status (client, queued);
+    CHECK_STR (h_str (status, "state"), "queued");
+    json_decref (status);
+
+    /* Cancel the queued one first: it never runs. */
+    CHECK_STR (s_cancel (client, queued), "cancelled");
+
+    /* Cancel the running one: its slot is free at once. */
+    int64_t t0 = gq_mono_us ();
+    CHECK_STR (s_cancel (client, running), "cancelled");
+    json_t *next = json_pack ("{s:s, s:{s:i}}", "kind", "sleep", "payload", "ms", 20);
+    int64_t next_id = h_submit (client, next);
+    json_decref (next);
+    CHECK (h_wait_state (client, next_id, "done", 5000));
+    int64_t took_ms = (gq_mono_us () - t0) / 1000;
+    if (took_ms > 1500) {
+        fprintf (stderr, "the next job finished %lld ms after the cancel\n", (long long) took_ms);
+        h_fail ();
+    }
+    json_t *done = h_result (client, next_id);
+    CHECK_STR (h_str (done, "node"), "w1");
+    CHECK_EQ (h_int (done, "attempts"), 1);
+    json_decref (done);
+
+    /* STATUS and RESULT show the cancellation, with the attempt recorded as cancelled. */
+    status = h_status (client, running);
+    CHECK_STR (h_str (status, "state"), "cancelled");
+    json_decref (status);
+    json_t *result = h_result (client, running);
+    CHECK_STR (h_str (result, "state"), "cancelled");
+    CHECK (json_is_null (json_object_get (result, "result")));
+    json_t *detail = json_object_get (result, "attempts_detail");
+    CHECK_EQ (json_array_size (detail), 1);
+    CHECK_STR (h_str (json_array_get (detail, 0), "outcome"), "cancelled");
+    CHECK_STR (h_str (json_array_get (detail, 0), "node"), "w1");
+    json_decref (result);
+    result = h_result (client, queued);
+    CHECK_STR (h_str (result, "state"), "cancelled");
+    CHECK_EQ (json_array_size (json_object_get (result, "attempts_detail")), 0);
+    json_decref (result);
+
+    /* Cancelling what has ended changes nothing and says the final state. */
+    CHECK_STR (s_cancel (client, next_id), "done");
+    CHECK_STR (s_cancel (client, running), "cancelled");
+    json_t *reply = gq_client_call (client, "CANCEL", json_pack ("{s:[i]}", "ids", 999999));
+    CHECK (reply);
+    CHECK_EQ (json_array_size (json_object_get (reply, "missing")), 1);
+    json_decref (reply);
+
+    /* The worker's view: nothing left running there (its slot thread stopped the sleep). */
+    json_t *node = h_node (client, "w1");
+    CHECK_EQ (h_int (node, "running"), 0);
+    json_decref (node);
+    CHECK_EQ (h_sql_int (NULL, "select count(*) from jobs where state = 4"), 2);
+
+    printf ("cancel: next job done %lld ms after cancelling a 30 s job\n", (long long) took_ms);
+    gq_client_destroy (&client);
+    h_cleanup ();
+    return 0;
+}
