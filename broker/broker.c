@@ -1034,15 +1034,6 @@ s_cmd_stats (gq_broker_t *self, gq_msg_t *request)
     s_reply (self, gq_msg_reply (request, "STATS", body));
 }
 
-static const char *
-s_verdict_name (gq_filter_t verdict)
-{
-    static const char *names[] = {"ok",     "offline",     "draining", "no_slot",
-                                  "backoff", "kind",       "model",    "vram",
-                                  "gpu",     "price",      "tflops",   "excluded"};
-    return (size_t) verdict < sizeof names / sizeof names[0] ? names[verdict] : "unknown";
-}
-
 /* Rebuilds a matcher-shaped job from a stored row, for explaining finished jobs. */
 static int
 s_job_from_json (gq_broker_t *self, json_t *json, gq_job_t *job, gq_constraints_t *constraints)
@@ -1110,7 +1101,7 @@ s_cmd_explain (gq_broker_t *self, gq_msg_t *request)
     for (size_t i = 0; i < n && i < total; i++) {
         json_t *row = json_pack ("{s:s, s:s, s:s}", "node",
                                  gq_matcher_node (self->matcher, rows[i].node)->name, "verdict",
-                                 s_verdict_name (rows[i].verdict), "reason", rows[i].reason);
+                                 gq_filter_name (rows[i].verdict), "reason", rows[i].reason);
         if (rows[i].verdict == GQ_FILTER_OK) {
             gq_score_t *s = &rows[i].score;
             json_object_set_new (row, "score",

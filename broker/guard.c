@@ -239,6 +239,31 @@ s_signature (char *const dirs[2])
     return total;
 }
 
+/* Reads the public key of a certificate file (ZPL, "curve/public-key") as Z85 text. Not
+   zcert_load: czmq's zconfig_load leaks a zfile on every file it cannot parse, and a keys folder
+   may hold anything; files that do not even mention a public key are not parsed at all. */
+static bool
+s_public_key (const char *file, char z85[41])
+{
+    zchunk_t *chunk = zchunk_slurp (file, S_CERT_FILE_MAX);
+    if (!chunk || zchunk_size (chunk) == 0) {
+        zchunk_destroy (&chunk);
+        return false;
+    }
+    char *copy = zchunk_strdup (chunk);
+    zconfig_t *root = copy && strstr (copy, "public-key") ? zconfig_chunk_load (chunk) : NULL;
+    free (copy);
+    const char *text = root ? zconfig_get (root, "curve/public-key", NULL) : NULL;
+    byte key[32];
+    bool ok = text && strlen (text) == 40 && zmq_z85_decode (key, text) && !s_zero_key (key);
+    if (ok) {
+        memcpy (z85, text, 41);
+    }
+    zconfig_destroy (&root);
+    zchunk_destroy (&chunk);
+    return ok;
+}
+
 /* Loads the public keys of a folder's certificates into keys (Z85 text -> ""). -1 when the
    folder cannot be read. With log, says what it passes over and why. */
 static int
@@ -276,15 +301,12 @@ s_load_keys (const char *path, zhashx_t *keys, bool log)
             }
             continue;
         }
-        zcert_t *cert = zcert_load (file);
-        if (!cert || s_zero_key (zcert_public_key (cert))) {
-            if (log) {
-                zsys_warning ("guard: %s holds no public key: passed over", file);
-            }
-        } else {
-            zhashx_update (keys, zcert_public_txt (cert), (void *) "");
+        char z85[41];
+        if (s_public_key (file, z85)) {
+            zhashx_update (keys, z85, (void *) "");
+        } else if (log) {
+            zsys_warning ("guard: %s holds no public key: passed over", file);
         }
-        zcert_destroy (&cert);
     }
     closedir (dir);
     return 0;

@@ -126,11 +126,13 @@ int gq_matcher_node_set_models (gq_matcher_t *self, int32_t index, const uint32_
 void gq_matcher_node_changed (gq_matcher_t *self, int32_t index);
 
 /* The best node for job at time now_ms, or -1 when no node passes the filters. Does not change
-   any state. */
+   any state (beyond internal caches: one thread only). No allocation; O(groups + log n) on a
+   typical fleet, never more than the exhaustive scan, and always the same answer as it. */
 int32_t gq_matcher_pick (gq_matcher_t *self, const gq_job_t *job, int64_t now_ms);
 /* Books job on node: running + 1, vram_free - min_vram, status busy when full; indexes follow. */
 void gq_matcher_assign (gq_matcher_t *self, int32_t node, const gq_job_t *job);
-/* Undoes gq_matcher_assign when the job ends; idle_since set when running drops to 0. */
+/* Undoes gq_matcher_assign when the job ends: running - 1, vram_free + min_vram (at most
+   vram_total), online again; idle_since = now_ms when running drops to 0. */
 void gq_matcher_release (gq_matcher_t *self, int32_t node, const gq_job_t *job, int64_t now_ms);
 
 /* Fills up to max rows, one per node (all nodes, in index order), with verdicts and scores.
@@ -138,7 +140,8 @@ void gq_matcher_release (gq_matcher_t *self, int32_t node, const gq_job_t *job, 
 size_t gq_matcher_explain (gq_matcher_t *self, const gq_job_t *job, int64_t now_ms,
                            gq_explain_row_t *rows, size_t max);
 /* When no node can run job: one sentence on what would make it run ("needs a node with >= 100
-   GiB free VRAM; the largest online has 80 GiB"). Returns buf. */
+   GiB of VRAM; the largest online has 80 GiB", "no online node supports kind 'foo'", "waits: 3
+   node(s) fit but none is free now (...)"). O(nodes). Returns buf. */
 char *gq_matcher_hint (gq_matcher_t *self, const gq_job_t *job, int64_t now_ms, char *buf,
                        size_t size);
 

@@ -63,7 +63,6 @@ struct _gq_metrics_t {
     int reply_timeout_ms;           /* how long a request waits for the loop */
     atomic_bool stopping;           /* destroy began: waiting requests give up */
     atomic_bool starting;           /* in MHD_start_daemon: its complaints are ours to explain */
-    char host_port[64];             /* as given, for messages */
 #ifdef GQ_HAVE_MHD
     struct MHD_Daemon *daemon;      /* the HTTP server, or NULL */
 #endif
@@ -169,6 +168,7 @@ gq_metrics_render_histograms (gq_metrics_t *self, zchunk_t *out)
     }
 }
 
+#ifdef GQ_HAVE_MHD
 /* ---- The loop side: one request in, the text of one scrape out ----------------------------- */
 
 static int
@@ -251,7 +251,6 @@ s_ask_loop (gq_metrics_t *self, size_t *size)
     return text;
 }
 
-#ifdef GQ_HAVE_MHD
 static s_mhd_result_t
 s_respond (struct MHD_Connection *connection, unsigned int status, const char *body, size_t size)
 {
@@ -320,7 +319,7 @@ s_on_mhd_log (void *cls, const char *format, va_list args)
         zsys_warning ("metrics: %s", text);
     }
 }
-#endif
+#endif /* GQ_HAVE_MHD */
 
 /* ---- Construction -------------------------------------------------------------------------- */
 
@@ -432,7 +431,6 @@ gq_metrics_new (const char *host_port, zloop_t *loop, gq_metrics_render_fn *rend
         return self;
     }
 #ifdef GQ_HAVE_MHD
-    snprintf (self->host_port, sizeof self->host_port, "%s", host_port);
     self->loop = loop;
     self->render = render;
     self->arg = arg;
@@ -442,8 +440,12 @@ gq_metrics_new (const char *host_port, zloop_t *loop, gq_metrics_render_fn *rend
         return NULL;
     }
     self->have_mutex = true;
+    /* A name never used before in this process: a closed socket's inproc name is released
+       asynchronously, so reusing one (an address malloc gave again) could find it still bound. */
+    static atomic_uint instances;
     char endpoint[64];
-    snprintf (endpoint, sizeof endpoint, "inproc://gq-metrics-%p", (void *) self);
+    snprintf (endpoint, sizeof endpoint, "inproc://gq-metrics-%u",
+              atomic_fetch_add (&instances, 1));
     self->answerer = zsock_new (ZMQ_PAIR);
     self->asker = zsock_new (ZMQ_PAIR);
     if (!self->answerer || !self->asker || zsock_bind (self->answerer, "%s", endpoint) < 0 ||
@@ -621,6 +623,7 @@ s_test_render (void *arg, zchunk_t *out)
     gq_metrics_render_histograms (state->metrics, out);
 }
 
+#ifdef GQ_HAVE_MHD
 /* A plain HTTP/1.0 GET on 127.0.0.1:port; the status (or -1), the body in *body (malloc'd),
    the Content-Type in ctype. */
 static int
@@ -768,6 +771,28 @@ s_test_free_port (void)
     return ntohs (addr.sin_port);
 }
 
+/* A server on HOST and a port that was free a moment ago; another process may take the port
+   in between, so a few ports are tried. Sets *port and host_port. */
+static gq_metrics_t *
+s_test_server (const char *host, zloop_t *loop, s_test_state_t *state, int *port,
+               char *host_port, size_t size)
+{
+    char why[256] = "";
+    for (int attempt = 0; attempt < 5; attempt++) {
+        *port = s_test_free_port ();
+        snprintf (host_port, size, "%s:%d", host, *port);
+        gq_metrics_t *metrics =
+            gq_metrics_new (host_port, loop, s_test_render, state, why, sizeof why);
+        if (metrics) {
+            state->metrics = metrics;
+            return metrics;
+        }
+    }
+    fprintf (stderr, "metrics: %s\n", why);
+    abort ();
+}
+#endif /* GQ_HAVE_MHD */
+
 void
 gq_metrics_test (bool verbose)
 {
@@ -836,15 +861,9 @@ gq_metrics_test (bool verbose)
 
 #ifdef GQ_HAVE_MHD
     /* The server: scraped from another thread while the loop runs here. */
-    int port = s_test_free_port ();
+    int port;
     char host_port[64];
-    snprintf (host_port, sizeof host_port, "127.0.0.1:%d", port);
-    metrics = gq_metrics_new (host_port, loop, s_test_render, &state, why, sizeof why);
-    if (!metrics) {
-        fprintf (stderr, "metrics: %s\n", why);
-    }
-    S_CHECK (metrics);
-    state.metrics = metrics;
+    metrics = s_test_server ("127.0.0.1", loop, &state, &port, host_port, sizeof host_port);
     gq_metrics_observe (metrics, GQ_HIST_LATENCY_MS, 12);
     gq_metrics_observe (metrics, GQ_HIST_LATENCY_MS, 12000);
     s_scrape_t scrape;
@@ -865,7 +884,9 @@ gq_metrics_test (bool verbose)
     S_CHECK (strstr (why, "in use"));
 
     /* The loop does not run: the scrape gives up with 503 (and does not hang). */
+    pthread_mutex_lock (&metrics->mutex);   /* the HTTP thread reads it under the mutex */
     metrics->reply_timeout_ms = 200;
+    pthread_mutex_unlock (&metrics->mutex);
     char *body, ctype[128];
     int64_t t0 = zclock_mono ();
     S_CHECK_EQ (s_http_get (port, "/metrics", &body, ctype, sizeof ctype), 503);
@@ -879,11 +900,7 @@ gq_metrics_test (bool verbose)
     gq_metrics_destroy (&metrics);
 
     /* localhost works too. */
-    port = s_test_free_port ();
-    snprintf (host_port, sizeof host_port, "localhost:%d", port);
-    metrics = gq_metrics_new (host_port, loop, s_test_render, &state, why, sizeof why);
-    S_CHECK (metrics);
-    state.metrics = metrics;
+    metrics = s_test_server ("localhost", loop, &state, &port, host_port, sizeof host_port);
     s_scrape_once (loop, port, &scrape);
     S_CHECK_STR (scrape.status, "200");
     s_scrape_free (&scrape);

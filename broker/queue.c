@@ -305,7 +305,7 @@ gq_queue_test (bool verbose)
     const int64_t aging = 60000;
     const int64_t t0 = 1700000000000LL;
     gq_queue_t *queue = gq_queue_new (aging);
-    assert (queue);
+    S_CHECK_EQ ("new queue", queue != NULL, 1);
     gq_job_t jobs[64];
 
     /* Priority order, FIFO within a priority. */
@@ -423,7 +423,7 @@ gq_queue_test (bool verbose)
     gq_job_t *pool = (gq_job_t *) calloc (2000, sizeof (gq_job_t));
     bool *in = (bool *) calloc (2000, sizeof (bool));
     gq_job_t **live = (gq_job_t **) calloc (2000, sizeof (gq_job_t *));
-    assert (pool && in && live);
+    S_CHECK_EQ ("test memory", pool && in && live, 1);
     for (int round = 0; round < 20; round++) {
         for (int step = 0; step < 400; step++) {
             rng = rng * 1103515245u + 12345u;

@@ -188,8 +188,11 @@ static int32_t
 s_node (gq_matcher_t *matcher, const char *name, int vram_gb, int slots, int kind)
 {
     int32_t i = gq_matcher_node_find_or_add (matcher, name);
-    assert (i >= 0);
     gq_node_t *n = gq_matcher_node (matcher, i);
+    if (!n) {
+        fprintf (stderr, "\nsched test: cannot add node %s\n", name);
+        abort ();
+    }
     snprintf (n->gpu_model, sizeof n->gpu_model, "GPU %dG", vram_gb);
     n->vram_total_mb = n->vram_free_mb = vram_gb * 1024;
     n->tflops = 100;
@@ -230,7 +233,7 @@ gq_sched_test (bool verbose)
         gq_matcher_t *matcher = gq_matcher_new (NULL);
         gq_queue_t *queue = gq_queue_new (GQ_AGING_MS);
         gq_sched_t *sched = gq_sched_new (queue, matcher, GQ_BACKFILL_WINDOW, -1);
-        assert (matcher && queue && sched);
+        S_CHECK_EQ ("made", matcher && queue && sched, 1);
         int kind = gq_matcher_kind_id (matcher, "echo", true);
         int32_t small = s_node (matcher, "small", 24, 1, kind);
         int32_t big = s_node (matcher, "big", 80, 1, kind);
@@ -281,7 +284,7 @@ gq_sched_test (bool verbose)
         gq_queue_t *queue = gq_queue_new (GQ_AGING_MS);
         gq_sched_t *sched =
             gq_sched_new (queue, matcher, GQ_BACKFILL_WINDOW, with_reservation ? 1000 : -1);
-        assert (matcher && queue && sched);
+        S_CHECK_EQ ("made", matcher && queue && sched, 1);
         int kind = gq_matcher_kind_id (matcher, "echo", true);
         int32_t big = s_node (matcher, "big", 80, 2, kind);
         gq_job_t x;
@@ -346,7 +349,7 @@ gq_sched_test (bool verbose)
         gq_matcher_t *matcher = gq_matcher_new (NULL);
         gq_queue_t *queue = gq_queue_new (GQ_AGING_MS);
         gq_sched_t *sched = gq_sched_new (queue, matcher, 2, 0);
-        assert (matcher && queue && sched);
+        S_CHECK_EQ ("made", matcher && queue && sched, 1);
         int kind = gq_matcher_kind_id (matcher, "echo", true);
         int32_t a = s_node (matcher, "a", 24, 4, kind);
         int32_t c = s_node (matcher, "c", 48, 1, kind);
