@@ -23,6 +23,8 @@
 
 #define S_TURN_MESSAGES   4096  /* messages read per loop turn before committing */
 #define S_DISPATCH_BATCH  1024  /* placements asked of the scheduler per call */
+#define S_JOBS_PER_MESSAGE 128  /* jobs in one JOB message: the worker starts on a part while
+                                   the broker places the rest */
 #define S_CRON_MS         50    /* cron tick */
 #define S_TIMEOUTS_MS     100   /* period: time limits of running jobs */
 #define S_RETENTION_MS    10000 /* period: purge of expired jobs, node history */
@@ -40,7 +42,8 @@ typedef struct {
     zframe_t *routing_id; /* the client's connection */
     int64_t req;          /* the request the FINISHED messages answer */
     size_t refs;          /* jobs still pointing at this watch */
-    json_t *pending;      /* finished jobs to send after this turn's commit, or NULL */
+    zchunk_t *pending;    /* finished jobs (JSON objects, comma-separated) to send after this
+                             turn's commit, or NULL */
 } s_watch_t;
 
 /* The watches of one job. */
@@ -344,15 +347,77 @@ s_watch_add (gq_job_t *job, s_watch_t *watch)
     return GQ_OK;
 }
 
-/* Queues a finished job for every client watching it. */
+/* Queues a finished job (JSON text of one object) for a client watching it. */
+static void
+s_watch_notify_text (gq_broker_t *self, s_watch_t *watch, const char *text, size_t size)
+{
+    if (!watch->pending) {
+        watch->pending = zchunk_new (NULL, size + 64);
+        zlist_append (self->dirty_watches, watch);
+    } else {
+        zchunk_extend (watch->pending, ",", 1);
+    }
+    zchunk_extend (watch->pending, text, size);
+}
+
 static void
 s_watch_notify (gq_broker_t *self, s_watch_t *watch, json_t *job_json)
 {
-    if (!watch->pending) {
-        watch->pending = json_array ();
-        zlist_append (self->dirty_watches, watch);
+    char *text = json_dumps (job_json, JSON_COMPACT);
+    if (text) {
+        s_watch_notify_text (self, watch, text, strlen (text));
+        free (text);
     }
-    json_array_append (watch->pending, job_json);
+}
+
+/* Appends "key":"time" or "key":null. */
+static void
+s_chunk_time (zchunk_t *chunk, const char *key, int64_t ms)
+{
+    char buf[GQ_TIME_BUF];
+    if (ms > 0) {
+        s_chunk_printf (chunk, ",\"%s\":\"%s\"", key, gq_format_time (ms, buf));
+    } else {
+        s_chunk_printf (chunk, ",\"%s\":null", key);
+    }
+}
+
+/* The JSON text of a job that just ended, as FINISHED carries it, spliced from the texts the
+   broker holds (payload, result) instead of building and dumping a JSON tree: at tens of
+   thousands of jobs a second this is most of the broker's work otherwise. The fields and their
+   order are those of gq_job_row_json (names are validated on entry, so they need no escaping). */
+static zchunk_t *
+s_finished_text (gq_broker_t *self, const gq_job_t *job, const char *node, const char *result,
+                 const char *error, int64_t now_ms)
+{
+    zchunk_t *out = zchunk_new (NULL, 256 + job->payload_len + (result ? strlen (result) : 0));
+    const char *model = s_model_name (self, job);
+    s_chunk_printf (out, "{\"id\":%lld,\"state\":\"%s\",\"kind\":\"%s\",\"model\":",
+                    (long long) job->id, gq_job_state_name (job->state),
+                    gq_matcher_kind_name (self->matcher, job->kind_id));
+    s_chunk_printf (out, model ? "\"%s\"" : "null%s", model ? model : "");
+    s_chunk_printf (out, ",\"min_vram_mb\":%d,\"priority\":%d,\"timeout_ms\":%u,"
+                         "\"max_attempts\":%d,\"payload\":",
+                    job->min_vram_mb, job->priority, job->timeout_ms, job->max_attempts);
+    zchunk_extend (out, job->payload, job->payload_len);
+    s_chunk_printf (out, node ? ",\"node\":\"%s\"" : ",\"node\":null%s", node ? node : "");
+    s_chunk_printf (out, ",\"attempts\":%d,\"result\":", job->attempts);
+    s_chunk_str (out, result ? result : "null");
+    s_chunk_str (out, ",\"error\":");
+    if (error) {
+        json_t *string = json_string (error);
+        char *quoted = string ? json_dumps (string, JSON_ENCODE_ANY) : NULL;
+        s_chunk_str (out, quoted ? quoted : "null");
+        free (quoted);
+        json_decref (string);
+    } else {
+        s_chunk_str (out, "null");
+    }
+    s_chunk_time (out, "submitted_at", job->submitted_ms);
+    s_chunk_time (out, "started_at", job->started_ms);
+    s_chunk_time (out, "finished_at", now_ms);
+    s_chunk_str (out, "}");
+    return out;
 }
 
 static void
@@ -427,19 +492,12 @@ s_job_end (gq_broker_t *self, gq_job_t *job, int state, json_t *result, const ch
     }
     s_watchers_t *list = (s_watchers_t *) job->watchers;
     if (list && list->count) {
-        gq_job_row_t row;
-        gq_job_row_from (&row, job, gq_matcher_kind_name (self->matcher, job->kind_id),
-                         s_model_name (self, job), node);
-        row.finished_ms = now_ms;
-        row.error = error;
-        json_t *json = gq_job_row_json (&row);
-        if (json) {
-            json_object_set (json, "result", result ? result : json_null ());
-            for (size_t i = 0; i < list->count; i++) {
-                s_watch_notify (self, list->items[i], json);
-            }
-            json_decref (json);
+        zchunk_t *json = s_finished_text (self, job, node, text, error, now_ms);
+        for (size_t i = 0; i < list->count; i++) {
+            s_watch_notify_text (self, list->items[i], (const char *) zchunk_data (json),
+                                 zchunk_size (json));
         }
+        zchunk_destroy (&json);
     }
     free (text);
     zhashx_delete (self->jobs, S_KEY (job->id));
@@ -680,19 +738,26 @@ s_cmd_submit (gq_broker_t *self, gq_msg_t **request_p)
         return;
     }
     size_t count = json_array_size (jobs);
-    /* Validate the whole batch first: a batch is all or nothing. */
-    gq_jobspec_t spec;
+    /* Validate the whole batch first: a batch is all or nothing. The specs borrow from the
+       request's JSON, which lives until the batch is settled. */
+    gq_jobspec_t *specs = (gq_jobspec_t *) malloc (count * sizeof *specs);
+    if (!specs) {
+        s_reject (self, request, GQ_ENOMEM, "out of memory");
+        return;
+    }
     for (size_t i = 0; i < count; i++) {
-        if (gq_jobspec_parse (json_array_get (jobs, i), &spec, why, sizeof why)) {
+        if (gq_jobspec_parse (json_array_get (jobs, i), &specs[i], why, sizeof why)) {
             self->rejected++;
             gq_msg_t *reply = gq_msg_error (request, GQ_EINVAL, "jobs[%zu]: %s", i, why);
             json_object_set_new (gq_msg_body (reply), "index", json_integer ((json_int_t) i));
             s_reply (self, reply);
+            free (specs);
             return;
         }
     }
     int64_t retry_after_ms = 0;
     if (gq_guard_take (self->guard, request, count, gq_mono_us (), &retry_after_ms)) {
+        free (specs);
         self->rejected++;
         gq_msg_t *reply = gq_msg_error (request, GQ_ERATE,
                                         "too many submissions; retry in %lld ms",
@@ -713,6 +778,7 @@ s_cmd_submit (gq_broker_t *self, gq_msg_t **request_p)
             free (submit->ids);
             free (submit);
         }
+        free (specs);
         s_reject (self, request, GQ_ENOMEM, "out of memory");
         return;
     }
@@ -722,19 +788,20 @@ s_cmd_submit (gq_broker_t *self, gq_msg_t **request_p)
     *request_p = NULL;
     int64_t now_ms = gq_now_ms ();
     for (size_t i = 0; i < count; i++) {
-        gq_jobspec_parse (json_array_get (jobs, i), &spec, why, sizeof why);
-        gq_job_t *job = s_job_from_spec (self, &spec, request, why, sizeof why);
+        gq_jobspec_t *spec = &specs[i];
+        gq_job_t *job = s_job_from_spec (self, spec, request, why, sizeof why);
         if (!job) {
             gq_msg_t *reply = gq_msg_error (request, GQ_EINVAL, "jobs[%zu]: %s", i, why);
             s_reply (self, reply);
             s_submit_free (self, &submit);
+            free (specs);
             return;
         }
         job->submitted_ms = now_ms;
         int64_t existing = 0;
         int rc = s_txn (self);
         if (rc == GQ_OK) {
-            rc = gq_store_job_insert (self->store, job, spec.kind, spec.model, spec.idem,
+            rc = gq_store_job_insert (self->store, job, spec->kind, spec->model, spec->idem,
                                       gq_msg_user_id (request), &existing);
         }
         if (rc < 0) {
@@ -759,6 +826,7 @@ s_cmd_submit (gq_broker_t *self, gq_msg_t **request_p)
         submit->jobs[i] = job;
         submit->ids[i] = job->id;
     }
+    free (specs);
     zlist_append (self->submits, submit);
 }
 
@@ -780,10 +848,11 @@ s_submits_settle (gq_broker_t *self, bool committed)
             s_submit_free (self, &submit);
             continue;
         }
-        json_t *ids = json_array ();
+        zchunk_t *text = zchunk_new (NULL, 32 + 12 * submit->count);
+        s_chunk_printf (text, "{\"req\":%lld,\"ids\":[", (long long) gq_msg_req (submit->request));
         for (size_t i = 0; i < submit->count; i++) {
             gq_job_t *job = submit->jobs[i];
-            json_array_append_new (ids, json_integer (submit->ids[i]));
+            s_chunk_printf (text, i ? ",%lld" : "%lld", (long long) submit->ids[i]);
             if (job) {
                 zhashx_insert (self->jobs, S_KEY (job->id), job);
                 gq_queue_push (self->queue, job);
@@ -792,8 +861,11 @@ s_submits_settle (gq_broker_t *self, bool committed)
                 submit->jobs[i] = NULL;
             }
         }
-        gq_msg_t *reply = gq_msg_reply (submit->request, "SUBMIT",
-                                        json_pack ("{s:o}", "ids", ids));
+        s_chunk_str (text, "]}");
+        gq_msg_t *reply = gq_msg_new_raw (GQ_ROLE_CLIENT, "SUBMIT", (const char *) zchunk_data (text),
+                                          zchunk_size (text));
+        zchunk_destroy (&text);
+        gq_msg_set_routing_id (reply, gq_msg_routing_id (submit->request));
         gq_msg_send (&reply, self->router);
         if (submit->watch) {
             s_watch_ids (self, submit->request, submit->ids, submit->count);
@@ -1467,6 +1539,23 @@ s_handle_worker (gq_broker_t *self, gq_msg_t *msg)
     }
 }
 
+/* Sends a worker the JOB message built so far. */
+static void
+s_worker_flush_jobs (gq_broker_t *self, s_worker_t *worker)
+{
+    zchunk_extend (worker->jobs_out, "]}", 2);
+    gq_msg_t *msg = gq_msg_new_raw (GQ_ROLE_WORKER, "JOB",
+                                    (const char *) zchunk_data (worker->jobs_out),
+                                    zchunk_size (worker->jobs_out));
+    gq_msg_set_routing_id (msg, worker->routing_id);
+    gq_msg_send (&msg, self->router);
+    worker->dirty = false;
+    worker->jobs_out_count = 0;
+    if (zchunk_max_size (worker->jobs_out) > 1024 * 1024) {
+        zchunk_destroy (&worker->jobs_out); /* do not keep a huge buffer after a burst */
+    }
+}
+
 /* Places queued jobs on nodes and appends them to each worker's JOB message of this turn. */
 static void
 s_dispatch (gq_broker_t *self)
@@ -1537,21 +1626,16 @@ s_dispatch (gq_broker_t *self)
             zchunk_extend (out, job->payload, job->payload_len);
             zchunk_extend (out, "}", 1);
             worker->jobs_out_count++;
+            if (worker->jobs_out_count >= S_JOBS_PER_MESSAGE) {
+                /* Send a part now: the worker starts on it while we place the rest. */
+                s_worker_flush_jobs (self, worker);
+                zlist_remove (self->dirty_workers, worker);
+            }
         }
     } while (placed == S_DISPATCH_BATCH);
     s_worker_t *worker;
     while ((worker = (s_worker_t *) zlist_pop (self->dirty_workers))) {
-        zchunk_extend (worker->jobs_out, "]}", 2);
-        gq_msg_t *msg = gq_msg_new_raw (GQ_ROLE_WORKER, "JOB",
-                                        (const char *) zchunk_data (worker->jobs_out),
-                                        zchunk_size (worker->jobs_out));
-        gq_msg_set_routing_id (msg, worker->routing_id);
-        gq_msg_send (&msg, self->router);
-        worker->dirty = false;
-        worker->jobs_out_count = 0;
-        if (zchunk_max_size (worker->jobs_out) > 1024 * 1024) {
-            zchunk_destroy (&worker->jobs_out); /* do not keep a huge buffer after a burst */
-        }
+        s_worker_flush_jobs (self, worker);
     }
 }
 
@@ -1581,11 +1665,14 @@ s_turn_end (gq_broker_t *self)
     }
     s_watch_t *watch;
     while ((watch = (s_watch_t *) zlist_pop (self->dirty_watches))) {
-        json_t *jobs = watch->pending;
-        watch->pending = NULL;
-        gq_msg_t *msg = gq_msg_new (GQ_ROLE_CLIENT, "FINISHED",
-                                    json_pack ("{s:I, s:o}", "req", (json_int_t) watch->req,
-                                               "jobs", jobs));
+        zchunk_t *text = zchunk_new (NULL, zchunk_size (watch->pending) + 48);
+        s_chunk_printf (text, "{\"req\":%lld,\"jobs\":[", (long long) watch->req);
+        zchunk_extend (text, zchunk_data (watch->pending), zchunk_size (watch->pending));
+        s_chunk_str (text, "]}");
+        zchunk_destroy (&watch->pending);
+        gq_msg_t *msg = gq_msg_new_raw (GQ_ROLE_CLIENT, "FINISHED",
+                                        (const char *) zchunk_data (text), zchunk_size (text));
+        zchunk_destroy (&text);
         gq_msg_set_routing_id (msg, watch->routing_id);
         gq_msg_send (&msg, self->router);
         if (watch->refs == 0) {

@@ -4,9 +4,10 @@
     Handshakes are decided by czmq's zauth. zauth takes one folder of certificates, and its
     certificate store asserts (aborts the broker) when it meets one key twice, so it is never
     pointed at the operator's folders: a small "keys" actor owns zauth and keeps a private folder
-    in step with the clients and workers folders, one public certificate per distinct key,
-    written under a hidden name and renamed so zauth never reads half a file, and tells zauth to
-    reload whenever the folders change (checked every S_RESCAN_MS).
+    (DB-zauth beside the store) in step with the clients and workers folders, one public
+    certificate per distinct key, written under a hidden name and renamed so zauth never reads
+    half a file, and tells zauth to reload whenever the folders change (checked every
+    S_RESCAN_MS).
 
     Roles. zauth only says "this key may connect". Each message is then checked here: its frames
     carry the key zauth accepted as "User-Id", and that key must be in the set of the role that
@@ -119,9 +120,9 @@ s_destroy_item (void **item_p)
     *item_p = NULL;
 }
 
-/* Removes the plain files of a folder, then the folder. */
+/* Removes the plain files of a folder, then (unless keep) the folder. */
 static void
-s_remove_dir (const char *path)
+s_remove_dir (const char *path, bool keep)
 {
     DIR *dir = opendir (path);
     if (dir) {
@@ -135,7 +136,9 @@ s_remove_dir (const char *path)
         }
         closedir (dir);
     }
-    rmdir (path);
+    if (!keep) {
+        rmdir (path);
+    }
 }
 
 /* ---- Endpoints ----------------------------------------------------------------------------- */
@@ -375,6 +378,8 @@ s_keys_actor (zsock_t *pipe, void *arg)
     zsock_signal (pipe, 0);
     zactor_t *auth = zactor_new (zauth, NULL);
     if (auth) {
+        /* zauth stops on SIGINT by itself: never wait for its answer for ever. */
+        zsock_set_rcvtimeo (auth, 5000);
         zstr_sendx (auth, "CURVE", args->auth_dir, NULL);
         zsock_wait (auth);
     }
@@ -393,8 +398,8 @@ s_keys_actor (zsock_t *pipe, void *arg)
             continue;
         }
         uint64_t signature = s_signature (args->dirs);
-        if (signature == args->signature) {
-            continue;
+        if (signature == args->signature || zsys_interrupted) {
+            continue; /* unchanged, or shutting down (zauth is gone) */
         }
         zhashx_t *roles[2] = {zhashx_new (), zhashx_new ()};
         s_load_keys (args->dirs[0], roles[0], false); /* an unreadable folder allows no key */
@@ -439,6 +444,46 @@ s_roles_refresh (gq_guard_t *self, int64_t now_us, bool miss)
     self->signature = signature;
     zsys_info ("guard: allowed keys reloaded: %zu client keys, %zu worker keys",
                zhashx_size (self->roles[0]), zhashx_size (self->roles[1]));
+}
+
+/* Makes the private folder that zauth reads: DB-zauth beside the store (a broker that was
+   killed leaves it behind, and the next one on the same store empties and reuses it), or a new
+   folder in $TMPDIR when there is no store file. 0 or -1 with a reason. */
+static int
+s_auth_dir_make (const char *db_path, char *path, size_t size, char *why, size_t whylen)
+{
+    if (db_path && *db_path && strcmp (db_path, ":memory:") != 0 &&
+        strncmp (db_path, "file:", 5) != 0) {
+        if (snprintf (path, size, "%s-zauth", db_path) >= (int) size) {
+            snprintf (why, whylen, "the store path %s is too long", db_path);
+            return -1;
+        }
+        struct stat st;
+        if (lstat (path, &st) == 0) {
+            if (!S_ISDIR (st.st_mode) || st.st_uid != geteuid ()) {
+                snprintf (why, whylen, "%s exists and is not a folder of this user: remove it",
+                          path);
+                return -1;
+            }
+            s_remove_dir (path, true); /* left by a broker that could not clean up */
+            if (chmod (path, 0700) == 0) {
+                return 0;
+            }
+        } else if (mkdir (path, 0700) == 0) {
+            return 0;
+        }
+        snprintf (why, whylen, "cannot make the private folder %s for zauth: %s", path,
+                  strerror (errno));
+        return -1;
+    }
+    const char *tmp = getenv ("TMPDIR");
+    snprintf (path, size, "%s/gridq-zauth-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp (path)) {
+        snprintf (why, whylen, "cannot make a private folder %s for zauth: %s", path,
+                  strerror (errno));
+        return -1;
+    }
+    return 0;
 }
 
 /* Checks that curve is supported, loads the broker certificate and the keys, starts zauth and
@@ -499,12 +544,8 @@ s_curve_start (gq_guard_t *self, const gq_broker_opts_t *opts, zsock_t *router, 
     self->signature = s_signature (self->dirs);
     self->next_rescan_us = gq_mono_us () + (int64_t) S_RESCAN_MS * 1000;
 
-    const char *tmp = getenv ("TMPDIR");
     char auth_dir[PATH_MAX];
-    snprintf (auth_dir, sizeof auth_dir, "%s/gridq-zauth-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp (auth_dir)) {
-        snprintf (why, whylen, "cannot make a private folder %s for zauth: %s", auth_dir,
-                  strerror (errno));
+    if (s_auth_dir_make (opts->db_path, auth_dir, sizeof auth_dir, why, whylen)) {
         zcert_destroy (&cert);
         return -1;
     }
@@ -624,7 +665,7 @@ gq_guard_destroy (gq_guard_t **self_p)
     gq_guard_t *self = *self_p;
     zactor_destroy (&self->keys);
     if (self->auth_dir) {
-        s_remove_dir (self->auth_dir);
+        s_remove_dir (self->auth_dir, false);
         free (self->auth_dir);
     }
     for (int r = 0; r < 2; r++) {
@@ -1246,6 +1287,13 @@ s_test_roles (bool verbose)
     S_CHECK_HAS (why, "--workers-dir /nonexistent/workers");
     opts.workers_dir = workers;
 
+    /* The private folder lies beside the store; one left by a killed broker is reused. */
+    char db[256], stale[PATH_MAX + 16];
+    snprintf (db, sizeof db, "%s/gridq.db", base);
+    opts.db_path = db;
+    S_CHECK_EQ (mkdir ((snprintf (path, sizeof path, "%s-zauth", db), path), 0755), 0);
+    snprintf (stale, sizeof stale, "%s/stale.pub", path);
+    zcert_save_public (stranger, stale);
     zsock_t *router = zsock_new (ZMQ_ROUTER);
     zsock_set_linger (router, 0);
     gq_guard_t *guard = gq_guard_new (&opts, router, why, sizeof why);
@@ -1254,6 +1302,11 @@ s_test_roles (bool verbose)
         abort ();
     }
     assert (guard->curve);
+    S_CHECK_EQ (strcmp (guard->auth_dir, path), 0);
+    struct stat st;
+    S_CHECK_EQ (stat (guard->auth_dir, &st), 0);
+    S_CHECK_EQ (st.st_mode & 0777, 0700);
+    S_CHECK_EQ (stat (stale, &st) != 0, 1); /* the stranger's key left with the old folder */
     S_CHECK_EQ (zhashx_size (guard->roles[0]), 2);
     S_CHECK_EQ (zhashx_size (guard->roles[1]), 2);
     S_CHECK_EQ (s_test_count_files (guard->auth_dir), 3); /* client, worker, both */
@@ -1322,8 +1375,17 @@ s_test_roles (bool verbose)
     char auth_dir[PATH_MAX];
     snprintf (auth_dir, sizeof auth_dir, "%s", guard->auth_dir);
     gq_guard_destroy (&guard);
-    struct stat st;
     assert (stat (auth_dir, &st) != 0); /* the private folder is gone */
+    /* Without a store file, the folder goes to $TMPDIR. */
+    opts.db_path = NULL;
+    router = zsock_new (ZMQ_ROUTER);
+    guard = gq_guard_new (&opts, router, why, sizeof why);
+    assert (guard);
+    S_CHECK_HAS (guard->auth_dir, "gridq-zauth-");
+    snprintf (auth_dir, sizeof auth_dir, "%s", guard->auth_dir);
+    zsock_destroy (&router);
+    gq_guard_destroy (&guard);
+    assert (stat (auth_dir, &st) != 0);
 
     zcert_destroy (&broker);
     zcert_destroy (&client);
@@ -1337,9 +1399,9 @@ s_test_roles (bool verbose)
     free (both_key);
     free (stranger_key);
     free (late_key);
-    s_remove_dir (clients);
-    s_remove_dir (workers);
-    s_remove_dir (keys);
+    s_remove_dir (clients, false);
+    s_remove_dir (workers, false);
+    s_remove_dir (keys, false);
     rmdir (base);
     if (verbose) {
         printf ("\n  roles: ok");

@@ -18,6 +18,7 @@
 #include <math.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -466,6 +467,13 @@ gq_metrics_new (const char *host_port, zloop_t *loop, gq_metrics_render_fn *rend
     }
     /* One internal thread polls and answers; MHD_OPTION_SOCK_ADDR decides the address (the
        port argument only shows in libmicrohttpd's own messages). */
+    /* The HTTP thread inherits a mask that blocks SIGINT and SIGTERM, so that they reach the
+       broker thread and wake its poll at once (libzmq does the same for its own threads). */
+    sigset_t block, saved;
+    sigemptyset (&block);
+    sigaddset (&block, SIGINT);
+    sigaddset (&block, SIGTERM);
+    pthread_sigmask (SIG_BLOCK, &block, &saved);
     atomic_store (&self->starting, true);
     self->daemon = MHD_start_daemon (
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, ntohs (addr.sin_port), NULL, NULL,
@@ -473,6 +481,7 @@ gq_metrics_new (const char *host_port, zloop_t *loop, gq_metrics_render_fn *rend
         (struct sockaddr *) &addr, MHD_OPTION_CONNECTION_LIMIT, (unsigned int) S_HTTP_CONNECTIONS,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) S_HTTP_IDLE_S, MHD_OPTION_END);
     atomic_store (&self->starting, false);
+    pthread_sigmask (SIG_SETMASK, &saved, NULL);
     if (!self->daemon) {
         s_explain_bind (&addr, host_port, why, whylen);
         gq_metrics_destroy (&self);

@@ -88,11 +88,27 @@ gq_format_time (int64_t ms, char *buf)
         buf[0] = 0;
         return buf;
     }
-    time_t secs = (time_t) (ms / 1000);
-    struct tm tm;
-    gmtime_r (&secs, &tm);
-    size_t n = strftime (buf, GQ_TIME_BUF, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf (buf + n, GQ_TIME_BUF - n, ".%03dZ", (int) (ms % 1000));
+    /* The date and time of day change once a second: keep the last one per thread, since the
+       broker formats three timestamps per finished job. */
+    static __thread int64_t cached_secs = -1;
+    static __thread char cached[24];
+    int64_t secs = ms / 1000;
+    if (secs != cached_secs) {
+        time_t t = (time_t) secs;
+        struct tm tm;
+        gmtime_r (&t, &tm);
+        strftime (cached, sizeof cached, "%Y-%m-%dT%H:%M:%S", &tm);
+        cached_secs = secs;
+    }
+    size_t n = strlen (cached);
+    memcpy (buf, cached, n);
+    int frac = (int) (ms % 1000);
+    buf[n] = '.';
+    buf[n + 1] = (char) ('0' + frac / 100);
+    buf[n + 2] = (char) ('0' + frac / 10 % 10);
+    buf[n + 3] = (char) ('0' + frac % 10);
+    buf[n + 4] = 'Z';
+    buf[n + 5] = 0;
     return buf;
 }
 

@@ -94,6 +94,76 @@ s_expect_screen (ops_pty_t *pty, size_t from, const char *text)
     }
 }
 
+/* Under CURVE: a client key given by --cert/--server-cert or by $GRIDQ_CERT/$GRIDQ_SERVER_CERT
+   sees the fleet; a worker's key is refused (exit 4, DENIED). */
+static void
+s_test_curve (const char *bin)
+{
+    char keygen[512];
+    snprintf (keygen, sizeof keygen, "%s/gridq-keygen", bin);
+    if (access (keygen, X_OK) || !zsys_has_curve ()) {
+        printf ("top: no gridq-keygen or no CURVE: the CURVE part is skipped\n");
+        return;
+    }
+    char command[2048], *out = NULL;
+    snprintf (command, sizeof command,
+              "cd '%s' && for k in broker ops gpu; do '%s' --dir . $k >/dev/null || exit 1; "
+              "done && mkdir -p clients workers && cp ops.pub clients/ && cp gpu.pub workers/",
+              h_dir (), keygen);
+    CHECK_EQ (h_run (command, NULL), 0);
+    char endpoint[64], db[600], secret[600], clients[600], workers[600], gpu[600], pub[600];
+    snprintf (endpoint, sizeof endpoint, "tcp://127.0.0.1:%d", h_free_port ());
+    snprintf (db, sizeof db, "%s/curve.db", h_dir ());
+    snprintf (secret, sizeof secret, "%s/broker.secret", h_dir ());
+    snprintf (clients, sizeof clients, "%s/clients", h_dir ());
+    snprintf (workers, sizeof workers, "%s/workers", h_dir ());
+    snprintf (gpu, sizeof gpu, "%s/gpu.secret", h_dir ());
+    snprintf (pub, sizeof pub, "%s/broker.pub", h_dir ());
+    h_start ("gridq-broker", "broker-curve", "--endpoint", endpoint, "--db", db, "--cert", secret,
+             "--clients-dir", clients, "--workers-dir", workers, NULL);
+    h_start ("gridq-worker", "top-c", "--broker", endpoint, "--name", "top-c", "--backend", "cpu",
+             "--cert", gpu, "--server-cert", pub, NULL);
+    /* The options, until the CURVE worker is listed. */
+    bool seen = false;
+    for (int attempt = 0; attempt < 100 && !seen; attempt++) {
+        snprintf (command, sizeof command,
+                  "timeout -k 2 30 '%s' --broker %s --cert '%s/ops.secret' --server-cert '%s' "
+                  "--timeout 2s --once --json --interval 0 2>&1",
+                  s_top, endpoint, h_dir (), pub);
+        int rc = h_run (command, &out);
+        if (rc != 0) {
+            fprintf (stderr, "gridq-top with --cert exited %d:\n%s\n", rc, out);
+            h_fail ();
+        }
+        seen = strstr (out, "\"top-c\"") != NULL;
+        free (out);
+        if (!seen) {
+            usleep (100000);  /* the worker is still registering: poll, bounded */
+        }
+    }
+    CHECK (seen);
+    /* The same through the environment. */
+    snprintf (command, sizeof command,
+              "GRIDQ_BROKER=%s GRIDQ_CERT='%s/ops.secret' GRIDQ_SERVER_CERT='%s' timeout -k 2 30 "
+              "'%s' --timeout 2s --once --interval 0 2>&1",
+              endpoint, h_dir (), pub, s_top);
+    CHECK_EQ (h_run (command, &out), 0);
+    CHECK (strstr (out, "top-c"));
+    free (out);
+    /* A worker's key is not a client's: refused, said so, exit 4. */
+    snprintf (command, sizeof command,
+              "timeout -k 2 30 '%s' --broker %s --cert '%s' --server-cert '%s' --timeout 2s "
+              "--once 2>&1",
+              s_top, endpoint, gpu, pub);
+    int rc = h_run (command, &out);
+    if (rc != 4 || !strstr (out, "DENIED")) {
+        fprintf (stderr, "gridq-top with a worker key: exit %d, expected 4 and DENIED:\n%s\n", rc,
+                 out);
+        h_fail ();
+    }
+    free (out);
+}
+
 int
 main (void)
 {
@@ -275,6 +345,7 @@ main (void)
     CHECK_EQ (ops_pty_wait_exit (pty, 5000), 0);
     ops_pty_destroy (&pty);
 
+    s_test_curve (bin);
     gq_client_destroy (&client);
     printf ("top: ok\n");
     h_cleanup ();

@@ -12,9 +12,11 @@
     and latency (one job in flight: the 3-hop round trip, p50/p99/p999 in microseconds).
     Only libzmq is used, as the lowest layer gridq itself sits on (through czmq). */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -22,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -413,21 +416,24 @@ s_parse (int argc, char **argv, s_opts_t *opts)
     return 0;
 }
 
+/* A loopback TCP port that was free a moment ago, picked by the kernel (ZeroMQ's "*" scans up
+   from 49152 and hands the same port to runs started together). */
 static int
-s_free_port (void *ctx)
+s_free_port (void)
 {
-    /* Bind to an ephemeral port, read it back, close: free a moment ago. */
-    void *probe = zmq_socket (ctx, ZMQ_ROUTER);
-    char endpoint[64];
-    size_t size = sizeof endpoint;
+    int fd = socket (AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in addr;
+    memset (&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
     int port = -1;
-    if (probe && zmq_bind (probe, "tcp://127.0.0.1:*") == 0 &&
-        zmq_getsockopt (probe, ZMQ_LAST_ENDPOINT, endpoint, &size) == 0) {
-        const char *colon = strrchr (endpoint, ':');
-        port = colon ? atoi (colon + 1) : -1;
+    if (fd >= 0 && bind (fd, (struct sockaddr *) &addr, sizeof addr) == 0 &&
+        getsockname (fd, (struct sockaddr *) &addr, &len) == 0) {
+        port = ntohs (addr.sin_port);
     }
-    if (probe) {
-        zmq_close (probe);
+    if (fd >= 0) {
+        close (fd);
     }
     return port;
 }
@@ -440,10 +446,7 @@ main (int argc, char **argv)
     if (rc) {
         return rc;
     }
-    /* The port is probed in a context of our own that is gone before we fork. */
-    void *probe_ctx = zmq_ctx_new ();
-    int port = s_free_port (probe_ctx);
-    zmq_ctx_term (probe_ctx);
+    int port = s_free_port ();
     if (port < 0) {
         fprintf (stderr, "gridq-bench-zmq: no free loopback port\n");
         return 1;

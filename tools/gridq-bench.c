@@ -15,6 +15,7 @@
     The client, broker and workers share the machine: on a small one the client's own JSON work
     is part of what is measured, as it would be for any real client. */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <czmq.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -22,11 +23,13 @@
 #include <getopt.h>
 #include <libgen.h>
 #include <math.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -112,12 +115,25 @@ s_install_signals (void)
     sigaction (SIGHUP, &action, NULL);
 }
 
+/* A loopback TCP port that was free a moment ago. The kernel picks it (port 0), not ZeroMQ's
+   "*", which scans up from 49152 and so hands the same port to runs started together. */
 static int
 s_free_port (void)
 {
-    zsock_t *probe = zsock_new (ZMQ_ROUTER);
-    int port = probe ? zsock_bind (probe, "tcp://127.0.0.1:*") : -1;
-    zsock_destroy (&probe);
+    int fd = socket (AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in addr;
+    memset (&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    int port = -1;
+    if (fd >= 0 && bind (fd, (struct sockaddr *) &addr, sizeof addr) == 0 &&
+        getsockname (fd, (struct sockaddr *) &addr, &len) == 0) {
+        port = ntohs (addr.sin_port);
+    }
+    if (fd >= 0) {
+        close (fd);
+    }
     return port;
 }
 
@@ -282,7 +298,8 @@ s_fleet_wait (s_fleet_t *fleet, int n)
     while (!s_interrupted && gq_mono_us () < deadline) {
         if (!s_running (fleet->broker)) {
             fprintf (stderr, "gridq-bench: the broker exited during start-up\n");
-            break;
+            gq_client_destroy (&client);
+            return false;
         }
         up = s_nodes_up (client);
         if (up >= n) {

@@ -8,7 +8,7 @@
 
     --once prints one snapshot as text or JSON without curses, for scripts and tests.
 
-    Exit status: 0 success; 2 usage error; 3 no broker answered. */
+    Exit status: 0 success; 2 usage error; 3 no broker answered; 4 the broker refused. */
 #define _GNU_SOURCE
 #include <curses.h>
 #include <errno.h>
@@ -33,7 +33,8 @@
 enum {
     S_EXIT_OK = 0,     /* success */
     S_EXIT_USAGE = 2,  /* bad command line */
-    S_EXIT_BROKER = 3  /* no broker answered */
+    S_EXIT_BROKER = 3, /* no broker answered */
+    S_EXIT_REFUSED = 4 /* the broker answered ERROR (a key without the client role, ...) */
 };
 
 #define S_INTERVAL_MS     1000           /* default time between refreshes */
@@ -140,6 +141,7 @@ typedef struct {
     int64_t sent_us;          /* when they were sent */
 
     char error[512];          /* why the last round failed, "" after a good one */
+    bool refused;             /* the last round failed on an ERROR reply */
 } s_top_t;
 
 static volatile sig_atomic_t s_interrupted = 0;
@@ -290,6 +292,7 @@ s_round_take (s_top_t *top, const char *command, int64_t req, json_t *body)
         return false;
     }
     if (streq (command, "ERROR")) {
+        top->refused = true;
         snprintf (top->error, sizeof top->error, "%s %s: %s", s_req_commands[slot],
                   s_str (body, "code", "ERROR"), s_str (body, "message", "refused"));
         json_decref (body);
@@ -314,6 +317,7 @@ s_round_expire (s_top_t *top, int64_t now_us)
     if (!top->in_flight || now_us - top->sent_us < (int64_t) top->timeout_ms * 1000) {
         return false;
     }
+    top->refused = false;
     snprintf (top->error, sizeof top->error,
               "no broker answered at %s within %g s: is gridq-broker running?",
               gq_client_endpoint (top->client), top->timeout_ms / 1000.0);
@@ -812,7 +816,8 @@ s_draw (s_top_t *top)
     }
     y++;
     int nfail = (int) json_array_size (top->failures);
-    int fail_rows = nfail ? (nfail < 3 ? nfail : 3) + 2 : 2;  /* reserve: title + header + 3 */
+    /* The fleet comes first; the failures keep at least their title and the newest one. */
+    int fail_rows = nfail ? 2 : 1;
     int room = LINES - 1 - y - fail_rows - 1;
     size_t shown = 0;
     for (size_t i = 0; i < count && (int) shown < room; i++, shown++) {
@@ -851,7 +856,7 @@ s_draw (s_top_t *top)
     if (y < LINES - 1) {
         s_put (y++, 1, A_BOLD, "Recent failures%s", nfail ? "" : ": none");
     }
-    if (nfail && y < LINES - 1) {
+    if (nfail && y + 1 < LINES - 1) {  /* the column names only above at least one row */
         s_put (y++, 1, A_UNDERLINE, "%-10s %-14s %-*s %-12s %-4s %s", "ID", "WHEN", name_w,
                "NODE", "KIND", "ATT", "REASON");
     }
@@ -979,17 +984,19 @@ s_help (FILE *out)
              "  --sort COLUMN        fleet order: name, vram, running or rtt (default name)\n"
              "  --once               print one plain-text snapshot and exit (no screen); rates\n"
              "                       are measured over one interval (--interval 0: not at all)\n"
-             "  --json               with --once: one JSON object {\"nodes\": [...], \"jobs\": {...},\n"
-             "                       \"queue\": {...}, \"fleet\": {...}, \"failures\": [...]}\n"
+             "  --json               with --once: one JSON object {\"nodes\": [...],\n"
+             "                       \"jobs\": {...}, \"queue\": {...}, \"fleet\": {...},\n"
+             "                       \"failures\": [...]}\n"
              "  --help, --version\n"
              "\n"
              "Keys: q quit, s cycle the sort column (name, vram, running, rtt), p pause/resume.\n"
              "Ctrl-C also quits; the terminal is restored either way.\n"
              "\n"
-             "Exit status: 0 success; 2 usage error; 3 no broker answered.\n"
+             "Exit status: 0 success; 2 usage error; 3 no broker answered; 4 the broker refused\n"
+             "the request (e.g. a certificate without the client role).\n"
              "\n"
              "Examples:\n"
-             "  gridq-top --broker tcp://10.0.0.5:5555\n"
+             "  gridq-top --broker tcp://gpu-head.example.net:5555\n"
              "  gridq-top --once --json | jq '.nodes[] | {name, running, jobs_per_min}'\n",
              GQ_DEFAULT_ENDPOINT);
 }
@@ -1131,14 +1138,14 @@ main (int argc, char **argv)
     int rc = S_EXIT_OK;
     if (s_round_blocking (&top)) {
         fprintf (stderr, "gridq-top: %s\n", top.error);
-        rc = S_EXIT_BROKER;
+        rc = top.refused ? S_EXIT_REFUSED : S_EXIT_BROKER;
     } else if (once) {
         if (top.interval_ms > 0) {
             /* A second round one interval later, so that the rates are measured. */
             zclock_sleep (top.interval_ms);
             if (s_round_blocking (&top)) {
                 fprintf (stderr, "gridq-top: %s\n", top.error);
-                rc = S_EXIT_BROKER;
+                rc = top.refused ? S_EXIT_REFUSED : S_EXIT_BROKER;
             }
         }
         if (rc == S_EXIT_OK) {

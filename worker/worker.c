@@ -18,6 +18,8 @@
 #define S_LIVENESS_MS  3000     /* silence before reconnecting, until WELCOME says otherwise */
 #define S_TICK_MS      100      /* how often the socket thread checks the broker's liveness */
 #define S_TURN_MESSAGES 1024    /* messages read per loop turn before results are flushed */
+#define S_RESULTS_PER_MESSAGE 64 /* results sent at once: small enough that the broker works on
+                                    them while this worker runs the rest (a pipeline) */
 
 /* One job on its way through a slot. Owned by the socket thread except while a slot runs it. */
 typedef struct {
@@ -140,6 +142,8 @@ s_send (gq_worker_t *self, const char *command, json_t *body)
     return msg ? gq_msg_send (&msg, self->dealer) : GQ_ENOMEM;
 }
 
+static void s_flush_results (gq_worker_t *self);
+
 /* Adds one RESULT entry for this turn; takes result (may be NULL) and the output blobs. */
 static void
 s_result (gq_worker_t *self, int64_t id, int attempt, json_t *result, const char *error,
@@ -176,6 +180,9 @@ s_result (gq_worker_t *self, int64_t id, int attempt, json_t *result, const char
         }
     }
     json_array_append_new (self->results, entry);
+    if (json_array_size (self->results) >= S_RESULTS_PER_MESSAGE) {
+        s_flush_results (self);
+    }
 }
 
 static void
