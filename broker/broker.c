@@ -56,7 +56,7 @@ typedef struct {
 typedef struct {
     int32_t node;          /* matcher index */
     zframe_t *routing_id;  /* current connection, NULL when offline */
-    char key[48];          /* hex of routing_id: the workers-by-connection key */
+    char key[520];         /* hex of routing_id (up to 255 bytes): workers-by-connection key */
     int64_t last_seen_us;  /* monotonic time of the last message */
     int64_t last_seen_ms;  /* wall time of the last message (for listings) */
     gq_job_t *running;     /* jobs running there, linked through qprev/qnext */
@@ -64,6 +64,8 @@ typedef struct {
     size_t jobs_out_count; /* entries in jobs_out */
     json_t *spec;          /* the worker's last READY spec (kinds, models, backend) */
     json_t *models_loaded; /* last reported [{name, load_ms}] */
+    char owner_key[48];    /* CURVE key that first registered this name ("" without CURVE):
+                              no other key may take the name over */
     int failures_in_row;   /* consecutive failed jobs (backoff) */
     bool dirty;            /* has entries in jobs_out */
 } s_worker_t;
@@ -74,6 +76,7 @@ typedef struct {
     gq_job_t **jobs;       /* jobs inserted this turn (NULL entries for idem duplicates) */
     int64_t *ids;          /* the id of each job of the batch */
     size_t count;
+    uint32_t owner;        /* submitter, for the per-client cap */
     bool watch;
 } s_submit_t;
 
@@ -140,6 +143,37 @@ s_chunk_printf (zchunk_t *chunk, const char *format, ...)
     int n = vsnprintf (text, sizeof text, format, args);
     va_end (args);
     zchunk_extend (chunk, text, n < (int) sizeof text ? (size_t) n : sizeof text - 1);
+}
+
+/* Appends a decimal integer: the hot paths build JSON text without printf. */
+static void
+s_chunk_int (zchunk_t *chunk, int64_t value)
+{
+    char digits[24];
+    char *p = digits + sizeof digits;
+    uint64_t v = value < 0 ? (uint64_t) -value : (uint64_t) value;
+    do {
+        *--p = (char) ('0' + v % 10);
+        v /= 10;
+    } while (v);
+    if (value < 0) {
+        *--p = '-';
+    }
+    zchunk_extend (chunk, p, (size_t) (digits + sizeof digits - p));
+}
+
+/* Appends text, then a quoted name or null (names are validated on entry: no escaping). */
+static void
+s_chunk_name (zchunk_t *chunk, const char *before, const char *name)
+{
+    s_chunk_str (chunk, before);
+    if (name) {
+        zchunk_extend (chunk, "\"", 1);
+        s_chunk_str (chunk, name);
+        zchunk_extend (chunk, "\"", 1);
+    } else {
+        zchunk_extend (chunk, "null", 4);
+    }
 }
 
 /* zhashx with int64 keys stored in the key pointer itself (no allocation per entry). */
@@ -265,7 +299,7 @@ s_worker_for_node (gq_broker_t *self, int32_t node)
 static s_worker_t *
 s_worker_by_connection (gq_broker_t *self, zframe_t *routing_id)
 {
-    char key[48];
+    char key[520];
     s_hex (routing_id, key, sizeof key);
     return (s_worker_t *) zhashx_lookup (self->by_connection, key);
 }
@@ -370,16 +404,12 @@ s_watch_notify (gq_broker_t *self, s_watch_t *watch, json_t *job_json)
     }
 }
 
-/* Appends "key":"time" or "key":null. */
+/* Appends key (the text before the value) and the time as a string, or null. */
 static void
 s_chunk_time (zchunk_t *chunk, const char *key, int64_t ms)
 {
     char buf[GQ_TIME_BUF];
-    if (ms > 0) {
-        s_chunk_printf (chunk, ",\"%s\":\"%s\"", key, gq_format_time (ms, buf));
-    } else {
-        s_chunk_printf (chunk, ",\"%s\":null", key);
-    }
+    s_chunk_name (chunk, key, ms > 0 ? gq_format_time (ms, buf) : NULL);
 }
 
 /* The JSON text of a job that just ended, as FINISHED carries it, spliced from the texts the
@@ -392,16 +422,25 @@ s_finished_text (gq_broker_t *self, const gq_job_t *job, const char *node, const
 {
     zchunk_t *out = zchunk_new (NULL, 256 + job->payload_len + (result ? strlen (result) : 0));
     const char *model = s_model_name (self, job);
-    s_chunk_printf (out, "{\"id\":%lld,\"state\":\"%s\",\"kind\":\"%s\",\"model\":",
-                    (long long) job->id, gq_job_state_name (job->state),
-                    gq_matcher_kind_name (self->matcher, job->kind_id));
-    s_chunk_printf (out, model ? "\"%s\"" : "null%s", model ? model : "");
-    s_chunk_printf (out, ",\"min_vram_mb\":%d,\"priority\":%d,\"timeout_ms\":%u,"
-                         "\"max_attempts\":%d,\"payload\":",
-                    job->min_vram_mb, job->priority, job->timeout_ms, job->max_attempts);
+    s_chunk_str (out, "{\"id\":");
+    s_chunk_int (out, job->id);
+    s_chunk_name (out, ",\"state\":", gq_job_state_name (job->state));
+    s_chunk_name (out, ",\"kind\":", gq_matcher_kind_name (self->matcher, job->kind_id));
+    s_chunk_name (out, ",\"model\":", model);
+    s_chunk_str (out, ",\"min_vram_mb\":");
+    s_chunk_int (out, job->min_vram_mb);
+    s_chunk_str (out, ",\"priority\":");
+    s_chunk_int (out, job->priority);
+    s_chunk_str (out, ",\"timeout_ms\":");
+    s_chunk_int (out, job->timeout_ms);
+    s_chunk_str (out, ",\"max_attempts\":");
+    s_chunk_int (out, job->max_attempts);
+    s_chunk_str (out, ",\"payload\":");
     zchunk_extend (out, job->payload, job->payload_len);
-    s_chunk_printf (out, node ? ",\"node\":\"%s\"" : ",\"node\":null%s", node ? node : "");
-    s_chunk_printf (out, ",\"attempts\":%d,\"result\":", job->attempts);
+    s_chunk_name (out, ",\"node\":", node);
+    s_chunk_str (out, ",\"attempts\":");
+    s_chunk_int (out, job->attempts);
+    s_chunk_str (out, ",\"result\":");
     s_chunk_str (out, result ? result : "null");
     s_chunk_str (out, ",\"error\":");
     if (error) {
@@ -413,9 +452,9 @@ s_finished_text (gq_broker_t *self, const gq_job_t *job, const char *node, const
     } else {
         s_chunk_str (out, "null");
     }
-    s_chunk_time (out, "submitted_at", job->submitted_ms);
-    s_chunk_time (out, "started_at", job->started_ms);
-    s_chunk_time (out, "finished_at", now_ms);
+    s_chunk_time (out, ",\"submitted_at\":", job->submitted_ms);
+    s_chunk_time (out, ",\"started_at\":", job->started_ms);
+    s_chunk_time (out, ",\"finished_at\":", now_ms);
     s_chunk_str (out, "}");
     return out;
 }
@@ -481,6 +520,10 @@ s_job_end (gq_broker_t *self, gq_job_t *job, int state, json_t *result, const ch
     job->state = (uint8_t) state;
     self->counts[state]++;
     self->finished[state]++;
+    if (job->owner) {
+        char why[100];
+        gq_guard_queued (self->guard, job->owner, -1, false, why, sizeof why);
+    }
     if (job->started_ms && state == GQ_JOB_DONE) {
         gq_metrics_observe (self->metrics, GQ_HIST_LATENCY_MS, (double) (now_ms - job->started_ms));
     }
@@ -745,8 +788,31 @@ s_cmd_submit (gq_broker_t *self, gq_msg_t **request_p)
         s_reject (self, request, GQ_ENOMEM, "out of memory");
         return;
     }
+    /* Kinds are interned for good: count the batch's new ones before interning any, so that a
+       refused batch uses up nothing and one client cannot fill the table. */
+    const char *new_kinds[GQ_MAX_KINDS];
+    size_t n_new_kinds = 0;
     for (size_t i = 0; i < count; i++) {
-        if (gq_jobspec_parse (json_array_get (jobs, i), &specs[i], why, sizeof why)) {
+        int rc = gq_jobspec_parse (json_array_get (jobs, i), &specs[i], why, sizeof why);
+        if (rc == GQ_OK && specs[i].blob_first >= 0 &&
+            (size_t) (specs[i].blob_first + specs[i].blob_count) > gq_msg_blobs (request)) {
+            snprintf (why, sizeof why, "\"blobs\" names frames the message does not have");
+            rc = GQ_EINVAL;
+        }
+        if (rc == GQ_OK && gq_matcher_kind_id (self->matcher, specs[i].kind, false) < 0) {
+            bool seen = false;
+            for (size_t k = 0; k < n_new_kinds && !seen; k++) {
+                seen = streq (new_kinds[k], specs[i].kind);
+            }
+            if (!seen && gq_matcher_kinds (self->matcher) + n_new_kinds >= GQ_MAX_KINDS) {
+                snprintf (why, sizeof why, "kind \"%s\": this broker knows %d kinds already",
+                          specs[i].kind, GQ_MAX_KINDS);
+                rc = GQ_EINVAL;
+            } else if (!seen) {
+                new_kinds[n_new_kinds++] = specs[i].kind;
+            }
+        }
+        if (rc) {
             self->rejected++;
             gq_msg_t *reply = gq_msg_error (request, GQ_EINVAL, "jobs[%zu]: %s", i, why);
             json_object_set_new (gq_msg_body (reply), "index", json_integer ((json_int_t) i));
@@ -767,8 +833,21 @@ s_cmd_submit (gq_broker_t *self, gq_msg_t **request_p)
         s_reply (self, reply);
         return;
     }
+    uint32_t owner = gq_guard_owner (self->guard, gq_msg_user_id (request));
+    int capped = gq_guard_queued (self->guard, owner, (int64_t) count, true, why, sizeof why);
+    if (capped) {
+        free (specs);
+        self->rejected++;
+        gq_msg_t *reply = gq_msg_error (request, capped, "%s", why);
+        if (capped == GQ_ERATE) {
+            json_object_set_new (gq_msg_body (reply), "retry_after_ms", json_integer (1000));
+        }
+        s_reply (self, reply);
+        return;
+    }
     s_submit_t *submit = (s_submit_t *) calloc (1, sizeof *submit);
     if (submit) {
+        submit->owner = owner;
         submit->jobs = (gq_job_t **) calloc (count, sizeof *submit->jobs);
         submit->ids = (int64_t *) calloc (count, sizeof *submit->ids);
     }
@@ -779,6 +858,7 @@ s_cmd_submit (gq_broker_t *self, gq_msg_t **request_p)
             free (submit);
         }
         free (specs);
+        gq_guard_queued (self->guard, owner, -(int64_t) count, false, why, sizeof why);
         s_reject (self, request, GQ_ENOMEM, "out of memory");
         return;
     }
@@ -791,13 +871,13 @@ s_cmd_submit (gq_broker_t *self, gq_msg_t **request_p)
         gq_jobspec_t *spec = &specs[i];
         gq_job_t *job = s_job_from_spec (self, spec, request, why, sizeof why);
         if (!job) {
-            gq_msg_t *reply = gq_msg_error (request, GQ_EINVAL, "jobs[%zu]: %s", i, why);
-            s_reply (self, reply);
-            s_submit_free (self, &submit);
-            free (specs);
-            return;
+            /* Only allocation can fail here (the batch was validated): the turn fails, so
+               nothing of this batch is committed. */
+            s_store_failed (self);
+            break;
         }
         job->submitted_ms = now_ms;
+        job->owner = owner;
         int64_t existing = 0;
         int rc = s_txn (self);
         if (rc == GQ_OK) {
@@ -810,6 +890,7 @@ s_cmd_submit (gq_broker_t *self, gq_msg_t **request_p)
             break; /* the turn fails; the reply is an ERROR after rollback */
         }
         if (rc == 1) { /* idempotent repeat: the first job's id, nothing new */
+            gq_guard_queued (self->guard, owner, -1, false, why, sizeof why);
             s_job_free (self, &job);
             submit->ids[i] = existing;
             continue;
@@ -845,6 +926,12 @@ s_submits_settle (gq_broker_t *self, bool committed)
                                             "was accepted, retry later",
                                             gq_store_errmsg (self->store));
             gq_msg_send (&reply, self->router);
+            int64_t counted = 0;
+            for (size_t i = 0; i < submit->count; i++) {
+                counted += submit->jobs[i] != NULL || submit->ids[i] == 0;
+            }
+            char why[100];
+            gq_guard_queued (self->guard, submit->owner, -counted, false, why, sizeof why);
             s_submit_free (self, &submit);
             continue;
         }
@@ -852,7 +939,10 @@ s_submits_settle (gq_broker_t *self, bool committed)
         s_chunk_printf (text, "{\"req\":%lld,\"ids\":[", (long long) gq_msg_req (submit->request));
         for (size_t i = 0; i < submit->count; i++) {
             gq_job_t *job = submit->jobs[i];
-            s_chunk_printf (text, i ? ",%lld" : "%lld", (long long) submit->ids[i]);
+            if (i) {
+                zchunk_extend (text, ",", 1);
+            }
+            s_chunk_int (text, submit->ids[i]);
             if (job) {
                 zhashx_insert (self->jobs, S_KEY (job->id), job);
                 gq_queue_push (self->queue, job);
@@ -1234,7 +1324,9 @@ s_worker_models (gq_broker_t *self, s_worker_t *worker, json_t *available, json_
         /* A heartbeat reports only what is loaded: keep what is available. */
         gq_node_t *node = gq_matcher_node (self->matcher, worker->node);
         n_avail = node->n_available;
-        memcpy (avail_ids, node->models_available, n_avail * sizeof avail_ids[0]);
+        if (n_avail) {
+            memcpy (avail_ids, node->models_available, n_avail * sizeof avail_ids[0]);
+        }
     }
     gq_matcher_node_set_models (self->matcher, worker->node, avail_ids, n_avail, loaded_ids,
                                 n_loaded);
@@ -1277,7 +1369,12 @@ s_cmd_ready (gq_broker_t *self, gq_msg_t *request, int64_t now_ms, int64_t now_u
         s_reject (self, request, GQ_ENOMEM, "out of memory");
         return;
     }
-    char key[48];
+    if (worker->spec && !streq (worker->owner_key, gq_msg_user_id (request))) {
+        s_reject (self, request, GQ_EDENIED, "node name registered by another key");
+        return;
+    }
+    snprintf (worker->owner_key, sizeof worker->owner_key, "%s", gq_msg_user_id (request));
+    char key[520];
     s_hex (gq_msg_routing_id (request), key, sizeof key);
     s_worker_t *previous = (s_worker_t *) zhashx_lookup (self->by_connection, key);
     if (previous && previous != worker) {
@@ -1359,8 +1456,9 @@ s_cmd_heartbeat (gq_broker_t *self, s_worker_t *worker, gq_msg_t *request, int64
     json_t *echo = json_object_get (body, "echo");
     gq_node_t *node = gq_matcher_node (self->matcher, worker->node);
     bool changed = false;
-    if (json_is_integer (echo)) {
-        double rtt = (double) (now_us / 1000 - json_integer_value (echo));
+    json_int_t sent = json_is_integer (echo) ? json_integer_value (echo) : -1;
+    if (sent >= 0 && sent <= now_us / 1000) {
+        double rtt = (double) (now_us / 1000 - sent);
         if (rtt >= 0 && rtt < 600000) {
             node->rtt_ms = node->rtt_ms > 0 ? (float) (0.8 * node->rtt_ms + 0.2 * rtt)
                                             : (float) rtt;
@@ -1405,7 +1503,18 @@ s_cmd_job_result (gq_broker_t *self, s_worker_t *worker, gq_msg_t *request, int6
     int32_t from = worker ? worker->node : -1;
     if (!worker) {
         const char *name = json_string_value (json_object_get (body, "node"));
-        if (name && gq_valid_name (name, GQ_NAME_MAX)) {
+        int32_t named = name && gq_valid_name (name, GQ_NAME_MAX)
+                            ? gq_matcher_node_find (self->matcher, name)
+                            : -1;
+        s_worker_t *known = named >= 0 && (size_t) named < self->workers_size
+                                ? self->workers[named]
+                                : NULL;
+        if (known && known->spec) {
+            /* Only the key that registered that name may report for it. */
+            from = streq (known->owner_key, gq_msg_user_id (request)) ? named : -1;
+        } else if (name && gq_valid_name (name, GQ_NAME_MAX) && json_array_size (results)) {
+            /* A name we have not seen since we restarted: remember it, offline until it
+               registers, so the attempt it reports is recorded there. */
             from = gq_matcher_node_find_or_add (self->matcher, name);
         }
     }
@@ -1617,12 +1726,15 @@ s_dispatch (gq_broker_t *self)
                 zchunk_extend (out, ",", 1);
             }
             const char *model = s_model_name (self, job);
-            s_chunk_printf (out, "{\"id\":%lld,\"attempt\":%d,\"kind\":\"%s\",\"timeout_ms\":%u,",
-                            (long long) job->id, job->attempts,
-                            gq_matcher_kind_name (self->matcher, job->kind_id), job->timeout_ms);
-            s_chunk_printf (out, model ? "\"model\":\"%s\",\"payload\":" : "\"model\":null%s,"
-                                                                            "\"payload\":",
-                            model ? model : "");
+            s_chunk_str (out, "{\"id\":");
+            s_chunk_int (out, job->id);
+            s_chunk_str (out, ",\"attempt\":");
+            s_chunk_int (out, job->attempts);
+            s_chunk_name (out, ",\"kind\":", gq_matcher_kind_name (self->matcher, job->kind_id));
+            s_chunk_str (out, ",\"timeout_ms\":");
+            s_chunk_int (out, job->timeout_ms);
+            s_chunk_name (out, ",\"model\":", model);
+            s_chunk_str (out, ",\"payload\":");
             zchunk_extend (out, job->payload, job->payload_len);
             zchunk_extend (out, "}", 1);
             worker->jobs_out_count++;
@@ -1844,6 +1956,10 @@ s_recover_job (void *arg, const gq_job_row_t *row, const char *const *excluded,
     job->payload_len = (uint32_t) strlen (job->payload);
     job->id = row->id;
     job->submitted_ms = row->submitted_ms;
+    job->owner = gq_guard_owner (self->guard, row->client);
+    if (job->owner) {
+        gq_guard_queued (self->guard, job->owner, 1, false, why, sizeof why);
+    }
     job->attempts = (uint8_t) row->attempts;
     for (size_t i = 0; i < n_excluded; i++) {
         int32_t node = gq_matcher_node_find_or_add (self->matcher, excluded[i]);
@@ -2043,19 +2159,6 @@ gq_broker_new (const gq_broker_opts_t *opts, char *why, size_t whylen)
     zhashx_set_key_duplicator (self->by_connection, NULL);
     zhashx_set_key_destructor (self->by_connection, NULL);
 
-    if (gq_store_counts (self->store, self->counts) ||
-        gq_store_recover (self->store, s_recover_job, self)) {
-        snprintf (why, whylen, "recovery failed: %s", gq_store_errmsg (self->store));
-        gq_broker_destroy (&self);
-        return NULL;
-    }
-    self->counts[GQ_JOB_QUEUED] = (int64_t) gq_queue_size (self->queue);
-    self->counts[GQ_JOB_RUNNING] = 0;
-    if (gq_queue_size (self->queue)) {
-        zsys_info ("broker: recovered %zu unfinished jobs from %s", gq_queue_size (self->queue),
-                   opts->db_path);
-    }
-
     self->router = zsock_new (ZMQ_ROUTER);
     if (!self->router) {
         snprintf (why, whylen, "cannot create the ROUTER socket");
@@ -2072,6 +2175,19 @@ gq_broker_new (const gq_broker_opts_t *opts, char *why, size_t whylen)
         gq_broker_destroy (&self);
         return NULL;
     }
+    if (gq_store_counts (self->store, self->counts) ||
+        gq_store_recover (self->store, s_recover_job, self)) {
+        snprintf (why, whylen, "recovery failed: %s", gq_store_errmsg (self->store));
+        gq_broker_destroy (&self);
+        return NULL;
+    }
+    self->counts[GQ_JOB_QUEUED] = (int64_t) gq_queue_size (self->queue);
+    self->counts[GQ_JOB_RUNNING] = 0;
+    if (gq_queue_size (self->queue)) {
+        zsys_info ("broker: recovered %zu unfinished jobs from %s", gq_queue_size (self->queue),
+                   opts->db_path);
+    }
+
     if (zsock_bind (self->router, "%s", opts->endpoint) < 0) {
         snprintf (why, whylen, "cannot bind %s: %s (is another broker running there?)",
                   opts->endpoint, zmq_strerror (zmq_errno ()));

@@ -28,6 +28,8 @@ s_usage (FILE *out)
              "  --cert FILE --clients-dir DIR --workers-dir DIR   CURVE keys and roles\n"
              "  --insecure           allow a non-loopback endpoint without CURVE\n"
              "  --rate N/s --burst M per-client submission rate limit\n"
+             "  --max-queued N       unfinished jobs one client key may have (CURVE; default\n"
+             "                       unlimited)\n"
              "  --metrics HOST:PORT  serve Prometheus metrics at /metrics\n"
              "  --help               this text\n"
              "\n"
@@ -51,7 +53,8 @@ main (int argc, char **argv)
     gq_broker_opts_default (&opts);
     const char *config = NULL;
     enum { O_ENDPOINT = 1000, O_DB, O_HB, O_LIVENESS, O_CONFIG, O_DURABILITY, O_RETENTION,
-           O_CERT, O_CLIENTS, O_WORKERS, O_INSECURE, O_RATE, O_BURST, O_METRICS, O_HELP };
+           O_CERT, O_CLIENTS, O_WORKERS, O_INSECURE, O_RATE, O_BURST, O_METRICS, O_MAX_QUEUED,
+           O_HELP };
     static const struct option options[] = {
         {"endpoint", required_argument, 0, O_ENDPOINT},
         {"db", required_argument, 0, O_DB},
@@ -67,6 +70,7 @@ main (int argc, char **argv)
         {"rate", required_argument, 0, O_RATE},
         {"burst", required_argument, 0, O_BURST},
         {"metrics", required_argument, 0, O_METRICS},
+        {"max-queued", required_argument, 0, O_MAX_QUEUED},
         {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0}};
     /* First pass: the config file, so that flags given on the command line win over it. */
@@ -154,6 +158,12 @@ main (int argc, char **argv)
             break;
         case O_METRICS:
             opts.metrics = optarg;
+            break;
+        case O_MAX_QUEUED:
+            opts.max_queued_per_client = strtoll (optarg, &end, 10);
+            if (*end || opts.max_queued_per_client < 1) {
+                return s_fail ("--max-queued '%s' must be a positive number of jobs", optarg);
+            }
             break;
         default:
             break;

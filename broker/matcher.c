@@ -1298,6 +1298,12 @@ gq_matcher_set_weights (gq_matcher_t *self, const gq_weights_t *weights)
     self->dirty = true;
 }
 
+size_t
+gq_matcher_kinds (gq_matcher_t *self)
+{
+    return (size_t) self->n_kinds;
+}
+
 int
 gq_matcher_kind_id (gq_matcher_t *self, const char *kind, bool create)
 {

@@ -62,6 +62,7 @@ stop_all () {
 }
 cleanup () {
     stop_all
+    step "stopped every process"
     if [ -z "${GQ_KEEP:-}" ]; then
         rm -rf "$TMP"
     fi
@@ -80,14 +81,28 @@ fail () {
     exit 1
 }
 
+# step TEXT: a progress line with the seconds since the start (ctest shows it on failure).
+T0=$(date +%s%N)
+step () {
+    local now
+    now=$(date +%s%N)
+    printf '[%6.2f s] %s\n' "$(((now - T0) / 1000000))e-3" "$*"
+}
+
 # gq RC ARGS...: runs gridq against our broker; stdout in $TMP/out, stderr in $TMP/err, the exit
 # status in $RC, which must be RC ("any" accepts every status).
 RC=0
 gq () {
     local want=$1
     shift
+    local t1 t2
+    t1=$(date +%s%N)
     timeout 30 "$BIN/gridq" --broker "$EP" --timeout 5s "$@" >"$TMP/out" 2>"$TMP/err"
     RC=$?
+    t2=$(date +%s%N)
+    if [ $((t2 - t1)) -gt 2000000000 ]; then
+        step "slow: gridq $* took $(((t2 - t1) / 1000000)) ms"
+    fi
     if [ "$want" != any ] && [ "$RC" != "$want" ]; then
         fail "gridq $* exited $RC, expected $want"
     fi
@@ -115,10 +130,17 @@ field () {
 
 # poll TRIES CMD...: runs CMD every 0.1 s until it succeeds, at most TRIES times.
 poll () {
-    local tries=$1
+    local tries=$1 t1 t2
     shift
+    t1=$(date +%s%N)
     for _ in $(seq "$tries"); do
-        "$@" && return 0
+        if "$@"; then
+            t2=$(date +%s%N)
+            if [ $((t2 - t1)) -gt 2000000000 ]; then
+                step "slow: $* held after $(((t2 - t1) / 1000000)) ms"
+            fi
+            return 0
+        fi
         sleep 0.1
     done
     return 1
@@ -220,12 +242,14 @@ for _ in $(seq 10); do
     stop_all
 done
 [ -n "$started" ] || fail "could not start gridq-broker on a free port"
+step "broker up on $EP"
 
 # ---- 1. right-sizing: only the VRAM differs (and the GPU model, which scores nothing) --------
 worker n12 --vram 12G --gpu-model "NVIDIA GeForce RTX 3060" --tflops 50 --price 1.00
 worker n24 --vram 24G --gpu-model "NVIDIA GeForce RTX 4090" --tflops 50 --price 1.00
 worker n80 --vram 80G --gpu-model "NVIDIA H100 80GB HBM3" --tflops 50 --price 1.00
 wait_online n12 n24 n80
+step "n12, n24, n80 online"
 gq 0 nodes --json
 expect "vram_total_mb of n12, n24, n80" \
     "$(jq -c '[.[] | select(.name | test("^n[0-9]+$"))] | sort_by(.name) | map(.vram_total_mb)' \
@@ -251,6 +275,8 @@ jq -s -e '(map(.started_at) | max) < (map(.finished_at) | min)' "$TMP/out" >/dev
     fail "the three sized jobs did not run at the same time: $(jq -c \
         '{started_at, finished_at}' "$TMP/out" | paste -sd' ')"
 
+step "10G, 20G, 40G jobs ran on n12, n24, n80"
+
 # 100G fits nowhere: queued, and explain says why for every node, and what would make it run.
 submit --kind echo --min-vram 100G --payload '{"big": true}'
 BIG=$ID
@@ -264,6 +290,8 @@ has "n12" "n24" "n80" "MiB" \
 explain_verdicts "$BIG" vram n12 n24 n80
 expect "explain $BIG: hint" "$(jq -r .hint "$TMP/out")" \
     "needs a node with >= 100 GiB of VRAM; the largest online has 80 GiB"
+
+step "100G job queued and explained"
 
 # --gpu: a job needing no VRAM goes to the smallest card (n12) unless the pattern says otherwise.
 submit --kind echo --payload '{"gpu": "any"}'
@@ -279,6 +307,8 @@ gq 0 explain "$NO_GPU"
 has "does not match 'B200'" "no online node with enough VRAM has a GPU matching 'B200'"
 explain_verdicts "$NO_GPU" gpu_pattern n12 n24 n80
 
+step "--gpu routed; unmatched pattern explained"
+
 # ---- 2. price and TFLOPS: three nodes that differ in those alone -----------------------------
 for name in n12 n24 n80; do
     stop_pid "${WORKER[$name]}"
@@ -289,7 +319,9 @@ done
 worker cheap --vram 24G --gpu-model "NVIDIA L4" --tflops 30 --price 0.40
 worker mid --vram 24G --gpu-model "NVIDIA A10" --tflops 80 --price 1.50
 worker fast --vram 24G --gpu-model "NVIDIA H100 PCIe" --tflops 300 --price 3.00
+step "n12, n24, n80 offline"
 wait_online cheap mid fast
+step "cheap, mid, fast online"
 
 submit --kind echo --max-price 0.5 --payload '{"max_price": 0.5}'
 ran_on "$ID" cheap
@@ -316,6 +348,8 @@ has "tflops 30.0 < 1000.0 required" "tflops 300.0 < 1000.0 required" \
     "needs >= 1000.0 TFLOPS; the fastest node that fits has 300.0"
 explain_verdicts "$NO_TFLOPS" tflops cheap mid fast
 
+step "--max-price, --min-tflops routed; unmet ones explained"
+
 # ---- 3. priority: the only eligible node (fast) busy; 1 then 9 wait; 9 starts first ----------
 submit --kind sleep --min-tflops 200 --payload '{"ms": 30000}'
 BLOCKER=$ID
@@ -340,6 +374,8 @@ LOW_START=$(jq -r -s '.[1].started_at' "$TMP/out")
 [[ "$HIGH_START" < "$LOW_START" ]] ||
     fail "priority 9 job started at $HIGH_START, not before the priority 1 job ($LOW_START)"
 
+step "priority 9 before priority 1"
+
 # ---- leftovers: cancel what still waits -------------------------------------------------------
 LEFT=("$BIG" "$NO_GPU" "$NO_PRICE" "$NO_TFLOPS")
 gq 0 jobs --state queued --json
@@ -352,6 +388,7 @@ done
 gq 0 jobs --state queued --json
 expect "queued jobs after cancel" "$(jq -c length "$TMP/out")" 0
 
+step "leftovers cancelled"
 echo "matching_cli: 10G/20G/40G -> n12/n24/n80 together; 100G queued with reasons;" \
     "--gpu, --max-price, --min-tflops routed; unmet constraints explained;" \
     "priority 9 started $HIGH_START before priority 1 at $LOW_START"
