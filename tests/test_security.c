@@ -745,7 +745,9 @@ s_test_batch (void)
         snprintf (kind, sizeof kind, "k%d", i);
         json_array_append_new (jobs, json_pack ("{s:s}", "kind", kind));
     }
-    char *text = json_dumps (json_pack ("{s:i, s:o}", "req", 2, "jobs", jobs), JSON_COMPACT);
+    json_t *batch = json_pack ("{s:i, s:o}", "req", 2, "jobs", jobs);
+    char *text = json_dumps (batch, JSON_COMPACT);
+    json_decref (batch);
     s_send (sock, "GQC1", "SUBMIT", text, NULL);
     free (text);
     json_decref (s_expect_error (sock, "BAD_REQUEST", "too many distinct kinds"));
