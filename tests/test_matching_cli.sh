@@ -153,6 +153,10 @@ port_in_use () {
 broker_answers () {
     timeout 5 "$BIN/gridq" --broker "$EP" --timeout 300ms ping >/dev/null 2>&1
 }
+# The wait for a new broker ends when it answers or when it has exited (its port was taken).
+broker_answers_or_exited () {
+    broker_answers || ! kill -0 "$BROKER" 2>/dev/null
+}
 
 # node_is NAME STATUS: `gridq nodes --json` shows node NAME with that status.
 node_is () {
@@ -195,7 +199,7 @@ submit () {
 ran_on () {
     gq 0 wait "$1" --max-wait 20s
     expect "node of job $1" "$(field "$1" .node)" "$2"
-    expect "state of job $1" "$(jq -r .state "$TMP/out")" done
+    expect "state of job $1" "$(jq -r .state "$TMP/out")" "done"
 }
 
 # stays_queued ID: job ID is queued after the broker placed a job submitted after it (so at
@@ -226,7 +230,8 @@ explain_verdicts () {
 # ---- a broker on a free port; heartbeats every 200 ms ----------------------------------------
 started=""
 for _ in $(seq 10); do
-    port=$((20000 + RANDOM % 40000))
+    # Below Linux's ephemeral range (32768-60999), where outgoing connections take their ports.
+    port=$((20000 + RANDOM % 12000))
     port_in_use "$port" && continue
     EP="tcp://127.0.0.1:$port"
     "$BIN/gridq-broker" --endpoint "$EP" --db "$TMP/gridq.db" --heartbeat-ms 200 \
@@ -234,7 +239,7 @@ for _ in $(seq 10); do
     BROKER=$!
     PIDS+=("$BROKER")
     # Up once it answers; a port taken meanwhile makes it exit, and we try another.
-    if poll 100 broker_answers; then
+    if poll 100 broker_answers_or_exited && broker_answers; then
         started=yes
         break
     fi
@@ -316,10 +321,10 @@ done
 for name in n12 n24 n80; do
     poll 150 node_is "$name" offline || fail "node $name is not offline after it stopped"
 done
+step "n12, n24, n80 offline"
 worker cheap --vram 24G --gpu-model "NVIDIA L4" --tflops 30 --price 0.40
 worker mid --vram 24G --gpu-model "NVIDIA A10" --tflops 80 --price 1.50
 worker fast --vram 24G --gpu-model "NVIDIA H100 PCIe" --tflops 300 --price 3.00
-step "n12, n24, n80 offline"
 wait_online cheap mid fast
 step "cheap, mid, fast online"
 

@@ -92,7 +92,8 @@ s_check_output (int64_t id, json_t *result, json_t *reference)
             double g = json_number_value (json_array_get (got_row, i));
             double w = json_number_value (json_array_get (want_row, i));
             if (!(fabs (g - w) <= S_TOLERANCE)) {
-                fprintf (stderr, "job %lld output[%zu][%zu] is %.9g, reference %.9g (|diff| %.3g > %g)\n",
+                fprintf (stderr,
+                         "job %lld output[%zu][%zu] is %.9g, reference %.9g (|diff| %.3g > %g)\n",
                          (long long) id, r, i, g, w, fabs (g - w), S_TOLERANCE);
                 h_fail ();
             }
@@ -294,7 +295,8 @@ main (void)
         CHECK_STR (h_str (row, "verdict"), "model");
         CHECK_STR (h_str (row, "reason"), "does not have model 'm-nowhere'");
     }
-    CHECK_STR (h_str (explain, "hint"), "no online node that runs kind 'mlp' has model 'm-nowhere'");
+    CHECK_STR (h_str (explain, "hint"),
+               "no online node that runs kind 'mlp' has model 'm-nowhere'");
     json_decref (explain);
     json_t *cancel = gq_client_call (client, "CANCEL",
                                      json_pack ("{s:[I]}", "ids", (json_int_t) orphan));

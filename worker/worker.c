@@ -17,6 +17,7 @@
 
 #define S_LIVENESS_MS  3000     /* silence before reconnecting, until WELCOME says otherwise */
 #define S_TICK_MS      100      /* how often the socket thread checks the broker's liveness */
+#define S_MAX_THREADS  64       /* slot threads at most, whatever --slots says */
 #define S_TURN_MESSAGES 1024    /* messages read per loop turn before results are flushed */
 #define S_RESULTS_PER_MESSAGE 64 /* results sent at once: small enough that the broker works on
                                     them while this worker runs the rest (a pipeline) */
@@ -44,7 +45,8 @@ struct _gq_worker_t {
     gq_runtime_t *runtime;     /* backend, device, models, handlers */
     zsock_t *dealer;           /* to the broker */
     zloop_t *loop;
-    s_slot_t *slots;           /* opts.slots entries */
+    s_slot_t *slots;           /* n_threads slot threads */
+    int n_threads;             /* min (opts.slots, S_MAX_THREADS): jobs past it wait here */
     zhashx_t *running;         /* job id (as key pointer) -> s_job_t, in a slot or waiting */
     zlist_t *waiting;          /* s_job_t with no free slot yet */
     json_t *results;           /* RESULT entries to send at the end of this turn */
@@ -273,7 +275,7 @@ s_connect (gq_worker_t *self, char *why, size_t whylen)
 static void
 s_start (gq_worker_t *self, s_job_t *job)
 {
-    for (int i = 0; i < self->opts.slots; i++) {
+    for (int i = 0; i < self->n_threads; i++) {
         if (!self->slots[i].job) {
             self->slots[i].job = job;
             job->slot = i;
@@ -404,7 +406,7 @@ s_on_slot (zloop_t *loop, zsock_t *pipe, void *arg)
     gq_worker_t *self = (gq_worker_t *) arg;
     s_slot_done (self, pipe);
     /* Several slots may finish together: take what else is ready before sending. */
-    for (int i = 0; i < self->opts.slots; i++) {
+    for (int i = 0; i < self->n_threads; i++) {
         zsock_t *other = zactor_sock (self->slots[i].actor);
         if (self->slots[i].job) {
             s_slot_done (self, other);
@@ -591,14 +593,18 @@ gq_worker_new (const gq_worker_opts_t *opts, char *why, size_t whylen)
     self->waiting = zlist_new ();
     self->results = json_array ();
     self->result_blobs = zlist_new ();
-    self->slots = (s_slot_t *) calloc ((size_t) opts->slots, sizeof *self->slots);
+    /* A thread per slot, up to a bound: more threads than that only contend for the same
+       device, and each costs sockets and file descriptors. Jobs past it wait their turn here
+       (the broker still counts every slot: an echo job, run inline, never waits). */
+    self->n_threads = opts->slots < S_MAX_THREADS ? opts->slots : S_MAX_THREADS;
+    self->slots = (s_slot_t *) calloc ((size_t) self->n_threads, sizeof *self->slots);
     self->loop = zloop_new ();
     if (!self->slots || !self->loop) {
         snprintf (why, whylen, "out of memory");
         gq_worker_destroy (&self);
         return NULL;
     }
-    for (int i = 0; i < opts->slots; i++) {
+    for (int i = 0; i < self->n_threads; i++) {
         s_slot_args_t *args = (s_slot_args_t *) calloc (1, sizeof *args);
         args->runtime = self->runtime;
         args->slot = i;
@@ -643,7 +649,7 @@ gq_worker_destroy (gq_worker_t **self_p)
     gq_worker_t *self = *self_p;
     zloop_destroy (&self->loop);
     if (self->slots) {
-        for (int i = 0; i < self->opts.slots; i++) {
+        for (int i = 0; i < self->n_threads; i++) {
             if (self->slots[i].job) {
                 self->slots[i].job->cancel = 1;
             }
