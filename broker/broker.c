@@ -582,6 +582,26 @@ s_attempt_failed (gq_broker_t *self, gq_job_t *job, const char *outcome, const c
     }
     if (exclude) {
         s_exclude (job, node);
+        /* Every connected node that could run it has failed it: waiting would be forever (the
+           exclusions stand), so it fails now, saying so. Nodes that come later do not count:
+           an empty fleet is not a verdict. */
+        gq_job_t unexcluded = *job;
+        unexcluded.n_excluded = 0;
+        bool capable = false, untried = false;
+        size_t nodes = gq_matcher_nodes (self->matcher);
+        for (size_t n = 0; n < nodes && !untried; n++) {
+            capable = capable || gq_matcher_could_run (self->matcher, (int32_t) n, &unexcluded);
+            untried = gq_matcher_could_run (self->matcher, (int32_t) n, job);
+        }
+        if (capable && !untried) {
+            char error[600];
+            snprintf (error, sizeof error,
+                      "failed on every node that can run it (%d attempt%s); last on %s: %s",
+                      job->attempts, job->attempts == 1 ? "" : "s", s_node_name (self, node),
+                      reason);
+            s_job_end (self, job, GQ_JOB_FAILED, NULL, error, node, now_ms);
+            return;
+        }
     }
     job->state = GQ_JOB_QUEUED;
     gq_queue_push (self->queue, job);
@@ -623,6 +643,10 @@ s_worker_lost (gq_broker_t *self, s_worker_t *worker, const char *reason, bool e
 {
     gq_node_t *node = gq_matcher_node (self->matcher, worker->node);
     zsys_info ("broker: node %s offline: %s", node->name, reason);
+    /* Offline first: a node that is gone is no verdict on the jobs it ran (s_attempt_failed
+       fails a job early only when every connected node that could run it failed it). */
+    node->status = GQ_NODE_OFFLINE;
+    gq_matcher_node_changed (self->matcher, worker->node);
     while (worker->running) {
         gq_job_t *job = worker->running;
         s_attempt_failed (self, job, "lost", reason, exclude, now_ms);
