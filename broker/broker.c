@@ -988,14 +988,24 @@ s_submits_settle (gq_broker_t *self, bool committed)
     }
 }
 
+/* The request's "ids" (malloc'd), or false after refusing the request. */
+static bool
+s_request_ids (gq_broker_t *self, gq_msg_t *request, int64_t **ids, size_t *count)
+{
+    char why[200];
+    if (gq_json_ids (gq_msg_body (request), "ids", ids, count, why, sizeof why)) {
+        s_reject (self, request, GQ_EINVAL, why);
+        return false;
+    }
+    return true;
+}
+
 static void
 s_cmd_status (gq_broker_t *self, gq_msg_t *request)
 {
     int64_t *ids;
     size_t count;
-    char why[200];
-    if (gq_json_ids (gq_msg_body (request), "ids", &ids, &count, why, sizeof why)) {
-        s_reject (self, request, GQ_EINVAL, why);
+    if (!s_request_ids (self, request, &ids, &count)) {
         return;
     }
     json_t *jobs = json_array ();
@@ -1020,9 +1030,7 @@ s_cmd_wait (gq_broker_t *self, gq_msg_t *request)
 {
     int64_t *ids;
     size_t count;
-    char why[200];
-    if (gq_json_ids (gq_msg_body (request), "ids", &ids, &count, why, sizeof why)) {
-        s_reject (self, request, GQ_EINVAL, why);
+    if (!s_request_ids (self, request, &ids, &count)) {
         return;
     }
     s_watch_ids (self, request, ids, count);
@@ -1066,9 +1074,7 @@ s_cmd_cancel (gq_broker_t *self, gq_msg_t *request)
 {
     int64_t *ids;
     size_t count;
-    char why[200];
-    if (gq_json_ids (gq_msg_body (request), "ids", &ids, &count, why, sizeof why)) {
-        s_reject (self, request, GQ_EINVAL, why);
+    if (!s_request_ids (self, request, &ids, &count)) {
         return;
     }
     json_t *jobs = json_array ();

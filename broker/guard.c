@@ -27,6 +27,7 @@
     Queued cap. Unfinished jobs are counted per owner (the client's key, interned to a small id
     that the broker keeps in the job). */
 #include "guard.h"
+#include "gq_check.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -908,15 +909,6 @@ gq_guard_queued_count (gq_guard_t *self, uint32_t owner)
 
 /* ---- Selftest ------------------------------------------------------------------------------ */
 
-#define S_CHECK_EQ(a, b)                                                                      \
-    do {                                                                                      \
-        long long _a = (long long) (a), _b = (long long) (b);                                 \
-        if (_a != _b) {                                                                       \
-            fprintf (stderr, "%s:%d: %s == %lld, expected %s == %lld\n", __FILE__, __LINE__, #a, \
-                     _a, #b, _b);                                                             \
-            abort ();                                                                         \
-        }                                                                                     \
-    } while (0)
 #define S_CHECK_HAS(text, part)                                                               \
     do {                                                                                      \
         if (!strstr ((text), (part))) {                                                       \
@@ -1034,47 +1026,47 @@ s_test_bucket (bool verbose)
     const int64_t ms = 1000;
     int64_t retry = -1;
     /* The burst goes at once, then one job per 100 ms. */
-    S_CHECK_EQ (gq_guard_take (guard, a, 5, t0, &retry), GQ_OK);
-    S_CHECK_EQ (retry, 0);
-    S_CHECK_EQ (gq_guard_take (guard, a, 1, t0, &retry), GQ_ERATE);
-    S_CHECK_EQ (retry, 100);
-    S_CHECK_EQ (gq_guard_take (guard, a, 1, t0 + 99 * ms, &retry), GQ_ERATE);
-    S_CHECK_EQ (retry, 1);
-    S_CHECK_EQ (gq_guard_take (guard, a, 1, t0 + 100 * ms, &retry), GQ_OK);
-    S_CHECK_EQ (gq_guard_take (guard, a, 0, t0 + 100 * ms, &retry), GQ_OK);
+    GQ_CHECK_EQ (gq_guard_take (guard, a, 5, t0, &retry), GQ_OK);
+    GQ_CHECK_EQ (retry, 0);
+    GQ_CHECK_EQ (gq_guard_take (guard, a, 1, t0, &retry), GQ_ERATE);
+    GQ_CHECK_EQ (retry, 100);
+    GQ_CHECK_EQ (gq_guard_take (guard, a, 1, t0 + 99 * ms, &retry), GQ_ERATE);
+    GQ_CHECK_EQ (retry, 1);
+    GQ_CHECK_EQ (gq_guard_take (guard, a, 1, t0 + 100 * ms, &retry), GQ_OK);
+    GQ_CHECK_EQ (gq_guard_take (guard, a, 0, t0 + 100 * ms, &retry), GQ_OK);
     /* Another connection has its own bucket. */
-    S_CHECK_EQ (gq_guard_take (guard, b, 5, t0, &retry), GQ_OK);
-    S_CHECK_EQ (gq_guard_take (guard, b, 1, t0, &retry), GQ_ERATE);
+    GQ_CHECK_EQ (gq_guard_take (guard, b, 5, t0, &retry), GQ_OK);
+    GQ_CHECK_EQ (gq_guard_take (guard, b, 1, t0, &retry), GQ_ERATE);
     /* Idle time refills up to the burst, not beyond. */
     const int64_t hour = 3600LL * 1000 * ms;
-    S_CHECK_EQ (gq_guard_take (guard, a, 5, t0 + hour, &retry), GQ_OK);
-    S_CHECK_EQ (gq_guard_take (guard, a, 1, t0 + hour, &retry), GQ_ERATE);
-    S_CHECK_EQ (retry, 100);
+    GQ_CHECK_EQ (gq_guard_take (guard, a, 5, t0 + hour, &retry), GQ_OK);
+    GQ_CHECK_EQ (gq_guard_take (guard, a, 1, t0 + hour, &retry), GQ_ERATE);
+    GQ_CHECK_EQ (retry, 100);
     gq_guard_destroy (&guard);
 
     /* A batch larger than the burst: taken from a full bucket, which goes into debt. */
     guard = gq_guard_new (&opts, NULL, why, sizeof why);
-    S_CHECK_EQ (gq_guard_take (guard, a, 20, t0, &retry), GQ_OK);
-    S_CHECK_EQ (gq_guard_take (guard, a, 1, t0, &retry), GQ_ERATE);
-    S_CHECK_EQ (retry, 1600); /* 16 tokens at 10/s */
-    S_CHECK_EQ (gq_guard_take (guard, a, 1, t0 + 1599 * ms, &retry), GQ_ERATE);
-    S_CHECK_EQ (gq_guard_take (guard, a, 1, t0 + 1600 * ms, &retry), GQ_OK);
+    GQ_CHECK_EQ (gq_guard_take (guard, a, 20, t0, &retry), GQ_OK);
+    GQ_CHECK_EQ (gq_guard_take (guard, a, 1, t0, &retry), GQ_ERATE);
+    GQ_CHECK_EQ (retry, 1600); /* 16 tokens at 10/s */
+    GQ_CHECK_EQ (gq_guard_take (guard, a, 1, t0 + 1599 * ms, &retry), GQ_ERATE);
+    GQ_CHECK_EQ (gq_guard_take (guard, a, 1, t0 + 1600 * ms, &retry), GQ_OK);
     /* From a bucket that is not full, a large batch waits until it is. */
-    S_CHECK_EQ (gq_guard_take (guard, a, 20, t0 + 1600 * ms, &retry), GQ_ERATE);
-    S_CHECK_EQ (retry, 500);
-    S_CHECK_EQ (gq_guard_take (guard, a, 20, t0 + 2100 * ms, &retry), GQ_OK);
+    GQ_CHECK_EQ (gq_guard_take (guard, a, 20, t0 + 1600 * ms, &retry), GQ_ERATE);
+    GQ_CHECK_EQ (retry, 500);
+    GQ_CHECK_EQ (gq_guard_take (guard, a, 20, t0 + 2100 * ms, &retry), GQ_OK);
     /* Time that goes backwards refills nothing and breaks nothing. */
-    S_CHECK_EQ (gq_guard_take (guard, a, 1, t0, &retry), GQ_ERATE);
-    S_CHECK_EQ (retry, 1600);
+    GQ_CHECK_EQ (gq_guard_take (guard, a, 1, t0, &retry), GQ_ERATE);
+    GQ_CHECK_EQ (retry, 1600);
     gq_guard_destroy (&guard);
 
     /* Rate 0 is no limit, and keeps no buckets. */
     opts.rate_per_s = 0;
     guard = gq_guard_new (&opts, NULL, why, sizeof why);
     for (int i = 0; i < 100; i++) {
-        S_CHECK_EQ (gq_guard_take (guard, a, 10000, t0, &retry), GQ_OK);
+        GQ_CHECK_EQ (gq_guard_take (guard, a, 10000, t0, &retry), GQ_OK);
     }
-    S_CHECK_EQ (zhashx_size (guard->buckets), 0);
+    GQ_CHECK_EQ (zhashx_size (guard->buckets), 0);
     gq_guard_destroy (&guard);
 
     /* A storm of connections cannot grow the table beyond its bound. Each bucket has one token
@@ -1084,20 +1076,20 @@ s_test_bucket (bool verbose)
     guard = gq_guard_new (&opts, NULL, why, sizeof why);
     for (uint32_t i = 0; i < S_MAX_BUCKETS; i++) {
         gq_msg_t *msg = s_test_msg (GQ_ROLE_CLIENT, 1000 + i);
-        S_CHECK_EQ (gq_guard_take (guard, msg, 1, t0, &retry), GQ_OK);
+        GQ_CHECK_EQ (gq_guard_take (guard, msg, 1, t0, &retry), GQ_OK);
         gq_msg_destroy (&msg);
     }
-    S_CHECK_EQ (zhashx_size (guard->buckets), S_MAX_BUCKETS);
+    GQ_CHECK_EQ (zhashx_size (guard->buckets), S_MAX_BUCKETS);
     gq_msg_t *late = s_test_msg (GQ_ROLE_CLIENT, 999);
-    S_CHECK_EQ (gq_guard_take (guard, late, 1, t0 + 10 * ms, &retry), GQ_ERATE);
-    S_CHECK_EQ (retry, 990);
-    S_CHECK_EQ (zhashx_size (guard->buckets), S_MAX_BUCKETS);
+    GQ_CHECK_EQ (gq_guard_take (guard, late, 1, t0 + 10 * ms, &retry), GQ_ERATE);
+    GQ_CHECK_EQ (retry, 990);
+    GQ_CHECK_EQ (zhashx_size (guard->buckets), S_MAX_BUCKETS);
     /* A known sender goes on meanwhile; a second refusal does not sweep again. */
     gq_msg_t *known = s_test_msg (GQ_ROLE_CLIENT, 1000);
-    S_CHECK_EQ (gq_guard_take (guard, known, 1, t0 + 20 * ms, &retry), GQ_OK);
-    S_CHECK_EQ (gq_guard_take (guard, late, 1, t0 + 30 * ms, &retry), GQ_ERATE);
+    GQ_CHECK_EQ (gq_guard_take (guard, known, 1, t0 + 20 * ms, &retry), GQ_OK);
+    GQ_CHECK_EQ (gq_guard_take (guard, late, 1, t0 + 30 * ms, &retry), GQ_ERATE);
     /* Once they have refilled, the sweep makes room. */
-    S_CHECK_EQ (gq_guard_take (guard, late, 1, t0 + 1000 * ms, &retry), GQ_OK);
+    GQ_CHECK_EQ (gq_guard_take (guard, late, 1, t0 + 1000 * ms, &retry), GQ_OK);
     assert (zhashx_size (guard->buckets) < 10);
     gq_msg_destroy (&known);
     gq_msg_destroy (&late);
@@ -1116,35 +1108,35 @@ s_test_queued (bool verbose)
     gq_broker_opts_t opts;
     s_test_opts (&opts, "inproc://guard-test");
     gq_guard_t *guard = gq_guard_new (&opts, NULL, why, sizeof why);
-    S_CHECK_EQ (gq_guard_owner (guard, "x"), 0); /* no cap */
-    S_CHECK_EQ (gq_guard_queued (guard, 0, 1000000, true, why, sizeof why), GQ_OK);
+    GQ_CHECK_EQ (gq_guard_owner (guard, "x"), 0); /* no cap */
+    GQ_CHECK_EQ (gq_guard_queued (guard, 0, 1000000, true, why, sizeof why), GQ_OK);
     gq_guard_destroy (&guard);
 
     opts.max_queued_per_client = 10;
     guard = gq_guard_new (&opts, NULL, why, sizeof why);
     uint32_t anon = gq_guard_owner (guard, NULL);
-    S_CHECK_EQ (anon, 1);
-    S_CHECK_EQ (gq_guard_owner (guard, ""), anon);
+    GQ_CHECK_EQ (anon, 1);
+    GQ_CHECK_EQ (gq_guard_owner (guard, ""), anon);
     uint32_t alice = gq_guard_owner (guard, "alice-key");
     uint32_t bob = gq_guard_owner (guard, "bob-key");
     assert (alice > 1 && bob > 1 && alice != bob);
-    S_CHECK_EQ (gq_guard_owner (guard, "alice-key"), alice);
-    S_CHECK_EQ (gq_guard_queued (guard, alice, 8, true, why, sizeof why), GQ_OK);
-    S_CHECK_EQ (gq_guard_queued (guard, alice, 3, true, why, sizeof why), GQ_ERATE);
+    GQ_CHECK_EQ (gq_guard_owner (guard, "alice-key"), alice);
+    GQ_CHECK_EQ (gq_guard_queued (guard, alice, 8, true, why, sizeof why), GQ_OK);
+    GQ_CHECK_EQ (gq_guard_queued (guard, alice, 3, true, why, sizeof why), GQ_ERATE);
     S_CHECK_HAS (why, "8 unfinished jobs");
-    S_CHECK_EQ (gq_guard_queued_count (guard, alice), 8);
-    S_CHECK_EQ (gq_guard_queued (guard, bob, 10, true, why, sizeof why), GQ_OK);
-    S_CHECK_EQ (gq_guard_queued (guard, alice, 2, true, why, sizeof why), GQ_OK);
-    S_CHECK_EQ (gq_guard_queued (guard, alice, -5, true, why, sizeof why), GQ_OK);
-    S_CHECK_EQ (gq_guard_queued_count (guard, alice), 5);
-    S_CHECK_EQ (gq_guard_queued (guard, alice, 11, true, why, sizeof why), GQ_EINVAL);
+    GQ_CHECK_EQ (gq_guard_queued_count (guard, alice), 8);
+    GQ_CHECK_EQ (gq_guard_queued (guard, bob, 10, true, why, sizeof why), GQ_OK);
+    GQ_CHECK_EQ (gq_guard_queued (guard, alice, 2, true, why, sizeof why), GQ_OK);
+    GQ_CHECK_EQ (gq_guard_queued (guard, alice, -5, true, why, sizeof why), GQ_OK);
+    GQ_CHECK_EQ (gq_guard_queued_count (guard, alice), 5);
+    GQ_CHECK_EQ (gq_guard_queued (guard, alice, 11, true, why, sizeof why), GQ_EINVAL);
     S_CHECK_HAS (why, "exceeds the limit");
     /* Recovery counts without refusing; counts never go below zero. */
-    S_CHECK_EQ (gq_guard_queued (guard, alice, 20, false, why, sizeof why), GQ_OK);
-    S_CHECK_EQ (gq_guard_queued_count (guard, alice), 25);
-    S_CHECK_EQ (gq_guard_queued (guard, alice, -100, true, why, sizeof why), GQ_OK);
-    S_CHECK_EQ (gq_guard_queued_count (guard, alice), 0);
-    S_CHECK_EQ (gq_guard_queued (guard, 12345, 1, true, why, sizeof why), GQ_OK);
+    GQ_CHECK_EQ (gq_guard_queued (guard, alice, 20, false, why, sizeof why), GQ_OK);
+    GQ_CHECK_EQ (gq_guard_queued_count (guard, alice), 25);
+    GQ_CHECK_EQ (gq_guard_queued (guard, alice, -100, true, why, sizeof why), GQ_OK);
+    GQ_CHECK_EQ (gq_guard_queued_count (guard, alice), 0);
+    GQ_CHECK_EQ (gq_guard_queued (guard, 12345, 1, true, why, sizeof why), GQ_OK);
     /* Owners are bounded: beyond the bound, new keys share the keyless count. */
     char key[32];
     for (int i = 0; i < S_MAX_OWNERS + 10; i++) {
@@ -1152,7 +1144,7 @@ s_test_queued (bool verbose)
         uint32_t id = gq_guard_owner (guard, key);
         assert (id >= 1 && id <= S_MAX_OWNERS);
     }
-    S_CHECK_EQ (guard->owners_count, S_MAX_OWNERS);
+    GQ_CHECK_EQ (guard->owners_count, S_MAX_OWNERS);
     gq_guard_destroy (&guard);
     if (verbose) {
         printf ("\n  queued cap: ok");
@@ -1167,9 +1159,9 @@ s_test_cert (const char *dir, const char *name, zcert_t **cert_p)
     zcert_t *cert = zcert_new ();
     char path[PATH_MAX];
     snprintf (path, sizeof path, "%s/%s.pub", dir, name);
-    S_CHECK_EQ (zcert_save_public (cert, path), 0);
+    GQ_CHECK_EQ (zcert_save_public (cert, path), 0);
     snprintf (path, sizeof path, "%s/%s.secret", dir, name);
-    S_CHECK_EQ (zcert_save_secret (cert, path), 0);
+    GQ_CHECK_EQ (zcert_save_secret (cert, path), 0);
     *cert_p = cert;
     return strdup (zcert_public_txt (cert));
 }
@@ -1184,7 +1176,7 @@ s_test_dealer (zcert_t *cert, const char *server_key, int port)
         zcert_apply (cert, dealer);
         zsock_set_curve_serverkey (dealer, server_key);
     }
-    S_CHECK_EQ (zsock_connect (dealer, "tcp://127.0.0.1:%d", port), 0);
+    GQ_CHECK_EQ (zsock_connect (dealer, "tcp://127.0.0.1:%d", port), 0);
     return dealer;
 }
 
@@ -1203,7 +1195,7 @@ s_test_exchange (gq_guard_t *guard, zsock_t *router, zsock_t *dealer, const char
     }
     zmsg_t *zmsg = zmsg_recv (router);
     gq_msg_t *msg = NULL;
-    S_CHECK_EQ (gq_msg_decode (&zmsg, true, &msg, why, whylen), GQ_OK);
+    GQ_CHECK_EQ (gq_msg_decode (&zmsg, true, &msg, why, whylen), GQ_OK);
     if (expect_key && strcmp (gq_msg_user_id (msg), expect_key) != 0) {
         fprintf (stderr, "guard: User-Id is \"%s\", expected \"%s\"\n", gq_msg_user_id (msg),
                  expect_key);
@@ -1245,9 +1237,9 @@ s_test_roles (bool verbose)
     snprintf (clients, sizeof clients, "%s/clients", base);
     snprintf (workers, sizeof workers, "%s/workers", base);
     snprintf (keys, sizeof keys, "%s/keys", base);
-    S_CHECK_EQ (mkdir (clients, 0700), 0);
-    S_CHECK_EQ (mkdir (workers, 0700), 0);
-    S_CHECK_EQ (mkdir (keys, 0700), 0);
+    GQ_CHECK_EQ (mkdir (clients, 0700), 0);
+    GQ_CHECK_EQ (mkdir (workers, 0700), 0);
+    GQ_CHECK_EQ (mkdir (keys, 0700), 0);
     zcert_t *broker, *client, *worker, *both, *stranger, *late;
     char *broker_key = s_test_cert (keys, "broker", &broker);
     char *client_key = s_test_cert (keys, "client", &client);
@@ -1291,7 +1283,7 @@ s_test_roles (bool verbose)
     char db[256], stale[PATH_MAX + 16];
     snprintf (db, sizeof db, "%s/gridq.db", base);
     opts.db_path = db;
-    S_CHECK_EQ (mkdir ((snprintf (path, sizeof path, "%s-zauth", db), path), 0755), 0);
+    GQ_CHECK_EQ (mkdir ((snprintf (path, sizeof path, "%s-zauth", db), path), 0755), 0);
     snprintf (stale, sizeof stale, "%s/stale.pub", path);
     zcert_save_public (stranger, stale);
     zsock_t *router = zsock_new (ZMQ_ROUTER);
@@ -1302,54 +1294,54 @@ s_test_roles (bool verbose)
         abort ();
     }
     assert (guard->curve);
-    S_CHECK_EQ (strcmp (guard->auth_dir, path), 0);
+    GQ_CHECK_EQ (strcmp (guard->auth_dir, path), 0);
     struct stat st;
-    S_CHECK_EQ (stat (guard->auth_dir, &st), 0);
-    S_CHECK_EQ (st.st_mode & 0777, 0700);
-    S_CHECK_EQ (stat (stale, &st) != 0, 1); /* the stranger's key left with the old folder */
-    S_CHECK_EQ (zhashx_size (guard->roles[0]), 2);
-    S_CHECK_EQ (zhashx_size (guard->roles[1]), 2);
-    S_CHECK_EQ (s_test_count_files (guard->auth_dir), 3); /* client, worker, both */
+    GQ_CHECK_EQ (stat (guard->auth_dir, &st), 0);
+    GQ_CHECK_EQ (st.st_mode & 0777, 0700);
+    GQ_CHECK_EQ (stat (stale, &st) != 0, 1); /* the stranger's key left with the old folder */
+    GQ_CHECK_EQ (zhashx_size (guard->roles[0]), 2);
+    GQ_CHECK_EQ (zhashx_size (guard->roles[1]), 2);
+    GQ_CHECK_EQ (s_test_count_files (guard->auth_dir), 3); /* client, worker, both */
     int port = zsock_bind (router, "tcp://127.0.0.1:*");
     assert (port > 0);
 
     /* Each key in its role; the wrong role is refused with the key named. */
     zsock_t *c = s_test_dealer (client, broker_key, port);
-    S_CHECK_EQ (s_test_exchange (guard, router, c, "GQC1", client_key, 5000, why, sizeof why),
+    GQ_CHECK_EQ (s_test_exchange (guard, router, c, "GQC1", client_key, 5000, why, sizeof why),
                 GQ_OK);
-    S_CHECK_EQ (s_test_exchange (guard, router, c, "GQW1", client_key, 5000, why, sizeof why),
+    GQ_CHECK_EQ (s_test_exchange (guard, router, c, "GQW1", client_key, 5000, why, sizeof why),
                 GQ_EDENIED);
     S_CHECK_HAS (why, "is not allowed to act as a worker");
     S_CHECK_HAS (why, client_key);
     zsock_t *w = s_test_dealer (worker, broker_key, port);
-    S_CHECK_EQ (s_test_exchange (guard, router, w, "GQW1", worker_key, 5000, why, sizeof why),
+    GQ_CHECK_EQ (s_test_exchange (guard, router, w, "GQW1", worker_key, 5000, why, sizeof why),
                 GQ_OK);
-    S_CHECK_EQ (s_test_exchange (guard, router, w, "GQC1", worker_key, 5000, why, sizeof why),
+    GQ_CHECK_EQ (s_test_exchange (guard, router, w, "GQC1", worker_key, 5000, why, sizeof why),
                 GQ_EDENIED);
     S_CHECK_HAS (why, "is not allowed to act as a client");
     zsock_t *bw = s_test_dealer (both, broker_key, port);
-    S_CHECK_EQ (s_test_exchange (guard, router, bw, "GQW1", both_key, 5000, why, sizeof why),
+    GQ_CHECK_EQ (s_test_exchange (guard, router, bw, "GQW1", both_key, 5000, why, sizeof why),
                 GQ_OK);
-    S_CHECK_EQ (s_test_exchange (guard, router, bw, "GQC1", both_key, 5000, why, sizeof why),
+    GQ_CHECK_EQ (s_test_exchange (guard, router, bw, "GQC1", both_key, 5000, why, sizeof why),
                 GQ_OK);
     /* Unknown keys and plaintext peers never get a message through. */
     zsock_t *s = s_test_dealer (stranger, broker_key, port);
-    S_CHECK_EQ (s_test_exchange (guard, router, s, "GQC1", NULL, 300, why, sizeof why), 1);
+    GQ_CHECK_EQ (s_test_exchange (guard, router, s, "GQC1", NULL, 300, why, sizeof why), 1);
     zsock_t *plain = s_test_dealer (NULL, NULL, port);
-    S_CHECK_EQ (s_test_exchange (guard, router, plain, "GQC1", NULL, 300, why, sizeof why), 1);
+    GQ_CHECK_EQ (s_test_exchange (guard, router, plain, "GQC1", NULL, 300, why, sizeof why), 1);
     /* Synthetic keys: a message without a key is refused under CURVE. */
     int64_t now_us = gq_mono_us ();
-    S_CHECK_EQ (s_role_check (guard, GQ_ROLE_CLIENT, "", now_us, why, sizeof why), GQ_EDENIED);
+    GQ_CHECK_EQ (s_role_check (guard, GQ_ROLE_CLIENT, "", now_us, why, sizeof why), GQ_EDENIED);
     S_CHECK_HAS (why, "no CURVE key");
-    S_CHECK_EQ (s_role_check (guard, GQ_ROLE_WORKER, stranger_key, now_us, why, sizeof why),
+    GQ_CHECK_EQ (s_role_check (guard, GQ_ROLE_WORKER, stranger_key, now_us, why, sizeof why),
                 GQ_EDENIED);
-    S_CHECK_EQ (s_role_check (guard, GQ_ROLE_WORKER, worker_key, now_us, why, sizeof why),
+    GQ_CHECK_EQ (s_role_check (guard, GQ_ROLE_WORKER, worker_key, now_us, why, sizeof why),
                 GQ_OK);
 
     /* Revocation: the worker's key leaves its folder; its open connection is refused. */
-    S_CHECK_EQ (unlink ((snprintf (path, sizeof path, "%s/worker.pub", workers), path)), 0);
+    GQ_CHECK_EQ (unlink ((snprintf (path, sizeof path, "%s/worker.pub", workers), path)), 0);
     guard->next_rescan_us = 0;
-    S_CHECK_EQ (s_test_exchange (guard, router, w, "GQW1", worker_key, 5000, why, sizeof why),
+    GQ_CHECK_EQ (s_test_exchange (guard, router, w, "GQW1", worker_key, 5000, why, sizeof why),
                 GQ_EDENIED);
     /* A key added while the broker runs can connect within a few seconds: the keys actor tells
        zauth, an unknown key makes the role sets reload. A peer refused at the handshake does not
@@ -1362,8 +1354,8 @@ s_test_roles (bool verbose)
         l = s_test_dealer (late, broker_key, port);
         rc = s_test_exchange (guard, router, l, "GQW1", late_key, 300, why, sizeof why);
     }
-    S_CHECK_EQ (rc, GQ_OK);
-    S_CHECK_EQ (s_test_count_files (guard->auth_dir), 3); /* client, both, late */
+    GQ_CHECK_EQ (rc, GQ_OK);
+    GQ_CHECK_EQ (s_test_count_files (guard->auth_dir), 3); /* client, both, late */
 
     zsock_destroy (&c);
     zsock_destroy (&w);

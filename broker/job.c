@@ -1,5 +1,6 @@
 /*  job.c — job state names and the one JSON form of a job (for in-memory and stored jobs). */
 #include "job.h"
+#include "gq_check.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -150,26 +151,6 @@ gq_job_row_json (const gq_job_row_t *row)
 
 /* ---- Selftest -------------------------------------------------------------------------------- */
 
-#define S_EQ_INT(a, b)                                                                             \
-    do {                                                                                           \
-        long long s_a_ = (long long) (a), s_b_ = (long long) (b);                                  \
-        if (s_a_ != s_b_) {                                                                        \
-            fprintf (stderr, "\n%s:%d: %s is %lld, expected %s = %lld\n", __FILE__, __LINE__, #a,  \
-                     s_a_, #b, s_b_);                                                              \
-            abort ();                                                                              \
-        }                                                                                          \
-    } while (0)
-
-#define S_EQ_STR(a, b)                                                                             \
-    do {                                                                                           \
-        const char *s_a_ = (a), *s_b_ = (b);                                                       \
-        if (!s_a_ || !s_b_ || strcmp (s_a_, s_b_) != 0) {                                          \
-            fprintf (stderr, "\n%s:%d: %s is \"%s\", expected \"%s\"\n", __FILE__, __LINE__, #a,   \
-                     s_a_ ? s_a_ : "(null)", s_b_ ? s_b_ : "(null)");                              \
-            abort ();                                                                              \
-        }                                                                                          \
-    } while (0)
-
 /* The object serialised with sorted keys: one string to compare against. */
 static char *
 s_dump (json_t *obj)
@@ -187,16 +168,16 @@ gq_job_test (bool verbose)
 {
     /* State names round trip, and unknown ones are refused both ways. */
     for (int s = 0; s < GQ_JOB_STATES; s++) {
-        S_EQ_INT (gq_job_state_parse (gq_job_state_name (s)), s);
+        GQ_CHECK_EQ (gq_job_state_parse (gq_job_state_name (s)), s);
     }
-    S_EQ_STR (gq_job_state_name (GQ_JOB_CANCELLED), "cancelled");
-    S_EQ_INT (gq_job_state_name (-1) == NULL, 1);
-    S_EQ_INT (gq_job_state_name (GQ_JOB_STATES) == NULL, 1);
-    S_EQ_INT (gq_job_state_parse ("Queued"), -1);
-    S_EQ_INT (gq_job_state_parse (""), -1);
-    S_EQ_INT (gq_job_state_parse (NULL), -1);
-    S_EQ_INT (gq_job_state_final (GQ_JOB_RUNNING), 0);
-    S_EQ_INT (gq_job_state_final (GQ_JOB_DONE), 1);
+    GQ_CHECK_STR (gq_job_state_name (GQ_JOB_CANCELLED), "cancelled");
+    GQ_CHECK_EQ (gq_job_state_name (-1) == NULL, 1);
+    GQ_CHECK_EQ (gq_job_state_name (GQ_JOB_STATES) == NULL, 1);
+    GQ_CHECK_EQ (gq_job_state_parse ("Queued"), -1);
+    GQ_CHECK_EQ (gq_job_state_parse (""), -1);
+    GQ_CHECK_EQ (gq_job_state_parse (NULL), -1);
+    GQ_CHECK_EQ (gq_job_state_final (GQ_JOB_RUNNING), 0);
+    GQ_CHECK_EQ (gq_job_state_final (GQ_JOB_DONE), 1);
 
     /* A finished stored job with every field set. */
     gq_job_row_t row = {
@@ -223,7 +204,7 @@ gq_job_test (bool verbose)
     };
     json_t *obj = gq_job_row_json (&row);
     char *text = s_dump (obj);
-    S_EQ_STR (text, "{\"attempts\":2,\"constraints\":{\"gpu\":\"A100|H100\",\"max_price\":2.5,"
+    GQ_CHECK_STR (text, "{\"attempts\":2,\"constraints\":{\"gpu\":\"A100|H100\",\"max_price\":2.5,"
                     "\"min_tflops\":10.0},\"error\":null,\"finished_at\":\"2025-11-29T10:21:14.001Z\","
                     "\"id\":42,\"idem\":\"batch-7/row-3\",\"kind\":\"echo\",\"max_attempts\":3,"
                     "\"min_vram_mb\":2048,\"model\":\"mnist-mlp\",\"node\":\"gpu-a\","
@@ -242,7 +223,7 @@ gq_job_test (bool verbose)
                           .result = "[1,", .error = "worker died", .submitted_ms = 1000};
     obj = gq_job_row_json (&row);
     text = s_dump (obj);
-    S_EQ_STR (text, "{\"attempts\":0,\"error\":\"worker died\",\"finished_at\":null,\"id\":1,"
+    GQ_CHECK_STR (text, "{\"attempts\":0,\"error\":\"worker died\",\"finished_at\":null,\"id\":1,"
                     "\"kind\":\"sleep\",\"max_attempts\":1,\"min_vram_mb\":0,\"model\":null,"
                     "\"node\":null,\"payload\":\"{not json\",\"priority\":0,\"result\":\"[1,\","
                     "\"started_at\":null,\"state\":\"failed\","
@@ -256,11 +237,11 @@ gq_job_test (bool verbose)
     row.max_price = 0;
     row.result = "7";
     obj = gq_job_row_json (&row);
-    S_EQ_INT (json_object_get (obj, "payload") == NULL, 1);
+    GQ_CHECK_EQ (json_object_get (obj, "payload") == NULL, 1);
     text = s_dump (json_object_get (obj, "constraints"));
-    S_EQ_STR (text, "{\"max_price\":0.0}");
+    GQ_CHECK_STR (text, "{\"max_price\":0.0}");
     free (text);
-    S_EQ_INT (json_integer_value (json_object_get (obj, "result")), 7);
+    GQ_CHECK_EQ (json_integer_value (json_object_get (obj, "result")), 7);
     json_decref (obj);
 
     /* From an in-memory job: constraints and names carried over, the rest left for the caller. */
@@ -273,7 +254,7 @@ gq_job_test (bool verbose)
     gq_job_row_from (&row, &job, "sleep", NULL, "box-3");
     obj = gq_job_row_json (&row);
     text = s_dump (obj);
-    S_EQ_STR (text, "{\"attempts\":1,\"constraints\":{\"gpu\":\"4090\",\"min_tflops\":50.0},"
+    GQ_CHECK_STR (text, "{\"attempts\":1,\"constraints\":{\"gpu\":\"4090\",\"min_tflops\":50.0},"
                     "\"error\":null,\"finished_at\":null,\"id\":7,\"kind\":\"sleep\","
                     "\"max_attempts\":3,\"min_vram_mb\":512,\"model\":null,\"node\":\"box-3\","
                     "\"payload\":{\"ms\":5},\"priority\":4,\"result\":null,"
@@ -283,5 +264,5 @@ gq_job_test (bool verbose)
     json_decref (obj);
     job.constraints = NULL;
     gq_job_row_from (&row, &job, "sleep", NULL, NULL);
-    S_EQ_INT (row.max_price < 0 && row.min_tflops == 0 && row.gpu_pattern == NULL, 1);
+    GQ_CHECK_EQ (row.max_price < 0 && row.min_tflops == 0 && row.gpu_pattern == NULL, 1);
 }

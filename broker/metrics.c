@@ -11,6 +11,7 @@
     sequence number and is dropped by the next request. */
 #define _GNU_SOURCE
 #include "metrics.h"
+#include "gq_check.h"
 
 #include <arpa/inet.h>
 #include <assert.h>
@@ -530,25 +531,6 @@ gq_metrics_destroy (gq_metrics_t **self_p)
             abort ();                                                                         \
         }                                                                                     \
     } while (0)
-#define S_CHECK_EQ(a, b)                                                                      \
-    do {                                                                                      \
-        long long _a = (long long) (a), _b = (long long) (b);                                 \
-        if (_a != _b) {                                                                       \
-            fprintf (stderr, "%s:%d: %s is %lld, expected %s = %lld\n", __FILE__, __LINE__, #a, \
-                     _a, #b, _b);                                                             \
-            abort ();                                                                         \
-        }                                                                                     \
-    } while (0)
-#define S_CHECK_STR(a, b)                                                                     \
-    do {                                                                                      \
-        const char *_a = (a), *_b = (b);                                                      \
-        if (!_a || !_b || strcmp (_a, _b) != 0) {                                             \
-            fprintf (stderr, "%s:%d: %s is \"%s\", expected \"%s\"\n", __FILE__, __LINE__, #a,  \
-                     _a ? _a : "(null)", _b ? _b : "(null)");                                 \
-            abort ();                                                                         \
-        }                                                                                     \
-    } while (0)
-
 /* The value of the sample line "NAME VALUE" (NAME with its labels, exactly), or NAN. */
 static double
 s_sample (const char *text, const char *name)
@@ -829,26 +811,26 @@ gq_metrics_test (bool verbose)
     if (verbose) {
         printf ("\n%s", text);
     }
-    S_CHECK_EQ (s_check_exposition (text), 3);
+    GQ_CHECK_EQ (s_check_exposition (text), 3);
     S_CHECK (strstr (text, "# TYPE gridq_match_decision_seconds histogram\n"));
     S_CHECK (strstr (text, "# HELP gridq_job_latency_seconds "));
-    S_CHECK_EQ (s_sample (text, "gridq_match_decision_seconds_bucket{le=\"5e-07\"}"), 1);
-    S_CHECK_EQ (s_sample (text, "gridq_match_decision_seconds_bucket{le=\"2e-06\"}"), 1);
-    S_CHECK_EQ (s_sample (text, "gridq_match_decision_seconds_bucket{le=\"5e-06\"}"), 3);
-    S_CHECK_EQ (s_sample (text, "gridq_match_decision_seconds_bucket{le=\"0.005\"}"), 3);
-    S_CHECK_EQ (s_sample (text, "gridq_match_decision_seconds_bucket{le=\"+Inf\"}"), 4);
-    S_CHECK_EQ (s_sample (text, "gridq_match_decision_seconds_count"), 4);
+    GQ_CHECK_EQ (s_sample (text, "gridq_match_decision_seconds_bucket{le=\"5e-07\"}"), 1);
+    GQ_CHECK_EQ (s_sample (text, "gridq_match_decision_seconds_bucket{le=\"2e-06\"}"), 1);
+    GQ_CHECK_EQ (s_sample (text, "gridq_match_decision_seconds_bucket{le=\"5e-06\"}"), 3);
+    GQ_CHECK_EQ (s_sample (text, "gridq_match_decision_seconds_bucket{le=\"0.005\"}"), 3);
+    GQ_CHECK_EQ (s_sample (text, "gridq_match_decision_seconds_bucket{le=\"+Inf\"}"), 4);
+    GQ_CHECK_EQ (s_sample (text, "gridq_match_decision_seconds_count"), 4);
     S_CHECK (fabs (s_sample (text, "gridq_match_decision_seconds_sum") - 7008.3e-6) < 1e-12);
-    S_CHECK_EQ (s_sample (text, "gridq_job_latency_seconds_bucket{le=\"0.025\"}"), 0);
-    S_CHECK_EQ (s_sample (text, "gridq_job_latency_seconds_bucket{le=\"0.05\"}"), 1);
-    S_CHECK_EQ (s_sample (text, "gridq_job_latency_seconds_bucket{le=\"1\"}"), 1);
-    S_CHECK_EQ (s_sample (text, "gridq_job_latency_seconds_bucket{le=\"5\"}"), 2);
-    S_CHECK_EQ (s_sample (text, "gridq_job_latency_seconds_bucket{le=\"300\"}"), 2);
+    GQ_CHECK_EQ (s_sample (text, "gridq_job_latency_seconds_bucket{le=\"0.025\"}"), 0);
+    GQ_CHECK_EQ (s_sample (text, "gridq_job_latency_seconds_bucket{le=\"0.05\"}"), 1);
+    GQ_CHECK_EQ (s_sample (text, "gridq_job_latency_seconds_bucket{le=\"1\"}"), 1);
+    GQ_CHECK_EQ (s_sample (text, "gridq_job_latency_seconds_bucket{le=\"5\"}"), 2);
+    GQ_CHECK_EQ (s_sample (text, "gridq_job_latency_seconds_bucket{le=\"300\"}"), 2);
     S_CHECK (fabs (s_sample (text, "gridq_job_latency_seconds_sum") - 1.53) < 1e-12);
-    S_CHECK_EQ (s_sample (text, "gridq_commit_batch_writes_bucket{le=\"5\"}"), 0);
-    S_CHECK_EQ (s_sample (text, "gridq_commit_batch_writes_bucket{le=\"10\"}"), 1);
-    S_CHECK_EQ (s_sample (text, "gridq_commit_batch_writes_sum"), 7);
-    S_CHECK_EQ (s_sample (text, "gridq_commit_batch_writes_count"), 1);
+    GQ_CHECK_EQ (s_sample (text, "gridq_commit_batch_writes_bucket{le=\"5\"}"), 0);
+    GQ_CHECK_EQ (s_sample (text, "gridq_commit_batch_writes_bucket{le=\"10\"}"), 1);
+    GQ_CHECK_EQ (s_sample (text, "gridq_commit_batch_writes_sum"), 7);
+    GQ_CHECK_EQ (s_sample (text, "gridq_commit_batch_writes_count"), 1);
     zstr_free (&text);
     gq_metrics_destroy (&metrics);
     gq_metrics_destroy (&metrics);  /* safe twice */
@@ -877,14 +859,14 @@ gq_metrics_test (bool verbose)
     gq_metrics_observe (metrics, GQ_HIST_LATENCY_MS, 12000);
     s_scrape_t scrape;
     s_scrape_once (loop, port, &scrape);
-    S_CHECK_STR (scrape.status, "200");
+    GQ_CHECK_STR (scrape.status, "200");
     S_CHECK (strstr (scrape.ctype, "text/plain; version=0.0.4"));
-    S_CHECK_STR (scrape.status404, "404");
-    S_CHECK_EQ (s_check_exposition (scrape.body), 3);
-    S_CHECK_EQ (s_sample (scrape.body, "test_renders_total"), 1);
-    S_CHECK_EQ (s_sample (scrape.body, "gridq_job_latency_seconds_bucket{le=\"0.025\"}"), 1);
-    S_CHECK_EQ (s_sample (scrape.body, "gridq_job_latency_seconds_bucket{le=\"30\"}"), 2);
-    S_CHECK_EQ (s_sample (scrape.body, "gridq_job_latency_seconds_count"), 2);
+    GQ_CHECK_STR (scrape.status404, "404");
+    GQ_CHECK_EQ (s_check_exposition (scrape.body), 3);
+    GQ_CHECK_EQ (s_sample (scrape.body, "test_renders_total"), 1);
+    GQ_CHECK_EQ (s_sample (scrape.body, "gridq_job_latency_seconds_bucket{le=\"0.025\"}"), 1);
+    GQ_CHECK_EQ (s_sample (scrape.body, "gridq_job_latency_seconds_bucket{le=\"30\"}"), 2);
+    GQ_CHECK_EQ (s_sample (scrape.body, "gridq_job_latency_seconds_count"), 2);
     s_scrape_free (&scrape);
 
     /* A second server on the same port is refused with the reason. */
@@ -898,20 +880,20 @@ gq_metrics_test (bool verbose)
     pthread_mutex_unlock (&metrics->mutex);
     char *body, ctype[128];
     int64_t t0 = zclock_mono ();
-    S_CHECK_EQ (s_http_get (port, "/metrics", &body, ctype, sizeof ctype), 503);
+    GQ_CHECK_EQ (s_http_get (port, "/metrics", &body, ctype, sizeof ctype), 503);
     S_CHECK (zclock_mono () - t0 < 5000);
     free (body);
     /* The late answer to that request is dropped; the next scrape gets its own. */
     s_scrape_once (loop, port, &scrape);
-    S_CHECK_STR (scrape.status, "200");
-    S_CHECK_EQ (s_sample (scrape.body, "test_renders_total"), 3);
+    GQ_CHECK_STR (scrape.status, "200");
+    GQ_CHECK_EQ (s_sample (scrape.body, "test_renders_total"), 3);
     s_scrape_free (&scrape);
     gq_metrics_destroy (&metrics);
 
     /* localhost works too. */
     metrics = s_test_server ("localhost", loop, &state, &port, host_port, sizeof host_port);
     s_scrape_once (loop, port, &scrape);
-    S_CHECK_STR (scrape.status, "200");
+    GQ_CHECK_STR (scrape.status, "200");
     s_scrape_free (&scrape);
     gq_metrics_destroy (&metrics);
 #else

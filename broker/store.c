@@ -6,6 +6,7 @@
     caller's buffers live across the call, so the hot path (insert, attempt, finish) allocates
     nothing and copies nothing. */
 #include "store.h"
+#include "gq_check.h"
 
 #include <czmq.h>
 #include <dirent.h>
@@ -1050,26 +1051,6 @@ gq_store_max_id (gq_store_t *self)
 
 /* ---- Selftest -------------------------------------------------------------------------------- */
 
-#define S_EQ_INT(a, b)                                                                             \
-    do {                                                                                           \
-        long long s_a_ = (long long) (a), s_b_ = (long long) (b);                                  \
-        if (s_a_ != s_b_) {                                                                        \
-            fprintf (stderr, "\n%s:%d: %s is %lld, expected %s = %lld\n", __FILE__, __LINE__, #a,  \
-                     s_a_, #b, s_b_);                                                              \
-            abort ();                                                                              \
-        }                                                                                          \
-    } while (0)
-
-#define S_EQ_STR(a, b)                                                                             \
-    do {                                                                                           \
-        const char *s_a_ = (a), *s_b_ = (b);                                                       \
-        if (!s_a_ || !s_b_ || strcmp (s_a_, s_b_) != 0) {                                          \
-            fprintf (stderr, "\n%s:%d: %s is \"%s\", expected \"%s\"\n", __FILE__, __LINE__, #a,   \
-                     s_a_ ? s_a_ : "(null)", s_b_ ? s_b_ : "(null)");                              \
-            abort ();                                                                              \
-        }                                                                                          \
-    } while (0)
-
 #define S_HAS_STR(a, b)                                                                            \
     do {                                                                                           \
         const char *s_a_ = (a), *s_b_ = (b);                                                       \
@@ -1118,7 +1099,7 @@ static void
 s_path (char *buf, size_t size, const char *dir, const char *name)
 {
     int n = snprintf (buf, size, "%s/%s", dir, name);
-    S_EQ_INT (n >= 0 && (size_t) n < size, 1);
+    GQ_CHECK_EQ (n >= 0 && (size_t) n < size, 1);
 }
 
 /* Runs sql on the database at path through a connection of its own (as an older gridq or an
@@ -1127,7 +1108,7 @@ static void
 s_raw_exec (const char *path, const char *sql)
 {
     sqlite3 *db;
-    S_EQ_INT (sqlite3_open (path, &db), SQLITE_OK);
+    GQ_CHECK_EQ (sqlite3_open (path, &db), SQLITE_OK);
     char *msg = NULL;
     int rc = sqlite3_exec (db, sql, NULL, NULL, &msg);
     if (rc != SQLITE_OK) {
@@ -1142,7 +1123,7 @@ static void
 s_append_rows (sqlite3 *db, const char *sql, char *buf, size_t size)
 {
     sqlite3_stmt *stmt;
-    S_EQ_INT (sqlite3_prepare_v2 (db, sql, -1, &stmt, NULL), SQLITE_OK);
+    GQ_CHECK_EQ (sqlite3_prepare_v2 (db, sql, -1, &stmt, NULL), SQLITE_OK);
     while (sqlite3_step (stmt) == SQLITE_ROW) {
         for (int i = 0; i < sqlite3_column_count (stmt); i++) {
             const unsigned char *text = sqlite3_column_text (stmt, i);
@@ -1188,7 +1169,7 @@ s_plan (gq_store_t *self, s_stmt_t which, char *buf, size_t size)
     snprintf (sql, sizeof sql, "EXPLAIN QUERY PLAN %s", s_sql[which]);
     buf[0] = 0;
     sqlite3_stmt *stmt;
-    S_EQ_INT (sqlite3_prepare_v2 (self->db, sql, -1, &stmt, NULL), SQLITE_OK);
+    GQ_CHECK_EQ (sqlite3_prepare_v2 (self->db, sql, -1, &stmt, NULL), SQLITE_OK);
     while (sqlite3_step (stmt) == SQLITE_ROW) {
         size_t used = strlen (buf);
         snprintf (buf + used, size - used, "%s; ", (const char *) sqlite3_column_text (stmt, 3));
@@ -1270,16 +1251,16 @@ s_bench (const char *dir, gq_durability_t durability, int jobs, int batch, bool 
     gq_store_t *store = gq_store_open (path, durability, why, sizeof why);
     S_OPENED (store, why);
     int64_t *ids = malloc ((size_t) jobs * sizeof *ids);
-    S_EQ_INT (ids != NULL, 1);
+    GQ_CHECK_EQ (ids != NULL, 1);
     char payload[] = "{\"input\":[[0.1,0.2,0.3,0.4]],\"seed\":12345}";
     char result[] = "{\"output\":[[0.9,0.1]],\"argmax\":[0]}";
     int64_t t0 = gq_mono_us ();
     int inserted = 0, finished = 0;
     while (finished < jobs) {
-        S_EQ_INT (gq_store_begin (store), 0);
+        GQ_CHECK_EQ (gq_store_begin (store), 0);
         for (int i = 0; i < batch && inserted < jobs; i++) {
             gq_job_t job = s_job (payload, 5, 1764411673000 + inserted);
-            S_EQ_INT (gq_store_job_insert (store, &job, "mlp", "mnist", NULL, "", NULL), 0);
+            GQ_CHECK_EQ (gq_store_job_insert (store, &job, "mlp", "mnist", NULL, "", NULL), 0);
             ids[inserted++] = job.id;
         }
         /* The previous turn's jobs end in this one. */
@@ -1289,21 +1270,21 @@ s_bench (const char *dir, gq_durability_t durability, int jobs, int batch, bool 
         }
         for (; finished < end; finished++) {
             int64_t id = ids[finished];
-            S_EQ_INT (gq_store_attempt_insert (store, id, 1, "gpu-node-17", 1764411673100,
+            GQ_CHECK_EQ (gq_store_attempt_insert (store, id, 1, "gpu-node-17", 1764411673100,
                                                1764411673150, "ok", NULL),
                       0);
-            S_EQ_INT (gq_store_job_finish (store, id, GQ_JOB_DONE, 1, "gpu-node-17",
+            GQ_CHECK_EQ (gq_store_job_finish (store, id, GQ_JOB_DONE, 1, "gpu-node-17",
                                            1764411673100, 1764411673150, result,
                                            sizeof result - 1, NULL),
                       0);
         }
-        S_EQ_INT (gq_store_commit (store), 0);
+        GQ_CHECK_EQ (gq_store_commit (store), 0);
     }
     double secs = (double) (gq_mono_us () - t0) / 1e6;
     int64_t counts[GQ_JOB_STATES];
-    S_EQ_INT (gq_store_counts (store, counts), 0);
-    S_EQ_INT (counts[GQ_JOB_DONE], jobs);
-    S_EQ_INT (counts[GQ_JOB_QUEUED], 0);
+    GQ_CHECK_EQ (gq_store_counts (store, counts), 0);
+    GQ_CHECK_EQ (counts[GQ_JOB_DONE], jobs);
+    GQ_CHECK_EQ (counts[GQ_JOB_QUEUED], 0);
     if (verbose) {
         printf ("  bench (%s, %d jobs, %d per turn): %.0f rows/s, %.0f jobs/s end to end\n",
                 durability == GQ_DURABILITY_FULL ? "full" : "normal", jobs, batch,
@@ -1337,13 +1318,13 @@ gq_store_test (bool verbose)
     /* A new database gets the full schema, at the newest version, in WAL mode. */
     gq_store_t *store = gq_store_open (path, GQ_DURABILITY_FULL, why, sizeof why);
     S_OPENED (store, why);
-    S_EQ_INT (gq_store_schema_version (store), gq_migrations_count);
-    S_EQ_INT (s_query_text (store->db, "PRAGMA journal_mode", text, sizeof text), SQLITE_OK);
-    S_EQ_STR (text, "wal");
+    GQ_CHECK_EQ (gq_store_schema_version (store), gq_migrations_count);
+    GQ_CHECK_EQ (s_query_text (store->db, "PRAGMA journal_mode", text, sizeof text), SQLITE_OK);
+    GQ_CHECK_STR (text, "wal");
     int64_t value;
-    S_EQ_INT (s_query_int (store->db, "PRAGMA foreign_keys", &value), SQLITE_OK);
-    S_EQ_INT (value, 1);
-    S_EQ_INT (gq_store_max_id (store), 0);
+    GQ_CHECK_EQ (s_query_int (store->db, "PRAGMA foreign_keys", &value), SQLITE_OK);
+    GQ_CHECK_EQ (value, 1);
+    GQ_CHECK_EQ (gq_store_max_id (store), 0);
 
     /* The statements that must not scan: recovery, retention, idem lookups, listings. */
     s_plan (store, S_RECOVER, text, sizeof text);
@@ -1362,147 +1343,147 @@ gq_store_test (bool verbose)
     gq_constraints_t c3 = {.gpu_pattern = "A100|H100", .max_price = 3.5, .min_tflops = 0};
     j3.constraints = &c3;
     int64_t existing = 0;
-    S_EQ_INT (gq_store_begin (store), 0);
-    S_EQ_INT (gq_store_in_transaction (store), 1);
-    S_EQ_INT (gq_store_begin (store), GQ_ESTORE);
+    GQ_CHECK_EQ (gq_store_begin (store), 0);
+    GQ_CHECK_EQ (gq_store_in_transaction (store), 1);
+    GQ_CHECK_EQ (gq_store_begin (store), GQ_ESTORE);
     S_HAS_STR (gq_store_errmsg (store), "open already");
-    S_EQ_INT (gq_store_job_insert (store, &j1, "echo", NULL, NULL, "", &existing), 0);
-    S_EQ_INT (gq_store_job_insert (store, &j2, "echo", "", "key-2", "client-key", &existing), 0);
+    GQ_CHECK_EQ (gq_store_job_insert (store, &j1, "echo", NULL, NULL, "", &existing), 0);
+    GQ_CHECK_EQ (gq_store_job_insert (store, &j2, "echo", "", "key-2", "client-key", &existing), 0);
     gq_job_t again = s_job (p4, 1, t + 3);
-    S_EQ_INT (gq_store_job_insert (store, &again, "echo", NULL, "key-2", "", &existing), 1);
-    S_EQ_INT (existing, j2.id);
-    S_EQ_INT (gq_store_job_insert (store, &j3, "mlp", "mnist", NULL, NULL, NULL), 0);
-    S_EQ_INT (gq_store_job_blob_insert (store, j3.id, "in", 1, "world", 5), 0);
-    S_EQ_INT (gq_store_job_blob_insert (store, j3.id, "in", 0, "hello", 5), 0);
-    S_EQ_INT (gq_store_job_blob_insert (store, j3.id, "in", 2, NULL, 0), 0);
-    S_EQ_INT (gq_store_commit (store), 0);
-    S_EQ_INT (gq_store_in_transaction (store), 0);
-    S_EQ_INT (j1.id > 0 && j2.id > j1.id && j3.id > j2.id, 1);
-    S_EQ_INT (gq_store_max_id (store), j3.id);
+    GQ_CHECK_EQ (gq_store_job_insert (store, &again, "echo", NULL, "key-2", "", &existing), 1);
+    GQ_CHECK_EQ (existing, j2.id);
+    GQ_CHECK_EQ (gq_store_job_insert (store, &j3, "mlp", "mnist", NULL, NULL, NULL), 0);
+    GQ_CHECK_EQ (gq_store_job_blob_insert (store, j3.id, "in", 1, "world", 5), 0);
+    GQ_CHECK_EQ (gq_store_job_blob_insert (store, j3.id, "in", 0, "hello", 5), 0);
+    GQ_CHECK_EQ (gq_store_job_blob_insert (store, j3.id, "in", 2, NULL, 0), 0);
+    GQ_CHECK_EQ (gq_store_commit (store), 0);
+    GQ_CHECK_EQ (gq_store_in_transaction (store), 0);
+    GQ_CHECK_EQ (j1.id > 0 && j2.id > j1.id && j3.id > j2.id, 1);
+    GQ_CHECK_EQ (gq_store_max_id (store), j3.id);
     /* After the commit too, and outside a transaction. */
     existing = 0;
-    S_EQ_INT (gq_store_job_insert (store, &again, "echo", NULL, "key-2", "", &existing), 1);
-    S_EQ_INT (existing, j2.id);
-    S_EQ_INT (gq_store_job_insert (store, &again, NULL, NULL, NULL, "", &existing), GQ_EINVAL);
-    S_EQ_INT (gq_store_job_blob_insert (store, j3.id, "sideways", 0, "x", 1), GQ_EINVAL);
-    S_EQ_INT (gq_store_job_blob_insert (store, j3.id, "in", 0, "again", 5), GQ_ESTORE);
-    S_EQ_INT (gq_store_job_blob_insert (store, 999999, "in", 0, "orphan", 6), GQ_ESTORE);
+    GQ_CHECK_EQ (gq_store_job_insert (store, &again, "echo", NULL, "key-2", "", &existing), 1);
+    GQ_CHECK_EQ (existing, j2.id);
+    GQ_CHECK_EQ (gq_store_job_insert (store, &again, NULL, NULL, NULL, "", &existing), GQ_EINVAL);
+    GQ_CHECK_EQ (gq_store_job_blob_insert (store, j3.id, "sideways", 0, "x", 1), GQ_EINVAL);
+    GQ_CHECK_EQ (gq_store_job_blob_insert (store, j3.id, "in", 0, "again", 5), GQ_ESTORE);
+    GQ_CHECK_EQ (gq_store_job_blob_insert (store, 999999, "in", 0, "orphan", 6), GQ_ESTORE);
     S_HAS_STR (gq_store_errmsg (store), "FOREIGN KEY");
 
     void **data;
     size_t *sizes;
     int n = gq_store_job_blobs (store, j3.id, "in", &data, &sizes);
-    S_EQ_INT (n, 3);
-    S_EQ_INT (sizes[0] == 5 && memcmp (data[0], "hello", 5) == 0, 1);
-    S_EQ_INT (sizes[1] == 5 && memcmp (data[1], "world", 5) == 0, 1);
-    S_EQ_INT (sizes[2], 0);
+    GQ_CHECK_EQ (n, 3);
+    GQ_CHECK_EQ (sizes[0] == 5 && memcmp (data[0], "hello", 5) == 0, 1);
+    GQ_CHECK_EQ (sizes[1] == 5 && memcmp (data[1], "world", 5) == 0, 1);
+    GQ_CHECK_EQ (sizes[2], 0);
     gq_store_blobs_free (data, sizes, n);
-    S_EQ_INT (gq_store_job_blobs (store, j3.id, "out", &data, &sizes), 0);
-    S_EQ_INT (data == NULL && sizes == NULL, 1);
+    GQ_CHECK_EQ (gq_store_job_blobs (store, j3.id, "out", &data, &sizes), 0);
+    GQ_CHECK_EQ (data == NULL && sizes == NULL, 1);
 
     /* Attempts and ends: j1 fails on a, is lost on b, times out on a again, and stays queued;
        j2 succeeds on c; j3 is cancelled before it ran. */
-    S_EQ_INT (gq_store_begin (store), 0);
-    S_EQ_INT (gq_store_attempt_insert (store, j1.id, 1, "a", t + 10, t + 20, "failed", "exit 1"), 0);
-    S_EQ_INT (gq_store_attempt_insert (store, j1.id, 2, "b", t + 30, t + 40, "lost", NULL), 0);
-    S_EQ_INT (gq_store_attempt_insert (store, j1.id, 3, "a", t + 50, t + 60, "timeout", NULL), 0);
-    S_EQ_INT (gq_store_attempt_insert (store, j2.id, 1, "c", t + 10, t + 25, "ok", NULL), 0);
+    GQ_CHECK_EQ (gq_store_begin (store), 0);
+    GQ_CHECK_EQ (gq_store_attempt_insert (store, j1.id, 1, "a", t + 10, t + 20, "failed", "exit 1"), 0);
+    GQ_CHECK_EQ (gq_store_attempt_insert (store, j1.id, 2, "b", t + 30, t + 40, "lost", NULL), 0);
+    GQ_CHECK_EQ (gq_store_attempt_insert (store, j1.id, 3, "a", t + 50, t + 60, "timeout", NULL), 0);
+    GQ_CHECK_EQ (gq_store_attempt_insert (store, j2.id, 1, "c", t + 10, t + 25, "ok", NULL), 0);
     const char *r2 = "{\"echo\":2}";
-    S_EQ_INT (gq_store_job_finish (store, j2.id, GQ_JOB_DONE, 1, "c", t + 10, t + 25, r2,
+    GQ_CHECK_EQ (gq_store_job_finish (store, j2.id, GQ_JOB_DONE, 1, "c", t + 10, t + 25, r2,
                                    strlen (r2), NULL),
               0);
-    S_EQ_INT (gq_store_job_blob_insert (store, j2.id, "out", 0, "\x00\x01\x02", 3), 0);
-    S_EQ_INT (gq_store_job_finish (store, j3.id, GQ_JOB_CANCELLED, 0, NULL, 0, t + 30, NULL, 0,
+    GQ_CHECK_EQ (gq_store_job_blob_insert (store, j2.id, "out", 0, "\x00\x01\x02", 3), 0);
+    GQ_CHECK_EQ (gq_store_job_finish (store, j3.id, GQ_JOB_CANCELLED, 0, NULL, 0, t + 30, NULL, 0,
                                    "cancelled by client"),
               0);
-    S_EQ_INT (gq_store_commit (store), 0);
+    GQ_CHECK_EQ (gq_store_commit (store), 0);
     /* The first end is the one recorded. */
-    S_EQ_INT (gq_store_job_finish (store, j2.id, GQ_JOB_FAILED, 2, "d", t, t + 99, NULL, 0, "x"),
+    GQ_CHECK_EQ (gq_store_job_finish (store, j2.id, GQ_JOB_FAILED, 2, "d", t, t + 99, NULL, 0, "x"),
               GQ_ESTATE);
-    S_EQ_INT (gq_store_job_finish (store, 999999, GQ_JOB_DONE, 1, "d", t, t + 99, NULL, 0, NULL),
+    GQ_CHECK_EQ (gq_store_job_finish (store, 999999, GQ_JOB_DONE, 1, "d", t, t + 99, NULL, 0, NULL),
               GQ_ENOTFOUND);
-    S_EQ_INT (gq_store_job_finish (store, j1.id, GQ_JOB_RUNNING, 1, "d", t, t + 9, NULL, 0, NULL),
+    GQ_CHECK_EQ (gq_store_job_finish (store, j1.id, GQ_JOB_RUNNING, 1, "d", t, t + 9, NULL, 0, NULL),
               GQ_EINVAL);
-    S_EQ_INT (gq_store_attempt_insert (store, j1.id, 4, "a", t, t, "exploded", NULL), GQ_EINVAL);
-    S_EQ_INT (gq_store_attempt_insert (store, j1.id, 3, "a", t, t, "failed", NULL), GQ_ESTORE);
-    S_EQ_INT (gq_store_attempt_insert (store, 999999, 1, "a", t, t, "failed", NULL), GQ_ESTORE);
+    GQ_CHECK_EQ (gq_store_attempt_insert (store, j1.id, 4, "a", t, t, "exploded", NULL), GQ_EINVAL);
+    GQ_CHECK_EQ (gq_store_attempt_insert (store, j1.id, 3, "a", t, t, "failed", NULL), GQ_ESTORE);
+    GQ_CHECK_EQ (gq_store_attempt_insert (store, 999999, 1, "a", t, t, "failed", NULL), GQ_ESTORE);
 
     /* Queries about stored jobs. */
     json_t *job = gq_store_job_json (store, j2.id, true);
-    S_EQ_INT (job != NULL, 1);
-    S_EQ_STR (json_string_value (json_object_get (job, "state")), "done");
-    S_EQ_STR (json_string_value (json_object_get (job, "idem")), "key-2");
-    S_EQ_INT (json_is_null (json_object_get (job, "model")), 1);
-    S_EQ_INT (json_integer_value (json_object_get (json_object_get (job, "result"), "echo")), 2);
-    S_EQ_INT (json_integer_value (json_object_get (json_object_get (job, "payload"), "n")), 2);
-    S_EQ_STR (json_string_value (json_object_get (job, "finished_at")), "2025-11-29T10:21:13.025Z");
+    GQ_CHECK_EQ (job != NULL, 1);
+    GQ_CHECK_STR (json_string_value (json_object_get (job, "state")), "done");
+    GQ_CHECK_STR (json_string_value (json_object_get (job, "idem")), "key-2");
+    GQ_CHECK_EQ (json_is_null (json_object_get (job, "model")), 1);
+    GQ_CHECK_EQ (json_integer_value (json_object_get (json_object_get (job, "result"), "echo")), 2);
+    GQ_CHECK_EQ (json_integer_value (json_object_get (json_object_get (job, "payload"), "n")), 2);
+    GQ_CHECK_STR (json_string_value (json_object_get (job, "finished_at")), "2025-11-29T10:21:13.025Z");
     json_t *detail = json_object_get (job, "attempts_detail");
-    S_EQ_INT (json_array_size (detail), 1);
-    S_EQ_STR (json_string_value (json_object_get (json_array_get (detail, 0), "outcome")), "ok");
-    S_EQ_INT (json_is_null (json_object_get (json_array_get (detail, 0), "reason")), 1);
-    S_EQ_INT (json_object_get (job, "client") == NULL, 1);
+    GQ_CHECK_EQ (json_array_size (detail), 1);
+    GQ_CHECK_STR (json_string_value (json_object_get (json_array_get (detail, 0), "outcome")), "ok");
+    GQ_CHECK_EQ (json_is_null (json_object_get (json_array_get (detail, 0), "reason")), 1);
+    GQ_CHECK_EQ (json_object_get (job, "client") == NULL, 1);
     json_decref (job);
     job = gq_store_job_json (store, j1.id, false);
-    S_EQ_INT (json_object_get (job, "payload") == NULL, 1);
-    S_EQ_STR (json_string_value (json_object_get (job, "state")), "queued");
+    GQ_CHECK_EQ (json_object_get (job, "payload") == NULL, 1);
+    GQ_CHECK_STR (json_string_value (json_object_get (job, "state")), "queued");
     detail = json_object_get (job, "attempts_detail");
-    S_EQ_INT (json_array_size (detail), 3);
-    S_EQ_STR (json_string_value (json_object_get (json_array_get (detail, 0), "reason")), "exit 1");
-    S_EQ_STR (json_string_value (json_object_get (json_array_get (detail, 2), "node")), "a");
+    GQ_CHECK_EQ (json_array_size (detail), 3);
+    GQ_CHECK_STR (json_string_value (json_object_get (json_array_get (detail, 0), "reason")), "exit 1");
+    GQ_CHECK_STR (json_string_value (json_object_get (json_array_get (detail, 2), "node")), "a");
     json_decref (job);
     job = gq_store_job_json (store, j3.id, true);
-    S_EQ_STR (json_string_value (json_object_get (job, "model")), "mnist");
-    S_EQ_STR (json_string_value (json_object_get (job, "error")), "cancelled by client");
-    S_EQ_INT (json_is_null (json_object_get (job, "started_at")), 1);
+    GQ_CHECK_STR (json_string_value (json_object_get (job, "model")), "mnist");
+    GQ_CHECK_STR (json_string_value (json_object_get (job, "error")), "cancelled by client");
+    GQ_CHECK_EQ (json_is_null (json_object_get (job, "started_at")), 1);
     char *dump = json_dumps (json_object_get (job, "constraints"), JSON_SORT_KEYS | JSON_COMPACT);
-    S_EQ_STR (dump, "{\"gpu\":\"A100|H100\",\"max_price\":3.5}");
+    GQ_CHECK_STR (dump, "{\"gpu\":\"A100|H100\",\"max_price\":3.5}");
     free (dump);
     json_decref (job);
-    S_EQ_INT (gq_store_job_json (store, 999999, true) == NULL, 1);
-    S_EQ_INT (gq_store_error (store), GQ_ENOTFOUND);
+    GQ_CHECK_EQ (gq_store_job_json (store, 999999, true) == NULL, 1);
+    GQ_CHECK_EQ (gq_store_error (store), GQ_ENOTFOUND);
 
     json_t *list = gq_store_jobs_json (store, -1, 10);
-    S_EQ_INT (json_array_size (list), 3);
-    S_EQ_INT (json_integer_value (json_object_get (json_array_get (list, 0), "id")), j3.id);
-    S_EQ_INT (json_integer_value (json_object_get (json_array_get (list, 2), "id")), j1.id);
-    S_EQ_INT (json_object_get (json_array_get (list, 0), "payload") == NULL, 1);
+    GQ_CHECK_EQ (json_array_size (list), 3);
+    GQ_CHECK_EQ (json_integer_value (json_object_get (json_array_get (list, 0), "id")), j3.id);
+    GQ_CHECK_EQ (json_integer_value (json_object_get (json_array_get (list, 2), "id")), j1.id);
+    GQ_CHECK_EQ (json_object_get (json_array_get (list, 0), "payload") == NULL, 1);
     json_decref (list);
     list = gq_store_jobs_json (store, GQ_JOB_DONE, 10);
-    S_EQ_INT (json_array_size (list), 1);
-    S_EQ_INT (json_integer_value (json_object_get (json_array_get (list, 0), "id")), j2.id);
+    GQ_CHECK_EQ (json_array_size (list), 1);
+    GQ_CHECK_EQ (json_integer_value (json_object_get (json_array_get (list, 0), "id")), j2.id);
     json_decref (list);
     list = gq_store_jobs_json (store, -1, 1);
-    S_EQ_INT (json_array_size (list), 1);
+    GQ_CHECK_EQ (json_array_size (list), 1);
     json_decref (list);
 
     int64_t counts[GQ_JOB_STATES];
-    S_EQ_INT (gq_store_counts (store, counts), 0);
-    S_EQ_INT (counts[GQ_JOB_QUEUED], 1);
-    S_EQ_INT (counts[GQ_JOB_RUNNING], 0);
-    S_EQ_INT (counts[GQ_JOB_DONE], 1);
-    S_EQ_INT (counts[GQ_JOB_CANCELLED], 1);
+    GQ_CHECK_EQ (gq_store_counts (store, counts), 0);
+    GQ_CHECK_EQ (counts[GQ_JOB_QUEUED], 1);
+    GQ_CHECK_EQ (counts[GQ_JOB_RUNNING], 0);
+    GQ_CHECK_EQ (counts[GQ_JOB_DONE], 1);
+    GQ_CHECK_EQ (counts[GQ_JOB_CANCELLED], 1);
 
     /* Nodes: the first sighting stays, the rest follows the latest. */
-    S_EQ_INT (gq_store_node_upsert (store, "c", "NVIDIA A100", 40960, 19.5, 1.2, t, 0, 0), 0);
-    S_EQ_INT (gq_store_node_upsert (store, "c", "NVIDIA A100", 40960, 19.5, 1.1, t + 500, 7, 1),
+    GQ_CHECK_EQ (gq_store_node_upsert (store, "c", "NVIDIA A100", 40960, 19.5, 1.2, t, 0, 0), 0);
+    GQ_CHECK_EQ (gq_store_node_upsert (store, "c", "NVIDIA A100", 40960, 19.5, 1.1, t + 500, 7, 1),
               0);
-    S_EQ_INT (gq_store_node_upsert (store, "", "x", 1, 1, 1, t, 0, 0), GQ_EINVAL);
+    GQ_CHECK_EQ (gq_store_node_upsert (store, "", "x", 1, 1, 1, t, 0, 0), GQ_EINVAL);
     list = gq_store_nodes_json (store);
-    S_EQ_INT (json_array_size (list), 1);
+    GQ_CHECK_EQ (json_array_size (list), 1);
     json_t *node = json_array_get (list, 0);
-    S_EQ_STR (json_string_value (json_object_get (node, "first_seen")), "2025-11-29T10:21:13.000Z");
-    S_EQ_STR (json_string_value (json_object_get (node, "last_seen")), "2025-11-29T10:21:13.500Z");
-    S_EQ_INT (json_integer_value (json_object_get (node, "jobs_ok")), 7);
+    GQ_CHECK_STR (json_string_value (json_object_get (node, "first_seen")), "2025-11-29T10:21:13.000Z");
+    GQ_CHECK_STR (json_string_value (json_object_get (node, "last_seen")), "2025-11-29T10:21:13.500Z");
+    GQ_CHECK_EQ (json_integer_value (json_object_get (node, "jobs_ok")), 7);
     json_decref (list);
 
     /* A rolled-back turn leaves nothing behind. */
     gq_job_t j4 = s_job (p4, 1, t + 4);
-    S_EQ_INT (gq_store_begin (store), 0);
-    S_EQ_INT (gq_store_job_insert (store, &j4, "echo", NULL, "key-4", NULL, NULL), 0);
-    S_EQ_INT (gq_store_rollback (store), 0);
-    S_EQ_INT (gq_store_rollback (store), 0);   /* none open: fine */
-    S_EQ_INT (gq_store_max_id (store), j3.id);
-    S_EQ_INT (gq_store_job_insert (store, &j4, "echo", NULL, "key-4", NULL, &existing), 0);
+    GQ_CHECK_EQ (gq_store_begin (store), 0);
+    GQ_CHECK_EQ (gq_store_job_insert (store, &j4, "echo", NULL, "key-4", NULL, NULL), 0);
+    GQ_CHECK_EQ (gq_store_rollback (store), 0);
+    GQ_CHECK_EQ (gq_store_rollback (store), 0);   /* none open: fine */
+    GQ_CHECK_EQ (gq_store_max_id (store), j3.id);
+    GQ_CHECK_EQ (gq_store_job_insert (store, &j4, "echo", NULL, "key-4", NULL, &existing), 0);
 
     /* Recovery after close and reopen: exactly the jobs that had not ended, in id order, with
        their attempts and the distinct nodes that failed them; strings valid in the call. */
@@ -1511,86 +1492,86 @@ gq_store_test (bool verbose)
     store = gq_store_open (path, GQ_DURABILITY_NORMAL, why, sizeof why);
     S_OPENED (store, why);
     s_recovered_t rec = {.store = store};
-    S_EQ_INT (gq_store_recover (store, s_recover_cb, &rec), 0);
+    GQ_CHECK_EQ (gq_store_recover (store, s_recover_cb, &rec), 0);
     snprintf (other, sizeof other,
               "%lld queued echo model=- attempts=3/3 payload={\"n\":1} client=- excluded=a,b "
               "blobs=0\n"
               "%lld queued echo model=- attempts=0/3 payload=[4] client=- excluded= blobs=0\n",
               (long long) j1.id, (long long) j4.id);
-    S_EQ_STR (rec.text, other);
+    GQ_CHECK_STR (rec.text, other);
     /* A callback may stop the walk; its value comes back. */
     rec = (s_recovered_t) {.store = store, .stop_after = 1};
-    S_EQ_INT (gq_store_recover (store, s_recover_cb, &rec), 99);
-    S_EQ_INT (rec.calls, 1);
+    GQ_CHECK_EQ (gq_store_recover (store, s_recover_cb, &rec), 99);
+    GQ_CHECK_EQ (rec.calls, 1);
 
     /* Retention: oldest first, in chunks, attempts and blobs with them; the newest job stays
        even when it is old, so its id is never handed out again. */
-    S_EQ_INT (gq_store_purge (store, t + 1000, 0), 0);
-    S_EQ_INT (gq_store_purge (store, t + 26, 5), 1);            /* j2 ended at t+25, j3 at t+30 */
-    S_EQ_INT (gq_store_job_json (store, j2.id, false) == NULL, 1);
-    S_EQ_INT (s_query_int (store->db, "SELECT count(*) FROM attempts "
+    GQ_CHECK_EQ (gq_store_purge (store, t + 1000, 0), 0);
+    GQ_CHECK_EQ (gq_store_purge (store, t + 26, 5), 1);            /* j2 ended at t+25, j3 at t+30 */
+    GQ_CHECK_EQ (gq_store_job_json (store, j2.id, false) == NULL, 1);
+    GQ_CHECK_EQ (s_query_int (store->db, "SELECT count(*) FROM attempts "
                                       "WHERE job_id NOT IN (SELECT id FROM jobs)",
                            &value),
               SQLITE_OK);
-    S_EQ_INT (value, 0);
-    S_EQ_INT (s_query_int (store->db, "SELECT count(*) FROM job_blobs WHERE direction = 'out'",
+    GQ_CHECK_EQ (value, 0);
+    GQ_CHECK_EQ (s_query_int (store->db, "SELECT count(*) FROM job_blobs WHERE direction = 'out'",
                            &value),
               SQLITE_OK);
-    S_EQ_INT (value, 0);
-    S_EQ_INT (gq_store_job_finish (store, j1.id, GQ_JOB_FAILED, 3, "a", t + 50, t + 60, NULL, 0,
+    GQ_CHECK_EQ (value, 0);
+    GQ_CHECK_EQ (gq_store_job_finish (store, j1.id, GQ_JOB_FAILED, 3, "a", t + 50, t + 60, NULL, 0,
                                    "failed 3 times"),
               0);
-    S_EQ_INT (gq_store_job_finish (store, j4.id, GQ_JOB_DONE, 1, "c", t + 70, t + 80, "4", 1,
+    GQ_CHECK_EQ (gq_store_job_finish (store, j4.id, GQ_JOB_DONE, 1, "c", t + 70, t + 80, "4", 1,
                                    NULL),
               0);
-    S_EQ_INT (gq_store_purge (store, t + 1000, 1), 1);
-    S_EQ_INT (gq_store_purge (store, t + 1000, 100), 1);
-    S_EQ_INT (gq_store_purge (store, t + 1000, 100), 0);
-    S_EQ_INT (gq_store_counts (store, counts), 0);
-    S_EQ_INT (counts[GQ_JOB_DONE], 1);                          /* j4, the newest, stays */
-    S_EQ_INT (s_query_int (store->db, "SELECT count(*) FROM job_blobs", &value), SQLITE_OK);
-    S_EQ_INT (value, 0);                                        /* j3's inputs went with it */
+    GQ_CHECK_EQ (gq_store_purge (store, t + 1000, 1), 1);
+    GQ_CHECK_EQ (gq_store_purge (store, t + 1000, 100), 1);
+    GQ_CHECK_EQ (gq_store_purge (store, t + 1000, 100), 0);
+    GQ_CHECK_EQ (gq_store_counts (store, counts), 0);
+    GQ_CHECK_EQ (counts[GQ_JOB_DONE], 1);                          /* j4, the newest, stays */
+    GQ_CHECK_EQ (s_query_int (store->db, "SELECT count(*) FROM job_blobs", &value), SQLITE_OK);
+    GQ_CHECK_EQ (value, 0);                                        /* j3's inputs went with it */
     gq_job_t j5 = s_job (p1, 1, t + 5);
-    S_EQ_INT (gq_store_job_insert (store, &j5, "echo", NULL, NULL, NULL, NULL), 0);
-    S_EQ_INT (j5.id, j4.id + 1);
+    GQ_CHECK_EQ (gq_store_job_insert (store, &j5, "echo", NULL, NULL, NULL, NULL), 0);
+    GQ_CHECK_EQ (j5.id, j4.id + 1);
 
     /* A full disk: the write fails with GQ_ESTORE, the turn is rolled back (SQLite may have
        done it itself), and the store works again once there is room. */
     int64_t pages;
-    S_EQ_INT (s_query_int (store->db, "PRAGMA page_count", &pages), SQLITE_OK);
+    GQ_CHECK_EQ (s_query_int (store->db, "PRAGMA page_count", &pages), SQLITE_OK);
     char sql[128];
     snprintf (sql, sizeof sql, "PRAGMA max_page_count = %lld", (long long) pages + 4);
-    S_EQ_INT (s_exec (store->db, sql), SQLITE_OK);
+    GQ_CHECK_EQ (s_exec (store->db, sql), SQLITE_OK);
     size_t big_len = 64 * 1024;
     char *big = malloc (big_len + 1);
-    S_EQ_INT (big != NULL, 1);
+    GQ_CHECK_EQ (big != NULL, 1);
     memset (big, ' ', big_len);
     big[0] = '[';
     big[big_len - 1] = ']';
     big[big_len] = 0;
-    S_EQ_INT (gq_store_begin (store), 0);
+    GQ_CHECK_EQ (gq_store_begin (store), 0);
     int err = 0;
     for (int i = 0; i < 100 && !err; i++) {
         gq_job_t fat = s_job (big, 1, t + 6);
         err = gq_store_job_insert (store, &fat, "echo", NULL, NULL, NULL, NULL);
     }
-    S_EQ_INT (err, GQ_ESTORE);
-    S_EQ_INT (gq_store_error (store), GQ_ESTORE);
+    GQ_CHECK_EQ (err, GQ_ESTORE);
+    GQ_CHECK_EQ (gq_store_error (store), GQ_ESTORE);
     S_HAS_STR (gq_store_errmsg (store), "full");
-    S_EQ_INT (gq_store_rollback (store), 0);
-    S_EQ_INT (gq_store_in_transaction (store), 0);
-    S_EQ_INT (s_exec (store->db, "PRAGMA max_page_count = 1073741823"), SQLITE_OK);
-    S_EQ_INT (gq_store_begin (store), 0);
+    GQ_CHECK_EQ (gq_store_rollback (store), 0);
+    GQ_CHECK_EQ (gq_store_in_transaction (store), 0);
+    GQ_CHECK_EQ (s_exec (store->db, "PRAGMA max_page_count = 1073741823"), SQLITE_OK);
+    GQ_CHECK_EQ (gq_store_begin (store), 0);
     gq_job_t fat = s_job (big, 1, t + 6);
-    S_EQ_INT (gq_store_job_insert (store, &fat, "echo", NULL, NULL, NULL, NULL), 0);
-    S_EQ_INT (gq_store_commit (store), 0);
-    S_EQ_INT (fat.id, j5.id + 1);
+    GQ_CHECK_EQ (gq_store_job_insert (store, &fat, "echo", NULL, NULL, NULL, NULL), 0);
+    GQ_CHECK_EQ (gq_store_commit (store), 0);
+    GQ_CHECK_EQ (fat.id, j5.id + 1);
     free (big);
     gq_store_close (&store);
 
     /* The fresh schema's shape, to compare the migrated one against. */
     sqlite3 *db;
-    S_EQ_INT (sqlite3_open (path, &db), SQLITE_OK);
+    GQ_CHECK_EQ (sqlite3_open (path, &db), SQLITE_OK);
     s_fingerprint (db, text, sizeof text);
     sqlite3_close (db);
     S_HAS_STR (text, "jobs|20|client|TEXT|0|NULL|0");
@@ -1606,18 +1587,18 @@ gq_store_test (bool verbose)
                 "INSERT INTO attempts VALUES (41, 1, 'old-node', 1100, 1200, 'failed', 'oom');");
     store = gq_store_open (old_path, GQ_DURABILITY_NORMAL, why, sizeof why);
     S_OPENED (store, why);
-    S_EQ_INT (gq_store_schema_version (store), gq_migrations_count);
-    S_EQ_INT (s_query_int (store->db, "PRAGMA user_version", &value), SQLITE_OK);
-    S_EQ_INT (value, gq_migrations_count);
+    GQ_CHECK_EQ (gq_store_schema_version (store), gq_migrations_count);
+    GQ_CHECK_EQ (s_query_int (store->db, "PRAGMA user_version", &value), SQLITE_OK);
+    GQ_CHECK_EQ (value, gq_migrations_count);
     s_fingerprint (store->db, other, sizeof other);
-    S_EQ_STR (other, text);
+    GQ_CHECK_STR (other, text);
     rec = (s_recovered_t) {.store = store};
-    S_EQ_INT (gq_store_recover (store, s_recover_cb, &rec), 0);
-    S_EQ_STR (rec.text, "41 queued echo model=- attempts=1/3 payload={\"old\":true} client=- "
+    GQ_CHECK_EQ (gq_store_recover (store, s_recover_cb, &rec), 0);
+    GQ_CHECK_STR (rec.text, "41 queued echo model=- attempts=1/3 payload={\"old\":true} client=- "
                         "excluded=old-node blobs=0\n");
     gq_job_t j6 = s_job (p2, 1, t);
-    S_EQ_INT (gq_store_job_insert (store, &j6, "echo", NULL, NULL, "client-key", NULL), 0);
-    S_EQ_INT (j6.id, 42);
+    GQ_CHECK_EQ (gq_store_job_insert (store, &j6, "echo", NULL, NULL, "client-key", NULL), 0);
+    GQ_CHECK_EQ (j6.id, 42);
     gq_store_close (&store);
 
     /* A failing migration leaves its database at the last step that succeeded, untouched by
@@ -1626,48 +1607,48 @@ gq_store_test (bool verbose)
     s_raw_exec (old_path, s_schema_v0);
     const char *steps[] = {gq_migrations[0], "CREATE TABLE half (x); SELECT no_such_function ();"};
     const char *names[] = {"0001-test", "0002-broken"};
-    S_EQ_INT (sqlite3_open (old_path, &db), SQLITE_OK);
-    S_EQ_INT (s_schema_apply (db, old_path, gq_schema_sql, steps, names, 2, why, sizeof why), -1);
+    GQ_CHECK_EQ (sqlite3_open (old_path, &db), SQLITE_OK);
+    GQ_CHECK_EQ (s_schema_apply (db, old_path, gq_schema_sql, steps, names, 2, why, sizeof why), -1);
     S_HAS_STR (why, "cannot upgrade");
     S_HAS_STR (why, "version 2 (0002-broken)");
     S_HAS_STR (why, "no_such_function");
-    S_EQ_INT (s_query_int (db, "PRAGMA user_version", &value), SQLITE_OK);
-    S_EQ_INT (value, 1);
-    S_EQ_INT (s_query_int (db, "SELECT count(*) FROM sqlite_master WHERE name = 'half'", &value),
+    GQ_CHECK_EQ (s_query_int (db, "PRAGMA user_version", &value), SQLITE_OK);
+    GQ_CHECK_EQ (value, 1);
+    GQ_CHECK_EQ (s_query_int (db, "SELECT count(*) FROM sqlite_master WHERE name = 'half'", &value),
               SQLITE_OK);
-    S_EQ_INT (value, 0);
+    GQ_CHECK_EQ (value, 0);
     sqlite3_close (db);
 
     /* A database from a newer gridq is refused, and left as it is. */
     snprintf (sql, sizeof sql, "PRAGMA user_version = %d", gq_migrations_count + 1);
     s_raw_exec (path, sql);
-    S_EQ_INT (gq_store_open (path, GQ_DURABILITY_NORMAL, why, sizeof why) == NULL, 1);
+    GQ_CHECK_EQ (gq_store_open (path, GQ_DURABILITY_NORMAL, why, sizeof why) == NULL, 1);
     S_HAS_STR (why, "newer than this gridq-broker knows");
     if (verbose) {
         printf ("  %s\n", why);
     }
 
     /* A path that cannot be a database file: a reason, not a crash. */
-    S_EQ_INT (gq_store_open ("", GQ_DURABILITY_NORMAL, why, sizeof why) == NULL, 1);
+    GQ_CHECK_EQ (gq_store_open ("", GQ_DURABILITY_NORMAL, why, sizeof why) == NULL, 1);
     S_HAS_STR (why, "without a path");
     char file[512];
     s_path (file, sizeof file, dir, "not-a-db.txt");
     FILE *f = fopen (file, "w");
-    S_EQ_INT (f != NULL, 1);
+    GQ_CHECK_EQ (f != NULL, 1);
     fputs ("this is not a database, but it is long enough to have a header of sorts\n", f);
     fclose (f);
     s_path (path, sizeof path, file, "gridq.db");   /* under a regular file */
-    S_EQ_INT (gq_store_open (path, GQ_DURABILITY_NORMAL, why, sizeof why) == NULL, 1);
+    GQ_CHECK_EQ (gq_store_open (path, GQ_DURABILITY_NORMAL, why, sizeof why) == NULL, 1);
     S_HAS_STR (why, "store: cannot open ");
     S_HAS_STR (why, "unable to open database file");
     if (verbose) {
         printf ("  %s\n", why);
     }
-    S_EQ_INT (gq_store_open (file, GQ_DURABILITY_NORMAL, why, sizeof why) == NULL, 1);
+    GQ_CHECK_EQ (gq_store_open (file, GQ_DURABILITY_NORMAL, why, sizeof why) == NULL, 1);
     S_HAS_STR (why, "file is not a database");
     s_path (path, sizeof path, dir, "other.db");
     s_raw_exec (path, "CREATE TABLE accounts (id INTEGER PRIMARY KEY)");
-    S_EQ_INT (gq_store_open (path, GQ_DURABILITY_NORMAL, why, sizeof why) == NULL, 1);
+    GQ_CHECK_EQ (gq_store_open (path, GQ_DURABILITY_NORMAL, why, sizeof why) == NULL, 1);
     S_HAS_STR (why, "not a gridq database");
 
     /* The broker's write pattern, measured (printed only when verbose). */

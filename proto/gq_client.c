@@ -5,6 +5,7 @@
     replies to requests sent with gq_client_send) are kept in a pending list, in arrival order,
     for gq_client_recv and gq_client_wait. */
 #include "gq_client.h"
+#include "gq_check.h"
 
 #include <errno.h>
 #include <math.h>
@@ -1066,26 +1067,6 @@ gq_client_wait (gq_client_t *self, const int64_t *ids, size_t count, int64_t tot
       WAIT      ignored the first time, then FINISHED for ids < 1000000, missing for the rest
     The pipe answers "COUNT" with the number of SUBMITs and WAITs seen. */
 
-#define S_CHECK_EQ(a, b)                                                                      \
-    do {                                                                                      \
-        long long _a = (long long) (a), _b = (long long) (b);                                 \
-        if (_a != _b) {                                                                       \
-            fprintf (stderr, "%s:%d: %s == %lld, expected %s == %lld\n", __FILE__, __LINE__, #a, \
-                     _a, #b, _b);                                                             \
-            abort ();                                                                         \
-        }                                                                                     \
-    } while (0)
-
-#define S_CHECK_STR(a, b)                                                                     \
-    do {                                                                                      \
-        const char *_a = (a), *_b = (b);                                                      \
-        if (!_a || !_b || strcmp (_a, _b) != 0) {                                             \
-            fprintf (stderr, "%s:%d: %s == \"%s\", expected \"%s\"\n", __FILE__, __LINE__, #a,   \
-                     _a ? _a : "(null)", _b ? _b : "(null)");                                 \
-            abort ();                                                                         \
-        }                                                                                     \
-    } while (0)
-
 #define S_CHECK_RANGE(a, lo, hi)                                                              \
     do {                                                                                      \
         long long _a = (long long) (a);                                                       \
@@ -1299,12 +1280,12 @@ gq_client_test (bool verbose)
     gq_client_opts_t opts = {.endpoint = endpoint, .timeout_ms = 300};
     gq_client_t *client = gq_client_new (&opts, why, sizeof why);
     S_CHECK_PTR (client, why);
-    S_CHECK_STR (gq_client_endpoint (client), endpoint);
+    GQ_CHECK_STR (gq_client_endpoint (client), endpoint);
 
     /* PING round trip; "req" is not part of what the caller gets. */
     json_t *pong = gq_client_call (client, "PING", NULL);
     S_CHECK_PTR (pong, gq_client_error (client));
-    S_CHECK_STR (json_string_value (json_object_get (pong, "version")), "0.1.0");
+    GQ_CHECK_STR (json_string_value (json_object_get (pong, "version")), "0.1.0");
     assert (json_object_get (pong, "req") == NULL);
     json_decref (pong);
 
@@ -1313,24 +1294,24 @@ gq_client_test (bool verbose)
     assert (req1 > 0);
     json_t *status = gq_client_call (client, "STATUS", json_pack ("{s:[i]}", "ids", 2));
     S_CHECK_PTR (status, gq_client_error (client));
-    S_CHECK_EQ (json_integer_value (json_object_get (json_array_get (
+    GQ_CHECK_EQ (json_integer_value (json_object_get (json_array_get (
                     json_object_get (status, "jobs"), 0), "id")), 2);
     json_decref (status);
     /* The held reply and the unclaimed FINISHED wait in the pending list, in arrival order. */
     char command[32];
     int64_t req;
     json_t *body;
-    S_CHECK_EQ (gq_client_recv (client, 1000, command, &req, &body, NULL), GQ_OK);
-    S_CHECK_STR (command, "FINISHED");
-    S_CHECK_EQ (req, 777);
+    GQ_CHECK_EQ (gq_client_recv (client, 1000, command, &req, &body, NULL), GQ_OK);
+    GQ_CHECK_STR (command, "FINISHED");
+    GQ_CHECK_EQ (req, 777);
     json_decref (body);
     zlist_t *blobs = NULL;
-    S_CHECK_EQ (gq_client_recv (client, 1000, command, &req, &body, &blobs), GQ_OK);
-    S_CHECK_STR (command, "STATUS");
-    S_CHECK_EQ (req, req1);
-    S_CHECK_EQ (zlist_size (blobs), 0);
+    GQ_CHECK_EQ (gq_client_recv (client, 1000, command, &req, &body, &blobs), GQ_OK);
+    GQ_CHECK_STR (command, "STATUS");
+    GQ_CHECK_EQ (req, req1);
+    GQ_CHECK_EQ (zlist_size (blobs), 0);
     zlist_destroy (&blobs);
-    S_CHECK_EQ (json_integer_value (json_object_get (json_array_get (
+    GQ_CHECK_EQ (json_integer_value (json_object_get (json_array_get (
                     json_object_get (body, "jobs"), 0), "id")), 1);
     json_decref (body);
 
@@ -1341,17 +1322,17 @@ gq_client_test (bool verbose)
 
     /* ERROR replies become code and text. */
     assert (gq_client_call (client, "JOBS", NULL) == NULL);
-    S_CHECK_EQ (gq_client_errcode (client), GQ_EINVAL);
-    S_CHECK_STR (gq_client_error (client), "BAD_REQUEST: jobs[3]: \"priority\" is 99, outside 0..9");
-    S_CHECK_EQ (gq_client_error_index (client), 3);
+    GQ_CHECK_EQ (gq_client_errcode (client), GQ_EINVAL);
+    GQ_CHECK_STR (gq_client_error (client), "BAD_REQUEST: jobs[3]: \"priority\" is 99, outside 0..9");
+    GQ_CHECK_EQ (gq_client_error_index (client), 3);
 
     /* Silence: the exact timeout text, within a bounded time. */
     int64_t t0 = gq_mono_us ();
     assert (gq_client_call (client, "NODES", NULL) == NULL);
     int64_t took_ms = (gq_mono_us () - t0) / 1000;
     S_CHECK_RANGE (took_ms, 290, 2000);
-    S_CHECK_EQ (gq_client_errcode (client), GQ_ETIMEOUT);
-    S_CHECK_STR (gq_client_error (client), "no broker answered at inproc://gq_client_test within "
+    GQ_CHECK_EQ (gq_client_errcode (client), GQ_ETIMEOUT);
+    GQ_CHECK_STR (gq_client_error (client), "no broker answered at inproc://gq_client_test within "
                                            "0.3 s: is gridq-broker running?");
 
     /* A batch above the limit is split; ids come back in input order. */
@@ -1364,11 +1345,11 @@ gq_client_test (bool verbose)
     int submits, waits;
     s_fake_count (broker, &submits, &waits);
     int submits0 = submits;
-    S_CHECK_EQ (gq_client_submit (client, jobs, false, ids), GQ_OK);
+    GQ_CHECK_EQ (gq_client_submit (client, jobs, false, ids), GQ_OK);
     s_fake_count (broker, &submits, &waits);
-    S_CHECK_EQ (submits - submits0, 2);
+    GQ_CHECK_EQ (submits - submits0, 2);
     for (size_t i = 1; i < big; i++) {
-        S_CHECK_EQ (ids[i], ids[i - 1] + 1);
+        GQ_CHECK_EQ (ids[i], ids[i - 1] + 1);
     }
     json_decref (jobs);
     free (ids);
@@ -1380,24 +1361,24 @@ gq_client_test (bool verbose)
         json_array_append_new (jobs, json_object ());
     }
     int64_t few[10];
-    S_CHECK_EQ (gq_client_submit (client, jobs, false, few), GQ_OK);
+    GQ_CHECK_EQ (gq_client_submit (client, jobs, false, few), GQ_OK);
     for (size_t i = 1; i < 10; i++) {
-        S_CHECK_EQ (few[i], few[i - 1] + 1);
+        GQ_CHECK_EQ (few[i], few[i - 1] + 1);
     }
     json_decref (jobs);
 
     /* A refused chunk: the error names the job by its input index; earlier chunks stand. */
     jobs = json_pack ("[{}, {}, {}, {}, {s:s}, {}]", "kind", "refuse");
     int64_t six[6];
-    S_CHECK_EQ (gq_client_submit (client, jobs, false, six), GQ_EINVAL);
-    S_CHECK_EQ (gq_client_error_index (client), 4);
+    GQ_CHECK_EQ (gq_client_submit (client, jobs, false, six), GQ_EINVAL);
+    GQ_CHECK_EQ (gq_client_error_index (client), 4);
     S_CHECK_HAS (gq_client_error (client), "BAD_REQUEST: jobs[1]: kind refused");
     S_CHECK_HAS (gq_client_error (client), "(in the batch of input jobs 3..5)");
     S_CHECK_RANGE (six[0], 1, INT64_MAX);
-    S_CHECK_EQ (six[1], six[0] + 1);
-    S_CHECK_EQ (six[2], six[0] + 2);
-    S_CHECK_EQ (six[3], 0);
-    S_CHECK_EQ (six[5], 0);
+    GQ_CHECK_EQ (six[1], six[0] + 1);
+    GQ_CHECK_EQ (six[2], six[0] + 2);
+    GQ_CHECK_EQ (six[3], 0);
+    GQ_CHECK_EQ (six[5], 0);
     json_decref (jobs);
     gq_client_set_submit_window (client, 0, 0);
 
@@ -1412,27 +1393,27 @@ gq_client_test (bool verbose)
     int64_t three[3];
     s_fake_count (broker, &submits, &waits);
     submits0 = submits;
-    S_CHECK_EQ (gq_client_submit (client, jobs, false, three), GQ_OK);
+    GQ_CHECK_EQ (gq_client_submit (client, jobs, false, three), GQ_OK);
     s_fake_count (broker, &submits, &waits);
-    S_CHECK_EQ (submits - submits0, 2);
-    S_CHECK_EQ (three[2], three[0] + 2);
+    GQ_CHECK_EQ (submits - submits0, 2);
+    GQ_CHECK_EQ (three[2], three[0] + 2);
     json_decref (jobs);
     free (filler);
     filler = (char *) calloc (GQ_CLIENT_SUBMIT_BYTES, 1);
     memset (filler, 'y', GQ_CLIENT_SUBMIT_BYTES - 1);
     jobs = json_pack ("[{}, {s:s}]", "payload", filler);
-    S_CHECK_EQ (gq_client_submit (client, jobs, false, three), GQ_ETOOBIG);
-    S_CHECK_EQ (gq_client_error_index (client), 1);
+    GQ_CHECK_EQ (gq_client_submit (client, jobs, false, three), GQ_ETOOBIG);
+    GQ_CHECK_EQ (gq_client_error_index (client), 1);
     S_CHECK_HAS (gq_client_error (client), "job 1 is");
     s_fake_count (broker, &submits0, &waits);
-    S_CHECK_EQ (submits0, submits);
+    GQ_CHECK_EQ (submits0, submits);
     json_decref (jobs);
     free (filler);
 
     /* A rate-limited SUBMIT is sent again after the hint. */
     jobs = json_pack ("[{s:s}]", "idem", "slow");
     int64_t slow_id = 0;
-    S_CHECK_EQ (gq_client_submit (client, jobs, false, &slow_id), GQ_OK);
+    GQ_CHECK_EQ (gq_client_submit (client, jobs, false, &slow_id), GQ_OK);
     S_CHECK_RANGE (slow_id, 1, INT64_MAX);
     json_decref (jobs);
 
@@ -1441,38 +1422,38 @@ gq_client_test (bool verbose)
     int64_t two[2];
     s_fake_count (broker, &submits, &waits);
     submits0 = submits;
-    S_CHECK_EQ (gq_client_submit (client, jobs, false, two), GQ_OK);
+    GQ_CHECK_EQ (gq_client_submit (client, jobs, false, two), GQ_OK);
     s_fake_count (broker, &submits, &waits);
-    S_CHECK_EQ (submits - submits0, 2);
-    S_CHECK_EQ (two[1], two[0] + 1);
+    GQ_CHECK_EQ (submits - submits0, 2);
+    GQ_CHECK_EQ (two[1], two[0] + 1);
     json_decref (jobs);
 
     /* Watched submit: FINISHED come with the SUBMIT's req; wait needs no WAIT and reports each
        id once even when it is named twice. */
     jobs = json_pack ("[{}, {}]");
-    S_CHECK_EQ (gq_client_submit (client, jobs, true, two), GQ_OK);
+    GQ_CHECK_EQ (gq_client_submit (client, jobs, true, two), GQ_OK);
     json_decref (jobs);
     s_fake_count (broker, &submits, &waits);
     int waits0 = waits;
     int64_t twice[3] = {two[0], two[1], two[0]};
     s_seen_t seen = {0};
-    S_CHECK_EQ (gq_client_wait (client, twice, 3, 2000, s_on_finished, &seen), GQ_OK);
-    S_CHECK_EQ (seen.calls, 2);
-    S_CHECK_EQ (seen.missing, 0);
+    GQ_CHECK_EQ (gq_client_wait (client, twice, 3, 2000, s_on_finished, &seen), GQ_OK);
+    GQ_CHECK_EQ (seen.calls, 2);
+    GQ_CHECK_EQ (seen.missing, 0);
     s_fake_count (broker, &submits, &waits);
-    S_CHECK_EQ (waits, waits0);
+    GQ_CHECK_EQ (waits, waits0);
 
     /* The first WAIT goes unanswered: the client asks again after the quiet period; unknown
        ids come back as "missing". */
     int64_t wanted[2] = {two[0], 5000000};
     memset (&seen, 0, sizeof seen);
     t0 = gq_mono_us ();
-    S_CHECK_EQ (gq_client_wait (client, wanted, 2, 5000, s_on_finished, &seen), GQ_OK);
+    GQ_CHECK_EQ (gq_client_wait (client, wanted, 2, 5000, s_on_finished, &seen), GQ_OK);
     took_ms = (gq_mono_us () - t0) / 1000;
-    S_CHECK_EQ (seen.calls, 2);
-    S_CHECK_EQ (seen.missing, 1);
+    GQ_CHECK_EQ (seen.calls, 2);
+    GQ_CHECK_EQ (seen.missing, 1);
     s_fake_count (broker, &submits, &waits);
-    S_CHECK_EQ (waits - waits0, 2);
+    GQ_CHECK_EQ (waits - waits0, 2);
     S_CHECK_RANGE (took_ms, GQ_CLIENT_REWAIT_MIN_MS - 10, 4000);
 
     /* A wait that cannot finish in time says so. */
@@ -1481,11 +1462,11 @@ gq_client_test (bool verbose)
     silent = gq_client_new (&nowhere, why, sizeof why);
     S_CHECK_PTR (silent, why);
     int64_t one = 42;
-    S_CHECK_EQ (gq_client_wait (silent, &one, 1, 200, s_on_finished, &seen), GQ_ETIMEOUT);
+    GQ_CHECK_EQ (gq_client_wait (silent, &one, 1, 200, s_on_finished, &seen), GQ_ETIMEOUT);
     S_CHECK_HAS (gq_client_error (silent), "1 of 1 jobs not finished");
     int64_t unsent[1];
     jobs = json_pack ("[{}]");
-    S_CHECK_EQ (gq_client_submit (silent, jobs, false, unsent), GQ_ETIMEOUT);
+    GQ_CHECK_EQ (gq_client_submit (silent, jobs, false, unsent), GQ_ETIMEOUT);
     json_decref (jobs);
     gq_client_destroy (&silent);
 
@@ -1497,7 +1478,7 @@ gq_client_test (bool verbose)
                                .server_cert_path = "/nonexistent/broker.pub"};
     if (zsys_has_curve ()) {
         assert (gq_client_new (&nocert, why, sizeof why) == NULL);
-        S_CHECK_STR (why, "cannot load certificate /nonexistent/me.secret: No such file or "
+        GQ_CHECK_STR (why, "cannot load certificate /nonexistent/me.secret: No such file or "
                           "directory");
         /* A real pair: the secret certificate applies, the public one names the server. */
         char dir[] = "/tmp/gq_client_test.XXXXXX";
@@ -1507,14 +1488,14 @@ gq_client_test (bool verbose)
         snprintf (pub, sizeof pub, "%s/broker.pub", dir);
         zcert_t *mine = zcert_new ();
         zcert_t *theirs = zcert_new ();
-        S_CHECK_EQ (zcert_save_secret (mine, secret_path), 0);
-        S_CHECK_EQ (zcert_save_public (theirs, pub), 0);
+        GQ_CHECK_EQ (zcert_save_secret (mine, secret_path), 0);
+        GQ_CHECK_EQ (zcert_save_public (theirs, pub), 0);
         gq_client_opts_t curve = {.endpoint = endpoint, .cert_path = secret_path,
                                   .server_cert_path = pub};
         gq_client_t *secure = gq_client_new (&curve, why, sizeof why);
         S_CHECK_PTR (secure, why);
         char *server_key = zsock_curve_serverkey (gq_client_socket (secure));
-        S_CHECK_STR (server_key, zcert_public_txt (theirs));
+        GQ_CHECK_STR (server_key, zcert_public_txt (theirs));
         zstr_free (&server_key);
         gq_client_destroy (&secure);
         /* The public half alone cannot authenticate us. */

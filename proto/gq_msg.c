@@ -1,5 +1,6 @@
 /*  gq_msg.c — one gridq wire message: encode, decode, validate. */
 #include "gq_msg.h"
+#include "gq_check.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -628,16 +629,6 @@ s_decode_texts (const char *const *texts, size_t n, bool routed, bool *replyable
     return rc;
 }
 
-#define S_CHECK_EQ(a, b)                                                                      \
-    do {                                                                                      \
-        long long _a = (long long) (a), _b = (long long) (b);                                 \
-        if (_a != _b) {                                                                       \
-            fprintf (stderr, "%s:%d: %s == %lld, expected %s == %lld\n", __FILE__, __LINE__, #a, \
-                     _a, #b, _b);                                                             \
-            abort ();                                                                         \
-        }                                                                                     \
-    } while (0)
-
 void
 gq_msg_test (bool verbose)
 {
@@ -652,39 +643,39 @@ gq_msg_test (bool verbose)
                                            "kind", "echo"));
     assert (msg);
     zframe_t *blob = zframe_new ("\x01\x02\x03", 3);
-    S_CHECK_EQ (gq_msg_add_blob (msg, &blob), GQ_OK);
-    S_CHECK_EQ (gq_msg_send (&msg, client), GQ_OK);
+    GQ_CHECK_EQ (gq_msg_add_blob (msg, &blob), GQ_OK);
+    GQ_CHECK_EQ (gq_msg_send (&msg, client), GQ_OK);
     assert (msg == NULL);
     char why[256];
     gq_msg_t *got = NULL;
-    S_CHECK_EQ (gq_msg_recv (server, true, &got, why, sizeof why), GQ_OK);
+    GQ_CHECK_EQ (gq_msg_recv (server, true, &got, why, sizeof why), GQ_OK);
     assert (got);
     assert (streq (gq_msg_command (got), "SUBMIT"));
-    S_CHECK_EQ (gq_msg_role (got), GQ_ROLE_CLIENT);
-    S_CHECK_EQ (gq_msg_req (got), 7);
-    S_CHECK_EQ (gq_msg_blobs (got), 1);
-    S_CHECK_EQ (zframe_size (gq_msg_blob (got, 0)), 3);
+    GQ_CHECK_EQ (gq_msg_role (got), GQ_ROLE_CLIENT);
+    GQ_CHECK_EQ (gq_msg_req (got), 7);
+    GQ_CHECK_EQ (gq_msg_blobs (got), 1);
+    GQ_CHECK_EQ (zframe_size (gq_msg_blob (got, 0)), 3);
     assert (gq_msg_routing_id (got));
 
     /* Reply carries req and reaches the right peer; a raw message is sent as is. */
     gq_msg_t *reply = gq_msg_reply (got, "SUBMIT", json_pack ("{s:[I]}", "ids", (json_int_t) 1));
-    S_CHECK_EQ (gq_msg_send (&reply, server), GQ_OK);
+    GQ_CHECK_EQ (gq_msg_send (&reply, server), GQ_OK);
     gq_msg_t *back = NULL;
-    S_CHECK_EQ (gq_msg_recv (client, false, &back, why, sizeof why), GQ_OK);
-    S_CHECK_EQ (gq_msg_req (back), 7);
+    GQ_CHECK_EQ (gq_msg_recv (client, false, &back, why, sizeof why), GQ_OK);
+    GQ_CHECK_EQ (gq_msg_req (back), 7);
     gq_msg_destroy (&back);
     gq_msg_t *raw = gq_msg_new_raw (GQ_ROLE_WORKER, "JOB", "{\"jobs\":[]}", 11);
     gq_msg_set_routing_id (raw, gq_msg_routing_id (got));
-    S_CHECK_EQ (gq_msg_send (&raw, server), GQ_OK);
-    S_CHECK_EQ (gq_msg_recv (client, false, &back, why, sizeof why), GQ_OK);
+    GQ_CHECK_EQ (gq_msg_send (&raw, server), GQ_OK);
+    GQ_CHECK_EQ (gq_msg_recv (client, false, &back, why, sizeof why), GQ_OK);
     assert (json_is_array (json_object_get (gq_msg_body (back), "jobs")));
-    S_CHECK_EQ (gq_msg_role (back), GQ_ROLE_WORKER);
+    GQ_CHECK_EQ (gq_msg_role (back), GQ_ROLE_WORKER);
     gq_msg_destroy (&back);
 
     /* A reason cut inside a character (or quoting invalid bytes) still makes a full ERROR. */
     gq_msg_t *cut = gq_msg_error (got, GQ_EINVAL, "%s", "field \"\xc3\xa9\xc3\" \xff\xed\xa0\x80");
     assert (cut);
-    S_CHECK_EQ (strcmp (json_string_value (json_object_get (gq_msg_body (cut), "message")),
+    GQ_CHECK_EQ (strcmp (json_string_value (json_object_get (gq_msg_body (cut), "message")),
                         "field \"\xc3\xa9?\" ????"), 0);
     gq_msg_destroy (&cut);
     gq_msg_t *err = gq_msg_error (got, GQ_ERATE, "slow down %d", 5);
@@ -700,22 +691,22 @@ gq_msg_test (bool verbose)
     /* Malformed frames: each is an error code, never a crash. */
     bool replyable;
     const char *bad_proto[] = {"id", "XXXX", "SUBMIT", "{}"};
-    S_CHECK_EQ (s_decode_texts (bad_proto, 4, true, &replyable), GQ_EPROTO);
+    GQ_CHECK_EQ (s_decode_texts (bad_proto, 4, true, &replyable), GQ_EPROTO);
     assert (!replyable);
     const char *short_msg[] = {"id", "GQC1", "SUBMIT"};
-    S_CHECK_EQ (s_decode_texts (short_msg, 3, true, &replyable), GQ_EPROTO);
+    GQ_CHECK_EQ (s_decode_texts (short_msg, 3, true, &replyable), GQ_EPROTO);
     assert (replyable);
     const char *lower[] = {"id", "GQC1", "submit", "{}"};
-    S_CHECK_EQ (s_decode_texts (lower, 4, true, &replyable), GQ_EPROTO);
+    GQ_CHECK_EQ (s_decode_texts (lower, 4, true, &replyable), GQ_EPROTO);
     const char *bad_json[] = {"id", "GQW1", "READY", "{\"a\":"};
-    S_CHECK_EQ (s_decode_texts (bad_json, 4, true, &replyable), GQ_EINVAL);
+    GQ_CHECK_EQ (s_decode_texts (bad_json, 4, true, &replyable), GQ_EINVAL);
     assert (replyable);
     const char *not_object[] = {"id", "GQW1", "READY", "[1,2]"};
-    S_CHECK_EQ (s_decode_texts (not_object, 4, true, &replyable), GQ_EINVAL);
+    GQ_CHECK_EQ (s_decode_texts (not_object, 4, true, &replyable), GQ_EINVAL);
     const char *dupe[] = {"id", "GQC1", "STATUS", "{\"a\":1,\"a\":2}"};
-    S_CHECK_EQ (s_decode_texts (dupe, 4, true, &replyable), GQ_EINVAL);
+    GQ_CHECK_EQ (s_decode_texts (dupe, 4, true, &replyable), GQ_EINVAL);
     const char *empty[] = {"id"};
-    S_CHECK_EQ (s_decode_texts (empty, 1, true, &replyable), GQ_EPROTO);
+    GQ_CHECK_EQ (s_decode_texts (empty, 1, true, &replyable), GQ_EPROTO);
     char deep[256] = "";
     for (int i = 0; i < 40; i++) {
         strcat (deep, "[");
@@ -726,19 +717,19 @@ gq_msg_test (bool verbose)
     char deep_obj[300];
     snprintf (deep_obj, sizeof deep_obj, "{\"x\":%s}", deep);
     const char *too_deep[] = {"id", "GQC1", "SUBMIT", deep_obj};
-    S_CHECK_EQ (s_decode_texts (too_deep, 4, true, &replyable), GQ_ETOOBIG);
+    GQ_CHECK_EQ (s_decode_texts (too_deep, 4, true, &replyable), GQ_ETOOBIG);
     const char *many[GQ_MAX_FRAMES + 2] = {"id", "GQC1", "SUBMIT", "{}"};
     for (int i = 4; i < GQ_MAX_FRAMES + 2; i++) {
         many[i] = "blob";
     }
-    S_CHECK_EQ (s_decode_texts (many, GQ_MAX_FRAMES + 2, true, &replyable), GQ_ETOOBIG);
+    GQ_CHECK_EQ (s_decode_texts (many, GQ_MAX_FRAMES + 2, true, &replyable), GQ_ETOOBIG);
     zmsg_t *nul_cmd = zmsg_new ();
     zmsg_addstr (nul_cmd, "id");
     zmsg_addstr (nul_cmd, "GQC1");
     zmsg_addmem (nul_cmd, "AB\0C", 4);
     zmsg_addstr (nul_cmd, "{}");
     gq_msg_t *m = NULL;
-    S_CHECK_EQ (gq_msg_decode (&nul_cmd, true, &m, why, sizeof why), GQ_EPROTO);
+    GQ_CHECK_EQ (gq_msg_decode (&nul_cmd, true, &m, why, sizeof why), GQ_EPROTO);
     gq_msg_destroy (&m);
     assert (gq_msg_new (GQ_ROLE_CLIENT, "bad cmd", NULL) == NULL);
 
@@ -750,29 +741,29 @@ gq_msg_test (bool verbose)
     double d;
     const char *s;
     bool b;
-    S_CHECK_EQ (gq_json_int (obj, "n", 0, 9, 1, &n, why, sizeof why), GQ_OK);
-    S_CHECK_EQ (n, 5);
-    S_CHECK_EQ (gq_json_int (obj, "n", 0, 4, 1, &n, why, sizeof why), GQ_EINVAL);
-    S_CHECK_EQ (gq_json_int (obj, "missing", 0, 4, 3, &n, why, sizeof why), GQ_OK);
-    S_CHECK_EQ (n, 3);
-    S_CHECK_EQ (gq_json_int (obj, "s", 0, 4, 3, &n, why, sizeof why), GQ_EINVAL);
-    S_CHECK_EQ (gq_json_int (obj, "x", 0, 4, 3, &n, why, sizeof why), GQ_EINVAL);
-    S_CHECK_EQ (gq_json_num (obj, "x", 0, 2, 0, &d, why, sizeof why), GQ_OK);
-    S_CHECK_EQ (gq_json_num (obj, "x", 2, 3, 0, &d, why, sizeof why), GQ_EINVAL);
-    S_CHECK_EQ (gq_json_str (obj, "s", 4, "", &s, why, sizeof why), GQ_OK);
+    GQ_CHECK_EQ (gq_json_int (obj, "n", 0, 9, 1, &n, why, sizeof why), GQ_OK);
+    GQ_CHECK_EQ (n, 5);
+    GQ_CHECK_EQ (gq_json_int (obj, "n", 0, 4, 1, &n, why, sizeof why), GQ_EINVAL);
+    GQ_CHECK_EQ (gq_json_int (obj, "missing", 0, 4, 3, &n, why, sizeof why), GQ_OK);
+    GQ_CHECK_EQ (n, 3);
+    GQ_CHECK_EQ (gq_json_int (obj, "s", 0, 4, 3, &n, why, sizeof why), GQ_EINVAL);
+    GQ_CHECK_EQ (gq_json_int (obj, "x", 0, 4, 3, &n, why, sizeof why), GQ_EINVAL);
+    GQ_CHECK_EQ (gq_json_num (obj, "x", 0, 2, 0, &d, why, sizeof why), GQ_OK);
+    GQ_CHECK_EQ (gq_json_num (obj, "x", 2, 3, 0, &d, why, sizeof why), GQ_EINVAL);
+    GQ_CHECK_EQ (gq_json_str (obj, "s", 4, "", &s, why, sizeof why), GQ_OK);
     assert (streq (s, "abc"));
-    S_CHECK_EQ (gq_json_str (obj, "s", 3, "", &s, why, sizeof why), GQ_EINVAL);
-    S_CHECK_EQ (gq_json_bool (obj, "b", false, &b, why, sizeof why), GQ_OK);
+    GQ_CHECK_EQ (gq_json_str (obj, "s", 3, "", &s, why, sizeof why), GQ_EINVAL);
+    GQ_CHECK_EQ (gq_json_bool (obj, "b", false, &b, why, sizeof why), GQ_OK);
     assert (b);
-    S_CHECK_EQ (gq_json_bool (obj, "n", false, &b, why, sizeof why), GQ_EINVAL);
+    GQ_CHECK_EQ (gq_json_bool (obj, "n", false, &b, why, sizeof why), GQ_EINVAL);
     int64_t *ids;
     size_t count;
-    S_CHECK_EQ (gq_json_ids (obj, "ids", &ids, &count, why, sizeof why), GQ_OK);
-    S_CHECK_EQ (count, 2);
-    S_CHECK_EQ (ids[1], 4);
+    GQ_CHECK_EQ (gq_json_ids (obj, "ids", &ids, &count, why, sizeof why), GQ_OK);
+    GQ_CHECK_EQ (count, 2);
+    GQ_CHECK_EQ (ids[1], 4);
     free (ids);
-    S_CHECK_EQ (gq_json_ids (obj, "badids", &ids, &count, why, sizeof why), GQ_EINVAL);
-    S_CHECK_EQ (gq_json_ids (obj, "n", &ids, &count, why, sizeof why), GQ_EINVAL);
+    GQ_CHECK_EQ (gq_json_ids (obj, "badids", &ids, &count, why, sizeof why), GQ_EINVAL);
+    GQ_CHECK_EQ (gq_json_ids (obj, "n", &ids, &count, why, sizeof why), GQ_EINVAL);
     json_decref (obj);
     if (verbose) {
         printf ("(last reason: %s) ", why);
