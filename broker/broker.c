@@ -2161,6 +2161,15 @@ gq_broker_new (const gq_broker_opts_t *opts, char *why, size_t whylen)
     }
     self->opts = *opts;
     self->started_ms = gq_now_ms ();
+    /* The loop and /metrics first: a bad --metrics must fail before a database is created. */
+    self->loop = zloop_new ();
+    self->metrics = self->loop ? gq_metrics_new (opts->metrics, self->loop, s_render_metrics,
+                                                 self, why, whylen)
+                               : NULL;
+    if (!self->metrics) {
+        gq_broker_destroy (&self);
+        return NULL;
+    }
     self->store = gq_store_open (opts->db_path, opts->durability, why, whylen);
     if (!self->store) {
         gq_broker_destroy (&self);
@@ -2224,14 +2233,8 @@ gq_broker_new (const gq_broker_opts_t *opts, char *why, size_t whylen)
         gq_broker_destroy (&self);
         return NULL;
     }
-    self->loop = zloop_new ();
     zloop_reader (self->loop, self->router, s_on_router, self);
     zloop_timer (self->loop, S_CRON_MS, 0, s_on_cron, self);
-    self->metrics = gq_metrics_new (opts->metrics, self->loop, s_render_metrics, self, why, whylen);
-    if (!self->metrics) {
-        gq_broker_destroy (&self);
-        return NULL;
-    }
     return self;
 }
 

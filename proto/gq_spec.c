@@ -62,6 +62,19 @@ gq_jobspec_parse (json_t *obj, gq_jobspec_t *spec, char *why, size_t whylen)
     if (spec->model && !gq_valid_name (spec->model, GQ_MODEL_MAX)) {
         return s_bad (why, whylen, "model \"%s\" is not a valid model name", spec->model);
     }
+    /* Two spellings of one thing: both given is a mistake, not a choice. */
+    static const char *twins[][2] = {{"min_vram", "min_vram_mb"},
+                                     {"time_limit", "timeout_ms"},
+                                     {"constraints", "gpu"},
+                                     {"constraints", "max_price"},
+                                     {"constraints", "min_tflops"}};
+    for (size_t t = 0; t < sizeof twins / sizeof twins[0]; t++) {
+        json_t *a = json_object_get (obj, twins[t][0]), *b = json_object_get (obj, twins[t][1]);
+        if (a && !json_is_null (a) && b && !json_is_null (b)) {
+            return s_bad (why, whylen, "give \"%s\" or \"%s\", not both", twins[t][0],
+                          twins[t][1]);
+        }
+    }
     json_t *size = json_object_get (obj, "min_vram");
     if (json_is_string (size)) {
         if (gq_parse_size_mb (json_string_value (size), &spec->min_vram_mb)) {
@@ -260,7 +273,8 @@ gq_spec_test (bool verbose)
         "{\"model\":\"../etc/passwd\"}", "{\"max_attempts\":0}", "{\"max_attempts\":1000}",
         "{\"time_limit\":\"soon\"}", "{\"min_tflops\":-1}", "{\"constraints\":[1]}",
         "{\"colour\":\"red\"}", "{\"idem\":\"\"}", "{\"blobs\":[0,99]}", "{\"blobs\":\"x\"}",
-        "{\"timeout_ms\":1.5}", NULL};
+        "{\"timeout_ms\":1.5}", "{\"min_vram\":\"1G\",\"min_vram_mb\":5}",
+        "{\"time_limit\":\"1s\",\"timeout_ms\":5}", "{\"constraints\":{},\"gpu\":\"A100\"}", NULL};
     for (const char **b = bad; *b; b++) {
         if (s_parse_job (*b, &job, why, sizeof why) != GQ_EINVAL) {
             fprintf (stderr, "spec: %s was accepted\n", *b);

@@ -570,6 +570,11 @@ gq_worker_new (const gq_worker_opts_t *opts, char *why, size_t whylen)
         gq_worker_destroy (&self);
         return NULL;
     }
+    if (opts->server_cert_path && !opts->cert_path) {
+        snprintf (why, whylen, "--server-cert needs --cert too (this worker's secret certificate)");
+        gq_worker_destroy (&self);
+        return NULL;
+    }
     if (opts->cert_path) {
         self->cert = zcert_load (opts->cert_path);
         zcert_t *server = opts->server_cert_path ? zcert_load (opts->server_cert_path) : NULL;
@@ -584,6 +589,16 @@ gq_worker_new (const gq_worker_opts_t *opts, char *why, size_t whylen)
         }
         self->server_key = strdup (zcert_public_txt (server));
         zcert_destroy (&server);
+        /* A public certificate given as --cert loads with an all-zero secret key: CURVE would
+           then fail at every handshake, silently. Refuse it now. */
+        static const byte zero[32] = {0};
+        if (memcmp (zcert_secret_key (self->cert), zero, sizeof zero) == 0) {
+            snprintf (why, whylen, "certificate %s has no secret key: give NAME.secret, not "
+                                   "NAME.pub, to --cert",
+                      opts->cert_path);
+            gq_worker_destroy (&self);
+            return NULL;
+        }
     }
     self->running = zhashx_new ();
     zhashx_set_key_hasher (self->running, s_id_hash);
