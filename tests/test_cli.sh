@@ -4,75 +4,10 @@
 # paths. Everything it starts is stopped by PID on exit; the whole run is bounded (120 s).
 # Needs build/bin/{gridq,gridq-broker,gridq-worker} ($GQ_BIN) and jq; exits 77 (skipped)
 # without them.
-set -u
-if [ -z "${GQ_CLI_BOUNDED:-}" ]; then
-    export GQ_CLI_BOUNDED=1
-    exec timeout -k 5 120 bash "$0" "$@"
-fi
-
-BIN=${GQ_BIN:-$(cd "$(dirname "$0")/.." && pwd)/build/bin}
-for program in gridq gridq-broker gridq-worker; do
-    if [ ! -x "$BIN/$program" ]; then
-        echo "SKIP: $BIN/$program is not built"
-        exit 77
-    fi
-done
-if ! command -v jq >/dev/null; then
-    echo "SKIP: jq is not installed"
-    exit 77
-fi
-unset GRIDQ_BROKER GRIDQ_CERT GRIDQ_SERVER_CERT
-
-TMP=$(mktemp -d /tmp/gq_cli.XXXXXX)
-PIDS=()
-
-# Stops what we started: TERM, a bounded wait, then KILL.
-stop_all () {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null
-    done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
-    done
-    PIDS=()
-}
-cleanup () {
-    stop_all
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 143' TERM INT
-
-fail () {
-    echo "FAIL: $*" >&2
-    for f in out err; do
-        [ -f "$TMP/$f" ] && echo "  $f: $(head -c 800 "$TMP/$f")" >&2
-    done
-    for log in "$TMP"/*.log; do
-        [ -f "$log" ] && { echo "--- $log (tail)" >&2; tail -n 20 "$log" >&2; }
-    done
-    exit 1
-}
-
-# gq RC ARGS...: runs gridq against our broker; stdout in $TMP/out, stderr in $TMP/err, the
-# exit status in $RC, which must be RC ("any" accepts every status).
-RC=0
-gq () {
-    local want=$1
-    shift
-    timeout 60 "$BIN/gridq" --broker "$EP" --timeout 5s "$@" >"$TMP/out" 2>"$TMP/err"
-    RC=$?
-    if [ "$want" != any ] && [ "$RC" != "$want" ]; then
-        fail "gridq $* exited $RC, expected $want"
-    fi
-    return 0
-}
+GQ_TEST=cli
+GQ_TEST_SECONDS=120
+# shellcheck source=tests/cli_lib.sh
+. "$(dirname "$0")/cli_lib.sh"
 
 has () {
     grep -qF -- "$2" "$TMP/$1" || fail "$1 of the last command lacks \"$2\""
@@ -83,43 +18,8 @@ jqt () {
     jq -e "$2" "$TMP/$1" >/dev/null 2>&1 || fail "$1 of the last command: jq '$2' does not hold"
 }
 
-# poll TRIES CMD...: runs CMD every 0.1 s until it succeeds, at most TRIES times.
-poll () {
-    local tries=$1
-    shift
-    for _ in $(seq "$tries"); do
-        "$@" && return 0
-        sleep 0.1
-    done
-    return 1
-}
-
-port_in_use () {
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
-
-broker_answers () {
-    timeout 5 "$BIN/gridq" --broker "$EP" --timeout 300ms ping >/dev/null 2>&1
-}
-
 # ---- a broker on a free port ------------------------------------------------------------------
-started=""
-for _ in $(seq 10); do
-    port=$((20000 + RANDOM % 40000))
-    port_in_use "$port" && continue
-    EP="tcp://127.0.0.1:$port"
-    "$BIN/gridq-broker" --endpoint "$EP" --db "$TMP/gridq.db" >"$TMP/broker.log" 2>&1 &
-    BROKER=$!
-    PIDS+=("$BROKER")
-    # Up once it answers; a port taken meanwhile makes it exit, and we try another.
-    if poll 100 broker_answers; then
-        started=yes
-        break
-    fi
-    kill -0 "$BROKER" 2>/dev/null && fail "broker started but does not answer PING"
-    stop_all
-done
-[ -n "$started" ] || fail "could not start gridq-broker on a free port"
+start_broker
 
 for name in w1 w2; do
     "$BIN/gridq-worker" --broker "$EP" --name "$name" --backend cpu --slots 2 \

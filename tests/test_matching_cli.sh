@@ -15,100 +15,11 @@
 # Everything it starts is stopped by PID on exit; every wait polls a condition, bounded; the
 # whole run is bounded (100 s). Needs $GQ_BIN/{gridq,gridq-broker,gridq-worker} and jq; exits 77
 # (skipped) without them.
-set -u
-if [ -z "${GQ_MATCH_BOUNDED:-}" ]; then
-    export GQ_MATCH_BOUNDED=1
-    exec timeout -k 5 100 bash "$0" "$@"
-fi
-
-BIN=${GQ_BIN:-$(cd "$(dirname "$0")/.." && pwd)/build/bin}
-for program in gridq gridq-broker gridq-worker; do
-    if [ ! -x "$BIN/$program" ]; then
-        echo "SKIP: $BIN/$program is not built"
-        exit 77
-    fi
-done
-if ! command -v jq >/dev/null; then
-    echo "SKIP: jq is not installed"
-    exit 77
-fi
-unset GRIDQ_BROKER GRIDQ_CERT GRIDQ_SERVER_CERT
-
-TMP=$(mktemp -d /tmp/gq_match.XXXXXX)
-PIDS=()               # every process started, in order
+GQ_TEST=match
+GQ_TEST_SECONDS=100
+# shellcheck source=tests/cli_lib.sh
+. "$(dirname "$0")/cli_lib.sh"
 declare -A WORKER=()  # node name -> worker PID
-
-# stop_pid PID: TERM, a bounded wait (5 s), then KILL.
-stop_pid () {
-    local pid=$1
-    kill -TERM "$pid" 2>/dev/null
-    for _ in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
-    return 0
-}
-stop_all () {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null
-    done
-    for pid in "${PIDS[@]}"; do
-        stop_pid "$pid"
-    done
-    PIDS=()
-}
-cleanup () {
-    stop_all
-    step "stopped every process"
-    if [ -z "${GQ_KEEP:-}" ]; then
-        rm -rf "$TMP"
-    fi
-}
-trap cleanup EXIT
-trap 'exit 143' TERM INT
-
-fail () {
-    echo "FAIL: $*" >&2
-    for f in out err; do
-        [ -f "$TMP/$f" ] && echo "  $f: $(head -c 1500 "$TMP/$f")" >&2
-    done
-    for log in "$TMP"/*.log; do
-        [ -f "$log" ] && { echo "--- $log (tail)" >&2; tail -n 20 "$log" >&2; }
-    done
-    exit 1
-}
-
-# step TEXT: a progress line with the seconds since the start (ctest shows it on failure).
-T0=$(date +%s%N)
-step () {
-    local now
-    now=$(date +%s%N)
-    printf '[%6.2f s] %s\n' "$(((now - T0) / 1000000))e-3" "$*"
-}
-
-# gq RC ARGS...: runs gridq against our broker; stdout in $TMP/out, stderr in $TMP/err, the exit
-# status in $RC, which must be RC ("any" accepts every status).
-RC=0
-gq () {
-    local want=$1
-    shift
-    local t1 t2
-    t1=$(date +%s%N)
-    timeout 30 "$BIN/gridq" --broker "$EP" --timeout 5s "$@" >"$TMP/out" 2>"$TMP/err"
-    RC=$?
-    t2=$(date +%s%N)
-    if [ $((t2 - t1)) -gt 2000000000 ]; then
-        step "slow: gridq $* took $(((t2 - t1) / 1000000)) ms"
-    fi
-    if [ "$want" != any ] && [ "$RC" != "$want" ]; then
-        fail "gridq $* exited $RC, expected $want"
-    fi
-    return 0
-}
-
 # has TEXT...: stdout of the last gridq command contains every TEXT.
 has () {
     local text
@@ -129,35 +40,6 @@ field () {
 }
 
 # poll TRIES CMD...: runs CMD every 0.1 s until it succeeds, at most TRIES times.
-poll () {
-    local tries=$1 t1 t2
-    shift
-    t1=$(date +%s%N)
-    for _ in $(seq "$tries"); do
-        if "$@"; then
-            t2=$(date +%s%N)
-            if [ $((t2 - t1)) -gt 2000000000 ]; then
-                step "slow: $* held after $(((t2 - t1) / 1000000)) ms"
-            fi
-            return 0
-        fi
-        sleep 0.1
-    done
-    return 1
-}
-
-port_in_use () {
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
-
-broker_answers () {
-    timeout 5 "$BIN/gridq" --broker "$EP" --timeout 300ms ping >/dev/null 2>&1
-}
-# The wait for a new broker ends when it answers or when it has exited (its port was taken).
-broker_answers_or_exited () {
-    broker_answers || ! kill -0 "$BROKER" 2>/dev/null
-}
-
 # node_is NAME STATUS: `gridq nodes --json` shows node NAME with that status.
 node_is () {
     timeout 10 "$BIN/gridq" --broker "$EP" --timeout 2s nodes --json 2>/dev/null |
@@ -228,26 +110,7 @@ explain_verdicts () {
 }
 
 # ---- a broker on a free port; heartbeats every 200 ms ----------------------------------------
-started=""
-for _ in $(seq 10); do
-    # Below Linux's ephemeral range (32768-60999), where outgoing connections take their ports.
-    port=$((20000 + RANDOM % 12000))
-    port_in_use "$port" && continue
-    EP="tcp://127.0.0.1:$port"
-    "$BIN/gridq-broker" --endpoint "$EP" --db "$TMP/gridq.db" --heartbeat-ms 200 \
-        >"$TMP/broker.log" 2>&1 &
-    BROKER=$!
-    PIDS+=("$BROKER")
-    # Up once it answers; a port taken meanwhile makes it exit, and we try another.
-    if poll 100 broker_answers_or_exited && broker_answers; then
-        started=yes
-        break
-    fi
-    kill -0 "$BROKER" 2>/dev/null && fail "broker started but does not answer PING"
-    stop_all
-done
-[ -n "$started" ] || fail "could not start gridq-broker on a free port"
-step "broker up on $EP"
+start_broker --heartbeat-ms 200
 
 # ---- 1. right-sizing: only the VRAM differs (and the GPU model, which scores nothing) --------
 worker n12 --vram 12G --gpu-model "NVIDIA GeForce RTX 3060" --tflops 50 --price 1.00
