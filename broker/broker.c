@@ -1561,7 +1561,10 @@ s_cmd_job_result (gq_broker_t *self, s_worker_t *worker, gq_msg_t *request, int6
             continue; /* ended already (cancelled, or a result recorded first): ignore */
         }
         bool ok = json_is_true (json_object_get (item, "ok"));
-        if (worker && job->state == GQ_JOB_RUNNING && job->node == from) {
+        /* Ours: the attempt we placed there. Otherwise a run we lost track of (we restarted,
+           or requeued it when the node fell silent) that finished all the same. */
+        bool mine = worker && job->state == GQ_JOB_RUNNING && job->node == from;
+        if (mine) {
             if (!ok) {
                 const char *error = json_string_value (json_object_get (item, "error"));
                 /* The worker enforces the time limit too, and often first: that is the
@@ -1586,7 +1589,7 @@ s_cmd_job_result (gq_broker_t *self, s_worker_t *worker, gq_msg_t *request, int6
                            json_pack ("{s:[I]}", "ids", (json_int_t) job->id));
             s_attempt_end (self, job, "cancelled", "another node finished it first", now_ms);
         }
-        if (!worker && from >= 0) {
+        if (!mine && from >= 0) {
             /* Its run is an attempt of its own, numbered after those we know of. */
             int64_t attempt = json_integer_value (json_object_get (item, "attempt"));
             int number = attempt > job->attempts ? (int) attempt : job->attempts + 1;

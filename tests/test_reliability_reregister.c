@@ -10,7 +10,10 @@
     3. Worker running a job across the restart with a long liveness, so it does not reconnect
        by itself first: its RESULT reaches a broker that does not know it; the broker records
        that first result and answers REGISTER; the worker registers again. The job is recorded
-       once, done on that node, with one attempt. */
+       once, done on that node, with one attempt.
+    4. A job that finishes while no broker runs at all: its RESULT goes nowhere; the worker keeps
+       it and sends it again right behind READY when a broker is back, so the restarted broker
+       records it before it could place the job again: done once, one attempt. */
 #include <czmq.h>
 #include <signal.h>
 
@@ -117,8 +120,23 @@ main (void)
     int64_t after = s_sleep_job (client, 10);
     CHECK (h_wait_state (client, after, "done", 5000));
 
-    CHECK_EQ (h_sql_int (NULL, "select count(*) from jobs"), 4);
-    CHECK_EQ (h_sql_int (NULL, "select count(*) from jobs where state = 2"), 4);
+    /* 4. The job ends while no broker runs. The wait is the thing under test: the broker must
+       be down for the whole rest of the job. */
+    h_kill (broker, SIGKILL);
+    broker = h_start_broker ("--heartbeat-ms", "200", "--liveness", "3", NULL);
+    h_wait_broker (client, 10000);
+    CHECK (h_wait_node_status (client, "w1", "online", 5000));
+    int64_t orphan = s_sleep_job (client, 500);
+    CHECK (h_wait_state (client, orphan, "running", 5000));
+    h_kill (broker, SIGKILL);
+    zclock_sleep (1500);
+    broker = h_start_broker ("--heartbeat-ms", "200", "--liveness", "3", NULL);
+    h_wait_broker (client, 10000);
+    CHECK (h_wait_state (client, orphan, "done", 5000));
+    s_check_once (client, orphan, 500);
+
+    CHECK_EQ (h_sql_int (NULL, "select count(*) from jobs"), 5);
+    CHECK_EQ (h_sql_int (NULL, "select count(*) from jobs where state = 2"), 5);
     printf ("reregister: idle worker back %lld ms after the restart; results across restarts "
             "recorded once\n",
             (long long) back_ms);

@@ -56,10 +56,24 @@ struct _gq_worker_t {
     int liveness;              /* from WELCOME */
     int64_t last_heard_us;     /* monotonic time of the broker's last message */
     int64_t last_ready_us;     /* when READY was last sent */
+    int64_t last_heartbeat_us; /* when HEARTBEAT was last sent */
     bool registered;           /* WELCOME received on this connection */
+    bool resend;               /* send the kept results again behind READY, until WELCOME */
+    zlist_t *sent;             /* s_sent_t: results sent lately, kept in case the broker lost
+                                  them (it died, or we spoke to a dead socket) */
     zcert_t *cert;             /* CURVE client certificate, or NULL */
     char *server_key;          /* broker public key (Z85), or NULL */
 };
+
+/* A result sent, kept for a while: a broker that restarts loses what it had not committed, and
+   a result sent while it was down never arrives. Sent again after re-registering, it saves a
+   second run (the broker records the first result of a job and ignores repeats). */
+typedef struct {
+    int64_t at_us;             /* when it was sent (monotonic) */
+    json_t *entry;             /* the RESULT entry (a reference) */
+} s_sent_t;
+
+#define S_SENT_MAX 200000      /* results kept at most */
 
 /* ---- Slot threads -------------------------------------------------------------------------- */
 
@@ -195,6 +209,20 @@ s_flush_results (gq_worker_t *self)
     }
     json_t *pending = self->results;
     self->results = json_array ();
+    int64_t now_us = gq_mono_us ();
+    size_t i;
+    json_t *entry;
+    json_array_foreach (pending, i, entry) {
+        if (json_object_get (entry, "blobs")) {
+            continue; /* its frames are gone with the message: not kept */
+        }
+        s_sent_t *sent = (s_sent_t *) malloc (sizeof *sent);
+        if (sent) {
+            sent->at_us = now_us;
+            sent->entry = json_incref (entry);
+            zlist_append (self->sent, sent);
+        }
+    }
     gq_msg_t *msg = gq_msg_new (GQ_ROLE_WORKER, "RESULT",
                                 json_pack ("{s:s, s:o}", "node", self->name, "results", pending));
     zframe_t *frame;
@@ -202,6 +230,52 @@ s_flush_results (gq_worker_t *self)
         gq_msg_add_blob (msg, &frame);
     }
     gq_msg_send (&msg, self->dealer);
+}
+
+static void
+s_sent_drop_first (gq_worker_t *self)
+{
+    s_sent_t *sent = (s_sent_t *) zlist_pop (self->sent);
+    if (sent) {
+        json_decref (sent->entry);
+        free (sent);
+    }
+}
+
+/* Forgets results the broker has surely committed: those older than two liveness periods while
+   it answers heartbeats. While it does not, everything is kept (up to S_SENT_MAX). */
+static void
+s_sent_trim (gq_worker_t *self, int64_t now_us)
+{
+    int64_t keep_us = 2LL * self->heartbeat_ms * self->liveness * 1000;
+    s_sent_t *first;
+    while ((first = (s_sent_t *) zlist_first (self->sent)) &&
+           ((self->registered && now_us - first->at_us > keep_us) ||
+            zlist_size (self->sent) > S_SENT_MAX)) {
+        s_sent_drop_first (self);
+    }
+}
+
+/* When registering again: every kept result, in messages of the usual size. */
+static void
+s_sent_resend (gq_worker_t *self)
+{
+    json_t *batch = json_array ();
+    for (s_sent_t *sent = (s_sent_t *) zlist_first (self->sent); sent;
+         sent = (s_sent_t *) zlist_next (self->sent)) {
+        json_array_append (batch, sent->entry);
+        if (json_array_size (batch) == S_RESULTS_PER_MESSAGE) {
+            s_send (self, "RESULT", json_pack ("{s:s, s:o}", "node", self->name, "results", batch));
+            batch = json_array ();
+        }
+    }
+    if (json_array_size (batch)) {
+        zsys_info ("worker: sent %zu recent results again after registering",
+                   zlist_size (self->sent));
+        s_send (self, "RESULT", json_pack ("{s:s, s:o}", "node", self->name, "results", batch));
+    } else {
+        json_decref (batch);
+    }
 }
 
 /* ---- Registration -------------------------------------------------------------------------- */
@@ -240,6 +314,11 @@ s_ready (gq_worker_t *self)
     }
     s_send (self, "READY", json_pack ("{s:o, s:o}", "spec", s_spec (self), "running", running));
     self->last_ready_us = gq_mono_us ();
+    if (self->resend) {
+        /* Right behind READY on the same socket: the broker reads them in the same turn, and
+           records them before it places the jobs again. */
+        s_sent_resend (self);
+    }
 }
 
 static int
@@ -418,10 +497,13 @@ s_on_slot (zloop_t *loop, zsock_t *pipe, void *arg)
 
 /* ---- The socket thread --------------------------------------------------------------------- */
 
+/* Sends HEARTBEAT: the answer to the broker's (echo = its "t"), or our own when the broker has
+   been silent for a heartbeat (echo NULL) — heartbeats go both ways, so a broker that restarted
+   hears from us within one heartbeat and tells us to register. */
 static void
-s_on_heartbeat (gq_worker_t *self, gq_msg_t *msg)
+s_heartbeat (gq_worker_t *self, json_t *t)
 {
-    json_t *t = json_object_get (gq_msg_body (msg), "t");
+    self->last_heartbeat_us = gq_mono_us ();
     gq_runtime_device (self->runtime, &self->device);
     json_t *models = gq_runtime_models (self->runtime);
     int64_t free_mb = self->opts.vram_mb >= 0 ? self->opts.vram_mb : self->device.vram_free_mb;
@@ -431,6 +513,12 @@ s_on_heartbeat (gq_worker_t *self, gq_msg_t *msg)
                               (int) zhashx_size (self->running));
     json_decref (models);
     s_send (self, "HEARTBEAT", body);
+}
+
+static void
+s_on_heartbeat (gq_worker_t *self, gq_msg_t *msg)
+{
+    s_heartbeat (self, json_object_get (gq_msg_body (msg), "t"));
 }
 
 static int
@@ -472,11 +560,13 @@ s_on_broker (zloop_t *loop, zsock_t *dealer, void *arg)
                 zsys_info ("worker: %s registered with %s", self->name, self->opts.broker);
             }
             self->registered = true;
+            self->resend = false;
         } else if (streq (command, "REGISTER")) {
             /* The broker does not know us (it restarted): register again, at most once per
                heartbeat so a burst of REGISTER replies does not become a burst of READY. */
             if (gq_mono_us () - self->last_ready_us > (int64_t) self->heartbeat_ms * 500) {
                 self->registered = false;
+                self->resend = true;
                 s_ready (self);
             }
         } else if (streq (command, "ERROR")) {
@@ -496,6 +586,7 @@ s_on_tick (zloop_t *loop, int timer_id, void *arg)
     gq_worker_t *self = (gq_worker_t *) arg;
     int64_t now_us = gq_mono_us ();
     int64_t silence_us = (int64_t) self->heartbeat_ms * self->liveness * 1000;
+    s_sent_trim (self, now_us);
     if (now_us - self->last_heard_us > silence_us) {
         zsys_info ("worker: no word from %s for %d ms; reconnecting", self->opts.broker,
                    (int) ((now_us - self->last_heard_us) / 1000));
@@ -506,9 +597,13 @@ s_on_tick (zloop_t *loop, int timer_id, void *arg)
             return -1;
         }
         zloop_reader (loop, self->dealer, s_on_broker, self);
+        self->resend = true;
         s_ready (self);
     } else if (!self->registered && now_us - self->last_ready_us > 1000LL * self->heartbeat_ms) {
         s_ready (self);
+    } else if (self->registered &&
+               now_us - self->last_heartbeat_us > 1000LL * self->heartbeat_ms) {
+        s_heartbeat (self, NULL);
     }
     return 0;
 }
@@ -608,6 +703,7 @@ gq_worker_new (const gq_worker_opts_t *opts, char *why, size_t whylen)
     self->waiting = zlist_new ();
     self->results = json_array ();
     self->result_blobs = zlist_new ();
+    self->sent = zlist_new ();
     /* A thread per slot, up to a bound: more threads than that only contend for the same
        device, and each costs sockets and file descriptors. Jobs past it wait their turn here
        (the broker still counts every slot: an echo job, run inline, never waits). */
@@ -686,6 +782,10 @@ gq_worker_destroy (gq_worker_t **self_p)
         zframe_destroy (&frame);
     }
     zlist_destroy (&self->result_blobs);
+    while (self->sent && zlist_size (self->sent)) {
+        s_sent_drop_first (self);
+    }
+    zlist_destroy (&self->sent);
     zsock_destroy (&self->dealer);
     zcert_destroy (&self->cert);
     free (self->server_key);
