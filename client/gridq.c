@@ -1593,7 +1593,8 @@ static const char *s_nodes_help =
     "Usage: gridq nodes [--json]\n"
     "\n"
     "Lists the fleet as a table: NAME GPU VRAM(free/total) TFLOPS PRICE SLOTS(running/slots)\n"
-    "RTT STATUS MODELS (a loaded model is marked *).\n"
+    "RTT STATUS MODELS (a loaded model is marked *; a failing node that is backed off shows\n"
+    "\"backoff until HH:MM:SS\" in STATUS).\n"
     "  --json   one JSON array of node objects\n"
     "\n"
     "Example:\n"
@@ -1647,7 +1648,14 @@ s_cmd_nodes (int argc, char **argv)
         } else {
             s_table_cell (&table, "-");
         }
-        s_table_cell (&table, "%s", s_str (node, "status", "?"));
+        /* A failing node the broker backs off shows until when (UTC, to the second). */
+        const char *backoff = s_str (node, "backoff_until", NULL);
+        if (backoff && strlen (backoff) >= 19) {
+            s_table_cell (&table, "%s (backoff until %.8s)", s_str (node, "status", "?"),
+                          backoff + 11);
+        } else {
+            s_table_cell (&table, "%s", s_str (node, "status", "?"));
+        }
         /* Available models, a loaded one marked with '*'. */
         char models[512] = "";
         size_t len = 0, m;

@@ -97,6 +97,12 @@ main (void)
     }
     json_decref (listed);
     free (out);
+    /* The human table says it too. */
+    snprintf (command, sizeof command, "'%s/gridq' --broker '%s' nodes",
+              getenv ("GQ_BIN") ? getenv ("GQ_BIN") : "./bin", h_endpoint ());
+    CHECK_EQ (h_run (command, &out), 0);
+    CHECK (out && strstr (out, "backoff until") != NULL);
+    free (out);
 
     /* A job submitted now waits: every node is backing off. EXPLAIN says so. */
     int64_t t0 = gq_mono_us ();
