@@ -1393,6 +1393,12 @@ s_cmd_ready (gq_broker_t *self, gq_msg_t *request, int64_t now_ms, int64_t now_u
         }
         kinds |= 1ULL << id;
     }
+    if (gq_matcher_node_find (self->matcher, spec.name) < 0 &&
+        gq_matcher_nodes (self->matcher) >= GQ_MAX_NODES) {
+        /* Names are remembered for good (jobs' exclusions refer to them): bound them. */
+        s_reject (self, request, GQ_ETOOBIG, "this broker knows too many nodes already");
+        return;
+    }
     int32_t index = gq_matcher_node_find_or_add (self->matcher, spec.name);
     s_worker_t *worker = index >= 0 ? s_worker_for_node (self, index) : NULL;
     if (!worker) {
@@ -1542,7 +1548,8 @@ s_cmd_job_result (gq_broker_t *self, s_worker_t *worker, gq_msg_t *request, int6
         if (known && known->spec) {
             /* Only the key that registered that name may report for it. */
             from = streq (known->owner_key, gq_msg_user_id (request)) ? named : -1;
-        } else if (name && gq_valid_name (name, GQ_NAME_MAX) && json_array_size (results)) {
+        } else if (name && gq_valid_name (name, GQ_NAME_MAX) && json_array_size (results) &&
+                   (named >= 0 || gq_matcher_nodes (self->matcher) < GQ_MAX_NODES)) {
             /* A name we have not seen since we restarted: remember it, offline until it
                registers, so the attempt it reports is recorded there. */
             from = gq_matcher_node_find_or_add (self->matcher, name);
