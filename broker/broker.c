@@ -816,6 +816,7 @@ s_cmd_submit (gq_broker_t *self, gq_msg_t **request_p)
        refused batch uses up nothing and one client cannot fill the table. */
     const char *new_kinds[GQ_MAX_KINDS];
     size_t n_new_kinds = 0;
+    size_t new_models = 0; /* unknown model names in the batch (repeats counted: a bound) */
     for (size_t i = 0; i < count; i++) {
         int rc = gq_jobspec_parse (json_array_get (jobs, i), &specs[i], why, sizeof why);
         if (rc == GQ_OK && specs[i].blob_first >= 0 &&
@@ -835,6 +836,13 @@ s_cmd_submit (gq_broker_t *self, gq_msg_t **request_p)
             } else if (!seen) {
                 new_kinds[n_new_kinds++] = specs[i].kind;
             }
+        }
+        if (rc == GQ_OK && specs[i].model &&
+            gq_matcher_model_id (self->matcher, specs[i].model, false) < 0 &&
+            gq_matcher_model_names (self->matcher) + ++new_models > GQ_MAX_MODEL_NAMES) {
+            snprintf (why, sizeof why, "model \"%s\": this broker knows %d model names already",
+                      specs[i].model, GQ_MAX_MODEL_NAMES);
+            rc = GQ_EINVAL;
         }
         if (rc) {
             self->rejected++;

@@ -1332,6 +1332,12 @@ gq_matcher_kind_id (gq_matcher_t *self, const char *kind, bool create)
     return id;
 }
 
+size_t
+gq_matcher_model_names (gq_matcher_t *self)
+{
+    return self->n_models - 1;
+}
+
 int64_t
 gq_matcher_model_id (gq_matcher_t *self, const char *model, bool create)
 {
@@ -1343,7 +1349,7 @@ gq_matcher_model_id (gq_matcher_t *self, const char *model, bool create)
     if (found) {
         return (int64_t) found;
     }
-    if (!create || self->n_models >= UINT32_MAX) {
+    if (!create || self->n_models > GQ_MAX_MODEL_NAMES) {
         return -1;
     }
     if (s_grow ((void **) &self->models, &self->cap_models, self->n_models + 1,

@@ -100,11 +100,14 @@ void gq_matcher_destroy (gq_matcher_t **self_p);
 void gq_matcher_set_weights (gq_matcher_t *self, const gq_weights_t *weights);
 
 /* Interning of kind and model names. Returns the id, or -1 when the name is unknown and create
-   is false, or when the table is full (kinds: GQ_MAX_KINDS). Model id 0 is never used. */
+   is false, or when the table is full (kinds: GQ_MAX_KINDS, models: GQ_MAX_MODEL_NAMES). Model
+   id 0 is never used. */
 int gq_matcher_kind_id (gq_matcher_t *self, const char *kind, bool create);
 int64_t gq_matcher_model_id (gq_matcher_t *self, const char *model, bool create);
 /* How many kinds are interned (at most GQ_MAX_KINDS). */
 size_t gq_matcher_kinds (gq_matcher_t *self);
+/* How many model names are interned (at most GQ_MAX_MODEL_NAMES). */
+size_t gq_matcher_model_names (gq_matcher_t *self);
 const char *gq_matcher_kind_name (gq_matcher_t *self, int id);
 const char *gq_matcher_model_name (gq_matcher_t *self, uint32_t id);
 

@@ -61,6 +61,7 @@ int gq_err_from_name (const char *name);
 #define GQ_IDEM_MAX             256
 #define GQ_MAX_SLOTS            1024
 #define GQ_MAX_NODES            250000  /* distinct node names a broker remembers */
+#define GQ_MAX_MODEL_NAMES      100000  /* distinct model names a broker remembers */
 #define GQ_MAX_MODELS           256     /* models a node may report */
 #define GQ_MAX_KINDS            64      /* distinct kinds a broker knows (bit mask) */
 #define GQ_MAX_VRAM_MB          (16LL * 1024 * 1024)   /* 16 TiB: above that is a lie */
