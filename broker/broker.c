@@ -722,11 +722,6 @@ s_job_from_spec (gq_broker_t *self, const gq_jobspec_t *spec, gq_msg_t *request,
         snprintf (why, whylen, "cannot register model \"%s\"", spec->model);
         return NULL;
     }
-    if (spec->blob_first >= 0 &&
-        (size_t) (spec->blob_first + spec->blob_count) > gq_msg_blobs (request)) {
-        snprintf (why, whylen, "\"blobs\" names frames the message does not have");
-        return NULL;
-    }
     gq_job_t *job = (gq_job_t *) calloc (1, sizeof *job);
     if (!job) {
         snprintf (why, whylen, "out of memory");

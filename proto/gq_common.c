@@ -1,13 +1,17 @@
 /*  gq_common.c — error names, clocks, time formatting, size and duration parsing. */
 #include "gq_common.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 static const struct {
     int code;
@@ -187,6 +191,26 @@ gq_parse_duration_ms (const char *text, int64_t *ms)
     return GQ_OK;
 }
 
+int
+gq_loopback_port (void)
+{
+    int fd = socket (AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in addr;
+    memset (&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    int port = -1;
+    if (fd >= 0 && bind (fd, (struct sockaddr *) &addr, sizeof addr) == 0 &&
+        getsockname (fd, (struct sockaddr *) &addr, &len) == 0) {
+        port = ntohs (addr.sin_port);
+    }
+    if (fd >= 0) {
+        close (fd);
+    }
+    return port;
+}
+
 static bool
 s_valid_chars (const char *s, size_t max, const char *extra, bool upper)
 {
@@ -252,5 +276,7 @@ gq_common_test (bool verbose)
     assert (gq_err_from_name ("RATE_LIMITED") == GQ_ERATE);
     assert (gq_now_ms () > 1700000000000LL);
     assert (gq_mono_us () > 0);
+    int port = gq_loopback_port ();
+    assert (port > 0 && port < 65536);
     (void) verbose;
 }

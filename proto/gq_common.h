@@ -84,6 +84,11 @@ int gq_parse_size_mb (const char *text, int64_t *mb);
 /* "250ms", "30s", "5m", "2h", "7d" or a bare number of seconds -> ms. 0 or GQ_EINVAL. */
 int gq_parse_duration_ms (const char *text, int64_t *ms);
 
+/* ---- Loopback ports (tests, benchmarks, demos) ------------------------------------------- */
+/* A TCP port on 127.0.0.1 that was free a moment ago, picked by the kernel (not ZeroMQ's "*",
+   which scans up from 49152 and so hands one port to runs started together); -1 on failure. */
+int gq_loopback_port (void);
+
 /* ---- Names on the wire --------------------------------------------------------------------- */
 /* A kind: [a-z0-9_.-]{1,31}. A model or node name: [A-Za-z0-9_.:@+-]{1,max-1}. Safe to embed in
    JSON text without escaping; that is why the broker may splice them into messages. */

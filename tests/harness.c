@@ -2,13 +2,10 @@
 #define _GNU_SOURCE
 #include "harness.h"
 
-#include <arpa/inet.h>
 #include <czmq.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdarg.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -62,19 +59,11 @@ h_endpoint (void)
 int
 h_free_port (void)
 {
-    int fd = socket (AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in addr = {0};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
-    addr.sin_port = 0;
-    socklen_t len = sizeof addr;
-    if (fd < 0 || bind (fd, (struct sockaddr *) &addr, sizeof addr) ||
-        getsockname (fd, (struct sockaddr *) &addr, &len)) {
+    int port = gq_loopback_port ();
+    if (port < 0) {
         perror ("h_free_port");
         exit (1);
     }
-    int port = ntohs (addr.sin_port);
-    close (fd);
     return port;
 }
 

@@ -12,11 +12,9 @@
     and latency (one job in flight: the 3-hop round trip, p50/p99/p999 in microseconds).
     Only libzmq is used, as the lowest layer gridq itself sits on (through czmq). */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -24,11 +22,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
+
+#include "gq_common.h"
 
 #define S_MAX_WORKERS      64      /* worker processes */
 #define S_ID_MAX           256     /* ZeroMQ routing ids are at most 255 bytes */
@@ -416,28 +415,6 @@ s_parse (int argc, char **argv, s_opts_t *opts)
     return 0;
 }
 
-/* A loopback TCP port that was free a moment ago, picked by the kernel (ZeroMQ's "*" scans up
-   from 49152 and hands the same port to runs started together). */
-static int
-s_free_port (void)
-{
-    int fd = socket (AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in addr;
-    memset (&addr, 0, sizeof addr);
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
-    socklen_t len = sizeof addr;
-    int port = -1;
-    if (fd >= 0 && bind (fd, (struct sockaddr *) &addr, sizeof addr) == 0 &&
-        getsockname (fd, (struct sockaddr *) &addr, &len) == 0) {
-        port = ntohs (addr.sin_port);
-    }
-    if (fd >= 0) {
-        close (fd);
-    }
-    return port;
-}
-
 int
 main (int argc, char **argv)
 {
@@ -446,7 +423,7 @@ main (int argc, char **argv)
     if (rc) {
         return rc;
     }
-    int port = s_free_port ();
+    int port = gq_loopback_port ();
     if (port < 0) {
         fprintf (stderr, "gridq-bench-zmq: no free loopback port\n");
         return 1;

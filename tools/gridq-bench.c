@@ -15,7 +15,6 @@
     The client, broker and workers share the machine: on a small one the client's own JSON work
     is part of what is measured, as it would be for any real client. */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
 #include <czmq.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -23,13 +22,11 @@
 #include <getopt.h>
 #include <libgen.h>
 #include <math.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -113,28 +110,6 @@ s_install_signals (void)
     sigaction (SIGINT, &action, NULL);
     sigaction (SIGTERM, &action, NULL);
     sigaction (SIGHUP, &action, NULL);
-}
-
-/* A loopback TCP port that was free a moment ago. The kernel picks it (port 0), not ZeroMQ's
-   "*", which scans up from 49152 and so hands the same port to runs started together. */
-static int
-s_free_port (void)
-{
-    int fd = socket (AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in addr;
-    memset (&addr, 0, sizeof addr);
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
-    socklen_t len = sizeof addr;
-    int port = -1;
-    if (fd >= 0 && bind (fd, (struct sockaddr *) &addr, sizeof addr) == 0 &&
-        getsockname (fd, (struct sockaddr *) &addr, &len) == 0) {
-        port = ntohs (addr.sin_port);
-    }
-    if (fd >= 0) {
-        close (fd);
-    }
-    return port;
 }
 
 /* Starts bin/program with argv (argv[0] is replaced), its output appended to log. */
@@ -326,7 +301,7 @@ s_fleet_start (s_fleet_t *fleet, const s_opts_t *opts)
         fleet->dir[0] = 0;
         return -1;
     }
-    int port = s_free_port ();
+    int port = gq_loopback_port ();
     if (port < 0) {
         fprintf (stderr, "gridq-bench: no free loopback port\n");
         return -1;

@@ -6,7 +6,7 @@ add_executable(gridq-bench ${CMAKE_CURRENT_LIST_DIR}/../gridq-bench.c)
 target_link_libraries(gridq-bench PRIVATE gridq)
 
 add_executable(gridq-bench-zmq ${CMAKE_CURRENT_LIST_DIR}/../bench-zmq.c)
-target_link_libraries(gridq-bench-zmq PRIVATE PkgConfig::ZMQ m)
+target_link_libraries(gridq-bench-zmq PRIVATE gridq PkgConfig::ZMQ m)
 
 # Upstream installs libgearman.pc; Debian's libgearman-dev ships the same library as gearmand.pc.
 pkg_search_module(GEARMAN IMPORTED_TARGET libgearman gearmand)
