@@ -1,13 +1,23 @@
 /*  broker.c — the gridq broker loop.
 
     One ROUTER socket read by one zloop. Each loop turn reads every message waiting (up to
-    S_TURN_MESSAGES), applies them to the in-memory state and to one open SQLite transaction,
-    commits once (group commit), and only then sends the turn's replies, the FINISHED notices
-    and the jobs the scheduler placed. A cron timer does the periodic work (heartbeats, liveness,
-    time limits, retention), each with a named period.
+    S_TURN_MESSAGES) and applies them to the in-memory state; their writes are recorded in the
+    pending batch (writer.h). At the end of the turn the scheduler's placements go out, and the
+    batch goes to the writer thread, which commits it while the loop goes on (group commit, and
+    the fsync never stalls the loop). What a batch must make durable first (acknowledgements of
+    submissions, replies to requests that wrote) is sent when the batch comes back committed.
 
-    Reading order: types; small helpers; workers; job lifecycle; client commands; worker
-    commands; the turn (read, commit, reply, dispatch); cron; recovery; construction. */
+    A submitted job may be dispatched before its batch commits, so that the commit overlaps the
+    job's run; it is acknowledged only after. Its id is then below a committed "next_job_id", so a
+    broker restarted after a crash never gives that id to another job. Results are sent to the
+    clients waiting on them at once, and committed right after: if the broker dies in between,
+    the worker sends the result again when it registers anew (or the job runs again).
+
+    A cron timer does the periodic work (heartbeats, liveness, time limits, retention), each with
+    a named period.
+
+    Reading order: types; small helpers; writes; workers; job lifecycle; client commands; worker
+    commands; the turn (read, dispatch, hand over); cron; recovery; construction. */
 #include "broker.h"
 
 #include <czmq.h>
@@ -20,6 +30,7 @@
 #include "metrics.h"
 #include "queue.h"
 #include "sched.h"
+#include "writer.h"
 
 #define S_TURN_MESSAGES   4096  /* messages read per loop turn before committing */
 #define S_DISPATCH_BATCH  1024  /* placements asked of the scheduler per call */
@@ -34,6 +45,10 @@
 #define S_BACKOFF_AFTER   3     /* consecutive failures before a node is backed off */
 #define S_BACKOFF_MAX_MS  300000
 #define S_SLOW_TURN_US    200000 /* a loop turn longer than this is logged */
+#define S_LAZY_MS         2     /* a batch with nothing to acknowledge (results, attempts) waits
+                                   this long for company before it is committed */
+#define S_EAGER_WRITES    8192  /* ... unless it has this many writes already */
+#define S_ID_BLOCK        (1 << 20) /* job ids reserved by one committed next_job_id */
 
 /* ---- Types --------------------------------------------------------------------------------- */
 
@@ -42,8 +57,9 @@ typedef struct {
     zframe_t *routing_id; /* the client's connection */
     int64_t req;          /* the request the FINISHED messages answer */
     size_t refs;          /* jobs still pointing at this watch */
-    zchunk_t *pending;    /* finished jobs (JSON objects, comma-separated) to send after this
-                             turn's commit, or NULL */
+    zchunk_t *pending;    /* finished jobs (JSON objects, comma-separated) to send, or NULL */
+    bool held;            /* a SUBMIT's watch before its acknowledgement: nothing is sent */
+    bool dead;            /* the SUBMIT was refused: nothing is ever sent */
 } s_watch_t;
 
 /* The watches of one job. */
@@ -70,21 +86,44 @@ typedef struct {
     bool dirty;            /* has entries in jobs_out */
 } s_worker_t;
 
-/* A SUBMIT waiting for this turn's commit. */
+/* A SUBMIT waiting for its batch to commit. */
 typedef struct {
-    gq_msg_t *request;     /* the SUBMIT (routing id, req, blobs) */
-    gq_job_t **jobs;       /* jobs inserted this turn (NULL entries for idem duplicates) */
+    gq_msg_t *request;     /* the SUBMIT (routing id, req, blobs; the batch borrows from it) */
+    gq_job_t **jobs;       /* its new jobs (NULL entries for idem repeats); owned here until
+                              they join memory, borrowed after (see covered) */
     int64_t *ids;          /* the id of each job of the batch */
     size_t count;
     uint32_t owner;        /* submitter, for the per-client cap */
-    bool watch;
+    s_watch_t *watch;      /* SUBMIT with watch: held until the acknowledgement, or NULL */
+    bool covered;          /* its ids are below a committed next_job_id: its jobs joined memory
+                              and the queue at once; otherwise they join when it commits */
 } s_submit_t;
+
+/* The writes of one or more turns, and what waits for them to commit. */
+typedef struct {
+    gq_batch_t *batch;     /* the writes */
+    zlist_t *submits;      /* s_submit_t: acknowledged when it is back */
+    zlist_t *replies;      /* gq_msg_t: sent when it is back */
+    zlist_t *dead;         /* gq_job_t that ended: the batch borrows them; freed when it is back */
+    zlist_t *idems;        /* idem keys it inserts (strings): no longer pending when it is back */
+    int64_t id_mark;       /* the next_job_id it records, 0 for none */
+    int64_t id_first, id_last; /* the ids of the jobs it inserts (0, 0 for none) */
+    int64_t opened_us;     /* when its first write was recorded */
+} s_pending_t;
 
 struct _gq_broker_t {
     gq_broker_opts_t opts;     /* configuration (strings borrowed from the caller) */
     zsock_t *router;           /* the one socket */
     zloop_t *loop;             /* its event loop */
-    gq_store_t *store;         /* SQLite */
+    gq_store_t *store;         /* SQLite: start, reads, and the shutdown's next_job_id */
+    gq_writer_t *writer;       /* the thread that commits batches */
+    s_pending_t *pending;      /* the batch being recorded */
+    zlist_t *inflight;         /* s_pending_t handed to the writer, oldest first */
+    zhashx_t *idem_pending;    /* idem key -> job id, for inserts not yet committed */
+    int64_t next_id;           /* the next job id */
+    int64_t id_committed;      /* ids below it are covered by a committed next_job_id */
+    int64_t id_recorded;       /* the largest next_job_id recorded (committed or not) */
+    int lazy_timer;            /* zloop timer that hands a lazy batch over, or -1 */
     gq_matcher_t *matcher;     /* nodes and placement */
     gq_queue_t *queue;         /* queued jobs in dispatch order */
     gq_sched_t *sched;         /* placement policy over queue and matcher */
@@ -92,13 +131,11 @@ struct _gq_broker_t {
     gq_metrics_t *metrics;     /* counters, histograms and /metrics */
     int64_t submitted;         /* jobs accepted since start (counter) */
     int64_t finished[GQ_JOB_STATES]; /* jobs ended since start, per final state (counters) */
-    size_t turn_writes;        /* store writes in this turn's transaction */
     zhashx_t *jobs;            /* id -> gq_job_t, every job not ended */
     zhashx_t *by_connection;   /* routing-id hex -> s_worker_t */
     s_worker_t **workers;      /* by node index */
     size_t workers_size;       /* allocated entries of workers */
-    zlist_t *replies;          /* gq_msg_t to send after the commit */
-    zlist_t *submits;          /* s_submit_t of this turn */
+    zlist_t *replies;          /* gq_msg_t of this turn */
     zlist_t *dirty_watches;    /* s_watch_t with pending FINISHED */
     zlist_t *dirty_workers;    /* s_worker_t with jobs to send */
     gq_dispatch_t *placed;     /* scheduler output buffer */
@@ -106,7 +143,7 @@ struct _gq_broker_t {
     int64_t rejected;          /* bad messages dropped or answered with ERROR */
     int64_t started_ms;        /* wall clock at start */
     int64_t next_heartbeat_us, next_timeouts_us, next_retention_us; /* cron periods */
-    bool turn_failed;          /* the store failed during this turn */
+    bool turn_wrote;           /* this turn recorded writes: its replies wait for them */
 };
 
 /* ---- Small helpers ------------------------------------------------------------------------- */
@@ -228,30 +265,18 @@ s_reject (gq_broker_t *self, gq_msg_t *request, int code, const char *why)
     s_reply (self, gq_msg_error (request, code, "%s", why));
 }
 
-/* Opens the turn's transaction on first use. */
-static int
-s_txn (gq_broker_t *self)
-{
-    if (self->turn_failed) {
-        return GQ_ESTORE;
-    }
-    self->turn_writes++;
-    if (!gq_store_in_transaction (self->store) && gq_store_begin (self->store)) {
-        zsys_error ("broker: %s", gq_store_errmsg (self->store));
-        self->turn_failed = true;
-        return GQ_ESTORE;
-    }
-    return GQ_OK;
-}
-
-/* Records a store failure of this turn; the turn's submissions will be refused. */
+/* Notes a write recorded in the pending batch; rc is the gq_batch_* result (a failure spoiled
+   the batch: it comes back failed, and its submissions are refused). */
 static void
-s_store_failed (gq_broker_t *self)
+s_recorded (gq_broker_t *self, int rc)
 {
-    if (!self->turn_failed) {
-        zsys_error ("broker: %s", gq_store_errmsg (self->store));
+    if (!self->pending->opened_us) {
+        self->pending->opened_us = gq_mono_us ();
     }
-    self->turn_failed = true;
+    self->turn_wrote = true;
+    if (rc) {
+        zsys_error ("broker: out of memory recording a write: its batch will be refused");
+    }
 }
 
 /* The JSON form of an in-memory job. with_payload includes the payload text. */
@@ -381,13 +406,19 @@ s_watch_add (gq_job_t *job, s_watch_t *watch)
     return GQ_OK;
 }
 
-/* Queues a finished job (JSON text of one object) for a client watching it. */
+/* Queues a finished job (JSON text of one object) for a client watching it: sent at the end of
+   the turn, or when a held watch's SUBMIT is acknowledged. */
 static void
 s_watch_notify_text (gq_broker_t *self, s_watch_t *watch, const char *text, size_t size)
 {
+    if (watch->dead) {
+        return;
+    }
     if (!watch->pending) {
         watch->pending = zchunk_new (NULL, size + 64);
-        zlist_append (self->dirty_watches, watch);
+        if (!watch->held) {
+            zlist_append (self->dirty_watches, watch);
+        }
     } else {
         zchunk_extend (watch->pending, ",", 1);
     }
@@ -459,6 +490,20 @@ s_finished_text (gq_broker_t *self, const gq_job_t *job, const char *node, const
     return out;
 }
 
+/* Lets go of the clients watching a job. */
+static void
+s_job_unwatch (gq_broker_t *self, gq_job_t *job)
+{
+    s_watchers_t *list = (s_watchers_t *) job->watchers;
+    if (list) {
+        for (size_t i = 0; i < list->count; i++) {
+            s_watch_release (self, list->items[i]);
+        }
+        free (list);
+        job->watchers = NULL;
+    }
+}
+
 static void
 s_job_free (gq_broker_t *self, gq_job_t **job_p)
 {
@@ -466,13 +511,7 @@ s_job_free (gq_broker_t *self, gq_job_t **job_p)
     if (!job) {
         return;
     }
-    s_watchers_t *list = (s_watchers_t *) job->watchers;
-    if (list) {
-        for (size_t i = 0; i < list->count; i++) {
-            s_watch_release (self, list->items[i]);
-        }
-        free (list);
-    }
+    s_job_unwatch (self, job);
     if (job->blobs) {
         zlist_t *blobs = (zlist_t *) job->blobs;
         zframe_t *frame;
@@ -487,6 +526,15 @@ s_job_free (gq_broker_t *self, gq_job_t **job_p)
     *job_p = NULL;
 }
 
+/* A job that ended leaves the broker's tables now, and memory when the batch that holds its
+   last writes is back (the batch borrows its payload and blobs). Its watchers are released. */
+static void
+s_job_bury (gq_broker_t *self, gq_job_t *job)
+{
+    s_job_unwatch (self, job);
+    zlist_append (self->pending->dead, job);
+}
+
 /* Ends the current attempt of a running job: store row, slot released, unlinked. */
 static void
 s_attempt_end (gq_broker_t *self, gq_job_t *job, const char *outcome, const char *reason,
@@ -499,15 +547,13 @@ s_attempt_end (gq_broker_t *self, gq_job_t *job, const char *outcome, const char
     s_running_unlink (worker, job);
     gq_matcher_release (self->matcher, job->node, job, now_ms);
     self->counts[GQ_JOB_RUNNING]--;
-    if (s_txn (self) == GQ_OK &&
-        gq_store_attempt_insert (self->store, job->id, job->attempts, s_node_name (self, job->node),
-                                 job->started_ms, now_ms, outcome, reason)) {
-        s_store_failed (self);
-    }
+    s_recorded (self, gq_batch_attempt (self->pending->batch, job->id, job->attempts,
+                                        s_node_name (self, job->node), job->started_ms, now_ms,
+                                        outcome, reason));
 }
 
-/* A job reached a final state: stored, watchers told, freed. result is JSON (borrowed) or NULL;
-   the node of the last attempt stays in the record. */
+/* A job reached a final state: recorded, watchers told, buried. result is JSON (borrowed) or
+   NULL; the node of the last attempt stays in the record. */
 static void
 s_job_end (gq_broker_t *self, gq_job_t *job, int state, json_t *result, const char *error,
            int32_t last_node, int64_t now_ms)
@@ -528,11 +574,6 @@ s_job_end (gq_broker_t *self, gq_job_t *job, int state, json_t *result, const ch
         gq_metrics_observe (self->metrics, GQ_HIST_LATENCY_MS, (double) (now_ms - job->started_ms));
     }
     const char *node = s_node_name (self, last_node);
-    if (s_txn (self) == GQ_OK &&
-        gq_store_job_finish (self->store, job->id, state, job->attempts, node, job->started_ms,
-                             now_ms, text, text ? strlen (text) : 0, error) == GQ_ESTORE) {
-        s_store_failed (self);
-    }
     s_watchers_t *list = (s_watchers_t *) job->watchers;
     if (list && list->count) {
         zchunk_t *json = s_finished_text (self, job, node, text, error, now_ms);
@@ -542,9 +583,11 @@ s_job_end (gq_broker_t *self, gq_job_t *job, int state, json_t *result, const ch
         }
         zchunk_destroy (&json);
     }
-    free (text);
+    /* The batch takes the result text. */
+    s_recorded (self, gq_batch_job_finish (self->pending->batch, job->id, state, job->attempts,
+                                           node, job->started_ms, now_ms, text, error));
     zhashx_delete (self->jobs, S_KEY (job->id));
-    s_job_free (self, &job);
+    s_job_bury (self, job);
 }
 
 static void
@@ -659,6 +702,330 @@ s_worker_lost (gq_broker_t *self, s_worker_t *worker, const char *reason, bool e
     gq_matcher_node_changed (self->matcher, worker->node);
 }
 
+/* ---- Batches: recorded by the loop, committed by the writer -------------------------------- */
+
+static s_pending_t *
+s_pending_new (void)
+{
+    s_pending_t *pending = (s_pending_t *) calloc (1, sizeof *pending);
+    if (!pending) {
+        return NULL;
+    }
+    pending->batch = gq_batch_new ();
+    pending->submits = zlist_new ();
+    pending->replies = zlist_new ();
+    pending->dead = zlist_new ();
+    pending->idems = zlist_new ();
+    if (!pending->batch || !pending->submits || !pending->replies || !pending->dead ||
+        !pending->idems) {
+        gq_batch_destroy (&pending->batch);
+        zlist_destroy (&pending->submits);
+        zlist_destroy (&pending->replies);
+        zlist_destroy (&pending->dead);
+        zlist_destroy (&pending->idems);
+        free (pending);
+        return NULL;
+    }
+    zlist_autofree (pending->idems);
+    return pending;
+}
+
+static void
+s_submit_free (gq_broker_t *self, s_submit_t **submit_p)
+{
+    s_submit_t *submit = *submit_p;
+    if (!submit) {
+        return;
+    }
+    for (size_t i = 0; i < submit->count && !submit->covered; i++) {
+        s_job_free (self, &submit->jobs[i]);
+    }
+    if (submit->watch) {
+        submit->watch->dead = true;
+        zchunk_destroy (&submit->watch->pending);
+        s_watch_release (self, submit->watch);
+    }
+    free (submit->jobs);
+    free (submit->ids);
+    gq_msg_destroy (&submit->request);
+    free (submit);
+    *submit_p = NULL;
+}
+
+/* Frees a pending batch and everything waiting on it (at shutdown, or once it is settled). */
+static void
+s_pending_destroy (gq_broker_t *self, s_pending_t **pending_p)
+{
+    s_pending_t *pending = *pending_p;
+    if (!pending) {
+        return;
+    }
+    s_submit_t *submit;
+    while ((submit = (s_submit_t *) zlist_pop (pending->submits))) {
+        s_submit_free (self, &submit);
+    }
+    gq_msg_t *msg;
+    while ((msg = (gq_msg_t *) zlist_pop (pending->replies))) {
+        gq_msg_destroy (&msg);
+    }
+    gq_job_t *job;
+    while ((job = (gq_job_t *) zlist_pop (pending->dead))) {
+        s_job_free (self, &job);
+    }
+    zlist_destroy (&pending->submits);
+    zlist_destroy (&pending->replies);
+    zlist_destroy (&pending->dead);
+    zlist_destroy (&pending->idems);
+    gq_batch_destroy (&pending->batch);
+    free (pending);
+    *pending_p = NULL;
+}
+
+static bool
+s_pending_empty (const s_pending_t *pending)
+{
+    return gq_batch_size (pending->batch) == 0 && zlist_size (pending->submits) == 0 &&
+           zlist_size (pending->replies) == 0 && zlist_size (pending->dead) == 0 &&
+           zlist_size (pending->idems) == 0 && gq_batch_status (pending->batch) == GQ_OK;
+}
+
+/* Sends a watch's pending FINISHED notices; frees it when no job points at it any more. */
+static void
+s_watch_flush (gq_broker_t *self, s_watch_t *watch)
+{
+    if (watch->pending) {
+        zchunk_t *text = zchunk_new (NULL, zchunk_size (watch->pending) + 48);
+        s_chunk_printf (text, "{\"req\":%lld,\"jobs\":[", (long long) watch->req);
+        zchunk_extend (text, zchunk_data (watch->pending), zchunk_size (watch->pending));
+        s_chunk_str (text, "]}");
+        zchunk_destroy (&watch->pending);
+        gq_msg_t *msg = gq_msg_new_raw (GQ_ROLE_CLIENT, "FINISHED",
+                                        (const char *) zchunk_data (text), zchunk_size (text));
+        zchunk_destroy (&text);
+        gq_msg_set_routing_id (msg, watch->routing_id);
+        gq_msg_send (&msg, self->router);
+    }
+    if (watch->refs == 0) {
+        zframe_destroy (&watch->routing_id);
+        free (watch);
+    }
+}
+
+/* Records a next_job_id ahead of the ids handed out, once they come within half a block of
+   the last one recorded. */
+static void
+s_id_reserve (gq_broker_t *self)
+{
+    if (self->next_id + S_ID_BLOCK / 2 <= self->id_recorded) {
+        return;
+    }
+    self->id_recorded = self->next_id + S_ID_BLOCK;
+    self->pending->id_mark = self->id_recorded;
+    s_recorded (self, gq_batch_meta (self->pending->batch, "next_job_id", self->id_recorded));
+}
+
+/* A job of a submission whose batch failed: it leaves the queue, or its node (which is told to
+   stop it), and memory (s_batch_back drops its writes from the pending batch). One that ended
+   already stops counting; its burial frees it. */
+static void
+s_withdraw (gq_broker_t *self, gq_job_t *job, int64_t now_ms)
+{
+    if (gq_job_state_final (job->state)) {
+        self->counts[job->state]--; /* it never was: it does not count */
+        self->finished[job->state]--;
+        return;
+    }
+    if (job->state == GQ_JOB_QUEUED) {
+        gq_queue_remove (self->queue, job);
+        self->counts[GQ_JOB_QUEUED]--;
+    } else {
+        s_worker_t *worker = self->workers[job->node];
+        s_worker_send (self, worker, "CANCEL", json_pack ("{s:[I]}", "ids", (json_int_t) job->id));
+        s_running_unlink (worker, job);
+        gq_matcher_release (self->matcher, job->node, job, now_ms);
+        self->counts[GQ_JOB_RUNNING]--;
+    }
+    if (job->owner) {
+        char why[100];
+        gq_guard_queued (self->guard, job->owner, -1, false, why, sizeof why);
+    }
+    zhashx_delete (self->jobs, S_KEY (job->id));
+    s_job_free (self, &job);
+}
+
+/* A SUBMIT's batch is back: acknowledged (its jobs join memory if they had to wait, its watch
+   starts talking), or refused with the store's reason and its jobs withdrawn. */
+static void
+s_submit_settle (gq_broker_t *self, s_submit_t *submit, bool committed, const char *errmsg)
+{
+    int64_t now_ms = gq_now_ms ();
+    if (!committed) {
+        self->rejected++;
+        zsys_warning ("broker: refusing a submission of %zu jobs: the store failed",
+                      submit->count);
+        gq_msg_t *reply = gq_msg_error (submit->request, GQ_ESTORE,
+                                        "the broker could not store the jobs (%s); nothing "
+                                        "was accepted, retry later",
+                                        errmsg);
+        gq_msg_send (&reply, self->router);
+        for (size_t i = 0; i < submit->count; i++) {
+            gq_job_t *job = submit->jobs[i];
+            if (job && submit->covered) {
+                submit->jobs[i] = NULL;
+                s_withdraw (self, job, now_ms);
+            } else if (job && job->owner) {
+                char why[100];
+                gq_guard_queued (self->guard, job->owner, -1, false, why, sizeof why);
+            }
+        }
+        s_submit_free (self, &submit);
+        return;
+    }
+    zchunk_t *text = zchunk_new (NULL, 32 + 12 * submit->count);
+    s_chunk_printf (text, "{\"req\":%lld,\"ids\":[", (long long) gq_msg_req (submit->request));
+    for (size_t i = 0; i < submit->count; i++) {
+        gq_job_t *job = submit->jobs[i];
+        if (i) {
+            zchunk_extend (text, ",", 1);
+        }
+        s_chunk_int (text, submit->ids[i]);
+        if (job && !submit->covered) {
+            zhashx_insert (self->jobs, S_KEY (job->id), job);
+            gq_queue_push (self->queue, job);
+            self->counts[GQ_JOB_QUEUED]++;
+            self->submitted++;
+            if (submit->watch) {
+                s_watch_add (job, submit->watch);
+            }
+            submit->jobs[i] = NULL;
+        }
+    }
+    s_chunk_str (text, "]}");
+    gq_msg_t *reply = gq_msg_new_raw (GQ_ROLE_CLIENT, "SUBMIT", (const char *) zchunk_data (text),
+                                      zchunk_size (text));
+    zchunk_destroy (&text);
+    gq_msg_set_routing_id (reply, gq_msg_routing_id (submit->request));
+    gq_msg_send (&reply, self->router);
+    s_watch_t *watch = submit->watch;
+    if (watch) {
+        submit->watch = NULL;
+        watch->held = false;
+        watch->refs--; /* the submission's own reference */
+        s_watch_flush (self, watch);
+    }
+    submit->covered = true; /* nothing left to free but the submission */
+    s_submit_free (self, &submit);
+}
+
+/* A batch is back from the writer: what waited on it is settled, then it is freed. */
+static void
+s_batch_back (gq_broker_t *self, gq_batch_t *batch)
+{
+    s_pending_t *done = (s_pending_t *) zlist_pop (self->inflight);
+    if (!done || done->batch != batch) {
+        zsys_error ("broker: the writer returned a batch out of order; stopping");
+        zsys_interrupted = 1;
+        return;
+    }
+    bool committed = gq_batch_status (batch) == GQ_OK;
+    if (!committed) {
+        zsys_error ("broker: a batch of %zu writes was not committed: %s",
+                    gq_batch_size (batch), gq_batch_errmsg (batch));
+    }
+    gq_metrics_observe (self->metrics, GQ_HIST_COMMIT_BATCH, (double) gq_batch_size (batch));
+    if (done->id_mark) {
+        if (committed && done->id_mark > self->id_committed) {
+            self->id_committed = done->id_mark;
+        } else if (!committed) {
+            self->id_recorded = self->id_committed; /* recorded again by the next submission */
+        }
+    }
+    int64_t purged[GQ_JOB_STATES];
+    if (gq_batch_purged (batch, purged) > 0) {
+        for (int state = GQ_JOB_DONE; state < GQ_JOB_STATES; state++) {
+            self->counts[state] -= purged[state];
+        }
+        zsys_info ("broker: retention: purged %d finished jobs", gq_batch_purged (batch, NULL));
+    }
+    if (!committed && done->id_first) {
+        gq_batch_forget (self->pending->batch, done->id_first, done->id_last);
+    }
+    char *idem;
+    while ((idem = (char *) zlist_pop (done->idems))) {
+        zhashx_delete (self->idem_pending, idem);
+        free (idem);
+    }
+    s_submit_t *submit;
+    while ((submit = (s_submit_t *) zlist_pop (done->submits))) {
+        s_submit_settle (self, submit, committed, gq_batch_errmsg (batch));
+    }
+    gq_msg_t *reply;
+    while ((reply = (gq_msg_t *) zlist_pop (done->replies))) {
+        gq_msg_send (&reply, self->router);
+    }
+    s_pending_destroy (self, &done);
+}
+
+/* Hands the pending batch to the writer and starts a new one. */
+static bool
+s_hand_over (gq_broker_t *self)
+{
+    s_pending_t *next = s_pending_new ();
+    if (!next) {
+        return false; /* out of memory: keep recording into this one */
+    }
+    if (gq_writer_send (self->writer, self->pending->batch)) {
+        zsys_error ("broker: cannot reach the store's writer thread");
+        s_pending_destroy (self, &next);
+        return false;
+    }
+    zlist_append (self->inflight, self->pending);
+    self->pending = next;
+    return true;
+}
+
+static int s_on_lazy (zloop_t *loop, int timer_id, void *arg);
+
+/* Hands the pending batch over when the writer is idle and the batch is due: something waits
+   on it, or it is big, or it has waited S_LAZY_MS (then a timer brings us back). One batch at a
+   time: while the writer commits, the next one grows (group commit). */
+static void
+s_writer_kick (gq_broker_t *self)
+{
+    s_pending_t *pending = self->pending;
+    if (gq_writer_busy (self->writer) || s_pending_empty (pending)) {
+        return;
+    }
+    bool due = zlist_size (pending->submits) || zlist_size (pending->replies) ||
+               gq_batch_size (pending->batch) >= S_EAGER_WRITES || !pending->opened_us ||
+               gq_mono_us () - pending->opened_us >= S_LAZY_MS * 1000;
+    if (due) {
+        s_hand_over (self);
+    } else if (self->lazy_timer < 0) {
+        self->lazy_timer = zloop_timer (self->loop, S_LAZY_MS, 1, s_on_lazy, self);
+    }
+}
+
+/* Makes every write recorded so far visible to reads of self->store: waits for the writer to
+   commit it all. Blocks the loop; only for questions about jobs no longer in memory. */
+static void
+s_store_sync (gq_broker_t *self)
+{
+    while (gq_writer_busy (self->writer)) {
+        gq_batch_t *batch = gq_writer_recv (self->writer);
+        if (!batch) {
+            return;
+        }
+        s_batch_back (self, batch);
+    }
+    if (!s_pending_empty (self->pending) && s_hand_over (self)) {
+        gq_batch_t *batch = gq_writer_recv (self->writer);
+        if (batch) {
+            s_batch_back (self, batch);
+        }
+    }
+}
+
 /* ---- Client commands ----------------------------------------------------------------------- */
 
 static s_watch_t *
@@ -686,6 +1053,10 @@ s_watch_ids (gq_broker_t *self, gq_msg_t *request, const int64_t *ids, size_t co
     json_t *missing = json_array ();
     for (size_t i = 0; i < count; i++) {
         gq_job_t *job = s_job_lookup (self, ids[i]);
+        if (!job) {
+            s_store_sync (self); /* it may have ended, or joined, in a batch not yet back */
+            job = s_job_lookup (self, ids[i]);
+        }
         if (job) {
             s_watch_add (job, watch);
             continue;
@@ -766,36 +1137,19 @@ s_job_from_spec (gq_broker_t *self, const gq_jobspec_t *spec, gq_msg_t *request,
 }
 
 static void
-s_submit_free (gq_broker_t *self, s_submit_t **submit_p)
-{
-    s_submit_t *submit = *submit_p;
-    if (!submit) {
-        return;
-    }
-    for (size_t i = 0; i < submit->count; i++) {
-        s_job_free (self, &submit->jobs[i]);
-    }
-    free (submit->jobs);
-    free (submit->ids);
-    gq_msg_destroy (&submit->request);
-    free (submit);
-    *submit_p = NULL;
-}
-
-static void
 s_cmd_submit (gq_broker_t *self, gq_msg_t **request_p)
 {
     gq_msg_t *request = *request_p;
     json_t *body = gq_msg_body (request);
     json_t *jobs = json_object_get (body, "jobs");
     char why[300];
-    bool watch;
+    bool submit_watch;
     if (!json_is_array (jobs) || json_array_size (jobs) == 0 ||
         json_array_size (jobs) > GQ_MAX_BATCH_JOBS) {
         s_reject (self, request, GQ_EINVAL, "\"jobs\" must be an array of 1..10000 jobs");
         return;
     }
-    if (gq_json_bool (body, "watch", false, &watch, why, sizeof why)) {
+    if (gq_json_bool (body, "watch", false, &submit_watch, why, sizeof why)) {
         s_reject (self, request, GQ_EINVAL, why);
         return;
     }
@@ -890,105 +1244,138 @@ s_cmd_submit (gq_broker_t *self, gq_msg_t **request_p)
         return;
     }
     submit->count = count;
-    submit->watch = watch;
     submit->request = request;
     *request_p = NULL;
     int64_t now_ms = gq_now_ms ();
-    for (size_t i = 0; i < count; i++) {
+    /* Every job first (only allocation or an idem lookup can fail now: the batch was
+       validated), so that a failure leaves nothing behind. An idem key names a job not yet
+       committed (idem_pending) or a stored one. */
+    int rc = GQ_OK;
+    size_t repeats = 0;
+    for (size_t i = 0; i < count && rc == GQ_OK; i++) {
         gq_jobspec_t *spec = &specs[i];
+        if (spec->idem) {
+            void *hit = zhashx_lookup (self->idem_pending, spec->idem);
+            int64_t existing = (int64_t) (intptr_t) hit;
+            int found = hit ? 1 : gq_store_job_by_idem (self->store, spec->idem, &existing);
+            if (found < 0) {
+                rc = GQ_ESTORE;
+                break;
+            }
+            if (found) { /* idempotent repeat: the first job's id, nothing new */
+                submit->ids[i] = existing;
+                repeats++;
+                continue;
+            }
+        }
         gq_job_t *job = s_job_from_spec (self, spec, request, why, sizeof why);
         if (!job) {
-            /* Only allocation can fail here (the batch was validated): the turn fails, so
-               nothing of this batch is committed. */
-            s_store_failed (self);
+            rc = GQ_ENOMEM;
             break;
         }
+        job->id = self->next_id++;
         job->submitted_ms = now_ms;
         job->owner = owner;
-        int64_t existing = 0;
-        int rc = s_txn (self);
-        if (rc == GQ_OK) {
-            rc = gq_store_job_insert (self->store, job, spec->kind, spec->model, spec->idem,
-                                      gq_msg_user_id (request), &existing);
+        submit->jobs[i] = job;
+        submit->ids[i] = job->id;
+        if (spec->idem &&
+            zhashx_insert (self->idem_pending, spec->idem, (void *) (intptr_t) job->id)) {
+            rc = GQ_ENOMEM;
         }
-        if (rc < 0) {
-            s_store_failed (self);
-            s_job_free (self, &job);
-            break; /* the turn fails; the reply is an ERROR after rollback */
+    }
+    if (rc == GQ_OK && submit_watch) {
+        submit->watch = s_watch_new (submit->request);
+        if (submit->watch) {
+            submit->watch->held = true;
+            submit->watch->refs = 1; /* the submission's, until it is acknowledged */
+        } else {
+            rc = GQ_ENOMEM;
         }
-        if (rc == 1) { /* idempotent repeat: the first job's id, nothing new */
-            gq_guard_queued (self->guard, owner, -1, false, why, sizeof why);
-            s_job_free (self, &job);
-            submit->ids[i] = existing;
+    }
+    if (rc) {
+        for (size_t i = 0; i < count; i++) {
+            if (submit->jobs[i] && specs[i].idem) {
+                zhashx_delete (self->idem_pending, specs[i].idem);
+            }
+        }
+        gq_guard_queued (self->guard, owner, -(int64_t) count, false, why, sizeof why);
+        self->rejected++;
+        gq_msg_t *reply =
+            rc == GQ_ESTORE
+                ? gq_msg_error (submit->request, GQ_ESTORE,
+                                "the broker could not read its store (%s); nothing was "
+                                "accepted, retry later",
+                                gq_store_errmsg (self->store))
+                : gq_msg_error (submit->request, GQ_ENOMEM, "out of memory");
+        s_reply (self, reply);
+        s_submit_free (self, &submit);
+        free (specs);
+        return;
+    }
+    if (repeats) {
+        gq_guard_queued (self->guard, owner, -(int64_t) repeats, false, why, sizeof why);
+    }
+    /* A client watching an idem repeat hears of that job too: now if it ended already. */
+    for (size_t i = 0; i < count && submit->watch && repeats; i++) {
+        if (submit->jobs[i]) {
             continue;
         }
+        gq_job_t *job = s_job_lookup (self, submit->ids[i]);
+        if (!job) {
+            s_store_sync (self); /* it may have ended in a batch not yet committed */
+            job = s_job_lookup (self, submit->ids[i]);
+        }
+        if (job) {
+            s_watch_add (job, submit->watch);
+            continue;
+        }
+        json_t *stored = gq_store_job_json (self->store, submit->ids[i], true);
+        if (stored) {
+            json_object_del (stored, "attempts_detail");
+            s_watch_notify (self, submit->watch, stored);
+            json_decref (stored);
+        }
+    }
+    /* The writes; jobs whose ids are covered join memory and the queue now (they may be
+       placed at the end of this turn, before their batch commits). */
+    s_pending_t *pending = self->pending;
+    submit->covered = self->next_id <= self->id_committed;
+    s_id_reserve (self);
+    for (size_t i = 0; i < count; i++) {
+        gq_job_t *job = submit->jobs[i];
+        if (!job) {
+            continue;
+        }
+        if (!pending->id_first) {
+            pending->id_first = job->id;
+        }
+        pending->id_last = job->id;
+        s_recorded (self, gq_batch_job_insert (
+                              pending->batch, job, gq_matcher_kind_name (self->matcher, job->kind_id),
+                              s_model_name (self, job), specs[i].idem, gq_msg_user_id (request)));
         zlist_t *blobs = (zlist_t *) job->blobs;
         int idx = 0;
         for (zframe_t *frame = blobs ? (zframe_t *) zlist_first (blobs) : NULL; frame;
              frame = (zframe_t *) zlist_next (blobs), idx++) {
-            if (gq_store_job_blob_insert (self->store, job->id, "in", idx, zframe_data (frame),
-                                          zframe_size (frame))) {
-                s_store_failed (self);
+            s_recorded (self, gq_batch_blob_insert (pending->batch, job->id, idx,
+                                                    zframe_data (frame), zframe_size (frame)));
+        }
+        if (specs[i].idem && zlist_append (pending->idems, (void *) specs[i].idem)) {
+            s_recorded (self, GQ_ENOMEM);
+        }
+        if (submit->covered) {
+            zhashx_insert (self->jobs, S_KEY (job->id), job);
+            gq_queue_push (self->queue, job);
+            self->counts[GQ_JOB_QUEUED]++;
+            self->submitted++;
+            if (submit->watch) {
+                s_watch_add (job, submit->watch);
             }
         }
-        submit->jobs[i] = job;
-        submit->ids[i] = job->id;
     }
     free (specs);
-    zlist_append (self->submits, submit);
-}
-
-/* After the commit: the turn's jobs join memory and the queue, and their clients hear. */
-static void
-s_submits_settle (gq_broker_t *self, bool committed)
-{
-    s_submit_t *submit;
-    while ((submit = (s_submit_t *) zlist_pop (self->submits))) {
-        if (!committed) {
-            self->rejected++;
-            zsys_warning ("broker: refusing a submission of %zu jobs: the store failed",
-                          submit->count);
-            gq_msg_t *reply = gq_msg_error (submit->request, GQ_ESTORE,
-                                            "the broker could not store the jobs (%s); nothing "
-                                            "was accepted, retry later",
-                                            gq_store_errmsg (self->store));
-            gq_msg_send (&reply, self->router);
-            int64_t counted = 0;
-            for (size_t i = 0; i < submit->count; i++) {
-                counted += submit->jobs[i] != NULL || submit->ids[i] == 0;
-            }
-            char why[100];
-            gq_guard_queued (self->guard, submit->owner, -counted, false, why, sizeof why);
-            s_submit_free (self, &submit);
-            continue;
-        }
-        zchunk_t *text = zchunk_new (NULL, 32 + 12 * submit->count);
-        s_chunk_printf (text, "{\"req\":%lld,\"ids\":[", (long long) gq_msg_req (submit->request));
-        for (size_t i = 0; i < submit->count; i++) {
-            gq_job_t *job = submit->jobs[i];
-            if (i) {
-                zchunk_extend (text, ",", 1);
-            }
-            s_chunk_int (text, submit->ids[i]);
-            if (job) {
-                zhashx_insert (self->jobs, S_KEY (job->id), job);
-                gq_queue_push (self->queue, job);
-                self->counts[GQ_JOB_QUEUED]++;
-                self->submitted++;
-                submit->jobs[i] = NULL;
-            }
-        }
-        s_chunk_str (text, "]}");
-        gq_msg_t *reply = gq_msg_new_raw (GQ_ROLE_CLIENT, "SUBMIT", (const char *) zchunk_data (text),
-                                          zchunk_size (text));
-        zchunk_destroy (&text);
-        gq_msg_set_routing_id (reply, gq_msg_routing_id (submit->request));
-        gq_msg_send (&reply, self->router);
-        if (submit->watch) {
-            s_watch_ids (self, submit->request, submit->ids, submit->count);
-        }
-        s_submit_free (self, &submit);
-    }
+    zlist_append (pending->submits, submit);
+    s_recorded (self, GQ_OK);
 }
 
 /* The request's "ids" (malloc'd), or false after refusing the request. */
@@ -1015,6 +1402,10 @@ s_cmd_status (gq_broker_t *self, gq_msg_t *request)
     json_t *missing = json_array ();
     for (size_t i = 0; i < count; i++) {
         gq_job_t *job = s_job_lookup (self, ids[i]);
+        if (!job) {
+            s_store_sync (self);
+            job = s_job_lookup (self, ids[i]);
+        }
         json_t *json = job ? s_job_json (self, job, false)
                            : gq_store_job_json (self->store, ids[i], false);
         if (json) {
@@ -1051,6 +1442,10 @@ s_cmd_result (gq_broker_t *self, gq_msg_t *request)
         return;
     }
     gq_job_t *job = s_job_lookup (self, id);
+    if (!job) {
+        s_store_sync (self);
+        job = s_job_lookup (self, id);
+    }
     json_t *json = job ? s_job_json (self, job, true) : gq_store_job_json (self->store, id, true);
     if (!json) {
         s_reply (self, gq_msg_error (request, GQ_ENOTFOUND, "no job %lld", (long long) id));
@@ -1085,6 +1480,10 @@ s_cmd_cancel (gq_broker_t *self, gq_msg_t *request)
     int64_t now_ms = gq_now_ms ();
     for (size_t i = 0; i < count; i++) {
         gq_job_t *job = s_job_lookup (self, ids[i]);
+        if (!job) {
+            s_store_sync (self);
+            job = s_job_lookup (self, ids[i]);
+        }
         if (job) {
             int32_t node = job->node;
             if (job->state == GQ_JOB_RUNNING) {
@@ -1145,6 +1544,7 @@ s_cmd_jobs (gq_broker_t *self, gq_msg_t *request)
         }
     } else {
         /* Stored rows, newest first; jobs still in memory show their live state. */
+        s_store_sync (self);
         json_t *stored = gq_store_jobs_json (self->store, state, (size_t) limit);
         size_t i;
         json_t *item;
@@ -1274,6 +1674,10 @@ s_cmd_explain (gq_broker_t *self, gq_msg_t *request)
     gq_job_t copy;
     gq_constraints_t constraints;
     json_t *stored = NULL;
+    if (!job) {
+        s_store_sync (self);
+        job = s_job_lookup (self, id);
+    }
     if (!job) {
         stored = gq_store_job_json (self->store, id, false);
         if (!stored || s_job_from_json (self, stored, &copy, &constraints)) {
@@ -1473,12 +1877,9 @@ s_cmd_ready (gq_broker_t *self, gq_msg_t *request, int64_t now_ms, int64_t now_u
         s_worker_send (self, worker, "CANCEL", json_pack ("{s:O}", "ids", unwanted));
     }
     json_decref (unwanted);
-    if (s_txn (self) == GQ_OK &&
-        gq_store_node_upsert (self->store, node->name, node->gpu_model, node->vram_total_mb,
-                              node->tflops, node->price_per_hour, now_ms, node->jobs_ok,
-                              node->jobs_failed)) {
-        s_store_failed (self);
-    }
+    s_recorded (self, gq_batch_node (self->pending->batch, node->name, node->gpu_model,
+                                     node->vram_total_mb, node->tflops, node->price_per_hour,
+                                     now_ms, node->jobs_ok, node->jobs_failed));
     zsys_info ("broker: node %s ready: %s, %d MiB, %.1f TFLOPS, %d slot%s", node->name,
                node->gpu_model, node->vram_total_mb, node->tflops, node->slots,
                node->slots == 1 ? "" : "s");
@@ -1605,12 +2006,9 @@ s_cmd_job_result (gq_broker_t *self, s_worker_t *worker, gq_msg_t *request, int6
             int number = attempt > job->attempts ? (int) attempt : job->attempts + 1;
             job->attempts = (uint8_t) (number < 255 ? number : 255);
             job->started_ms = now_ms - (int64_t) json_number_value (json_object_get (item, "ms"));
-            if (s_txn (self) == GQ_OK &&
-                gq_store_attempt_insert (self->store, job->id, job->attempts,
-                                         s_node_name (self, from), job->started_ms, now_ms, "ok",
-                                         NULL)) {
-                s_store_failed (self);
-            }
+            s_recorded (self, gq_batch_attempt (self->pending->batch, job->id, job->attempts,
+                                                s_node_name (self, from), job->started_ms, now_ms,
+                                                "ok", NULL));
             s_worker_t *named = s_worker_for_node (self, from);
             if (named) {
                 s_node_outcome (self, named, true, now_ms);
@@ -1794,48 +2192,55 @@ s_dispatch (gq_broker_t *self)
     }
 }
 
-/* Ends a turn: commit, then every reply, FINISHED notice and placement of the turn. */
+/* Ends a turn: its replies go now, or with its batch when it wrote; then the FINISHED notices,
+   the scheduler's placements, and the batch to the writer if it is due. */
 static void
 s_turn_end (gq_broker_t *self)
 {
-    bool committed = true;
-    if (gq_store_in_transaction (self->store) || self->turn_failed) {
-        if (self->turn_failed || gq_store_commit (self->store)) {
-            if (!self->turn_failed) {
-                zsys_error ("broker: commit failed: %s", gq_store_errmsg (self->store));
-            }
-            gq_store_rollback (self->store);
-            committed = false;
-        }
-    }
-    if (self->turn_writes) {
-        gq_metrics_observe (self->metrics, GQ_HIST_COMMIT_BATCH, (double) self->turn_writes);
-        self->turn_writes = 0;
-    }
-    self->turn_failed = false;
-    s_submits_settle (self, committed);
+    zlist_t *later = self->turn_wrote ? self->pending->replies : NULL;
     gq_msg_t *reply;
     while ((reply = (gq_msg_t *) zlist_pop (self->replies))) {
-        gq_msg_send (&reply, self->router);
-    }
-    s_watch_t *watch;
-    while ((watch = (s_watch_t *) zlist_pop (self->dirty_watches))) {
-        zchunk_t *text = zchunk_new (NULL, zchunk_size (watch->pending) + 48);
-        s_chunk_printf (text, "{\"req\":%lld,\"jobs\":[", (long long) watch->req);
-        zchunk_extend (text, zchunk_data (watch->pending), zchunk_size (watch->pending));
-        s_chunk_str (text, "]}");
-        zchunk_destroy (&watch->pending);
-        gq_msg_t *msg = gq_msg_new_raw (GQ_ROLE_CLIENT, "FINISHED",
-                                        (const char *) zchunk_data (text), zchunk_size (text));
-        zchunk_destroy (&text);
-        gq_msg_set_routing_id (msg, watch->routing_id);
-        gq_msg_send (&msg, self->router);
-        if (watch->refs == 0) {
-            zframe_destroy (&watch->routing_id);
-            free (watch);
+        if (later) {
+            zlist_append (later, reply);
+        } else {
+            gq_msg_send (&reply, self->router);
         }
     }
+    self->turn_wrote = false;
+    s_watch_t *watch;
+    while ((watch = (s_watch_t *) zlist_pop (self->dirty_watches))) {
+        s_watch_flush (self, watch);
+    }
     s_dispatch (self);
+    s_writer_kick (self);
+}
+
+/* The writer handed batches back. */
+static int
+s_on_writer (zloop_t *loop, zsock_t *sock, void *arg)
+{
+    (void) loop;
+    gq_broker_t *self = (gq_broker_t *) arg;
+    while (gq_writer_busy (self->writer) && (zsock_events (sock) & ZMQ_POLLIN)) {
+        gq_batch_t *batch = gq_writer_recv (self->writer);
+        if (!batch) {
+            break;
+        }
+        s_batch_back (self, batch);
+    }
+    s_turn_end (self);
+    return 0;
+}
+
+static int
+s_on_lazy (zloop_t *loop, int timer_id, void *arg)
+{
+    (void) loop;
+    (void) timer_id;
+    gq_broker_t *self = (gq_broker_t *) arg;
+    self->lazy_timer = -1;
+    s_writer_kick (self);
+    return 0;
 }
 
 static int
@@ -1929,18 +2334,9 @@ s_cron_timeouts (gq_broker_t *self, int64_t now_ms)
 static void
 s_cron_retention (gq_broker_t *self, int64_t now_ms)
 {
-    int purged = gq_store_purge (self->store, now_ms - self->opts.retention_ms, S_PURGE_CHUNK);
-    if (purged < 0) {
-        zsys_error ("broker: retention: %s", gq_store_errmsg (self->store));
-    } else if (purged > 0) {
-        int64_t counts[GQ_JOB_STATES];
-        if (gq_store_counts (self->store, counts) == 0) {
-            for (int s = GQ_JOB_DONE; s < GQ_JOB_STATES; s++) {
-                self->counts[s] = counts[s];
-            }
-        }
-        zsys_info ("broker: retention: purged %d finished jobs", purged);
-    }
+    /* In the writer, like every write; its batch tells what it purged (s_batch_back). */
+    s_recorded (self, gq_batch_purge (self->pending->batch, now_ms - self->opts.retention_ms,
+                                      S_PURGE_CHUNK));
 }
 
 static int
@@ -1959,7 +2355,6 @@ s_on_cron (zloop_t *loop, int timer_id, void *arg)
     }
     if (now_us >= self->next_retention_us) {
         self->next_retention_us = now_us + (int64_t) S_RETENTION_MS * 1000;
-        s_turn_end (self); /* retention runs in a transaction of its own */
         s_cron_retention (self, now_ms);
     }
     s_turn_end (self);
@@ -2193,11 +2588,15 @@ gq_broker_new (const gq_broker_opts_t *opts, char *why, size_t whylen)
     self->jobs = zhashx_new ();
     self->by_connection = zhashx_new ();
     self->replies = zlist_new ();
-    self->submits = zlist_new ();
+    self->inflight = zlist_new ();
+    self->idem_pending = zhashx_new ();
+    self->pending = s_pending_new ();
+    self->lazy_timer = -1;
     self->dirty_watches = zlist_new ();
     self->dirty_workers = zlist_new ();
     self->placed = (gq_dispatch_t *) calloc (S_DISPATCH_BATCH, sizeof *self->placed);
-    if (!self->matcher || !self->queue || !self->jobs || !self->placed) {
+    if (!self->matcher || !self->queue || !self->jobs || !self->placed || !self->inflight ||
+        !self->idem_pending || !self->pending) {
         snprintf (why, whylen, "out of memory");
         gq_broker_destroy (&self);
         return NULL;
@@ -2235,6 +2634,21 @@ gq_broker_new (const gq_broker_opts_t *opts, char *why, size_t whylen)
     }
     self->counts[GQ_JOB_QUEUED] = (int64_t) gq_queue_size (self->queue);
     self->counts[GQ_JOB_RUNNING] = 0;
+    /* Job ids: never one handed out before, even before its commit (see s_id_reserve). */
+    int64_t max_id = gq_store_max_id (self->store);
+    int64_t mark = 0;
+    if (max_id < 0 || gq_store_meta_get (self->store, "next_job_id", &mark)) {
+        snprintf (why, whylen, "cannot read the job ids: %s", gq_store_errmsg (self->store));
+        gq_broker_destroy (&self);
+        return NULL;
+    }
+    self->next_id = max_id + 1 > mark ? max_id + 1 : mark;
+    self->id_committed = self->id_recorded = mark;
+    self->writer = gq_writer_new (opts->db_path, opts->durability, why, whylen);
+    if (!self->writer) {
+        gq_broker_destroy (&self);
+        return NULL;
+    }
     if (gq_queue_size (self->queue)) {
         zsys_info ("broker: recovered %zu unfinished jobs from %s", gq_queue_size (self->queue),
                    opts->db_path);
@@ -2247,6 +2661,7 @@ gq_broker_new (const gq_broker_opts_t *opts, char *why, size_t whylen)
         return NULL;
     }
     zloop_reader (self->loop, self->router, s_on_router, self);
+    zloop_reader (self->loop, gq_writer_sock (self->writer), s_on_writer, self);
     zloop_timer (self->loop, S_CRON_MS, 0, s_on_cron, self);
     return self;
 }
@@ -2258,6 +2673,7 @@ gq_broker_run (gq_broker_t *self)
                self->opts.db_path, self->opts.durability == GQ_DURABILITY_FULL ? "full" : "normal");
     int rc = zloop_start (self->loop);
     s_turn_end (self);
+    s_store_sync (self); /* everything recorded is committed before we stop */
     zsys_info ("broker: stopped");
     return rc < 0 ? -1 : 0;
 }
@@ -2269,6 +2685,19 @@ gq_broker_destroy (gq_broker_t **self_p)
         return;
     }
     gq_broker_t *self = *self_p;
+    if (self->writer) {
+        s_store_sync (self);
+        gq_writer_destroy (&self->writer);
+        /* A clean stop: the next start needs no gap in the ids. */
+        if (self->next_id > 0 && gq_store_meta_set (self->store, "next_job_id", self->next_id)) {
+            zsys_warning ("broker: %s", gq_store_errmsg (self->store));
+        }
+    }
+    s_pending_t *pending;
+    while (self->inflight && (pending = (s_pending_t *) zlist_pop (self->inflight))) {
+        s_pending_destroy (self, &pending);
+    }
+    zlist_destroy (&self->inflight);
     gq_metrics_destroy (&self->metrics);
     zloop_destroy (&self->loop);
     zsock_destroy (&self->router);
@@ -2297,7 +2726,8 @@ gq_broker_destroy (gq_broker_t **self_p)
         gq_msg_destroy (&msg);
     }
     zlist_destroy (&self->replies);
-    zlist_destroy (&self->submits);
+    s_pending_destroy (self, &self->pending);
+    zhashx_destroy (&self->idem_pending);
     zlist_destroy (&self->dirty_watches);
     zlist_destroy (&self->dirty_workers);
     free (self->placed);

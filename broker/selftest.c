@@ -6,6 +6,7 @@
 #include "queue.h"
 #include "sched.h"
 #include "store.h"
+#include "writer.h"
 
 void gq_job_test (bool verbose);
 
@@ -14,7 +15,7 @@ static const struct {
     void (*test) (bool verbose);
 } s_tests[] = {
     {"job", gq_job_test},     {"queue", gq_queue_test}, {"matcher", gq_matcher_test},
-    {"sched", gq_sched_test}, {"store", gq_store_test},
+    {"sched", gq_sched_test}, {"store", gq_store_test},   {"writer", gq_writer_test},
 };
 
 int

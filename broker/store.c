@@ -41,7 +41,10 @@ typedef enum {
     S_JOBS_IN_STATE,
     S_COUNTS,
     S_PURGE,
+    S_PURGE_COUNTS,
     S_MAX_ID,
+    S_META_GET,
+    S_META_SET,
     S_STMTS
 } s_stmt_t;
 
@@ -58,10 +61,11 @@ static const char *s_sql[S_STMTS] = {
     [S_BEGIN] = "BEGIN IMMEDIATE",
     [S_COMMIT] = "COMMIT",
     [S_ROLLBACK] = "ROLLBACK",
-    [S_JOB_INSERT] = "INSERT INTO jobs (idem_key, kind, model, min_vram_mb, priority, gpu_pattern, "
-                     "max_price, min_tflops, timeout_ms, max_attempts, payload, state, "
-                     "submitted_at, client) "
-                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 0, ?12, ?13)",
+    /* ?14: the id the broker chose, or NULL for SQLite's max(id) + 1. */
+    [S_JOB_INSERT] = "INSERT INTO jobs (id, idem_key, kind, model, min_vram_mb, priority, "
+                     "gpu_pattern, max_price, min_tflops, timeout_ms, max_attempts, payload, "
+                     "state, submitted_at, client) "
+                     "VALUES (?14, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 0, ?12, ?13)",
     [S_JOB_BY_IDEM] = "SELECT id FROM jobs WHERE idem_key = ?1",
     /* "state < 2": the first end is the one recorded. */
     [S_JOB_FINISH] = "UPDATE jobs SET state = ?2, attempts = ?3, node = ?4, started_at = ?5, "
@@ -96,10 +100,15 @@ static const char *s_sql[S_STMTS] = {
     /* Oldest first through the finished_at index; the cascade takes attempts and blobs along.
        The largest id stays: SQLite gives a new row max(id) + 1, so deleting the newest job
        would hand its id out again. */
-    [S_PURGE] = "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE finished_at < ?1 "
-                "AND state >= 2 AND id < (SELECT max(id) FROM jobs) "
-                "ORDER BY finished_at LIMIT ?2)",
+#define S_PURGED "SELECT id FROM jobs WHERE finished_at < ?1 AND state >= 2 "                      \
+                 "AND id < (SELECT max(id) FROM jobs) ORDER BY finished_at LIMIT ?2"
+    [S_PURGE] = "DELETE FROM jobs WHERE id IN (" S_PURGED ")",
+    /* What a purge is about to delete, per state: the broker keeps its counts exact. */
+    [S_PURGE_COUNTS] = "SELECT state, count(*) FROM jobs WHERE id IN (" S_PURGED ") GROUP BY state",
     [S_MAX_ID] = "SELECT max(id) FROM jobs",
+    [S_META_GET] = "SELECT value FROM meta WHERE key = ?1",
+    [S_META_SET] = "INSERT INTO meta (key, value) VALUES (?1, ?2) "
+                   "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
 };
 
 /* Outcomes of an attempt; the first three exclude the node from the job's next attempts. */
@@ -583,6 +592,11 @@ gq_store_job_insert (gq_store_t *self, gq_job_t *job, const char *kind, const ch
     sqlite3_bind_text (stmt, 11, job->payload, (int) job->payload_len, SQLITE_STATIC);
     sqlite3_bind_int64 (stmt, 12, job->submitted_ms);
     s_bind_text (stmt, 13, client);
+    if (job->id > 0) {
+        sqlite3_bind_int64 (stmt, 14, job->id);
+    } else {
+        sqlite3_bind_null (stmt, 14);
+    }
     int err = s_step_done (self, stmt, "insert job");
     if (err) {
         return err;
@@ -1020,10 +1034,30 @@ gq_store_counts (gq_store_t *self, int64_t counts[GQ_JOB_STATES])
 }
 
 int
-gq_store_purge (gq_store_t *self, int64_t before_ms, int limit)
+gq_store_purge (gq_store_t *self, int64_t before_ms, int limit, int64_t purged[GQ_JOB_STATES])
 {
+    if (purged) {
+        memset (purged, 0, GQ_JOB_STATES * sizeof purged[0]);
+    }
     if (limit <= 0) {
         return s_ok (self);
+    }
+    if (purged) {
+        sqlite3_stmt *stmt = self->stmt[S_PURGE_COUNTS];
+        sqlite3_bind_int64 (stmt, 1, before_ms);
+        sqlite3_bind_int (stmt, 2, limit);
+        int rc;
+        while ((rc = sqlite3_step (stmt)) == SQLITE_ROW) {
+            int state = sqlite3_column_int (stmt, 0);
+            if (state >= 0 && state < GQ_JOB_STATES) {
+                purged[state] = sqlite3_column_int64 (stmt, 1);
+            }
+        }
+        int err = rc == SQLITE_DONE ? GQ_OK : s_fail (self, "purge: count");
+        sqlite3_reset (stmt);
+        if (err) {
+            return err;
+        }
     }
     sqlite3_stmt *stmt = self->stmt[S_PURGE];
     sqlite3_bind_int64 (stmt, 1, before_ms);
@@ -1047,6 +1081,54 @@ gq_store_max_id (gq_store_t *self)
     }
     sqlite3_reset (stmt);
     return id;
+}
+
+int
+gq_store_job_by_idem (gq_store_t *self, const char *idem, int64_t *id)
+{
+    if (!idem || !*idem) {
+        return s_error (self, GQ_EINVAL, "idem lookup", "no key");
+    }
+    sqlite3_stmt *stmt = self->stmt[S_JOB_BY_IDEM];
+    sqlite3_bind_text (stmt, 1, idem, -1, SQLITE_STATIC);
+    int rc = sqlite3_step (stmt);
+    int found = 0;
+    if (rc == SQLITE_ROW) {
+        *id = sqlite3_column_int64 (stmt, 0);
+        found = 1;
+        s_ok (self);
+    } else if (rc == SQLITE_DONE) {
+        s_ok (self);
+    } else {
+        found = s_fail (self, "idem lookup");
+    }
+    sqlite3_reset (stmt);
+    return found;
+}
+
+int
+gq_store_meta_get (gq_store_t *self, const char *key, int64_t *value)
+{
+    sqlite3_stmt *stmt = self->stmt[S_META_GET];
+    sqlite3_bind_text (stmt, 1, key, -1, SQLITE_STATIC);
+    int rc = sqlite3_step (stmt);
+    int err = GQ_OK;
+    if (rc == SQLITE_ROW) {
+        *value = sqlite3_column_int64 (stmt, 0);
+    } else if (rc != SQLITE_DONE) {
+        err = s_fail (self, "read meta");
+    }
+    sqlite3_reset (stmt);
+    return err ? err : s_ok (self);
+}
+
+int
+gq_store_meta_set (gq_store_t *self, const char *key, int64_t value)
+{
+    sqlite3_stmt *stmt = self->stmt[S_META_SET];
+    sqlite3_bind_text (stmt, 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_int64 (stmt, 2, value);
+    return s_step_done (self, stmt, "write meta");
 }
 
 /* ---- Selftest -------------------------------------------------------------------------------- */
@@ -1484,6 +1566,35 @@ gq_store_test (bool verbose)
     GQ_CHECK_EQ (gq_store_rollback (store), 0);   /* none open: fine */
     GQ_CHECK_EQ (gq_store_max_id (store), j3.id);
     GQ_CHECK_EQ (gq_store_job_insert (store, &j4, "echo", NULL, "key-4", NULL, &existing), 0);
+    int64_t found = 0;
+    GQ_CHECK_EQ (gq_store_job_by_idem (store, "key-4", &found), 1);
+    GQ_CHECK_EQ (found, j4.id);
+    GQ_CHECK_EQ (gq_store_job_by_idem (store, "key-none", &found), 0);
+    GQ_CHECK_EQ (found, j4.id);
+    GQ_CHECK_EQ (gq_store_job_by_idem (store, "", &found), GQ_EINVAL);
+
+    /* The broker's own ids: a job inserted with an id keeps it, and the next SQLite id follows;
+       an id taken already fails. */
+    gq_job_t jx5 = s_job (p4, 1, t + 5), jx6 = s_job (p4, 1, t + 6), jx7 = s_job (p4, 1, t + 7);
+    jx5.id = j4.id + 1000;
+    GQ_CHECK_EQ (gq_store_job_insert (store, &jx5, "echo", NULL, NULL, NULL, NULL), 0);
+    GQ_CHECK_EQ (jx5.id, j4.id + 1000);
+    GQ_CHECK_EQ (gq_store_job_insert (store, &jx6, "echo", NULL, NULL, NULL, NULL), 0);
+    GQ_CHECK_EQ (jx6.id, j4.id + 1001);
+    jx7.id = jx5.id;
+    GQ_CHECK_EQ (gq_store_job_insert (store, &jx7, "echo", NULL, NULL, NULL, NULL), GQ_ESTORE);
+    char del[128];
+    snprintf (del, sizeof del, "DELETE FROM jobs WHERE id >= %lld", (long long) jx5.id);
+    GQ_CHECK_EQ (s_exec (store->db, del), SQLITE_OK); /* the tests below count the jobs */
+
+    /* meta: absent keys leave the value alone; set inserts, then replaces. */
+    int64_t meta = -7;
+    GQ_CHECK_EQ (gq_store_meta_get (store, "next_job_id", &meta), 0);
+    GQ_CHECK_EQ (meta, -7);
+    GQ_CHECK_EQ (gq_store_meta_set (store, "next_job_id", 5000), 0);
+    GQ_CHECK_EQ (gq_store_meta_set (store, "next_job_id", 6000), 0);
+    GQ_CHECK_EQ (gq_store_meta_get (store, "next_job_id", &meta), 0);
+    GQ_CHECK_EQ (meta, 6000);
 
     /* Recovery after close and reopen: exactly the jobs that had not ended, in id order, with
        their attempts and the distinct nodes that failed them; strings valid in the call. */
@@ -1506,8 +1617,8 @@ gq_store_test (bool verbose)
 
     /* Retention: oldest first, in chunks, attempts and blobs with them; the newest job stays
        even when it is old, so its id is never handed out again. */
-    GQ_CHECK_EQ (gq_store_purge (store, t + 1000, 0), 0);
-    GQ_CHECK_EQ (gq_store_purge (store, t + 26, 5), 1);            /* j2 ended at t+25, j3 at t+30 */
+    GQ_CHECK_EQ (gq_store_purge (store, t + 1000, 0, NULL), 0);
+    GQ_CHECK_EQ (gq_store_purge (store, t + 26, 5, NULL), 1);           /* j2 ended at t+25, j3 at t+30 */
     GQ_CHECK_EQ (gq_store_job_json (store, j2.id, false) == NULL, 1);
     GQ_CHECK_EQ (s_query_int (store->db, "SELECT count(*) FROM attempts "
                                       "WHERE job_id NOT IN (SELECT id FROM jobs)",
@@ -1524,9 +1635,12 @@ gq_store_test (bool verbose)
     GQ_CHECK_EQ (gq_store_job_finish (store, j4.id, GQ_JOB_DONE, 1, "c", t + 70, t + 80, "4", 1,
                                    NULL),
               0);
-    GQ_CHECK_EQ (gq_store_purge (store, t + 1000, 1), 1);
-    GQ_CHECK_EQ (gq_store_purge (store, t + 1000, 100), 1);
-    GQ_CHECK_EQ (gq_store_purge (store, t + 1000, 100), 0);
+    int64_t by_state[GQ_JOB_STATES];
+    GQ_CHECK_EQ (gq_store_purge (store, t + 1000, 1, by_state), 1);
+    GQ_CHECK_EQ (by_state[GQ_JOB_DONE] + by_state[GQ_JOB_FAILED] + by_state[GQ_JOB_CANCELLED], 1);
+    GQ_CHECK_EQ (gq_store_purge (store, t + 1000, 100, NULL), 1);
+    GQ_CHECK_EQ (gq_store_purge (store, t + 1000, 100, by_state), 0);
+    GQ_CHECK_EQ (by_state[GQ_JOB_DONE], 0);
     GQ_CHECK_EQ (gq_store_counts (store, counts), 0);
     GQ_CHECK_EQ (counts[GQ_JOB_DONE], 1);                          /* j4, the newest, stays */
     GQ_CHECK_EQ (s_query_int (store->db, "SELECT count(*) FROM job_blobs", &value), SQLITE_OK);

@@ -75,7 +75,8 @@ const char *gq_store_errmsg (gq_store_t *self);
    pointer tells "absent" (GQ_ENOTFOUND) from "broken" (GQ_ESTORE). */
 int gq_store_error (gq_store_t *self);
 
-/* Inserts job as queued and sets job->id. kind (required) and model (NULL or "" for none) are
+/* Inserts job as queued with id job->id when that is > 0 (the broker chooses ids), else with
+   SQLite's next id, and sets job->id. kind (required) and model (NULL or "" for none) are
    the names of the job's interned ids; idem is the idempotency key or NULL; client is the
    submitter's CURVE key or ""/NULL. The job's payload is bound without a copy. Returns 0 when
    inserted; 1 when a job with that idem key exists already, with its id in *existing_id and
@@ -143,8 +144,17 @@ int gq_store_counts (gq_store_t *self, int64_t counts[GQ_JOB_STATES]);
 /* Retention: deletes at most limit ended jobs (with their attempts and blobs) that finished
    before before_ms, oldest first, and returns how many (>= 0) or GQ_ESTORE. Call it in small
    chunks from a timer so the loop never stalls. The job with the largest id is always kept, so
-   SQLite never hands out an id that a client may still hold. */
-int gq_store_purge (gq_store_t *self, int64_t before_ms, int limit);
+   SQLite never hands out an id that a client may still hold. purged (may be NULL) gets how many
+   jobs of each state were deleted. */
+int gq_store_purge (gq_store_t *self, int64_t before_ms, int limit,
+                    int64_t purged[GQ_JOB_STATES]);
+/* The id of the stored job with idempotency key idem: 1 with *id set, 0 when there is none,
+   or GQ_EINVAL / GQ_ESTORE. */
+int gq_store_job_by_idem (gq_store_t *self, const char *idem, int64_t *id);
+/* Small named integers the broker keeps across restarts (table meta), e.g. "next_job_id".
+   get leaves *value alone when the key is absent. 0 or GQ_ESTORE. */
+int gq_store_meta_get (gq_store_t *self, const char *key, int64_t *value);
+int gq_store_meta_set (gq_store_t *self, const char *key, int64_t value);
 /* The largest job id stored, 0 for none, or GQ_ESTORE. */
 int64_t gq_store_max_id (gq_store_t *self);
 /* The database's schema version (PRAGMA user_version). */

@@ -74,3 +74,11 @@ CREATE TABLE nodes (
     jobs_ok        INTEGER NOT NULL DEFAULT 0,
     jobs_failed    INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
+
+-- Small named integers kept across restarts. "next_job_id": job ids below it may have been
+-- handed out (the broker dispatches a job before its row is committed), so a restarted broker
+-- starts there and never gives an id twice.
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;

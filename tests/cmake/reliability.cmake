@@ -11,7 +11,8 @@ foreach(scenario
         retries         # g: a job failing everywhere: every reason kept; node backoff
         retention       # h: --retention purges finished jobs
         reregister      # i: a worker unknown to a restarted broker registers again
-        durability)     # j: --durability normal and full keep acknowledged jobs
+        durability      # j: --durability normal and full keep acknowledged jobs
+        ids)            # k: a job id is never handed out twice, even after SIGKILL
   if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/test_reliability_${scenario}.c)
     gq_integration_test(reliability_${scenario} test_reliability_${scenario}.c 90)
   endif()

@@ -1,0 +1,648 @@
+/*  writer.c — batches of store writes, and the thread that applies them.
+
+    A batch is an array of operations: one per write, each a small struct with the strings it
+    copies kept inline or malloc'd. The writer is a czmq actor: it receives a batch pointer on
+    its pipe, applies it (BEGIN IMMEDIATE, the writes, COMMIT) and sends the pointer back. */
+#include "writer.h"
+
+#include <string.h>
+
+#include "gq_check.h"
+
+typedef enum {
+    S_OP_JOB_INSERT,
+    S_OP_BLOB,
+    S_OP_ATTEMPT,
+    S_OP_FINISH,
+    S_OP_NODE,
+    S_OP_META,
+    S_OP_PURGE
+} s_op_type_t;
+
+typedef struct {
+    uint8_t type;       /* s_op_type_t */
+    bool dead;          /* forgotten */
+    int64_t job_id;     /* the job it writes, 0 for none */
+    union {
+        struct {
+            const gq_job_t *job;
+            const char *kind, *model, *idem, *client;
+        } insert;
+        struct {
+            int idx;
+            const void *data;
+            size_t size;
+        } blob;
+        struct {
+            int attempt;
+            int64_t started_ms, finished_ms;
+            const char *outcome;
+            char *reason;
+        } attempt;
+        struct {
+            int state, attempts;
+            int64_t started_ms, finished_ms;
+            char *result;
+            char *error;
+        } finish;
+        struct {
+            char *gpu_model;
+            int64_t vram_total_mb, now_ms, jobs_ok, jobs_failed;
+            double tflops, price;
+        } node;
+        struct {
+            const char *key;
+            int64_t value;
+        } meta;
+        struct {
+            int64_t before_ms;
+            int limit;
+        } purge;
+    } u;
+    char name[GQ_NAME_MAX]; /* node name of an attempt, finish or node; "" for none */
+} s_op_t;
+
+struct _gq_batch_t {
+    s_op_t *ops;
+    size_t count;       /* used entries of ops */
+    size_t capacity;
+    size_t live;        /* entries not forgotten */
+    int status;         /* 0, GQ_ESTORE after a failed apply, GQ_ENOMEM when spoiled */
+    int purged;         /* jobs deleted by its purges */
+    int64_t purged_by_state[GQ_JOB_STATES];
+    char errmsg[512];
+};
+
+/* ---- Batches ------------------------------------------------------------------------------- */
+
+gq_batch_t *
+gq_batch_new (void)
+{
+    return (gq_batch_t *) calloc (1, sizeof (gq_batch_t));
+}
+
+static void
+s_op_free (s_op_t *op)
+{
+    switch (op->type) {
+    case S_OP_ATTEMPT:
+        free (op->u.attempt.reason);
+        break;
+    case S_OP_FINISH:
+        free (op->u.finish.result);
+        free (op->u.finish.error);
+        break;
+    case S_OP_NODE:
+        free (op->u.node.gpu_model);
+        break;
+    default:
+        break;
+    }
+}
+
+void
+gq_batch_destroy (gq_batch_t **self_p)
+{
+    if (!self_p || !*self_p) {
+        return;
+    }
+    gq_batch_t *self = *self_p;
+    for (size_t i = 0; i < self->count; i++) {
+        s_op_free (&self->ops[i]);
+    }
+    free (self->ops);
+    free (self);
+    *self_p = NULL;
+}
+
+size_t
+gq_batch_size (const gq_batch_t *self)
+{
+    return self->live;
+}
+
+static int
+s_spoil (gq_batch_t *self)
+{
+    if (!self->status) {
+        self->status = GQ_ENOMEM;
+        snprintf (self->errmsg, sizeof self->errmsg, "out of memory recording a write");
+    }
+    return GQ_ENOMEM;
+}
+
+/* A new zeroed operation at the end, or NULL (the batch is spoiled). */
+static s_op_t *
+s_op_add (gq_batch_t *self, s_op_type_t type, int64_t job_id, const char *name)
+{
+    if (self->status) {
+        return NULL;
+    }
+    if (self->count == self->capacity) {
+        size_t capacity = self->capacity ? self->capacity * 2 : 64;
+        s_op_t *grown = (s_op_t *) realloc (self->ops, capacity * sizeof *grown);
+        if (!grown) {
+            s_spoil (self);
+            return NULL;
+        }
+        self->ops = grown;
+        self->capacity = capacity;
+    }
+    s_op_t *op = &self->ops[self->count++];
+    memset (op, 0, offsetof (s_op_t, name));
+    op->type = (uint8_t) type;
+    op->job_id = job_id;
+    snprintf (op->name, sizeof op->name, "%s", name ? name : "");
+    self->live++;
+    return op;
+}
+
+/* A malloc'd copy of text (NULL for NULL); false when out of memory. */
+static bool
+s_copy (const char *text, char **copy)
+{
+    *copy = text ? strdup (text) : NULL;
+    return !text || *copy;
+}
+
+int
+gq_batch_job_insert (gq_batch_t *self, const gq_job_t *job, const char *kind, const char *model,
+                     const char *idem, const char *client)
+{
+    s_op_t *op = s_op_add (self, S_OP_JOB_INSERT, job->id, NULL);
+    if (!op) {
+        return GQ_ENOMEM;
+    }
+    op->u.insert.job = job;
+    op->u.insert.kind = kind;
+    op->u.insert.model = model;
+    op->u.insert.idem = idem;
+    op->u.insert.client = client;
+    return GQ_OK;
+}
+
+int
+gq_batch_blob_insert (gq_batch_t *self, int64_t job_id, int idx, const void *data, size_t size)
+{
+    s_op_t *op = s_op_add (self, S_OP_BLOB, job_id, NULL);
+    if (!op) {
+        return GQ_ENOMEM;
+    }
+    op->u.blob.idx = idx;
+    op->u.blob.data = data;
+    op->u.blob.size = size;
+    return GQ_OK;
+}
+
+int
+gq_batch_attempt (gq_batch_t *self, int64_t job_id, int attempt, const char *node,
+                  int64_t started_ms, int64_t finished_ms, const char *outcome, const char *reason)
+{
+    s_op_t *op = s_op_add (self, S_OP_ATTEMPT, job_id, node);
+    if (!op) {
+        return GQ_ENOMEM;
+    }
+    op->u.attempt.attempt = attempt;
+    op->u.attempt.started_ms = started_ms;
+    op->u.attempt.finished_ms = finished_ms;
+    op->u.attempt.outcome = outcome;
+    return s_copy (reason, &op->u.attempt.reason) ? GQ_OK : s_spoil (self);
+}
+
+int
+gq_batch_job_finish (gq_batch_t *self, int64_t job_id, int state, int attempts, const char *node,
+                     int64_t started_ms, int64_t finished_ms, char *result, const char *error)
+{
+    s_op_t *op = s_op_add (self, S_OP_FINISH, job_id, node);
+    if (!op) {
+        free (result);
+        return GQ_ENOMEM;
+    }
+    op->u.finish.state = state;
+    op->u.finish.attempts = attempts;
+    op->u.finish.started_ms = started_ms;
+    op->u.finish.finished_ms = finished_ms;
+    op->u.finish.result = result;
+    return s_copy (error, &op->u.finish.error) ? GQ_OK : s_spoil (self);
+}
+
+int
+gq_batch_node (gq_batch_t *self, const char *name, const char *gpu_model, int64_t vram_total_mb,
+               double tflops, double price, int64_t now_ms, int64_t jobs_ok, int64_t jobs_failed)
+{
+    s_op_t *op = s_op_add (self, S_OP_NODE, 0, name);
+    if (!op) {
+        return GQ_ENOMEM;
+    }
+    op->u.node.vram_total_mb = vram_total_mb;
+    op->u.node.tflops = tflops;
+    op->u.node.price = price;
+    op->u.node.now_ms = now_ms;
+    op->u.node.jobs_ok = jobs_ok;
+    op->u.node.jobs_failed = jobs_failed;
+    return s_copy (gpu_model, &op->u.node.gpu_model) ? GQ_OK : s_spoil (self);
+}
+
+int
+gq_batch_meta (gq_batch_t *self, const char *key, int64_t value)
+{
+    s_op_t *op = s_op_add (self, S_OP_META, 0, NULL);
+    if (!op) {
+        return GQ_ENOMEM;
+    }
+    op->u.meta.key = key;
+    op->u.meta.value = value;
+    return GQ_OK;
+}
+
+int
+gq_batch_purge (gq_batch_t *self, int64_t before_ms, int limit)
+{
+    s_op_t *op = s_op_add (self, S_OP_PURGE, 0, NULL);
+    if (!op) {
+        return GQ_ENOMEM;
+    }
+    op->u.purge.before_ms = before_ms;
+    op->u.purge.limit = limit;
+    return GQ_OK;
+}
+
+void
+gq_batch_forget (gq_batch_t *self, int64_t first_id, int64_t last_id)
+{
+    for (size_t i = 0; i < self->count; i++) {
+        s_op_t *op = &self->ops[i];
+        if (!op->dead && op->job_id >= first_id && op->job_id <= last_id && op->job_id > 0) {
+            op->dead = true;
+            self->live--;
+        }
+    }
+}
+
+/* One operation inside the transaction: 0 or GQ_ESTORE (also for an idem key taken, which the
+   broker checks before it records an insert, so only a broken invariant gets there). */
+static int
+s_op_apply (gq_batch_t *self, s_op_t *op, gq_store_t *store)
+{
+    const char *name = op->name[0] ? op->name : NULL;
+    int rc = GQ_OK;
+    switch (op->type) {
+    case S_OP_JOB_INSERT: {
+        int64_t existing = 0;
+        rc = gq_store_job_insert (store, (gq_job_t *) op->u.insert.job, op->u.insert.kind,
+                                  op->u.insert.model, op->u.insert.idem, op->u.insert.client,
+                                  &existing);
+        if (rc == 1) {
+            snprintf (self->errmsg, sizeof self->errmsg,
+                      "store: job %lld: idempotency key taken by job %lld", (long long) op->job_id,
+                      (long long) existing);
+            return GQ_ESTORE;
+        }
+        break;
+    }
+    case S_OP_BLOB:
+        rc = gq_store_job_blob_insert (store, op->job_id, "in", op->u.blob.idx, op->u.blob.data,
+                                       op->u.blob.size);
+        break;
+    case S_OP_ATTEMPT:
+        rc = gq_store_attempt_insert (store, op->job_id, op->u.attempt.attempt,
+                                      name ? name : "?", op->u.attempt.started_ms,
+                                      op->u.attempt.finished_ms, op->u.attempt.outcome,
+                                      op->u.attempt.reason);
+        break;
+    case S_OP_FINISH: {
+        const char *result = op->u.finish.result;
+        rc = gq_store_job_finish (store, op->job_id, op->u.finish.state, op->u.finish.attempts,
+                                  name, op->u.finish.started_ms, op->u.finish.finished_ms, result,
+                                  result ? strlen (result) : 0, op->u.finish.error);
+        if (rc == GQ_ESTATE || rc == GQ_ENOTFOUND) {
+            rc = GQ_OK; /* the first end wins */
+        }
+        break;
+    }
+    case S_OP_NODE:
+        rc = gq_store_node_upsert (store, op->name, op->u.node.gpu_model ? op->u.node.gpu_model : "",
+                                   op->u.node.vram_total_mb, op->u.node.tflops, op->u.node.price,
+                                   op->u.node.now_ms, op->u.node.jobs_ok,
+                                   op->u.node.jobs_failed);
+        break;
+    case S_OP_META:
+        rc = gq_store_meta_set (store, op->u.meta.key, op->u.meta.value);
+        break;
+    case S_OP_PURGE: {
+        int64_t by_state[GQ_JOB_STATES];
+        int purged = gq_store_purge (store, op->u.purge.before_ms, op->u.purge.limit, by_state);
+        if (purged > 0) {
+            self->purged += purged;
+            for (int state = 0; state < GQ_JOB_STATES; state++) {
+                self->purged_by_state[state] += by_state[state];
+            }
+        }
+        rc = purged < 0 ? purged : GQ_OK;
+        break;
+    }
+    }
+    if (rc) {
+        snprintf (self->errmsg, sizeof self->errmsg, "%s", gq_store_errmsg (store));
+        return GQ_ESTORE;
+    }
+    return GQ_OK;
+}
+
+int
+gq_batch_apply (gq_batch_t *self, gq_store_t *store)
+{
+    if (self->status) {
+        return self->status; /* spoiled while recorded */
+    }
+    self->errmsg[0] = '\0';
+    if (self->live == 0) {
+        return GQ_OK;
+    }
+    if (gq_store_begin (store)) {
+        snprintf (self->errmsg, sizeof self->errmsg, "%s", gq_store_errmsg (store));
+        self->status = GQ_ESTORE;
+        return self->status;
+    }
+    for (size_t i = 0; i < self->count && !self->status; i++) {
+        if (!self->ops[i].dead) {
+            self->status = s_op_apply (self, &self->ops[i], store);
+        }
+    }
+    if (!self->status && gq_store_commit (store)) {
+        snprintf (self->errmsg, sizeof self->errmsg, "%s", gq_store_errmsg (store));
+        self->status = GQ_ESTORE;
+    }
+    if (self->status) {
+        gq_store_rollback (store);
+        self->purged = 0;
+        memset (self->purged_by_state, 0, sizeof self->purged_by_state);
+    }
+    return self->status;
+}
+
+int
+gq_batch_status (const gq_batch_t *self)
+{
+    return self->status;
+}
+
+const char *
+gq_batch_errmsg (const gq_batch_t *self)
+{
+    return self->errmsg;
+}
+
+int
+gq_batch_purged (const gq_batch_t *self, int64_t by_state[GQ_JOB_STATES])
+{
+    if (by_state) {
+        memcpy (by_state, self->purged_by_state, sizeof self->purged_by_state);
+    }
+    return self->purged;
+}
+
+/* ---- The writer thread --------------------------------------------------------------------- */
+
+struct _gq_writer_t {
+    zactor_t *actor;
+    gq_store_t *store; /* used by the thread only, closed after it stopped */
+    size_t busy;       /* batches handed over and not received back */
+};
+
+static void
+s_writer_actor (zsock_t *pipe, void *arg)
+{
+    gq_store_t *store = (gq_store_t *) arg;
+    zsock_signal (pipe, 0);
+    while (true) {
+        char *command = NULL;
+        void *ptr = NULL;
+        if (zsock_recv (pipe, "sp", &command, &ptr) < 0) {
+            break; /* interrupted */
+        }
+        bool stop = !command || streq (command, "$TERM");
+        if (!stop && ptr) {
+            gq_batch_apply ((gq_batch_t *) ptr, store);
+            zsock_send (pipe, "p", ptr);
+        }
+        free (command);
+        if (stop) {
+            break;
+        }
+    }
+}
+
+gq_writer_t *
+gq_writer_new (const char *db_path, gq_durability_t durability, char *why, size_t whylen)
+{
+    gq_writer_t *self = (gq_writer_t *) calloc (1, sizeof *self);
+    if (!self) {
+        snprintf (why, whylen, "out of memory");
+        return NULL;
+    }
+    self->store = gq_store_open (db_path, durability, why, whylen);
+    if (self->store) {
+        self->actor = zactor_new (s_writer_actor, self->store);
+        if (!self->actor) {
+            snprintf (why, whylen, "cannot start the store's writer thread");
+        }
+    }
+    if (!self->actor) {
+        gq_writer_destroy (&self);
+    }
+    return self;
+}
+
+void
+gq_writer_destroy (gq_writer_t **self_p)
+{
+    if (!self_p || !*self_p) {
+        return;
+    }
+    gq_writer_t *self = *self_p;
+    zactor_destroy (&self->actor); /* waits for the thread */
+    gq_store_close (&self->store);
+    free (self);
+    *self_p = NULL;
+}
+
+int
+gq_writer_send (gq_writer_t *self, gq_batch_t *batch)
+{
+    if (zsock_send (self->actor, "sp", "APPLY", batch) < 0) {
+        return GQ_EIO;
+    }
+    self->busy++;
+    return GQ_OK;
+}
+
+gq_batch_t *
+gq_writer_recv (gq_writer_t *self)
+{
+    void *ptr = NULL;
+    if (self->busy == 0 || zsock_recv (self->actor, "p", &ptr) < 0) {
+        return NULL;
+    }
+    self->busy--;
+    return (gq_batch_t *) ptr;
+}
+
+size_t
+gq_writer_busy (const gq_writer_t *self)
+{
+    return self->busy;
+}
+
+zsock_t *
+gq_writer_sock (gq_writer_t *self)
+{
+    return zactor_sock (self->actor);
+}
+
+/* ---- Selftest ------------------------------------------------------------------------------ */
+
+static gq_job_t
+s_test_job (int64_t id, char *payload, int64_t submitted_ms)
+{
+    gq_job_t job;
+    memset (&job, 0, sizeof job);
+    job.id = id;
+    job.payload = payload;
+    job.payload_len = (uint32_t) strlen (payload);
+    job.max_attempts = 3;
+    job.submitted_ms = submitted_ms;
+    job.node = -1;
+    return job;
+}
+
+static const char *
+s_state_of (gq_store_t *store, int64_t id)
+{
+    static char state[32];
+    json_t *json = gq_store_job_json (store, id, false);
+    snprintf (state, sizeof state, "%s",
+              json ? json_string_value (json_object_get (json, "state")) : "absent");
+    json_decref (json);
+    return state;
+}
+
+void
+gq_writer_test (bool verbose)
+{
+    (void) verbose;
+    char dir[] = "/tmp/gq-writer-XXXXXX";
+    GQ_CHECK_EQ (mkdtemp (dir) != NULL, 1);
+    char path[128];
+    snprintf (path, sizeof path, "%s/gridq.db", dir);
+    char why[300];
+    gq_store_t *reader = gq_store_open (path, GQ_DURABILITY_NORMAL, why, sizeof why);
+    GQ_CHECK_EQ (reader != NULL, 1);
+    gq_writer_t *writer = gq_writer_new (path, GQ_DURABILITY_FULL, why, sizeof why);
+    GQ_CHECK_EQ (writer != NULL, 1);
+    int64_t t = 1764411673000;
+    char p1[] = "{\"n\":1}", p2[] = "{\"n\":2}", p3[] = "[3]";
+    gq_job_t j1 = s_test_job (100, p1, t), j2 = s_test_job (101, p2, t + 1);
+    gq_job_t j3 = s_test_job (102, p3, t + 2);
+
+    /* Three batches in flight at once come back in order, each committed; the reader sees
+       each once it is back. */
+    gq_batch_t *a = gq_batch_new (), *b = gq_batch_new (), *c = gq_batch_new ();
+    GQ_CHECK_EQ (gq_batch_job_insert (a, &j1, "echo", NULL, "idem-1", NULL), 0);
+    GQ_CHECK_EQ (gq_batch_job_insert (a, &j2, "echo", "m", NULL, "client"), 0);
+    GQ_CHECK_EQ (gq_batch_blob_insert (a, j2.id, 0, "blob", 4), 0);
+    GQ_CHECK_EQ (gq_batch_meta (a, "next_job_id", 200), 0);
+    GQ_CHECK_EQ (gq_batch_size (a), 4);
+    GQ_CHECK_EQ (gq_batch_attempt (b, j1.id, 1, "node-a", t + 5, t + 9, "ok", NULL), 0);
+    GQ_CHECK_EQ (gq_batch_job_finish (b, j1.id, GQ_JOB_DONE, 1, "node-a", t + 5, t + 9,
+                                      strdup ("{\"r\":1}"), NULL),
+                 0);
+    GQ_CHECK_EQ (gq_batch_node (b, "node-a", "RTX 4090", 24564, 82.6, 0.7, t + 9, 1, 0), 0);
+    GQ_CHECK_EQ (gq_batch_job_finish (c, j2.id, GQ_JOB_CANCELLED, 0, NULL, 0, t + 10, NULL,
+                                      "cancelled by a client"),
+                 0);
+    GQ_CHECK_EQ (gq_batch_job_finish (c, j1.id, GQ_JOB_FAILED, 1, "node-b", t + 5, t + 11, NULL,
+                                      "late"),
+                 0); /* ended already: no failure, no change */
+    GQ_CHECK_EQ (gq_writer_send (writer, a), 0);
+    GQ_CHECK_EQ (gq_writer_send (writer, b), 0);
+    GQ_CHECK_EQ (gq_writer_send (writer, c), 0);
+    GQ_CHECK_EQ (gq_writer_busy (writer), 3);
+    GQ_CHECK_EQ (gq_writer_recv (writer) == a, 1);
+    GQ_CHECK_EQ (gq_batch_status (a), 0);
+    GQ_CHECK_EQ (gq_writer_recv (writer) == b, 1);
+    GQ_CHECK_EQ (gq_writer_recv (writer) == c, 1);
+    GQ_CHECK_EQ (gq_writer_busy (writer), 0);
+    GQ_CHECK_EQ (gq_batch_status (c), 0);
+    GQ_CHECK_STR (s_state_of (reader, j1.id), "done");
+    GQ_CHECK_STR (s_state_of (reader, j2.id), "cancelled");
+    int64_t found = 0, meta = 0;
+    GQ_CHECK_EQ (gq_store_job_by_idem (reader, "idem-1", &found), 1);
+    GQ_CHECK_EQ (found, j1.id);
+    GQ_CHECK_EQ (gq_store_meta_get (reader, "next_job_id", &meta), 0);
+    GQ_CHECK_EQ (meta, 200);
+    json_t *nodes = gq_store_nodes_json (reader);
+    GQ_CHECK_EQ (json_array_size (nodes), 1);
+    json_decref (nodes);
+    gq_batch_destroy (&a);
+    gq_batch_destroy (&b);
+    gq_batch_destroy (&c);
+
+    /* A batch that fails (an id taken) leaves nothing behind, and says why. */
+    gq_job_t again = s_test_job (100, p3, t + 3);
+    a = gq_batch_new ();
+    GQ_CHECK_EQ (gq_batch_job_insert (a, &j3, "echo", NULL, NULL, NULL), 0);
+    GQ_CHECK_EQ (gq_batch_job_insert (a, &again, "echo", NULL, NULL, NULL), 0);
+    GQ_CHECK_EQ (gq_writer_send (writer, a), 0);
+    GQ_CHECK_EQ (gq_writer_recv (writer) == a, 1);
+    GQ_CHECK_EQ (gq_batch_status (a), GQ_ESTORE);
+    GQ_CHECK_EQ (strstr (gq_batch_errmsg (a), "insert job") != NULL, 1);
+    GQ_CHECK_STR (s_state_of (reader, j3.id), "absent");
+    /* The same batch without the job that broke it goes through. */
+    gq_batch_destroy (&a);
+    a = gq_batch_new ();
+    GQ_CHECK_EQ (gq_batch_job_insert (a, &j3, "echo", NULL, NULL, NULL), 0);
+    GQ_CHECK_EQ (gq_batch_job_insert (a, &again, "echo", NULL, NULL, NULL), 0);
+    GQ_CHECK_EQ (gq_batch_attempt (a, again.id, 1, "x", t, t, "ok", NULL), 0);
+    gq_batch_forget (a, again.id, again.id);
+    GQ_CHECK_EQ (gq_batch_size (a), 1);
+    GQ_CHECK_EQ (gq_batch_apply (a, reader), 0); /* the caller's own connection works too */
+    GQ_CHECK_STR (s_state_of (reader, j3.id), "queued");
+    gq_batch_destroy (&a);
+
+    /* An empty batch is no transaction; a spoiled one is never applied. */
+    a = gq_batch_new ();
+    GQ_CHECK_EQ (gq_batch_apply (a, reader), 0);
+    a->status = GQ_ENOMEM;
+    GQ_CHECK_EQ (gq_batch_job_insert (a, &j3, "echo", NULL, NULL, NULL), GQ_ENOMEM);
+    GQ_CHECK_EQ (gq_batch_job_finish (a, j3.id, GQ_JOB_DONE, 1, NULL, 0, t, strdup ("1"), NULL),
+                 GQ_ENOMEM);
+    GQ_CHECK_EQ (gq_batch_size (a), 0);
+    GQ_CHECK_EQ (gq_writer_send (writer, a), 0);
+    GQ_CHECK_EQ (gq_writer_recv (writer) == a, 1);
+    GQ_CHECK_EQ (gq_batch_status (a), GQ_ENOMEM);
+    gq_batch_destroy (&a);
+
+    /* Retention through a batch reports what it purged. */
+    a = gq_batch_new ();
+    GQ_CHECK_EQ (gq_batch_job_finish (a, j3.id, GQ_JOB_DONE, 1, NULL, t, t + 20, NULL, NULL), 0);
+    GQ_CHECK_EQ (gq_batch_purge (a, t + 1000, 10), 0);
+    GQ_CHECK_EQ (gq_writer_send (writer, a), 0);
+    GQ_CHECK_EQ (gq_writer_recv (writer) == a, 1);
+    GQ_CHECK_EQ (gq_batch_status (a), 0);
+    int64_t by_state[GQ_JOB_STATES];
+    GQ_CHECK_EQ (gq_batch_purged (a, by_state), 2); /* j1 and j2; j3, the newest, stays */
+    GQ_CHECK_EQ (by_state[GQ_JOB_DONE], 1);
+    GQ_CHECK_EQ (by_state[GQ_JOB_CANCELLED], 1);
+    GQ_CHECK_STR (s_state_of (reader, j1.id), "absent");
+    GQ_CHECK_STR (s_state_of (reader, j3.id), "done");
+    gq_batch_destroy (&a);
+
+    GQ_CHECK_EQ (gq_writer_recv (writer) == NULL, 1); /* nothing handed over: no wait */
+    gq_writer_destroy (&writer);
+    gq_writer_destroy (&writer);
+    gq_store_close (&reader);
+    char command[200];
+    snprintf (command, sizeof command, "rm -rf %s", dir);
+    GQ_CHECK_EQ (system (command), 0);
+}
