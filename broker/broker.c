@@ -58,6 +58,7 @@ typedef struct {
     int64_t req;          /* the request the FINISHED messages answer */
     size_t refs;          /* jobs still pointing at this watch */
     zchunk_t *pending;    /* finished jobs (JSON objects, comma-separated) to send, or NULL */
+    bool brief;           /* FINISHED carries only id, state, result and error */
     bool held;            /* a SUBMIT's watch before its acknowledgement: nothing is sent */
     bool dead;            /* the SUBMIT was refused: nothing is ever sent */
 } s_watch_t;
@@ -425,14 +426,38 @@ s_watch_notify_text (gq_broker_t *self, s_watch_t *watch, const char *text, size
     zchunk_extend (watch->pending, text, size);
 }
 
+/* The keys of a job in a brief FINISHED. */
+static const char *s_brief_keys[] = {"id", "state", "result", "error"};
+
 static void
 s_watch_notify (gq_broker_t *self, s_watch_t *watch, json_t *job_json)
 {
+    json_t *brief = NULL;
+    if (watch->brief) {
+        brief = json_object ();
+        for (size_t k = 0; k < sizeof s_brief_keys / sizeof s_brief_keys[0]; k++) {
+            json_t *value = json_object_get (job_json, s_brief_keys[k]);
+            json_object_set (brief, s_brief_keys[k], value ? value : json_null ());
+        }
+        job_json = brief;
+    }
     char *text = json_dumps (job_json, JSON_COMPACT);
+    json_decref (brief);
     if (text) {
         s_watch_notify_text (self, watch, text, strlen (text));
         free (text);
     }
+}
+
+/* Appends text as a JSON string (escaped by jansson), or null. */
+static void
+s_chunk_quoted (zchunk_t *chunk, const char *text)
+{
+    json_t *string = text ? json_string (text) : NULL;
+    char *quoted = string ? json_dumps (string, JSON_ENCODE_ANY) : NULL;
+    s_chunk_str (chunk, quoted ? quoted : "null");
+    free (quoted);
+    json_decref (string);
 }
 
 /* Appends key (the text before the value) and the time as a string, or null. */
@@ -474,15 +499,7 @@ s_finished_text (gq_broker_t *self, const gq_job_t *job, const char *node, const
     s_chunk_str (out, ",\"result\":");
     s_chunk_str (out, result ? result : "null");
     s_chunk_str (out, ",\"error\":");
-    if (error) {
-        json_t *string = json_string (error);
-        char *quoted = string ? json_dumps (string, JSON_ENCODE_ANY) : NULL;
-        s_chunk_str (out, quoted ? quoted : "null");
-        free (quoted);
-        json_decref (string);
-    } else {
-        s_chunk_str (out, "null");
-    }
+    s_chunk_quoted (out, error);
     s_chunk_time (out, ",\"submitted_at\":", job->submitted_ms);
     s_chunk_time (out, ",\"started_at\":", job->started_ms);
     s_chunk_time (out, ",\"finished_at\":", now_ms);
@@ -502,6 +519,22 @@ s_job_unwatch (gq_broker_t *self, gq_job_t *job)
         free (list);
         job->watchers = NULL;
     }
+}
+
+/* The brief form of a job that just ended: {id, state, result, error}. */
+static zchunk_t *
+s_brief_text (const gq_job_t *job, const char *result, const char *error)
+{
+    zchunk_t *out = zchunk_new (NULL, 64 + (result ? strlen (result) : 0));
+    s_chunk_str (out, "{\"id\":");
+    s_chunk_int (out, job->id);
+    s_chunk_name (out, ",\"state\":", gq_job_state_name (job->state));
+    s_chunk_str (out, ",\"result\":");
+    s_chunk_str (out, result ? result : "null");
+    s_chunk_str (out, ",\"error\":");
+    s_chunk_quoted (out, error);
+    s_chunk_str (out, "}");
+    return out;
 }
 
 static void
@@ -575,14 +608,18 @@ s_job_end (gq_broker_t *self, gq_job_t *job, int state, json_t *result, const ch
     }
     const char *node = s_node_name (self, last_node);
     s_watchers_t *list = (s_watchers_t *) job->watchers;
-    if (list && list->count) {
-        zchunk_t *json = s_finished_text (self, job, node, text, error, now_ms);
-        for (size_t i = 0; i < list->count; i++) {
-            s_watch_notify_text (self, list->items[i], (const char *) zchunk_data (json),
-                                 zchunk_size (json));
+    zchunk_t *full = NULL, *brief = NULL;
+    for (size_t i = 0; list && i < list->count; i++) {
+        s_watch_t *watch = list->items[i];
+        zchunk_t **json = watch->brief ? &brief : &full;
+        if (!*json) {
+            *json = watch->brief ? s_brief_text (job, text, error)
+                                 : s_finished_text (self, job, node, text, error, now_ms);
         }
-        zchunk_destroy (&json);
+        s_watch_notify_text (self, watch, (const char *) zchunk_data (*json), zchunk_size (*json));
     }
+    zchunk_destroy (&full);
+    zchunk_destroy (&brief);
     /* The batch takes the result text. */
     s_recorded (self, gq_batch_job_finish (self->pending->batch, job->id, state, job->attempts,
                                            node, job->started_ms, now_ms, text, error));
@@ -1028,6 +1065,7 @@ s_store_sync (gq_broker_t *self)
 
 /* ---- Client commands ----------------------------------------------------------------------- */
 
+/* A watch for request's client; brief from the request's "brief" (validated by the caller). */
 static s_watch_t *
 s_watch_new (gq_msg_t *request)
 {
@@ -1035,6 +1073,7 @@ s_watch_new (gq_msg_t *request)
     if (watch) {
         watch->routing_id = zframe_dup (gq_msg_routing_id (request));
         watch->req = gq_msg_req (request);
+        watch->brief = json_is_true (json_object_get (gq_msg_body (request), "brief"));
     }
     return watch;
 }
@@ -1149,7 +1188,9 @@ s_cmd_submit (gq_broker_t *self, gq_msg_t **request_p)
         s_reject (self, request, GQ_EINVAL, "\"jobs\" must be an array of 1..10000 jobs");
         return;
     }
-    if (gq_json_bool (body, "watch", false, &submit_watch, why, sizeof why)) {
+    bool brief;
+    if (gq_json_bool (body, "watch", false, &submit_watch, why, sizeof why) ||
+        gq_json_bool (body, "brief", false, &brief, why, sizeof why)) {
         s_reject (self, request, GQ_EINVAL, why);
         return;
     }
@@ -1424,6 +1465,12 @@ s_cmd_wait (gq_broker_t *self, gq_msg_t *request)
 {
     int64_t *ids;
     size_t count;
+    char why[200];
+    bool brief;
+    if (gq_json_bool (gq_msg_body (request), "brief", false, &brief, why, sizeof why)) {
+        s_reject (self, request, GQ_EINVAL, why);
+        return;
+    }
     if (!s_request_ids (self, request, &ids, &count)) {
         return;
     }

@@ -144,6 +144,60 @@ main (void)
               N_JOBS);
     json_decref (stats);
 
+    /* Brief FINISHED: id, state, result and error only; for a job finishing now (SUBMIT with
+       watch) and for one finished long ago (WAIT, from the store). */
+    json_t *one = json_pack ("[{s:s, s:{s:i}}]", "kind", "echo", "payload", "brief", 1);
+    int64_t req = gq_client_send (client, "SUBMIT",
+                                  json_pack ("{s:O, s:b, s:b}", "jobs", one, "watch", 1, "brief", 1));
+    CHECK (req > 0);
+    int64_t brief_id = 0;
+    for (int got = 0; got < 2;) {
+        char command[32];
+        int64_t got_req;
+        json_t *body = NULL;
+        CHECK_EQ (gq_client_recv (client, 10000, command, &got_req, &body, NULL), 0);
+        if (got_req == req && strcmp (command, "SUBMIT") == 0) {
+            brief_id = json_integer_value (json_array_get (json_object_get (body, "ids"), 0));
+            got++;
+        } else if (got_req == req && strcmp (command, "FINISHED") == 0) {
+            json_t *job = json_array_get (json_object_get (body, "jobs"), 0);
+            CHECK_EQ (json_object_size (job), 4);
+            CHECK_STR (json_string_value (json_object_get (job, "state")), "done");
+            CHECK_EQ (json_integer_value (json_object_get (json_object_get (job, "result"),
+                                                          "brief")),
+                      1);
+            CHECK (json_is_null (json_object_get (job, "error")));
+            CHECK (json_is_integer (json_object_get (job, "id")));
+            got++;
+        }
+        json_decref (body);
+    }
+    CHECK (brief_id > 0);
+    json_decref (one);
+    req = gq_client_send (client, "WAIT",
+                          json_pack ("{s:[I], s:b}", "ids", (json_int_t) run.ids[0], "brief", 1));
+    CHECK (req > 0);
+    for (bool got = false; !got;) {
+        char command[32];
+        int64_t got_req;
+        json_t *body = NULL;
+        CHECK_EQ (gq_client_recv (client, 10000, command, &got_req, &body, NULL), 0);
+        if (got_req == req) {
+            CHECK_STR (command, "FINISHED");
+            json_t *job = json_array_get (json_object_get (body, "jobs"), 0);
+            CHECK_EQ (json_object_size (job), 4);
+            CHECK_EQ (json_integer_value (json_object_get (job, "id")), run.ids[0]);
+            CHECK (json_equal (json_object_get (job, "result"), run.payloads[0]));
+            got = true;
+        }
+        json_decref (body);
+    }
+    /* "brief" must be a boolean. */
+    reply = gq_client_call (client, "WAIT", json_pack ("{s:[I], s:s}", "ids",
+                                                       (json_int_t) run.ids[0], "brief", "yes"));
+    CHECK (reply == NULL);
+    CHECK (strstr (gq_client_error (client), "brief") != NULL);
+
     printf ("e2e: %d jobs done (w1 %lld, w2 %lld)\n", N_JOBS,
             (long long) json_integer_value (json_object_get (run.by_node, "w1")),
             (long long) json_integer_value (json_object_get (run.by_node, "w2")));

@@ -60,6 +60,7 @@ typedef struct {
     int slots;                 /* slots per worker (--spawn) */
     const char *tmp;           /* parent of the temporary folder (--spawn) */
     bool keep;                 /* keep the temporary folder and its logs */
+    bool full;                 /* FINISHED with whole jobs rather than brief ones */
     bool json;                 /* one JSON object on stdout */
 } s_opts_t;
 
@@ -360,6 +361,9 @@ s_rss_kb (pid_t pid)
 
 /* ---- Jobs ------------------------------------------------------------------------------------ */
 
+/* The length of the payload's string, for checking results. */
+static int s_payload_bytes;
+
 /* The payload every job carries: {"data": "xxxx..."} with payload_bytes characters. */
 static json_t *
 s_payload (int payload_bytes)
@@ -401,7 +405,10 @@ s_count_finished (json_t *body, int64_t *done, int64_t *failed)
     json_t *job;
     json_array_foreach (jobs, i, job) {
         const char *state = json_string_value (json_object_get (job, "state"));
-        if (state && streq (state, "done")) {
+        /* An echo job's result is its payload: {"data": "xxx..."}. */
+        json_t *data = json_object_get (json_object_get (job, "result"), "data");
+        if (state && streq (state, "done") && json_is_string (data) &&
+            json_string_length (data) == (size_t) s_payload_bytes) {
             (*done)++;
         } else {
             if (*failed == 0) {
@@ -456,7 +463,8 @@ s_run_throughput (gq_client_t *client, const s_opts_t *opts, s_result_t *result)
             json_t *jobs = left >= opts->batch ? full : last;
             int64_t count = (int64_t) json_array_size (jobs);
             int64_t req = gq_client_send (client, "SUBMIT",
-                                          json_pack ("{s:O, s:b}", "jobs", jobs, "watch", 1));
+                                          json_pack ("{s:O, s:b, s:b}", "jobs", jobs, "watch", 1,
+                                                     "brief", !opts->full));
             if (req < 0) {
                 fprintf (stderr, "gridq-bench: submit: %s\n", gq_client_error (client));
                 rc = -1;
@@ -552,7 +560,8 @@ s_run_latency (gq_client_t *client, const s_opts_t *opts, s_result_t *result)
         }
         int64_t t0 = gq_mono_us ();
         int64_t req =
-            gq_client_send (client, "SUBMIT", json_pack ("{s:O, s:b}", "jobs", one, "watch", 1));
+            gq_client_send (client, "SUBMIT", json_pack ("{s:O, s:b, s:b}", "jobs", one, "watch", 1,
+                                                         "brief", !opts->full));
         if (req < 0) {
             fprintf (stderr, "gridq-bench: submit: %s\n", gq_client_error (client));
             rc = -1;
@@ -751,6 +760,9 @@ s_usage (FILE *out)
              "  --slots N          slots per spawned worker (default 32)\n"
              "  --tmp DIR          parent of the temporary folder (default $TMPDIR or /tmp)\n"
              "  --keep             keep the temporary folder (database and logs)\n"
+             "  --full             throughput and latency: FINISHED with whole jobs (payload,\n"
+             "                     times, node...) instead of brief ones {id, state, result,\n"
+             "                     error}\n"
              "  --broker EP        without --spawn: the broker to measure (default\n"
              "                     $GRIDQ_BROKER or tcp://127.0.0.1:5555)\n"
              "  --json             print one JSON object: mode, jobs, seconds, jobs_per_s,\n"
@@ -793,7 +805,7 @@ static int
 s_parse (int argc, char **argv, s_opts_t *opts)
 {
     enum { O_MODE = 1000, O_JOBS, O_BATCH, O_WINDOW, O_PAYLOAD, O_WARMUP, O_SPAWN, O_BIN,
-           O_DURABILITY, O_WORKERS, O_SLOTS, O_TMP, O_KEEP, O_BROKER, O_JSON, O_HELP };
+           O_DURABILITY, O_WORKERS, O_SLOTS, O_TMP, O_KEEP, O_FULL, O_BROKER, O_JSON, O_HELP };
     static const struct option options[] = {{"mode", required_argument, 0, O_MODE},
                                             {"jobs", required_argument, 0, O_JOBS},
                                             {"batch", required_argument, 0, O_BATCH},
@@ -807,6 +819,7 @@ s_parse (int argc, char **argv, s_opts_t *opts)
                                             {"slots", required_argument, 0, O_SLOTS},
                                             {"tmp", required_argument, 0, O_TMP},
                                             {"keep", no_argument, 0, O_KEEP},
+                                            {"full", no_argument, 0, O_FULL},
                                             {"broker", required_argument, 0, O_BROKER},
                                             {"json", no_argument, 0, O_JSON},
                                             {"help", no_argument, 0, O_HELP},
@@ -890,6 +903,9 @@ s_parse (int argc, char **argv, s_opts_t *opts)
         case O_KEEP:
             opts->keep = true;
             break;
+        case O_FULL:
+            opts->full = true;
+            break;
         case O_BROKER:
             opts->broker = optarg;
             break;
@@ -969,6 +985,7 @@ s_report (const s_opts_t *opts, const s_result_t *result, int workers)
             workers < 0 ? json_null () : json_integer (workers), "failed",
             (json_int_t) result->failed, "batch", opts->batch, "window", opts->window, "slots",
             opts->slots, "payload_bytes", opts->payload_bytes);
+        json_object_set_new (out, "finished", json_string (opts->full ? "full" : "brief"));
         json_t *payload = s_payload (opts->payload_bytes);
         char *payload_text = json_dumps (payload, JSON_COMPACT);
         json_object_set_new (out, "payload_json_bytes",
@@ -1041,11 +1058,12 @@ main (int argc, char **argv)
 {
     char self_dir[1024];
     s_opts_t opts = {S_THROUGHPUT, 0, 0, 4, 16, 100, false, NULL, NULL, "full", false, 2, 32,
-                     NULL, false, false};
+                     NULL, false, false, false};
     int rc = s_parse (argc, argv, &opts);
     if (rc) {
         return rc;
     }
+    s_payload_bytes = opts.payload_bytes;
     if (!opts.bin) {
         opts.bin = s_self_dir (self_dir, sizeof self_dir);
     }
