@@ -568,7 +568,8 @@ s_job_bury (gq_broker_t *self, gq_job_t *job)
     zlist_append (self->pending->dead, job);
 }
 
-/* Ends the current attempt of a running job: store row, slot released, unlinked. */
+/* Ends the current attempt of a running job: its slot released, unlinked, and its row recorded
+   (not for a first attempt that succeeded: the job's own row tells that one). */
 static void
 s_attempt_end (gq_broker_t *self, gq_job_t *job, const char *outcome, const char *reason,
                int64_t now_ms)
@@ -580,6 +581,9 @@ s_attempt_end (gq_broker_t *self, gq_job_t *job, const char *outcome, const char
     s_running_unlink (worker, job);
     gq_matcher_release (self->matcher, job->node, job, now_ms);
     self->counts[GQ_JOB_RUNNING]--;
+    if (job->attempts == 1 && streq (outcome, "ok")) {
+        return;
+    }
     s_recorded (self, gq_batch_attempt (self->pending->batch, job->id, job->attempts,
                                         s_node_name (self, job->node), job->started_ms, now_ms,
                                         outcome, reason));

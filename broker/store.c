@@ -933,6 +933,17 @@ gq_store_job_json (gq_store_t *self, int64_t job_id, bool with_payload)
         return NULL;
     }
     json_t *detail = s_attempts_json (self, job_id);
+    const char *state = json_string_value (json_object_get (job, "state"));
+    json_t *node = json_object_get (job, "node");
+    if (detail && json_array_size (detail) == 0 && state && strcmp (state, "done") == 0 &&
+        json_is_string (node)) {
+        /* A first attempt that succeeded has no row of its own: the job's row tells it. */
+        json_array_append_new (
+            detail, json_pack ("{s:O, s:O, s:O, s:O, s:s, s:n}", "attempt",
+                               json_object_get (job, "attempts"), "node", node, "started_at",
+                               json_object_get (job, "started_at"), "finished_at",
+                               json_object_get (job, "finished_at"), "outcome", "ok", "reason"));
+    }
     if (!detail || json_object_set_new (job, "attempts_detail", detail) != 0) {
         json_decref (job);
         return NULL;

@@ -638,6 +638,25 @@ gq_writer_test (bool verbose)
     GQ_CHECK_STR (s_state_of (reader, j3.id), "done");
     gq_batch_destroy (&a);
 
+    /* A first attempt that succeeded has no attempt row: the job's row tells it. */
+    char p4[] = "[4]";
+    gq_job_t j4 = s_test_job (103, p4, t + 30);
+    a = gq_batch_new ();
+    GQ_CHECK_EQ (gq_batch_job_insert (a, &j4, "echo", NULL, NULL, NULL), 0);
+    GQ_CHECK_EQ (gq_batch_job_finish (a, j4.id, GQ_JOB_DONE, 1, "node-c", t + 31, t + 32,
+                                      strdup ("4"), NULL),
+                 0);
+    GQ_CHECK_EQ (gq_batch_apply (a, reader), 0);
+    gq_batch_destroy (&a);
+    json_t *job = gq_store_job_json (reader, j4.id, false);
+    json_t *detail = json_object_get (job, "attempts_detail");
+    GQ_CHECK_EQ (json_array_size (detail), 1);
+    GQ_CHECK_STR (json_string_value (json_object_get (json_array_get (detail, 0), "outcome")), "ok");
+    GQ_CHECK_STR (json_string_value (json_object_get (json_array_get (detail, 0), "node")),
+                  "node-c");
+    GQ_CHECK_EQ (json_integer_value (json_object_get (json_array_get (detail, 0), "attempt")), 1);
+    json_decref (job);
+
     GQ_CHECK_EQ (gq_writer_recv (writer) == NULL, 1); /* nothing handed over: no wait */
     gq_writer_destroy (&writer);
     gq_writer_destroy (&writer);

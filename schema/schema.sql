@@ -46,7 +46,8 @@ CREATE TABLE job_blobs (
     PRIMARY KEY (job_id, direction, idx)
 );
 
--- One row per ended attempt. WITHOUT ROWID: rows are small and always reached by the key, so one
+-- One row per ended attempt, except a first attempt that succeeded: the job's own row (node,
+-- started_at, finished_at) tells that one, which saves a write for most jobs. WITHOUT ROWID: rows are small and always reached by the key, so one
 -- b-tree instead of a table plus its key index.
 CREATE TABLE attempts (
     job_id      INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,

@@ -452,6 +452,18 @@ h_sql_int (const char *db, const char *sql)
     return ok ? (int64_t) value : -1;
 }
 
+int64_t
+h_sql_settled (const char *db, const char *sql, int64_t want, int timeout_ms)
+{
+    int64_t deadline = gq_mono_us () + (int64_t) timeout_ms * 1000;
+    int64_t value = h_sql_int (db, sql);
+    while (value != want && gq_mono_us () < deadline) {
+        usleep (20000);
+        value = h_sql_int (db, sql);
+    }
+    return value;
+}
+
 const char *
 h_str (json_t *object, const char *key)
 {

@@ -93,6 +93,10 @@ int64_t h_submit (gq_client_t *client, json_t *job);
 /* One integer that the sqlite3 CLI prints for sql on db (DIR/gridq.db when NULL); -1 when the
    CLI fails. sql must not contain double quotes. */
 int64_t h_sql_int (const char *db, const char *sql);
+/* h_sql_int until it gives want (at most timeout_ms), then its last value. The broker sends a
+   result before the batch that records it commits (milliseconds later): a test that reads the
+   store right after FINISHED waits for it with this. */
+int64_t h_sql_settled (const char *db, const char *sql, int64_t want, int timeout_ms);
 /* A string member of a JSON object, or "" (never NULL). */
 const char *h_str (json_t *object, const char *key);
 /* An integer member of a JSON object, or 0. */

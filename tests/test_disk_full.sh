@@ -56,8 +56,9 @@ poll 150 online || fail "the worker did not come online"
 gq 0 submit --kind echo --payload '{"first": true}' --wait
 gq 0 stats --json
 done_before=$(jq -r '.jobs.done' "$TMP/out")
-for i in $(seq 1 2000); do
-    printf '{"kind": "echo", "payload": {"i": %d, "pad": "%0200d"}}\n' "$i" 0
+# 500 jobs of ~2 KB: one SUBMIT of 1 MB, which cannot fit whatever room is left.
+for i in $(seq 1 500); do
+    printf '{"kind": "echo", "payload": {"i": %d, "pad": "%02000d"}}\n' "$i" 0
 done >"$TMP/big-echo.jsonl"
 gq 4 submit --file "$TMP/big-echo.jsonl"
 grep -qF "STORE" "$TMP/err" || fail "a full disk did not answer STORE for the echo batch"

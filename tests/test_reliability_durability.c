@@ -12,20 +12,6 @@
 #define S_FINISHED 20
 #define S_PENDING  50
 
-/* The store's count of done jobs reaching a number: a result is sent to the waiting client
-   first and committed right after (see broker.c), so the row may follow FINISHED by a batch. */
-typedef struct {
-    const char *db;
-    int64_t want;
-} s_done_rows_t;
-
-static bool
-s_done_rows (void *arg)
-{
-    s_done_rows_t *rows = (s_done_rows_t *) arg;
-    return h_sql_int (rows->db, "select count(*) from jobs where state = 2") == rows->want;
-}
-
 static int
 s_check_echo (void *arg, json_t *job)
 {
@@ -124,8 +110,9 @@ s_round (gq_client_t *client, const char *mode)
     worker = h_start_worker (name, 1, NULL);
     CHECK_EQ (gq_client_wait (client, pending_ids, S_PENDING, 20000, s_check_echo, NULL), 0);
     CHECK_EQ (gq_client_wait (client, again, S_PENDING, 20000, s_check_echo, NULL), 0);
-    s_done_rows_t rows = {db, S_FINISHED + S_PENDING + extra};
-    CHECK (h_wait_until (s_done_rows, &rows, 5000));
+    CHECK_EQ (h_sql_settled (db, "select count(*) from jobs where state = 2",
+                             S_FINISHED + S_PENDING + extra, 5000),
+              S_FINISHED + S_PENDING + extra);
     CHECK_EQ (h_sql_int (db, "select count(*) from jobs"), S_FINISHED + S_PENDING + extra);
     h_kill (worker, SIGKILL);
     h_kill (broker, SIGKILL);
