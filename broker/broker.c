@@ -183,23 +183,6 @@ s_chunk_printf (zchunk_t *chunk, const char *format, ...)
     zchunk_extend (chunk, text, n < (int) sizeof text ? (size_t) n : sizeof text - 1);
 }
 
-/* Appends a decimal integer: the hot paths build JSON text without printf. */
-static void
-s_chunk_int (zchunk_t *chunk, int64_t value)
-{
-    char digits[24];
-    char *p = digits + sizeof digits;
-    uint64_t v = value < 0 ? (uint64_t) -value : (uint64_t) value;
-    do {
-        *--p = (char) ('0' + v % 10);
-        v /= 10;
-    } while (v);
-    if (value < 0) {
-        *--p = '-';
-    }
-    zchunk_extend (chunk, p, (size_t) (digits + sizeof digits - p));
-}
-
 /* Appends text, then a quoted name or null (names are validated on entry: no escaping). */
 static void
 s_chunk_name (zchunk_t *chunk, const char *before, const char *name)
@@ -479,23 +462,23 @@ s_finished_text (gq_broker_t *self, const gq_job_t *job, const char *node, const
     zchunk_t *out = zchunk_new (NULL, 256 + job->payload_len + (result ? strlen (result) : 0));
     const char *model = s_model_name (self, job);
     s_chunk_str (out, "{\"id\":");
-    s_chunk_int (out, job->id);
+    gq_chunk_int (out, job->id);
     s_chunk_name (out, ",\"state\":", gq_job_state_name (job->state));
     s_chunk_name (out, ",\"kind\":", gq_matcher_kind_name (self->matcher, job->kind_id));
     s_chunk_name (out, ",\"model\":", model);
     s_chunk_str (out, ",\"min_vram_mb\":");
-    s_chunk_int (out, job->min_vram_mb);
+    gq_chunk_int (out, job->min_vram_mb);
     s_chunk_str (out, ",\"priority\":");
-    s_chunk_int (out, job->priority);
+    gq_chunk_int (out, job->priority);
     s_chunk_str (out, ",\"timeout_ms\":");
-    s_chunk_int (out, job->timeout_ms);
+    gq_chunk_int (out, job->timeout_ms);
     s_chunk_str (out, ",\"max_attempts\":");
-    s_chunk_int (out, job->max_attempts);
+    gq_chunk_int (out, job->max_attempts);
     s_chunk_str (out, ",\"payload\":");
     zchunk_extend (out, job->payload, job->payload_len);
     s_chunk_name (out, ",\"node\":", node);
     s_chunk_str (out, ",\"attempts\":");
-    s_chunk_int (out, job->attempts);
+    gq_chunk_int (out, job->attempts);
     s_chunk_str (out, ",\"result\":");
     s_chunk_str (out, result ? result : "null");
     s_chunk_str (out, ",\"error\":");
@@ -527,7 +510,7 @@ s_brief_text (const gq_job_t *job, const char *result, const char *error)
 {
     zchunk_t *out = zchunk_new (NULL, 64 + (result ? strlen (result) : 0));
     s_chunk_str (out, "{\"id\":");
-    s_chunk_int (out, job->id);
+    gq_chunk_int (out, job->id);
     s_chunk_name (out, ",\"state\":", gq_job_state_name (job->state));
     s_chunk_str (out, ",\"result\":");
     s_chunk_str (out, result ? result : "null");
@@ -929,7 +912,7 @@ s_submit_settle (gq_broker_t *self, s_submit_t *submit, bool committed, const ch
         if (i) {
             zchunk_extend (text, ",", 1);
         }
-        s_chunk_int (text, submit->ids[i]);
+        gq_chunk_int (text, submit->ids[i]);
         if (job && !submit->covered) {
             zhashx_insert (self->jobs, S_KEY (job->id), job);
             gq_queue_push (self->queue, job);
@@ -2219,12 +2202,12 @@ s_dispatch (gq_broker_t *self)
             }
             const char *model = s_model_name (self, job);
             s_chunk_str (out, "{\"id\":");
-            s_chunk_int (out, job->id);
+            gq_chunk_int (out, job->id);
             s_chunk_str (out, ",\"attempt\":");
-            s_chunk_int (out, job->attempts);
+            gq_chunk_int (out, job->attempts);
             s_chunk_name (out, ",\"kind\":", gq_matcher_kind_name (self->matcher, job->kind_id));
             s_chunk_str (out, ",\"timeout_ms\":");
-            s_chunk_int (out, job->timeout_ms);
+            gq_chunk_int (out, job->timeout_ms);
             s_chunk_name (out, ",\"model\":", model);
             s_chunk_str (out, ",\"payload\":");
             zchunk_extend (out, job->payload, job->payload_len);

@@ -630,8 +630,83 @@ s_decode_texts (const char *const *texts, size_t n, bool routed, bool *replyable
 }
 
 void
+gq_chunk_int (zchunk_t *chunk, int64_t value)
+{
+    char digits[24];
+    char *p = digits + sizeof digits;
+    uint64_t v = value < 0 ? 0 - (uint64_t) value : (uint64_t) value;
+    do {
+        *--p = (char) ('0' + v % 10);
+        v /= 10;
+    } while (v);
+    if (value < 0) {
+        *--p = '-';
+    }
+    zchunk_extend (chunk, p, (size_t) (digits + sizeof digits - p));
+}
+
+int
+gq_chunk_json (zchunk_t *chunk, const json_t *json)
+{
+    const size_t flags = JSON_COMPACT | JSON_ENCODE_ANY;
+    char small[1024];
+    size_t size = json_dumpb (json, small, sizeof small, flags);
+    if (size == 0) {
+        return GQ_EINVAL;
+    }
+    if (size <= sizeof small) {
+        zchunk_extend (chunk, small, size);
+        return GQ_OK;
+    }
+    char *large = (char *) malloc (size);
+    if (!large) {
+        return GQ_ENOMEM;
+    }
+    size_t again = json_dumpb (json, large, size, flags);
+    if (again == size) {
+        zchunk_extend (chunk, large, size);
+    }
+    free (large);
+    return again == size ? GQ_OK : GQ_EINVAL;
+}
+
+void
 gq_msg_test (bool verbose)
 {
+    /* Hand-built text: integers at the edges, JSON through jansson (small and large), and a
+       string jansson cannot write. */
+    zchunk_t *text = zchunk_new (NULL, 16);
+    gq_chunk_int (text, 0);
+    zchunk_extend (text, " ", 1);
+    gq_chunk_int (text, -42);
+    zchunk_extend (text, " ", 1);
+    gq_chunk_int (text, INT64_MIN);
+    zchunk_extend (text, " ", 1);
+    gq_chunk_int (text, INT64_MAX);
+    zchunk_extend (text, "", 1);
+    assert (streq ((char *) zchunk_data (text), "0 -42 -9223372036854775808 9223372036854775807"));
+    zchunk_set (text, NULL, 0);
+    json_t *small = json_pack ("{s:s, s:[i, b, n]}", "a", "h\u00e9", "b", 1, 1);
+    assert (gq_chunk_json (text, small) == GQ_OK);
+    zchunk_extend (text, "", 1);
+    assert (streq ((char *) zchunk_data (text), "{\"a\":\"h\u00e9\",\"b\":[1,true,null]}"));
+    json_decref (small);
+    char *long_text = (char *) malloc (5000);
+    memset (long_text, 'x', 4999);
+    long_text[4999] = 0;
+    json_t *large = json_string (long_text);
+    zchunk_set (text, NULL, 0);
+    assert (gq_chunk_json (text, large) == GQ_OK);
+    assert (zchunk_size (text) == 5001);
+    json_decref (large);
+    free (long_text);
+    json_t *bad = json_stringn_nocheck ("\xff", 1);
+    zchunk_set (text, NULL, 0);
+    assert (gq_chunk_json (text, bad) == GQ_EINVAL);
+    assert (zchunk_size (text) == 0);
+    json_decref (bad);
+    zchunk_destroy (&text);
+
     /* Round trip over a real socket pair, with a blob. */
     zsock_t *server = zsock_new_router ("inproc://gq_msg_test");
     zsock_t *client = zsock_new_dealer (">inproc://gq_msg_test");

@@ -31,6 +31,13 @@ gq_msg_t *gq_msg_new_raw (gq_role_t role, const char *command, const char *json,
 /* Destroys the message and NULLs the pointer; safe on NULL. */
 void gq_msg_destroy (gq_msg_t **self_p);
 
+/* For the JSON text of gq_msg_new_raw, built by hand on the hot paths (JOB, RESULT, FINISHED):
+   value in decimal, and json as compact text (jansson's json_dumpb, with JSON_ENCODE_ANY).
+   gq_chunk_json returns 0, GQ_EINVAL when json cannot be written (a string that is not UTF-8:
+   nothing is appended), or GQ_ENOMEM. */
+void gq_chunk_int (zchunk_t *chunk, int64_t value);
+int gq_chunk_json (zchunk_t *chunk, const json_t *json);
+
 /* Decodes a received multipart message, taking ownership of *zmsg_p (NULLed). With `routed`, the
    first frame is the ROUTER routing id. Returns 0 and a message in *msg_p, or a gq_err_t with a
    reason in why. On error *msg_p is still set when a reply can be addressed (routing id and role

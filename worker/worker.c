@@ -49,7 +49,12 @@ struct _gq_worker_t {
     int n_threads;             /* min (opts.slots, S_MAX_THREADS): jobs past it wait here */
     zhashx_t *running;         /* job id (as key pointer) -> s_job_t, in a slot or waiting */
     zlist_t *waiting;          /* s_job_t with no free slot yet */
-    json_t *results;           /* RESULT entries to send at the end of this turn */
+    zchunk_t *results;         /* the RESULT text to send at the end of this turn: its head
+                                  ({"node":...,"results":[) and n_results entries */
+    size_t results_head;       /* bytes of the head */
+    size_t n_results;          /* entries in results */
+    zchunk_t *keep;            /* the entries of results without blobs, for sent */
+    size_t n_keep;             /* entries in keep */
     zlist_t *result_blobs;     /* frames referenced by results */
     gq_device_info_t device;   /* what the runtime detected */
     int heartbeat_ms;          /* from WELCOME */
@@ -61,6 +66,7 @@ struct _gq_worker_t {
     bool resend;               /* send the kept results again behind READY, until WELCOME */
     zlist_t *sent;             /* s_sent_t: results sent lately, kept in case the broker lost
                                   them (it died, or we spoke to a dead socket) */
+    size_t n_sent;             /* entries in sent, all messages together */
     zcert_t *cert;             /* CURVE client certificate, or NULL */
     char *server_key;          /* broker public key (Z85), or NULL */
 };
@@ -69,8 +75,11 @@ struct _gq_worker_t {
    a result sent while it was down never arrives. Sent again after re-registering, it saves a
    second run (the broker records the first result of a job and ignores repeats). */
 typedef struct {
-    int64_t at_us;             /* when it was sent (monotonic) */
-    json_t *entry;             /* the RESULT entry (a reference) */
+    int64_t at_us;             /* when they were sent (monotonic) */
+    char *entries;             /* the RESULT entries of one message (less those with blobs), as
+                                  comma-separated JSON text */
+    size_t size;               /* bytes of entries */
+    size_t count;              /* entries in entries */
 } s_sent_t;
 
 #define S_SENT_MAX 200000      /* results kept at most */
@@ -160,76 +169,154 @@ s_send (gq_worker_t *self, const char *command, json_t *body)
 
 static void s_flush_results (gq_worker_t *self);
 
-/* Adds one RESULT entry for this turn; takes result (may be NULL) and the output blobs. */
+/* Appends text (a literal: strlen folds to a constant). */
+static inline void
+s_put (zchunk_t *out, const char *text)
+{
+    zchunk_extend (out, text, strlen (text));
+}
+
+/* Starts the next RESULT text: its head, then entries as they come. */
+static void
+s_results_reset (gq_worker_t *self)
+{
+    zchunk_set (self->results, NULL, 0);
+    s_put (self->results, "{\"node\":\"");
+    /* Node names are checked (gq_valid_name): nothing in them needs escaping. */
+    zchunk_extend (self->results, self->name, strlen (self->name));
+    s_put (self->results, "\",\"results\":[");
+    self->results_head = zchunk_size (self->results);
+    self->n_results = 0;
+}
+
+/* Appends ms as a JSON real with three decimals (microseconds: what the clock gives). */
+static void
+s_put_ms (zchunk_t *out, double ms)
+{
+    int64_t us = ms > 0 ? (int64_t) (ms * 1000.0 + 0.5) : 0;
+    char decimals[4] = {(char) ('0' + us / 100 % 10), (char) ('0' + us / 10 % 10),
+                        (char) ('0' + us % 10), 0};
+    gq_chunk_int (out, us / 1000);
+    s_put (out, ".");
+    zchunk_extend (out, decimals, 3);
+}
+
+/* Adds one RESULT entry for this turn, written as JSON text (no tree per job); takes result
+   (may be NULL) and the output blobs. */
 static void
 s_result (gq_worker_t *self, int64_t id, int attempt, json_t *result, const char *error,
           double ms, zframe_t **blobs, size_t n_blobs)
 {
-    json_t *entry = json_pack ("{s:I, s:i, s:b, s:f}", "id", (json_int_t) id, "attempt", attempt,
-                               "ok", error == NULL, "ms", ms);
-    if (error) {
-        json_object_set_new (entry, "error", json_string (error));
-        json_decref (result);
-    } else {
-        json_object_set_new (entry, "result", result ? result : json_null ());
+    if (n_blobs && zlist_size (self->result_blobs) + n_blobs > GQ_MAX_BLOBS) {
+        s_flush_results (self); /* frames are counted per message: send what we have first */
     }
-    if (n_blobs) {
-        if (zlist_size (self->result_blobs) + n_blobs > GQ_MAX_BLOBS) {
-            /* Frames are counted per message: send what we have first. */
-            json_t *pending = self->results;
-            self->results = json_array ();
-            gq_msg_t *msg = gq_msg_new (GQ_ROLE_WORKER, "RESULT",
-                                        json_pack ("{s:s, s:o}", "node", self->name, "results",
-                                                   pending));
-            zframe_t *frame;
-            while ((frame = (zframe_t *) zlist_pop (self->result_blobs))) {
-                gq_msg_add_blob (msg, &frame);
+    zchunk_t *out = self->results;
+    size_t mark = zchunk_size (out);
+    if (self->n_results) {
+        s_put (out, ",");
+    }
+    size_t entry = zchunk_size (out);
+    s_put (out, "{\"id\":");
+    gq_chunk_int (out, id);
+    s_put (out, ",\"attempt\":");
+    gq_chunk_int (out, attempt);
+    if (!error) {
+        s_put (out, ",\"ok\":true,\"ms\":");
+        s_put_ms (out, ms);
+        s_put (out, ",\"result\":");
+        if (!result) {
+            s_put (out, "null");
+        } else if (gq_chunk_json (out, result)) {
+            /* Not writable as JSON (a string that is not UTF-8): the job fails instead. */
+            zchunk_set (out, NULL, mark);
+            json_decref (result);
+            for (size_t i = 0; i < n_blobs; i++) {
+                zframe_destroy (&blobs[i]);
             }
-            gq_msg_send (&msg, self->dealer);
+            s_result (self, id, attempt, NULL, "worker: the result is not valid JSON (UTF-8)",
+                      ms, NULL, 0);
+            return;
         }
-        json_object_set_new (entry, "blobs",
-                             json_pack ("[i,i]", (int) zlist_size (self->result_blobs),
-                                        (int) n_blobs));
+    } else {
+        s_put (out, ",\"ok\":false,\"ms\":");
+        s_put_ms (out, ms);
+        s_put (out, ",\"error\":");
+        json_t *text = json_string (error);
+        if (!text || gq_chunk_json (out, text)) {
+            s_put (out, "\"(the error text is not UTF-8)\"");
+        }
+        json_decref (text);
+    }
+    json_decref (result);
+    if (n_blobs) {
+        s_put (out, ",\"blobs\":[");
+        gq_chunk_int (out, (int64_t) zlist_size (self->result_blobs));
+        s_put (out, ",");
+        gq_chunk_int (out, (int64_t) n_blobs);
+        s_put (out, "]");
         for (size_t i = 0; i < n_blobs; i++) {
             zlist_append (self->result_blobs, blobs[i]);
             blobs[i] = NULL;
         }
     }
-    json_array_append_new (self->results, entry);
-    if (json_array_size (self->results) >= S_RESULTS_PER_MESSAGE) {
+    s_put (out, "}");
+    self->n_results++;
+    if (!n_blobs) {
+        /* Kept for a resend; one with blobs is not: its frames are gone with the message. */
+        if (self->n_keep) {
+            s_put (self->keep, ",");
+        }
+        zchunk_extend (self->keep, zchunk_data (out) + entry, zchunk_size (out) - entry);
+        self->n_keep++;
+    }
+    if (self->n_results >= S_RESULTS_PER_MESSAGE) {
         s_flush_results (self);
+    }
+}
+
+/* Sends a RESULT made of a head, entries (comma-separated JSON text) and the closing "]}". */
+static void
+s_send_results (gq_worker_t *self, zchunk_t *text, zlist_t *blobs)
+{
+    s_put (text, "]}");
+    gq_msg_t *msg = gq_msg_new_raw (GQ_ROLE_WORKER, "RESULT", (const char *) zchunk_data (text),
+                                    zchunk_size (text));
+    zframe_t *frame;
+    while (blobs && (frame = (zframe_t *) zlist_pop (blobs))) {
+        if (msg) {
+            gq_msg_add_blob (msg, &frame);
+        } else {
+            zframe_destroy (&frame);
+        }
+    }
+    if (msg) {
+        gq_msg_send (&msg, self->dealer);
     }
 }
 
 static void
 s_flush_results (gq_worker_t *self)
 {
-    if (json_array_size (self->results) == 0) {
+    if (self->n_results == 0) {
         return;
     }
-    json_t *pending = self->results;
-    self->results = json_array ();
-    int64_t now_us = gq_mono_us ();
-    size_t i;
-    json_t *entry;
-    json_array_foreach (pending, i, entry) {
-        if (json_object_get (entry, "blobs")) {
-            continue; /* its frames are gone with the message: not kept */
-        }
+    if (self->n_keep) {
         s_sent_t *sent = (s_sent_t *) malloc (sizeof *sent);
-        if (sent) {
-            sent->at_us = now_us;
-            sent->entry = json_incref (entry);
+        char *entries = (char *) malloc (zchunk_size (self->keep));
+        if (sent && entries) {
+            memcpy (entries, zchunk_data (self->keep), zchunk_size (self->keep));
+            *sent = (s_sent_t) {gq_mono_us (), entries, zchunk_size (self->keep), self->n_keep};
             zlist_append (self->sent, sent);
+            self->n_sent += self->n_keep;
+        } else {
+            free (sent);
+            free (entries);
         }
+        zchunk_set (self->keep, NULL, 0);
+        self->n_keep = 0;
     }
-    gq_msg_t *msg = gq_msg_new (GQ_ROLE_WORKER, "RESULT",
-                                json_pack ("{s:s, s:o}", "node", self->name, "results", pending));
-    zframe_t *frame;
-    while ((frame = (zframe_t *) zlist_pop (self->result_blobs))) {
-        gq_msg_add_blob (msg, &frame);
-    }
-    gq_msg_send (&msg, self->dealer);
+    s_send_results (self, self->results, self->result_blobs);
+    s_results_reset (self);
 }
 
 static void
@@ -237,7 +324,8 @@ s_sent_drop_first (gq_worker_t *self)
 {
     s_sent_t *sent = (s_sent_t *) zlist_pop (self->sent);
     if (sent) {
-        json_decref (sent->entry);
+        self->n_sent -= sent->count;
+        free (sent->entries);
         free (sent);
     }
 }
@@ -251,31 +339,28 @@ s_sent_trim (gq_worker_t *self, int64_t now_us)
     s_sent_t *first;
     while ((first = (s_sent_t *) zlist_first (self->sent)) &&
            ((self->registered && now_us - first->at_us > keep_us) ||
-            zlist_size (self->sent) > S_SENT_MAX)) {
+            self->n_sent > S_SENT_MAX)) {
         s_sent_drop_first (self);
     }
 }
 
-/* When registering again: every kept result, in messages of the usual size. */
+/* When registering again: every kept result, in the messages they were first sent in (the usual
+   size, S_RESULTS_PER_MESSAGE at most). */
 static void
 s_sent_resend (gq_worker_t *self)
 {
-    json_t *batch = json_array ();
-    for (s_sent_t *sent = (s_sent_t *) zlist_first (self->sent); sent;
+    if (zlist_size (self->sent) == 0) {
+        return;
+    }
+    zchunk_t *text = zchunk_new (NULL, 4096);
+    for (s_sent_t *sent = (s_sent_t *) zlist_first (self->sent); sent && text;
          sent = (s_sent_t *) zlist_next (self->sent)) {
-        json_array_append (batch, sent->entry);
-        if (json_array_size (batch) == S_RESULTS_PER_MESSAGE) {
-            s_send (self, "RESULT", json_pack ("{s:s, s:o}", "node", self->name, "results", batch));
-            batch = json_array ();
-        }
+        zchunk_set (text, zchunk_data (self->results), self->results_head);
+        zchunk_extend (text, sent->entries, sent->size);
+        s_send_results (self, text, NULL);
     }
-    if (json_array_size (batch)) {
-        zsys_info ("worker: sent %zu recent results again after registering",
-                   zlist_size (self->sent));
-        s_send (self, "RESULT", json_pack ("{s:s, s:o}", "node", self->name, "results", batch));
-    } else {
-        json_decref (batch);
-    }
+    zchunk_destroy (&text);
+    zsys_info ("worker: sent %zu recent results again after registering", self->n_sent);
 }
 
 /* ---- Registration -------------------------------------------------------------------------- */
@@ -701,7 +786,8 @@ gq_worker_new (const gq_worker_opts_t *opts, char *why, size_t whylen)
     zhashx_set_key_duplicator (self->running, NULL);
     zhashx_set_key_destructor (self->running, NULL);
     self->waiting = zlist_new ();
-    self->results = json_array ();
+    self->results = zchunk_new (NULL, 8192);
+    self->keep = zchunk_new (NULL, 8192);
     self->result_blobs = zlist_new ();
     self->sent = zlist_new ();
     /* A thread per slot, up to a bound: more threads than that only contend for the same
@@ -710,11 +796,12 @@ gq_worker_new (const gq_worker_opts_t *opts, char *why, size_t whylen)
     self->n_threads = opts->slots < S_MAX_THREADS ? opts->slots : S_MAX_THREADS;
     self->slots = (s_slot_t *) calloc ((size_t) self->n_threads, sizeof *self->slots);
     self->loop = zloop_new ();
-    if (!self->slots || !self->loop) {
+    if (!self->slots || !self->loop || !self->results || !self->keep) {
         snprintf (why, whylen, "out of memory");
         gq_worker_destroy (&self);
         return NULL;
     }
+    s_results_reset (self);
     for (int i = 0; i < self->n_threads; i++) {
         s_slot_args_t *args = (s_slot_args_t *) calloc (1, sizeof *args);
         args->runtime = self->runtime;
@@ -776,7 +863,8 @@ gq_worker_destroy (gq_worker_t **self_p)
         zhashx_destroy (&self->running);
     }
     zlist_destroy (&self->waiting);
-    json_decref (self->results);
+    zchunk_destroy (&self->results);
+    zchunk_destroy (&self->keep);
     zframe_t *frame;
     while (self->result_blobs && (frame = (zframe_t *) zlist_pop (self->result_blobs))) {
         zframe_destroy (&frame);
