@@ -48,6 +48,8 @@
 #define S_LAZY_MS         2     /* a batch with nothing to acknowledge (results, attempts) waits
                                    this long for company before it is committed */
 #define S_EAGER_WRITES    8192  /* ... unless it has this many writes already */
+#define S_INLINE_WRITES   64    /* a batch this small, when the writer and the socket are idle,
+                                   is committed by the loop itself (s_commit_here) */
 #define S_ID_BLOCK        (1 << 20) /* job ids reserved by one committed next_job_id */
 
 /* ---- Types --------------------------------------------------------------------------------- */
@@ -1010,24 +1012,51 @@ s_hand_over (gq_broker_t *self)
 
 static int s_on_lazy (zloop_t *loop, int timer_id, void *arg);
 
-/* Hands the pending batch over when the writer is idle and the batch is due: something waits
-   on it, or it is big, or it has waited S_LAZY_MS (then a timer brings us back). One batch at a
-   time: while the writer commits, the next one grows (group commit). */
+/* Commits the pending batch in the loop itself, on the loop's own connection, and settles it.
+   For a small batch when nothing else waits: handing it to the writer thread and hearing back
+   costs two thread wake-ups, more than the loop saves by not waiting for the fsync. */
 static void
+s_commit_here (gq_broker_t *self)
+{
+    s_pending_t *next = s_pending_new ();
+    if (!next) {
+        return; /* out of memory: keep recording into this one */
+    }
+    s_pending_t *pending = self->pending;
+    self->pending = next;
+    zlist_append (self->inflight, pending); /* the writer is idle: it is the only one */
+    gq_batch_apply (pending->batch, self->store);
+    s_batch_back (self, pending->batch);
+}
+
+/* Commits the pending batch when the writer is idle and the batch is due: something waits on
+   it, or it is big, or it has waited S_LAZY_MS (then a timer brings us back). A small batch with
+   no message waiting is committed here; others go to the writer thread, one at a time: while it
+   commits, the next one grows (group commit). Returns true when it committed here (its jobs
+   may have joined the queue). */
+static bool
 s_writer_kick (gq_broker_t *self)
 {
     s_pending_t *pending = self->pending;
     if (gq_writer_busy (self->writer) || s_pending_empty (pending)) {
-        return;
+        return false;
     }
     bool due = zlist_size (pending->submits) || zlist_size (pending->replies) ||
                gq_batch_size (pending->batch) >= S_EAGER_WRITES || !pending->opened_us ||
                gq_mono_us () - pending->opened_us >= S_LAZY_MS * 1000;
-    if (due) {
-        s_hand_over (self);
-    } else if (self->lazy_timer < 0) {
-        self->lazy_timer = zloop_timer (self->loop, S_LAZY_MS, 1, s_on_lazy, self);
+    if (!due) {
+        if (self->lazy_timer < 0) {
+            self->lazy_timer = zloop_timer (self->loop, S_LAZY_MS, 1, s_on_lazy, self);
+        }
+        return false;
     }
+    if (gq_batch_size (pending->batch) <= S_INLINE_WRITES &&
+        !(zsock_events (self->router) & ZMQ_POLLIN)) {
+        s_commit_here (self);
+        return true;
+    }
+    s_hand_over (self);
+    return false;
 }
 
 /* Makes every write recorded so far visible to reads of self->store: waits for the writer to
@@ -2227,7 +2256,8 @@ s_dispatch (gq_broker_t *self)
 }
 
 /* Ends a turn: its replies go now, or with its batch when it wrote; then the FINISHED notices,
-   the scheduler's placements, and the batch to the writer if it is due. */
+   the scheduler's placements, and the batch to the writer if it is due (placed again if the
+   loop committed it itself: jobs may have joined the queue). */
 static void
 s_turn_end (gq_broker_t *self)
 {
@@ -2246,7 +2276,9 @@ s_turn_end (gq_broker_t *self)
         s_watch_flush (self, watch);
     }
     s_dispatch (self);
-    s_writer_kick (self);
+    if (s_writer_kick (self)) {
+        s_dispatch (self);
+    }
 }
 
 /* The writer handed batches back. */
@@ -2273,7 +2305,7 @@ s_on_lazy (zloop_t *loop, int timer_id, void *arg)
     (void) timer_id;
     gq_broker_t *self = (gq_broker_t *) arg;
     self->lazy_timer = -1;
-    s_writer_kick (self);
+    s_turn_end (self);
     return 0;
 }
 
