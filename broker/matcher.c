@@ -128,6 +128,7 @@ typedef struct {
     int32_t side_pos;     /* position in the side list, -1 when not there */
     int64_t reserved_for; /* job id the node is held for, 0 for none */
     bool available;       /* online with a free slot: counted in self->available */
+    uint64_t kinds_ready; /* its kinds as counted in self->kind_nodes (0 unless connected) */
     bool models_changed;  /* model lists replaced since it was last linked */
 } s_nodex_t;
 
@@ -175,6 +176,8 @@ struct _gq_matcher_t {
     int32_t *side;             /* available nodes kept out of the trees: backoff, reserved */
     size_t n_side;             /* entries of side */
     size_t available;          /* nodes online with a free slot */
+    uint32_t kind_nodes[GQ_MAX_KINDS]; /* connected (online or busy) nodes offering each kind */
+    uint64_t kinds_ready;      /* bit i: kind_nodes[i] > 0 */
     double tflops_max;         /* fleet: largest tflops among nodes ever connected */
     double price_min;          /* fleet: lowest price among nodes ever connected */
     int32_t vram_max;          /* fleet: largest vram_total among nodes ever connected */
@@ -1558,6 +1561,20 @@ gq_matcher_node_changed (gq_matcher_t *self, int32_t index)
     if (n->status != GQ_NODE_OFFLINE) {
         s_norms_add (self, n);
     }
+    /* Kinds some connected node offers, counted per kind: O(1) unless the node's kinds or
+       connection changed. */
+    uint64_t ready = n->status == GQ_NODE_ONLINE || n->status == GQ_NODE_BUSY ? n->kinds : 0;
+    for (uint64_t diff = ready ^ x->kinds_ready; diff; diff &= diff - 1) {
+        int bit = __builtin_ctzll (diff);
+        if (ready & (1ULL << bit)) {
+            if (self->kind_nodes[bit]++ == 0) {
+                self->kinds_ready |= 1ULL << bit;
+            }
+        } else if (--self->kind_nodes[bit] == 0) {
+            self->kinds_ready &= ~(1ULL << bit);
+        }
+    }
+    x->kinds_ready = ready;
     bool available = n->status == GQ_NODE_ONLINE;
     if (available != x->available) {
         x->available = available;
@@ -1852,6 +1869,13 @@ gq_matcher_available_count (gq_matcher_t *self)
 {
     assert (self);
     return self->available;
+}
+
+bool
+gq_matcher_kind_ready (gq_matcher_t *self, int kind)
+{
+    assert (self);
+    return kind >= 0 && kind < GQ_MAX_KINDS && (self->kinds_ready >> kind) & 1;
 }
 
 /* ---- Explain, hint, reservation ----------------------------------------------------------- */

@@ -153,6 +153,8 @@ char *gq_matcher_hint (gq_matcher_t *self, const gq_job_t *job, int64_t now_ms, 
 /* Nodes online with a free slot (backing off or reserved ones included). O(1): the dispatcher
    asks this first, so a full fleet costs nothing however long the queue. */
 size_t gq_matcher_available_count (gq_matcher_t *self);
+/* Whether some connected node (online or busy, not draining) offers kind id kind. O(1). */
+bool gq_matcher_kind_ready (gq_matcher_t *self, int kind);
 
 /* Reservation against starvation. gq_matcher_reserve_candidate returns the node to hold for a
    job that fits nowhere now: among the connected nodes that pass its static requirements

@@ -19,13 +19,21 @@
 
     The reservation follows the first qualifying blocked job: a job ahead of the holder that
     starts to qualify takes it over, and it is dropped when the holder is placed or is no
-    longer in the queue. */
+    longer in the queue.
+
+    PARKED JOBS. A job of a kind that no connected node offers waits for such a node to come,
+    and holds up nothing meanwhile: it does not count against the backfill window (a pile of
+    them at the head would otherwise stop the walk before any runnable job, for good) and gets
+    no reservation (no node could ever be held for it). The walk passes at most S_PARKED_WALK
+    of them a run, so a very long pile costs a bounded walk. */
 #include "sched.h"
 
 #include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define S_PARKED_WALK 16384 /* parked jobs passed in one run at most */
 
 struct _gq_sched_t {
     gq_queue_t *queue;        /* borrowed */
@@ -126,6 +134,7 @@ gq_sched_run (gq_sched_t *self, int64_t now_ms, gq_dispatch_t *out, size_t max)
 
     size_t placed = 0;
     size_t blocked_run = 0;     /* consecutive jobs that fit nowhere */
+    size_t parked = 0;          /* jobs passed whose kind no connected node offers */
     bool holder_seen = false;   /* the reservation's job is still queued */
     bool qualified = false;     /* the first blocked job old enough has been handled */
     gq_job_t *job = gq_queue_first (self->queue);
@@ -147,6 +156,12 @@ gq_sched_run (gq_sched_t *self, int64_t now_ms, gq_dispatch_t *out, size_t max)
                 s_release (self);
             }
             if (gq_matcher_available_count (self->matcher) == 0) {
+                job = next;
+                break;
+            }
+        }
+        else if (!gq_matcher_kind_ready (self->matcher, job->kind_id)) {
+            if (++parked > S_PARKED_WALK) {
                 job = next;
                 break;
             }
@@ -400,7 +415,50 @@ gq_sched_test (bool verbose)
         gq_queue_destroy (&queue);
         gq_matcher_destroy (&matcher);
     }
+    /* Parked jobs: a pile of jobs of a kind no connected node offers holds up nothing, however
+       small the window, and gets no reservation; when a node of that kind comes, they run;
+       when it goes, they park again. */
+    {
+        gq_matcher_t *matcher = gq_matcher_new (NULL);
+        gq_queue_t *queue = gq_queue_new (GQ_AGING_MS);
+        gq_sched_t *sched = gq_sched_new (queue, matcher, 2, 0);
+        S_CHECK_EQ ("made", matcher && queue && sched, 1);
+        int echo = gq_matcher_kind_id (matcher, "echo", true);
+        int rare = gq_matcher_kind_id (matcher, "rare", true);
+        int32_t a = s_node (matcher, "a", 24, 16, echo);
+        S_CHECK_EQ ("echo is offered", gq_matcher_kind_ready (matcher, echo), 1);
+        S_CHECK_EQ ("rare is not", gq_matcher_kind_ready (matcher, rare), 0);
+        gq_job_t pile[12];
+        for (int k = 0; k < 12; k++) {
+            s_job (&pile[k], 1 + k, 9, 1, t0 + k, rare);
+            gq_queue_push (queue, &pile[k]);
+        }
+        s_job (&jobs[0], 100, 0, 1, t0 + 100, echo);
+        gq_queue_push (queue, &jobs[0]);
+        size_t n = gq_sched_run (sched, t0 + 60000, out, 16);
+        S_CHECK_EQ ("the echo job runs behind 12 parked jobs, window 2", n, 1);
+        S_CHECK_EQ ("it is the echo job", out[0].job->id, 100);
+        S_CHECK_EQ ("no reservation for parked jobs", gq_sched_reserved (sched, NULL), -1);
+        /* A node offering the rare kind comes: the pile runs there. */
+        int32_t b = s_node (matcher, "b", 24, 16, rare);
+        S_CHECK_EQ ("rare is offered now", gq_matcher_kind_ready (matcher, rare), 1);
+        n = gq_sched_run (sched, t0 + 60001, out, 4);
+        S_CHECK_EQ ("max 4 of the pile", n, 4);
+        S_CHECK_EQ ("on b", out[0].node, b);
+        /* It goes offline: the rest park again; the echo node going busy does not matter. */
+        gq_matcher_node (matcher, b)->status = GQ_NODE_OFFLINE;
+        gq_matcher_node_changed (matcher, b);
+        S_CHECK_EQ ("rare gone", gq_matcher_kind_ready (matcher, rare), 0);
+        gq_matcher_node (matcher, a)->running = 16;
+        gq_matcher_node_changed (matcher, a);
+        S_CHECK_EQ ("a busy still offers echo", gq_matcher_kind_ready (matcher, echo), 1);
+        n = gq_sched_run (sched, t0 + 60002, out, 16);
+        S_CHECK_EQ ("nothing to place", n, 0);
+        gq_sched_destroy (&sched);
+        gq_queue_destroy (&queue);
+        gq_matcher_destroy (&matcher);
+    }
     if (verbose) {
-        printf ("(sched: backfill, reservation, window, priority) ");
+        printf ("(sched: backfill, reservation, window, priority, parked) ");
     }
 }

@@ -257,6 +257,24 @@ gq 0 jobs --state queued --json
 expect "queued jobs after cancel" "$(jq -c length "$TMP/out")" 0
 
 step "leftovers cancelled"
+
+# ---- parked: 200 jobs of a kind no node offers hold up nothing behind them --------------------
+# (more than the backfill window, 64: before, they stopped the walk before any runnable job)
+for i in $(seq 1 200); do
+    printf '{"kind": "nobody-runs-this", "priority": 9, "payload": {"i": %d}}\n' "$i"
+done >"$TMP/parked.jsonl"
+gq 0 submit --file "$TMP/parked.jsonl"
+submit --kind echo --payload '{"behind": "parked"}'
+BEHIND=$ID
+gq 0 wait "$BEHIND" --max-wait 20s
+gq 0 status "$BEHIND" --json
+expect "state of the job behind 200 parked ones" "$(jq -r .state "$TMP/out")" done
+gq 0 jobs --state queued --json --limit 1000
+expect "parked jobs still queued" "$(jq -c length "$TMP/out")" 200
+gq 0 explain "$(jq -r '.[0].id' "$TMP/out")"
+has "kind"
+
+step "parked jobs hold up nothing"
 echo "matching_cli: 10G/20G/40G -> n12/n24/n80 together; 100G queued with reasons;" \
     "--gpu, --max-price, --min-tflops routed; unmet constraints explained;" \
     "priority 9 started $HIGH_START before priority 1 at $LOW_START"
