@@ -3,9 +3,11 @@
     One ROUTER socket read by one zloop. Each loop turn reads every message waiting (up to
     S_TURN_MESSAGES) and applies them to the in-memory state; their writes are recorded in the
     pending batch (writer.h). At the end of the turn the scheduler's placements go out, and the
-    batch goes to the writer thread, which commits it while the loop goes on (group commit, and
-    the fsync never stalls the loop). What a batch must make durable first (acknowledgements of
-    submissions, replies to requests that wrote) is sent when the batch comes back committed.
+    batch goes to the writer thread, which commits it while the loop goes on (group commit: the
+    next batch grows meanwhile). A small batch when nothing else waits is committed by the loop
+    itself, which saves two thread wake-ups on a lone job's path. What a batch must make durable
+    first (acknowledgements of submissions, replies to requests that wrote) is sent when the
+    batch is back, committed.
 
     A submitted job may be dispatched before its batch commits, so that the commit overlaps the
     job's run; it is acknowledged only after. Its id is then below a committed "next_job_id", so a
@@ -16,8 +18,9 @@
     A cron timer does the periodic work (heartbeats, liveness, time limits, retention), each with
     a named period.
 
-    Reading order: types; small helpers; writes; workers; job lifecycle; client commands; worker
-    commands; the turn (read, dispatch, hand over); cron; recovery; construction. */
+    Reading order: types; small helpers; workers; job lifecycle; batches (recorded, committed,
+    back); client commands; worker commands; the turn (read, dispatch, commit); cron; recovery;
+    construction. */
 #include "broker.h"
 
 #include <czmq.h>
