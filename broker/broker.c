@@ -441,11 +441,9 @@ s_watch_notify (gq_broker_t *self, s_watch_t *watch, json_t *job_json)
 static void
 s_chunk_quoted (zchunk_t *chunk, const char *text)
 {
-    json_t *string = text ? json_string (text) : NULL;
-    char *quoted = string ? json_dumps (string, JSON_ENCODE_ANY) : NULL;
-    s_chunk_str (chunk, quoted ? quoted : "null");
-    free (quoted);
-    json_decref (string);
+    if (!text || gq_chunk_string (chunk, text)) {
+        s_chunk_str (chunk, "null");
+    }
 }
 
 /* Appends key (the text before the value) and the time as a string, or null. */
@@ -733,8 +731,10 @@ s_worker_lost (gq_broker_t *self, s_worker_t *worker, const char *reason, bool e
 
 /* ---- Batches: recorded by the loop, committed by the writer -------------------------------- */
 
+static void s_pending_destroy (gq_broker_t *self, s_pending_t **pending_p);
+
 static s_pending_t *
-s_pending_new (void)
+s_pending_new (gq_broker_t *self)
 {
     s_pending_t *pending = (s_pending_t *) calloc (1, sizeof *pending);
     if (!pending) {
@@ -747,12 +747,7 @@ s_pending_new (void)
     pending->idems = zlist_new ();
     if (!pending->batch || !pending->submits || !pending->replies || !pending->dead ||
         !pending->idems) {
-        gq_batch_destroy (&pending->batch);
-        zlist_destroy (&pending->submits);
-        zlist_destroy (&pending->replies);
-        zlist_destroy (&pending->dead);
-        zlist_destroy (&pending->idems);
-        free (pending);
+        s_pending_destroy (self, &pending);
         return NULL;
     }
     zlist_autofree (pending->idems);
@@ -790,15 +785,15 @@ s_pending_destroy (gq_broker_t *self, s_pending_t **pending_p)
         return;
     }
     s_submit_t *submit;
-    while ((submit = (s_submit_t *) zlist_pop (pending->submits))) {
+    while (pending->submits && (submit = (s_submit_t *) zlist_pop (pending->submits))) {
         s_submit_free (self, &submit);
     }
     gq_msg_t *msg;
-    while ((msg = (gq_msg_t *) zlist_pop (pending->replies))) {
+    while (pending->replies && (msg = (gq_msg_t *) zlist_pop (pending->replies))) {
         gq_msg_destroy (&msg);
     }
     gq_job_t *job;
-    while ((job = (gq_job_t *) zlist_pop (pending->dead))) {
+    while (pending->dead && (job = (gq_job_t *) zlist_pop (pending->dead))) {
         s_job_free (self, &job);
     }
     zlist_destroy (&pending->submits);
@@ -999,7 +994,7 @@ s_batch_back (gq_broker_t *self, gq_batch_t *batch)
 static bool
 s_hand_over (gq_broker_t *self)
 {
-    s_pending_t *next = s_pending_new ();
+    s_pending_t *next = s_pending_new (self);
     if (!next) {
         return false; /* out of memory: keep recording into this one */
     }
@@ -1021,7 +1016,7 @@ static int s_on_lazy (zloop_t *loop, int timer_id, void *arg);
 static void
 s_commit_here (gq_broker_t *self)
 {
-    s_pending_t *next = s_pending_new ();
+    s_pending_t *next = s_pending_new (self);
     if (!next) {
         return; /* out of memory: keep recording into this one */
     }
@@ -1082,6 +1077,20 @@ s_store_sync (gq_broker_t *self)
     }
 }
 
+/* The job of that id in memory; when it is not there, looked for again once the writer has
+   committed all that was recorded (it may have ended, or joined memory, in a batch not yet
+   back), so that a NULL means the store has the last word on it. */
+static gq_job_t *
+s_job_find (gq_broker_t *self, int64_t id)
+{
+    gq_job_t *job = s_job_lookup (self, id);
+    if (!job) {
+        s_store_sync (self);
+        job = s_job_lookup (self, id);
+    }
+    return job;
+}
+
 /* ---- Client commands ----------------------------------------------------------------------- */
 
 /* A watch for request's client; brief from the request's "brief" (validated by the caller). */
@@ -1110,11 +1119,7 @@ s_watch_ids (gq_broker_t *self, gq_msg_t *request, const int64_t *ids, size_t co
     watch->refs = 1; /* held by this function while it works */
     json_t *missing = json_array ();
     for (size_t i = 0; i < count; i++) {
-        gq_job_t *job = s_job_lookup (self, ids[i]);
-        if (!job) {
-            s_store_sync (self); /* it may have ended, or joined, in a batch not yet back */
-            job = s_job_lookup (self, ids[i]);
-        }
+        gq_job_t *job = s_job_find (self, ids[i]);
         if (job) {
             s_watch_add (job, watch);
             continue;
@@ -1380,11 +1385,7 @@ s_cmd_submit (gq_broker_t *self, gq_msg_t **request_p)
         if (submit->jobs[i]) {
             continue;
         }
-        gq_job_t *job = s_job_lookup (self, submit->ids[i]);
-        if (!job) {
-            s_store_sync (self); /* it may have ended in a batch not yet committed */
-            job = s_job_lookup (self, submit->ids[i]);
-        }
+        gq_job_t *job = s_job_find (self, submit->ids[i]);
         if (job) {
             s_watch_add (job, submit->watch);
             continue;
@@ -1421,7 +1422,8 @@ s_cmd_submit (gq_broker_t *self, gq_msg_t **request_p)
                                                     zframe_data (frame), zframe_size (frame)));
         }
         if (specs[i].idem && zlist_append (pending->idems, (void *) specs[i].idem)) {
-            s_recorded (self, GQ_ENOMEM);
+            /* Out of memory: not kept as pending (the unique index still guards the key). */
+            zhashx_delete (self->idem_pending, specs[i].idem);
         }
         if (submit->covered) {
             zhashx_insert (self->jobs, S_KEY (job->id), job);
@@ -1461,11 +1463,7 @@ s_cmd_status (gq_broker_t *self, gq_msg_t *request)
     json_t *jobs = json_array ();
     json_t *missing = json_array ();
     for (size_t i = 0; i < count; i++) {
-        gq_job_t *job = s_job_lookup (self, ids[i]);
-        if (!job) {
-            s_store_sync (self);
-            job = s_job_lookup (self, ids[i]);
-        }
+        gq_job_t *job = s_job_find (self, ids[i]);
         json_t *json = job ? s_job_json (self, job, false)
                            : gq_store_job_json (self->store, ids[i], false);
         if (json) {
@@ -1507,11 +1505,7 @@ s_cmd_result (gq_broker_t *self, gq_msg_t *request)
         s_reject (self, request, GQ_EINVAL, id == 0 ? "\"id\" is required" : why);
         return;
     }
-    gq_job_t *job = s_job_lookup (self, id);
-    if (!job) {
-        s_store_sync (self);
-        job = s_job_lookup (self, id);
-    }
+    gq_job_t *job = s_job_find (self, id);
     json_t *json = job ? s_job_json (self, job, true) : gq_store_job_json (self->store, id, true);
     if (!json) {
         s_reply (self, gq_msg_error (request, GQ_ENOTFOUND, "no job %lld", (long long) id));
@@ -1545,11 +1539,7 @@ s_cmd_cancel (gq_broker_t *self, gq_msg_t *request)
     json_t *missing = json_array ();
     int64_t now_ms = gq_now_ms ();
     for (size_t i = 0; i < count; i++) {
-        gq_job_t *job = s_job_lookup (self, ids[i]);
-        if (!job) {
-            s_store_sync (self);
-            job = s_job_lookup (self, ids[i]);
-        }
+        gq_job_t *job = s_job_find (self, ids[i]);
         if (job) {
             int32_t node = job->node;
             if (job->state == GQ_JOB_RUNNING) {
@@ -1736,14 +1726,10 @@ s_cmd_explain (gq_broker_t *self, gq_msg_t *request)
         s_reject (self, request, GQ_EINVAL, id == 0 ? "\"id\" is required" : why);
         return;
     }
-    gq_job_t *job = s_job_lookup (self, id);
+    gq_job_t *job = s_job_find (self, id);
     gq_job_t copy;
     gq_constraints_t constraints;
     json_t *stored = NULL;
-    if (!job) {
-        s_store_sync (self);
-        job = s_job_lookup (self, id);
-    }
     if (!job) {
         stored = gq_store_job_json (self->store, id, false);
         if (!stored || s_job_from_json (self, stored, &copy, &constraints)) {
@@ -2659,7 +2645,7 @@ gq_broker_new (const gq_broker_opts_t *opts, char *why, size_t whylen)
     self->replies = zlist_new ();
     self->inflight = zlist_new ();
     self->idem_pending = zhashx_new ();
-    self->pending = s_pending_new ();
+    self->pending = s_pending_new (self);
     self->lazy_timer = -1;
     self->dirty_watches = zlist_new ();
     self->dirty_workers = zlist_new ();

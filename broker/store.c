@@ -185,6 +185,26 @@ s_step_done (gq_store_t *self, sqlite3_stmt *stmt, const char *what)
     return err ? err : s_ok (self);
 }
 
+/* Steps a bound statement that selects one integer: 1 with *value set, 0 for no row (value
+   untouched), or GQ_ESTORE (failing step `what`). Resets the statement. */
+static int
+s_step_int64 (gq_store_t *self, sqlite3_stmt *stmt, const char *what, int64_t *value)
+{
+    int rc = sqlite3_step (stmt);
+    int found = 0;
+    if (rc == SQLITE_ROW) {
+        *value = sqlite3_column_int64 (stmt, 0);
+        found = 1;
+    } else if (rc != SQLITE_DONE) {
+        found = s_fail (self, what);
+    }
+    sqlite3_reset (stmt);
+    if (found >= 0) {
+        s_ok (self);
+    }
+    return found;
+}
+
 /* Fills row from the current result row of a statement selecting S_JOB_COLUMNS. */
 static void
 s_row_read (sqlite3_stmt *stmt, gq_job_row_t *row)
@@ -549,24 +569,12 @@ gq_store_job_insert (gq_store_t *self, gq_job_t *job, const char *kind, const ch
     if (!job || !job->payload || !kind || !*kind) {
         return s_error (self, GQ_EINVAL, "insert job", "no payload or no kind");
     }
-    if (idem && *idem) {
+    if (idem && *idem && existing_id) {
         /* A lookup before the insert rather than a caught constraint error: a failed statement
            inside the group transaction is not worth the risk, and the index makes this cheap. */
-        sqlite3_stmt *stmt = self->stmt[S_JOB_BY_IDEM];
-        sqlite3_bind_text (stmt, 1, idem, -1, SQLITE_STATIC);
-        int rc = sqlite3_step (stmt);
-        if (rc == SQLITE_ROW) {
-            if (existing_id) {
-                *existing_id = sqlite3_column_int64 (stmt, 0);
-            }
-            sqlite3_reset (stmt);
-            s_ok (self);
-            return 1;
-        }
-        int err = rc == SQLITE_DONE ? GQ_OK : s_fail (self, "insert job: idem lookup");
-        sqlite3_reset (stmt);
-        if (err) {
-            return err;
+        int found = gq_store_job_by_idem (self, idem, existing_id);
+        if (found) {
+            return found; /* 1, or GQ_ESTORE */
         }
     }
     sqlite3_stmt *stmt = self->stmt[S_JOB_INSERT];
@@ -1081,17 +1089,9 @@ gq_store_purge (gq_store_t *self, int64_t before_ms, int limit, int64_t purged[G
 int64_t
 gq_store_max_id (gq_store_t *self)
 {
-    sqlite3_stmt *stmt = self->stmt[S_MAX_ID];
-    int rc = sqlite3_step (stmt);
-    int64_t id = 0;
-    if (rc == SQLITE_ROW) {
-        id = sqlite3_column_int64 (stmt, 0);
-        s_ok (self);
-    } else {
-        id = s_fail (self, "max id");
-    }
-    sqlite3_reset (stmt);
-    return id;
+    int64_t id = 0; /* max() of no rows is NULL: read as 0 */
+    int rc = s_step_int64 (self, self->stmt[S_MAX_ID], "max id", &id);
+    return rc < 0 ? rc : id;
 }
 
 int
@@ -1100,37 +1100,16 @@ gq_store_job_by_idem (gq_store_t *self, const char *idem, int64_t *id)
     if (!idem || !*idem) {
         return s_error (self, GQ_EINVAL, "idem lookup", "no key");
     }
-    sqlite3_stmt *stmt = self->stmt[S_JOB_BY_IDEM];
-    sqlite3_bind_text (stmt, 1, idem, -1, SQLITE_STATIC);
-    int rc = sqlite3_step (stmt);
-    int found = 0;
-    if (rc == SQLITE_ROW) {
-        *id = sqlite3_column_int64 (stmt, 0);
-        found = 1;
-        s_ok (self);
-    } else if (rc == SQLITE_DONE) {
-        s_ok (self);
-    } else {
-        found = s_fail (self, "idem lookup");
-    }
-    sqlite3_reset (stmt);
-    return found;
+    sqlite3_bind_text (self->stmt[S_JOB_BY_IDEM], 1, idem, -1, SQLITE_STATIC);
+    return s_step_int64 (self, self->stmt[S_JOB_BY_IDEM], "idem lookup", id);
 }
 
 int
 gq_store_meta_get (gq_store_t *self, const char *key, int64_t *value)
 {
-    sqlite3_stmt *stmt = self->stmt[S_META_GET];
-    sqlite3_bind_text (stmt, 1, key, -1, SQLITE_STATIC);
-    int rc = sqlite3_step (stmt);
-    int err = GQ_OK;
-    if (rc == SQLITE_ROW) {
-        *value = sqlite3_column_int64 (stmt, 0);
-    } else if (rc != SQLITE_DONE) {
-        err = s_fail (self, "read meta");
-    }
-    sqlite3_reset (stmt);
-    return err ? err : s_ok (self);
+    sqlite3_bind_text (self->stmt[S_META_GET], 1, key, -1, SQLITE_STATIC);
+    int rc = s_step_int64 (self, self->stmt[S_META_GET], "read meta", value);
+    return rc < 0 ? rc : GQ_OK;
 }
 
 int
@@ -1583,6 +1562,10 @@ gq_store_test (bool verbose)
     GQ_CHECK_EQ (gq_store_job_by_idem (store, "key-none", &found), 0);
     GQ_CHECK_EQ (found, j4.id);
     GQ_CHECK_EQ (gq_store_job_by_idem (store, "", &found), GQ_EINVAL);
+    /* Without existing_id the caller has looked the key up: a key taken fails the insert. */
+    gq_job_t taken = s_job (p4, 1, t + 4);
+    GQ_CHECK_EQ (gq_store_job_insert (store, &taken, "echo", NULL, "key-4", NULL, NULL), GQ_ESTORE);
+    S_HAS_STR (gq_store_errmsg (store), "UNIQUE");
 
     /* The broker's own ids: a job inserted with an id keeps it, and the next SQLite id follows;
        an id taken already fails. */

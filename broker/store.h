@@ -80,7 +80,9 @@ int gq_store_error (gq_store_t *self);
    the names of the job's interned ids; idem is the idempotency key or NULL; client is the
    submitter's CURVE key or ""/NULL. The job's payload is bound without a copy. Returns 0 when
    inserted; 1 when a job with that idem key exists already, with its id in *existing_id and
-   nothing inserted (this sees the jobs of the open transaction too); GQ_EINVAL or GQ_ESTORE. */
+   nothing inserted (this sees the jobs of the open transaction too); GQ_EINVAL or GQ_ESTORE.
+   With existing_id NULL the key is not looked up (the caller has, with gq_store_job_by_idem):
+   a key taken then fails the insert with GQ_ESTORE. */
 int gq_store_job_insert (gq_store_t *self, gq_job_t *job, const char *kind, const char *model,
                          const char *idem, const char *client, int64_t *existing_id);
 

@@ -287,19 +287,12 @@ s_op_apply (gq_batch_t *self, s_op_t *op, gq_store_t *store)
     const char *name = op->name[0] ? op->name : NULL;
     int rc = GQ_OK;
     switch (op->type) {
-    case S_OP_JOB_INSERT: {
-        int64_t existing = 0;
+    case S_OP_JOB_INSERT:
+        /* No idem lookup: the broker looked the key up before it recorded the insert. */
         rc = gq_store_job_insert (store, (gq_job_t *) op->u.insert.job, op->u.insert.kind,
                                   op->u.insert.model, op->u.insert.idem, op->u.insert.client,
-                                  &existing);
-        if (rc == 1) {
-            snprintf (self->errmsg, sizeof self->errmsg,
-                      "store: job %lld: idempotency key taken by job %lld", (long long) op->job_id,
-                      (long long) existing);
-            return GQ_ESTORE;
-        }
+                                  NULL);
         break;
-    }
     case S_OP_BLOB:
         rc = gq_store_job_blob_insert (store, op->job_id, "in", op->u.blob.idx, op->u.blob.data,
                                        op->u.blob.size);

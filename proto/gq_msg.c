@@ -670,6 +670,15 @@ gq_chunk_json (zchunk_t *chunk, const json_t *json)
     return again == size ? GQ_OK : GQ_EINVAL;
 }
 
+int
+gq_chunk_string (zchunk_t *chunk, const char *text)
+{
+    json_t *string = json_string (text);
+    int rc = string ? gq_chunk_json (chunk, string) : GQ_EINVAL;
+    json_decref (string);
+    return rc;
+}
+
 void
 gq_msg_test (bool verbose)
 {
@@ -684,26 +693,33 @@ gq_msg_test (bool verbose)
     zchunk_extend (text, " ", 1);
     gq_chunk_int (text, INT64_MAX);
     zchunk_extend (text, "", 1);
-    assert (streq ((char *) zchunk_data (text), "0 -42 -9223372036854775808 9223372036854775807"));
+    GQ_CHECK_STR ((char *) zchunk_data (text), "0 -42 -9223372036854775808 9223372036854775807");
     zchunk_set (text, NULL, 0);
     json_t *small = json_pack ("{s:s, s:[i, b, n]}", "a", "h\u00e9", "b", 1, 1);
-    assert (gq_chunk_json (text, small) == GQ_OK);
+    GQ_CHECK_EQ (gq_chunk_json (text, small), GQ_OK);
     zchunk_extend (text, "", 1);
-    assert (streq ((char *) zchunk_data (text), "{\"a\":\"h\u00e9\",\"b\":[1,true,null]}"));
+    GQ_CHECK_STR ((char *) zchunk_data (text), "{\"a\":\"h\u00e9\",\"b\":[1,true,null]}");
     json_decref (small);
     char *long_text = (char *) malloc (5000);
     memset (long_text, 'x', 4999);
     long_text[4999] = 0;
     json_t *large = json_string (long_text);
     zchunk_set (text, NULL, 0);
-    assert (gq_chunk_json (text, large) == GQ_OK);
-    assert (zchunk_size (text) == 5001);
+    GQ_CHECK_EQ (gq_chunk_json (text, large), GQ_OK);
+    GQ_CHECK_EQ (zchunk_size (text), 5001);
     json_decref (large);
     free (long_text);
+    zchunk_set (text, NULL, 0);
+    GQ_CHECK_EQ (gq_chunk_string (text, "say \"hi\"\n"), GQ_OK);
+    zchunk_extend (text, "", 1);
+    GQ_CHECK_STR ((char *) zchunk_data (text), "\"say \\\"hi\\\"\\n\"");
+    zchunk_set (text, NULL, 0);
+    GQ_CHECK_EQ (gq_chunk_string (text, "\xff"), GQ_EINVAL);
+    GQ_CHECK_EQ (zchunk_size (text), 0);
     json_t *bad = json_stringn_nocheck ("\xff", 1);
     zchunk_set (text, NULL, 0);
-    assert (gq_chunk_json (text, bad) == GQ_EINVAL);
-    assert (zchunk_size (text) == 0);
+    GQ_CHECK_EQ (gq_chunk_json (text, bad), GQ_EINVAL);
+    GQ_CHECK_EQ (zchunk_size (text), 0);
     json_decref (bad);
     zchunk_destroy (&text);
 

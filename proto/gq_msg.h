@@ -37,6 +37,9 @@ void gq_msg_destroy (gq_msg_t **self_p);
    nothing is appended), or GQ_ENOMEM. */
 void gq_chunk_int (zchunk_t *chunk, int64_t value);
 int gq_chunk_json (zchunk_t *chunk, const json_t *json);
+/* text as a JSON string, escaped by jansson: 0, or GQ_EINVAL when it is not UTF-8 (nothing is
+   appended), or GQ_ENOMEM. */
+int gq_chunk_string (zchunk_t *chunk, const char *text);
 
 /* Decodes a received multipart message, taking ownership of *zmsg_p (NULLed). With `routed`, the
    first frame is the ROUTER routing id. Returns 0 and a message in *msg_p, or a gq_err_t with a

@@ -374,6 +374,18 @@ h_result (gq_client_t *client, int64_t id)
     return job;
 }
 
+bool
+h_running_on (gq_client_t *client, int64_t id, char *node, char *other)
+{
+    json_t *status = h_status (client, id);
+    snprintf (node, GQ_NAME_MAX, "%s", h_str (status, "node"));
+    json_decref (status);
+    bool first = strcmp (node, "w1") == 0;
+    CHECK (first || strcmp (node, "w2") == 0);
+    snprintf (other, GQ_NAME_MAX, "%s", first ? "w2" : "w1");
+    return first;
+}
+
 json_t *
 h_node (gq_client_t *client, const char *name)
 {

@@ -83,6 +83,10 @@ void h_wait_broker (gq_client_t *client, int timeout_ms);
 bool h_wait_state (gq_client_t *client, int64_t id, const char *state, int timeout_ms);
 /* RESULT's job object, with attempts_detail (new reference), or NULL. */
 json_t *h_result (gq_client_t *client, int64_t id);
+/* For a test with two workers w1 and w2: the one that runs job id (its STATUS node; the test
+   fails when it is neither) into node, the other into other (each GQ_NAME_MAX bytes); returns
+   true when it is w1. */
+bool h_running_on (gq_client_t *client, int64_t id, char *node, char *other);
 /* The node called name as NODES reports it (new reference), or NULL. */
 json_t *h_node (gq_client_t *client, const char *name);
 /* Polls NODES until node name has status ("online", "busy", "offline", ...); false on timeout. */

@@ -271,8 +271,7 @@ gq 0 status "$BEHIND" --json
 expect "state of the job behind 200 parked ones" "$(jq -r .state "$TMP/out")" done
 gq 0 jobs --state queued --json --limit 1000
 expect "parked jobs still queued" "$(jq -c length "$TMP/out")" 200
-gq 0 explain "$(jq -r '.[0].id' "$TMP/out")"
-has "kind"
+explain_verdicts "$(jq -r '.[0].id' "$TMP/out")" kind cheap mid fast
 
 step "parked jobs hold up nothing"
 echo "matching_cli: 10G/20G/40G -> n12/n24/n80 together; 100G queued with reasons;" \

@@ -53,6 +53,21 @@ s_check_once (gq_client_t *client, int64_t id, int ms)
     json_decref (result);
 }
 
+/* Kills the broker (SIGKILL), leaves it down for down_ms, and starts another on the same store
+   with these timings; returns its PID once it answers. */
+static pid_t
+s_restart (gq_client_t *client, pid_t broker, const char *heartbeat_ms, const char *liveness,
+           int down_ms)
+{
+    h_kill (broker, SIGKILL);
+    if (down_ms) {
+        zclock_sleep (down_ms); /* an outage of that length is what the caller tests */
+    }
+    broker = h_start_broker ("--heartbeat-ms", heartbeat_ms, "--liveness", liveness, NULL);
+    h_wait_broker (client, 10000);
+    return broker;
+}
+
 int
 main (void)
 {
@@ -82,15 +97,11 @@ main (void)
     json_decref (result);
 
     /* 2. A job runs across the restart; the worker re-registers while it still runs. */
-    h_kill (broker, SIGKILL);
-    broker = h_start_broker ("--heartbeat-ms", "200", "--liveness", "3", NULL);
-    h_wait_broker (client, 10000);
+    broker = s_restart (client, broker, "200", "3", 0);
     CHECK (h_wait_node_status (client, "w1", "online", 5000));
     int64_t kept = s_sleep_job (client, 2500);
     CHECK (h_wait_state (client, kept, "running", 5000));
-    h_kill (broker, SIGKILL);
-    broker = h_start_broker ("--heartbeat-ms", "200", "--liveness", "3", NULL);
-    h_wait_broker (client, 10000);
+    broker = s_restart (client, broker, "200", "3", 0);
     CHECK (h_wait_node_status (client, "w1", "busy", 2000)); /* registered, holding the job */
     json_t *status = h_status (client, kept);
     CHECK_STR (h_str (status, "state"), "running");
@@ -101,15 +112,11 @@ main (void)
 
     /* 3. A job runs across the restart; its result comes before the worker re-registers.
        Liveness 10 x 1000 ms: the worker will not reconnect by itself within this part. */
-    h_kill (broker, SIGKILL);
-    broker = h_start_broker ("--heartbeat-ms", "1000", "--liveness", "10", NULL);
-    h_wait_broker (client, 10000);
+    broker = s_restart (client, broker, "1000", "10", 0);
     CHECK (h_wait_node_status (client, "w1", "online", 5000));
     int64_t across = s_sleep_job (client, 2000);
     CHECK (h_wait_state (client, across, "running", 5000));
-    h_kill (broker, SIGKILL);
-    broker = h_start_broker ("--heartbeat-ms", "1000", "--liveness", "10", NULL);
-    h_wait_broker (client, 10000);
+    broker = s_restart (client, broker, "1000", "10", 0);
     CHECK (h_wait_state (client, across, "done", 10000));
     /* The worker was told REGISTER when its result came, and registered. */
     if (!h_wait_node_status (client, "w1", "online", 3000)) {
@@ -122,16 +129,11 @@ main (void)
 
     /* 4. The job ends while no broker runs. The wait is the thing under test: the broker must
        be down for the whole rest of the job. */
-    h_kill (broker, SIGKILL);
-    broker = h_start_broker ("--heartbeat-ms", "200", "--liveness", "3", NULL);
-    h_wait_broker (client, 10000);
+    broker = s_restart (client, broker, "200", "3", 0);
     CHECK (h_wait_node_status (client, "w1", "online", 5000));
     int64_t orphan = s_sleep_job (client, 500);
     CHECK (h_wait_state (client, orphan, "running", 5000));
-    h_kill (broker, SIGKILL);
-    zclock_sleep (1500);
-    broker = h_start_broker ("--heartbeat-ms", "200", "--liveness", "3", NULL);
-    h_wait_broker (client, 10000);
+    broker = s_restart (client, broker, "200", "3", 1500);
     CHECK (h_wait_state (client, orphan, "done", 5000));
     s_check_once (client, orphan, 500);
 

@@ -27,14 +27,10 @@ main (void)
         fprintf (stderr, "job %lld never ran\n", (long long) id);
         h_fail ();
     }
-    json_t *status = h_status (client, id);
-    char victim[64], survivor[64];
-    snprintf (victim, sizeof victim, "%s", h_str (status, "node"));
-    json_decref (status);
-    CHECK (strcmp (victim, "w1") == 0 || strcmp (victim, "w2") == 0);
-    snprintf (survivor, sizeof survivor, "%s", strcmp (victim, "w1") == 0 ? "w2" : "w1");
+    char victim[GQ_NAME_MAX], survivor[GQ_NAME_MAX];
+    pid_t victim_pid = h_running_on (client, id, victim, survivor) ? w1 : w2;
     int64_t killed_us = gq_mono_us ();
-    h_kill (strcmp (victim, "w1") == 0 ? w1 : w2, SIGKILL);
+    h_kill (victim_pid, SIGKILL);
 
     /* The node goes offline by missed heartbeats (liveness 3 x 200 ms), well within this wait. */
     CHECK (h_wait_node_status (client, victim, "offline", 3000));

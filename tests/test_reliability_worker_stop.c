@@ -27,13 +27,8 @@ main (void)
     int64_t id = h_submit (client, job);
     json_decref (job);
     CHECK (h_wait_state (client, id, "running", 5000));
-    json_t *status = h_status (client, id);
-    char frozen[16], other[16];
-    snprintf (frozen, sizeof frozen, "%s", h_str (status, "node"));
-    json_decref (status);
-    CHECK (strcmp (frozen, "w1") == 0 || strcmp (frozen, "w2") == 0);
-    snprintf (other, sizeof other, "%s", strcmp (frozen, "w1") == 0 ? "w2" : "w1");
-    pid_t frozen_pid = strcmp (frozen, "w1") == 0 ? w1 : w2;
+    char frozen[GQ_NAME_MAX], other[GQ_NAME_MAX];
+    pid_t frozen_pid = h_running_on (client, id, frozen, other) ? w1 : w2;
 
     int64_t t0 = gq_mono_us ();
     h_kill (frozen_pid, SIGSTOP);

@@ -146,6 +146,21 @@ s_expect_error (zsock_t *sock, const char *code, const char *what)
     return body;
 }
 
+/* A SUBMIT of one job whose string field is size copies of fill must be refused with code. */
+static void
+s_long_field (zsock_t *sock, const char *field, char fill, size_t size, const char *code,
+              const char *what)
+{
+    char *text = (char *) malloc (size + 64);
+    CHECK (text);
+    int n = snprintf (text, 64, "{\"req\":8,\"jobs\":[{\"%s\":\"", field);
+    memset (text + n, fill, size);
+    strcpy (text + n + size, "\"}]}");
+    s_send (sock, "GQC1", "SUBMIT", text, NULL);
+    free (text);
+    json_decref (s_expect_error (sock, code, what));
+}
+
 /* Nothing comes back for what was just sent: a PING sent after it is answered first. */
 static void
 s_expect_dropped (zsock_t *sock, const char *proto, const char *what)
@@ -344,29 +359,14 @@ s_test_malformed (gq_client_t *alice)
     s_send (c, "GQC1", "SUBMIT", deep, NULL);
     json_decref (s_expect_error (c, "TOO_BIG", "deep nesting"));
     bad++;
-    size_t huge_size = GQ_MAX_JSON_BYTES + 1024;
-    char *huge = (char *) malloc (huge_size + 64);
-    CHECK (huge);
-    n = snprintf (huge, 64, "{\"req\":8,\"jobs\":[{\"payload\":\"");
-    memset (huge + n, 'x', huge_size);
-    strcpy (huge + n + huge_size, "\"}]}");
-    s_send (c, "GQC1", "SUBMIT", huge, NULL);
-    json_decref (s_expect_error (c, "TOO_BIG", "JSON frame above 4 MiB"));
+    s_long_field (c, "payload", 'x', GQ_MAX_JSON_BYTES + 1024, "TOO_BIG",
+                  "JSON frame above 4 MiB");
     bad++;
     /* A long kind and a long idem key. */
-    n = snprintf (huge, 64, "{\"req\":9,\"jobs\":[{\"kind\":\"");
-    memset (huge + n, 'k', 100000);
-    strcpy (huge + n + 100000, "\"}]}");
-    s_send (c, "GQC1", "SUBMIT", huge, NULL);
-    json_decref (s_expect_error (c, "BAD_REQUEST", "100000-byte kind"));
+    s_long_field (c, "kind", 'k', 100000, "BAD_REQUEST", "100000-byte kind");
     bad++;
-    n = snprintf (huge, 64, "{\"req\":9,\"jobs\":[{\"idem\":\"");
-    memset (huge + n, 'i', 5000);
-    strcpy (huge + n + 5000, "\"}]}");
-    s_send (c, "GQC1", "SUBMIT", huge, NULL);
-    json_decref (s_expect_error (c, "BAD_REQUEST", "5000-byte idem"));
+    s_long_field (c, "idem", 'i', 5000, "BAD_REQUEST", "5000-byte idem");
     bad++;
-    free (huge);
     s_send (c, "GQC1", "SUBMIT", "{\"req\":10,\"jobs\":[{\"kind\":\"ec\\u0000ho\"}]}", NULL);
     json_decref (s_expect_error (c, "BAD_REQUEST", "NUL in a string"));
     bad++;

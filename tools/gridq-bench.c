@@ -361,9 +361,6 @@ s_rss_kb (pid_t pid)
 
 /* ---- Jobs ------------------------------------------------------------------------------------ */
 
-/* The length of the payload's string, for checking results. */
-static int s_payload_bytes;
-
 /* The payload every job carries: {"data": "xxxx..."} with payload_bytes characters. */
 static json_t *
 s_payload (int payload_bytes)
@@ -394,10 +391,11 @@ s_jobs (size_t count, json_t *payload)
     return jobs;
 }
 
-/* Counts the jobs of a FINISHED body: done ones in *done, others (and missing ids) in *failed.
-   Returns how many jobs the message reported. */
+/* Counts the jobs of a FINISHED body: done ones whose result is their payload (echo: a string
+   of opts->payload_bytes) in *done, others (and missing ids) in *failed. Returns how many jobs
+   the message reported. */
 static int64_t
-s_count_finished (json_t *body, int64_t *done, int64_t *failed)
+s_count_finished (json_t *body, const s_opts_t *opts, int64_t *done, int64_t *failed)
 {
     json_t *jobs = json_object_get (body, "jobs");
     json_t *missing = json_object_get (body, "missing");
@@ -408,7 +406,7 @@ s_count_finished (json_t *body, int64_t *done, int64_t *failed)
         /* An echo job's result is its payload: {"data": "xxx..."}. */
         json_t *data = json_object_get (json_object_get (job, "result"), "data");
         if (state && streq (state, "done") && json_is_string (data) &&
-            json_string_length (data) == (size_t) s_payload_bytes) {
+            json_string_length (data) == (size_t) opts->payload_bytes) {
             (*done)++;
         } else {
             if (*failed == 0) {
@@ -502,7 +500,7 @@ s_run_throughput (gq_client_t *client, const s_opts_t *opts, s_result_t *result)
             rc = -1;
         } else if (slot >= 0 && streq (command, "FINISHED")) {
             /* The SUBMIT reply itself needs nothing: its jobs are counted as they finish. */
-            int64_t n = s_count_finished (body, &result->jobs, &result->failed);
+            int64_t n = s_count_finished (body, opts, &result->jobs, &result->failed);
             reported += n;
             batches[slot].left -= n;
             if (batches[slot].left <= 0) {
@@ -584,7 +582,7 @@ s_run_latency (gq_client_t *client, const s_opts_t *opts, s_result_t *result)
                 finished = true;
             } else if (got_req == req && streq (command, "FINISHED")) {
                 int64_t done = 0;
-                s_count_finished (body, i >= opts->warmup ? &result->jobs : &done,
+                s_count_finished (body, opts, i >= opts->warmup ? &result->jobs : &done,
                                   &result->failed);
                 finished = true;
             }
@@ -1063,7 +1061,6 @@ main (int argc, char **argv)
     if (rc) {
         return rc;
     }
-    s_payload_bytes = opts.payload_bytes;
     if (!opts.bin) {
         opts.bin = s_self_dir (self_dir, sizeof self_dir);
     }

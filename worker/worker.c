@@ -241,11 +241,9 @@ s_result (gq_worker_t *self, int64_t id, int attempt, json_t *result, const char
         s_put (out, ",\"ok\":false,\"ms\":");
         s_put_ms (out, ms);
         s_put (out, ",\"error\":");
-        json_t *text = json_string (error);
-        if (!text || gq_chunk_json (out, text)) {
+        if (gq_chunk_string (out, error)) {
             s_put (out, "\"(the error text is not UTF-8)\"");
         }
-        json_decref (text);
     }
     json_decref (result);
     if (n_blobs) {
