@@ -7,7 +7,7 @@
 
 #include <czmq.h>
 
-#include "broker.h"
+#include "opts.h"
 #include "gq_msg.h"
 
 typedef struct _gq_guard_t gq_guard_t;

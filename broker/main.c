@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "broker.h"
+#include "gq_common.h"
 
 static void
 s_usage (FILE *out)

@@ -13,6 +13,7 @@
 
 #include "gq_common.h"
 #include "job.h"
+#include "opts.h"
 
 typedef enum {
     GQ_NODE_ONLINE = 0,   /* connected, takes jobs (may be partly used) */
@@ -23,17 +24,6 @@ typedef enum {
 /* "online", "busy", "draining", "offline"; "unknown" for an unknown status. */
 const char *gq_node_status_name (int status);
 
-/* Score weights (broker config "weights"); each term is normalised to 0..1 before weighting. */
-typedef struct {
-    double fit;         /* min_vram / vram_free: the card that is just big enough (a job
-                           asking no VRAM: 1 - vram_free / the fleet's largest card) */
-    double compute;     /* tflops over the fleet's largest */
-    double cost;        /* cheaper is better, normalised over the fleet */
-    double warm;        /* the job's model is loaded already */
-    double load;        /* free slots over slots */
-    double latency;     /* low heartbeat round trip */
-    double reliability; /* recent success ratio */
-} gq_weights_t;
 /* The defaults: the seed's fit / compute / cost retuned so that the card just big enough wins
    (1.0 / 0.3 / 0.3), plus the terms gridq adds (warm 0.6, load 0.1, latency 0.05, reliability
    0.2); matcher.c says why. */

@@ -522,6 +522,67 @@ gq_metrics_destroy (gq_metrics_t **self_p)
     *self_p = NULL;
 }
 
+/* ---- A plain HTTP GET, for the selftest and the tests ------------------------------------ */
+
+int
+gq_metrics_http_get (int port, const char *path, char **body, char *ctype, size_t ctlen)
+{
+    *body = NULL;
+    int fd = socket (AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in addr = {0};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons ((uint16_t) port);
+    addr.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
+    struct timeval tv = {5, 0};
+    if (fd < 0) {
+        return -1;
+    }
+    setsockopt (fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt (fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (connect (fd, (struct sockaddr *) &addr, sizeof addr) < 0) {
+        close (fd);
+        return -1;
+    }
+    char request[256];
+    int n = snprintf (request, sizeof request, "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
+    if (send (fd, request, (size_t) n, MSG_NOSIGNAL) != n) {
+        close (fd);
+        return -1;
+    }
+    size_t size = 0, cap = 65536;
+    char *buf = (char *) malloc (cap);
+    ssize_t got;
+    while (buf && (got = recv (fd, buf + size, cap - size - 1, 0)) > 0) {
+        size += (size_t) got;
+        if (cap - size < 2) {
+            cap *= 2;
+            buf = (char *) realloc (buf, cap);
+        }
+    }
+    close (fd);
+    if (!buf) {
+        return -1;
+    }
+    buf[size] = 0;
+    int status = -1;
+    char *headers_end = strstr (buf, "\r\n\r\n");
+    if (sscanf (buf, "HTTP/1.%*d %d", &status) != 1 || !headers_end) {
+        free (buf);
+        return -1;
+    }
+    *headers_end = 0;
+    ctype[0] = 0;
+    const char *ct = strcasestr (buf, "\r\nContent-Type: ");
+    if (ct) {
+        ct += 16;
+        size_t len = strcspn (ct, "\r\n");
+        snprintf (ctype, ctlen, "%.*s", (int) len, ct);
+    }
+    *body = strdup (headers_end + 4);
+    free (buf);
+    return status;
+}
+
 /* ---- Selftest ------------------------------------------------------------------------------ */
 
 #define S_CHECK(cond)                                                                         \
@@ -615,67 +676,6 @@ s_test_render (void *arg, zchunk_t *out)
 }
 
 #ifdef GQ_HAVE_MHD
-/* A plain HTTP/1.0 GET on 127.0.0.1:port; the status (or -1), the body in *body (malloc'd),
-   the Content-Type in ctype. */
-static int
-s_http_get (int port, const char *path, char **body, char *ctype, size_t ctlen)
-{
-    *body = NULL;
-    int fd = socket (AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in addr = {0};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons ((uint16_t) port);
-    addr.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
-    struct timeval tv = {5, 0};
-    if (fd < 0) {
-        return -1;
-    }
-    setsockopt (fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt (fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    if (connect (fd, (struct sockaddr *) &addr, sizeof addr) < 0) {
-        close (fd);
-        return -1;
-    }
-    char request[256];
-    int n = snprintf (request, sizeof request, "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
-    if (send (fd, request, (size_t) n, MSG_NOSIGNAL) != n) {
-        close (fd);
-        return -1;
-    }
-    size_t size = 0, cap = 65536;
-    char *buf = (char *) malloc (cap);
-    ssize_t got;
-    while (buf && (got = recv (fd, buf + size, cap - size - 1, 0)) > 0) {
-        size += (size_t) got;
-        if (cap - size < 2) {
-            cap *= 2;
-            buf = (char *) realloc (buf, cap);
-        }
-    }
-    close (fd);
-    if (!buf) {
-        return -1;
-    }
-    buf[size] = 0;
-    int status = -1;
-    char *headers_end = strstr (buf, "\r\n\r\n");
-    if (sscanf (buf, "HTTP/1.%*d %d", &status) != 1 || !headers_end) {
-        free (buf);
-        return -1;
-    }
-    *headers_end = 0;
-    ctype[0] = 0;
-    const char *ct = strcasestr (buf, "\r\nContent-Type: ");
-    if (ct) {
-        ct += 16;
-        size_t len = strcspn (ct, "\r\n");
-        snprintf (ctype, ctlen, "%.*s", (int) len, ct);
-    }
-    *body = strdup (headers_end + 4);
-    free (buf);
-    return status;
-}
-
 /* The scraper runs in its own thread, as Prometheus would: it GETs /metrics and /nope and sends
    back "STATUS CTYPE", body, "STATUS" for each. */
 static void
@@ -684,13 +684,13 @@ s_scraper (zsock_t *pipe, void *arg)
     int port = *(int *) arg;
     zsock_signal (pipe, 0);
     char *body, ctype[128];
-    int status = s_http_get (port, "/metrics", &body, ctype, sizeof ctype);
+    int status = gq_metrics_http_get (port, "/metrics", &body, ctype, sizeof ctype);
     zstr_sendm (pipe, "metrics");
     zstr_sendfm (pipe, "%d", status);
     zstr_sendm (pipe, ctype);
     zstr_send (pipe, body ? body : "");
     free (body);
-    status = s_http_get (port, "/nope", &body, ctype, sizeof ctype);
+    status = gq_metrics_http_get (port, "/nope", &body, ctype, sizeof ctype);
     free (body);
     zstr_sendf (pipe, "%d", status);
     /* Wait for $TERM, so that zactor_destroy sees our exit signal and nobody else does. */
@@ -880,7 +880,7 @@ gq_metrics_test (bool verbose)
     pthread_mutex_unlock (&metrics->mutex);
     char *body, ctype[128];
     int64_t t0 = zclock_mono ();
-    GQ_CHECK_EQ (s_http_get (port, "/metrics", &body, ctype, sizeof ctype), 503);
+    GQ_CHECK_EQ (gq_metrics_http_get (port, "/metrics", &body, ctype, sizeof ctype), 503);
     S_CHECK (zclock_mono () - t0 < 5000);
     free (body);
     /* The late answer to that request is dropped; the next scrape gets its own. */

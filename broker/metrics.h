@@ -33,6 +33,11 @@ void gq_metrics_observe (gq_metrics_t *self, gq_hist_t hist, double value);
 /* Appends the histograms in Prometheus text (for render functions). */
 void gq_metrics_render_histograms (gq_metrics_t *self, zchunk_t *out);
 
+/* A plain HTTP/1.0 GET of path on 127.0.0.1:port (5 s timeouts), for tests and scrapers of
+   /metrics: returns the status, or -1 when it could not connect or read a response; *body is
+   the body (malloc'd, the caller frees; NULL on -1), ctype the Content-Type ("" when none). */
+int gq_metrics_http_get (int port, const char *path, char **body, char *ctype, size_t ctlen);
+
 void gq_metrics_test (bool verbose);
 
 #endif

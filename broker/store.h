@@ -29,6 +29,7 @@
 
 #include "gq_common.h"
 #include "job.h"
+#include "opts.h"
 
 /* How long a write waits for a lock held by another connection (an operator's sqlite3 shell)
    before it fails: short, because the broker loop waits with it. */
@@ -37,16 +38,6 @@
 #define GQ_STORE_CACHE_KB  (64 * 1024)
 /* The WAL file is truncated back to this after a checkpoint (it may grow past it in between). */
 #define GQ_STORE_WAL_LIMIT_BYTES (64LL * 1024 * 1024)
-
-typedef enum {
-    /* WAL with synchronous=NORMAL: a commit is in the operating system's hands when it returns,
-       so a broker killed (even SIGKILL) loses nothing it acknowledged; a power loss or kernel
-       crash may lose the last commits (never corrupts the file). No fsync per commit. */
-    GQ_DURABILITY_NORMAL = 0,
-    /* WAL with synchronous=FULL: each commit is fsynced before it returns, so an acknowledged job
-       survives a power loss too. Costs one fsync per loop turn (group commit amortises it). */
-    GQ_DURABILITY_FULL = 1
-} gq_durability_t;
 
 typedef struct _gq_store_t gq_store_t;
 

@@ -4,81 +4,19 @@
     and its _count matches. Bad --metrics values and a port in use are refused clearly, and the
     broker with its HTTP thread stops promptly. */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
 #include <czmq.h>
 #include <math.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "harness.h"
+#include "metrics.h"
 
 #define N_JOBS 40
 #define N_SCRAPERS 4
 
 static int s_port;  /* the metrics port */
-
-/* A plain HTTP/1.0 GET on 127.0.0.1:port: the status (or -1), the body (malloc'd) and the
-   Content-Type. */
-static int
-s_http_get (int port, const char *path, char **body, char *ctype, size_t ctlen)
-{
-    *body = NULL;
-    ctype[0] = 0;
-    int fd = socket (AF_INET, SOCK_STREAM, 0);
-    if (fd < 0) {
-        return -1;
-    }
-    struct sockaddr_in addr = {0};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons ((uint16_t) port);
-    addr.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
-    struct timeval tv = {5, 0};
-    setsockopt (fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt (fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    if (connect (fd, (struct sockaddr *) &addr, sizeof addr) < 0) {
-        close (fd);
-        return -1;
-    }
-    char request[256];
-    int n = snprintf (request, sizeof request, "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
-    if (send (fd, request, (size_t) n, MSG_NOSIGNAL) != n) {
-        close (fd);
-        return -1;
-    }
-    size_t size = 0, cap = 65536;
-    char *buf = (char *) malloc (cap);
-    ssize_t got;
-    while (buf && (got = recv (fd, buf + size, cap - size - 1, 0)) > 0) {
-        size += (size_t) got;
-        if (cap - size < 2) {
-            cap *= 2;
-            buf = (char *) realloc (buf, cap);
-        }
-    }
-    close (fd);
-    if (!buf) {
-        return -1;
-    }
-    buf[size] = 0;
-    int status = -1;
-    char *headers_end = strstr (buf, "\r\n\r\n");
-    if (sscanf (buf, "HTTP/1.%*d %d", &status) != 1 || !headers_end) {
-        free (buf);
-        return -1;
-    }
-    *headers_end = 0;
-    const char *ct = strcasestr (buf, "\r\nContent-Type: ");
-    if (ct) {
-        ct += 16;
-        snprintf (ctype, ctlen, "%.*s", (int) strcspn (ct, "\r\n"), ct);
-    }
-    *body = strdup (headers_end + 4);
-    free (buf);
-    return status;
-}
 
 /* ---- The text format, parsed --------------------------------------------------------------- */
 
@@ -243,7 +181,7 @@ s_scraper (void *arg)
     int *ok = (int *) arg;
     for (int i = 0; i < 5; i++) {
         char *body, ctype[128];
-        if (s_http_get (s_port, "/metrics", &body, ctype, sizeof ctype) == 200 && body &&
+        if (gq_metrics_http_get (s_port, "/metrics", &body, ctype, sizeof ctype) == 200 && body &&
             strstr (body, "gridq_jobs_submitted_total ")) {
             (*ok)++;
         }
@@ -286,7 +224,7 @@ main (void)
     CHECK_EQ (gq_client_wait (client, ids, N_JOBS, 30000, NULL, NULL), 0);
 
     char *body, ctype[128];
-    CHECK_EQ (s_http_get (s_port, "/metrics", &body, ctype, sizeof ctype), 200);
+    CHECK_EQ (gq_metrics_http_get (s_port, "/metrics", &body, ctype, sizeof ctype), 200);
     CHECK (strstr (ctype, "text/plain"));
     CHECK (strstr (ctype, "version=0.0.4"));
     s_exposition_t ex;
@@ -303,7 +241,7 @@ main (void)
     s_exposition_free (&ex);
     free (body);
 
-    CHECK_EQ (s_http_get (s_port, "/nope", &body, ctype, sizeof ctype), 404);
+    CHECK_EQ (gq_metrics_http_get (s_port, "/nope", &body, ctype, sizeof ctype), 404);
     free (body);
 
     /* Several scrapers at once, as when two Prometheus servers watch one broker. */
@@ -339,7 +277,7 @@ main (void)
     int64_t t0 = gq_mono_us ();
     h_kill (broker, SIGINT);
     CHECK (gq_mono_us () - t0 < 5 * 1000000LL);
-    CHECK (s_http_get (s_port, "/metrics", &body, ctype, sizeof ctype) < 0);
+    CHECK (gq_metrics_http_get (s_port, "/metrics", &body, ctype, sizeof ctype) < 0);
     free (body);
 
     printf ("metrics_http: ok\n");

@@ -1,18 +1,5 @@
-# For operators and users: /metrics, gridq-top, batch progress and every program's --help.
-# The broker's metrics module, tested on its own (with the HTTP server when libmicrohttpd is
-# found, as in gridq-broker).
-add_executable(gridq-metrics-selftest ${CMAKE_CURRENT_SOURCE_DIR}/test_metrics.c
-                                      ${CMAKE_SOURCE_DIR}/broker/metrics.c)
-# -iquote, not -I: broker/sched.h must not shadow the system <sched.h>.
-target_compile_options(gridq-metrics-selftest PRIVATE -iquote ${CMAKE_SOURCE_DIR}/broker)
-target_link_libraries(gridq-metrics-selftest PRIVATE gridq Threads::Threads)
-if(MHD_FOUND)
-  target_compile_definitions(gridq-metrics-selftest PRIVATE GQ_HAVE_MHD=1)
-  target_link_libraries(gridq-metrics-selftest PRIVATE PkgConfig::MHD)
-endif()
-add_test(NAME selftest_metrics COMMAND gridq-metrics-selftest)
-set_tests_properties(selftest_metrics PROPERTIES TIMEOUT 60)
-
+# For operators and users: /metrics, gridq-top, batch progress and every program's --help (the
+# metrics module's own selftest, selftest_metrics, runs from broker/).
 # gridq-top against a live broker and two CPU workers (--once, --once --json, the full screen
 # on a pseudo-terminal). Skipped (77) when gridq-top or gridq-worker is not built.
 if(TARGET gridq-top)
@@ -25,7 +12,7 @@ endif()
 # /metrics of a real broker after jobs ran, scraped and parsed.
 if(MHD_FOUND)
   gq_integration_test(integration_metrics_http test_metrics_http.c 120)
-  target_link_libraries(integration_metrics_http PRIVATE Threads::Threads)
+  target_link_libraries(integration_metrics_http PRIVATE gq_brokercore)
   set_tests_properties(integration_metrics_http PROPERTIES SKIP_RETURN_CODE 77)
 endif()
 

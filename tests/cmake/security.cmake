@@ -1,12 +1,6 @@
-# Security tests. selftest_guard: the guard's own selftest (broker/guard.c built in, since the
-# broker's CMakeLists builds guard.c into gridq-broker only). integration_security: CURVE keys
-# made by gridq-keygen, roles, plaintext and unknown peers, rate limits and malformed input
-# against a real broker, worker and client on loopback.
-add_executable(gridq-guard-selftest ${CMAKE_CURRENT_SOURCE_DIR}/selftest_guard.c
-                                    ${CMAKE_SOURCE_DIR}/broker/guard.c)
-target_link_libraries(gridq-guard-selftest PRIVATE gq_brokercore)
-add_test(NAME selftest_guard COMMAND gridq-guard-selftest)
-set_tests_properties(selftest_guard PROPERTIES TIMEOUT 60)
+# Security tests (the guard's own selftest, selftest_guard, runs from broker/). integration_security:
+# CURVE keys made by gridq-keygen, roles, plaintext and unknown peers, rate limits and malformed
+# input against a real broker, worker and client on loopback.
 
 gq_integration_test(integration_security test_security.c 240)
 set_tests_properties(integration_security PROPERTIES SKIP_RETURN_CODE 77)

@@ -1,0 +1,332 @@
+/*  broker_internal.h — what the broker's own files share: the broker's state (one struct, owned
+    by the loop thread), the bookkeeping types, and the functions each file offers the others.
+    Nothing outside the loop's files includes it.
+
+    The files, along a job's path: broker.c (the loop: the turn, cron, construction, the table of
+    commands), intake.c (SUBMIT, acknowledgements, recovery), dispatch.c (placements out as JOB
+    messages), workers.c (READY, HEARTBEAT, BYE, liveness), results.c (RESULT, CANCEL, time
+    limits: how attempts and jobs end), watch.c (clients waiting, FINISHED), queries.c (STATUS,
+    RESULT, JOBS, NODES, STATS, EXPLAIN, PING, /metrics), commit.c (the pending batch, the writer
+    thread, job ids). */
+#ifndef GQ_BROKER_INTERNAL_H_INCLUDED
+#define GQ_BROKER_INTERNAL_H_INCLUDED
+
+#include <czmq.h>
+
+#include "broker.h"
+#include "gq_msg.h"
+#include "gq_spec.h"
+#include "guard.h"
+#include "metrics.h"
+#include "queue.h"
+#include "sched.h"
+#include "tuning.h"
+#include "writer.h"
+
+/* ---- State ----------------------------------------------------------------------------------- */
+
+/* A client waiting for jobs to finish (WAIT, or SUBMIT with watch): one per request. */
+typedef struct {
+    zframe_t *routing_id; /* the client's connection */
+    int64_t req;          /* the request the FINISHED messages answer */
+    size_t refs;          /* jobs still pointing at this watch */
+    zchunk_t *pending;    /* finished jobs (JSON objects, comma-separated) to send, or NULL */
+    bool brief;           /* FINISHED carries only id, state, result and error */
+    bool held;            /* a SUBMIT's watch before its acknowledgement: nothing is sent */
+    bool dead;            /* the SUBMIT was refused: nothing is ever sent */
+} gq_watch_t;
+
+/* The watches of one job. */
+typedef struct {
+    size_t count;        /* used entries */
+    gq_watch_t *items[]; /* borrowed: refs counts them */
+} gq_watchers_t;
+
+/* One connected (or once connected) worker; index = its matcher node index. */
+typedef struct {
+    int32_t node;          /* matcher index */
+    zframe_t *routing_id;  /* current connection, NULL when offline */
+    char key[520];         /* hex of routing_id (up to 255 bytes): workers-by-connection key */
+    int64_t last_seen_us;  /* monotonic time of the last message */
+    int64_t last_seen_ms;  /* wall time of the last message (for listings) */
+    gq_job_t *running;     /* jobs running there, linked through qprev/qnext */
+    zchunk_t *jobs_out;    /* JOB entries placed this turn, as JSON text, or NULL */
+    size_t jobs_out_count; /* entries in jobs_out */
+    json_t *spec;          /* the worker's last READY spec (kinds, models, backend) */
+    json_t *models_loaded; /* last reported [{name, load_ms}] */
+    char owner_key[48];    /* CURVE key that first registered this name ("" without CURVE):
+                              no other key may take the name over */
+    int failures_in_row;   /* consecutive failed jobs (backoff) */
+    bool dirty;            /* has entries in jobs_out */
+} gq_link_t;
+
+/* A SUBMIT waiting for its batch to commit. */
+typedef struct {
+    gq_msg_t *request; /* the SUBMIT (routing id, req, blobs; the batch borrows from it) */
+    gq_job_t **jobs;   /* its new jobs (NULL entries for idem repeats); owned here until
+                          they join memory, borrowed after (see covered) */
+    int64_t *ids;      /* the id of each job of the batch */
+    size_t count;
+    uint32_t owner;    /* submitter, for the per-client cap */
+    gq_watch_t *watch; /* SUBMIT with watch: held until the acknowledgement, or NULL */
+    bool covered;      /* its ids are below a committed next_job_id: its jobs joined memory
+                          and the queue at once; otherwise they join when it commits */
+} gq_submit_t;
+
+/* The writes of one or more turns, and what waits for them to commit. */
+typedef struct {
+    gq_batch_t *batch; /* the writes */
+    zlist_t *submits;  /* gq_submit_t: acknowledged when it is back */
+    zlist_t *replies;  /* gq_msg_t: sent when it is back */
+    zlist_t *dead;     /* gq_job_t that ended: the batch borrows them; freed when it is back */
+    zlist_t *idems;    /* idem keys it inserts (strings): no longer pending when it is back */
+    int64_t id_mark;   /* the next_job_id it records, 0 for none */
+    int64_t id_first, id_last; /* the ids of the jobs it inserts (0, 0 for none) */
+    int64_t opened_us;         /* when its first write was recorded */
+} gq_pending_t;
+
+struct _gq_broker_t {
+    gq_broker_opts_t opts;           /* configuration (strings borrowed from the caller) */
+    zsock_t *router;                 /* the one socket */
+    zloop_t *loop;                   /* its event loop */
+    gq_store_t *store;               /* SQLite: start, reads, and the shutdown's next_job_id */
+    gq_writer_t *writer;             /* the thread that commits batches */
+    gq_pending_t *pending;           /* the batch being recorded */
+    zlist_t *inflight;               /* gq_pending_t handed to the writer, oldest first */
+    zhashx_t *idem_pending;          /* idem key -> job id, for inserts not yet committed */
+    int64_t next_id;                 /* the next job id */
+    int64_t id_committed;            /* ids below it are covered by a committed next_job_id */
+    int64_t id_recorded;             /* the largest next_job_id recorded (committed or not) */
+    int lazy_timer;                  /* zloop timer that hands a lazy batch over, or -1 */
+    gq_matcher_t *matcher;           /* nodes and placement */
+    gq_queue_t *queue;               /* queued jobs in dispatch order */
+    gq_sched_t *sched;               /* placement policy over queue and matcher */
+    gq_guard_t *guard;               /* CURVE roles and rate limits */
+    gq_metrics_t *metrics;           /* counters, histograms and /metrics */
+    int64_t submitted;               /* jobs accepted since start (counter) */
+    int64_t finished[GQ_JOB_STATES]; /* jobs ended since start, per final state (counters) */
+    zhashx_t *jobs;                  /* id -> gq_job_t, every job not ended */
+    zhashx_t *by_connection;         /* routing-id hex -> gq_link_t */
+    gq_link_t **workers;             /* by node index */
+    size_t workers_size;             /* allocated entries of workers */
+    zlist_t *replies;                /* gq_msg_t of this turn */
+    zlist_t *dirty_watches;          /* gq_watch_t with pending FINISHED */
+    zlist_t *dirty_workers;          /* gq_link_t with jobs to send */
+    gq_dispatch_t *placed;           /* scheduler output buffer */
+    int64_t counts[GQ_JOB_STATES];   /* jobs per state (queued/running from memory) */
+    int64_t rejected;                /* bad messages dropped or answered with ERROR */
+    int64_t started_ms;              /* wall clock at start */
+    int64_t next_heartbeat_us, next_timeouts_us, next_retention_us; /* cron periods */
+    bool turn_wrote; /* this turn recorded writes: its replies wait for them */
+};
+
+/* A command of the wire protocol: who may send it and what handles it. A handler borrows the
+   request (*request_p) unless it takes it over and NULLs *request_p (SUBMIT keeps it until its
+   batch commits); worker is the sender's link, or NULL (clients, and connections the broker
+   does not know yet). */
+typedef void (gq_handler_fn) (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *worker);
+
+/* ---- Small helpers (broker.c) ------------------------------------------------------------------
+ */
+
+/* zhashx key of a job id: the id itself in the key pointer (no allocation per entry). */
+#define GQ_ID_KEY(id) ((void *) (uintptr_t) (id))
+
+/* The job of that id in memory (not ended), or NULL. */
+static inline gq_job_t *gq_broker_job_lookup (gq_broker_t *self, int64_t id)
+{
+    return (gq_job_t *) zhashx_lookup (self->jobs, GQ_ID_KEY (id));
+}
+
+/* Hex of a frame's bytes into out (size bytes, NUL-terminated). */
+void gq_broker_hex (zframe_t *frame, char *out, size_t size);
+/* The name of node index node, or NULL for -1. Borrowed from the matcher. */
+const char *gq_broker_node_name (gq_broker_t *self, int32_t node);
+/* The job's model name, or NULL. Borrowed from the matcher. */
+const char *gq_broker_model_name (gq_broker_t *self, const gq_job_t *job);
+/* Queues a reply of this turn (sent at its end, or with its batch when the turn wrote); takes
+   reply; NULL is ignored. */
+void gq_broker_reply (gq_broker_t *self, gq_msg_t *reply);
+/* Counts a refused request and replies ERROR code with why. */
+void gq_broker_reject (gq_broker_t *self, gq_msg_t *request, int code, const char *why);
+/* The JSON form of an in-memory job (new reference). with_payload includes the payload text. */
+json_t *gq_broker_job_json (gq_broker_t *self, const gq_job_t *job, bool with_payload);
+/* Frees a job with its payload, blobs and constraints, releasing its watchers; NULLs *job_p. */
+void gq_broker_job_free (gq_broker_t *self, gq_job_t **job_p);
+/* The request's "ids" (malloc'd, the caller frees), or false after refusing the request. */
+bool gq_broker_request_ids (gq_broker_t *self, gq_msg_t *request, int64_t **ids, size_t *count);
+/* Ends a turn: its replies go now, or with its batch when it wrote; then the FINISHED notices,
+   the scheduler's placements, and the batch to the writer if it is due (placed again if the
+   loop committed it itself: jobs may have joined the queue). */
+void gq_broker_turn_end (gq_broker_t *self);
+
+/* ---- Intake (intake.c) --------------------------------------------------------------------- */
+
+/* SUBMIT: validates the whole batch, creates its jobs, records their writes; the reply waits
+   for the commit. Takes the request over. */
+gq_handler_fn gq_intake_submit;
+/* A SUBMIT's batch is back: acknowledged (its jobs join memory if they had to wait, its watch
+   starts talking), or refused with the store's reason and its jobs withdrawn. Frees submit. */
+void gq_intake_settle (gq_broker_t *self, gq_submit_t *submit, bool committed, const char *errmsg);
+/* Frees a submission and the jobs it still owns; NULLs *submit_p. */
+void gq_intake_submit_free (gq_broker_t *self, gq_submit_t **submit_p);
+/* gq_store_recover's callback: a stored unfinished job joins memory and the queue. */
+int gq_intake_recover (void *arg, const gq_job_row_t *row, const char *const *excluded,
+                       size_t n_excluded);
+
+/* ---- Dispatch (dispatch.c) ----------------------------------------------------------------- */
+
+/* Places queued jobs on nodes and sends each worker its JOB messages of this turn. */
+void gq_dispatch_turn (gq_broker_t *self);
+
+/* ---- Workers (workers.c) ------------------------------------------------------------------- */
+
+/* The link of node index node, created (offline) when absent; NULL when out of memory. */
+gq_link_t *gq_workers_link (gq_broker_t *self, int32_t node);
+/* The link of a connection, or NULL when the broker does not know it. */
+gq_link_t *gq_workers_by_connection (gq_broker_t *self, zframe_t *routing_id);
+/* Links a job into (or out of) the list of jobs running on worker. */
+void gq_workers_running_link (gq_link_t *worker, gq_job_t *job);
+void gq_workers_running_unlink (gq_link_t *worker, gq_job_t *job);
+/* Sends worker a command with body (taken); nothing when it is offline. */
+void gq_workers_send (gq_broker_t *self, gq_link_t *worker, const char *command, json_t *body);
+/* A worker is gone (silent, said goodbye, or replaced): its jobs go back to the queue. */
+void gq_workers_lost (gq_broker_t *self, gq_link_t *worker, const char *reason, bool exclude,
+                      int64_t now_ms);
+/* READY, HEARTBEAT and BYE. */
+gq_handler_fn gq_workers_ready;
+gq_handler_fn gq_workers_heartbeat;
+gq_handler_fn gq_workers_bye;
+/* Cron: heartbeats out, and workers silent for liveness heartbeats are lost. */
+void gq_workers_cron (gq_broker_t *self, int64_t now_us, int64_t now_ms);
+
+/* ---- Results: how attempts and jobs end (results.c) ----------------------------------------- */
+
+/* Ends the current attempt of a running job: its slot released, unlinked, and its row recorded
+   (not for a first attempt that succeeded: the job's own row tells that one). */
+void gq_results_attempt_end (gq_broker_t *self, gq_job_t *job, const char *outcome,
+                             const char *reason, int64_t now_ms);
+/* An attempt failed (outcome failed, lost, timeout): the job goes back to the queue without
+   that node, or fails for good after max_attempts. */
+void gq_results_attempt_failed (gq_broker_t *self, gq_job_t *job, const char *outcome,
+                                const char *reason, bool exclude, int64_t now_ms);
+/* A job reached a final state: recorded, watchers told, buried. result is JSON (borrowed) or
+   NULL; the node of the last attempt stays in the record. */
+void gq_results_job_end (gq_broker_t *self, gq_job_t *job, int state, json_t *result,
+                         const char *error, int32_t last_node, int64_t now_ms);
+/* Adds node to the nodes that failed job (the oldest one leaves when it is full). */
+void gq_results_exclude (gq_job_t *job, int32_t node);
+/* RESULT from a worker, CANCEL from a client. */
+gq_handler_fn gq_results_recv;
+gq_handler_fn gq_results_cancel;
+/* Cron: running jobs past their time limit fail their attempt. */
+void gq_results_timeouts (gq_broker_t *self, int64_t now_ms);
+
+/* ---- Watches: clients waiting for jobs to end (watch.c) ----------------------------------- */
+
+/* A watch for request's client; brief from the request's "brief" (validated by the caller). */
+gq_watch_t *gq_watch_new (gq_msg_t *request);
+/* Makes watch wait for job (once per client connection). 0 or GQ_ENOMEM. */
+int gq_watch_add (gq_job_t *job, gq_watch_t *watch);
+/* Drops one reference; frees the watch when none is left and nothing waits to be sent. */
+void gq_watch_release (gq_broker_t *self, gq_watch_t *watch);
+/* Lets go of the clients watching a job. */
+void gq_watch_drop_job (gq_broker_t *self, gq_job_t *job);
+/* Tells the clients watching job that it ended (FINISHED, full or brief as each asked). result
+   is its JSON text or NULL, error its error or NULL. */
+void gq_watch_job_ended (gq_broker_t *self, const gq_job_t *job, const char *node,
+                         const char *result, const char *error, int64_t now_ms);
+/* Queues a stored job (JSON, borrowed) for a client watching it. */
+void gq_watch_notify (gq_broker_t *self, gq_watch_t *watch, json_t *job_json);
+/* Sends a watch's pending FINISHED notices; frees it when no job points at it any more. */
+void gq_watch_flush (gq_broker_t *self, gq_watch_t *watch);
+/* WAIT. */
+gq_handler_fn gq_watch_wait;
+
+/* ---- Queries (queries.c) ------------------------------------------------------------------- */
+
+gq_handler_fn gq_queries_status;
+gq_handler_fn gq_queries_result;
+gq_handler_fn gq_queries_jobs;
+gq_handler_fn gq_queries_nodes;
+gq_handler_fn gq_queries_stats;
+gq_handler_fn gq_queries_explain;
+gq_handler_fn gq_queries_ping;
+/* The text of one /metrics scrape (gq_metrics_render_fn; arg is the broker). */
+void gq_queries_metrics (void *arg, zchunk_t *out);
+
+/* ---- The commit pipeline (commit.c) --------------------------------------------------------- */
+
+/* A new, empty pending batch, or NULL when out of memory. */
+gq_pending_t *gq_pending_new (gq_broker_t *self);
+/* Frees a pending batch and everything waiting on it (at shutdown, or once it is settled). */
+void gq_pending_destroy (gq_broker_t *self, gq_pending_t **pending_p);
+/* Notes a write recorded in the pending batch; rc is the gq_batch_* result (a failure spoiled
+   the batch: it comes back failed, and its submissions are refused). */
+void gq_commit_recorded (gq_broker_t *self, int rc);
+/* Records a next_job_id ahead of the ids handed out, once they come within half a block of
+   the last one recorded. */
+void gq_commit_reserve_ids (gq_broker_t *self);
+/* A batch is back from the writer: what waited on it is settled, then it is freed. */
+void gq_commit_back (gq_broker_t *self, gq_batch_t *batch);
+/* Commits the pending batch when the writer is idle and the batch is due. Returns true when it
+   committed in the loop itself (its jobs may have joined the queue). */
+bool gq_commit_kick (gq_broker_t *self);
+/* Makes every write recorded so far visible to reads of self->store: waits for the writer to
+   commit it all. Blocks the loop; only for questions about jobs no longer in memory. */
+void gq_commit_sync (gq_broker_t *self);
+/* The job of that id in memory; when it is not there, looked for again once the writer has
+   committed all that was recorded (it may have ended, or joined memory, in a batch not yet
+   back), so that a NULL means the store has the last word on it. */
+gq_job_t *gq_commit_find (gq_broker_t *self, int64_t id);
+/* Cron: finished jobs past the retention period are purged (in the next batch). */
+void gq_commit_retention (gq_broker_t *self, int64_t now_ms);
+
+/* ---- JSON text (until the shared writer lands) ---------------------------------------------- */
+static inline void s_chunk_str (zchunk_t *chunk, const char *text)
+{
+    zchunk_extend (chunk, text, strlen (text));
+}
+
+static inline void s_chunk_printf (zchunk_t *chunk, const char *format, ...)
+    __attribute__ ((format (printf, 2, 3)));
+
+static inline void s_chunk_printf (zchunk_t *chunk, const char *format, ...)
+{
+    char text[256];
+    va_list args;
+    va_start (args, format);
+    int n = vsnprintf (text, sizeof text, format, args);
+    va_end (args);
+    zchunk_extend (chunk, text, n < (int) sizeof text ? (size_t) n : sizeof text - 1);
+}
+
+/* Appends text, then a quoted name or null (names are validated on entry: no escaping). */
+static inline void s_chunk_name (zchunk_t *chunk, const char *before, const char *name)
+{
+    s_chunk_str (chunk, before);
+    if (name) {
+        zchunk_extend (chunk, "\"", 1);
+        s_chunk_str (chunk, name);
+        zchunk_extend (chunk, "\"", 1);
+    } else {
+        zchunk_extend (chunk, "null", 4);
+    }
+}
+
+/* Appends text as a JSON string (escaped by jansson), or null. */
+static inline void s_chunk_quoted (zchunk_t *chunk, const char *text)
+{
+    if (!text || gq_chunk_string (chunk, text)) {
+        s_chunk_str (chunk, "null");
+    }
+}
+
+/* Appends key (the text before the value) and the time as a string, or null. */
+static inline void s_chunk_time (zchunk_t *chunk, const char *key, int64_t ms)
+{
+    char buf[GQ_TIME_BUF];
+    s_chunk_name (chunk, key, ms > 0 ? gq_format_time (ms, buf) : NULL);
+}
+
+#endif

@@ -1,0 +1,104 @@
+/*  dispatch.c — placements out: the scheduler picks a node for each queued job it can place,
+    and each worker gets its jobs of the turn as JOB messages (JSON text spliced from what the
+    broker holds; a job with blobs travels alone, since frames are counted per message). */
+#include "broker_internal.h"
+
+/* Sends a worker the JOB message built so far. */
+static void s_worker_flush_jobs (gq_broker_t *self, gq_link_t *worker)
+{
+    zchunk_extend (worker->jobs_out, "]}", 2);
+    gq_msg_t *msg =
+        gq_msg_new_raw (GQ_ROLE_WORKER, "JOB", (const char *) zchunk_data (worker->jobs_out),
+                        zchunk_size (worker->jobs_out));
+    gq_msg_set_routing_id (msg, worker->routing_id);
+    gq_msg_send (&msg, self->router);
+    worker->dirty = false;
+    worker->jobs_out_count = 0;
+    if (zchunk_max_size (worker->jobs_out) > GQ_JOB_MESSAGE_KEEP_BYTES) {
+        zchunk_destroy (&worker->jobs_out); /* do not keep a huge buffer after a burst */
+    }
+}
+
+/* Places queued jobs on nodes and appends them to each worker's JOB message of this turn. */
+void gq_dispatch_turn (gq_broker_t *self)
+{
+    int64_t now_ms = gq_now_ms ();
+    size_t placed;
+    do {
+        int64_t t0 = gq_mono_us ();
+        placed = gq_sched_run (self->sched, now_ms, self->placed, GQ_DISPATCH_BATCH_JOBS);
+        if (placed) {
+            gq_metrics_observe (self->metrics, GQ_HIST_MATCH_US,
+                                (double) (gq_mono_us () - t0) / (double) placed);
+        }
+        for (size_t i = 0; i < placed; i++) {
+            gq_job_t *job = self->placed[i].job;
+            gq_link_t *worker = self->workers[self->placed[i].node];
+            self->counts[GQ_JOB_QUEUED]--;
+            self->counts[GQ_JOB_RUNNING]++;
+            job->attempts++;
+            job->started_ms = now_ms;
+            gq_workers_running_link (worker, job);
+            if (job->blobs) {
+                /* Jobs with blobs travel alone: frames are counted per message. */
+                char head[200];
+                int n = snprintf (head, sizeof head,
+                                  "{\"jobs\":[{\"id\":%lld,\"attempt\":%d,\"kind\":\"%s\","
+                                  "\"timeout_ms\":%u,\"blobs\":[0,%zu],\"model\":",
+                                  (long long) job->id, job->attempts,
+                                  gq_matcher_kind_name (self->matcher, job->kind_id),
+                                  job->timeout_ms, zlist_size ((zlist_t *) job->blobs));
+                zchunk_t *text = zchunk_new (head, (size_t) n);
+                const char *model = gq_broker_model_name (self, job);
+                s_chunk_printf (text, model ? "\"%s\"" : "null", model ? model : "");
+                s_chunk_str (text, ",\"payload\":");
+                zchunk_extend (text, job->payload, job->payload_len);
+                s_chunk_str (text, "}]}");
+                gq_msg_t *msg = gq_msg_new_raw (
+                    GQ_ROLE_WORKER, "JOB", (const char *) zchunk_data (text), zchunk_size (text));
+                zchunk_destroy (&text);
+                gq_msg_set_routing_id (msg, worker->routing_id);
+                for (zframe_t *frame = (zframe_t *) zlist_first ((zlist_t *) job->blobs); frame;
+                     frame = (zframe_t *) zlist_next ((zlist_t *) job->blobs)) {
+                    zframe_t *copy = zframe_dup (frame);
+                    gq_msg_add_blob (msg, &copy);
+                }
+                gq_msg_send (&msg, self->router);
+                continue;
+            }
+            if (!worker->jobs_out) {
+                worker->jobs_out = zchunk_new (NULL, 4096);
+            }
+            zchunk_t *out = worker->jobs_out;
+            if (!worker->dirty) {
+                worker->dirty = true;
+                zlist_append (self->dirty_workers, worker);
+                zchunk_set (out, "{\"jobs\":[", 9);
+            } else {
+                zchunk_extend (out, ",", 1);
+            }
+            const char *model = gq_broker_model_name (self, job);
+            s_chunk_str (out, "{\"id\":");
+            gq_chunk_int (out, job->id);
+            s_chunk_str (out, ",\"attempt\":");
+            gq_chunk_int (out, job->attempts);
+            s_chunk_name (out, ",\"kind\":", gq_matcher_kind_name (self->matcher, job->kind_id));
+            s_chunk_str (out, ",\"timeout_ms\":");
+            gq_chunk_int (out, job->timeout_ms);
+            s_chunk_name (out, ",\"model\":", model);
+            s_chunk_str (out, ",\"payload\":");
+            zchunk_extend (out, job->payload, job->payload_len);
+            zchunk_extend (out, "}", 1);
+            worker->jobs_out_count++;
+            if (worker->jobs_out_count >= GQ_JOB_MESSAGE_JOBS) {
+                /* Send a part now: the worker starts on it while we place the rest. */
+                s_worker_flush_jobs (self, worker);
+                zlist_remove (self->dirty_workers, worker);
+            }
+        }
+    } while (placed == GQ_DISPATCH_BATCH_JOBS);
+    gq_link_t *worker;
+    while ((worker = (gq_link_t *) zlist_pop (self->dirty_workers))) {
+        s_worker_flush_jobs (self, worker);
+    }
+}

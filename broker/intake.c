@@ -1,0 +1,477 @@
+/*  intake.c — jobs coming in: SUBMIT (a whole batch validated first, idempotency keys, the
+    per-client rate and cap, the jobs' writes), its acknowledgement once its batch committed or
+    its refusal when the batch failed, and the recovery of stored unfinished jobs at start. */
+#include "broker_internal.h"
+
+#include <string.h>
+
+/* ---- SUBMIT ---------------------------------------------------------------------------------- */
+
+static gq_job_t *s_job_from_spec (gq_broker_t *self, const gq_jobspec_t *spec, gq_msg_t *request,
+                                  char *why, size_t whylen)
+{
+    int kind = gq_matcher_kind_id (self->matcher, spec->kind, true);
+    if (kind < 0) {
+        snprintf (why, whylen, "too many distinct kinds (at most %d)", GQ_MAX_KINDS);
+        return NULL;
+    }
+    int64_t model = spec->model ? gq_matcher_model_id (self->matcher, spec->model, true) : 0;
+    if (model < 0) {
+        snprintf (why, whylen, "cannot register model \"%s\"", spec->model);
+        return NULL;
+    }
+    gq_job_t *job = (gq_job_t *) calloc (1, sizeof *job);
+    if (!job) {
+        snprintf (why, whylen, "out of memory");
+        return NULL;
+    }
+    job->payload =
+        spec->payload ? json_dumps (spec->payload, JSON_COMPACT | JSON_ENCODE_ANY) : strdup ("{}");
+    if (!job->payload) {
+        free (job);
+        snprintf (why, whylen, "out of memory");
+        return NULL;
+    }
+    job->payload_len = (uint32_t) strlen (job->payload);
+    job->kind_id = (uint16_t) kind;
+    job->model_id = (uint32_t) model;
+    job->min_vram_mb = (int32_t) spec->min_vram_mb;
+    job->priority = (uint8_t) spec->priority;
+    job->timeout_ms = (uint32_t) (spec->timeout_ms > UINT32_MAX ? UINT32_MAX : spec->timeout_ms);
+    job->max_attempts = (uint8_t) spec->max_attempts;
+    job->node = -1;
+    job->state = GQ_JOB_QUEUED;
+    if (spec->gpu_pattern || spec->max_price >= 0 || spec->min_tflops > 0) {
+        job->constraints = (gq_constraints_t *) calloc (1, sizeof *job->constraints);
+        if (!job->constraints) {
+            gq_broker_job_free (self, &job);
+            snprintf (why, whylen, "out of memory");
+            return NULL;
+        }
+        snprintf (job->constraints->gpu_pattern, GQ_PATTERN_MAX, "%s",
+                  spec->gpu_pattern ? spec->gpu_pattern : "");
+        job->constraints->max_price = spec->max_price;
+        job->constraints->min_tflops = spec->min_tflops;
+    }
+    if (spec->blob_first >= 0) {
+        zlist_t *blobs = zlist_new ();
+        for (int i = 0; i < spec->blob_count; i++) {
+            zlist_append (blobs, zframe_dup (gq_msg_blob (request, spec->blob_first + i)));
+        }
+        job->blobs = blobs;
+    }
+    return job;
+}
+
+void gq_intake_submit (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
+{
+    gq_msg_t *request = *request_p;
+    json_t *body = gq_msg_body (request);
+    json_t *jobs = json_object_get (body, "jobs");
+    char why[300];
+    bool submit_watch;
+    if (!json_is_array (jobs) || json_array_size (jobs) == 0 ||
+        json_array_size (jobs) > GQ_MAX_BATCH_JOBS) {
+        gq_broker_reject (self, request, GQ_EINVAL, "\"jobs\" must be an array of 1..10000 jobs");
+        return;
+    }
+    bool brief;
+    if (gq_json_bool (body, "watch", false, &submit_watch, why, sizeof why) ||
+        gq_json_bool (body, "brief", false, &brief, why, sizeof why)) {
+        gq_broker_reject (self, request, GQ_EINVAL, why);
+        return;
+    }
+    size_t count = json_array_size (jobs);
+    /* Validate the whole batch first: a batch is all or nothing. The specs borrow from the
+       request's JSON, which lives until the batch is settled. */
+    gq_jobspec_t *specs = (gq_jobspec_t *) malloc (count * sizeof *specs);
+    if (!specs) {
+        gq_broker_reject (self, request, GQ_ENOMEM, "out of memory");
+        return;
+    }
+    /* Kinds are interned for good: count the batch's new ones before interning any, so that a
+       refused batch uses up nothing and one client cannot fill the table. */
+    const char *new_kinds[GQ_MAX_KINDS];
+    size_t n_new_kinds = 0;
+    size_t new_models = 0; /* unknown model names in the batch (repeats counted: a bound) */
+    for (size_t i = 0; i < count; i++) {
+        int rc = gq_jobspec_parse (json_array_get (jobs, i), &specs[i], why, sizeof why);
+        if (rc == GQ_OK && specs[i].blob_first >= 0 &&
+            (size_t) (specs[i].blob_first + specs[i].blob_count) > gq_msg_blobs (request)) {
+            snprintf (why, sizeof why, "\"blobs\" names frames the message does not have");
+            rc = GQ_EINVAL;
+        }
+        if (rc == GQ_OK && gq_matcher_kind_id (self->matcher, specs[i].kind, false) < 0) {
+            bool seen = false;
+            for (size_t k = 0; k < n_new_kinds && !seen; k++) {
+                seen = streq (new_kinds[k], specs[i].kind);
+            }
+            if (!seen && gq_matcher_kinds (self->matcher) + n_new_kinds >= GQ_MAX_KINDS) {
+                snprintf (why, sizeof why, "kind \"%s\": this broker knows %d kinds already",
+                          specs[i].kind, GQ_MAX_KINDS);
+                rc = GQ_EINVAL;
+            } else if (!seen) {
+                new_kinds[n_new_kinds++] = specs[i].kind;
+            }
+        }
+        if (rc == GQ_OK && specs[i].model &&
+            gq_matcher_model_id (self->matcher, specs[i].model, false) < 0 &&
+            gq_matcher_model_names (self->matcher) + ++new_models > GQ_MAX_MODEL_NAMES) {
+            snprintf (why, sizeof why, "model \"%s\": this broker knows %d model names already",
+                      specs[i].model, GQ_MAX_MODEL_NAMES);
+            rc = GQ_EINVAL;
+        }
+        if (rc) {
+            self->rejected++;
+            gq_msg_t *reply = gq_msg_error (request, GQ_EINVAL, "jobs[%zu]: %s", i, why);
+            json_object_set_new (gq_msg_body (reply), "index", json_integer ((json_int_t) i));
+            gq_broker_reply (self, reply);
+            free (specs);
+            return;
+        }
+    }
+    int64_t retry_after_ms = 0;
+    if (gq_guard_take (self->guard, request, count, gq_mono_us (), &retry_after_ms)) {
+        free (specs);
+        self->rejected++;
+        gq_msg_t *reply = gq_msg_error (request, GQ_ERATE, "too many submissions; retry in %lld ms",
+                                        (long long) retry_after_ms);
+        json_object_set_new (gq_msg_body (reply), "retry_after_ms",
+                             json_integer ((json_int_t) retry_after_ms));
+        gq_broker_reply (self, reply);
+        return;
+    }
+    uint32_t owner = gq_guard_owner (self->guard, gq_msg_user_id (request));
+    int capped = gq_guard_queued (self->guard, owner, (int64_t) count, true, why, sizeof why);
+    if (capped) {
+        free (specs);
+        self->rejected++;
+        gq_msg_t *reply = gq_msg_error (request, capped, "%s", why);
+        if (capped == GQ_ERATE) {
+            json_object_set_new (gq_msg_body (reply), "retry_after_ms", json_integer (1000));
+        }
+        gq_broker_reply (self, reply);
+        return;
+    }
+    gq_submit_t *submit = (gq_submit_t *) calloc (1, sizeof *submit);
+    if (submit) {
+        submit->owner = owner;
+        submit->jobs = (gq_job_t **) calloc (count, sizeof *submit->jobs);
+        submit->ids = (int64_t *) calloc (count, sizeof *submit->ids);
+    }
+    if (!submit || !submit->jobs || !submit->ids) {
+        if (submit) {
+            free (submit->jobs);
+            free (submit->ids);
+            free (submit);
+        }
+        free (specs);
+        gq_guard_queued (self->guard, owner, -(int64_t) count, false, why, sizeof why);
+        gq_broker_reject (self, request, GQ_ENOMEM, "out of memory");
+        return;
+    }
+    submit->count = count;
+    submit->request = request;
+    *request_p = NULL;
+    int64_t now_ms = gq_now_ms ();
+    /* Every job first (only allocation or an idem lookup can fail now: the batch was
+       validated), so that a failure leaves nothing behind. An idem key names a job not yet
+       committed (idem_pending) or a stored one. */
+    int rc = GQ_OK;
+    size_t repeats = 0;
+    for (size_t i = 0; i < count && rc == GQ_OK; i++) {
+        gq_jobspec_t *spec = &specs[i];
+        if (spec->idem) {
+            void *hit = zhashx_lookup (self->idem_pending, spec->idem);
+            int64_t existing = (int64_t) (intptr_t) hit;
+            int found = hit ? 1 : gq_store_job_by_idem (self->store, spec->idem, &existing);
+            if (found < 0) {
+                rc = GQ_ESTORE;
+                break;
+            }
+            if (found) { /* idempotent repeat: the first job's id, nothing new */
+                submit->ids[i] = existing;
+                repeats++;
+                continue;
+            }
+        }
+        gq_job_t *job = s_job_from_spec (self, spec, request, why, sizeof why);
+        if (!job) {
+            rc = GQ_ENOMEM;
+            break;
+        }
+        job->id = self->next_id++;
+        job->submitted_ms = now_ms;
+        job->owner = owner;
+        submit->jobs[i] = job;
+        submit->ids[i] = job->id;
+        if (spec->idem &&
+            zhashx_insert (self->idem_pending, spec->idem, (void *) (intptr_t) job->id)) {
+            rc = GQ_ENOMEM;
+        }
+    }
+    if (rc == GQ_OK && submit_watch) {
+        submit->watch = gq_watch_new (submit->request);
+        if (submit->watch) {
+            submit->watch->held = true;
+            submit->watch->refs = 1; /* the submission's, until it is acknowledged */
+        } else {
+            rc = GQ_ENOMEM;
+        }
+    }
+    if (rc) {
+        for (size_t i = 0; i < count; i++) {
+            if (submit->jobs[i] && specs[i].idem) {
+                zhashx_delete (self->idem_pending, specs[i].idem);
+            }
+        }
+        gq_guard_queued (self->guard, owner, -(int64_t) count, false, why, sizeof why);
+        self->rejected++;
+        gq_msg_t *reply =
+            rc == GQ_ESTORE ? gq_msg_error (submit->request, GQ_ESTORE,
+                                            "the broker could not read its store (%s); nothing was "
+                                            "accepted, retry later",
+                                            gq_store_errmsg (self->store))
+                            : gq_msg_error (submit->request, GQ_ENOMEM, "out of memory");
+        gq_broker_reply (self, reply);
+        gq_intake_submit_free (self, &submit);
+        free (specs);
+        return;
+    }
+    if (repeats) {
+        gq_guard_queued (self->guard, owner, -(int64_t) repeats, false, why, sizeof why);
+    }
+    /* A client watching an idem repeat hears of that job too: now if it ended already. */
+    for (size_t i = 0; i < count && submit->watch && repeats; i++) {
+        if (submit->jobs[i]) {
+            continue;
+        }
+        gq_job_t *job = gq_commit_find (self, submit->ids[i]);
+        if (job) {
+            gq_watch_add (job, submit->watch);
+            continue;
+        }
+        json_t *stored = gq_store_job_json (self->store, submit->ids[i], true);
+        if (stored) {
+            json_object_del (stored, "attempts_detail");
+            gq_watch_notify (self, submit->watch, stored);
+            json_decref (stored);
+        }
+    }
+    /* The writes; jobs whose ids are covered join memory and the queue now (they may be
+       placed at the end of this turn, before their batch commits). */
+    gq_pending_t *pending = self->pending;
+    submit->covered = self->next_id <= self->id_committed;
+    gq_commit_reserve_ids (self);
+    for (size_t i = 0; i < count; i++) {
+        gq_job_t *job = submit->jobs[i];
+        if (!job) {
+            continue;
+        }
+        if (!pending->id_first) {
+            pending->id_first = job->id;
+        }
+        pending->id_last = job->id;
+        gq_commit_recorded (
+            self, gq_batch_job_insert (
+                      pending->batch, job, gq_matcher_kind_name (self->matcher, job->kind_id),
+                      gq_broker_model_name (self, job), specs[i].idem, gq_msg_user_id (request)));
+        zlist_t *blobs = (zlist_t *) job->blobs;
+        int idx = 0;
+        for (zframe_t *frame = blobs ? (zframe_t *) zlist_first (blobs) : NULL; frame;
+             frame = (zframe_t *) zlist_next (blobs), idx++) {
+            gq_commit_recorded (self,
+                                gq_batch_blob_insert (pending->batch, job->id, idx,
+                                                      zframe_data (frame), zframe_size (frame)));
+        }
+        if (specs[i].idem && zlist_append (pending->idems, (void *) specs[i].idem)) {
+            /* Out of memory: not kept as pending (the unique index still guards the key). */
+            zhashx_delete (self->idem_pending, specs[i].idem);
+        }
+        if (submit->covered) {
+            zhashx_insert (self->jobs, GQ_ID_KEY (job->id), job);
+            gq_queue_push (self->queue, job);
+            self->counts[GQ_JOB_QUEUED]++;
+            self->submitted++;
+            if (submit->watch) {
+                gq_watch_add (job, submit->watch);
+            }
+        }
+    }
+    free (specs);
+    zlist_append (pending->submits, submit);
+    gq_commit_recorded (self, GQ_OK);
+}
+
+/* ---- Acknowledgement, or refusal when the batch failed ------------------------------------- */
+
+void gq_intake_submit_free (gq_broker_t *self, gq_submit_t **submit_p)
+{
+    gq_submit_t *submit = *submit_p;
+    if (!submit) {
+        return;
+    }
+    for (size_t i = 0; i < submit->count && !submit->covered; i++) {
+        gq_broker_job_free (self, &submit->jobs[i]);
+    }
+    if (submit->watch) {
+        submit->watch->dead = true;
+        zchunk_destroy (&submit->watch->pending);
+        gq_watch_release (self, submit->watch);
+    }
+    free (submit->jobs);
+    free (submit->ids);
+    gq_msg_destroy (&submit->request);
+    free (submit);
+    *submit_p = NULL;
+}
+
+/* A job of a submission whose batch failed: it leaves the queue, or its node (which is told to
+   stop it), and memory (gq_commit_back drops its writes from the pending batch). One that ended
+   already stops counting; its burial frees it. */
+static void s_withdraw (gq_broker_t *self, gq_job_t *job, int64_t now_ms)
+{
+    if (gq_job_state_final (job->state)) {
+        self->counts[job->state]--; /* it never was: it does not count */
+        self->finished[job->state]--;
+        return;
+    }
+    if (job->state == GQ_JOB_QUEUED) {
+        gq_queue_remove (self->queue, job);
+        self->counts[GQ_JOB_QUEUED]--;
+    } else {
+        gq_link_t *worker = self->workers[job->node];
+        gq_workers_send (self, worker, "CANCEL", json_pack ("{s:[I]}", "ids", (json_int_t) job->id));
+        gq_workers_running_unlink (worker, job);
+        gq_matcher_release (self->matcher, job->node, job, now_ms);
+        self->counts[GQ_JOB_RUNNING]--;
+    }
+    if (job->owner) {
+        char why[100];
+        gq_guard_queued (self->guard, job->owner, -1, false, why, sizeof why);
+    }
+    zhashx_delete (self->jobs, GQ_ID_KEY (job->id));
+    gq_broker_job_free (self, &job);
+}
+
+/* A SUBMIT's batch is back: acknowledged (its jobs join memory if they had to wait, its watch
+   starts talking), or refused with the store's reason and its jobs withdrawn. */
+void gq_intake_settle (gq_broker_t *self, gq_submit_t *submit, bool committed, const char *errmsg)
+{
+    int64_t now_ms = gq_now_ms ();
+    if (!committed) {
+        self->rejected++;
+        zsys_warning ("broker: refusing a submission of %zu jobs: the store failed", submit->count);
+        gq_msg_t *reply = gq_msg_error (submit->request, GQ_ESTORE,
+                                        "the broker could not store the jobs (%s); nothing "
+                                        "was accepted, retry later",
+                                        errmsg);
+        gq_msg_send (&reply, self->router);
+        for (size_t i = 0; i < submit->count; i++) {
+            gq_job_t *job = submit->jobs[i];
+            if (job && submit->covered) {
+                submit->jobs[i] = NULL;
+                s_withdraw (self, job, now_ms);
+            } else if (job && job->owner) {
+                char why[100];
+                gq_guard_queued (self->guard, job->owner, -1, false, why, sizeof why);
+            }
+        }
+        gq_intake_submit_free (self, &submit);
+        return;
+    }
+    zchunk_t *text = zchunk_new (NULL, 32 + 12 * submit->count);
+    s_chunk_printf (text, "{\"req\":%lld,\"ids\":[", (long long) gq_msg_req (submit->request));
+    for (size_t i = 0; i < submit->count; i++) {
+        gq_job_t *job = submit->jobs[i];
+        if (i) {
+            zchunk_extend (text, ",", 1);
+        }
+        gq_chunk_int (text, submit->ids[i]);
+        if (job && !submit->covered) {
+            zhashx_insert (self->jobs, GQ_ID_KEY (job->id), job);
+            gq_queue_push (self->queue, job);
+            self->counts[GQ_JOB_QUEUED]++;
+            self->submitted++;
+            if (submit->watch) {
+                gq_watch_add (job, submit->watch);
+            }
+            submit->jobs[i] = NULL;
+        }
+    }
+    s_chunk_str (text, "]}");
+    gq_msg_t *reply = gq_msg_new_raw (GQ_ROLE_CLIENT, "SUBMIT", (const char *) zchunk_data (text),
+                                      zchunk_size (text));
+    zchunk_destroy (&text);
+    gq_msg_set_routing_id (reply, gq_msg_routing_id (submit->request));
+    gq_msg_send (&reply, self->router);
+    gq_watch_t *watch = submit->watch;
+    if (watch) {
+        submit->watch = NULL;
+        watch->held = false;
+        watch->refs--; /* the submission's own reference */
+        gq_watch_flush (self, watch);
+    }
+    submit->covered = true; /* nothing left to free but the submission */
+    gq_intake_submit_free (self, &submit);
+}
+
+/* ---- Recovery ------------------------------------------------------------------------------ */
+
+int gq_intake_recover (void *arg, const gq_job_row_t *row, const char *const *excluded,
+                       size_t n_excluded)
+{
+    gq_broker_t *self = (gq_broker_t *) arg;
+    gq_jobspec_t spec = {0};
+    spec.kind = row->kind;
+    spec.model = row->model && *row->model ? row->model : NULL;
+    spec.min_vram_mb = row->min_vram_mb;
+    spec.priority = row->priority;
+    spec.gpu_pattern = row->gpu_pattern && *row->gpu_pattern ? row->gpu_pattern : NULL;
+    spec.max_price = row->max_price;
+    spec.min_tflops = row->min_tflops;
+    spec.timeout_ms = row->timeout_ms;
+    spec.max_attempts = row->max_attempts;
+    spec.blob_first = -1;
+    char why[200];
+    gq_job_t *job = s_job_from_spec (self, &spec, NULL, why, sizeof why);
+    if (!job) {
+        zsys_error ("broker: recovery of job %lld: %s", (long long) row->id, why);
+        return GQ_ENOMEM;
+    }
+    free (job->payload);
+    job->payload = strdup (row->payload ? row->payload : "{}");
+    if (!job->payload) {
+        gq_broker_job_free (self, &job);
+        return GQ_ENOMEM;
+    }
+    job->payload_len = (uint32_t) strlen (job->payload);
+    job->id = row->id;
+    job->submitted_ms = row->submitted_ms;
+    job->owner = gq_guard_owner (self->guard, row->client);
+    if (job->owner) {
+        gq_guard_queued (self->guard, job->owner, 1, false, why, sizeof why);
+    }
+    job->attempts = (uint8_t) row->attempts;
+    for (size_t i = 0; i < n_excluded; i++) {
+        int32_t node = gq_matcher_node_find_or_add (self->matcher, excluded[i]);
+        if (node >= 0) {
+            gq_results_exclude (job, node);
+        }
+    }
+    void **data;
+    size_t *sizes;
+    int n = gq_store_job_blobs (self->store, job->id, "in", &data, &sizes);
+    if (n > 0) {
+        zlist_t *blobs = zlist_new ();
+        for (int i = 0; i < n; i++) {
+            zlist_append (blobs, zframe_new (data[i], sizes[i]));
+        }
+        job->blobs = blobs;
+        gq_store_blobs_free (data, sizes, n);
+    }
+    zhashx_insert (self->jobs, GQ_ID_KEY (job->id), job);
+    gq_queue_push (self->queue, job);
+    self->counts[GQ_JOB_QUEUED]++;
+    return 0;
+}

@@ -1,0 +1,347 @@
+/*  queries.c — what clients ask about: STATUS, RESULT, JOBS, NODES, STATS, EXPLAIN and PING,
+    answered from memory or, for jobs that left it, from the store; and the text of /metrics. */
+#include "broker_internal.h"
+
+#include <string.h>
+
+void gq_queries_status (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
+{
+    gq_msg_t *request = *request_p;
+    int64_t *ids;
+    size_t count;
+    if (!gq_broker_request_ids (self, request, &ids, &count)) {
+        return;
+    }
+    json_t *jobs = json_array ();
+    json_t *missing = json_array ();
+    for (size_t i = 0; i < count; i++) {
+        gq_job_t *job = gq_commit_find (self, ids[i]);
+        json_t *json = job ? gq_broker_job_json (self, job, false)
+                           : gq_store_job_json (self->store, ids[i], false);
+        if (json) {
+            json_array_append_new (jobs, json);
+        } else {
+            json_array_append_new (missing, json_integer (ids[i]));
+        }
+    }
+    free (ids);
+    gq_broker_reply (self,
+                     gq_msg_reply (request, "STATUS",
+                                   json_pack ("{s:o, s:o}", "jobs", jobs, "missing", missing)));
+}
+
+void gq_queries_result (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
+{
+    gq_msg_t *request = *request_p;
+    int64_t id;
+    char why[200];
+    if (gq_json_int (gq_msg_body (request), "id", 1, INT64_MAX, 0, &id, why, sizeof why) ||
+        id == 0) {
+        gq_broker_reject (self, request, GQ_EINVAL, id == 0 ? "\"id\" is required" : why);
+        return;
+    }
+    gq_job_t *job = gq_commit_find (self, id);
+    json_t *json =
+        job ? gq_broker_job_json (self, job, true) : gq_store_job_json (self->store, id, true);
+    if (!json) {
+        gq_broker_reply (self, gq_msg_error (request, GQ_ENOTFOUND, "no job %lld", (long long) id));
+        return;
+    }
+    gq_msg_t *reply = gq_msg_reply (request, "RESULT", json_pack ("{s:o}", "job", json));
+    if (!job) {
+        void **data;
+        size_t *sizes;
+        int n = gq_store_job_blobs (self->store, id, "out", &data, &sizes);
+        for (int i = 0; i < n; i++) {
+            zframe_t *frame = zframe_new (data[i], sizes[i]);
+            gq_msg_add_blob (reply, &frame);
+        }
+        if (n > 0) {
+            gq_store_blobs_free (data, sizes, n);
+        }
+    }
+    gq_broker_reply (self, reply);
+}
+
+void gq_queries_jobs (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
+{
+    gq_msg_t *request = *request_p;
+    json_t *body = gq_msg_body (request);
+    const char *state_name;
+    int64_t limit;
+    char why[200];
+    if (gq_json_str (body, "state", 16, NULL, &state_name, why, sizeof why) ||
+        gq_json_int (body, "limit", 1, GQ_MAX_IDS, 100, &limit, why, sizeof why)) {
+        gq_broker_reject (self, request, GQ_EINVAL, why);
+        return;
+    }
+    int state = state_name ? gq_job_state_parse (state_name) : -1;
+    if (state_name && state < 0) {
+        gq_broker_reject (self, request, GQ_EINVAL,
+                          "\"state\" must be queued, running, done, failed or cancelled");
+        return;
+    }
+    json_t *jobs = json_array ();
+    if (state == GQ_JOB_QUEUED) {
+        for (gq_job_t *job = gq_queue_first (self->queue);
+             job && json_array_size (jobs) < (size_t) limit;
+             job = gq_queue_next (self->queue, job)) {
+            json_array_append_new (jobs, gq_broker_job_json (self, job, false));
+        }
+    } else if (state == GQ_JOB_RUNNING) {
+        for (size_t w = 0; w < self->workers_size && json_array_size (jobs) < (size_t) limit; w++) {
+            for (gq_job_t *job = self->workers[w] ? self->workers[w]->running : NULL;
+                 job && json_array_size (jobs) < (size_t) limit; job = job->qnext) {
+                json_array_append_new (jobs, gq_broker_job_json (self, job, false));
+            }
+        }
+    } else {
+        /* Stored rows, newest first; jobs still in memory show their live state. */
+        gq_commit_sync (self);
+        json_t *stored = gq_store_jobs_json (self->store, state, (size_t) limit);
+        size_t i;
+        json_t *item;
+        json_array_foreach (stored, i, item)
+        {
+            gq_job_t *job = gq_broker_job_lookup (
+                self, (int64_t) json_integer_value (json_object_get (item, "id")));
+            json_array_append_new (jobs, job ? gq_broker_job_json (self, job, false)
+                                             : json_incref (item));
+        }
+        json_decref (stored);
+    }
+    gq_broker_reply (self, gq_msg_reply (request, "JOBS", json_pack ("{s:o}", "jobs", jobs)));
+}
+
+static json_t *s_node_json (gq_broker_t *self, gq_link_t *worker)
+{
+    gq_node_t *node = gq_matcher_node (self->matcher, worker->node);
+    char seen[GQ_TIME_BUF], backoff[GQ_TIME_BUF];
+    json_t *spec = worker->spec;
+    json_t *json = json_pack (
+        "{s:s, s:s, s:s, s:I, s:I, s:f, s:f, s:i, s:i, s:O, s:O, s:O, s:f, s:s, s:s, s:I, s:I, "
+        "s:f, s:s?}",
+        "name", node->name, "gpu_model", node->gpu_model, "backend",
+        spec ? json_string_value (json_object_get (spec, "backend")) ?: "cpu" : "cpu",
+        "vram_total_mb", (json_int_t) node->vram_total_mb, "vram_free_mb",
+        (json_int_t) node->vram_free_mb, "tflops", (double) node->tflops, "price_per_hour",
+        (double) node->price_per_hour, "slots", node->slots, "running", node->running, "kinds",
+        spec && json_object_get (spec, "kinds") ? json_object_get (spec, "kinds") : json_null (),
+        "models_available",
+        spec && json_object_get (spec, "models_available")
+            ? json_object_get (spec, "models_available")
+            : json_null (),
+        "models_loaded", worker->models_loaded ? worker->models_loaded : json_null (), "rtt_ms",
+        (double) node->rtt_ms, "status", gq_node_status_name (node->status), "last_seen",
+        gq_format_time (worker->last_seen_ms, seen), "jobs_ok", (json_int_t) node->jobs_ok,
+        "jobs_failed", (json_int_t) node->jobs_failed, "reliability", (double) node->reliability,
+        "backoff_until",
+        node->backoff_until_ms > gq_now_ms () ? gq_format_time (node->backoff_until_ms, backoff)
+                                              : NULL);
+    return json;
+}
+
+void gq_queries_nodes (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
+{
+    gq_msg_t *request = *request_p;
+    json_t *nodes = json_array ();
+    for (size_t w = 0; w < self->workers_size; w++) {
+        if (self->workers[w] && self->workers[w]->spec) {
+            json_array_append_new (nodes, s_node_json (self, self->workers[w]));
+        }
+    }
+    gq_broker_reply (self, gq_msg_reply (request, "NODES", json_pack ("{s:o}", "nodes", nodes)));
+}
+
+void gq_queries_stats (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
+{
+    gq_msg_t *request = *request_p;
+    int64_t by_status[4] = {0, 0, 0, 0};
+    for (size_t w = 0; w < self->workers_size; w++) {
+        if (self->workers[w] && self->workers[w]->spec) {
+            by_status[gq_matcher_node (self->matcher, (int32_t) w)->status & 3]++;
+        }
+    }
+    json_t *by_priority = json_array ();
+    for (int p = 0; p < 10; p++) {
+        json_array_append_new (by_priority,
+                               json_integer ((json_int_t) gq_queue_size_priority (self->queue, p)));
+    }
+    int64_t oldest = gq_queue_oldest_ms (self->queue);
+    int64_t now_ms = gq_now_ms ();
+    json_t *body = json_pack (
+        "{s:{s:I, s:I, s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I}, s:{s:o, s:I}, s:I, s:I}", "jobs",
+        "queued", (json_int_t) self->counts[GQ_JOB_QUEUED], "running",
+        (json_int_t) self->counts[GQ_JOB_RUNNING], "done", (json_int_t) self->counts[GQ_JOB_DONE],
+        "failed", (json_int_t) self->counts[GQ_JOB_FAILED], "cancelled",
+        (json_int_t) self->counts[GQ_JOB_CANCELLED], "nodes", "online",
+        (json_int_t) by_status[GQ_NODE_ONLINE], "busy", (json_int_t) by_status[GQ_NODE_BUSY],
+        "draining", (json_int_t) by_status[GQ_NODE_DRAINING], "offline",
+        (json_int_t) by_status[GQ_NODE_OFFLINE], "queue", "by_priority", by_priority,
+        "oldest_wait_ms", (json_int_t) (oldest ? now_ms - oldest : 0), "rejected",
+        (json_int_t) self->rejected, "uptime_ms", (json_int_t) (now_ms - self->started_ms));
+    gq_broker_reply (self, gq_msg_reply (request, "STATS", body));
+}
+
+/* Rebuilds a matcher-shaped job from a stored row, for explaining finished jobs. */
+static int s_job_from_json (gq_broker_t *self, json_t *json, gq_job_t *job,
+                            gq_constraints_t *constraints)
+{
+    memset (job, 0, sizeof *job);
+    job->id = (int64_t) json_integer_value (json_object_get (json, "id"));
+    const char *kind = json_string_value (json_object_get (json, "kind"));
+    const char *model = json_string_value (json_object_get (json, "model"));
+    int kind_id = kind ? gq_matcher_kind_id (self->matcher, kind, true) : -1;
+    int64_t model_id = model ? gq_matcher_model_id (self->matcher, model, true) : 0;
+    if (kind_id < 0 || model_id < 0) {
+        return GQ_EINVAL;
+    }
+    job->kind_id = (uint16_t) kind_id;
+    job->model_id = (uint32_t) model_id;
+    job->min_vram_mb = (int32_t) json_integer_value (json_object_get (json, "min_vram_mb"));
+    job->priority = (uint8_t) json_integer_value (json_object_get (json, "priority"));
+    job->node = -1;
+    json_t *c = json_object_get (json, "constraints");
+    if (c) {
+        memset (constraints, 0, sizeof *constraints);
+        snprintf (constraints->gpu_pattern, GQ_PATTERN_MAX, "%s",
+                  json_string_value (json_object_get (c, "gpu")) ?: "");
+        json_t *price = json_object_get (c, "max_price");
+        constraints->max_price = price ? json_number_value (price) : -1;
+        constraints->min_tflops = json_number_value (json_object_get (c, "min_tflops"));
+        job->constraints = constraints;
+    }
+    return GQ_OK;
+}
+
+void gq_queries_explain (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
+{
+    gq_msg_t *request = *request_p;
+    int64_t id;
+    char why[200];
+    if (gq_json_int (gq_msg_body (request), "id", 1, INT64_MAX, 0, &id, why, sizeof why) ||
+        id == 0) {
+        gq_broker_reject (self, request, GQ_EINVAL, id == 0 ? "\"id\" is required" : why);
+        return;
+    }
+    gq_job_t *job = gq_commit_find (self, id);
+    gq_job_t copy;
+    gq_constraints_t constraints;
+    json_t *stored = NULL;
+    if (!job) {
+        stored = gq_store_job_json (self->store, id, false);
+        if (!stored || s_job_from_json (self, stored, &copy, &constraints)) {
+            json_decref (stored);
+            gq_broker_reply (self,
+                             gq_msg_error (request, GQ_ENOTFOUND, "no job %lld", (long long) id));
+            return;
+        }
+        job = &copy;
+    }
+    int64_t now_ms = gq_now_ms ();
+    size_t total = gq_matcher_nodes (self->matcher);
+    gq_explain_row_t *rows = (gq_explain_row_t *) calloc (total ? total : 1, sizeof *rows);
+    if (!rows) {
+        json_decref (stored);
+        gq_broker_reject (self, request, GQ_ENOMEM, "out of memory");
+        return;
+    }
+    size_t n = gq_matcher_explain (self->matcher, job, now_ms, rows, total);
+    json_t *nodes = json_array ();
+    for (size_t i = 0; i < n && i < total; i++) {
+        json_t *row = json_pack ("{s:s, s:s, s:s}", "node",
+                                 gq_matcher_node (self->matcher, rows[i].node)->name, "verdict",
+                                 gq_filter_name (rows[i].verdict), "reason", rows[i].reason);
+        if (rows[i].verdict == GQ_FILTER_OK) {
+            gq_score_t *s = &rows[i].score;
+            json_object_set_new (row, "score",
+                                 json_pack ("{s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "fit",
+                                            s->fit, "compute", s->compute, "cost", s->cost, "warm",
+                                            s->warm, "load", s->load, "latency", s->latency,
+                                            "reliability", s->reliability, "total", s->total));
+        }
+        json_array_append_new (nodes, row);
+    }
+    free (rows);
+    int32_t best = gq_matcher_pick (self->matcher, job, now_ms);
+    char hint[300] = "";
+    if (best < 0) {
+        gq_matcher_hint (self->matcher, job, now_ms, hint, sizeof hint);
+    }
+    const char *state = stored ? json_string_value (json_object_get (stored, "state"))
+                               : gq_job_state_name (job->state);
+    const char *ran_on = stored ? json_string_value (json_object_get (stored, "node"))
+                                : gq_broker_node_name (self, job->node);
+    json_t *body = json_pack (
+        "{s:I, s:s, s:s?, s:s?, s:o, s:s}", "id", (json_int_t) id, "state", state, "ran_on", ran_on,
+        "node", best >= 0 ? gq_broker_node_name (self, best) : NULL, "nodes", nodes, "hint", hint);
+    json_decref (stored);
+    gq_broker_reply (self, gq_msg_reply (request, "EXPLAIN", body));
+}
+
+void gq_queries_ping (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
+{
+    gq_broker_reply (self, gq_msg_reply (*request_p, "PING",
+                                         json_pack ("{s:s, s:I}", "version", "0.1.0", "time",
+                                                    (json_int_t) gq_now_ms ())));
+}
+
+/* ---- Metrics: the text of one scrape, made on the loop thread ---------------------------- */
+
+void gq_queries_metrics (void *arg, zchunk_t *out)
+{
+    gq_broker_t *self = (gq_broker_t *) arg;
+    s_chunk_str (out, "# HELP gridq_jobs_submitted_total Jobs accepted (committed) since start.\n"
+                      "# TYPE gridq_jobs_submitted_total counter\n");
+    s_chunk_printf (out, "gridq_jobs_submitted_total %lld\n", (long long) self->submitted);
+    s_chunk_str (out, "# HELP gridq_jobs_finished_total Jobs ended since start, by final state.\n"
+                      "# TYPE gridq_jobs_finished_total counter\n");
+    for (int s = GQ_JOB_DONE; s < GQ_JOB_STATES; s++) {
+        s_chunk_printf (out, "gridq_jobs_finished_total{state=\"%s\"} %lld\n",
+                        gq_job_state_name (s), (long long) self->finished[s]);
+    }
+    s_chunk_str (out, "# HELP gridq_jobs Jobs in the store, by state.\n# TYPE gridq_jobs gauge\n");
+    for (int s = 0; s < GQ_JOB_STATES; s++) {
+        s_chunk_printf (out, "gridq_jobs{state=\"%s\"} %lld\n", gq_job_state_name (s),
+                        (long long) self->counts[s]);
+    }
+    s_chunk_str (out, "# HELP gridq_queue_depth Queued jobs by priority.\n"
+                      "# TYPE gridq_queue_depth gauge\n");
+    for (int p = 0; p < 10; p++) {
+        s_chunk_printf (out, "gridq_queue_depth{priority=\"%d\"} %zu\n", p,
+                        gq_queue_size_priority (self->queue, p));
+    }
+    int64_t by_status[4] = {0, 0, 0, 0};
+    for (size_t w = 0; w < self->workers_size; w++) {
+        if (self->workers[w] && self->workers[w]->spec) {
+            by_status[gq_matcher_node (self->matcher, (int32_t) w)->status & 3]++;
+        }
+    }
+    s_chunk_str (out, "# HELP gridq_nodes Nodes by status.\n# TYPE gridq_nodes gauge\n");
+    for (int st = 0; st < 4; st++) {
+        s_chunk_printf (out, "gridq_nodes{status=\"%s\"} %lld\n", gq_node_status_name (st),
+                        (long long) by_status[st]);
+    }
+    s_chunk_str (out, "# HELP gridq_node_running_jobs Jobs running on each node.\n"
+                      "# TYPE gridq_node_running_jobs gauge\n");
+    for (size_t w = 0; w < self->workers_size; w++) {
+        if (self->workers[w] && self->workers[w]->spec) {
+            gq_node_t *node = gq_matcher_node (self->matcher, (int32_t) w);
+            s_chunk_printf (out, "gridq_node_running_jobs{node=\"%s\"} %d\n", node->name,
+                            node->running);
+        }
+    }
+    s_chunk_str (out, "# HELP gridq_node_vram_free_bytes Free VRAM of each node.\n"
+                      "# TYPE gridq_node_vram_free_bytes gauge\n");
+    for (size_t w = 0; w < self->workers_size; w++) {
+        if (self->workers[w] && self->workers[w]->spec) {
+            gq_node_t *node = gq_matcher_node (self->matcher, (int32_t) w);
+            s_chunk_printf (out, "gridq_node_vram_free_bytes{node=\"%s\"} %lld\n", node->name,
+                            (long long) node->vram_free_mb * 1048576LL);
+        }
+    }
+    s_chunk_str (out, "# HELP gridq_messages_rejected_total Bad messages dropped or refused.\n"
+                      "# TYPE gridq_messages_rejected_total counter\n");
+    s_chunk_printf (out, "gridq_messages_rejected_total %lld\n", (long long) self->rejected);
+    gq_metrics_render_histograms (self->metrics, out);
+}

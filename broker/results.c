@@ -1,0 +1,305 @@
+/*  results.c — how attempts and jobs end: RESULT from workers (first result wins; a run the
+    broker lost track of is an attempt of its own), CANCEL from clients, time limits; exclusions
+    of nodes that failed a job, and each node's reliability and backoff. */
+#include "broker_internal.h"
+
+#include <math.h>
+#include <string.h>
+
+/* A job that ended leaves the broker's tables now, and memory when the batch that holds its
+   last writes is back (the batch borrows its payload and blobs). Its watchers are released. */
+static void s_job_bury (gq_broker_t *self, gq_job_t *job)
+{
+    gq_watch_drop_job (self, job);
+    zlist_append (self->pending->dead, job);
+}
+
+/* Ends the current attempt of a running job: its slot released, unlinked, and its row recorded
+   (not for a first attempt that succeeded: the job's own row tells that one). */
+void gq_results_attempt_end (gq_broker_t *self, gq_job_t *job, const char *outcome,
+                             const char *reason, int64_t now_ms)
+{
+    if (job->node < 0) {
+        return;
+    }
+    gq_link_t *worker = self->workers[job->node];
+    gq_workers_running_unlink (worker, job);
+    gq_matcher_release (self->matcher, job->node, job, now_ms);
+    self->counts[GQ_JOB_RUNNING]--;
+    if (job->attempts == 1 && streq (outcome, "ok")) {
+        return;
+    }
+    gq_commit_recorded (self, gq_batch_attempt (self->pending->batch, job->id, job->attempts,
+                                                gq_broker_node_name (self, job->node),
+                                                job->started_ms, now_ms, outcome, reason));
+}
+
+/* A job reached a final state: recorded, watchers told, buried. result is JSON (borrowed) or
+   NULL; the node of the last attempt stays in the record. */
+void gq_results_job_end (gq_broker_t *self, gq_job_t *job, int state, json_t *result,
+                         const char *error, int32_t last_node, int64_t now_ms)
+{
+    char *text = result ? json_dumps (result, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    if (job->state == GQ_JOB_QUEUED) {
+        gq_queue_remove (self->queue, job);
+        self->counts[GQ_JOB_QUEUED]--;
+    }
+    job->state = (uint8_t) state;
+    self->counts[state]++;
+    self->finished[state]++;
+    if (job->owner) {
+        char why[100];
+        gq_guard_queued (self->guard, job->owner, -1, false, why, sizeof why);
+    }
+    if (job->started_ms && state == GQ_JOB_DONE) {
+        gq_metrics_observe (self->metrics, GQ_HIST_LATENCY_MS, (double) (now_ms - job->started_ms));
+    }
+    const char *node = gq_broker_node_name (self, last_node);
+    gq_watch_job_ended (self, job, node, text, error, now_ms);
+    /* The batch takes the result text. */
+    gq_commit_recorded (self,
+                        gq_batch_job_finish (self->pending->batch, job->id, state, job->attempts,
+                                             node, job->started_ms, now_ms, text, error));
+    zhashx_delete (self->jobs, GQ_ID_KEY (job->id));
+    s_job_bury (self, job);
+}
+
+void gq_results_exclude (gq_job_t *job, int32_t node)
+{
+    for (int i = 0; i < job->n_excluded; i++) {
+        if (job->excluded[i] == node) {
+            return;
+        }
+    }
+    if (job->n_excluded < GQ_JOB_MAX_EXCLUDED) {
+        job->excluded[job->n_excluded++] = node;
+    } else {
+        /* Keep the most recent failures: the oldest one leaves. */
+        memmove (job->excluded, job->excluded + 1, (GQ_JOB_MAX_EXCLUDED - 1) * sizeof (int32_t));
+        job->excluded[GQ_JOB_MAX_EXCLUDED - 1] = node;
+    }
+}
+
+/* An attempt failed (outcome failed, lost, timeout): the job goes back to the queue without
+   that node, or fails for good after max_attempts. */
+void gq_results_attempt_failed (gq_broker_t *self, gq_job_t *job, const char *outcome,
+                                const char *reason, bool exclude, int64_t now_ms)
+{
+    int32_t node = job->node;
+    gq_results_attempt_end (self, job, outcome, reason, now_ms);
+    job->node = -1;
+    if (job->attempts >= job->max_attempts) {
+        char error[600];
+        snprintf (error, sizeof error, "failed after %d attempt%s; last on %s: %s", job->attempts,
+                  job->attempts == 1 ? "" : "s", gq_broker_node_name (self, node), reason);
+        gq_results_job_end (self, job, GQ_JOB_FAILED, NULL, error, node, now_ms);
+        return;
+    }
+    if (exclude) {
+        gq_results_exclude (job, node);
+        /* Every connected node that could run it has failed it: waiting would be forever (the
+           exclusions stand), so it fails now, saying so. Nodes that come later do not count:
+           an empty fleet is not a verdict. */
+        gq_job_t unexcluded = *job;
+        unexcluded.n_excluded = 0;
+        bool capable = false, untried = false;
+        size_t nodes = gq_matcher_nodes (self->matcher);
+        for (size_t n = 0; n < nodes && !untried; n++) {
+            capable = capable || gq_matcher_could_run (self->matcher, (int32_t) n, &unexcluded);
+            untried = gq_matcher_could_run (self->matcher, (int32_t) n, job);
+        }
+        if (capable && !untried) {
+            char error[600];
+            snprintf (error, sizeof error,
+                      "failed on every node that can run it (%d attempt%s); last on %s: %s",
+                      job->attempts, job->attempts == 1 ? "" : "s",
+                      gq_broker_node_name (self, node), reason);
+            gq_results_job_end (self, job, GQ_JOB_FAILED, NULL, error, node, now_ms);
+            return;
+        }
+    }
+    job->state = GQ_JOB_QUEUED;
+    gq_queue_push (self->queue, job);
+    self->counts[GQ_JOB_QUEUED]++;
+}
+
+/* Updates a node's reliability and backoff after a job outcome on it. */
+static void s_node_outcome (gq_broker_t *self, gq_link_t *worker, bool ok, int64_t now_ms)
+{
+    gq_node_t *node = gq_matcher_node (self->matcher, worker->node);
+    node->reliability = (float) ((1 - GQ_RELIABILITY_EWMA_WEIGHT) * node->reliability +
+                                (ok ? GQ_RELIABILITY_EWMA_WEIGHT : 0));
+    if (ok) {
+        node->jobs_ok++;
+        worker->failures_in_row = 0;
+        node->backoff_until_ms = 0;
+    } else {
+        node->jobs_failed++;
+        worker->failures_in_row++;
+        if (worker->failures_in_row >= GQ_BACKOFF_AFTER_FAILURES) {
+            int doublings = worker->failures_in_row - GQ_BACKOFF_AFTER_FAILURES;
+            double backoff = self->opts.backoff_base_ms * pow (2, doublings < 20 ? doublings : 20);
+            if (backoff > GQ_BACKOFF_MAX_MS) {
+                backoff = GQ_BACKOFF_MAX_MS;
+            }
+            node->backoff_until_ms = now_ms + (int64_t) backoff;
+            zsys_warning ("broker: node %s failed %d jobs in a row; backed off for %.0f ms",
+                          node->name, worker->failures_in_row, backoff);
+        }
+    }
+    gq_matcher_node_changed (self->matcher, worker->node);
+}
+
+void gq_results_cancel (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
+{
+    gq_msg_t *request = *request_p;
+    int64_t *ids;
+    size_t count;
+    if (!gq_broker_request_ids (self, request, &ids, &count)) {
+        return;
+    }
+    json_t *jobs = json_array ();
+    json_t *missing = json_array ();
+    int64_t now_ms = gq_now_ms ();
+    for (size_t i = 0; i < count; i++) {
+        gq_job_t *job = gq_commit_find (self, ids[i]);
+        if (job) {
+            int32_t node = job->node;
+            if (job->state == GQ_JOB_RUNNING) {
+                /* The slot is free on the broker at once; the worker kills the job. */
+                gq_workers_send (self, self->workers[node], "CANCEL",
+                                 json_pack ("{s:[I]}", "ids", (json_int_t) job->id));
+                gq_results_attempt_end (self, job, "cancelled", "cancelled by a client", now_ms);
+            }
+            gq_results_job_end (self, job, GQ_JOB_CANCELLED, NULL, "cancelled by a client", node,
+                                now_ms);
+            json_array_append_new (
+                jobs, json_pack ("{s:I, s:s}", "id", (json_int_t) ids[i], "state", "cancelled"));
+            continue;
+        }
+        json_t *stored = gq_store_job_json (self->store, ids[i], false);
+        if (stored) {
+            json_array_append_new (jobs, json_pack ("{s:I, s:O}", "id", (json_int_t) ids[i], "state",
+                                                    json_object_get (stored, "state")));
+            json_decref (stored);
+        } else {
+            json_array_append_new (missing, json_integer (ids[i]));
+        }
+    }
+    free (ids);
+    gq_broker_reply (self,
+                     gq_msg_reply (request, "CANCEL",
+                                   json_pack ("{s:o, s:o}", "jobs", jobs, "missing", missing)));
+}
+
+void gq_results_recv (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *worker)
+{
+    gq_msg_t *request = *request_p;
+    int64_t now_ms = gq_now_ms ();
+    json_t *body = gq_msg_body (request);
+    json_t *results = json_object_get (body, "results");
+    if (!json_is_array (results)) {
+        gq_broker_reject (self, request, GQ_EINVAL, "\"results\" must be an array");
+        return;
+    }
+    /* A connection we do not know (we restarted and it has not registered yet) names its node
+       in "node": the attempt it reports is recorded there. */
+    int32_t from = worker ? worker->node : -1;
+    if (!worker) {
+        const char *name = json_string_value (json_object_get (body, "node"));
+        int32_t named = name && gq_valid_name (name, GQ_NAME_MAX)
+                            ? gq_matcher_node_find (self->matcher, name)
+                            : -1;
+        gq_link_t *known =
+            named >= 0 && (size_t) named < self->workers_size ? self->workers[named] : NULL;
+        if (known && known->spec) {
+            /* Only the key that registered that name may report for it. */
+            from = streq (known->owner_key, gq_msg_user_id (request)) ? named : -1;
+        } else if (name && gq_valid_name (name, GQ_NAME_MAX) && json_array_size (results) &&
+                   (named >= 0 || gq_matcher_nodes (self->matcher) < GQ_MAX_NODES)) {
+            /* A name we have not seen since we restarted: remember it, offline until it
+               registers, so the attempt it reports is recorded there. */
+            from = gq_matcher_node_find_or_add (self->matcher, name);
+        }
+    }
+    size_t i;
+    json_t *item;
+    json_array_foreach (results, i, item)
+    {
+        json_t *id_json = json_object_get (item, "id");
+        if (!json_is_integer (id_json)) {
+            self->rejected++;
+            continue;
+        }
+        gq_job_t *job = gq_broker_job_lookup (self, (int64_t) json_integer_value (id_json));
+        if (!job) {
+            continue; /* ended already (cancelled, or a result recorded first): ignore */
+        }
+        bool ok = json_is_true (json_object_get (item, "ok"));
+        /* Ours: the attempt we placed there. Otherwise a run we lost track of (we restarted,
+           or requeued it when the node fell silent) that finished all the same. */
+        bool mine = worker && job->state == GQ_JOB_RUNNING && job->node == from;
+        if (mine) {
+            if (!ok) {
+                const char *error = json_string_value (json_object_get (item, "error"));
+                /* The worker enforces the time limit too, and often first: that is the
+                   attempt's timeout, not a failure of the node. */
+                bool timed_out =
+                    job->timeout_ms && now_ms - job->started_ms >= (int64_t) job->timeout_ms;
+                if (!timed_out) {
+                    s_node_outcome (self, worker, false, now_ms);
+                }
+                gq_results_attempt_failed (self, job, timed_out ? "timeout" : "failed",
+                                           error ? error : "the job failed", true, now_ms);
+                continue;
+            }
+            gq_results_attempt_end (self, job, "ok", NULL, now_ms);
+            s_node_outcome (self, worker, true, now_ms);
+        } else if (!ok) {
+            continue; /* a failure of an attempt that was requeued anyway */
+        } else if (job->state == GQ_JOB_RUNNING) {
+            /* Requeued (node lost, broker restart) and running elsewhere now, but its first run
+               finished: the first result wins, the other run is stopped. */
+            gq_workers_send (self, self->workers[job->node], "CANCEL",
+                             json_pack ("{s:[I]}", "ids", (json_int_t) job->id));
+            gq_results_attempt_end (self, job, "cancelled", "another node finished it first",
+                                    now_ms);
+        }
+        if (!mine && from >= 0) {
+            /* Its run is an attempt of its own, numbered after those we know of. */
+            int64_t attempt = json_integer_value (json_object_get (item, "attempt"));
+            int number = attempt > job->attempts ? (int) attempt : job->attempts + 1;
+            job->attempts = (uint8_t) (number < 255 ? number : 255);
+            job->started_ms = now_ms - (int64_t) json_number_value (json_object_get (item, "ms"));
+            gq_commit_recorded (self,
+                                gq_batch_attempt (self->pending->batch, job->id, job->attempts,
+                                                  gq_broker_node_name (self, from), job->started_ms,
+                                                  now_ms, "ok", NULL));
+            gq_link_t *named = gq_workers_link (self, from);
+            if (named) {
+                s_node_outcome (self, named, true, now_ms);
+            }
+        }
+        gq_results_job_end (self, job, GQ_JOB_DONE, json_object_get (item, "result"), NULL, from,
+                            now_ms);
+    }
+}
+
+void gq_results_timeouts (gq_broker_t *self, int64_t now_ms)
+{
+    for (size_t w = 0; w < self->workers_size; w++) {
+        gq_link_t *worker = self->workers[w];
+        gq_job_t *job = worker ? worker->running : NULL;
+        while (job) {
+            gq_job_t *next = job->qnext;
+            if (job->timeout_ms && now_ms - job->started_ms > (int64_t) job->timeout_ms) {
+                char reason[100];
+                snprintf (reason, sizeof reason, "time limit of %u ms exceeded", job->timeout_ms);
+                gq_workers_send (self, worker, "CANCEL",
+                                 json_pack ("{s:[I]}", "ids", (json_int_t) job->id));
+                gq_results_attempt_failed (self, job, "timeout", reason, true, now_ms);
+            }
+            job = next;
+        }
+    }
+}
