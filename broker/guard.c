@@ -60,6 +60,17 @@ typedef struct {
     uint64_t signature; /* of dirs when auth_dir was last written */
 } s_keys_args_t;
 
+static void
+s_keys_args_free (s_keys_args_t *args)
+{
+    if (args) {
+        free (args->dirs[0]);
+        free (args->dirs[1]);
+        free (args->auth_dir);
+        free (args);
+    }
+}
+
 struct _gq_guard_t {
     bool curve;                  /* CURVE on: every message's key must have its role */
     char *dirs[2];               /* clients and workers folders (copies), or NULL */
@@ -416,10 +427,7 @@ s_keys_actor (zsock_t *pipe, void *arg)
     }
     zpoller_destroy (&poller);
     zactor_destroy (&auth);
-    free (args->dirs[0]);
-    free (args->dirs[1]);
-    free (args->auth_dir);
-    free (args);
+    s_keys_args_free (args);
 }
 
 /* Reloads the role sets when the folders changed: periodically, or (miss) because a key was
@@ -561,12 +569,7 @@ s_curve_start (gq_guard_t *self, const gq_broker_opts_t *opts, zsock_t *router, 
     if (!self->auth_dir || !args || !args->dirs[0] || !args->dirs[1] || !args->auth_dir ||
         s_sync_auth_dir (auth_dir, self->roles)) {
         snprintf (why, whylen, "cannot write the keys for zauth into %s", auth_dir);
-        if (args) {
-            free (args->dirs[0]);
-            free (args->dirs[1]);
-            free (args->auth_dir);
-            free (args);
-        }
+        s_keys_args_free (args);
         zcert_destroy (&cert);
         return -1;
     }
@@ -574,10 +577,7 @@ s_curve_start (gq_guard_t *self, const gq_broker_opts_t *opts, zsock_t *router, 
     if (!self->keys || zsock_wait (self->keys) != 0) {
         snprintf (why, whylen, "cannot start the ZeroMQ authenticator (zauth)");
         if (!self->keys) {
-            free (args->dirs[0]);
-            free (args->dirs[1]);
-            free (args->auth_dir);
-            free (args);
+            s_keys_args_free (args);
         }
         zcert_destroy (&cert);
         return -1;

@@ -960,31 +960,48 @@ gq_store_job_json (gq_store_t *self, int64_t job_id, bool with_payload)
     return job;
 }
 
-json_t *
-gq_store_jobs_json (gq_store_t *self, int state, size_t limit)
+/* A job row of stmt as JSON (new reference, NULL when out of memory). */
+static json_t *
+s_job_row_json (sqlite3_stmt *stmt)
+{
+    gq_job_row_t row;
+    s_row_read (stmt, &row);
+    return gq_job_row_json (&row);
+}
+
+/* A node row of stmt (S_NODES) as JSON (new reference, NULL when out of memory). */
+static json_t *
+s_node_row_json (sqlite3_stmt *stmt)
+{
+    return json_pack ("{s:s?, s:s?, s:I, s:f, s:f, s:o, s:o, s:I, s:I}", "name",
+                      (const char *) sqlite3_column_text (stmt, 0), "gpu_model",
+                      (const char *) sqlite3_column_text (stmt, 1), "vram_total_mb",
+                      (json_int_t) sqlite3_column_int64 (stmt, 2), "tflops",
+                      sqlite3_column_double (stmt, 3), "price_per_hour",
+                      sqlite3_column_double (stmt, 4), "first_seen",
+                      s_time_json (sqlite3_column_int64 (stmt, 5)), "last_seen",
+                      s_time_json (sqlite3_column_int64 (stmt, 6)), "jobs_ok",
+                      (json_int_t) sqlite3_column_int64 (stmt, 7), "jobs_failed",
+                      (json_int_t) sqlite3_column_int64 (stmt, 8));
+}
+
+/* Every row of a bound statement as a JSON array (new reference), each made by row_json; NULL
+   with the store's error set (what names the step in it). The statement is reset. */
+static json_t *
+s_rows_json (gq_store_t *self, sqlite3_stmt *stmt, json_t *(*row_json) (sqlite3_stmt *),
+             const char *what)
 {
     json_t *list = json_array ();
-    if (!list) {
-        s_error (self, GQ_ENOMEM, "list jobs", "out of memory");
-        return NULL;
-    }
-    sqlite3_stmt *stmt = self->stmt[state < 0 ? S_JOBS_ALL : S_JOBS_IN_STATE];
-    sqlite3_bind_int64 (stmt, 1, limit > INT64_MAX ? INT64_MAX : (int64_t) limit);
-    if (state >= 0) {
-        sqlite3_bind_int (stmt, 2, state);
-    }
-    int rc;
-    bool ok = true;
+    int rc = SQLITE_DONE;
+    bool ok = list != NULL;
     while (ok && (rc = sqlite3_step (stmt)) == SQLITE_ROW) {
-        gq_job_row_t row;
-        s_row_read (stmt, &row);
-        json_t *item = gq_job_row_json (&row);
+        json_t *item = row_json (stmt);
         ok = item && json_array_append_new (list, item) == 0;
     }
     if (!ok) {
-        s_error (self, GQ_ENOMEM, "list jobs", "out of memory");
+        s_error (self, GQ_ENOMEM, what, "out of memory");
     } else if (rc != SQLITE_DONE) {
-        s_fail (self, "list jobs");
+        s_fail (self, what);
         ok = false;
     }
     sqlite3_reset (stmt);
@@ -997,42 +1014,20 @@ gq_store_jobs_json (gq_store_t *self, int state, size_t limit)
 }
 
 json_t *
+gq_store_jobs_json (gq_store_t *self, int state, size_t limit)
+{
+    sqlite3_stmt *stmt = self->stmt[state < 0 ? S_JOBS_ALL : S_JOBS_IN_STATE];
+    sqlite3_bind_int64 (stmt, 1, limit > INT64_MAX ? INT64_MAX : (int64_t) limit);
+    if (state >= 0) {
+        sqlite3_bind_int (stmt, 2, state);
+    }
+    return s_rows_json (self, stmt, s_job_row_json, "list jobs");
+}
+
+json_t *
 gq_store_nodes_json (gq_store_t *self)
 {
-    json_t *list = json_array ();
-    if (!list) {
-        s_error (self, GQ_ENOMEM, "list nodes", "out of memory");
-        return NULL;
-    }
-    sqlite3_stmt *stmt = self->stmt[S_NODES];
-    int rc;
-    bool ok = true;
-    while (ok && (rc = sqlite3_step (stmt)) == SQLITE_ROW) {
-        json_t *item = json_pack (
-            "{s:s?, s:s?, s:I, s:f, s:f, s:o, s:o, s:I, s:I}", "name",
-            (const char *) sqlite3_column_text (stmt, 0), "gpu_model",
-            (const char *) sqlite3_column_text (stmt, 1), "vram_total_mb",
-            (json_int_t) sqlite3_column_int64 (stmt, 2), "tflops", sqlite3_column_double (stmt, 3),
-            "price_per_hour", sqlite3_column_double (stmt, 4), "first_seen",
-            s_time_json (sqlite3_column_int64 (stmt, 5)), "last_seen",
-            s_time_json (sqlite3_column_int64 (stmt, 6)), "jobs_ok",
-            (json_int_t) sqlite3_column_int64 (stmt, 7), "jobs_failed",
-            (json_int_t) sqlite3_column_int64 (stmt, 8));
-        ok = item && json_array_append_new (list, item) == 0;
-    }
-    if (!ok) {
-        s_error (self, GQ_ENOMEM, "list nodes", "out of memory");
-    } else if (rc != SQLITE_DONE) {
-        s_fail (self, "list nodes");
-        ok = false;
-    }
-    sqlite3_reset (stmt);
-    if (!ok) {
-        json_decref (list);
-        return NULL;
-    }
-    s_ok (self);
-    return list;
+    return s_rows_json (self, self->stmt[S_NODES], s_node_row_json, "list nodes");
 }
 
 int
