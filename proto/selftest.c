@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "gq_client.h"
+#include "gq_json.h"
 #include "gq_msg.h"
 #include "gq_spec.h"
 
@@ -13,6 +14,7 @@ static const struct {
     void (*test) (bool verbose);
 } s_tests[] = {
     {"common", gq_common_test},
+    {"json", gq_json_test},
     {"msg", gq_msg_test},
     {"spec", gq_spec_test},
     {"client", gq_client_test},
