@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "exec.h"
+#include "gq_json.h"
 #include "gq_msg.h"
 
 #define S_LIVENESS_MS  3000     /* silence before reconnecting, until WELCOME says otherwise */
@@ -169,36 +170,16 @@ s_send (gq_worker_t *self, const char *command, json_t *body)
 
 static void s_flush_results (gq_worker_t *self);
 
-/* Appends text (a literal: strlen folds to a constant). */
-static inline void
-s_put (zchunk_t *out, const char *text)
-{
-    zchunk_extend (out, text, strlen (text));
-}
-
 /* Starts the next RESULT text: its head, then entries as they come. */
 static void
 s_results_reset (gq_worker_t *self)
 {
     zchunk_set (self->results, NULL, 0);
-    s_put (self->results, "{\"node\":\"");
-    /* Node names are checked (gq_valid_name): nothing in them needs escaping. */
-    zchunk_extend (self->results, self->name, strlen (self->name));
-    s_put (self->results, "\",\"results\":[");
+    /* The node name is checked (gq_valid_name): nothing in it needs escaping. */
+    gq_chunk_name (self->results, "{\"node\":", self->name);
+    gq_chunk_raw (self->results, ",\"results\":[");
     self->results_head = zchunk_size (self->results);
     self->n_results = 0;
-}
-
-/* Appends ms as a JSON real with three decimals (microseconds: what the clock gives). */
-static void
-s_put_ms (zchunk_t *out, double ms)
-{
-    int64_t us = ms > 0 ? (int64_t) (ms * 1000.0 + 0.5) : 0;
-    char decimals[4] = {(char) ('0' + us / 100 % 10), (char) ('0' + us / 10 % 10),
-                        (char) ('0' + us % 10), 0};
-    gq_chunk_int (out, us / 1000);
-    s_put (out, ".");
-    zchunk_extend (out, decimals, 3);
 }
 
 /* Adds one RESULT entry for this turn, written as JSON text (no tree per job); takes result
@@ -213,19 +194,19 @@ s_result (gq_worker_t *self, int64_t id, int attempt, json_t *result, const char
     zchunk_t *out = self->results;
     size_t mark = zchunk_size (out);
     if (self->n_results) {
-        s_put (out, ",");
+        gq_chunk_raw (out, ",");
     }
     size_t entry = zchunk_size (out);
-    s_put (out, "{\"id\":");
+    gq_chunk_raw (out, "{\"id\":");
     gq_chunk_int (out, id);
-    s_put (out, ",\"attempt\":");
+    gq_chunk_raw (out, ",\"attempt\":");
     gq_chunk_int (out, attempt);
+    gq_chunk_raw (out, error ? ",\"ok\":false,\"ms\":" : ",\"ok\":true,\"ms\":");
+    gq_chunk_ms (out, ms);
     if (!error) {
-        s_put (out, ",\"ok\":true,\"ms\":");
-        s_put_ms (out, ms);
-        s_put (out, ",\"result\":");
+        gq_chunk_raw (out, ",\"result\":");
         if (!result) {
-            s_put (out, "null");
+            gq_chunk_raw (out, "null");
         } else if (gq_chunk_json (out, result)) {
             /* Not writable as JSON (a string that is not UTF-8): the job fails instead. */
             zchunk_set (out, NULL, mark);
@@ -238,31 +219,25 @@ s_result (gq_worker_t *self, int64_t id, int attempt, json_t *result, const char
             return;
         }
     } else {
-        s_put (out, ",\"ok\":false,\"ms\":");
-        s_put_ms (out, ms);
-        s_put (out, ",\"error\":");
+        gq_chunk_raw (out, ",\"error\":");
         if (gq_chunk_string (out, error)) {
-            s_put (out, "\"(the error text is not UTF-8)\"");
+            gq_chunk_raw (out, "\"(the error text is not UTF-8)\"");
         }
     }
     json_decref (result);
     if (n_blobs) {
-        s_put (out, ",\"blobs\":[");
-        gq_chunk_int (out, (int64_t) zlist_size (self->result_blobs));
-        s_put (out, ",");
-        gq_chunk_int (out, (int64_t) n_blobs);
-        s_put (out, "]");
+        gq_chunk_printf (out, ",\"blobs\":[%zu,%zu]", zlist_size (self->result_blobs), n_blobs);
         for (size_t i = 0; i < n_blobs; i++) {
             zlist_append (self->result_blobs, blobs[i]);
             blobs[i] = NULL;
         }
     }
-    s_put (out, "}");
+    gq_chunk_raw (out, "}");
     self->n_results++;
     if (!n_blobs) {
         /* Kept for a resend; one with blobs is not: its frames are gone with the message. */
         if (self->n_keep) {
-            s_put (self->keep, ",");
+            gq_chunk_raw (self->keep, ",");
         }
         zchunk_extend (self->keep, zchunk_data (out) + entry, zchunk_size (out) - entry);
         self->n_keep++;
@@ -276,7 +251,7 @@ s_result (gq_worker_t *self, int64_t id, int attempt, json_t *result, const char
 static void
 s_send_results (gq_worker_t *self, zchunk_t *text, zlist_t *blobs)
 {
-    s_put (text, "]}");
+    gq_chunk_raw (text, "]}");
     gq_msg_t *msg = gq_msg_new_raw (GQ_ROLE_WORKER, "RESULT", (const char *) zchunk_data (text),
                                     zchunk_size (text));
     zframe_t *frame;
