@@ -15,13 +15,7 @@
 #include "exec.h"
 #include "gq_json.h"
 #include "gq_msg.h"
-
-#define S_LIVENESS_MS  3000     /* silence before reconnecting, until WELCOME says otherwise */
-#define S_TICK_MS      100      /* how often the socket thread checks the broker's liveness */
-#define S_MAX_THREADS  64       /* slot threads at most, whatever --slots says */
-#define S_TURN_MESSAGES 1024    /* messages read per loop turn before results are flushed */
-#define S_RESULTS_PER_MESSAGE 64 /* results sent at once: small enough that the broker works on
-                                    them while this worker runs the rest (a pipeline) */
+#include "tuning.h"
 
 /* One job on its way through a slot. Owned by the socket thread except while a slot runs it. */
 typedef struct {
@@ -47,7 +41,7 @@ struct _gq_worker_t {
     zsock_t *dealer;           /* to the broker */
     zloop_t *loop;
     s_slot_t *slots;           /* n_threads slot threads */
-    int n_threads;             /* min (opts.slots, S_MAX_THREADS): jobs past it wait here */
+    int n_threads;             /* min (opts.slots, GQ_WORKER_MAX_THREADS): jobs past it wait here */
     zhashx_t *running;         /* job id (as key pointer) -> s_job_t, in a slot or waiting */
     zlist_t *waiting;          /* s_job_t with no free slot yet */
     zchunk_t *results;         /* the RESULT text to send at the end of this turn: its head
@@ -82,8 +76,6 @@ typedef struct {
     size_t size;               /* bytes of entries */
     size_t count;              /* entries in entries */
 } s_sent_t;
-
-#define S_SENT_MAX 200000      /* results kept at most */
 
 /* ---- Slot threads -------------------------------------------------------------------------- */
 
@@ -242,7 +234,7 @@ s_result (gq_worker_t *self, int64_t id, int attempt, json_t *result, const char
         zchunk_extend (self->keep, zchunk_data (out) + entry, zchunk_size (out) - entry);
         self->n_keep++;
     }
-    if (self->n_results >= S_RESULTS_PER_MESSAGE) {
+    if (self->n_results >= GQ_WORKER_RESULTS_PER_MESSAGE) {
         s_flush_results (self);
     }
 }
@@ -304,7 +296,8 @@ s_sent_drop_first (gq_worker_t *self)
 }
 
 /* Forgets results the broker has surely committed: those older than two liveness periods while
-   it answers heartbeats. While it does not, everything is kept (up to S_SENT_MAX). */
+   it answers heartbeats. While it does not, everything is kept (up to
+   GQ_WORKER_SENT_MAX_RESULTS). */
 static void
 s_sent_trim (gq_worker_t *self, int64_t now_us)
 {
@@ -312,13 +305,13 @@ s_sent_trim (gq_worker_t *self, int64_t now_us)
     s_sent_t *first;
     while ((first = (s_sent_t *) zlist_first (self->sent)) &&
            ((self->registered && now_us - first->at_us > keep_us) ||
-            self->n_sent > S_SENT_MAX)) {
+            self->n_sent > GQ_WORKER_SENT_MAX_RESULTS)) {
         s_sent_drop_first (self);
     }
 }
 
 /* When registering again: every kept result, in the messages they were first sent in (the usual
-   size, S_RESULTS_PER_MESSAGE at most). */
+   size, GQ_WORKER_RESULTS_PER_MESSAGE at most). */
 static void
 s_sent_resend (gq_worker_t *self)
 {
@@ -390,8 +383,8 @@ s_connect (gq_worker_t *self, char *why, size_t whylen)
     }
     zsock_set_linger (self->dealer, 0);
     zsock_set_rcvtimeo (self->dealer, 0);
-    zsock_set_sndhwm (self->dealer, 100000);
-    zsock_set_rcvhwm (self->dealer, 100000);
+    zsock_set_sndhwm (self->dealer, GQ_WORKER_SOCKET_HWM_MESSAGES);
+    zsock_set_rcvhwm (self->dealer, GQ_WORKER_SOCKET_HWM_MESSAGES);
     zsock_set_maxmsgsize (self->dealer, (int) GQ_MAX_MSG_BYTES);
     if (self->cert) {
         zcert_apply (self->cert, self->dealer);
@@ -583,7 +576,7 @@ static int
 s_on_broker (zloop_t *loop, zsock_t *dealer, void *arg)
 {
     gq_worker_t *self = (gq_worker_t *) arg;
-    for (int n = 0; n < S_TURN_MESSAGES; n++) {
+    for (int n = 0; n < GQ_WORKER_TURN_MESSAGES; n++) {
         zmsg_t *zmsg = zmsg_recv (dealer);
         if (!zmsg) {
             break;
@@ -766,7 +759,7 @@ gq_worker_new (const gq_worker_opts_t *opts, char *why, size_t whylen)
     /* A thread per slot, up to a bound: more threads than that only contend for the same
        device, and each costs sockets and file descriptors. Jobs past it wait their turn here
        (the broker still counts every slot: an echo job, run inline, never waits). */
-    self->n_threads = opts->slots < S_MAX_THREADS ? opts->slots : S_MAX_THREADS;
+    self->n_threads = opts->slots < GQ_WORKER_MAX_THREADS ? opts->slots : GQ_WORKER_MAX_THREADS;
     self->slots = (s_slot_t *) calloc ((size_t) self->n_threads, sizeof *self->slots);
     self->loop = zloop_new ();
     if (!self->slots || !self->loop || !self->results || !self->keep) {
@@ -787,7 +780,7 @@ gq_worker_new (const gq_worker_opts_t *opts, char *why, size_t whylen)
         return NULL;
     }
     zloop_reader (self->loop, self->dealer, s_on_broker, self);
-    zloop_timer (self->loop, S_TICK_MS, 0, s_on_tick, self);
+    zloop_timer (self->loop, GQ_WORKER_TICK_MS, 0, s_on_tick, self);
     return self;
 }
 
