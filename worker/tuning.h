@@ -25,10 +25,29 @@
 #define GQ_WORKER_SOCKET_HWM_MESSAGES  100000 /* messages queued each way on the DEALER before
                                                  ZeroMQ blocks or drops */
 
+/* ---- Job execution (exec.c) ---------------------------------------------------------------- */
+#define GQ_EXEC_SCRATCH_KEEP_BYTES     (256LL * 1024 * 1024) /* scratch a slot keeps between jobs */
+#define GQ_EXEC_SLEEP_TICK_MS          5      /* how often sleep polls cancel */
+#define GQ_MATMUL_MAX_DIM_ELEMENTS     65536  /* m, n, k of a generated matmul, each */
+#define GQ_MATMUL_MAX_BYTES            (16LL << 30) /* device bytes of one matmul */
+#define GQ_MATMUL_MAX_REPEAT_COUNT     1000   /* GEMMs timed in one job ("repeat") */
+#define GQ_MATRIX_JSON_MAX_ELEMENTS    (256 * 1024) /* elements of a matrix sent as JSON */
+#define GQ_MODEL_CACHE_CPU_MB          4096   /* model cache budget on the CPU, by default */
+#define GQ_MODEL_CACHE_GPU_PERCENT     80     /* model cache budget on a GPU: of free VRAM, by
+                                                 default */
+
 /* ---- Models (model.c) ---------------------------------------------------------------------- */
 #define GQ_MODEL_BATCH_BYTES           (256 * 1024 * 1024) /* activations of one chunk of rows,
                                                               at most */
 #define GQ_MODEL_WAIT_TICK_MS          20     /* how often a waiting cache acquire polls cancel */
+
+/* ---- External handlers (handler.c) --------------------------------------------------------- */
+#define GQ_HANDLER_MAX_OUTPUT_BYTES    GQ_MAX_JSON_BYTES /* stdout kept, at most: the wire's
+                                                            limit for a result */
+#define GQ_HANDLER_STDERR_TAIL_BYTES   2048   /* bytes of stderr kept for the message */
+#define GQ_HANDLER_TICK_MS             20     /* poll tick: how fast cancel is seen */
+#define GQ_HANDLER_GRACE_MS            2000   /* SIGTERM to SIGKILL */
+#define GQ_HANDLER_LINGER_MS           1000   /* wait for pipes after the command exits */
 
 /* ---- The CPU GEMM's cache blocking (backend_cpu.c) ----------------------------------------- */
 /* Sized for common x86-64 caches; rows and columns must stay multiples of the 6x16 register tile
