@@ -14,6 +14,7 @@
 #include <jansson.h>
 
 #include "gq_common.h"
+#include "gq_json.h"
 
 typedef enum { GQ_ROLE_CLIENT = 1, GQ_ROLE_WORKER = 2 } gq_role_t;
 
@@ -25,21 +26,12 @@ typedef struct _gq_msg_t gq_msg_t;
 
 /* A new message; takes ownership of body (NULL means an empty object). NULL on a bad command. */
 gq_msg_t *gq_msg_new (gq_role_t role, const char *command, json_t *body);
-/* A new message whose JSON frame is the given text, sent as is (trusted: built by gridq itself,
-   e.g. the broker splicing stored payload text). The text is copied. */
+/* A new message whose JSON frame is the given text, sent as is (trusted: built by gridq itself
+   with gq_chunk_* of gq_json.h, e.g. the broker splicing stored payload text). The text is
+   copied. */
 gq_msg_t *gq_msg_new_raw (gq_role_t role, const char *command, const char *json, size_t size);
 /* Destroys the message and NULLs the pointer; safe on NULL. */
 void gq_msg_destroy (gq_msg_t **self_p);
-
-/* For the JSON text of gq_msg_new_raw, built by hand on the hot paths (JOB, RESULT, FINISHED):
-   value in decimal, and json as compact text (jansson's json_dumpb, with JSON_ENCODE_ANY).
-   gq_chunk_json returns 0, GQ_EINVAL when json cannot be written (a string that is not UTF-8:
-   nothing is appended), or GQ_ENOMEM. */
-void gq_chunk_int (zchunk_t *chunk, int64_t value);
-int gq_chunk_json (zchunk_t *chunk, const json_t *json);
-/* text as a JSON string, escaped by jansson: 0, or GQ_EINVAL when it is not UTF-8 (nothing is
-   appended), or GQ_ENOMEM. */
-int gq_chunk_string (zchunk_t *chunk, const char *text);
 
 /* Decodes a received multipart message, taking ownership of *zmsg_p (NULLed). With `routed`, the
    first frame is the ROUTER routing id. Returns 0 and a message in *msg_p, or a gq_err_t with a

@@ -1,5 +1,6 @@
 /*  selftest.c — runs one protocol module's selftest by name: gridq-proto-selftest msg [-v] */
 #include "gq_client.h"
+#include "gq_json.h"
 #include "gq_msg.h"
 #include "gq_selftest.h"
 #include "gq_spec.h"
@@ -8,12 +9,14 @@ void gq_common_test (bool verbose);
 
 static const gq_selftest_t s_tests[] = {
     {"common", gq_common_test},
+    {"json", gq_json_test},
     {"msg", gq_msg_test},
     {"spec", gq_spec_test},
     {"client", gq_client_test},
 };
 
-int main (int argc, char **argv)
+int
+main (int argc, char **argv)
 {
     return gq_selftest_main (argc, argv, s_tests, sizeof s_tests / sizeof s_tests[0]);
 }

@@ -11,6 +11,7 @@
 #include "exec.h"
 #include "model.h"
 #include "safetensors.h"
+#include "tuning.h"
 
 static void
 s_usage (FILE *out)
@@ -115,8 +116,8 @@ main (int argc, char **argv)
             return 2;
         }
     }
-    if (optind != argc || size < 1 || size > GQ_MATMUL_MAX_DIM || repeat < 1 ||
-        repeat > GQ_MATMUL_MAX_REPEAT || rows < 1 || jobs < 1 || (models && !model) ||
+    if (optind != argc || size < 1 || size > GQ_MATMUL_MAX_DIM_ELEMENTS || repeat < 1 ||
+        repeat > GQ_MATMUL_MAX_REPEAT_COUNT || rows < 1 || jobs < 1 || (models && !model) ||
         device < 0) {
         s_usage (stderr);
         return 2;

@@ -12,12 +12,17 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "tuning.h"
+
 #define S_MR    6    /* rows of the register tile */
 #define S_NR    16   /* columns of the register tile (two AVX vectors, four SSE ones) */
-#define S_KC    256  /* depth of a packed panel: an A and a B micro-panel stay in L1 */
-#define S_MC    96   /* rows of A packed at a time (a multiple of S_MR; about 96 KiB, L2) */
-#define S_NC    2048 /* columns of B packed at a time (a multiple of S_NR; 2 MiB, L3) */
 #define S_ALIGN 64   /* buffer alignment: a cache line, and what AVX-512 would like */
+/* The cache blocking, tuned in tuning.h, by the names the loop nest gives them. */
+#define S_KC    GQ_CPU_GEMM_KC_ELEMENTS /* depth of a packed panel */
+#define S_MC    GQ_CPU_GEMM_MC_ROWS     /* rows of A packed at a time */
+#define S_NC    GQ_CPU_GEMM_NC_COLUMNS  /* columns of B packed at a time */
+_Static_assert (S_MC % S_MR == 0 && S_NC % S_NR == 0,
+                "packed blocks hold whole register-tile panels");
 
 struct _gq_bdev_t {
     int ordinal; /* as asked; the CPU has one "device" whatever the number */

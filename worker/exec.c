@@ -9,6 +9,7 @@
 #include "gq_msg.h"
 #include "handler.h"
 #include "model.h"
+#include "tuning.h"
 
 #define S_MAX_HANDLERS GQ_MAX_KINDS
 #define S_SEED_B       0x5851f42d4c957f2dULL /* B's stream is the seed's, xor this */
@@ -96,7 +97,8 @@ gq_runtime_new (const gq_runtime_opts_t *opts, char *why, size_t whylen)
     self->is_gpu = info.is_gpu;
     int64_t cache_mb = opts->cache_mb;
     if (cache_mb == 0) {
-        cache_mb = info.is_gpu ? info.vram_free_mb * GQ_GPU_CACHE_PERCENT / 100 : GQ_CPU_CACHE_MB;
+        cache_mb = info.is_gpu ? info.vram_free_mb * GQ_MODEL_CACHE_GPU_PERCENT / 100
+                               : GQ_MODEL_CACHE_CPU_MB;
     }
     self->cache =
         gq_model_cache_new (self->ops, self->dev, opts->models_dir, cache_mb * 1024 * 1024);
@@ -444,11 +446,11 @@ s_output_new (s_job_t *job, const char *field, int64_t rows, int64_t cols, bool 
         o->frame = zframe_new (NULL, bytes);
         o->host = o->frame ? (float *) zframe_data (o->frame) : NULL;
     } else {
-        if (rows * cols > GQ_JSON_MATRIX_MAX) {
+        if (rows * cols > GQ_MATRIX_JSON_MAX_ELEMENTS) {
             return s_fail (job, GQ_ETOOBIG,
                            "\"%s\" has %" PRId64 " elements, too many for JSON (at most %d); "
                            "ask for \"output_blob\": true",
-                           field, rows * cols, GQ_JSON_MATRIX_MAX);
+                           field, rows * cols, GQ_MATRIX_JSON_MAX_ELEMENTS);
         }
         o->host = malloc (bytes ? bytes : 1);
     }
@@ -667,11 +669,12 @@ s_matmul_generated (s_job_t *job, json_t *payload, gq_gemm_mode_t mode)
     const gq_backend_ops_t *ops = job->ops;
     char why[256];
     int64_t m, n, k, seed, repeat;
-    if (gq_json_int (payload, "m", 1, GQ_MATMUL_MAX_DIM, -1, &m, why, sizeof why) ||
-        gq_json_int (payload, "n", 1, GQ_MATMUL_MAX_DIM, -1, &n, why, sizeof why) ||
-        gq_json_int (payload, "k", 1, GQ_MATMUL_MAX_DIM, -1, &k, why, sizeof why) ||
+    if (gq_json_int (payload, "m", 1, GQ_MATMUL_MAX_DIM_ELEMENTS, -1, &m, why, sizeof why) ||
+        gq_json_int (payload, "n", 1, GQ_MATMUL_MAX_DIM_ELEMENTS, -1, &n, why, sizeof why) ||
+        gq_json_int (payload, "k", 1, GQ_MATMUL_MAX_DIM_ELEMENTS, -1, &k, why, sizeof why) ||
         gq_json_int (payload, "seed", 0, INT64_MAX, 0, &seed, why, sizeof why) ||
-        gq_json_int (payload, "repeat", 1, GQ_MATMUL_MAX_REPEAT, 1, &repeat, why, sizeof why)) {
+        gq_json_int (payload, "repeat", 1, GQ_MATMUL_MAX_REPEAT_COUNT, 1, &repeat, why,
+                     sizeof why)) {
         return s_fail (job, GQ_EINVAL, "matmul: %s", why);
     }
     if (m < 0 || n < 0 || k < 0) {

@@ -28,15 +28,6 @@
 extern "C" {
 #endif
 
-#define GQ_EXEC_SCRATCH_KEEP_BYTES (256LL * 1024 * 1024) /* scratch a slot keeps between jobs */
-#define GQ_EXEC_SLEEP_TICK_MS      5                     /* sleep's cancel polling */
-#define GQ_MATMUL_MAX_DIM          65536                 /* m, n, k of a generated matmul */
-#define GQ_MATMUL_MAX_BYTES        (16LL << 30)          /* device bytes of one matmul */
-#define GQ_MATMUL_MAX_REPEAT       1000                  /* GEMMs timed in one job */
-#define GQ_JSON_MATRIX_MAX         (256 * 1024)          /* elements of a matrix sent as JSON */
-#define GQ_CPU_CACHE_MB            4096                  /* CPU model cache budget by default */
-#define GQ_GPU_CACHE_PERCENT       80                    /* of free VRAM, by default */
-
 /* gq_device_info_t is in backend.h. */
 
 /* How to build the runtime. */

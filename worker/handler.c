@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "gq_msg.h"
+#include "tuning.h"
 
 extern char **environ;
 
@@ -101,7 +102,7 @@ typedef struct {
     size_t out_len;       /* its length */
     size_t out_cap;       /* its allocation */
     bool out_overflow;    /* stdout passed the limit */
-    char err[2 * GQ_HANDLER_STDERR_TAIL]; /* stderr tail: the last bytes are kept */
+    char err[2 * GQ_HANDLER_STDERR_TAIL_BYTES]; /* stderr tail: the last bytes are kept */
     size_t err_len;       /* bytes in err */
     bool exited;          /* the shell has been reaped */
     int status;           /* its wait status once exited */
@@ -284,12 +285,12 @@ s_drain (s_run_t *run)
         if (n > 0) {
             /* Keep only the tail: once the buffer fills, slide its last half down. */
             const char *from = chunk;
-            if ((size_t) n > GQ_HANDLER_STDERR_TAIL) {
-                from += (size_t) n - GQ_HANDLER_STDERR_TAIL;
-                n = GQ_HANDLER_STDERR_TAIL;
+            if ((size_t) n > GQ_HANDLER_STDERR_TAIL_BYTES) {
+                from += (size_t) n - GQ_HANDLER_STDERR_TAIL_BYTES;
+                n = GQ_HANDLER_STDERR_TAIL_BYTES;
             }
             if (run->err_len + (size_t) n > sizeof run->err) {
-                size_t keep = GQ_HANDLER_STDERR_TAIL - (size_t) n;
+                size_t keep = GQ_HANDLER_STDERR_TAIL_BYTES - (size_t) n;
                 keep = keep < run->err_len ? keep : run->err_len;
                 memmove (run->err, run->err + run->err_len - keep, keep);
                 run->err_len = keep;
@@ -366,7 +367,7 @@ static const char *
 s_stderr_tail (s_run_t *run)
 {
     size_t len = run->err_len;
-    size_t start = len > GQ_HANDLER_STDERR_TAIL ? len - GQ_HANDLER_STDERR_TAIL : 0;
+    size_t start = len > GQ_HANDLER_STDERR_TAIL_BYTES ? len - GQ_HANDLER_STDERR_TAIL_BYTES : 0;
     while (len > start && strchr (" \t\r\n", run->err[len - 1])) {
         len--;
     }
@@ -679,7 +680,8 @@ gq_handler_test (bool verbose)
                      "done; echo 'the real reason' >&2; exit 1",
                      NULL, 10000, NULL, &result, error, sizeof error);
     s_expect ("long stderr", rc, GQ_EBACKEND, error, "noise line 499\nthe real reason", false);
-    assert (!strstr (error, "noise line 1\n") && strlen (error) < GQ_HANDLER_STDERR_TAIL + 64);
+    assert (!strstr (error, "noise line 1\n") &&
+            strlen (error) < GQ_HANDLER_STDERR_TAIL_BYTES + 64);
 
     /* Output that cannot be a result. */
     rc = s_run_spec ("t=head -c 5000000 /dev/zero | tr '\\0' a", NULL, 10000, NULL, &result,

@@ -7,14 +7,14 @@
     - stdout (at most GQ_HANDLER_MAX_OUTPUT_BYTES, the wire's limit for a result) is the result:
       its JSON value when it parses, else the text as a JSON string (trailing newlines dropped);
     - exit 0 is success; a non-zero status or a signal fails the job with the last
-      GQ_HANDLER_STDERR_TAIL bytes of stderr in the message;
+      GQ_HANDLER_STDERR_TAIL_BYTES bytes of stderr in the message;
     - on timeout or cancel the whole process group gets SIGTERM, then SIGKILL after
       GQ_HANDLER_GRACE_MS. When the command ends, anything it left running in its group is
       killed too: a job's processes end with the job.
     The caller's thread blocks until the command is over; the child is always reaped. The
     process must not set SIGCHLD to SIG_IGN (that would make the child unwaitable). SIGPIPE is
     blocked in the calling thread while the payload is written, so a command that does not read
-    its input cannot kill the worker. */
+    its input cannot kill the worker. The limits and periods named here are in tuning.h. */
 #ifndef GQ_HANDLER_H_INCLUDED
 #define GQ_HANDLER_H_INCLUDED
 
@@ -27,12 +27,6 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-#define GQ_HANDLER_MAX_OUTPUT_BYTES GQ_MAX_JSON_BYTES /* stdout kept, at most */
-#define GQ_HANDLER_STDERR_TAIL      2048              /* bytes of stderr kept for the message */
-#define GQ_HANDLER_TICK_MS          20                /* poll tick: how fast cancel is seen */
-#define GQ_HANDLER_GRACE_MS         2000              /* SIGTERM to SIGKILL */
-#define GQ_HANDLER_LINGER_MS        1000 /* wait for pipes after the command exits */
 
 typedef struct _gq_handler_t gq_handler_t;
 

@@ -8,10 +8,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define S_TENSOR_ALIGN     256                 /* device offset alignment of each tensor */
-#define S_BATCH_BYTES      (256 * 1024 * 1024) /* activations of one chunk of rows, at most */
-#define S_WAIT_TICK_MS     20                  /* how often a waiting acquire polls cancel */
-#define S_NAME_BUF         64                  /* "layers.255.weight" and some */
+#include "tuning.h"
+
+#define S_TENSOR_ALIGN 256 /* device offset alignment of each tensor */
+#define S_NAME_BUF     64  /* "layers.255.weight" and some */
 
 struct _gq_model_t {
     char name[GQ_MODEL_MAX];     /* the model's name (the file stem) */
@@ -269,8 +269,8 @@ gq_model_forward (gq_model_t *self, gq_bctx_t *ctx, const float *input, int64_t 
     for (size_t i = 0; i <= layers; i++) {
         widest = widths[i] > widest ? widths[i] : widest;
     }
-    /* Rows go through in chunks, so activations stay within S_BATCH_BYTES per buffer. */
-    int64_t chunk = S_BATCH_BYTES / ((int64_t) sizeof (float) * widest);
+    /* Rows go through in chunks, so activations stay within GQ_MODEL_BATCH_BYTES per buffer. */
+    int64_t chunk = GQ_MODEL_BATCH_BYTES / ((int64_t) sizeof (float) * widest);
     chunk = chunk < 1 ? 1 : chunk;
     chunk = chunk > rows ? rows : chunk;
     size_t buffer_bytes = (size_t) (chunk * widest) * sizeof (float);
@@ -647,7 +647,7 @@ gq_model_cache_acquire (gq_model_cache_t *self, const char *name, gq_bctx_t *ctx
         }
         struct timespec until;
         clock_gettime (CLOCK_MONOTONIC, &until);
-        until.tv_nsec += S_WAIT_TICK_MS * 1000000L;
+        until.tv_nsec += GQ_MODEL_WAIT_TICK_MS * 1000000L;
         if (until.tv_nsec >= 1000000000L) {
             until.tv_sec++;
             until.tv_nsec -= 1000000000L;

@@ -13,14 +13,9 @@
 #include <unistd.h>
 
 #include "exec.h"
+#include "gq_json.h"
 #include "gq_msg.h"
-
-#define S_LIVENESS_MS  3000     /* silence before reconnecting, until WELCOME says otherwise */
-#define S_TICK_MS      100      /* how often the socket thread checks the broker's liveness */
-#define S_MAX_THREADS  64       /* slot threads at most, whatever --slots says */
-#define S_TURN_MESSAGES 1024    /* messages read per loop turn before results are flushed */
-#define S_RESULTS_PER_MESSAGE 64 /* results sent at once: small enough that the broker works on
-                                    them while this worker runs the rest (a pipeline) */
+#include "tuning.h"
 
 /* One job on its way through a slot. Owned by the socket thread except while a slot runs it. */
 typedef struct {
@@ -46,7 +41,7 @@ struct _gq_worker_t {
     zsock_t *dealer;           /* to the broker */
     zloop_t *loop;
     s_slot_t *slots;           /* n_threads slot threads */
-    int n_threads;             /* min (opts.slots, S_MAX_THREADS): jobs past it wait here */
+    int n_threads;             /* min (opts.slots, GQ_WORKER_MAX_THREADS): jobs past it wait here */
     zhashx_t *running;         /* job id (as key pointer) -> s_job_t, in a slot or waiting */
     zlist_t *waiting;          /* s_job_t with no free slot yet */
     zchunk_t *results;         /* the RESULT text to send at the end of this turn: its head
@@ -81,8 +76,6 @@ typedef struct {
     size_t size;               /* bytes of entries */
     size_t count;              /* entries in entries */
 } s_sent_t;
-
-#define S_SENT_MAX 200000      /* results kept at most */
 
 /* ---- Slot threads -------------------------------------------------------------------------- */
 
@@ -169,36 +162,16 @@ s_send (gq_worker_t *self, const char *command, json_t *body)
 
 static void s_flush_results (gq_worker_t *self);
 
-/* Appends text (a literal: strlen folds to a constant). */
-static inline void
-s_put (zchunk_t *out, const char *text)
-{
-    zchunk_extend (out, text, strlen (text));
-}
-
 /* Starts the next RESULT text: its head, then entries as they come. */
 static void
 s_results_reset (gq_worker_t *self)
 {
     zchunk_set (self->results, NULL, 0);
-    s_put (self->results, "{\"node\":\"");
-    /* Node names are checked (gq_valid_name): nothing in them needs escaping. */
-    zchunk_extend (self->results, self->name, strlen (self->name));
-    s_put (self->results, "\",\"results\":[");
+    /* The node name is checked (gq_valid_name): nothing in it needs escaping. */
+    gq_chunk_name (self->results, "{\"node\":", self->name);
+    gq_chunk_raw (self->results, ",\"results\":[");
     self->results_head = zchunk_size (self->results);
     self->n_results = 0;
-}
-
-/* Appends ms as a JSON real with three decimals (microseconds: what the clock gives). */
-static void
-s_put_ms (zchunk_t *out, double ms)
-{
-    int64_t us = ms > 0 ? (int64_t) (ms * 1000.0 + 0.5) : 0;
-    char decimals[4] = {(char) ('0' + us / 100 % 10), (char) ('0' + us / 10 % 10),
-                        (char) ('0' + us % 10), 0};
-    gq_chunk_int (out, us / 1000);
-    s_put (out, ".");
-    zchunk_extend (out, decimals, 3);
 }
 
 /* Adds one RESULT entry for this turn, written as JSON text (no tree per job); takes result
@@ -213,19 +186,19 @@ s_result (gq_worker_t *self, int64_t id, int attempt, json_t *result, const char
     zchunk_t *out = self->results;
     size_t mark = zchunk_size (out);
     if (self->n_results) {
-        s_put (out, ",");
+        gq_chunk_raw (out, ",");
     }
     size_t entry = zchunk_size (out);
-    s_put (out, "{\"id\":");
+    gq_chunk_raw (out, "{\"id\":");
     gq_chunk_int (out, id);
-    s_put (out, ",\"attempt\":");
+    gq_chunk_raw (out, ",\"attempt\":");
     gq_chunk_int (out, attempt);
+    gq_chunk_raw (out, error ? ",\"ok\":false,\"ms\":" : ",\"ok\":true,\"ms\":");
+    gq_chunk_ms (out, ms);
     if (!error) {
-        s_put (out, ",\"ok\":true,\"ms\":");
-        s_put_ms (out, ms);
-        s_put (out, ",\"result\":");
+        gq_chunk_raw (out, ",\"result\":");
         if (!result) {
-            s_put (out, "null");
+            gq_chunk_raw (out, "null");
         } else if (gq_chunk_json (out, result)) {
             /* Not writable as JSON (a string that is not UTF-8): the job fails instead. */
             zchunk_set (out, NULL, mark);
@@ -238,36 +211,30 @@ s_result (gq_worker_t *self, int64_t id, int attempt, json_t *result, const char
             return;
         }
     } else {
-        s_put (out, ",\"ok\":false,\"ms\":");
-        s_put_ms (out, ms);
-        s_put (out, ",\"error\":");
+        gq_chunk_raw (out, ",\"error\":");
         if (gq_chunk_string (out, error)) {
-            s_put (out, "\"(the error text is not UTF-8)\"");
+            gq_chunk_raw (out, "\"(the error text is not UTF-8)\"");
         }
     }
     json_decref (result);
     if (n_blobs) {
-        s_put (out, ",\"blobs\":[");
-        gq_chunk_int (out, (int64_t) zlist_size (self->result_blobs));
-        s_put (out, ",");
-        gq_chunk_int (out, (int64_t) n_blobs);
-        s_put (out, "]");
+        gq_chunk_printf (out, ",\"blobs\":[%zu,%zu]", zlist_size (self->result_blobs), n_blobs);
         for (size_t i = 0; i < n_blobs; i++) {
             zlist_append (self->result_blobs, blobs[i]);
             blobs[i] = NULL;
         }
     }
-    s_put (out, "}");
+    gq_chunk_raw (out, "}");
     self->n_results++;
     if (!n_blobs) {
         /* Kept for a resend; one with blobs is not: its frames are gone with the message. */
         if (self->n_keep) {
-            s_put (self->keep, ",");
+            gq_chunk_raw (self->keep, ",");
         }
         zchunk_extend (self->keep, zchunk_data (out) + entry, zchunk_size (out) - entry);
         self->n_keep++;
     }
-    if (self->n_results >= S_RESULTS_PER_MESSAGE) {
+    if (self->n_results >= GQ_WORKER_RESULTS_PER_MESSAGE) {
         s_flush_results (self);
     }
 }
@@ -276,7 +243,7 @@ s_result (gq_worker_t *self, int64_t id, int attempt, json_t *result, const char
 static void
 s_send_results (gq_worker_t *self, zchunk_t *text, zlist_t *blobs)
 {
-    s_put (text, "]}");
+    gq_chunk_raw (text, "]}");
     gq_msg_t *msg = gq_msg_new_raw (GQ_ROLE_WORKER, "RESULT", (const char *) zchunk_data (text),
                                     zchunk_size (text));
     zframe_t *frame;
@@ -329,7 +296,8 @@ s_sent_drop_first (gq_worker_t *self)
 }
 
 /* Forgets results the broker has surely committed: those older than two liveness periods while
-   it answers heartbeats. While it does not, everything is kept (up to S_SENT_MAX). */
+   it answers heartbeats. While it does not, everything is kept (up to
+   GQ_WORKER_SENT_MAX_RESULTS). */
 static void
 s_sent_trim (gq_worker_t *self, int64_t now_us)
 {
@@ -337,13 +305,13 @@ s_sent_trim (gq_worker_t *self, int64_t now_us)
     s_sent_t *first;
     while ((first = (s_sent_t *) zlist_first (self->sent)) &&
            ((self->registered && now_us - first->at_us > keep_us) ||
-            self->n_sent > S_SENT_MAX)) {
+            self->n_sent > GQ_WORKER_SENT_MAX_RESULTS)) {
         s_sent_drop_first (self);
     }
 }
 
 /* When registering again: every kept result, in the messages they were first sent in (the usual
-   size, S_RESULTS_PER_MESSAGE at most). */
+   size, GQ_WORKER_RESULTS_PER_MESSAGE at most). */
 static void
 s_sent_resend (gq_worker_t *self)
 {
@@ -415,8 +383,8 @@ s_connect (gq_worker_t *self, char *why, size_t whylen)
     }
     zsock_set_linger (self->dealer, 0);
     zsock_set_rcvtimeo (self->dealer, 0);
-    zsock_set_sndhwm (self->dealer, 100000);
-    zsock_set_rcvhwm (self->dealer, 100000);
+    zsock_set_sndhwm (self->dealer, GQ_WORKER_SOCKET_HWM_MESSAGES);
+    zsock_set_rcvhwm (self->dealer, GQ_WORKER_SOCKET_HWM_MESSAGES);
     zsock_set_maxmsgsize (self->dealer, (int) GQ_MAX_MSG_BYTES);
     if (self->cert) {
         zcert_apply (self->cert, self->dealer);
@@ -608,7 +576,7 @@ static int
 s_on_broker (zloop_t *loop, zsock_t *dealer, void *arg)
 {
     gq_worker_t *self = (gq_worker_t *) arg;
-    for (int n = 0; n < S_TURN_MESSAGES; n++) {
+    for (int n = 0; n < GQ_WORKER_TURN_MESSAGES; n++) {
         zmsg_t *zmsg = zmsg_recv (dealer);
         if (!zmsg) {
             break;
@@ -791,7 +759,7 @@ gq_worker_new (const gq_worker_opts_t *opts, char *why, size_t whylen)
     /* A thread per slot, up to a bound: more threads than that only contend for the same
        device, and each costs sockets and file descriptors. Jobs past it wait their turn here
        (the broker still counts every slot: an echo job, run inline, never waits). */
-    self->n_threads = opts->slots < S_MAX_THREADS ? opts->slots : S_MAX_THREADS;
+    self->n_threads = opts->slots < GQ_WORKER_MAX_THREADS ? opts->slots : GQ_WORKER_MAX_THREADS;
     self->slots = (s_slot_t *) calloc ((size_t) self->n_threads, sizeof *self->slots);
     self->loop = zloop_new ();
     if (!self->slots || !self->loop || !self->results || !self->keep) {
@@ -812,7 +780,7 @@ gq_worker_new (const gq_worker_opts_t *opts, char *why, size_t whylen)
         return NULL;
     }
     zloop_reader (self->loop, self->dealer, s_on_broker, self);
-    zloop_timer (self->loop, S_TICK_MS, 0, s_on_tick, self);
+    zloop_timer (self->loop, GQ_WORKER_TICK_MS, 0, s_on_tick, self);
     return self;
 }
 
