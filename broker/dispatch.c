@@ -50,10 +50,10 @@ void gq_dispatch_turn (gq_broker_t *self)
                                   job->timeout_ms, zlist_size ((zlist_t *) job->blobs));
                 zchunk_t *text = zchunk_new (head, (size_t) n);
                 const char *model = gq_broker_model_name (self, job);
-                s_chunk_printf (text, model ? "\"%s\"" : "null", model ? model : "");
-                s_chunk_str (text, ",\"payload\":");
+                gq_chunk_printf (text, model ? "\"%s\"" : "null", model ? model : "");
+                gq_chunk_raw (text, ",\"payload\":");
                 zchunk_extend (text, job->payload, job->payload_len);
-                s_chunk_str (text, "}]}");
+                gq_chunk_raw (text, "}]}");
                 gq_msg_t *msg = gq_msg_new_raw (
                     GQ_ROLE_WORKER, "JOB", (const char *) zchunk_data (text), zchunk_size (text));
                 zchunk_destroy (&text);
@@ -78,15 +78,15 @@ void gq_dispatch_turn (gq_broker_t *self)
                 zchunk_extend (out, ",", 1);
             }
             const char *model = gq_broker_model_name (self, job);
-            s_chunk_str (out, "{\"id\":");
+            gq_chunk_raw (out, "{\"id\":");
             gq_chunk_int (out, job->id);
-            s_chunk_str (out, ",\"attempt\":");
+            gq_chunk_raw (out, ",\"attempt\":");
             gq_chunk_int (out, job->attempts);
-            s_chunk_name (out, ",\"kind\":", gq_matcher_kind_name (self->matcher, job->kind_id));
-            s_chunk_str (out, ",\"timeout_ms\":");
+            gq_chunk_name (out, ",\"kind\":", gq_matcher_kind_name (self->matcher, job->kind_id));
+            gq_chunk_raw (out, ",\"timeout_ms\":");
             gq_chunk_int (out, job->timeout_ms);
-            s_chunk_name (out, ",\"model\":", model);
-            s_chunk_str (out, ",\"payload\":");
+            gq_chunk_name (out, ",\"model\":", model);
+            gq_chunk_raw (out, ",\"payload\":");
             zchunk_extend (out, job->payload, job->payload_len);
             zchunk_extend (out, "}", 1);
             worker->jobs_out_count++;

@@ -381,7 +381,7 @@ void gq_intake_settle (gq_broker_t *self, gq_submit_t *submit, bool committed, c
         return;
     }
     zchunk_t *text = zchunk_new (NULL, 32 + 12 * submit->count);
-    s_chunk_printf (text, "{\"req\":%lld,\"ids\":[", (long long) gq_msg_req (submit->request));
+    gq_chunk_printf (text, "{\"req\":%lld,\"ids\":[", (long long) gq_msg_req (submit->request));
     for (size_t i = 0; i < submit->count; i++) {
         gq_job_t *job = submit->jobs[i];
         if (i) {
@@ -399,7 +399,7 @@ void gq_intake_settle (gq_broker_t *self, gq_submit_t *submit, bool committed, c
             submit->jobs[i] = NULL;
         }
     }
-    s_chunk_str (text, "]}");
+    gq_chunk_raw (text, "]}");
     gq_msg_t *reply = gq_msg_new_raw (GQ_ROLE_CLIENT, "SUBMIT", (const char *) zchunk_data (text),
                                       zchunk_size (text));
     zchunk_destroy (&text);

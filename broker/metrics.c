@@ -11,6 +11,7 @@
     sequence number and is dropped by the next request. */
 #define _GNU_SOURCE
 #include "metrics.h"
+#include "gq_json.h"
 #include "gq_check.h"
 
 #include <arpa/inet.h>
@@ -127,22 +128,6 @@ s_format_double (double value, char *buf, size_t size)
     }
 }
 
-static void
-s_chunk_printf (zchunk_t *chunk, const char *format, ...) __attribute__ ((format (printf, 2, 3)));
-
-static void
-s_chunk_printf (zchunk_t *chunk, const char *format, ...)
-{
-    char text[512];
-    va_list args;
-    va_start (args, format);
-    int n = vsnprintf (text, sizeof text, format, args);
-    va_end (args);
-    if (n > 0) {
-        zchunk_extend (chunk, text, n < (int) sizeof text ? (size_t) n : sizeof text - 1);
-    }
-}
-
 void
 gq_metrics_render_histograms (gq_metrics_t *self, zchunk_t *out)
 {
@@ -151,21 +136,21 @@ gq_metrics_render_histograms (gq_metrics_t *self, zchunk_t *out)
     }
     for (int i = 0; i < GQ_HISTS; i++) {
         s_hist_t *h = &self->hists[i];
-        s_chunk_printf (out, "# HELP %s %s\n# TYPE %s histogram\n", h->name, h->help, h->name);
+        gq_chunk_printf (out, "# HELP %s %s\n# TYPE %s histogram\n", h->name, h->help, h->name);
         uint64_t cumulative = 0;
         char le[40];
         for (size_t b = 0; b < h->nbounds; b++) {
             cumulative += h->counts[b];
             s_format_double (h->bounds[b] / h->divisor, le, sizeof le);
-            s_chunk_printf (out, "%s_bucket{le=\"%s\"} %llu\n", h->name, le,
+            gq_chunk_printf (out, "%s_bucket{le=\"%s\"} %llu\n", h->name, le,
                             (unsigned long long) cumulative);
         }
         cumulative += h->counts[h->nbounds];
-        s_chunk_printf (out, "%s_bucket{le=\"+Inf\"} %llu\n", h->name,
+        gq_chunk_printf (out, "%s_bucket{le=\"+Inf\"} %llu\n", h->name,
                         (unsigned long long) cumulative);
         char sum[40];
         s_format_double (h->sum / h->divisor, sum, sizeof sum);
-        s_chunk_printf (out, "%s_sum %s\n%s_count %llu\n", h->name, sum, h->name,
+        gq_chunk_printf (out, "%s_sum %s\n%s_count %llu\n", h->name, sum, h->name,
                         (unsigned long long) h->count);
     }
 }
@@ -669,7 +654,7 @@ s_test_render (void *arg, zchunk_t *out)
 {
     s_test_state_t *state = (s_test_state_t *) arg;
     state->renders++;
-    s_chunk_printf (out, "# HELP test_renders_total Scrapes answered.\n"
+    gq_chunk_printf (out, "# HELP test_renders_total Scrapes answered.\n"
                          "# TYPE test_renders_total counter\ntest_renders_total %d\n",
                     state->renders);
     gq_metrics_render_histograms (state->metrics, out);

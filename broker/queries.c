@@ -291,24 +291,24 @@ void gq_queries_ping (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused
 void gq_queries_metrics (void *arg, zchunk_t *out)
 {
     gq_broker_t *self = (gq_broker_t *) arg;
-    s_chunk_str (out, "# HELP gridq_jobs_submitted_total Jobs accepted (committed) since start.\n"
+    gq_chunk_raw (out, "# HELP gridq_jobs_submitted_total Jobs accepted (committed) since start.\n"
                       "# TYPE gridq_jobs_submitted_total counter\n");
-    s_chunk_printf (out, "gridq_jobs_submitted_total %lld\n", (long long) self->submitted);
-    s_chunk_str (out, "# HELP gridq_jobs_finished_total Jobs ended since start, by final state.\n"
+    gq_chunk_printf (out, "gridq_jobs_submitted_total %lld\n", (long long) self->submitted);
+    gq_chunk_raw (out, "# HELP gridq_jobs_finished_total Jobs ended since start, by final state.\n"
                       "# TYPE gridq_jobs_finished_total counter\n");
     for (int s = GQ_JOB_DONE; s < GQ_JOB_STATES; s++) {
-        s_chunk_printf (out, "gridq_jobs_finished_total{state=\"%s\"} %lld\n",
+        gq_chunk_printf (out, "gridq_jobs_finished_total{state=\"%s\"} %lld\n",
                         gq_job_state_name (s), (long long) self->finished[s]);
     }
-    s_chunk_str (out, "# HELP gridq_jobs Jobs in the store, by state.\n# TYPE gridq_jobs gauge\n");
+    gq_chunk_raw (out, "# HELP gridq_jobs Jobs in the store, by state.\n# TYPE gridq_jobs gauge\n");
     for (int s = 0; s < GQ_JOB_STATES; s++) {
-        s_chunk_printf (out, "gridq_jobs{state=\"%s\"} %lld\n", gq_job_state_name (s),
+        gq_chunk_printf (out, "gridq_jobs{state=\"%s\"} %lld\n", gq_job_state_name (s),
                         (long long) self->counts[s]);
     }
-    s_chunk_str (out, "# HELP gridq_queue_depth Queued jobs by priority.\n"
+    gq_chunk_raw (out, "# HELP gridq_queue_depth Queued jobs by priority.\n"
                       "# TYPE gridq_queue_depth gauge\n");
     for (int p = 0; p < 10; p++) {
-        s_chunk_printf (out, "gridq_queue_depth{priority=\"%d\"} %zu\n", p,
+        gq_chunk_printf (out, "gridq_queue_depth{priority=\"%d\"} %zu\n", p,
                         gq_queue_size_priority (self->queue, p));
     }
     int64_t by_status[4] = {0, 0, 0, 0};
@@ -317,31 +317,31 @@ void gq_queries_metrics (void *arg, zchunk_t *out)
             by_status[gq_matcher_node (self->matcher, (int32_t) w)->status & 3]++;
         }
     }
-    s_chunk_str (out, "# HELP gridq_nodes Nodes by status.\n# TYPE gridq_nodes gauge\n");
+    gq_chunk_raw (out, "# HELP gridq_nodes Nodes by status.\n# TYPE gridq_nodes gauge\n");
     for (int st = 0; st < 4; st++) {
-        s_chunk_printf (out, "gridq_nodes{status=\"%s\"} %lld\n", gq_node_status_name (st),
+        gq_chunk_printf (out, "gridq_nodes{status=\"%s\"} %lld\n", gq_node_status_name (st),
                         (long long) by_status[st]);
     }
-    s_chunk_str (out, "# HELP gridq_node_running_jobs Jobs running on each node.\n"
+    gq_chunk_raw (out, "# HELP gridq_node_running_jobs Jobs running on each node.\n"
                       "# TYPE gridq_node_running_jobs gauge\n");
     for (size_t w = 0; w < self->workers_size; w++) {
         if (self->workers[w] && self->workers[w]->spec) {
             gq_node_t *node = gq_matcher_node (self->matcher, (int32_t) w);
-            s_chunk_printf (out, "gridq_node_running_jobs{node=\"%s\"} %d\n", node->name,
+            gq_chunk_printf (out, "gridq_node_running_jobs{node=\"%s\"} %d\n", node->name,
                             node->running);
         }
     }
-    s_chunk_str (out, "# HELP gridq_node_vram_free_bytes Free VRAM of each node.\n"
+    gq_chunk_raw (out, "# HELP gridq_node_vram_free_bytes Free VRAM of each node.\n"
                       "# TYPE gridq_node_vram_free_bytes gauge\n");
     for (size_t w = 0; w < self->workers_size; w++) {
         if (self->workers[w] && self->workers[w]->spec) {
             gq_node_t *node = gq_matcher_node (self->matcher, (int32_t) w);
-            s_chunk_printf (out, "gridq_node_vram_free_bytes{node=\"%s\"} %lld\n", node->name,
+            gq_chunk_printf (out, "gridq_node_vram_free_bytes{node=\"%s\"} %lld\n", node->name,
                             (long long) node->vram_free_mb * 1048576LL);
         }
     }
-    s_chunk_str (out, "# HELP gridq_messages_rejected_total Bad messages dropped or refused.\n"
+    gq_chunk_raw (out, "# HELP gridq_messages_rejected_total Bad messages dropped or refused.\n"
                       "# TYPE gridq_messages_rejected_total counter\n");
-    s_chunk_printf (out, "gridq_messages_rejected_total %lld\n", (long long) self->rejected);
+    gq_chunk_printf (out, "gridq_messages_rejected_total %lld\n", (long long) self->rejected);
     gq_metrics_render_histograms (self->metrics, out);
 }

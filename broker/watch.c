@@ -88,32 +88,32 @@ static zchunk_t *s_finished_text (gq_broker_t *self, const gq_job_t *job, const 
 {
     zchunk_t *out = zchunk_new (NULL, 256 + job->payload_len + (result ? strlen (result) : 0));
     const char *model = gq_broker_model_name (self, job);
-    s_chunk_str (out, "{\"id\":");
+    gq_chunk_raw (out, "{\"id\":");
     gq_chunk_int (out, job->id);
-    s_chunk_name (out, ",\"state\":", gq_job_state_name (job->state));
-    s_chunk_name (out, ",\"kind\":", gq_matcher_kind_name (self->matcher, job->kind_id));
-    s_chunk_name (out, ",\"model\":", model);
-    s_chunk_str (out, ",\"min_vram_mb\":");
+    gq_chunk_name (out, ",\"state\":", gq_job_state_name (job->state));
+    gq_chunk_name (out, ",\"kind\":", gq_matcher_kind_name (self->matcher, job->kind_id));
+    gq_chunk_name (out, ",\"model\":", model);
+    gq_chunk_raw (out, ",\"min_vram_mb\":");
     gq_chunk_int (out, job->min_vram_mb);
-    s_chunk_str (out, ",\"priority\":");
+    gq_chunk_raw (out, ",\"priority\":");
     gq_chunk_int (out, job->priority);
-    s_chunk_str (out, ",\"timeout_ms\":");
+    gq_chunk_raw (out, ",\"timeout_ms\":");
     gq_chunk_int (out, job->timeout_ms);
-    s_chunk_str (out, ",\"max_attempts\":");
+    gq_chunk_raw (out, ",\"max_attempts\":");
     gq_chunk_int (out, job->max_attempts);
-    s_chunk_str (out, ",\"payload\":");
+    gq_chunk_raw (out, ",\"payload\":");
     zchunk_extend (out, job->payload, job->payload_len);
-    s_chunk_name (out, ",\"node\":", node);
-    s_chunk_str (out, ",\"attempts\":");
+    gq_chunk_name (out, ",\"node\":", node);
+    gq_chunk_raw (out, ",\"attempts\":");
     gq_chunk_int (out, job->attempts);
-    s_chunk_str (out, ",\"result\":");
-    s_chunk_str (out, result ? result : "null");
-    s_chunk_str (out, ",\"error\":");
-    s_chunk_quoted (out, error);
-    s_chunk_time (out, ",\"submitted_at\":", job->submitted_ms);
-    s_chunk_time (out, ",\"started_at\":", job->started_ms);
-    s_chunk_time (out, ",\"finished_at\":", now_ms);
-    s_chunk_str (out, "}");
+    gq_chunk_raw (out, ",\"result\":");
+    gq_chunk_raw (out, result ? result : "null");
+    gq_chunk_raw (out, ",\"error\":");
+    gq_chunk_quoted (out, error);
+    gq_chunk_time (out, ",\"submitted_at\":", job->submitted_ms);
+    gq_chunk_time (out, ",\"started_at\":", job->started_ms);
+    gq_chunk_time (out, ",\"finished_at\":", now_ms);
+    gq_chunk_raw (out, "}");
     return out;
 }
 
@@ -134,14 +134,14 @@ void gq_watch_drop_job (gq_broker_t *self, gq_job_t *job)
 static zchunk_t *s_brief_text (const gq_job_t *job, const char *result, const char *error)
 {
     zchunk_t *out = zchunk_new (NULL, 64 + (result ? strlen (result) : 0));
-    s_chunk_str (out, "{\"id\":");
+    gq_chunk_raw (out, "{\"id\":");
     gq_chunk_int (out, job->id);
-    s_chunk_name (out, ",\"state\":", gq_job_state_name (job->state));
-    s_chunk_str (out, ",\"result\":");
-    s_chunk_str (out, result ? result : "null");
-    s_chunk_str (out, ",\"error\":");
-    s_chunk_quoted (out, error);
-    s_chunk_str (out, "}");
+    gq_chunk_name (out, ",\"state\":", gq_job_state_name (job->state));
+    gq_chunk_raw (out, ",\"result\":");
+    gq_chunk_raw (out, result ? result : "null");
+    gq_chunk_raw (out, ",\"error\":");
+    gq_chunk_quoted (out, error);
+    gq_chunk_raw (out, "}");
     return out;
 }
 
@@ -168,9 +168,9 @@ void gq_watch_flush (gq_broker_t *self, gq_watch_t *watch)
 {
     if (watch->pending) {
         zchunk_t *text = zchunk_new (NULL, zchunk_size (watch->pending) + 48);
-        s_chunk_printf (text, "{\"req\":%lld,\"jobs\":[", (long long) watch->req);
+        gq_chunk_printf (text, "{\"req\":%lld,\"jobs\":[", (long long) watch->req);
         zchunk_extend (text, zchunk_data (watch->pending), zchunk_size (watch->pending));
-        s_chunk_str (text, "]}");
+        gq_chunk_raw (text, "]}");
         zchunk_destroy (&watch->pending);
         gq_msg_t *msg = gq_msg_new_raw (GQ_ROLE_CLIENT, "FINISHED",
                                         (const char *) zchunk_data (text), zchunk_size (text));
