@@ -29,7 +29,8 @@
 
 /* ---- Small helpers ------------------------------------------------------------------------- */
 
-void gq_broker_hex (zframe_t *frame, char *out, size_t size)
+void
+gq_broker_hex (zframe_t *frame, char *out, size_t size)
 {
     static const char digits[] = "0123456789abcdef";
     size_t n = zframe_size (frame);
@@ -43,7 +44,8 @@ void gq_broker_hex (zframe_t *frame, char *out, size_t size)
 }
 
 /* zhashx with int64 keys stored in the key pointer itself (no allocation per entry). */
-static size_t s_id_hash (const void *key)
+static size_t
+s_id_hash (const void *key)
 {
     uint64_t x = (uint64_t) (uintptr_t) key;
     x ^= x >> 33;
@@ -52,38 +54,44 @@ static size_t s_id_hash (const void *key)
     return (size_t) x;
 }
 
-static int s_id_compare (const void *a, const void *b)
+static int
+s_id_compare (const void *a, const void *b)
 {
     return a == b ? 0 : ((uintptr_t) a < (uintptr_t) b ? -1 : 1);
 }
 
 #define GQ_ID_KEY(id) ((void *) (uintptr_t) (id))
 
-const char *gq_broker_node_name (gq_broker_t *self, int32_t node)
+const char *
+gq_broker_node_name (gq_broker_t *self, int32_t node)
 {
     return node >= 0 ? gq_matcher_node (self->matcher, node)->name : NULL;
 }
 
-const char *gq_broker_model_name (gq_broker_t *self, const gq_job_t *job)
+const char *
+gq_broker_model_name (gq_broker_t *self, const gq_job_t *job)
 {
     return job->model_id ? gq_matcher_model_name (self->matcher, job->model_id) : NULL;
 }
 
-void gq_broker_reply (gq_broker_t *self, gq_msg_t *reply)
+void
+gq_broker_reply (gq_broker_t *self, gq_msg_t *reply)
 {
     if (reply) {
         zlist_append (self->replies, reply);
     }
 }
 
-void gq_broker_reject (gq_broker_t *self, gq_msg_t *request, int code, const char *why)
+void
+gq_broker_reject (gq_broker_t *self, gq_msg_t *request, int code, const char *why)
 {
     self->rejected++;
     gq_broker_reply (self, gq_msg_error (request, code, "%s", why));
 }
 
 /* The JSON form of an in-memory job. with_payload includes the payload text. */
-json_t *gq_broker_job_json (gq_broker_t *self, const gq_job_t *job, bool with_payload)
+json_t *
+gq_broker_job_json (gq_broker_t *self, const gq_job_t *job, bool with_payload)
 {
     gq_job_row_t row;
     gq_job_row_from (&row, job, gq_matcher_kind_name (self->matcher, job->kind_id),
@@ -94,7 +102,8 @@ json_t *gq_broker_job_json (gq_broker_t *self, const gq_job_t *job, bool with_pa
     return gq_job_row_json (&row);
 }
 
-void gq_broker_job_free (gq_broker_t *self, gq_job_t **job_p)
+void
+gq_broker_job_free (gq_broker_t *self, gq_job_t **job_p)
 {
     gq_job_t *job = *job_p;
     if (!job) {
@@ -116,7 +125,8 @@ void gq_broker_job_free (gq_broker_t *self, gq_job_t **job_p)
 }
 
 /* The request's "ids" (malloc'd), or false after refusing the request. */
-bool gq_broker_request_ids (gq_broker_t *self, gq_msg_t *request, int64_t **ids, size_t *count)
+bool
+gq_broker_request_ids (gq_broker_t *self, gq_msg_t *request, int64_t **ids, size_t *count)
 {
     char why[200];
     if (gq_json_ids (gq_msg_body (request), "ids", ids, count, why, sizeof why)) {
@@ -124,6 +134,26 @@ bool gq_broker_request_ids (gq_broker_t *self, gq_msg_t *request, int64_t **ids,
         return false;
     }
     return true;
+}
+
+bool
+gq_broker_request_id (gq_broker_t *self, gq_msg_t *request, int64_t *id)
+{
+    char why[200];
+    if (gq_json_int (gq_msg_body (request), "id", 1, INT64_MAX, 0, id, why, sizeof why) ||
+        *id == 0) {
+        gq_broker_reject (self, request, GQ_EINVAL, *id == 0 ? "\"id\" is required" : why);
+        return false;
+    }
+    return true;
+}
+
+void
+gq_broker_reply_jobs (gq_broker_t *self, gq_msg_t *request, const char *command, json_t *jobs,
+                      json_t *missing)
+{
+    gq_broker_reply (self, gq_msg_reply (request, command, json_pack ("{s:o, s:o}", "jobs", jobs,
+                                                                      "missing", missing)));
 }
 
 /* ---- The commands --------------------------------------------------------------------------- */
@@ -160,7 +190,8 @@ static const struct {
 };
 
 /* Hands a valid message, in its role, to its command's handler. */
-static void s_handle (gq_broker_t *self, gq_msg_t **msg_p)
+static void
+s_handle (gq_broker_t *self, gq_msg_t **msg_p)
 {
     gq_msg_t *msg = *msg_p;
     const char *command = gq_msg_command (msg);
@@ -202,7 +233,8 @@ static void s_handle (gq_broker_t *self, gq_msg_t **msg_p)
 /* Ends a turn: its replies go now, or with its batch when it wrote; then the FINISHED notices,
    the scheduler's placements, and the batch to the writer if it is due (placed again if the
    loop committed it itself: jobs may have joined the queue). */
-void gq_broker_turn_end (gq_broker_t *self)
+void
+gq_broker_turn_end (gq_broker_t *self)
 {
     zlist_t *later = self->turn_wrote ? self->pending->replies : NULL;
     gq_msg_t *reply;
@@ -225,7 +257,8 @@ void gq_broker_turn_end (gq_broker_t *self)
 }
 
 /* The writer handed batches back. */
-static int s_on_writer (zloop_t *loop, zsock_t *sock, void *arg)
+static int
+s_on_writer (zloop_t *loop, zsock_t *sock, void *arg)
 {
     (void) loop;
     gq_broker_t *self = (gq_broker_t *) arg;
@@ -240,7 +273,8 @@ static int s_on_writer (zloop_t *loop, zsock_t *sock, void *arg)
     return 0;
 }
 
-static int s_on_router (zloop_t *loop, zsock_t *router, void *arg)
+static int
+s_on_router (zloop_t *loop, zsock_t *router, void *arg)
 {
     gq_broker_t *self = (gq_broker_t *) arg;
     int64_t started_us = gq_mono_us ();
@@ -281,7 +315,8 @@ static int s_on_router (zloop_t *loop, zsock_t *router, void *arg)
 
 /* ---- Cron: periodic work, each with its period --------------------------------------------- */
 
-static int s_on_cron (zloop_t *loop, int timer_id, void *arg)
+static int
+s_on_cron (zloop_t *loop, int timer_id, void *arg)
 {
     gq_broker_t *self = (gq_broker_t *) arg;
     int64_t now_us = gq_mono_us ();
@@ -304,7 +339,8 @@ static int s_on_cron (zloop_t *loop, int timer_id, void *arg)
 
 /* ---- Construction -------------------------------------------------------------------------- */
 
-gq_broker_t *gq_broker_new (const gq_broker_opts_t *opts, char *why, size_t whylen)
+gq_broker_t *
+gq_broker_new (const gq_broker_opts_t *opts, char *why, size_t whylen)
 {
     gq_broker_t *self = (gq_broker_t *) calloc (1, sizeof *self);
     if (!self) {
@@ -410,7 +446,8 @@ gq_broker_t *gq_broker_new (const gq_broker_opts_t *opts, char *why, size_t whyl
     return self;
 }
 
-int gq_broker_run (gq_broker_t *self)
+int
+gq_broker_run (gq_broker_t *self)
 {
     zsys_info ("broker: serving %s with store %s (%s durability)", self->opts.endpoint,
                self->opts.db_path, self->opts.durability == GQ_DURABILITY_FULL ? "full" : "normal");
@@ -421,7 +458,8 @@ int gq_broker_run (gq_broker_t *self)
     return rc < 0 ? -1 : 0;
 }
 
-void gq_broker_destroy (gq_broker_t **self_p)
+void
+gq_broker_destroy (gq_broker_t **self_p)
 {
     if (!self_p || !*self_p) {
         return;

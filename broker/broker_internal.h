@@ -133,7 +133,8 @@ typedef void (gq_handler_fn) (gq_broker_t *self, gq_msg_t **request_p, gq_link_t
 #define GQ_ID_KEY(id) ((void *) (uintptr_t) (id))
 
 /* The job of that id in memory (not ended), or NULL. */
-static inline gq_job_t *gq_broker_job_lookup (gq_broker_t *self, int64_t id)
+static inline gq_job_t *
+gq_broker_job_lookup (gq_broker_t *self, int64_t id)
 {
     return (gq_job_t *) zhashx_lookup (self->jobs, GQ_ID_KEY (id));
 }
@@ -155,6 +156,11 @@ json_t *gq_broker_job_json (gq_broker_t *self, const gq_job_t *job, bool with_pa
 void gq_broker_job_free (gq_broker_t *self, gq_job_t **job_p);
 /* The request's "ids" (malloc'd, the caller frees), or false after refusing the request. */
 bool gq_broker_request_ids (gq_broker_t *self, gq_msg_t *request, int64_t **ids, size_t *count);
+/* The request's "id" (required), or false after refusing the request. */
+bool gq_broker_request_id (gq_broker_t *self, gq_msg_t *request, int64_t *id);
+/* Replies command with {"jobs": jobs, "missing": missing} (both taken). */
+void gq_broker_reply_jobs (gq_broker_t *self, gq_msg_t *request, const char *command, json_t *jobs,
+                           json_t *missing);
 /* Ends a turn: its replies go now, or with its batch when it wrote; then the FINISHED notices,
    the scheduler's placements, and the batch to the writer if it is due (placed again if the
    loop committed it itself: jobs may have joined the queue). */

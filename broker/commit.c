@@ -12,7 +12,8 @@
 
 /* Notes a write recorded in the pending batch; rc is the gq_batch_* result (a failure spoiled
    the batch: it comes back failed, and its submissions are refused). */
-void gq_commit_recorded (gq_broker_t *self, int rc)
+void
+gq_commit_recorded (gq_broker_t *self, int rc)
 {
     if (!self->pending->opened_us) {
         self->pending->opened_us = gq_mono_us ();
@@ -23,7 +24,8 @@ void gq_commit_recorded (gq_broker_t *self, int rc)
     }
 }
 
-gq_pending_t *gq_pending_new (gq_broker_t *self)
+gq_pending_t *
+gq_pending_new (gq_broker_t *self)
 {
     gq_pending_t *pending = (gq_pending_t *) calloc (1, sizeof *pending);
     if (!pending) {
@@ -44,7 +46,8 @@ gq_pending_t *gq_pending_new (gq_broker_t *self)
 }
 
 /* Frees a pending batch and everything waiting on it (at shutdown, or once it is settled). */
-void gq_pending_destroy (gq_broker_t *self, gq_pending_t **pending_p)
+void
+gq_pending_destroy (gq_broker_t *self, gq_pending_t **pending_p)
 {
     gq_pending_t *pending = *pending_p;
     if (!pending) {
@@ -71,7 +74,8 @@ void gq_pending_destroy (gq_broker_t *self, gq_pending_t **pending_p)
     *pending_p = NULL;
 }
 
-static bool s_pending_empty (const gq_pending_t *pending)
+static bool
+s_pending_empty (const gq_pending_t *pending)
 {
     return gq_batch_size (pending->batch) == 0 && zlist_size (pending->submits) == 0 &&
            zlist_size (pending->replies) == 0 && zlist_size (pending->dead) == 0 &&
@@ -80,7 +84,8 @@ static bool s_pending_empty (const gq_pending_t *pending)
 
 /* Records a next_job_id ahead of the ids handed out, once they come within half a block of
    the last one recorded. */
-void gq_commit_reserve_ids (gq_broker_t *self)
+void
+gq_commit_reserve_ids (gq_broker_t *self)
 {
     if (self->next_id + GQ_ID_BLOCK_IDS / 2 <= self->id_recorded) {
         return;
@@ -92,7 +97,8 @@ void gq_commit_reserve_ids (gq_broker_t *self)
 }
 
 /* A batch is back from the writer: what waited on it is settled, then it is freed. */
-void gq_commit_back (gq_broker_t *self, gq_batch_t *batch)
+void
+gq_commit_back (gq_broker_t *self, gq_batch_t *batch)
 {
     gq_pending_t *done = (gq_pending_t *) zlist_pop (self->inflight);
     if (!done || done->batch != batch) {
@@ -140,7 +146,8 @@ void gq_commit_back (gq_broker_t *self, gq_batch_t *batch)
 }
 
 /* Hands the pending batch to the writer and starts a new one. */
-static bool s_hand_over (gq_broker_t *self)
+static bool
+s_hand_over (gq_broker_t *self)
 {
     gq_pending_t *next = gq_pending_new (self);
     if (!next) {
@@ -157,7 +164,8 @@ static bool s_hand_over (gq_broker_t *self)
 }
 
 /* The lazy timer: a batch that waited GQ_LAZY_COMMIT_MS is due; the turn ends again. */
-static int s_on_lazy (zloop_t *loop, int timer_id, void *arg)
+static int
+s_on_lazy (zloop_t *loop, int timer_id, void *arg)
 {
     (void) loop;
     (void) timer_id;
@@ -170,7 +178,8 @@ static int s_on_lazy (zloop_t *loop, int timer_id, void *arg)
 /* Commits the pending batch in the loop itself, on the loop's own connection, and settles it.
    For a small batch when nothing else waits: handing it to the writer thread and hearing back
    costs two thread wake-ups, more than the loop saves by not waiting for the fsync. */
-static void s_commit_here (gq_broker_t *self)
+static void
+s_commit_here (gq_broker_t *self)
 {
     gq_pending_t *next = gq_pending_new (self);
     if (!next) {
@@ -188,7 +197,8 @@ static void s_commit_here (gq_broker_t *self)
    back). A small batch with no message waiting is committed here; others go to the writer
    thread, one at a time: while it commits, the next one grows (group commit). Returns true when it
    committed here (its jobs may have joined the queue). */
-bool gq_commit_kick (gq_broker_t *self)
+bool
+gq_commit_kick (gq_broker_t *self)
 {
     gq_pending_t *pending = self->pending;
     if (gq_writer_busy (self->writer) || s_pending_empty (pending)) {
@@ -214,7 +224,8 @@ bool gq_commit_kick (gq_broker_t *self)
 
 /* Makes every write recorded so far visible to reads of self->store: waits for the writer to
    commit it all. Blocks the loop; only for questions about jobs no longer in memory. */
-void gq_commit_sync (gq_broker_t *self)
+void
+gq_commit_sync (gq_broker_t *self)
 {
     while (gq_writer_busy (self->writer)) {
         gq_batch_t *batch = gq_writer_recv (self->writer);
@@ -234,7 +245,8 @@ void gq_commit_sync (gq_broker_t *self)
 /* The job of that id in memory; when it is not there, looked for again once the writer has
    committed all that was recorded (it may have ended, or joined memory, in a batch not yet
    back), so that a NULL means the store has the last word on it. */
-gq_job_t *gq_commit_find (gq_broker_t *self, int64_t id)
+gq_job_t *
+gq_commit_find (gq_broker_t *self, int64_t id)
 {
     gq_job_t *job = gq_broker_job_lookup (self, id);
     if (!job) {
@@ -245,7 +257,8 @@ gq_job_t *gq_commit_find (gq_broker_t *self, int64_t id)
 }
 
 /* Cron: finished jobs past the retention period are purged. */
-void gq_commit_retention (gq_broker_t *self, int64_t now_ms)
+void
+gq_commit_retention (gq_broker_t *self, int64_t now_ms)
 {
     /* In the writer, like every write; its batch tells what it purged (gq_commit_back). */
     gq_commit_recorded (self,

@@ -4,7 +4,8 @@
 #include "broker_internal.h"
 
 /* Sends a worker the JOB message built so far. */
-static void s_worker_flush_jobs (gq_broker_t *self, gq_link_t *worker)
+static void
+s_worker_flush_jobs (gq_broker_t *self, gq_link_t *worker)
 {
     zchunk_extend (worker->jobs_out, "]}", 2);
     gq_msg_t *msg =
@@ -20,7 +21,8 @@ static void s_worker_flush_jobs (gq_broker_t *self, gq_link_t *worker)
 }
 
 /* Places queued jobs on nodes and appends them to each worker's JOB message of this turn. */
-void gq_dispatch_turn (gq_broker_t *self)
+void
+gq_dispatch_turn (gq_broker_t *self)
 {
     int64_t now_ms = gq_now_ms ();
     size_t placed;

@@ -7,8 +7,9 @@
 
 /* ---- SUBMIT ---------------------------------------------------------------------------------- */
 
-static gq_job_t *s_job_from_spec (gq_broker_t *self, const gq_jobspec_t *spec, gq_msg_t *request,
-                                  char *why, size_t whylen)
+static gq_job_t *
+s_job_from_spec (gq_broker_t *self, const gq_jobspec_t *spec, gq_msg_t *request,
+                 char *why, size_t whylen)
 {
     int kind = gq_matcher_kind_id (self->matcher, spec->kind, true);
     if (kind < 0) {
@@ -63,7 +64,21 @@ static gq_job_t *s_job_from_spec (gq_broker_t *self, const gq_jobspec_t *spec, g
     return job;
 }
 
-void gq_intake_submit (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
+/* An accepted job joins memory and the queue, and its submission's watch. */
+static void
+s_job_join (gq_broker_t *self, gq_submit_t *submit, gq_job_t *job)
+{
+    zhashx_insert (self->jobs, GQ_ID_KEY (job->id), job);
+    gq_queue_push (self->queue, job);
+    self->counts[GQ_JOB_QUEUED]++;
+    self->submitted++;
+    if (submit->watch) {
+        gq_watch_add (job, submit->watch);
+    }
+}
+
+void
+gq_intake_submit (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
 {
     gq_msg_t *request = *request_p;
     json_t *body = gq_msg_body (request);
@@ -289,13 +304,7 @@ void gq_intake_submit (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unuse
             zhashx_delete (self->idem_pending, specs[i].idem);
         }
         if (submit->covered) {
-            zhashx_insert (self->jobs, GQ_ID_KEY (job->id), job);
-            gq_queue_push (self->queue, job);
-            self->counts[GQ_JOB_QUEUED]++;
-            self->submitted++;
-            if (submit->watch) {
-                gq_watch_add (job, submit->watch);
-            }
+            s_job_join (self, submit, job);
         }
     }
     free (specs);
@@ -305,7 +314,8 @@ void gq_intake_submit (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unuse
 
 /* ---- Acknowledgement, or refusal when the batch failed ------------------------------------- */
 
-void gq_intake_submit_free (gq_broker_t *self, gq_submit_t **submit_p)
+void
+gq_intake_submit_free (gq_broker_t *self, gq_submit_t **submit_p)
 {
     gq_submit_t *submit = *submit_p;
     if (!submit) {
@@ -329,7 +339,8 @@ void gq_intake_submit_free (gq_broker_t *self, gq_submit_t **submit_p)
 /* A job of a submission whose batch failed: it leaves the queue, or its node (which is told to
    stop it), and memory (gq_commit_back drops its writes from the pending batch). One that ended
    already stops counting; its burial frees it. */
-static void s_withdraw (gq_broker_t *self, gq_job_t *job, int64_t now_ms)
+static void
+s_withdraw (gq_broker_t *self, gq_job_t *job, int64_t now_ms)
 {
     if (gq_job_state_final (job->state)) {
         self->counts[job->state]--; /* it never was: it does not count */
@@ -356,7 +367,8 @@ static void s_withdraw (gq_broker_t *self, gq_job_t *job, int64_t now_ms)
 
 /* A SUBMIT's batch is back: acknowledged (its jobs join memory if they had to wait, its watch
    starts talking), or refused with the store's reason and its jobs withdrawn. */
-void gq_intake_settle (gq_broker_t *self, gq_submit_t *submit, bool committed, const char *errmsg)
+void
+gq_intake_settle (gq_broker_t *self, gq_submit_t *submit, bool committed, const char *errmsg)
 {
     int64_t now_ms = gq_now_ms ();
     if (!committed) {
@@ -389,13 +401,7 @@ void gq_intake_settle (gq_broker_t *self, gq_submit_t *submit, bool committed, c
         }
         gq_chunk_int (text, submit->ids[i]);
         if (job && !submit->covered) {
-            zhashx_insert (self->jobs, GQ_ID_KEY (job->id), job);
-            gq_queue_push (self->queue, job);
-            self->counts[GQ_JOB_QUEUED]++;
-            self->submitted++;
-            if (submit->watch) {
-                gq_watch_add (job, submit->watch);
-            }
+            s_job_join (self, submit, job);
             submit->jobs[i] = NULL;
         }
     }
@@ -418,8 +424,9 @@ void gq_intake_settle (gq_broker_t *self, gq_submit_t *submit, bool committed, c
 
 /* ---- Recovery ------------------------------------------------------------------------------ */
 
-int gq_intake_recover (void *arg, const gq_job_row_t *row, const char *const *excluded,
-                       size_t n_excluded)
+int
+gq_intake_recover (void *arg, const gq_job_row_t *row, const char *const *excluded,
+                   size_t n_excluded)
 {
     gq_broker_t *self = (gq_broker_t *) arg;
     gq_jobspec_t spec = {0};

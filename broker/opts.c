@@ -8,7 +8,8 @@
 #include "matcher.h"
 #include "tuning.h"
 
-void gq_broker_opts_default (gq_broker_opts_t *opts)
+void
+gq_broker_opts_default (gq_broker_opts_t *opts)
 {
     memset (opts, 0, sizeof *opts);
     opts->endpoint = GQ_DEFAULT_ENDPOINT;
@@ -24,7 +25,8 @@ void gq_broker_opts_default (gq_broker_opts_t *opts)
     opts->backoff_base_ms = GQ_BACKOFF_BASE_MS;
 }
 
-int gq_broker_opts_load (gq_broker_opts_t *opts, const char *path, char *why, size_t whylen)
+int
+gq_broker_opts_load (gq_broker_opts_t *opts, const char *path, char *why, size_t whylen)
 {
     json_error_t error;
     json_t *config = json_load_file (path, JSON_REJECT_DUPLICATES, &error);

@@ -4,7 +4,8 @@
 
 #include <string.h>
 
-void gq_queries_status (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
+void
+gq_queries_status (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
 {
     gq_msg_t *request = *request_p;
     int64_t *ids;
@@ -25,19 +26,15 @@ void gq_queries_status (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unus
         }
     }
     free (ids);
-    gq_broker_reply (self,
-                     gq_msg_reply (request, "STATUS",
-                                   json_pack ("{s:o, s:o}", "jobs", jobs, "missing", missing)));
+    gq_broker_reply_jobs (self, request, "STATUS", jobs, missing);
 }
 
-void gq_queries_result (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
+void
+gq_queries_result (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
 {
     gq_msg_t *request = *request_p;
     int64_t id;
-    char why[200];
-    if (gq_json_int (gq_msg_body (request), "id", 1, INT64_MAX, 0, &id, why, sizeof why) ||
-        id == 0) {
-        gq_broker_reject (self, request, GQ_EINVAL, id == 0 ? "\"id\" is required" : why);
+    if (!gq_broker_request_id (self, request, &id)) {
         return;
     }
     gq_job_t *job = gq_commit_find (self, id);
@@ -63,7 +60,8 @@ void gq_queries_result (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unus
     gq_broker_reply (self, reply);
 }
 
-void gq_queries_jobs (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
+void
+gq_queries_jobs (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
 {
     gq_msg_t *request = *request_p;
     json_t *body = gq_msg_body (request);
@@ -113,7 +111,8 @@ void gq_queries_jobs (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused
     gq_broker_reply (self, gq_msg_reply (request, "JOBS", json_pack ("{s:o}", "jobs", jobs)));
 }
 
-static json_t *s_node_json (gq_broker_t *self, gq_link_t *worker)
+static json_t *
+s_node_json (gq_broker_t *self, gq_link_t *worker)
 {
     gq_node_t *node = gq_matcher_node (self->matcher, worker->node);
     char seen[GQ_TIME_BUF], backoff[GQ_TIME_BUF];
@@ -141,7 +140,8 @@ static json_t *s_node_json (gq_broker_t *self, gq_link_t *worker)
     return json;
 }
 
-void gq_queries_nodes (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
+void
+gq_queries_nodes (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
 {
     gq_msg_t *request = *request_p;
     json_t *nodes = json_array ();
@@ -153,7 +153,8 @@ void gq_queries_nodes (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unuse
     gq_broker_reply (self, gq_msg_reply (request, "NODES", json_pack ("{s:o}", "nodes", nodes)));
 }
 
-void gq_queries_stats (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
+void
+gq_queries_stats (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
 {
     gq_msg_t *request = *request_p;
     int64_t by_status[4] = {0, 0, 0, 0};
@@ -184,8 +185,9 @@ void gq_queries_stats (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unuse
 }
 
 /* Rebuilds a matcher-shaped job from a stored row, for explaining finished jobs. */
-static int s_job_from_json (gq_broker_t *self, json_t *json, gq_job_t *job,
-                            gq_constraints_t *constraints)
+static int
+s_job_from_json (gq_broker_t *self, json_t *json, gq_job_t *job,
+                 gq_constraints_t *constraints)
 {
     memset (job, 0, sizeof *job);
     job->id = (int64_t) json_integer_value (json_object_get (json, "id"));
@@ -214,14 +216,12 @@ static int s_job_from_json (gq_broker_t *self, json_t *json, gq_job_t *job,
     return GQ_OK;
 }
 
-void gq_queries_explain (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
+void
+gq_queries_explain (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
 {
     gq_msg_t *request = *request_p;
     int64_t id;
-    char why[200];
-    if (gq_json_int (gq_msg_body (request), "id", 1, INT64_MAX, 0, &id, why, sizeof why) ||
-        id == 0) {
-        gq_broker_reject (self, request, GQ_EINVAL, id == 0 ? "\"id\" is required" : why);
+    if (!gq_broker_request_id (self, request, &id)) {
         return;
     }
     gq_job_t *job = gq_commit_find (self, id);
@@ -279,7 +279,8 @@ void gq_queries_explain (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unu
     gq_broker_reply (self, gq_msg_reply (request, "EXPLAIN", body));
 }
 
-void gq_queries_ping (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
+void
+gq_queries_ping (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
 {
     gq_broker_reply (self, gq_msg_reply (*request_p, "PING",
                                          json_pack ("{s:s, s:I}", "version", "0.1.0", "time",
@@ -288,7 +289,8 @@ void gq_queries_ping (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused
 
 /* ---- Metrics: the text of one scrape, made on the loop thread ---------------------------- */
 
-void gq_queries_metrics (void *arg, zchunk_t *out)
+void
+gq_queries_metrics (void *arg, zchunk_t *out)
 {
     gq_broker_t *self = (gq_broker_t *) arg;
     gq_chunk_raw (out, "# HELP gridq_jobs_submitted_total Jobs accepted (committed) since start.\n"

@@ -8,7 +8,8 @@
 
 /* A job that ended leaves the broker's tables now, and memory when the batch that holds its
    last writes is back (the batch borrows its payload and blobs). Its watchers are released. */
-static void s_job_bury (gq_broker_t *self, gq_job_t *job)
+static void
+s_job_bury (gq_broker_t *self, gq_job_t *job)
 {
     gq_watch_drop_job (self, job);
     zlist_append (self->pending->dead, job);
@@ -16,8 +17,9 @@ static void s_job_bury (gq_broker_t *self, gq_job_t *job)
 
 /* Ends the current attempt of a running job: its slot released, unlinked, and its row recorded
    (not for a first attempt that succeeded: the job's own row tells that one). */
-void gq_results_attempt_end (gq_broker_t *self, gq_job_t *job, const char *outcome,
-                             const char *reason, int64_t now_ms)
+void
+gq_results_attempt_end (gq_broker_t *self, gq_job_t *job, const char *outcome,
+                        const char *reason, int64_t now_ms)
 {
     if (job->node < 0) {
         return;
@@ -36,8 +38,9 @@ void gq_results_attempt_end (gq_broker_t *self, gq_job_t *job, const char *outco
 
 /* A job reached a final state: recorded, watchers told, buried. result is JSON (borrowed) or
    NULL; the node of the last attempt stays in the record. */
-void gq_results_job_end (gq_broker_t *self, gq_job_t *job, int state, json_t *result,
-                         const char *error, int32_t last_node, int64_t now_ms)
+void
+gq_results_job_end (gq_broker_t *self, gq_job_t *job, int state, json_t *result,
+                    const char *error, int32_t last_node, int64_t now_ms)
 {
     char *text = result ? json_dumps (result, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
     if (job->state == GQ_JOB_QUEUED) {
@@ -64,7 +67,8 @@ void gq_results_job_end (gq_broker_t *self, gq_job_t *job, int state, json_t *re
     s_job_bury (self, job);
 }
 
-void gq_results_exclude (gq_job_t *job, int32_t node)
+void
+gq_results_exclude (gq_job_t *job, int32_t node)
 {
     for (int i = 0; i < job->n_excluded; i++) {
         if (job->excluded[i] == node) {
@@ -82,8 +86,9 @@ void gq_results_exclude (gq_job_t *job, int32_t node)
 
 /* An attempt failed (outcome failed, lost, timeout): the job goes back to the queue without
    that node, or fails for good after max_attempts. */
-void gq_results_attempt_failed (gq_broker_t *self, gq_job_t *job, const char *outcome,
-                                const char *reason, bool exclude, int64_t now_ms)
+void
+gq_results_attempt_failed (gq_broker_t *self, gq_job_t *job, const char *outcome,
+                           const char *reason, bool exclude, int64_t now_ms)
 {
     int32_t node = job->node;
     gq_results_attempt_end (self, job, outcome, reason, now_ms);
@@ -124,7 +129,8 @@ void gq_results_attempt_failed (gq_broker_t *self, gq_job_t *job, const char *ou
 }
 
 /* Updates a node's reliability and backoff after a job outcome on it. */
-static void s_node_outcome (gq_broker_t *self, gq_link_t *worker, bool ok, int64_t now_ms)
+static void
+s_node_outcome (gq_broker_t *self, gq_link_t *worker, bool ok, int64_t now_ms)
 {
     gq_node_t *node = gq_matcher_node (self->matcher, worker->node);
     node->reliability = (float) ((1 - GQ_RELIABILITY_EWMA_WEIGHT) * node->reliability +
@@ -150,7 +156,8 @@ static void s_node_outcome (gq_broker_t *self, gq_link_t *worker, bool ok, int64
     gq_matcher_node_changed (self->matcher, worker->node);
 }
 
-void gq_results_cancel (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
+void
+gq_results_cancel (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
 {
     gq_msg_t *request = *request_p;
     int64_t *ids;
@@ -187,12 +194,11 @@ void gq_results_cancel (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unus
         }
     }
     free (ids);
-    gq_broker_reply (self,
-                     gq_msg_reply (request, "CANCEL",
-                                   json_pack ("{s:o, s:o}", "jobs", jobs, "missing", missing)));
+    gq_broker_reply_jobs (self, request, "CANCEL", jobs, missing);
 }
 
-void gq_results_recv (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *worker)
+void
+gq_results_recv (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *worker)
 {
     gq_msg_t *request = *request_p;
     int64_t now_ms = gq_now_ms ();
@@ -285,7 +291,8 @@ void gq_results_recv (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *worker
     }
 }
 
-void gq_results_timeouts (gq_broker_t *self, int64_t now_ms)
+void
+gq_results_timeouts (gq_broker_t *self, int64_t now_ms)
 {
     for (size_t w = 0; w < self->workers_size; w++) {
         gq_link_t *worker = self->workers[w];

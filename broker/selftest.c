@@ -14,7 +14,8 @@ static const gq_selftest_t s_tests[] = {
     {"guard", gq_guard_test}, {"metrics", gq_metrics_test},
 };
 
-int main (int argc, char **argv)
+int
+main (int argc, char **argv)
 {
     return gq_selftest_main (argc, argv, s_tests, sizeof s_tests / sizeof s_tests[0]);
 }

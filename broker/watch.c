@@ -5,7 +5,8 @@
 
 #include <string.h>
 
-void gq_watch_release (gq_broker_t *self, gq_watch_t *watch)
+void
+gq_watch_release (gq_broker_t *self, gq_watch_t *watch)
 {
     if (--watch->refs == 0 && !watch->pending) {
         zframe_destroy (&watch->routing_id);
@@ -13,7 +14,8 @@ void gq_watch_release (gq_broker_t *self, gq_watch_t *watch)
     }
 }
 
-int gq_watch_add (gq_job_t *job, gq_watch_t *watch)
+int
+gq_watch_add (gq_job_t *job, gq_watch_t *watch)
 {
     gq_watchers_t *list = (gq_watchers_t *) job->watchers;
     size_t count = list ? list->count : 0;
@@ -41,7 +43,8 @@ int gq_watch_add (gq_job_t *job, gq_watch_t *watch)
 
 /* Queues a finished job (JSON text of one object) for a client watching it: sent at the end of
    the turn, or when a held watch's SUBMIT is acknowledged. */
-static void s_notify_text (gq_broker_t *self, gq_watch_t *watch, const char *text, size_t size)
+static void
+s_notify_text (gq_broker_t *self, gq_watch_t *watch, const char *text, size_t size)
 {
     if (watch->dead) {
         return;
@@ -60,7 +63,8 @@ static void s_notify_text (gq_broker_t *self, gq_watch_t *watch, const char *tex
 /* The keys of a job in a brief FINISHED. */
 static const char *s_brief_keys[] = {"id", "state", "result", "error"};
 
-void gq_watch_notify (gq_broker_t *self, gq_watch_t *watch, json_t *job_json)
+void
+gq_watch_notify (gq_broker_t *self, gq_watch_t *watch, json_t *job_json)
 {
     json_t *brief = NULL;
     if (watch->brief) {
@@ -83,8 +87,9 @@ void gq_watch_notify (gq_broker_t *self, gq_watch_t *watch, json_t *job_json)
    broker holds (payload, result) instead of building and dumping a JSON tree: at tens of
    thousands of jobs a second this is most of the broker's work otherwise. The fields and their
    order are those of gq_job_row_json (names are validated on entry, so they need no escaping). */
-static zchunk_t *s_finished_text (gq_broker_t *self, const gq_job_t *job, const char *node,
-                                  const char *result, const char *error, int64_t now_ms)
+static zchunk_t *
+s_finished_text (gq_broker_t *self, const gq_job_t *job, const char *node,
+                 const char *result, const char *error, int64_t now_ms)
 {
     zchunk_t *out = zchunk_new (NULL, 256 + job->payload_len + (result ? strlen (result) : 0));
     const char *model = gq_broker_model_name (self, job);
@@ -118,7 +123,8 @@ static zchunk_t *s_finished_text (gq_broker_t *self, const gq_job_t *job, const 
 }
 
 /* Lets go of the clients watching a job. */
-void gq_watch_drop_job (gq_broker_t *self, gq_job_t *job)
+void
+gq_watch_drop_job (gq_broker_t *self, gq_job_t *job)
 {
     gq_watchers_t *list = (gq_watchers_t *) job->watchers;
     if (list) {
@@ -131,7 +137,8 @@ void gq_watch_drop_job (gq_broker_t *self, gq_job_t *job)
 }
 
 /* The brief form of a job that just ended: {id, state, result, error}. */
-static zchunk_t *s_brief_text (const gq_job_t *job, const char *result, const char *error)
+static zchunk_t *
+s_brief_text (const gq_job_t *job, const char *result, const char *error)
 {
     zchunk_t *out = zchunk_new (NULL, 64 + (result ? strlen (result) : 0));
     gq_chunk_raw (out, "{\"id\":");
@@ -145,8 +152,9 @@ static zchunk_t *s_brief_text (const gq_job_t *job, const char *result, const ch
     return out;
 }
 
-void gq_watch_job_ended (gq_broker_t *self, const gq_job_t *job, const char *node, const char *text,
-                         const char *error, int64_t now_ms)
+void
+gq_watch_job_ended (gq_broker_t *self, const gq_job_t *job, const char *node, const char *text,
+                    const char *error, int64_t now_ms)
 {
     gq_watchers_t *list = (gq_watchers_t *) job->watchers;
     zchunk_t *full = NULL, *brief = NULL;
@@ -164,7 +172,8 @@ void gq_watch_job_ended (gq_broker_t *self, const gq_job_t *job, const char *nod
 }
 
 /* Sends a watch's pending FINISHED notices; frees it when no job points at it any more. */
-void gq_watch_flush (gq_broker_t *self, gq_watch_t *watch)
+void
+gq_watch_flush (gq_broker_t *self, gq_watch_t *watch)
 {
     if (watch->pending) {
         zchunk_t *text = zchunk_new (NULL, zchunk_size (watch->pending) + 48);
@@ -187,7 +196,8 @@ void gq_watch_flush (gq_broker_t *self, gq_watch_t *watch)
 /* ---- Client commands ----------------------------------------------------------------------- */
 
 /* A watch for request's client; brief from the request's "brief" (validated by the caller). */
-gq_watch_t *gq_watch_new (gq_msg_t *request)
+gq_watch_t *
+gq_watch_new (gq_msg_t *request)
 {
     gq_watch_t *watch = (gq_watch_t *) calloc (1, sizeof *watch);
     if (watch) {
@@ -200,7 +210,8 @@ gq_watch_t *gq_watch_new (gq_msg_t *request)
 
 /* Makes request's client wait for ids: those ended come at once (from the store), the others
    when they end, unknown ones in "missing". */
-static void s_watch_ids (gq_broker_t *self, gq_msg_t *request, const int64_t *ids, size_t count)
+static void
+s_watch_ids (gq_broker_t *self, gq_msg_t *request, const int64_t *ids, size_t count)
 {
     gq_watch_t *watch = gq_watch_new (request);
     if (!watch) {
@@ -234,7 +245,8 @@ static void s_watch_ids (gq_broker_t *self, gq_msg_t *request, const int64_t *id
     gq_watch_release (self, watch);
 }
 
-void gq_watch_wait (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
+void
+gq_watch_wait (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
 {
     gq_msg_t *request = *request_p;
     int64_t *ids;

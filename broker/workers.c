@@ -7,7 +7,8 @@
 
 /* ---- Links ---------------------------------------------------------------------------------- */
 
-gq_link_t *gq_workers_link (gq_broker_t *self, int32_t node)
+gq_link_t *
+gq_workers_link (gq_broker_t *self, int32_t node)
 {
     if ((size_t) node >= self->workers_size) {
         size_t size = self->workers_size ? self->workers_size : 64;
@@ -33,14 +34,16 @@ gq_link_t *gq_workers_link (gq_broker_t *self, int32_t node)
     return self->workers[node];
 }
 
-gq_link_t *gq_workers_by_connection (gq_broker_t *self, zframe_t *routing_id)
+gq_link_t *
+gq_workers_by_connection (gq_broker_t *self, zframe_t *routing_id)
 {
     char key[520];
     gq_broker_hex (routing_id, key, sizeof key);
     return (gq_link_t *) zhashx_lookup (self->by_connection, key);
 }
 
-void gq_workers_running_link (gq_link_t *worker, gq_job_t *job)
+void
+gq_workers_running_link (gq_link_t *worker, gq_job_t *job)
 {
     job->qprev = NULL;
     job->qnext = worker->running;
@@ -50,7 +53,8 @@ void gq_workers_running_link (gq_link_t *worker, gq_job_t *job)
     worker->running = job;
 }
 
-void gq_workers_running_unlink (gq_link_t *worker, gq_job_t *job)
+void
+gq_workers_running_unlink (gq_link_t *worker, gq_job_t *job)
 {
     if (job->qprev) {
         job->qprev->qnext = job->qnext;
@@ -63,7 +67,8 @@ void gq_workers_running_unlink (gq_link_t *worker, gq_job_t *job)
     job->qprev = job->qnext = NULL;
 }
 
-void gq_workers_send (gq_broker_t *self, gq_link_t *worker, const char *command, json_t *body)
+void
+gq_workers_send (gq_broker_t *self, gq_link_t *worker, const char *command, json_t *body)
 {
     if (!worker->routing_id) {
         json_decref (body);
@@ -77,8 +82,9 @@ void gq_workers_send (gq_broker_t *self, gq_link_t *worker, const char *command,
 }
 
 /* A worker is gone (silent, said goodbye, or replaced): its jobs go back to the queue. */
-void gq_workers_lost (gq_broker_t *self, gq_link_t *worker, const char *reason, bool exclude,
-                      int64_t now_ms)
+void
+gq_workers_lost (gq_broker_t *self, gq_link_t *worker, const char *reason, bool exclude,
+                 int64_t now_ms)
 {
     gq_node_t *node = gq_matcher_node (self->matcher, worker->node);
     zsys_info ("broker: node %s offline: %s", node->name, reason);
@@ -102,7 +108,8 @@ void gq_workers_lost (gq_broker_t *self, gq_link_t *worker, const char *reason, 
 /* ---- Worker commands ----------------------------------------------------------------------- */
 
 /* Interns a JSON array of model names (or {"name"} objects) into ids. */
-static size_t s_model_ids (gq_broker_t *self, json_t *models, uint32_t *ids, size_t max)
+static size_t
+s_model_ids (gq_broker_t *self, json_t *models, uint32_t *ids, size_t max)
 {
     size_t n = 0;
     size_t i;
@@ -120,8 +127,9 @@ static size_t s_model_ids (gq_broker_t *self, json_t *models, uint32_t *ids, siz
     return n;
 }
 
-static void s_worker_models (gq_broker_t *self, gq_link_t *worker, json_t *available,
-                             json_t *loaded)
+static void
+s_worker_models (gq_broker_t *self, gq_link_t *worker, json_t *available,
+                 json_t *loaded)
 {
     uint32_t avail_ids[GQ_MAX_MODELS], loaded_ids[GQ_MAX_MODELS];
     size_t n_avail = available ? s_model_ids (self, available, avail_ids, GQ_MAX_MODELS) : 0;
@@ -142,7 +150,8 @@ static void s_worker_models (gq_broker_t *self, gq_link_t *worker, json_t *avail
     }
 }
 
-void gq_workers_ready (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
+void
+gq_workers_ready (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
 {
     gq_msg_t *request = *request_p;
     int64_t now_us = gq_mono_us ();
@@ -263,7 +272,8 @@ void gq_workers_ready (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unuse
                                        "liveness", self->opts.liveness, "node", node->name)));
 }
 
-void gq_workers_heartbeat (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *worker)
+void
+gq_workers_heartbeat (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *worker)
 {
     gq_msg_t *request = *request_p;
     int64_t now_us = gq_mono_us ();
@@ -303,14 +313,16 @@ void gq_workers_heartbeat (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *w
     }
 }
 
-void gq_workers_bye (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *worker)
+void
+gq_workers_bye (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *worker)
 {
     gq_workers_lost (self, worker, "the worker said goodbye", false, gq_now_ms ());
 }
 
 /* ---- Liveness ------------------------------------------------------------------------------ */
 
-void gq_workers_cron (gq_broker_t *self, int64_t now_us, int64_t now_ms)
+void
+gq_workers_cron (gq_broker_t *self, int64_t now_us, int64_t now_ms)
 {
     int64_t silence_us = (int64_t) self->opts.heartbeat_ms * self->opts.liveness * 1000;
     char body[64];

@@ -5,7 +5,8 @@
 #include <stdio.h>
 #include <string.h>
 
-int gq_selftest_main (int argc, char **argv, const gq_selftest_t *tests, size_t count)
+int
+gq_selftest_main (int argc, char **argv, const gq_selftest_t *tests, size_t count)
 {
     const char *only = argc > 1 && strcmp (argv[1], "-v") != 0 ? argv[1] : NULL;
     bool verbose = strcmp (argv[argc - 1], "-v") == 0;
