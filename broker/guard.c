@@ -7,7 +7,7 @@
     (DB-zauth beside the store) in step with the clients and workers folders, one public
     certificate per distinct key, written under a hidden name and renamed so zauth never reads
     half a file, and tells zauth to reload whenever the folders change (checked every
-    S_RESCAN_MS).
+    GQ_GUARD_RESCAN_MS).
 
     Roles. zauth only says "this key may connect". Each message is then checked here: its frames
     carry the key zauth accepted as "User-Id", and that key must be in the set of the role that
@@ -27,6 +27,7 @@
     Queued cap. Unfinished jobs are counted per owner (the client's key, interned to a small id
     that the broker keeps in the job). */
 #include "guard.h"
+#include "tuning.h"
 #include "gq_check.h"
 
 #include <dirent.h>
@@ -37,13 +38,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define S_RESCAN_MS        1000  /* period: look for changes in the allowed-keys folders */
-#define S_MISS_RESCAN_MS   100   /* an unknown key forces such a look at most this often */
-#define S_DENY_LOG_MS      1000  /* at most one "denied" log line per period */
-#define S_MAX_BUCKETS      65536 /* token buckets kept; refilled ones are swept beyond that */
-#define S_MAX_OWNERS       65536 /* distinct owners counted for the queued cap */
 #define S_ROUTING_ID_BYTES 64    /* bytes of a routing id that name a connection's bucket */
-#define S_CERT_FILE_MAX    65536 /* bytes; a larger file in a keys folder is no certificate */
 #define S_ZAP_DOMAIN       "gridq"
 #define S_KEY_BUF          (2 + 2 * S_ROUTING_ID_BYTES + 1)
 
@@ -260,7 +255,7 @@ s_signature (char *const dirs[2])
 static bool
 s_public_key (const char *file, char z85[41])
 {
-    zchunk_t *chunk = zchunk_slurp (file, S_CERT_FILE_MAX);
+    zchunk_t *chunk = zchunk_slurp (file, GQ_GUARD_CERT_FILE_MAX_BYTES);
     if (!chunk || zchunk_size (chunk) == 0) {
         zchunk_destroy (&chunk);
         return false;
@@ -310,7 +305,7 @@ s_load_keys (const char *path, zhashx_t *keys, bool log)
             continue;
         }
         struct stat st;
-        if (stat (file, &st) || !S_ISREG (st.st_mode) || st.st_size > S_CERT_FILE_MAX) {
+        if (stat (file, &st) || !S_ISREG (st.st_mode) || st.st_size > GQ_GUARD_CERT_FILE_MAX_BYTES) {
             if (log) {
                 zsys_warning ("guard: %s is not a certificate file: passed over", file);
             }
@@ -399,7 +394,7 @@ s_keys_actor (zsock_t *pipe, void *arg)
     zpoller_t *poller = zpoller_new (pipe, NULL);
     zpoller_set_nonstop (poller, true); /* stop on $TERM only, not on SIGINT */
     while (auth && poller) {
-        zsock_t *which = (zsock_t *) zpoller_wait (poller, S_RESCAN_MS);
+        zsock_t *which = (zsock_t *) zpoller_wait (poller, GQ_GUARD_RESCAN_MS);
         if (which == pipe) {
             char *command = zstr_recv (pipe);
             bool term = !command || streq (command, "$TERM");
@@ -431,15 +426,15 @@ s_keys_actor (zsock_t *pipe, void *arg)
 }
 
 /* Reloads the role sets when the folders changed: periodically, or (miss) because a key was
-   not found, at most every S_MISS_RESCAN_MS. An unreadable folder allows no key. */
+   not found, at most every GQ_GUARD_MISS_RESCAN_MS. An unreadable folder allows no key. */
 static void
 s_roles_refresh (gq_guard_t *self, int64_t now_us, bool miss)
 {
     if (now_us < (miss ? self->next_miss_rescan_us : self->next_rescan_us)) {
         return;
     }
-    self->next_rescan_us = now_us + (int64_t) S_RESCAN_MS * 1000;
-    self->next_miss_rescan_us = now_us + (int64_t) S_MISS_RESCAN_MS * 1000;
+    self->next_rescan_us = now_us + (int64_t) GQ_GUARD_RESCAN_MS * 1000;
+    self->next_miss_rescan_us = now_us + (int64_t) GQ_GUARD_MISS_RESCAN_MS * 1000;
     uint64_t signature = s_signature (self->dirs);
     if (signature == self->signature) {
         return;
@@ -551,7 +546,7 @@ s_curve_start (gq_guard_t *self, const gq_broker_opts_t *opts, zsock_t *router, 
         }
     }
     self->signature = s_signature (self->dirs);
-    self->next_rescan_us = gq_mono_us () + (int64_t) S_RESCAN_MS * 1000;
+    self->next_rescan_us = gq_mono_us () + (int64_t) GQ_GUARD_RESCAN_MS * 1000;
 
     char auth_dir[PATH_MAX];
     if (s_auth_dir_make (opts->db_path, auth_dir, sizeof auth_dir, why, whylen)) {
@@ -685,7 +680,7 @@ gq_guard_destroy (gq_guard_t **self_p)
 static void
 s_log_denial (gq_guard_t *self, const char *why, int64_t now_us)
 {
-    if (now_us - self->deny_logged_us < (int64_t) S_DENY_LOG_MS * 1000) {
+    if (now_us - self->deny_logged_us < (int64_t) GQ_GUARD_DENY_LOG_MS * 1000) {
         self->deny_suppressed++;
         return;
     }
@@ -799,18 +794,18 @@ gq_guard_take (gq_guard_t *self, gq_msg_t *msg, size_t jobs, int64_t now_us,
     s_sender_key (self, msg, key);
     s_bucket_t *bucket = (s_bucket_t *) zhashx_lookup (self->buckets, key);
     if (!bucket) {
-        if (zhashx_size (self->buckets) >= S_MAX_BUCKETS && now_us >= self->next_sweep_us) {
+        if (zhashx_size (self->buckets) >= GQ_GUARD_MAX_BUCKETS && now_us >= self->next_sweep_us) {
             s_sweep (self, now_us);
         }
-        if (zhashx_size (self->buckets) >= S_MAX_BUCKETS) {
+        if (zhashx_size (self->buckets) >= GQ_GUARD_MAX_BUCKETS) {
             /* Every bucket is in use: a storm of senders. Those known go on; new ones wait. */
             int64_t wait_ms = (self->next_sweep_us - now_us + 999) / 1000;
             if (retry_after_ms) {
                 *retry_after_ms = wait_ms > 1 ? wait_ms : 1;
             }
-            if (now_us - self->full_logged_us >= (int64_t) S_DENY_LOG_MS * 1000) {
+            if (now_us - self->full_logged_us >= (int64_t) GQ_GUARD_DENY_LOG_MS * 1000) {
                 zsys_warning ("guard: %d senders are being rate limited at once; new ones wait",
-                              S_MAX_BUCKETS);
+                              GQ_GUARD_MAX_BUCKETS);
                 self->full_logged_us = now_us;
             }
             return GQ_ERATE;
@@ -854,7 +849,7 @@ gq_guard_owner (gq_guard_t *self, const char *client)
     if (id) {
         return (uint32_t) id;
     }
-    if (self->owners_count >= S_MAX_OWNERS) {
+    if (self->owners_count >= GQ_GUARD_MAX_OWNERS) {
         return 1; /* beyond the bound, strangers share the keyless clients' count */
     }
     if (self->owners_count + 1 >= self->queued_size) {
@@ -1074,16 +1069,16 @@ s_test_bucket (bool verbose)
     opts.rate_per_s = 1;
     opts.burst = 2;
     guard = gq_guard_new (&opts, NULL, why, sizeof why);
-    for (uint32_t i = 0; i < S_MAX_BUCKETS; i++) {
+    for (uint32_t i = 0; i < GQ_GUARD_MAX_BUCKETS; i++) {
         gq_msg_t *msg = s_test_msg (GQ_ROLE_CLIENT, 1000 + i);
         GQ_CHECK_EQ (gq_guard_take (guard, msg, 1, t0, &retry), GQ_OK);
         gq_msg_destroy (&msg);
     }
-    GQ_CHECK_EQ (zhashx_size (guard->buckets), S_MAX_BUCKETS);
+    GQ_CHECK_EQ (zhashx_size (guard->buckets), GQ_GUARD_MAX_BUCKETS);
     gq_msg_t *late = s_test_msg (GQ_ROLE_CLIENT, 999);
     GQ_CHECK_EQ (gq_guard_take (guard, late, 1, t0 + 10 * ms, &retry), GQ_ERATE);
     GQ_CHECK_EQ (retry, 990);
-    GQ_CHECK_EQ (zhashx_size (guard->buckets), S_MAX_BUCKETS);
+    GQ_CHECK_EQ (zhashx_size (guard->buckets), GQ_GUARD_MAX_BUCKETS);
     /* A known sender goes on meanwhile; a second refusal does not sweep again. */
     gq_msg_t *known = s_test_msg (GQ_ROLE_CLIENT, 1000);
     GQ_CHECK_EQ (gq_guard_take (guard, known, 1, t0 + 20 * ms, &retry), GQ_OK);
@@ -1139,12 +1134,12 @@ s_test_queued (bool verbose)
     GQ_CHECK_EQ (gq_guard_queued (guard, 12345, 1, true, why, sizeof why), GQ_OK);
     /* Owners are bounded: beyond the bound, new keys share the keyless count. */
     char key[32];
-    for (int i = 0; i < S_MAX_OWNERS + 10; i++) {
+    for (int i = 0; i < GQ_GUARD_MAX_OWNERS + 10; i++) {
         snprintf (key, sizeof key, "k%d", i);
         uint32_t id = gq_guard_owner (guard, key);
-        assert (id >= 1 && id <= S_MAX_OWNERS);
+        assert (id >= 1 && id <= GQ_GUARD_MAX_OWNERS);
     }
-    GQ_CHECK_EQ (guard->owners_count, S_MAX_OWNERS);
+    GQ_CHECK_EQ (guard->owners_count, GQ_GUARD_MAX_OWNERS);
     gq_guard_destroy (&guard);
     if (verbose) {
         printf ("\n  queued cap: ok");

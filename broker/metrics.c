@@ -11,6 +11,7 @@
     sequence number and is dropped by the next request. */
 #define _GNU_SOURCE
 #include "metrics.h"
+#include "tuning.h"
 #include "gq_json.h"
 #include "gq_check.h"
 
@@ -36,10 +37,6 @@ typedef enum MHD_Result s_mhd_result_t;
 #endif
 
 #define S_BUCKETS           16    /* most bounds a histogram may have (+Inf comes on top) */
-#define S_REPLY_TIMEOUT_MS  2000  /* an HTTP request waits this long for the loop, then 503 */
-#define S_POLL_SLICE_MS     50    /* the wait checks for shutdown this often */
-#define S_HTTP_CONNECTIONS  64    /* concurrent scrapers accepted */
-#define S_HTTP_IDLE_S       10    /* an idle HTTP connection is closed after this */
 #define S_CONTENT_TYPE      "text/plain; version=0.0.4; charset=utf-8"
 
 typedef struct {
@@ -209,7 +206,7 @@ s_ask_loop (gq_metrics_t *self, size_t *size)
             break;
         }
         zmq_pollitem_t item = {handle, 0, ZMQ_POLLIN, 0};
-        int rc = zmq_poll (&item, 1, left < S_POLL_SLICE_MS ? (long) left : S_POLL_SLICE_MS);
+        int rc = zmq_poll (&item, 1, left < GQ_METRICS_POLL_SLICE_MS ? (long) left : GQ_METRICS_POLL_SLICE_MS);
         if (rc < 0 && zmq_errno () != EINTR) {
             break;
         }
@@ -411,7 +408,7 @@ gq_metrics_new (const char *host_port, zloop_t *loop, gq_metrics_render_fn *rend
     s_hist_init (&self->hists[GQ_HIST_COMMIT_BATCH], "gridq_commit_batch_writes",
                  "Store writes grouped in one SQLite commit.", 1, writes,
                  sizeof writes / sizeof *writes);
-    self->reply_timeout_ms = S_REPLY_TIMEOUT_MS;
+    self->reply_timeout_ms = GQ_METRICS_REPLY_TIMEOUT_MS;
     atomic_init (&self->stopping, false);
     atomic_init (&self->starting, false);
     if (!host_port) {
@@ -464,8 +461,8 @@ gq_metrics_new (const char *host_port, zloop_t *loop, gq_metrics_render_fn *rend
     self->daemon = MHD_start_daemon (
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, ntohs (addr.sin_port), NULL, NULL,
         s_on_http, self, MHD_OPTION_EXTERNAL_LOGGER, s_on_mhd_log, self, MHD_OPTION_SOCK_ADDR,
-        (struct sockaddr *) &addr, MHD_OPTION_CONNECTION_LIMIT, (unsigned int) S_HTTP_CONNECTIONS,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) S_HTTP_IDLE_S, MHD_OPTION_END);
+        (struct sockaddr *) &addr, MHD_OPTION_CONNECTION_LIMIT, (unsigned int) GQ_METRICS_HTTP_CONNECTIONS,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) GQ_METRICS_HTTP_IDLE_S, MHD_OPTION_END);
     atomic_store (&self->starting, false);
     pthread_sigmask (SIG_SETMASK, &saved, NULL);
     if (!self->daemon) {

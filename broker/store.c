@@ -6,6 +6,7 @@
     caller's buffers live across the call, so the hot path (insert, attempt, finish) allocates
     nothing and copies nothing. */
 #include "store.h"
+#include "tuning.h"
 #include "gq_check.h"
 
 #include <czmq.h>

@@ -31,14 +31,6 @@
 #include "job.h"
 #include "opts.h"
 
-/* How long a write waits for a lock held by another connection (an operator's sqlite3 shell)
-   before it fails: short, because the broker loop waits with it. */
-#define GQ_STORE_BUSY_MS   2000
-/* SQLite page cache of the connection (KiB): the indexes' hot pages stay in memory. */
-#define GQ_STORE_CACHE_KB  (64 * 1024)
-/* The WAL file is truncated back to this after a checkpoint (it may grow past it in between). */
-#define GQ_STORE_WAL_LIMIT_BYTES (64LL * 1024 * 1024)
-
 typedef struct _gq_store_t gq_store_t;
 
 /* Opens (creating it when absent) the database at path and brings its schema up to date: a new

@@ -1,42 +1,63 @@
-/*  tuning.h — the numbers that tune the broker, each named with its unit. Defaults that users
-    set (heartbeat, liveness, retention, aging, backfill) live in proto/gq_common.h beside the
-    wire limits; these are the broker's own. */
+/*  tuning.h — the numbers that tune the broker, each named with its unit, for every broker
+    module. Defaults that users set (heartbeat, liveness, retention, aging, backfill) live in
+    proto/gq_common.h beside the wire limits; these are the broker's own. Sizes of arrays and
+    formats that a module is written around stay in that module. */
 #ifndef GQ_TUNING_H_INCLUDED
 #define GQ_TUNING_H_INCLUDED
 
 /* ---- The loop ------------------------------------------------------------------------------ */
-#define GQ_TURN_MESSAGES       4096   /* messages read per loop turn before committing */
-#define GQ_SLOW_TURN_US        200000 /* a loop turn longer than this is logged */
-#define GQ_SOCKET_HWM_MESSAGES 200000 /* messages queued per peer before ZeroMQ drops */
-#define GQ_CRON_MS             50     /* cron tick */
-#define GQ_TIMEOUTS_PERIOD_MS  100    /* cron period: time limits of running jobs */
-#define GQ_RETENTION_PERIOD_MS 10000  /* cron period: purge of expired jobs, node history */
-#define GQ_PURGE_CHUNK_JOBS    2000   /* jobs purged per retention run */
+#define GQ_TURN_MESSAGES          4096   /* messages read per loop turn before committing */
+#define GQ_SLOW_TURN_US           200000 /* a loop turn longer than this is logged */
+#define GQ_SOCKET_HWM_MESSAGES    200000 /* messages queued per peer before ZeroMQ drops */
+#define GQ_CRON_MS                50     /* cron tick */
+#define GQ_TIMEOUTS_PERIOD_MS     100    /* cron period: time limits of running jobs */
+#define GQ_RETENTION_PERIOD_MS    10000  /* cron period: purge of expired jobs, node history */
+#define GQ_PURGE_CHUNK_JOBS       2000   /* jobs purged per retention run */
 
 /* ---- Dispatch ------------------------------------------------------------------------------ */
-#define GQ_DISPATCH_BATCH_JOBS 1024 /* placements asked of the scheduler per call */
-#define GQ_JOB_MESSAGE_JOBS                                                                        \
-    128 /* jobs in one JOB message: the worker starts on a part                                    \
-           while the broker places the rest */
-#define GQ_JOB_MESSAGE_KEEP_BYTES                                                                  \
-    (1024 * 1024) /* a worker's JOB buffer larger than this is                                     \
-            freed after sending (not kept after a burst) */
+#define GQ_DISPATCH_BATCH_JOBS    1024   /* placements asked of the scheduler per call */
+/* Jobs in one JOB message: the worker starts on a part while the broker places the rest. */
+#define GQ_JOB_MESSAGE_JOBS       128
+/* A worker's JOB text buffer larger than this is freed after sending, not kept after a burst. */
+#define GQ_JOB_MESSAGE_KEEP_BYTES (1024 * 1024)
 
 /* ---- Node health --------------------------------------------------------------------------- */
-#define GQ_RELIABILITY_EWMA_WEIGHT 0.1    /* weight of the newest outcome in a node's reliability */
-#define GQ_BACKOFF_AFTER_FAILURES  3      /* consecutive failures before a node is backed off */
-#define GQ_BACKOFF_BASE_MS         1000   /* first backoff (default of backoff_base_ms) */
-#define GQ_BACKOFF_MAX_MS          300000 /* longest backoff */
-#define GQ_RESERVE_AFTER_MS        30000  /* default: a blocked head job gets a node reserved */
+#define GQ_RELIABILITY_EWMA_WEIGHT 0.1   /* weight of the newest outcome in a node's reliability */
+#define GQ_BACKOFF_AFTER_FAILURES 3      /* consecutive failures before a node is backed off */
+#define GQ_BACKOFF_BASE_MS        1000   /* first backoff (default of backoff_base_ms) */
+#define GQ_BACKOFF_MAX_MS         300000 /* longest backoff */
+#define GQ_RESERVE_AFTER_MS       30000  /* default: a blocked head job gets a node reserved */
 
 /* ---- The commit pipeline ------------------------------------------------------------------- */
-#define GQ_LAZY_COMMIT_MS                                                                          \
-    2                               /* a batch with nothing to acknowledge (results, attempts)     \
-                                       waits this long for company before it is committed */
-#define GQ_EAGER_COMMIT_WRITES 8192 /* ... unless it has this many writes already */
-#define GQ_INLINE_COMMIT_WRITES                                                                    \
-    64                            /* a batch this small, when the writer and the socket are        \
-                                     idle, is committed by the loop itself */
-#define GQ_ID_BLOCK_IDS (1 << 20) /* job ids reserved by one committed next_job_id */
+/* A batch with nothing to acknowledge (results, attempts) waits this long for company before it
+   is committed, unless it has GQ_EAGER_COMMIT_WRITES writes already. */
+#define GQ_LAZY_COMMIT_MS         2
+#define GQ_EAGER_COMMIT_WRITES    8192
+/* A batch this small, when the writer and the socket are idle, is committed by the loop. */
+#define GQ_INLINE_COMMIT_WRITES   64
+#define GQ_ID_BLOCK_IDS           (1 << 20) /* job ids reserved by one committed next_job_id */
+
+/* ---- The guard (guard.c) ------------------------------------------------------------------- */
+#define GQ_GUARD_RESCAN_MS           1000  /* period: look for changes in the allowed-keys folders */
+#define GQ_GUARD_MISS_RESCAN_MS      100   /* an unknown key forces such a look at most this often */
+#define GQ_GUARD_DENY_LOG_MS         1000  /* at most one "denied" log line per period */
+#define GQ_GUARD_MAX_BUCKETS         65536 /* token buckets kept; refilled ones are swept beyond that */
+#define GQ_GUARD_MAX_OWNERS          65536 /* distinct owners counted for the queued cap */
+#define GQ_GUARD_CERT_FILE_MAX_BYTES 65536 /* a larger file in a keys folder is no certificate */
+
+/* ---- /metrics (metrics.c) ------------------------------------------------------------------ */
+#define GQ_METRICS_REPLY_TIMEOUT_MS  2000  /* an HTTP request waits this long for the loop, then 503 */
+#define GQ_METRICS_POLL_SLICE_MS     50    /* the wait checks for shutdown this often */
+#define GQ_METRICS_HTTP_CONNECTIONS  64    /* concurrent scrapers accepted */
+#define GQ_METRICS_HTTP_IDLE_S       10    /* an idle HTTP connection is closed after this */
+
+/* ---- The store (store.c) ------------------------------------------------------------------ */
+/* How long a write waits for a lock held by another connection (an operator's sqlite3 shell)
+   before it fails: short, because the broker loop waits with it. */
+#define GQ_STORE_BUSY_MS   2000
+/* SQLite page cache of the connection (KiB): the indexes' hot pages stay in memory. */
+#define GQ_STORE_CACHE_KB  (64 * 1024)
+/* The WAL file is truncated back to this after a checkpoint (it may grow past it in between). */
+#define GQ_STORE_WAL_LIMIT_BYTES (64LL * 1024 * 1024)
 
 #endif
