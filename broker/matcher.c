@@ -53,6 +53,7 @@
 
     Pure: no I/O, no clock, no logging, no allocation in gq_matcher_pick. One thread only. */
 #include "matcher.h"
+#include "gq_check.h"
 
 #include <assert.h>
 #include <ctype.h>
@@ -2140,26 +2141,6 @@ gq_matcher_reserved_for (gq_matcher_t *self, int32_t node)
 
 /* ---- Selftest ---------------------------------------------------------------------------- */
 
-#define S_CHECK_EQ(what, got, want)                                                               \
-    do {                                                                                          \
-        long long got_ = (long long) (got), want_ = (long long) (want);                           \
-        if (got_ != want_) {                                                                      \
-            fprintf (stderr, "\n%s:%d: %s: got %lld, want %lld\n", __FILE__, __LINE__, what,      \
-                     got_, want_);                                                                \
-            abort ();                                                                             \
-        }                                                                                         \
-    } while (0)
-
-#define S_CHECK_STR(what, got, want)                                                              \
-    do {                                                                                          \
-        const char *got_ = (got), *want_ = (want);                                                \
-        if (strcmp (got_, want_) != 0) {                                                          \
-            fprintf (stderr, "\n%s:%d: %s: got '%s', want '%s'\n", __FILE__, __LINE__, what,      \
-                     got_, want_);                                                                \
-            abort ();                                                                             \
-        }                                                                                         \
-    } while (0)
-
 /* Prints every node's verdict and score for job: what a failed pick check shows. */
 static void
 s_test_dump (gq_matcher_t *self, const gq_job_t *job, int64_t now_ms)
@@ -2277,7 +2258,7 @@ s_test_random_node (gq_matcher_t *self, int32_t i, uint32_t *rng, int n_models)
             loaded[nl++] = avail[k];
         }
     }
-    S_CHECK_EQ ("set models", gq_matcher_node_set_models (self, i, avail, na, loaded, nl), 0);
+    GQ_CHECK_EQ (gq_matcher_node_set_models (self, i, avail, na, loaded, nl), 0);
     gq_matcher_node_changed (self, i);
 }
 
@@ -2326,7 +2307,7 @@ s_test_equivalence (uint32_t seed, int fleets, int max_nodes, int rounds)
             w.reliability = (s_test_rand (&rng) % 2) * 0.2;
         }
         gq_matcher_t *self = gq_matcher_new (&w);
-        S_CHECK_EQ ("new matcher", self != NULL, 1);
+        GQ_CHECK_EQ (self != NULL, 1);
         char name[32];
         for (int k = 0; k < 3; k++) {
             snprintf (name, sizeof name, "kind%d", k);
@@ -2341,7 +2322,7 @@ s_test_equivalence (uint32_t seed, int fleets, int max_nodes, int rounds)
         for (int k = 0; k < n_nodes; k++) {
             snprintf (name, sizeof name, "n%d", k);
             int32_t i = gq_matcher_node_find_or_add (self, name);
-            S_CHECK_EQ ("node index", i, k);
+            GQ_CHECK_EQ (i, k);
             s_test_random_node (self, i, &rng, n_models);
         }
         int32_t reserved_node = -1;
@@ -2436,26 +2417,26 @@ gq_matcher_test (bool verbose)
 
     /* Interning. */
     gq_matcher_t *self = gq_matcher_new (NULL);
-    S_CHECK_EQ ("new matcher", self != NULL, 1);
-    S_CHECK_EQ ("unknown kind", gq_matcher_kind_id (self, "echo", false), -1);
-    S_CHECK_EQ ("first kind", gq_matcher_kind_id (self, "echo", true), 0);
-    S_CHECK_EQ ("second kind", gq_matcher_kind_id (self, "llm", true), 1);
-    S_CHECK_EQ ("kind again", gq_matcher_kind_id (self, "echo", true), 0);
-    S_CHECK_STR ("kind name", gq_matcher_kind_name (self, 1), "llm");
-    S_CHECK_EQ ("unknown model", gq_matcher_model_id (self, "llama-8b", false), -1);
+    GQ_CHECK_EQ (self != NULL, 1);
+    GQ_CHECK_EQ (gq_matcher_kind_id (self, "echo", false), -1);
+    GQ_CHECK_EQ (gq_matcher_kind_id (self, "echo", true), 0);
+    GQ_CHECK_EQ (gq_matcher_kind_id (self, "llm", true), 1);
+    GQ_CHECK_EQ (gq_matcher_kind_id (self, "echo", true), 0);
+    GQ_CHECK_STR (gq_matcher_kind_name (self, 1), "llm");
+    GQ_CHECK_EQ (gq_matcher_model_id (self, "llama-8b", false), -1);
     int64_t llama = gq_matcher_model_id (self, "llama-8b", true);
-    S_CHECK_EQ ("first model id", llama, 1);
-    S_CHECK_EQ ("second model id", gq_matcher_model_id (self, "mistral-7b", true), 2);
-    S_CHECK_EQ ("model again", gq_matcher_model_id (self, "llama-8b", true), 1);
-    S_CHECK_STR ("model name", gq_matcher_model_name (self, 2), "mistral-7b");
-    S_CHECK_EQ ("no model 0", gq_matcher_model_name (self, 0) == NULL, 1);
+    GQ_CHECK_EQ (llama, 1);
+    GQ_CHECK_EQ (gq_matcher_model_id (self, "mistral-7b", true), 2);
+    GQ_CHECK_EQ (gq_matcher_model_id (self, "llama-8b", true), 1);
+    GQ_CHECK_STR (gq_matcher_model_name (self, 2), "mistral-7b");
+    GQ_CHECK_EQ (gq_matcher_model_name (self, 0) == NULL, 1);
     char kname[16];
     for (int k = 2; k < GQ_MAX_KINDS; k++) {
         snprintf (kname, sizeof kname, "k%d", k);
-        S_CHECK_EQ ("kind fills", gq_matcher_kind_id (self, kname, true), k);
+        GQ_CHECK_EQ (gq_matcher_kind_id (self, kname, true), k);
     }
-    S_CHECK_EQ ("kind table full", gq_matcher_kind_id (self, "one-too-many", true), -1);
-    S_CHECK_STR ("status name", gq_node_status_name (GQ_NODE_DRAINING), "draining");
+    GQ_CHECK_EQ (gq_matcher_kind_id (self, "one-too-many", true), -1);
+    GQ_CHECK_STR (gq_node_status_name (GQ_NODE_DRAINING), "draining");
     gq_matcher_destroy (&self);
     gq_matcher_destroy (&self);
 
@@ -2520,30 +2501,27 @@ gq_matcher_test (bool verbose)
     for (int k = 0; k < 5; k++) {
         gq_matcher_node_changed (self, bad[k]);
     }
-    S_CHECK_EQ ("full node is busy", gq_matcher_node (self, bad[1])->status, GQ_NODE_BUSY);
+    GQ_CHECK_EQ (gq_matcher_node (self, bad[1])->status, GQ_NODE_BUSY);
     s_test_job (&job, 1, 14336);
     S_CHECK_PICK (self, &job, now, ok, "only the eligible node");
     S_CHECK_PICK (self, &job, now + 4999, ok, "still backing off");
     S_CHECK_PICK (self, &job, now + 5000, bad[4], "backoff over: the 4090 again");
-    S_CHECK_EQ ("available count", gq_matcher_available_count (self), 3);
+    GQ_CHECK_EQ (gq_matcher_available_count (self), 3);
     gq_matcher_node (self, bad[4])->backoff_until_ms = 0;
     gq_matcher_node_changed (self, bad[4]);
     S_CHECK_PICK (self, &job, now, bad[4], "backoff cleared");
     gq_matcher_assign (self, bad[4], &job);
     gq_matcher_assign (self, bad[4], &job);
-    S_CHECK_EQ ("assign books the slots", gq_matcher_node (self, bad[4])->running, 2);
-    S_CHECK_EQ ("assign books the VRAM", gq_matcher_node (self, bad[4])->vram_free_mb,
-                24576 - 2 * 14336);
-    S_CHECK_EQ ("assign makes it busy", gq_matcher_node (self, bad[4])->status, GQ_NODE_BUSY);
+    GQ_CHECK_EQ (gq_matcher_node (self, bad[4])->running, 2);
+    GQ_CHECK_EQ (gq_matcher_node (self, bad[4])->vram_free_mb, 24576 - 2 * 14336);
+    GQ_CHECK_EQ (gq_matcher_node (self, bad[4])->status, GQ_NODE_BUSY);
     S_CHECK_PICK (self, &job, now, ok, "booked node not chosen");
     gq_matcher_release (self, bad[4], &job, now + 10);
-    S_CHECK_EQ ("release frees a slot", gq_matcher_node (self, bad[4])->status, GQ_NODE_ONLINE);
-    S_CHECK_EQ ("release keeps idle_since while running",
-                gq_matcher_node (self, bad[4])->idle_since_ms, 0);
+    GQ_CHECK_EQ (gq_matcher_node (self, bad[4])->status, GQ_NODE_ONLINE);
+    GQ_CHECK_EQ (gq_matcher_node (self, bad[4])->idle_since_ms, 0);
     gq_matcher_release (self, bad[4], &job, now + 20);
-    S_CHECK_EQ ("idle since the last release", gq_matcher_node (self, bad[4])->idle_since_ms,
-                now + 20);
-    S_CHECK_EQ ("VRAM back", gq_matcher_node (self, bad[4])->vram_free_mb, 24576);
+    GQ_CHECK_EQ (gq_matcher_node (self, bad[4])->idle_since_ms, now + 20);
+    GQ_CHECK_EQ (gq_matcher_node (self, bad[4])->vram_free_mb, 24576);
     gq_matcher_node (self, ok)->status = GQ_NODE_DRAINING;
     gq_matcher_node_changed (self, ok);
     gq_matcher_node (self, bad[4])->status = GQ_NODE_OFFLINE;
@@ -2552,19 +2530,19 @@ gq_matcher_test (bool verbose)
 
     /* Explain gives the reasons in words with numbers. */
     gq_explain_row_t rows[8];
-    S_CHECK_EQ ("explain counts nodes", gq_matcher_explain (self, &job, now, rows, 8), 6);
-    S_CHECK_EQ ("ok row", rows[ok].verdict, GQ_FILTER_DRAINING);
-    S_CHECK_EQ ("offline row", rows[bad[0]].verdict, GQ_FILTER_OFFLINE);
-    S_CHECK_EQ ("full row", rows[bad[1]].verdict, GQ_FILTER_NO_SLOT);
-    S_CHECK_STR ("full reason", rows[bad[1]].reason, "no free slot (2 of 2 running)");
-    S_CHECK_EQ ("small row", rows[bad[2]].verdict, GQ_FILTER_VRAM);
-    S_CHECK_STR ("small reason", rows[bad[2]].reason, "vram_free 8192 MiB < 14336 MiB needed");
-    S_CHECK_EQ ("explain stops at max", gq_matcher_explain (self, &job, now, rows, 2), 6);
+    GQ_CHECK_EQ (gq_matcher_explain (self, &job, now, rows, 8), 6);
+    GQ_CHECK_EQ (rows[ok].verdict, GQ_FILTER_DRAINING);
+    GQ_CHECK_EQ (rows[bad[0]].verdict, GQ_FILTER_OFFLINE);
+    GQ_CHECK_EQ (rows[bad[1]].verdict, GQ_FILTER_NO_SLOT);
+    GQ_CHECK_STR (rows[bad[1]].reason, "no free slot (2 of 2 running)");
+    GQ_CHECK_EQ (rows[bad[2]].verdict, GQ_FILTER_VRAM);
+    GQ_CHECK_STR (rows[bad[2]].reason, "vram_free 8192 MiB < 14336 MiB needed");
+    GQ_CHECK_EQ (gq_matcher_explain (self, &job, now, rows, 2), 6);
     char hint[256];
     gq_matcher_hint (self, &job, now, hint, sizeof hint);
-    S_CHECK_STR ("hint when all are busy", hint,
-                 "waits: 4 node(s) fit but none is free now (1 busy, 2 draining, 0 backing off, "
-                 "0 reserved, 1 short of VRAM: most free 8 GiB of 14 GiB needed)");
+    GQ_CHECK_STR (hint,
+                  "waits: 4 node(s) fit but none is free now (1 busy, 2 draining, 0 backing off, "
+                  "0 reserved, 1 short of VRAM: most free 8 GiB of 14 GiB needed)");
     gq_matcher_destroy (&self);
 
     /* Constraints, exclusion, ties. */
@@ -2585,38 +2563,33 @@ gq_matcher_test (bool verbose)
     snprintf (c.gpu_pattern, sizeof c.gpu_pattern, "A100|H100");
     gq_score_t score;
     char reason[160];
-    S_CHECK_EQ ("pattern verdict",
-                gq_matcher_score (self, r4090, &job, now, &score, reason, sizeof reason),
-                GQ_FILTER_GPU_PATTERN);
-    S_CHECK_STR ("pattern reason", reason, "gpu_model 'RTX 4090' does not match 'A100|H100'");
+    GQ_CHECK_EQ (gq_matcher_score (self, r4090, &job, now, &score, reason, sizeof reason),
+                 GQ_FILTER_GPU_PATTERN);
+    GQ_CHECK_STR (reason, "gpu_model 'RTX 4090' does not match 'A100|H100'");
     c.gpu_pattern[0] = 0;
     c.max_price = 1.0;
     S_CHECK_PICK (self, &job, now, ra100, "max_price 1.00");
-    S_CHECK_EQ ("price verdict",
-                gq_matcher_score (self, r4090, &job, now, &score, reason, sizeof reason),
-                GQ_FILTER_PRICE);
-    S_CHECK_STR ("price reason", reason, "price 2.50/h > max 1.00/h");
+    GQ_CHECK_EQ (gq_matcher_score (self, r4090, &job, now, &score, reason, sizeof reason),
+                 GQ_FILTER_PRICE);
+    GQ_CHECK_STR (reason, "price 2.50/h > max 1.00/h");
     c.max_price = -1;
     c.min_tflops = 500;
     S_CHECK_PICK (self, &job, now, rh100, "min_tflops 500");
     c.min_tflops = 2000;
     S_CHECK_PICK (self, &job, now, -1, "min_tflops nobody has");
     gq_matcher_hint (self, &job, now, hint, sizeof hint);
-    S_CHECK_STR ("tflops hint", hint,
-                 "needs >= 2000.0 TFLOPS; the fastest node that fits has 989.0");
+    GQ_CHECK_STR (hint, "needs >= 2000.0 TFLOPS; the fastest node that fits has 989.0");
     c.min_tflops = 0;
     job.excluded[0] = r4090;
     job.n_excluded = 1;
     S_CHECK_PICK (self, &job, now, ra100, "excluded node skipped");
-    S_CHECK_EQ ("excluded verdict", gq_matcher_score (self, r4090, &job, now, NULL, NULL, 0),
-                GQ_FILTER_EXCLUDED);
+    GQ_CHECK_EQ (gq_matcher_score (self, r4090, &job, now, NULL, NULL, 0), GQ_FILTER_EXCLUDED);
     job.n_excluded = 0;
     job.constraints = NULL;
     job.min_vram_mb = 102400;
     S_CHECK_PICK (self, &job, now, -1, "too big for all");
     gq_matcher_hint (self, &job, now, hint, sizeof hint);
-    S_CHECK_STR ("vram hint", hint,
-                 "needs a node with >= 100 GiB of VRAM; the largest online has 80 GiB");
+    GQ_CHECK_STR (hint, "needs a node with >= 100 GiB of VRAM; the largest online has 80 GiB");
     job.min_vram_mb = 1024;
     job.kind_id = 5;
     gq_matcher_kind_id (self, "echo", true);
@@ -2625,13 +2598,12 @@ gq_matcher_test (bool verbose)
         gq_matcher_kind_id (self, kname, true);
     }
     gq_matcher_hint (self, &job, now, hint, sizeof hint);
-    S_CHECK_STR ("kind hint", hint, "no online node supports kind 'kind5'");
+    GQ_CHECK_STR (hint, "no online node supports kind 'kind5'");
     S_CHECK_PICK (self, &job, now, -1, "kind nobody runs");
     job.kind_id = 0;
     job.model_id = (uint32_t) gq_matcher_model_id (self, "llama-70b", true);
     gq_matcher_hint (self, &job, now, hint, sizeof hint);
-    S_CHECK_STR ("model hint", hint,
-                 "no online node that runs kind 'echo' has model 'llama-70b'");
+    GQ_CHECK_STR (hint, "no online node that runs kind 'echo' has model 'llama-70b'");
     gq_matcher_destroy (&self);
 
     /* Ties go to the node idle longest, then the lowest index; a running node is not idle. */
