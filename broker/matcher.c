@@ -51,6 +51,10 @@
     node backs off is skipped); a reserved node is kept aside in a small list that every pick
     scans one by one.
 
+    THE FILES. This one is the node table, the groups and the trees they index, the filters,
+    the score and the pick. The treap itself (insert, erase, in-place update, the subtree
+    summaries) is treap.c.
+
     Pure: no I/O, no clock, no logging, no allocation in gq_matcher_pick. One thread only. */
 #include "matcher.h"
 #include "gq_check.h"
@@ -63,38 +67,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "treap.h"
+
 #define S_COST_EPS     0.01 /* $/h added to prices before 1/price, so a free node scores 1 */
 #define S_LATENCY_MS   10.0 /* round trip that halves the latency term */
 #define S_TIE_BUSY     INT64_MAX /* tie-break key of a node running something (not idle) */
 #define S_NO_NODE      (-1)
 
 /* ---- Private types ------------------------------------------------------------------------ */
-
-/* One node's membership of one tree (a treap entry in the pool): copies of the node's fields
-   that the search reads. Its keys (vram_free, node) fix its place; the rest is rewritten in
-   place when the node changes. */
-typedef struct {
-    int32_t left;      /* left child (smaller key), -1 for none; next free entry when free */
-    int32_t right;     /* right child, -1 for none */
-    int32_t parent;    /* parent, -1 for the root */
-    uint32_t prio;     /* treap heap priority, random */
-    int32_t node;      /* node index (key 2) */
-    int32_t tree;      /* the tree it belongs to */
-    int32_t vram;      /* vram_free_mb (key 1) */
-    double q;          /* base score */
-    int64_t tie;       /* idle_since_ms, S_TIE_BUSY when running */
-    float price;       /* price per hour, sanitised */
-    float tflops;      /* tflops, sanitised */
-    int64_t backoff;   /* backoff_until_ms: not a candidate before then */
-    double qmax;       /* subtree: largest base */
-    int64_t kmin_tie;  /* subtree: smallest (tie, node) key, first half */
-    int32_t kmin_node; /* subtree: smallest (tie, node) key, second half */
-    int32_t vmin;      /* subtree: smallest vram_free */
-    int32_t vmax;      /* subtree: largest vram_free */
-    float pmin;        /* subtree: lowest price */
-    float tmax;        /* subtree: largest tflops */
-    int64_t bmin;      /* subtree: earliest backoff_until_ms (all backing off when > now) */
-} s_entry_t;
 
 /* A treap of available nodes: one group, optionally only those with one model. */
 typedef struct {
@@ -169,11 +149,7 @@ struct _gq_matcher_t {
     size_t n_trees;            /* trees in use */
     size_t cap_trees;          /* allocated trees */
     s_map_t tree_map;          /* (group, model, warm) -> tree */
-    s_entry_t *pool;           /* treap entries */
-    size_t pool_used;          /* entries handed out at least once (bump allocator) */
-    size_t pool_cap;           /* allocated entries */
-    int32_t pool_free;         /* free list through entry.left, -1 when empty */
-    size_t pool_nfree;         /* entries on the free list */
+    gq_treap_t *treap;         /* the entries of every tree (owned) */
     int32_t *side;             /* available nodes kept out of the trees: backoff, reserved */
     size_t n_side;             /* entries of side */
     size_t available;          /* nodes online with a free slot */
@@ -184,7 +160,6 @@ struct _gq_matcher_t {
     int32_t vram_max;          /* fleet: largest vram_total among nodes ever connected */
     bool norms_set;            /* a node has been connected, the three above are valid */
     bool dirty;                /* the trees are stale: rebuild before the next pick */
-    uint32_t rng;              /* xorshift state for treap priorities */
     s_cand_t *cand;            /* pick scratch: trees to search, one per tree */
     size_t cap_cand;           /* allocated entries of cand */
     uint32_t *pattern_stamp;   /* pick scratch: per group, the pick that checked the pattern */
@@ -200,17 +175,6 @@ static double
 s_pos (double x)
 {
     return x > 0 ? x : 0;
-}
-
-static uint32_t
-s_random (gq_matcher_t *self)
-{
-    uint32_t x = self->rng;
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    self->rng = x;
-    return x;
 }
 
 static uint64_t
@@ -549,13 +513,6 @@ s_tie (const gq_node_t *n)
     return n->running > 0 ? S_TIE_BUSY : n->idle_since_ms;
 }
 
-/* (tie, node) strictly before (tie2, node2). */
-static inline bool
-s_key_less (int64_t tie, int32_t node, int64_t tie2, int32_t node2)
-{
-    return tie < tie2 || (tie == tie2 && node < node2);
-}
-
 /* Every term and the total of a node that passed the filters. */
 static void
 s_score (const gq_matcher_t *self, const gq_node_t *n, const gq_job_t *job, gq_score_t *s)
@@ -699,225 +656,6 @@ s_filter (gq_matcher_t *self, int32_t i, const gq_job_t *job, int64_t now_ms, ch
     return verdict;
 }
 
-/* ---- Treaps ------------------------------------------------------------------------------- */
-
-/* Tree order: vram_free, then node index. Everything else an entry carries changes in place
-   (the summaries of its ancestors are recomputed), so a heartbeat moves nothing. */
-static inline bool
-s_before (const s_entry_t *a, const s_entry_t *b)
-{
-    return a->vram < b->vram || (a->vram == b->vram && a->node < b->node);
-}
-
-/* Recomputes the subtree summaries of entry t from its own fields and its children's. */
-static inline void
-s_pull (s_entry_t *P, int32_t t)
-{
-    s_entry_t *e = &P[t];
-    e->qmax = e->q;
-    e->kmin_tie = e->tie;
-    e->kmin_node = e->node;
-    e->vmin = e->vmax = e->vram;
-    e->pmin = e->price;
-    e->tmax = e->tflops;
-    e->bmin = e->backoff;
-    int32_t kids[2] = {e->left, e->right};
-    for (int k = 0; k < 2; k++) {
-        if (kids[k] < 0) {
-            continue;
-        }
-        const s_entry_t *c = &P[kids[k]];
-        if (c->qmax > e->qmax) {
-            e->qmax = c->qmax;
-        }
-        if (s_key_less (c->kmin_tie, c->kmin_node, e->kmin_tie, e->kmin_node)) {
-            e->kmin_tie = c->kmin_tie;
-            e->kmin_node = c->kmin_node;
-        }
-        if (c->vmin < e->vmin) {
-            e->vmin = c->vmin;
-        }
-        if (c->vmax > e->vmax) {
-            e->vmax = c->vmax;
-        }
-        if (c->pmin < e->pmin) {
-            e->pmin = c->pmin;
-        }
-        if (c->tmax > e->tmax) {
-            e->tmax = c->tmax;
-        }
-        if (c->bmin < e->bmin) {
-            e->bmin = c->bmin;
-        }
-    }
-}
-
-/* Sets a child link and the child's parent link. */
-static inline void
-s_set_left (s_entry_t *P, int32_t t, int32_t c)
-{
-    P[t].left = c;
-    if (c >= 0) {
-        P[c].parent = t;
-    }
-}
-
-static inline void
-s_set_right (s_entry_t *P, int32_t t, int32_t c)
-{
-    P[t].right = c;
-    if (c >= 0) {
-        P[c].parent = t;
-    }
-}
-
-static void
-s_set_root (s_entry_t *P, s_tree_t *tree, int32_t r)
-{
-    tree->root = r;
-    if (r >= 0) {
-        P[r].parent = -1;
-    }
-}
-
-/* Recomputes the summaries of t and of its ancestors, stopping at the first whose summaries
-   did not change: those above it cannot change either. */
-static void
-s_pull_up (s_entry_t *P, int32_t t)
-{
-    while (t >= 0) {
-        s_entry_t *e = &P[t];
-        double qmax = e->qmax;
-        int64_t kmin_tie = e->kmin_tie, bmin = e->bmin;
-        int32_t kmin_node = e->kmin_node, vmin = e->vmin, vmax = e->vmax;
-        float pmin = e->pmin, tmax = e->tmax;
-        s_pull (P, t);
-        if (e->qmax == qmax && e->kmin_tie == kmin_tie && e->kmin_node == kmin_node &&
-            e->vmin == vmin && e->vmax == vmax && e->pmin == pmin && e->tmax == tmax &&
-            e->bmin == bmin) {
-            return;
-        }
-        t = e->parent;
-    }
-}
-
-static int32_t
-s_rotate_right (s_entry_t *P, int32_t t)
-{
-    int32_t l = P[t].left;
-    s_set_left (P, t, P[l].right);
-    s_pull (P, t);
-    s_set_right (P, l, t);
-    s_pull (P, l);
-    return l;
-}
-
-static int32_t
-s_rotate_left (s_entry_t *P, int32_t t)
-{
-    int32_t r = P[t].right;
-    s_set_right (P, t, P[r].left);
-    s_pull (P, t);
-    s_set_left (P, r, t);
-    s_pull (P, r);
-    return r;
-}
-
-/* Inserts e into the subtree of t; returns the subtree's new root (its parent is the
-   caller's to set). */
-static int32_t
-s_insert (s_entry_t *P, int32_t t, int32_t e)
-{
-    if (t < 0) {
-        return e;
-    }
-    if (s_before (&P[e], &P[t])) {
-        s_set_left (P, t, s_insert (P, P[t].left, e));
-        if (P[P[t].left].prio > P[t].prio) {
-            return s_rotate_right (P, t);
-        }
-    }
-    else {
-        s_set_right (P, t, s_insert (P, P[t].right, e));
-        if (P[P[t].right].prio > P[t].prio) {
-            return s_rotate_left (P, t);
-        }
-    }
-    s_pull (P, t);
-    return t;
-}
-
-/* Joins two treaps, every entry of a before every entry of b. */
-static int32_t
-s_merge (s_entry_t *P, int32_t a, int32_t b)
-{
-    if (a < 0) {
-        return b;
-    }
-    if (b < 0) {
-        return a;
-    }
-    if (P[a].prio > P[b].prio) {
-        s_set_right (P, a, s_merge (P, P[a].right, b));
-        s_pull (P, a);
-        return a;
-    }
-    s_set_left (P, b, s_merge (P, a, P[b].left));
-    s_pull (P, b);
-    return b;
-}
-
-/* Takes e out of its tree: its children merged in its place, the summaries above fixed. */
-static void
-s_erase (s_entry_t *P, s_tree_t *tree, int32_t e)
-{
-    int32_t m = s_merge (P, P[e].left, P[e].right);
-    int32_t p = P[e].parent;
-    if (p < 0) {
-        s_set_root (P, tree, m);
-        return;
-    }
-    if (P[p].left == e) {
-        s_set_left (P, p, m);
-    }
-    else {
-        s_set_right (P, p, m);
-    }
-    s_pull_up (P, p);
-}
-
-/* Makes room for n more entries, so that pointers into the pool stay valid while linking. */
-static int
-s_pool_reserve (gq_matcher_t *self, size_t n)
-{
-    if (self->pool_cap - self->pool_used + self->pool_nfree >= n) {
-        return 0;
-    }
-    return s_grow ((void **) &self->pool, &self->pool_cap, self->pool_used + n,
-                   sizeof (s_entry_t));
-}
-
-static int32_t
-s_entry_new (gq_matcher_t *self)
-{
-    if (self->pool_free >= 0) {
-        int32_t e = self->pool_free;
-        self->pool_free = self->pool[e].left;
-        self->pool_nfree--;
-        return e;
-    }
-    assert (self->pool_used < self->pool_cap);
-    return (int32_t) self->pool_used++;
-}
-
-static void
-s_entry_free (gq_matcher_t *self, int32_t e)
-{
-    self->pool[e].left = self->pool_free;
-    self->pool_free = e;
-    self->pool_nfree++;
-}
-
 /* ---- Groups, trees, linking --------------------------------------------------------------- */
 
 static bool
@@ -1021,7 +759,7 @@ s_side_remove (gq_matcher_t *self, int32_t i)
 
 /* The entry of node i as it should be now (tree and links not set). */
 static void
-s_proto (gq_matcher_t *self, int32_t i, s_entry_t *e)
+s_proto (gq_matcher_t *self, int32_t i, gq_treap_entry_t *e)
 {
     const gq_node_t *n = &self->nodes[i];
     memset (e, 0, sizeof *e);
@@ -1034,29 +772,22 @@ s_proto (gq_matcher_t *self, int32_t i, s_entry_t *e)
     e->backoff = n->backoff_until_ms;
 }
 
-/* Adds node i to one tree. The pool has room (s_pool_reserve). */
+/* Adds node i (its entry proto) to one tree. The pool has room (gq_treap_reserve). */
 static void
-s_tree_add (gq_matcher_t *self, int32_t tree, const s_entry_t *proto, s_nodex_t *x)
+s_tree_add (gq_matcher_t *self, int32_t tree, gq_treap_entry_t *proto, s_nodex_t *x)
 {
-    int32_t e = s_entry_new (self);
-    s_entry_t *P = self->pool;
-    P[e] = *proto;
-    P[e].tree = tree;
-    P[e].left = P[e].right = P[e].parent = -1;
-    P[e].prio = s_random (self);
-    s_pull (P, e);
-    s_set_root (P, &self->trees[tree], s_insert (P, self->trees[tree].root, e));
-    x->entries[x->n_entries++] = e;
+    proto->tree = tree;
+    x->entries[x->n_entries++] = gq_treap_insert (self->treap, &self->trees[tree].root, proto);
 }
 
 static void
 s_unlink (gq_matcher_t *self, int32_t i)
 {
     s_nodex_t *x = &self->nodex[i];
+    const gq_treap_entry_t *P = gq_treap_entries (self->treap);
     for (uint32_t k = 0; k < x->n_entries; k++) {
         int32_t e = x->entries[k];
-        s_erase (self->pool, &self->trees[self->pool[e].tree], e);
-        s_entry_free (self, e);
+        gq_treap_erase (self->treap, &self->trees[P[e].tree].root, e);
     }
     x->n_entries = 0;
     if (x->side_pos >= 0) {
@@ -1078,12 +809,12 @@ s_link_trees (gq_matcher_t *self, int32_t i)
     size_t count = 1 + (size_t) n->n_available + 2 * (size_t) n->n_loaded;
     size_t cap = x->cap_entries;
     if (s_grow ((void **) &x->entries, &cap, count, sizeof (int32_t)) ||
-        s_pool_reserve (self, count)) {
+        gq_treap_reserve (self->treap, count)) {
         return -1;
     }
     x->cap_entries = (uint32_t) cap;
 
-    s_entry_t proto;
+    gq_treap_entry_t proto;
     s_proto (self, i, &proto);
     s_tree_add (self, self->groups[g].all_tree, &proto, x);
 
@@ -1135,19 +866,6 @@ s_link (gq_matcher_t *self, int32_t i)
     }
 }
 
-/* Rewrites entry e's payload (not its keys) from proto and fixes the summaries above it. */
-static void
-s_entry_update (gq_matcher_t *self, int32_t e, const s_entry_t *proto)
-{
-    s_entry_t *P = self->pool;
-    P[e].q = proto->q;
-    P[e].tie = proto->tie;
-    P[e].price = proto->price;
-    P[e].tflops = proto->tflops;
-    P[e].backoff = proto->backoff;
-    s_pull_up (P, e);
-}
-
 /* Brings node i's place in the indexes up to date after a change: nothing when no field that
    the trees carry moved; in place when its trees and tree keys stay (an rtt, a reliability,
    a backoff, the tie-break); else out and in again. */
@@ -1156,18 +874,18 @@ s_relink (gq_matcher_t *self, int32_t i)
 {
     gq_node_t *n = &self->nodes[i];
     s_nodex_t *x = &self->nodex[i];
+    const gq_treap_entry_t *P = gq_treap_entries (self->treap);
     if (x->available && x->n_entries > 0 && !x->models_changed && x->reserved_for == 0 &&
-        s_group_fits (&self->groups[x->group], n) &&
-        self->pool[x->entries[0]].vram == n->vram_free_mb) {
-        s_entry_t proto;
+        s_group_fits (&self->groups[x->group], n) && P[x->entries[0]].vram == n->vram_free_mb) {
+        gq_treap_entry_t proto;
         s_proto (self, i, &proto);
-        const s_entry_t *e = &self->pool[x->entries[0]];
+        const gq_treap_entry_t *e = &P[x->entries[0]];
         if (e->q == proto.q && e->tie == proto.tie && e->price == proto.price &&
             e->tflops == proto.tflops && e->backoff == proto.backoff) {
             return;
         }
         for (uint32_t k = 0; k < x->n_entries; k++) {
-            s_entry_update (self, x->entries[k], &proto);
+            gq_treap_update (self->treap, x->entries[k], &proto);
         }
         return;
     }
@@ -1186,9 +904,7 @@ s_refresh (gq_matcher_t *self)
     for (size_t t = 0; t < self->n_trees; t++) {
         self->trees[t].root = -1;
     }
-    self->pool_used = 0;
-    self->pool_free = -1;
-    self->pool_nfree = 0;
+    gq_treap_clear (self->treap);
     self->n_side = 0;
     for (size_t i = 0; i < self->n_nodes; i++) {
         self->nodex[i].n_entries = 0;
@@ -1235,10 +951,10 @@ gq_matcher_new (const gq_weights_t *weights)
     self->kind_index = zhashx_new ();
     self->model_index = zhashx_new ();
     self->group_index = zhashx_new ();
-    self->pool_free = -1;
-    self->rng = 0x9e3779b9u;
+    self->treap = gq_treap_new ();
     self->stamp = 1;
     if (!self->node_index || !self->kind_index || !self->model_index || !self->group_index ||
+        !self->treap ||
         s_grow ((void **) &self->models, &self->cap_models, 16, sizeof (s_model_t))) {
         gq_matcher_destroy (&self);
         return NULL;
@@ -1275,7 +991,7 @@ gq_matcher_destroy (gq_matcher_t **self_p)
     free (self->trees);
     free (self->tree_map.keys);
     free (self->tree_map.vals);
-    free (self->pool);
+    gq_treap_destroy (&self->treap);
     free (self->side);
     free (self->cand);
     free (self->pattern_stamp);
@@ -1596,26 +1312,26 @@ gq_matcher_node_changed (gq_matcher_t *self, int32_t index)
 
 /* The state of one search. */
 typedef struct {
-    gq_matcher_t *self;     /* the matcher */
-    const gq_job_t *job;    /* the job placed */
-    const s_entry_t *P;     /* the pool */
-    int32_t need;           /* min_vram_mb, >= 0 */
-    int32_t vram_max;       /* the fleet's largest card, for fit */
-    double wfit;            /* weight of fit */
-    double warm;            /* weighted warm term of the tree searched now */
-    bool has_price;         /* the job caps the price */
-    double max_price;       /* the cap */
-    bool has_tflops;        /* the job wants a minimum of tflops */
-    double min_tflops;      /* the minimum */
-    int64_t now_ms;         /* nodes backing off until later are skipped */
-    double best;            /* best score so far, -inf before any */
-    int64_t best_tie;       /* its tie-break key */
-    int32_t best_node;      /* its node, -1 before any */
+    gq_matcher_t *self;        /* the matcher */
+    const gq_job_t *job;       /* the job placed */
+    const gq_treap_entry_t *P; /* the pool */
+    int32_t need;              /* min_vram_mb, >= 0 */
+    int32_t vram_max;          /* the fleet's largest card, for fit */
+    double wfit;               /* weight of fit */
+    double warm;               /* weighted warm term of the tree searched now */
+    bool has_price;            /* the job caps the price */
+    double max_price;          /* the cap */
+    bool has_tflops;           /* the job wants a minimum of tflops */
+    double min_tflops;         /* the minimum */
+    int64_t now_ms;            /* nodes backing off until later are skipped */
+    double best;               /* best score so far, -inf before any */
+    int64_t best_tie;          /* its tie-break key */
+    int32_t best_node;         /* its node, -1 before any */
 } s_pick_t;
 
 /* Upper bound of every score in the subtree of e. */
 static inline double
-s_bound (const s_pick_t *ctx, const s_entry_t *e)
+s_bound (const s_pick_t *ctx, const gq_treap_entry_t *e)
 {
     int32_t v = e->vmin > ctx->need ? e->vmin : ctx->need;
     return s_total (e->qmax, ctx->wfit * s_fit (ctx->need, v, ctx->vram_max), ctx->warm);
@@ -1623,7 +1339,7 @@ s_bound (const s_pick_t *ctx, const s_entry_t *e)
 
 /* True when nothing in the subtree of e (of bound b) can beat the best so far. */
 static inline bool
-s_prune (const s_pick_t *ctx, const s_entry_t *e, double b)
+s_prune (const s_pick_t *ctx, const gq_treap_entry_t *e, double b)
 {
     if (e->vmax < ctx->need || (ctx->has_price && e->pmin > ctx->max_price) ||
         (ctx->has_tflops && e->tmax < ctx->min_tflops) || e->bmin > ctx->now_ms) {
@@ -1631,14 +1347,14 @@ s_prune (const s_pick_t *ctx, const s_entry_t *e, double b)
     }
     return b < ctx->best ||
            (b == ctx->best &&
-            !s_key_less (e->kmin_tie, e->kmin_node, ctx->best_tie, ctx->best_node));
+            !gq_treap_key_less (e->kmin_tie, e->kmin_node, ctx->best_tie, ctx->best_node));
 }
 
 static inline void
 s_offer (s_pick_t *ctx, int32_t node, double score, int64_t tie)
 {
     if (score > ctx->best ||
-        (score == ctx->best && s_key_less (tie, node, ctx->best_tie, ctx->best_node))) {
+        (score == ctx->best && gq_treap_key_less (tie, node, ctx->best_tie, ctx->best_node))) {
         ctx->best = score;
         ctx->best_tie = tie;
         ctx->best_node = node;
@@ -1649,9 +1365,9 @@ s_offer (s_pick_t *ctx, int32_t node, double score, int64_t tie)
 static void
 s_search (s_pick_t *ctx, int32_t t)
 {
-    const s_entry_t *P = ctx->P;
+    const gq_treap_entry_t *P = ctx->P;
     while (t >= 0) {
-        const s_entry_t *e = &P[t];
+        const gq_treap_entry_t *e = &P[t];
         if (e->vram >= ctx->need && !(ctx->has_price && e->price > ctx->max_price) &&
             !(ctx->has_tflops && e->tflops < ctx->min_tflops) && e->backoff <= ctx->now_ms &&
             !s_excluded (ctx->job, e->node)) {
@@ -1662,9 +1378,9 @@ s_search (s_pick_t *ctx, int32_t t)
         int32_t a = e->left, b = e->right;
         double ba = a >= 0 ? s_bound (ctx, &P[a]) : -INFINITY;
         double bb = b >= 0 ? s_bound (ctx, &P[b]) : -INFINITY;
-        if (bb > ba || (bb == ba && b >= 0 && a >= 0 &&
-                        s_key_less (P[b].kmin_tie, P[b].kmin_node, P[a].kmin_tie,
-                                    P[a].kmin_node))) {
+        if (bb > ba ||
+            (bb == ba && b >= 0 && a >= 0 &&
+             gq_treap_key_less (P[b].kmin_tie, P[b].kmin_node, P[a].kmin_tie, P[a].kmin_node))) {
             int32_t ts = a;
             a = b;
             b = ts;
@@ -1710,7 +1426,7 @@ gq_matcher_pick (gq_matcher_t *self, const gq_job_t *job, int64_t now_ms)
     s_pick_t ctx = {
         .self = self,
         .job = job,
-        .P = self->pool,
+        .P = gq_treap_entries (self->treap),
         .need = s_need_mb (job),
         .vram_max = self->vram_max,
         .wfit = self->w.fit,
@@ -1755,7 +1471,7 @@ gq_matcher_pick (gq_matcher_t *self, const gq_job_t *job, int64_t now_ms)
             continue;
         }
         ctx.warm = tree->warm ? self->w.warm : 0;
-        const s_entry_t *root = &ctx.P[tree->root];
+        const gq_treap_entry_t *root = &ctx.P[tree->root];
         double b = s_bound (&ctx, root);
         if (s_prune (&ctx, root, b)) {
             continue;
@@ -1770,7 +1486,7 @@ gq_matcher_pick (gq_matcher_t *self, const gq_job_t *job, int64_t now_ms)
     }
     for (size_t k = 0; k < n_cand; k++) {
         const s_tree_t *tree = &self->trees[self->cand[k].tree];
-        const s_entry_t *root = &ctx.P[tree->root];
+        const gq_treap_entry_t *root = &ctx.P[tree->root];
         if (self->cand[k].bound < ctx.best) {
             break; /* sorted: no later tree can do better */
         }
@@ -1800,7 +1516,8 @@ gq_matcher_pick_exhaustive (gq_matcher_t *self, const gq_job_t *job, int64_t now
         gq_score_t s;
         s_score (self, &self->nodes[i], job, &s);
         int64_t tie = s_tie (&self->nodes[i]);
-        if (s.total > best || (s.total == best && s_key_less (tie, i, best_tie, best_node))) {
+        if (s.total > best ||
+            (s.total == best && gq_treap_key_less (tie, i, best_tie, best_node))) {
             best = s.total;
             best_tie = tie;
             best_node = i;

@@ -6,6 +6,7 @@
 #include "queue.h"
 #include "sched.h"
 #include "store.h"
+#include "treap.h"
 #include "writer.h"
 
 void gq_job_test (bool verbose);
@@ -14,8 +15,9 @@ static const struct {
     const char *name;
     void (*test) (bool verbose);
 } s_tests[] = {
-    {"job", gq_job_test},     {"queue", gq_queue_test}, {"matcher", gq_matcher_test},
-    {"sched", gq_sched_test}, {"store", gq_store_test},   {"writer", gq_writer_test},
+    {"job", gq_job_test},         {"queue", gq_queue_test}, {"treap", gq_treap_test},
+    {"matcher", gq_matcher_test}, {"sched", gq_sched_test}, {"store", gq_store_test},
+    {"writer", gq_writer_test},
 };
 
 int
