@@ -27,6 +27,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "explain.h"
 #include "gq_msg.h"
 #include "gq_spec.h"
 #include "guard.h"

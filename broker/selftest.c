@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "explain.h"
 #include "matcher.h"
 #include "queue.h"
 #include "sched.h"
@@ -15,9 +16,9 @@ static const struct {
     const char *name;
     void (*test) (bool verbose);
 } s_tests[] = {
-    {"job", gq_job_test},         {"queue", gq_queue_test}, {"treap", gq_treap_test},
-    {"matcher", gq_matcher_test}, {"sched", gq_sched_test}, {"store", gq_store_test},
-    {"writer", gq_writer_test},
+    {"job", gq_job_test},         {"queue", gq_queue_test},     {"treap", gq_treap_test},
+    {"matcher", gq_matcher_test}, {"explain", gq_explain_test}, {"sched", gq_sched_test},
+    {"store", gq_store_test},     {"writer", gq_writer_test},
 };
 
 int
