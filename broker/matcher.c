@@ -1328,10 +1328,12 @@ gq_matcher_pick (gq_matcher_t *self, const gq_job_t *job, int64_t now_ms)
         return S_NO_NODE;
     }
     s_refresh (self);
+    /* Read before the initialiser: a call inside it has GCC zero ctx first (rep stos). */
+    const gq_treap_entry_t *P = gq_treap_entries (self->treap);
     s_pick_t ctx = {
         .self = self,
         .job = job,
-        .P = gq_treap_entries (self->treap),
+        .P = P,
         .need = s_need_mb (job),
         .vram_max = self->vram_max,
         .wfit = self->w.fit,
