@@ -74,14 +74,6 @@ typedef struct {
     double fit, compute, cost, warm, load, latency, reliability, total;
 } gq_score_t;
 
-/* One node's verdict in an explanation. */
-typedef struct {
-    int32_t node;          /* node index */
-    gq_filter_t verdict;   /* GQ_FILTER_OK when it passed every filter */
-    char reason[160];      /* "vram_free 12288 MiB < 20480 MiB needed"; "" when it passed */
-    gq_score_t score;      /* valid when verdict is GQ_FILTER_OK */
-} gq_explain_row_t;
-
 typedef struct _gq_matcher_t gq_matcher_t;
 
 /* A new, empty matcher with the given weights (NULL: defaults). */
@@ -130,15 +122,8 @@ void gq_matcher_assign (gq_matcher_t *self, int32_t node, const gq_job_t *job);
    vram_total), online again; idle_since = now_ms when running drops to 0. */
 void gq_matcher_release (gq_matcher_t *self, int32_t node, const gq_job_t *job, int64_t now_ms);
 
-/* Fills up to max rows, one per node (all nodes, in index order), with verdicts and scores.
-   Returns the number of nodes (which may exceed max). */
-size_t gq_matcher_explain (gq_matcher_t *self, const gq_job_t *job, int64_t now_ms,
-                           gq_explain_row_t *rows, size_t max);
-/* When no node can run job: one sentence on what would make it run ("needs a node with >= 100
-   GiB of VRAM; the largest online has 80 GiB", "no online node supports kind 'foo'", "waits: 3
-   node(s) fit but none is free now (...)"). O(nodes). Returns buf. */
-char *gq_matcher_hint (gq_matcher_t *self, const gq_job_t *job, int64_t now_ms, char *buf,
-                       size_t size);
+/* The explanation of every node's verdict and the hint of a job that fits nowhere are in
+   explain.h. */
 
 /* Nodes online with a free slot (backing off or reserved ones included). O(1): the dispatcher
    asks this first, so a full fleet costs nothing however long the queue. */

@@ -1,6 +1,7 @@
 /*  queries.c — what clients ask about: STATUS, RESULT, JOBS, NODES, STATS, EXPLAIN and PING,
     answered from memory or, for jobs that left it, from the store; and the text of /metrics. */
 #include "broker_internal.h"
+#include "explain.h"
 
 #include <string.h>
 

@@ -12,6 +12,7 @@
     is then O(10); push and remove keep the cursors right. Asking for the next of any other job
     rebuilds the cursors by walking the lists (correct, slower; no caller does that). */
 #include "queue.h"
+#include "gq_check.h"
 
 #include <assert.h>
 #include <stdio.h>
@@ -256,16 +257,6 @@ gq_queue_oldest_ms (const gq_queue_t *self)
 
 /* ---- Selftest ---------------------------------------------------------------------------- */
 
-#define S_CHECK_EQ(what, got, want)                                                               \
-    do {                                                                                          \
-        long long got_ = (long long) (got), want_ = (long long) (want);                           \
-        if (got_ != want_) {                                                                      \
-            fprintf (stderr, "\n%s:%d: %s: got %lld, want %lld\n", __FILE__, __LINE__, what,      \
-                     got_, want_);                                                                \
-            abort ();                                                                             \
-        }                                                                                         \
-    } while (0)
-
 static void
 s_job_init (gq_job_t *job, int64_t id, int priority, int64_t submitted_ms)
 {
@@ -291,12 +282,12 @@ s_check_order (gq_queue_t *queue, gq_job_t **jobs, size_t n)
     qsort (jobs, n, sizeof jobs[0], s_cmp_jobs);
     size_t i = 0;
     for (gq_job_t *job = gq_queue_first (queue); job; job = gq_queue_next (queue, job)) {
-        S_CHECK_EQ ("iteration within size", i < n, 1);
-        S_CHECK_EQ ("job id in order", job->id, jobs[i]->id);
+        GQ_CHECK_EQ (i < n, 1);
+        GQ_CHECK_EQ (job->id, jobs[i]->id);
         i++;
     }
-    S_CHECK_EQ ("iterated jobs", i, n);
-    S_CHECK_EQ ("queue size", gq_queue_size (queue), n);
+    GQ_CHECK_EQ (i, n);
+    GQ_CHECK_EQ (gq_queue_size (queue), n);
 }
 
 void
@@ -305,7 +296,7 @@ gq_queue_test (bool verbose)
     const int64_t aging = 60000;
     const int64_t t0 = 1700000000000LL;
     gq_queue_t *queue = gq_queue_new (aging);
-    S_CHECK_EQ ("new queue", queue != NULL, 1);
+    GQ_CHECK_EQ (queue != NULL, 1);
     gq_job_t jobs[64];
 
     /* Priority order, FIFO within a priority. */
@@ -320,15 +311,15 @@ gq_queue_test (bool verbose)
     int64_t want[] = {3, 5, 2, 4, 1};
     gq_job_t *job = gq_queue_first (queue);
     for (int i = 0; i < 5; i++) {
-        S_CHECK_EQ ("priority then FIFO", job ? job->id : -1, want[i]);
+        GQ_CHECK_EQ (job ? job->id : -1, want[i]);
         job = gq_queue_next (queue, job);
     }
-    S_CHECK_EQ ("end of iteration", job == NULL, 1);
-    S_CHECK_EQ ("size", gq_queue_size (queue), 5);
-    S_CHECK_EQ ("size of priority 9", gq_queue_size_priority (queue, 9), 2);
-    S_CHECK_EQ ("size of priority 5", gq_queue_size_priority (queue, 5), 2);
-    S_CHECK_EQ ("size of priority 3", gq_queue_size_priority (queue, 3), 0);
-    S_CHECK_EQ ("oldest", gq_queue_oldest_ms (queue), t0);
+    GQ_CHECK_EQ (job == NULL, 1);
+    GQ_CHECK_EQ (gq_queue_size (queue), 5);
+    GQ_CHECK_EQ (gq_queue_size_priority (queue, 9), 2);
+    GQ_CHECK_EQ (gq_queue_size_priority (queue, 5), 2);
+    GQ_CHECK_EQ (gq_queue_size_priority (queue, 3), 0);
+    GQ_CHECK_EQ (gq_queue_oldest_ms (queue), t0);
 
     /* Remove from the middle, from a head and from a tail. */
     gq_queue_remove (queue, &jobs[1]); /* id 2 */
@@ -337,16 +328,16 @@ gq_queue_test (bool verbose)
     int64_t want2[] = {5, 4};
     job = gq_queue_first (queue);
     for (int i = 0; i < 2; i++) {
-        S_CHECK_EQ ("after removals", job ? job->id : -1, want2[i]);
+        GQ_CHECK_EQ (job ? job->id : -1, want2[i]);
         job = gq_queue_next (queue, job);
     }
-    S_CHECK_EQ ("end after removals", job == NULL, 1);
-    S_CHECK_EQ ("oldest after removals", gq_queue_oldest_ms (queue), t0 + 3);
+    GQ_CHECK_EQ (job == NULL, 1);
+    GQ_CHECK_EQ (gq_queue_oldest_ms (queue), t0 + 3);
     gq_queue_remove (queue, &jobs[3]);
     gq_queue_remove (queue, &jobs[4]);
-    S_CHECK_EQ ("empty", gq_queue_size (queue), 0);
-    S_CHECK_EQ ("empty first", gq_queue_first (queue) == NULL, 1);
-    S_CHECK_EQ ("empty oldest", gq_queue_oldest_ms (queue), 0);
+    GQ_CHECK_EQ (gq_queue_size (queue), 0);
+    GQ_CHECK_EQ (gq_queue_first (queue) == NULL, 1);
+    GQ_CHECK_EQ (gq_queue_oldest_ms (queue), 0);
 
     /* Aging: a priority-0 job outranks fresh priority-9 work once it has waited 9 * aging_ms. */
     s_job_init (&jobs[0], 10, 0, t0);
@@ -358,7 +349,7 @@ gq_queue_test (bool verbose)
     int64_t want3[] = {11, 10, 12};
     job = gq_queue_first (queue);
     for (int i = 0; i < 3; i++) {
-        S_CHECK_EQ ("aging bound", job ? job->id : -1, want3[i]);
+        GQ_CHECK_EQ (job ? job->id : -1, want3[i]);
         job = gq_queue_next (queue, job);
     }
     /* At exactly 9 * aging_ms the keys are equal and the older id wins. */
@@ -367,7 +358,7 @@ gq_queue_test (bool verbose)
     int64_t want4[] = {11, 9, 10, 12};
     job = gq_queue_first (queue);
     for (int i = 0; i < 4; i++) {
-        S_CHECK_EQ ("equal key, lower id first", job ? job->id : -1, want4[i]);
+        GQ_CHECK_EQ (job ? job->id : -1, want4[i]);
         job = gq_queue_next (queue, job);
     }
     for (int i = 0; i < 4; i++) {
@@ -415,15 +406,15 @@ gq_queue_test (bool verbose)
         }
         job = next;
     }
-    S_CHECK_EQ ("walk with removals and a push", seen, 7);
-    S_CHECK_EQ ("drained", gq_queue_size (queue), 0);
+    GQ_CHECK_EQ (seen, 7);
+    GQ_CHECK_EQ (gq_queue_size (queue), 0);
 
     /* Random pushes, requeues and removals against a sort of the same set. */
     uint32_t rng = 12345;
     gq_job_t *pool = (gq_job_t *) calloc (2000, sizeof (gq_job_t));
     bool *in = (bool *) calloc (2000, sizeof (bool));
     gq_job_t **live = (gq_job_t **) calloc (2000, sizeof (gq_job_t *));
-    S_CHECK_EQ ("test memory", pool && in && live, 1);
+    GQ_CHECK_EQ (pool && in && live, 1);
     for (int round = 0; round < 20; round++) {
         for (int step = 0; step < 400; step++) {
             rng = rng * 1103515245u + 12345u;

@@ -27,6 +27,7 @@
     no reservation (no node could ever be held for it). The walk passes at most S_PARKED_WALK
     of them a run, so a very long pile costs a bounded walk. */
 #include "sched.h"
+#include "gq_check.h"
 
 #include <assert.h>
 #include <stdio.h>
@@ -188,16 +189,6 @@ gq_sched_run (gq_sched_t *self, int64_t now_ms, gq_dispatch_t *out, size_t max)
 
 /* ---- Selftest ---------------------------------------------------------------------------- */
 
-#define S_CHECK_EQ(what, got, want)                                                               \
-    do {                                                                                          \
-        long long got_ = (long long) (got), want_ = (long long) (want);                           \
-        if (got_ != want_) {                                                                      \
-            fprintf (stderr, "\n%s:%d: %s: got %lld, want %lld\n", __FILE__, __LINE__, what,      \
-                     got_, want_);                                                                \
-            abort ();                                                                             \
-        }                                                                                         \
-    } while (0)
-
 /* A test node: name, VRAM in GiB, slots; online, running nothing. */
 static int32_t
 s_node (gq_matcher_t *matcher, const char *name, int vram_gb, int slots, int kind)
@@ -248,7 +239,7 @@ gq_sched_test (bool verbose)
         gq_matcher_t *matcher = gq_matcher_new (NULL);
         gq_queue_t *queue = gq_queue_new (GQ_AGING_MS);
         gq_sched_t *sched = gq_sched_new (queue, matcher, GQ_BACKFILL_WINDOW, -1);
-        S_CHECK_EQ ("made", matcher && queue && sched, 1);
+        GQ_CHECK_EQ (matcher && queue && sched, 1);
         int kind = gq_matcher_kind_id (matcher, "echo", true);
         int32_t small = s_node (matcher, "small", 24, 1, kind);
         int32_t big = s_node (matcher, "big", 80, 1, kind);
@@ -264,30 +255,30 @@ gq_sched_test (bool verbose)
             gq_queue_push (queue, &jobs[k]);
         }
         size_t n = gq_sched_run (sched, t0 + 10, out, 16);
-        S_CHECK_EQ ("one small job placed", n, 1);
-        S_CHECK_EQ ("higher priority small job first", out[0].job->id, 3);
-        S_CHECK_EQ ("on the small card", out[0].node, small);
-        S_CHECK_EQ ("state running", jobs[2].state, GQ_JOB_RUNNING);
-        S_CHECK_EQ ("node set", jobs[2].node, small);
-        S_CHECK_EQ ("started", jobs[2].started_ms, t0 + 10);
-        S_CHECK_EQ ("queue left", gq_queue_size (queue), 2);
-        S_CHECK_EQ ("no free slot anywhere", gq_matcher_available_count (matcher), 0);
-        S_CHECK_EQ ("full fleet: nothing", gq_sched_run (sched, t0 + 11, out, 16), 0);
+        GQ_CHECK_EQ (n, 1);
+        GQ_CHECK_EQ (out[0].job->id, 3);
+        GQ_CHECK_EQ (out[0].node, small);
+        GQ_CHECK_EQ (jobs[2].state, GQ_JOB_RUNNING);
+        GQ_CHECK_EQ (jobs[2].node, small);
+        GQ_CHECK_EQ (jobs[2].started_ms, t0 + 10);
+        GQ_CHECK_EQ (gq_queue_size (queue), 2);
+        GQ_CHECK_EQ (gq_matcher_available_count (matcher), 0);
+        GQ_CHECK_EQ (gq_sched_run (sched, t0 + 11, out, 16), 0);
 
         /* The big card's job ends: the big job goes there, not the small one. */
         gq_job_t done;
         s_job (&done, 99, 0, 70, t0, kind);
         gq_matcher_release (matcher, big, &done, t0 + 20);
         n = gq_sched_run (sched, t0 + 21, out, 16);
-        S_CHECK_EQ ("big job placed when capacity frees", n, 1);
-        S_CHECK_EQ ("the big job", out[0].job->id, 1);
-        S_CHECK_EQ ("on the big card", out[0].node, big);
+        GQ_CHECK_EQ (n, 1);
+        GQ_CHECK_EQ (out[0].job->id, 1);
+        GQ_CHECK_EQ (out[0].node, big);
         /* The small card frees: the remaining small job. */
         gq_matcher_release (matcher, small, &jobs[2], t0 + 30);
         n = gq_sched_run (sched, t0 + 31, out, 16);
-        S_CHECK_EQ ("last small job", n, 1);
-        S_CHECK_EQ ("its id", out[0].job->id, 2);
-        S_CHECK_EQ ("queue empty", gq_queue_size (queue), 0);
+        GQ_CHECK_EQ (n, 1);
+        GQ_CHECK_EQ (out[0].job->id, 2);
+        GQ_CHECK_EQ (gq_queue_size (queue), 0);
         gq_sched_destroy (&sched);
         gq_queue_destroy (&queue);
         gq_matcher_destroy (&matcher);
@@ -299,7 +290,7 @@ gq_sched_test (bool verbose)
         gq_queue_t *queue = gq_queue_new (GQ_AGING_MS);
         gq_sched_t *sched =
             gq_sched_new (queue, matcher, GQ_BACKFILL_WINDOW, with_reservation ? 1000 : -1);
-        S_CHECK_EQ ("made", matcher && queue && sched, 1);
+        GQ_CHECK_EQ (matcher && queue && sched, 1);
         int kind = gq_matcher_kind_id (matcher, "echo", true);
         int32_t big = s_node (matcher, "big", 80, 2, kind);
         gq_job_t x;
@@ -311,9 +302,9 @@ gq_sched_test (bool verbose)
         gq_queue_push (queue, &jobs[0]);
         gq_queue_push (queue, &jobs[1]);
         size_t n = gq_sched_run (sched, t0 + 10, out, 16);
-        S_CHECK_EQ ("small backfills before any reservation", n, 1);
-        S_CHECK_EQ ("the small one", out[0].job->id, 2);
-        S_CHECK_EQ ("no reservation yet", gq_sched_reserved (sched, NULL), -1);
+        GQ_CHECK_EQ (n, 1);
+        GQ_CHECK_EQ (out[0].job->id, 2);
+        GQ_CHECK_EQ (gq_sched_reserved (sched, NULL), -1);
 
         /* x ends; another small job arrives; the big job has now waited 2 s. */
         gq_matcher_release (matcher, big, &x, t0 + 2000);
@@ -322,36 +313,35 @@ gq_sched_test (bool verbose)
         n = gq_sched_run (sched, t0 + 2000, out, 16);
         if (with_reservation) {
             int64_t holder = 0;
-            S_CHECK_EQ ("reserved the big card", gq_sched_reserved (sched, &holder), big);
-            S_CHECK_EQ ("for the big job", holder, 1);
-            S_CHECK_EQ ("backfill kept off the reserved node", n, 0);
+            GQ_CHECK_EQ (gq_sched_reserved (sched, &holder), big);
+            GQ_CHECK_EQ (holder, 1);
+            GQ_CHECK_EQ (n, 0);
             char reason[160];
-            S_CHECK_EQ ("verdict reserved",
-                        gq_matcher_score (matcher, big, &jobs[2], t0 + 2000, NULL, reason,
-                                          sizeof reason),
-                        GQ_FILTER_RESERVED);
+            GQ_CHECK_EQ (
+                gq_matcher_score (matcher, big, &jobs[2], t0 + 2000, NULL, reason, sizeof reason),
+                GQ_FILTER_RESERVED);
         }
         else {
-            S_CHECK_EQ ("without reservation the small job takes the slot", n, 1);
-            S_CHECK_EQ ("the small one", out[0].job->id, 3);
+            GQ_CHECK_EQ (n, 1);
+            GQ_CHECK_EQ (out[0].job->id, 3);
         }
         /* The first small job ends. */
         gq_matcher_release (matcher, big, &jobs[1], t0 + 3000);
         n = gq_sched_run (sched, t0 + 3000, out, 16);
         if (with_reservation) {
-            S_CHECK_EQ ("the big job runs", n, 1);
-            S_CHECK_EQ ("it is the big one", out[0].job->id, 1);
+            GQ_CHECK_EQ (n, 1);
+            GQ_CHECK_EQ (out[0].job->id, 1);
             /* The small job behind it has waited 1.5 s and fits nowhere now: it holds the
                node next. */
             int64_t holder = 0;
-            S_CHECK_EQ ("reservation passed on", gq_sched_reserved (sched, &holder), big);
-            S_CHECK_EQ ("to the next starving job", holder, 3);
-            S_CHECK_EQ ("in the matcher", gq_matcher_reserved_for (matcher, big), 3);
+            GQ_CHECK_EQ (gq_sched_reserved (sched, &holder), big);
+            GQ_CHECK_EQ (holder, 3);
+            GQ_CHECK_EQ (gq_matcher_reserved_for (matcher, big), 3);
         }
         else {
             /* 20 GiB still booked by job 3: the big job is starved again. */
-            S_CHECK_EQ ("big job still starved", n, 0);
-            S_CHECK_EQ ("it waits", jobs[0].state, GQ_JOB_QUEUED);
+            GQ_CHECK_EQ (n, 0);
+            GQ_CHECK_EQ (jobs[0].state, GQ_JOB_QUEUED);
         }
         gq_sched_destroy (&sched);
         gq_queue_destroy (&queue);
@@ -364,7 +354,7 @@ gq_sched_test (bool verbose)
         gq_matcher_t *matcher = gq_matcher_new (NULL);
         gq_queue_t *queue = gq_queue_new (GQ_AGING_MS);
         gq_sched_t *sched = gq_sched_new (queue, matcher, 2, 0);
-        S_CHECK_EQ ("made", matcher && queue && sched, 1);
+        GQ_CHECK_EQ (matcher && queue && sched, 1);
         int kind = gq_matcher_kind_id (matcher, "echo", true);
         int32_t a = s_node (matcher, "a", 24, 4, kind);
         int32_t c = s_node (matcher, "c", 48, 1, kind);
@@ -380,36 +370,35 @@ gq_sched_test (bool verbose)
             gq_queue_push (queue, &jobs[k]);
         }
         size_t n = gq_sched_run (sched, t0 + 10, out, 16);
-        S_CHECK_EQ ("window of 2: stops after 3 blocked", n, 0);
+        GQ_CHECK_EQ (n, 0);
         int64_t holder = 0;
-        S_CHECK_EQ ("first blocked job holds the 48G node", gq_sched_reserved (sched, &holder),
-                    c);
-        S_CHECK_EQ ("holder", holder, 1);
+        GQ_CHECK_EQ (gq_sched_reserved (sched, &holder), c);
+        GQ_CHECK_EQ (holder, 1);
         gq_sched_destroy (&sched);
-        S_CHECK_EQ ("destroy releases", gq_matcher_reserved_for (matcher, c), 0);
+        GQ_CHECK_EQ (gq_matcher_reserved_for (matcher, c), 0);
 
         sched = gq_sched_new (queue, matcher, 3, -1);
         n = gq_sched_run (sched, t0 + 10, out, 2);
-        S_CHECK_EQ ("window of 3 reaches the small ones, max 2", n, 2);
-        S_CHECK_EQ ("first small", out[0].job->id, 4);
-        S_CHECK_EQ ("second small", out[1].job->id, 5);
+        GQ_CHECK_EQ (n, 2);
+        GQ_CHECK_EQ (out[0].job->id, 4);
+        GQ_CHECK_EQ (out[1].job->id, 5);
         gq_sched_destroy (&sched);
 
         sched = gq_sched_new (queue, matcher, 3, 0);
         n = gq_sched_run (sched, t0 + 10, out, 16);
-        S_CHECK_EQ ("the rest that fit", n, 2);
-        S_CHECK_EQ ("reserved", gq_sched_reserved (sched, &holder), c);
-        S_CHECK_EQ ("a is full", gq_matcher_available_count (matcher), 0);
+        GQ_CHECK_EQ (n, 2);
+        GQ_CHECK_EQ (gq_sched_reserved (sched, &holder), c);
+        GQ_CHECK_EQ (gq_matcher_available_count (matcher), 0);
         for (int k = 0; k < 3; k++) {
             gq_queue_remove (queue, &jobs[k]); /* the big ones are cancelled */
         }
         gq_matcher_release (matcher, a, &jobs[3], t0 + 15);
         n = gq_sched_run (sched, t0 + 20, out, 16);
-        S_CHECK_EQ ("the last small job", n, 1);
-        S_CHECK_EQ ("its id", out[0].job->id, 8);
-        S_CHECK_EQ ("queue empty", gq_queue_size (queue), 0);
-        S_CHECK_EQ ("reservation of a job gone is dropped", gq_sched_reserved (sched, NULL), -1);
-        S_CHECK_EQ ("in the matcher too", gq_matcher_reserved_for (matcher, c), 0);
+        GQ_CHECK_EQ (n, 1);
+        GQ_CHECK_EQ (out[0].job->id, 8);
+        GQ_CHECK_EQ (gq_queue_size (queue), 0);
+        GQ_CHECK_EQ (gq_sched_reserved (sched, NULL), -1);
+        GQ_CHECK_EQ (gq_matcher_reserved_for (matcher, c), 0);
         gq_sched_destroy (&sched);
         gq_sched_destroy (&sched);
         gq_queue_destroy (&queue);
@@ -422,12 +411,12 @@ gq_sched_test (bool verbose)
         gq_matcher_t *matcher = gq_matcher_new (NULL);
         gq_queue_t *queue = gq_queue_new (GQ_AGING_MS);
         gq_sched_t *sched = gq_sched_new (queue, matcher, 2, 0);
-        S_CHECK_EQ ("made", matcher && queue && sched, 1);
+        GQ_CHECK_EQ (matcher && queue && sched, 1);
         int echo = gq_matcher_kind_id (matcher, "echo", true);
         int rare = gq_matcher_kind_id (matcher, "rare", true);
         int32_t a = s_node (matcher, "a", 24, 16, echo);
-        S_CHECK_EQ ("echo is offered", gq_matcher_kind_ready (matcher, echo), 1);
-        S_CHECK_EQ ("rare is not", gq_matcher_kind_ready (matcher, rare), 0);
+        GQ_CHECK_EQ (gq_matcher_kind_ready (matcher, echo), 1);
+        GQ_CHECK_EQ (gq_matcher_kind_ready (matcher, rare), 0);
         gq_job_t pile[12];
         for (int k = 0; k < 12; k++) {
             s_job (&pile[k], 1 + k, 9, 1, t0 + k, rare);
@@ -436,24 +425,24 @@ gq_sched_test (bool verbose)
         s_job (&jobs[0], 100, 0, 1, t0 + 100, echo);
         gq_queue_push (queue, &jobs[0]);
         size_t n = gq_sched_run (sched, t0 + 60000, out, 16);
-        S_CHECK_EQ ("the echo job runs behind 12 parked jobs, window 2", n, 1);
-        S_CHECK_EQ ("it is the echo job", out[0].job->id, 100);
-        S_CHECK_EQ ("no reservation for parked jobs", gq_sched_reserved (sched, NULL), -1);
+        GQ_CHECK_EQ (n, 1);
+        GQ_CHECK_EQ (out[0].job->id, 100);
+        GQ_CHECK_EQ (gq_sched_reserved (sched, NULL), -1);
         /* A node offering the rare kind comes: the pile runs there. */
         int32_t b = s_node (matcher, "b", 24, 16, rare);
-        S_CHECK_EQ ("rare is offered now", gq_matcher_kind_ready (matcher, rare), 1);
+        GQ_CHECK_EQ (gq_matcher_kind_ready (matcher, rare), 1);
         n = gq_sched_run (sched, t0 + 60001, out, 4);
-        S_CHECK_EQ ("max 4 of the pile", n, 4);
-        S_CHECK_EQ ("on b", out[0].node, b);
+        GQ_CHECK_EQ (n, 4);
+        GQ_CHECK_EQ (out[0].node, b);
         /* It goes offline: the rest park again; the echo node going busy does not matter. */
         gq_matcher_node (matcher, b)->status = GQ_NODE_OFFLINE;
         gq_matcher_node_changed (matcher, b);
-        S_CHECK_EQ ("rare gone", gq_matcher_kind_ready (matcher, rare), 0);
+        GQ_CHECK_EQ (gq_matcher_kind_ready (matcher, rare), 0);
         gq_matcher_node (matcher, a)->running = 16;
         gq_matcher_node_changed (matcher, a);
-        S_CHECK_EQ ("a busy still offers echo", gq_matcher_kind_ready (matcher, echo), 1);
+        GQ_CHECK_EQ (gq_matcher_kind_ready (matcher, echo), 1);
         n = gq_sched_run (sched, t0 + 60002, out, 16);
-        S_CHECK_EQ ("nothing to place", n, 0);
+        GQ_CHECK_EQ (n, 0);
         gq_sched_destroy (&sched);
         gq_queue_destroy (&queue);
         gq_matcher_destroy (&matcher);
