@@ -69,10 +69,9 @@
 #include <string.h>
 
 #include "matcher_internal.h"
+#include "tuning.h"
 #include "treap.h"
 
-#define S_COST_EPS     0.01 /* $/h added to prices before 1/price, so a free node scores 1 */
-#define S_LATENCY_MS   10.0 /* round trip that halves the latency term */
 #define S_TIE_BUSY     INT64_MAX /* tie-break key of a node running something (not idle) */
 #define S_NO_NODE      (-1)
 
@@ -404,11 +403,11 @@ s_terms (const gq_matcher_t *self, const gq_node_t *n, gq_score_t *s)
     double t = s_pos (n->tflops);
     s->compute = self->tflops_max > 0 ? fmin (1.0, t / self->tflops_max) : 0;
     double p = s_pos (n->price_per_hour);
-    s->cost = self->norms_set ? fmin (1.0, (self->price_min + S_COST_EPS) / (p + S_COST_EPS)) : 1;
+    s->cost = self->norms_set ? fmin (1.0, (self->price_min + GQ_MATCH_COST_EPS_PER_HOUR) / (p + GQ_MATCH_COST_EPS_PER_HOUR)) : 1;
     s->load = n->slots > 0 && n->running < n->slots
                   ? (double) (n->slots - (n->running > 0 ? n->running : 0)) / n->slots
                   : 0;
-    s->latency = 1.0 / (1.0 + s_pos (n->rtt_ms) / S_LATENCY_MS);
+    s->latency = 1.0 / (1.0 + s_pos (n->rtt_ms) / GQ_MATCH_LATENCY_HALF_MS);
     s->reliability = fmin (1.0, s_pos (n->reliability));
 }
 

@@ -24,9 +24,10 @@
     PARKED JOBS. A job of a kind that no connected node offers waits for such a node to come,
     and holds up nothing meanwhile: it does not count against the backfill window (a pile of
     them at the head would otherwise stop the walk before any runnable job, for good) and gets
-    no reservation (no node could ever be held for it). The walk passes at most S_PARKED_WALK
+    no reservation (no node could ever be held for it). The walk passes at most GQ_SCHED_PARKED_WALK_JOBS
     of them a run, so a very long pile costs a bounded walk. */
 #include "sched.h"
+#include "tuning.h"
 #include "gq_check.h"
 
 #include <assert.h>
@@ -34,7 +35,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define S_PARKED_WALK 16384 /* parked jobs passed in one run at most */
 
 struct _gq_sched_t {
     gq_queue_t *queue;        /* borrowed */
@@ -162,7 +162,7 @@ gq_sched_run (gq_sched_t *self, int64_t now_ms, gq_dispatch_t *out, size_t max)
             }
         }
         else if (!gq_matcher_kind_ready (self->matcher, job->kind_id)) {
-            if (++parked > S_PARKED_WALK) {
+            if (++parked > GQ_SCHED_PARKED_WALK_JOBS) {
                 job = next;
                 break;
             }

@@ -37,6 +37,11 @@
 #define GQ_INLINE_COMMIT_WRITES   64
 #define GQ_ID_BLOCK_IDS           (1 << 20) /* job ids reserved by one committed next_job_id */
 
+/* ---- Matching and scheduling (matcher.c, sched.c) ----------------------------------------- */
+#define GQ_MATCH_COST_EPS_PER_HOUR   0.01  /* added to prices before 1/price: a free node scores 1 */
+#define GQ_MATCH_LATENCY_HALF_MS     10.0  /* the round trip that halves the latency term */
+#define GQ_SCHED_PARKED_WALK_JOBS    16384 /* parked jobs passed in one scheduler run at most */
+
 /* ---- The guard (guard.c) ------------------------------------------------------------------- */
 #define GQ_GUARD_RESCAN_MS           1000  /* period: look for changes in the allowed-keys folders */
 #define GQ_GUARD_MISS_RESCAN_MS      100   /* an unknown key forces such a look at most this often */
