@@ -68,6 +68,7 @@ typedef struct {
     int64_t *ids;      /* the id of each job of the batch */
     size_t count;
     uint32_t owner;    /* submitter, for the per-client cap */
+    int group;         /* its writes' group in the batch (they stand or fall together) */
     gq_watch_t *watch; /* SUBMIT with watch: held until the acknowledgement, or NULL */
     bool covered;      /* its ids are below a committed next_job_id: its jobs joined memory
                           and the queue at once; otherwise they join when it commits */
@@ -174,6 +175,9 @@ gq_handler_fn gq_intake_submit;
 /* A SUBMIT's batch is back: acknowledged (its jobs join memory if they had to wait, its watch
    starts talking), or refused with the store's reason and its jobs withdrawn. Frees submit. */
 void gq_intake_settle (gq_broker_t *self, gq_submit_t *submit, bool committed, const char *errmsg);
+/* The first and last ids of the jobs a submission made (its ids are consecutive); 0, 0 when it
+   made none (idem repeats only). */
+void gq_intake_id_range (const gq_submit_t *submit, int64_t *first, int64_t *last);
 /* Frees a submission and the jobs it still owns; NULLs *submit_p. */
 void gq_intake_submit_free (gq_broker_t *self, gq_submit_t **submit_p);
 /* gq_store_recover's callback: a stored unfinished job joins memory and the queue. */

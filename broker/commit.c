@@ -134,9 +134,25 @@ gq_commit_back (gq_broker_t *self, gq_batch_t *batch)
         zhashx_delete (self->idem_pending, idem);
         free (idem);
     }
+    const char *fault = NULL;
+    size_t faults = gq_batch_faults (batch, &fault);
+    if (committed && faults) {
+        zsys_warning ("broker: %zu write%s failed alone (the rest committed); the first: %s",
+                      faults, faults == 1 ? "" : "s", fault);
+    }
     gq_submit_t *submit;
     while ((submit = (gq_submit_t *) zlist_pop (done->submits))) {
-        gq_intake_settle (self, submit, committed, gq_batch_errmsg (batch));
+        bool refused = !committed || gq_batch_group_failed (batch, submit->group);
+        if (committed && refused) {
+            /* Its own writes failed (a constraint): it alone is refused, and what was recorded
+               for its jobs since goes too. */
+            int64_t first = 0, last = 0;
+            gq_intake_id_range (submit, &first, &last);
+            if (first) {
+                gq_batch_forget (self->pending->batch, first, last);
+            }
+        }
+        gq_intake_settle (self, submit, !refused, committed ? fault : gq_batch_errmsg (batch));
     }
     gq_msg_t *reply;
     while ((reply = (gq_msg_t *) zlist_pop (done->replies))) {

@@ -278,6 +278,8 @@ gq_intake_submit (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
     gq_pending_t *pending = self->pending;
     submit->covered = self->next_id <= self->id_committed;
     gq_commit_reserve_ids (self);
+    submit->group = gq_batch_group_begin (pending->batch);
+    gq_commit_recorded (self, submit->group < 0 ? submit->group : GQ_OK);
     for (size_t i = 0; i < count; i++) {
         gq_job_t *job = submit->jobs[i];
         if (!job) {
@@ -309,7 +311,7 @@ gq_intake_submit (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
     }
     free (specs);
     zlist_append (pending->submits, submit);
-    gq_commit_recorded (self, GQ_OK);
+    gq_commit_recorded (self, gq_batch_group_end (pending->batch));
 }
 
 /* ---- Acknowledgement, or refusal when the batch failed ------------------------------------- */
@@ -363,6 +365,18 @@ s_withdraw (gq_broker_t *self, gq_job_t *job, int64_t now_ms)
     }
     zhashx_delete (self->jobs, GQ_ID_KEY (job->id));
     gq_broker_job_free (self, &job);
+}
+
+void
+gq_intake_id_range (const gq_submit_t *submit, int64_t *first, int64_t *last)
+{
+    *first = *last = 0;
+    for (size_t i = 0; i < submit->count; i++) {
+        if (submit->jobs[i]) {
+            *first = *first ? *first : submit->ids[i];
+            *last = submit->ids[i];
+        }
+    }
 }
 
 /* A SUBMIT's batch is back: acknowledged (its jobs join memory if they had to wait, its watch

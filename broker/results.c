@@ -33,7 +33,8 @@ gq_results_attempt_end (gq_broker_t *self, gq_job_t *job, const char *outcome,
     }
     gq_commit_recorded (self, gq_batch_attempt (self->pending->batch, job->id, job->attempts,
                                                 gq_broker_node_name (self, job->node),
-                                                job->started_ms, now_ms, outcome, reason));
+                                                job->started_ms, now_ms, outcome, reason,
+                                                true));
 }
 
 /* A job reached a final state: recorded, watchers told, buried. result is JSON (borrowed) or
@@ -272,15 +273,16 @@ gq_results_recv (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *worker)
                                     now_ms);
         }
         if (!mine && from >= 0) {
-            /* Its run is an attempt of its own, numbered after those we know of. */
+            /* Its run is recorded under its own number: a run recorded lost on that node is
+               that run, which finished after all (one row, now ok); a number another node's
+               run holds makes it an attempt after the last (gq_store_attempt_record). */
             int64_t attempt = json_integer_value (json_object_get (item, "attempt"));
-            int number = attempt > job->attempts ? (int) attempt : job->attempts + 1;
-            job->attempts = (uint8_t) (number < 255 ? number : 255);
+            int number = attempt >= 1 && attempt < 255 ? (int) attempt : job->attempts + 1;
+            job->attempts = (uint8_t) (number > job->attempts ? number : job->attempts);
             job->started_ms = now_ms - (int64_t) json_number_value (json_object_get (item, "ms"));
-            gq_commit_recorded (self,
-                                gq_batch_attempt (self->pending->batch, job->id, job->attempts,
-                                                  gq_broker_node_name (self, from), job->started_ms,
-                                                  now_ms, "ok", NULL));
+            gq_commit_recorded (self, gq_batch_attempt (self->pending->batch, job->id, number,
+                                                        gq_broker_node_name (self, from),
+                                                        job->started_ms, now_ms, "ok", NULL, true));
             gq_link_t *named = gq_workers_link (self, from);
             if (named) {
                 s_node_outcome (self, named, true, now_ms);

@@ -26,6 +26,9 @@ typedef enum {
     S_BEGIN,
     S_COMMIT,
     S_ROLLBACK,
+    S_SAVEPOINT,
+    S_RELEASE,
+    S_ROLLBACK_TO,
     S_JOB_INSERT,
     S_JOB_BY_IDEM,
     S_JOB_FINISH,
@@ -33,6 +36,9 @@ typedef enum {
     S_BLOB_INSERT,
     S_BLOBS,
     S_ATTEMPT_INSERT,
+    S_ATTEMPT_NODE,
+    S_ATTEMPT_NEXT,
+    S_ATTEMPTS_LOST,
     S_ATTEMPTS,
     S_NODE_UPSERT,
     S_NODES,
@@ -62,6 +68,9 @@ static const char *s_sql[S_STMTS] = {
     [S_BEGIN] = "BEGIN IMMEDIATE",
     [S_COMMIT] = "COMMIT",
     [S_ROLLBACK] = "ROLLBACK",
+    [S_SAVEPOINT] = "SAVEPOINT gq_group",
+    [S_RELEASE] = "RELEASE gq_group",
+    [S_ROLLBACK_TO] = "ROLLBACK TO gq_group",
     /* ?14: the id the broker chose, or NULL for SQLite's max(id) + 1. */
     [S_JOB_INSERT] = "INSERT INTO jobs (id, idem_key, kind, model, min_vram_mb, priority, "
                      "gpu_pattern, max_price, min_tflops, timeout_ms, max_attempts, payload, "
@@ -74,8 +83,22 @@ static const char *s_sql[S_STMTS] = {
     [S_JOB_STATE] = "SELECT state FROM jobs WHERE id = ?1",
     [S_BLOB_INSERT] = "INSERT INTO job_blobs (job_id, direction, idx, data) VALUES (?1, ?2, ?3, ?4)",
     [S_BLOBS] = "SELECT data FROM job_blobs WHERE job_id = ?1 AND direction = ?2 ORDER BY idx",
+    /* A run is (job, attempt, node): the same run recorded again updates its row (a running
+       attempt that ended, a lost run that finished after all) when ?8 allows, and never adds a
+       second row; a run of another node under a number taken is numbered after (S_ATTEMPT_NEXT). */
     [S_ATTEMPT_INSERT] = "INSERT INTO attempts (job_id, attempt, node, started_at, finished_at, "
-                         "outcome, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                         "outcome, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) "
+                         "ON CONFLICT (job_id, attempt) DO UPDATE SET started_at = "
+                         "excluded.started_at, finished_at = excluded.finished_at, outcome = "
+                         "excluded.outcome, reason = excluded.reason "
+                         "WHERE ?8 AND attempts.node = excluded.node",
+    [S_ATTEMPT_NODE] = "SELECT node FROM attempts WHERE job_id = ?1 AND attempt = ?2",
+    [S_ATTEMPT_NEXT] = "INSERT INTO attempts (job_id, attempt, node, started_at, finished_at, "
+                       "outcome, reason) SELECT ?1, coalesce (max (attempt), 0) + 1, ?3, ?4, ?5, "
+                       "?6, ?7 FROM attempts WHERE job_id = ?1",
+    /* At start nothing runs: runs recorded as running were lost with the broker. */
+    [S_ATTEMPTS_LOST] = "UPDATE attempts SET outcome = 'lost', finished_at = ?1, reason = "
+                        "'the broker stopped while it ran' WHERE outcome = 'running'",
     [S_ATTEMPTS] = "SELECT attempt, node, started_at, finished_at, outcome, reason "
                    "FROM attempts WHERE job_id = ?1 ORDER BY attempt",
     [S_NODE_UPSERT] = "INSERT INTO nodes (name, gpu_model, vram_total_mb, tflops, price_per_hour, "
@@ -112,9 +135,10 @@ static const char *s_sql[S_STMTS] = {
                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
 };
 
-/* Outcomes of an attempt; the first three exclude the node from the job's next attempts. */
-static const char *s_outcomes[] = {"failed", "lost", "timeout", "ok", "cancelled"};
-#define S_EXCLUDING_OUTCOMES 3
+/* Outcomes of an attempt; the first two exclude the node from the job's next attempts after a
+   restart (a lost run is no verdict on its node: the broker may have been the one that stopped). */
+static const char *s_outcomes[] = {"failed", "timeout", "lost", "ok", "cancelled", "running"};
+#define S_EXCLUDING_OUTCOMES 2
 
 /* ---- The store ------------------------------------------------------------------------------- */
 
@@ -124,6 +148,8 @@ struct _gq_store_t {
     char *path;                   /* database file, for messages */
     int version;                  /* schema version after open */
     int error;                    /* code of the last call's failure, 0 after a success */
+    bool row_fault;               /* that failure was the write's own (a constraint, a bad
+                                     value): the same write fails again; else the database's */
     char errmsg[512];             /* text of the last failure, kept until the next one */
 };
 
@@ -134,6 +160,9 @@ s_fail (gq_store_t *self, const char *what)
 {
     snprintf (self->errmsg, sizeof self->errmsg, "store: %s: %s", what,
               sqlite3_errmsg (self->db));
+    int primary = sqlite3_errcode (self->db) & 0xff;
+    self->row_fault = primary == SQLITE_CONSTRAINT || primary == SQLITE_MISMATCH ||
+                      primary == SQLITE_TOOBIG || primary == SQLITE_RANGE;
     self->error = GQ_ESTORE;
     return GQ_ESTORE;
 }
@@ -143,6 +172,7 @@ static int
 s_error (gq_store_t *self, int code, const char *what, const char *detail)
 {
     snprintf (self->errmsg, sizeof self->errmsg, "store: %s: %s", what, detail);
+    self->row_fault = code == GQ_EINVAL;
     self->error = code;
     return code;
 }
@@ -151,6 +181,7 @@ static int
 s_ok (gq_store_t *self)
 {
     self->error = GQ_OK;
+    self->row_fault = false;
     return GQ_OK;
 }
 
@@ -537,6 +568,39 @@ gq_store_rollback (gq_store_t *self)
     return s_step_done (self, self->stmt[S_ROLLBACK], "rollback");
 }
 
+int
+gq_store_group_begin (gq_store_t *self)
+{
+    return s_step_done (self, self->stmt[S_SAVEPOINT], "savepoint");
+}
+
+int
+gq_store_group_end (gq_store_t *self, bool keep)
+{
+    int rc = keep ? GQ_OK : s_step_done (self, self->stmt[S_ROLLBACK_TO], "rollback to savepoint");
+    int released = s_step_done (self, self->stmt[S_RELEASE], "release savepoint");
+    return rc ? rc : released;
+}
+
+int
+gq_store_max_pages (gq_store_t *self, int64_t pages)
+{
+    /* SQLite raises a maximum below the file's size to that size: -1 means "no growth". */
+    char sql[64];
+    snprintf (sql, sizeof sql, "PRAGMA max_page_count = %lld",
+              (long long) (pages < 0 ? 1 : pages ? pages : 1073741823));
+    if (sqlite3_exec (self->db, sql, NULL, NULL, NULL) != SQLITE_OK) {
+        return s_fail (self, "max_page_count");
+    }
+    return s_ok (self);
+}
+
+bool
+gq_store_row_fault (gq_store_t *self)
+{
+    return self->error && self->row_fault;
+}
+
 bool
 gq_store_in_transaction (gq_store_t *self)
 {
@@ -704,26 +768,50 @@ gq_store_job_blobs (gq_store_t *self, int64_t job_id, const char *direction, voi
 }
 
 int
-gq_store_attempt_insert (gq_store_t *self, int64_t job_id, int attempt, const char *node,
+gq_store_attempt_record (gq_store_t *self, int64_t job_id, int attempt, const char *node,
                          int64_t started_ms, int64_t finished_ms, const char *outcome,
-                         const char *reason)
+                         const char *reason, bool update)
 {
     bool known = false;
     for (size_t i = 0; outcome && i < sizeof s_outcomes / sizeof s_outcomes[0]; i++) {
         known = known || strcmp (outcome, s_outcomes[i]) == 0;
     }
     if (!known || !node || attempt < 1) {
-        return s_error (self, GQ_EINVAL, "insert attempt", "bad outcome, node or number");
+        return s_error (self, GQ_EINVAL, "record attempt", "bad outcome, node or number");
     }
     sqlite3_stmt *stmt = self->stmt[S_ATTEMPT_INSERT];
     sqlite3_bind_int64 (stmt, 1, job_id);
     sqlite3_bind_int (stmt, 2, attempt);
     sqlite3_bind_text (stmt, 3, node, -1, SQLITE_STATIC);
     sqlite3_bind_int64 (stmt, 4, started_ms);
-    sqlite3_bind_int64 (stmt, 5, finished_ms);
+    s_bind_time (stmt, 5, finished_ms);
     sqlite3_bind_text (stmt, 6, outcome, -1, SQLITE_STATIC);
     s_bind_text (stmt, 7, reason);
-    return s_step_done (self, stmt, "insert attempt");
+    sqlite3_bind_int (stmt, 8, update);
+    int rc = s_step_done (self, stmt, "record attempt");
+    if (rc || sqlite3_changes (self->db) > 0) {
+        return rc;
+    }
+    /* The number is taken: by this run (recorded already, kept) or by another node's. */
+    stmt = self->stmt[S_ATTEMPT_NODE];
+    sqlite3_bind_int64 (stmt, 1, job_id);
+    sqlite3_bind_int (stmt, 2, attempt);
+    rc = sqlite3_step (stmt);
+    bool other = rc == SQLITE_ROW &&
+                 strcmp ((const char *) sqlite3_column_text (stmt, 0) ?: "", node) != 0;
+    rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? GQ_OK : s_fail (self, "record attempt");
+    sqlite3_reset (stmt);
+    if (rc || !other) {
+        return rc ? rc : s_ok (self);
+    }
+    stmt = self->stmt[S_ATTEMPT_NEXT];
+    sqlite3_bind_int64 (stmt, 1, job_id);
+    sqlite3_bind_text (stmt, 3, node, -1, SQLITE_STATIC);
+    sqlite3_bind_int64 (stmt, 4, started_ms);
+    s_bind_time (stmt, 5, finished_ms);
+    sqlite3_bind_text (stmt, 6, outcome, -1, SQLITE_STATIC);
+    s_bind_text (stmt, 7, reason);
+    return s_step_done (self, stmt, "record attempt");
 }
 
 int
@@ -811,7 +899,8 @@ s_attempts_read (gq_store_t *self, int64_t job_id, s_attempts_t *out)
     sqlite3_bind_int64 (stmt, 1, job_id);
     int rc;
     while ((rc = sqlite3_step (stmt)) == SQLITE_ROW) {
-        out->count++;
+        int number = sqlite3_column_int (stmt, 0);
+        out->count = number > out->count ? number : out->count;
         const char *node = (const char *) sqlite3_column_text (stmt, 1);
         const char *outcome = (const char *) sqlite3_column_text (stmt, 4);
         bool excluding = false;
@@ -839,6 +928,12 @@ gq_store_recover (gq_store_t *self, gq_store_recover_fn *fn, void *arg)
     s_attempts_t *attempts = malloc (sizeof *attempts);
     if (!attempts) {
         return s_error (self, GQ_ENOMEM, "recover", "out of memory");
+    }
+    sqlite3_stmt *lost = self->stmt[S_ATTEMPTS_LOST];
+    sqlite3_bind_int64 (lost, 1, gq_now_ms ());
+    if (s_step_done (self, lost, "recover: runs the broker lost")) {
+        free (attempts);
+        return self->error;
     }
     /* One statement, one read snapshot: the attempt reads below share it. */
     sqlite3_stmt *stmt = self->stmt[S_RECOVER];
@@ -1338,8 +1433,8 @@ s_bench (const char *dir, gq_durability_t durability, int jobs, int batch, bool 
         }
         for (; finished < end; finished++) {
             int64_t id = ids[finished];
-            GQ_CHECK_EQ (gq_store_attempt_insert (store, id, 1, "gpu-node-17", 1764411673100,
-                                               1764411673150, "ok", NULL),
+            GQ_CHECK_EQ (gq_store_attempt_record (store, id, 1, "gpu-node-17", 1764411673100,
+                                               1764411673150, "ok", NULL, true),
                       0);
             GQ_CHECK_EQ (gq_store_job_finish (store, id, GQ_JOB_DONE, 1, "gpu-node-17",
                                            1764411673100, 1764411673150, result,
@@ -1452,10 +1547,10 @@ gq_store_test (bool verbose)
     /* Attempts and ends: j1 fails on a, is lost on b, times out on a again, and stays queued;
        j2 succeeds on c; j3 is cancelled before it ran. */
     GQ_CHECK_EQ (gq_store_begin (store), 0);
-    GQ_CHECK_EQ (gq_store_attempt_insert (store, j1.id, 1, "a", t + 10, t + 20, "failed", "exit 1"), 0);
-    GQ_CHECK_EQ (gq_store_attempt_insert (store, j1.id, 2, "b", t + 30, t + 40, "lost", NULL), 0);
-    GQ_CHECK_EQ (gq_store_attempt_insert (store, j1.id, 3, "a", t + 50, t + 60, "timeout", NULL), 0);
-    GQ_CHECK_EQ (gq_store_attempt_insert (store, j2.id, 1, "c", t + 10, t + 25, "ok", NULL), 0);
+    GQ_CHECK_EQ (gq_store_attempt_record (store, j1.id, 1, "a", t + 10, t + 20, "failed", "exit 1", true), 0);
+    GQ_CHECK_EQ (gq_store_attempt_record (store, j1.id, 2, "b", t + 30, t + 40, "lost", NULL, true), 0);
+    GQ_CHECK_EQ (gq_store_attempt_record (store, j1.id, 3, "a", t + 50, t + 60, "timeout", NULL, true), 0);
+    GQ_CHECK_EQ (gq_store_attempt_record (store, j2.id, 1, "c", t + 10, t + 25, "ok", NULL, true), 0);
     const char *r2 = "{\"echo\":2}";
     GQ_CHECK_EQ (gq_store_job_finish (store, j2.id, GQ_JOB_DONE, 1, "c", t + 10, t + 25, r2,
                                    strlen (r2), NULL),
@@ -1472,9 +1567,16 @@ gq_store_test (bool verbose)
               GQ_ENOTFOUND);
     GQ_CHECK_EQ (gq_store_job_finish (store, j1.id, GQ_JOB_RUNNING, 1, "d", t, t + 9, NULL, 0, NULL),
               GQ_EINVAL);
-    GQ_CHECK_EQ (gq_store_attempt_insert (store, j1.id, 4, "a", t, t, "exploded", NULL), GQ_EINVAL);
-    GQ_CHECK_EQ (gq_store_attempt_insert (store, j1.id, 3, "a", t, t, "failed", NULL), GQ_ESTORE);
-    GQ_CHECK_EQ (gq_store_attempt_insert (store, 999999, 1, "a", t, t, "failed", NULL), GQ_ESTORE);
+    GQ_CHECK_EQ (gq_store_attempt_record (store, j1.id, 4, "a", t, t, "exploded", NULL, true), GQ_EINVAL);
+    GQ_CHECK_EQ (gq_store_row_fault (store), true);
+    GQ_CHECK_EQ (gq_store_attempt_record (store, 999999, 1, "a", t, t, "failed", NULL, true), GQ_ESTORE);
+    GQ_CHECK_EQ (gq_store_row_fault (store), true); /* no such job: a constraint */
+    /* A run recorded again is one row: kept as it is, or updated; another node's run under a
+       number taken is numbered after the last. */
+    GQ_CHECK_EQ (gq_store_attempt_record (store, j1.id, 3, "a", t, t + 70, "failed", NULL, false), 0);
+    GQ_CHECK_EQ (gq_store_row_fault (store), false);
+    GQ_CHECK_EQ (gq_store_attempt_record (store, j1.id, 2, "b", t + 30, t + 45, "ok", NULL, true), 0);
+    GQ_CHECK_EQ (gq_store_attempt_record (store, j1.id, 3, "c", t + 50, 0, "running", NULL, true), 0);
 
     /* Queries about stored jobs. */
     json_t *job = gq_store_job_json (store, j2.id, true);
@@ -1495,9 +1597,14 @@ gq_store_test (bool verbose)
     GQ_CHECK_EQ (json_object_get (job, "payload") == NULL, 1);
     GQ_CHECK_STR (json_string_value (json_object_get (job, "state")), "queued");
     detail = json_object_get (job, "attempts_detail");
-    GQ_CHECK_EQ (json_array_size (detail), 3);
+    GQ_CHECK_EQ (json_array_size (detail), 4);
     GQ_CHECK_STR (json_string_value (json_object_get (json_array_get (detail, 0), "reason")), "exit 1");
+    GQ_CHECK_STR (json_string_value (json_object_get (json_array_get (detail, 1), "outcome")), "ok");
     GQ_CHECK_STR (json_string_value (json_object_get (json_array_get (detail, 2), "node")), "a");
+    GQ_CHECK_STR (json_string_value (json_object_get (json_array_get (detail, 2), "outcome")), "timeout");
+    GQ_CHECK_EQ (json_integer_value (json_object_get (json_array_get (detail, 3), "attempt")), 4);
+    GQ_CHECK_STR (json_string_value (json_object_get (json_array_get (detail, 3), "node")), "c");
+    GQ_CHECK_EQ (json_is_null (json_object_get (json_array_get (detail, 3), "finished_at")), 1);
     json_decref (job);
     job = gq_store_job_json (store, j3.id, true);
     GQ_CHECK_STR (json_string_value (json_object_get (job, "model")), "mnist");
@@ -1587,7 +1694,9 @@ gq_store_test (bool verbose)
     GQ_CHECK_EQ (meta, 6000);
 
     /* Recovery after close and reopen: exactly the jobs that had not ended, in id order, with
-       their attempts and the distinct nodes that failed them; strings valid in the call. */
+       their attempts (the highest number recorded) and the distinct nodes that failed them or
+       timed out (a lost run is no verdict on its node); strings valid in the call. A run still
+       recorded as running was lost with the broker. */
     gq_store_close (&store);
     gq_store_close (&store);
     store = gq_store_open (path, GQ_DURABILITY_NORMAL, why, sizeof why);
@@ -1595,11 +1704,18 @@ gq_store_test (bool verbose)
     s_recovered_t rec = {.store = store};
     GQ_CHECK_EQ (gq_store_recover (store, s_recover_cb, &rec), 0);
     snprintf (other, sizeof other,
-              "%lld queued echo model=- attempts=3/3 payload={\"n\":1} client=- excluded=a,b "
+              "%lld queued echo model=- attempts=4/3 payload={\"n\":1} client=- excluded=a "
               "blobs=0\n"
               "%lld queued echo model=- attempts=0/3 payload=[4] client=- excluded= blobs=0\n",
               (long long) j1.id, (long long) j4.id);
     GQ_CHECK_STR (rec.text, other);
+    job = gq_store_job_json (store, j1.id, false);
+    detail = json_object_get (job, "attempts_detail");
+    GQ_CHECK_STR (json_string_value (json_object_get (json_array_get (detail, 3), "outcome")), "lost");
+    GQ_CHECK_STR (json_string_value (json_object_get (json_array_get (detail, 3), "reason")),
+                  "the broker stopped while it ran");
+    GQ_CHECK_EQ (json_is_string (json_object_get (json_array_get (detail, 3), "finished_at")), 1);
+    json_decref (job);
     /* A callback may stop the walk; its value comes back. */
     rec = (s_recovered_t) {.store = store, .stop_after = 1};
     GQ_CHECK_EQ (gq_store_recover (store, s_recover_cb, &rec), 99);

@@ -8,13 +8,18 @@
     gq_store_commit once per loop turn, and acknowledges that turn's submissions only after the
     commit. Outside begin/commit every write is a transaction of its own.
 
-    The running state is never written (at 50k jobs/s it would double the writes): a job row is
-    inserted queued and updated once, when the job ends; an attempt row is inserted when an
-    attempt ends. After a restart every job that had not ended is queued again (at least once).
+    The running state of a job is not written on its row (at 50k jobs/s it would double the
+    writes): a job row is inserted queued and updated once, when the job ends. A run that lasts
+    is recorded as an attempt "running" (the broker records runs older than a few milliseconds,
+    so that short jobs cost no write), and its row is updated when it ends. At start the runs
+    still "running" are recorded lost, and every job that had not ended is queued again (at least
+    once), its attempts counted from its rows.
 
     Errors: functions return 0 or a negative gq_err_t (GQ_ESTORE with the text in
-    gq_store_errmsg; GQ_EINVAL for a bad argument; GQ_ENOTFOUND, GQ_ESTATE where said). After
-    GQ_ESTORE inside begin/commit the caller must gq_store_rollback and treat the whole turn as
+    gq_store_errmsg; GQ_EINVAL for a bad argument; GQ_ENOTFOUND, GQ_ESTATE where said).
+    gq_store_row_fault tells the two kinds of failure apart: a write's own (a constraint, a bad
+    value) fails that statement alone, and the transaction goes on; any other (a full disk, an
+    I/O error, a lock) means the caller must gq_store_rollback and treat the whole transaction as
     not written (SQLite may already have rolled it back itself, e.g. on a full disk).
 
     One connection, one thread: the store must not be used from two threads (it is opened
@@ -50,6 +55,17 @@ int gq_store_commit (gq_store_t *self);
 int gq_store_rollback (gq_store_t *self);
 /* true between begin and commit/rollback (false also after SQLite rolled back by itself). */
 bool gq_store_in_transaction (gq_store_t *self);
+/* A group of writes inside the transaction that stands or falls together (one submission):
+   group_end keeps its writes, or with keep false undoes them and the transaction goes on. */
+int gq_store_group_begin (gq_store_t *self);
+int gq_store_group_end (gq_store_t *self, bool keep);
+/* true when the last call failed for the write's own sake (a constraint, a bad value, a bad
+   argument): that write alone failed, and the same write would fail again. false after a
+   success, and after a failure of the database or the disk, which a retry may cure. */
+bool gq_store_row_fault (gq_store_t *self);
+/* For tests: the database may grow to pages pages at most (-1: not at all; 0: SQLite's limit).
+   A write past it fails as on a full disk. 0 or GQ_ESTORE. */
+int gq_store_max_pages (gq_store_t *self, int64_t pages);
 
 /* The text of the last failure ("store: insert job: database or disk is full"), kept until the
    next failure (a later success does not clear it); "" before any. */
@@ -82,12 +98,15 @@ int gq_store_job_blobs (gq_store_t *self, int64_t job_id, const char *direction,
                         size_t **sizes_p);
 void gq_store_blobs_free (void **data, size_t *sizes, int n);
 
-/* Records an ended attempt (attempt numbers start at 1). outcome is "ok", "failed", "lost",
-   "timeout" or "cancelled"; reason may be NULL. 0, GQ_EINVAL or GQ_ESTORE (also when the job
-   does not exist or that attempt is recorded already). */
-int gq_store_attempt_insert (gq_store_t *self, int64_t job_id, int attempt, const char *node,
+/* Records a run of a job: attempt (from 1) on node, started_ms, finished_ms (0 while it runs),
+   outcome "running", "ok", "failed", "timeout", "lost" or "cancelled", reason or NULL. A run is
+   (job, attempt, node): recorded again, its row is updated when update is true (a running run
+   that ended, a lost run that finished after all) and kept as it is otherwise; never a second
+   row. A run of another node under a number taken is numbered after the job's last. 0,
+   GQ_EINVAL or GQ_ESTORE (also when the job does not exist). */
+int gq_store_attempt_record (gq_store_t *self, int64_t job_id, int attempt, const char *node,
                              int64_t started_ms, int64_t finished_ms, const char *outcome,
-                             const char *reason);
+                             const char *reason, bool update);
 
 /* Records that a job ended: state done, failed or cancelled, with its attempts, the node of the
    last attempt (NULL for none), times, result (JSON text of result_len bytes, or NULL) and error

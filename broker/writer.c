@@ -1,8 +1,14 @@
 /*  writer.c — batches of store writes, and the thread that applies them.
 
-    A batch is an array of operations: one per write, each a small struct with the strings it
-    copies kept inline or malloc'd. The writer is a czmq actor: it receives a batch pointer on
-    its pipe, applies it (BEGIN IMMEDIATE, the writes, COMMIT) and sends the pointer back. */
+    A batch is an array of operations: one per write, each a small struct with what it writes
+    copied in (strings inline or malloc'd; a job's payload, constraints and blobs borrowed, which
+    never change once a job is made). The writer is a czmq actor: it receives a batch pointer on
+    its pipe, applies it (BEGIN IMMEDIATE, the writes, COMMIT) and sends the pointer back.
+
+    Failures: a write that fails for its own sake (a constraint, a bad value) fails alone and the
+    transaction goes on; a group (one submission) stands or falls whole through a savepoint. A
+    failure of the database or the disk fails the batch, which the broker keeps and applies again
+    later: applying is repeatable. */
 #include "writer.h"
 
 #include <string.h>
@@ -10,6 +16,8 @@
 #include "gq_check.h"
 
 typedef enum {
+    S_OP_GROUP_BEGIN,
+    S_OP_GROUP_END,
     S_OP_JOB_INSERT,
     S_OP_BLOB,
     S_OP_ATTEMPT,
@@ -25,9 +33,17 @@ typedef struct {
     int64_t job_id;     /* the job it writes, 0 for none */
     union {
         struct {
-            const gq_job_t *job;
+            const char *payload;                /* borrowed, like the next three */
+            const gq_constraints_t *constraints;
             const char *kind, *model, *idem, *client;
+            int64_t submitted_ms;
+            uint32_t payload_len, timeout_ms;
+            int32_t min_vram_mb;
+            uint8_t priority, max_attempts;
         } insert;
+        struct {
+            int group; /* its number in the batch */
+        } group;
         struct {
             int idx;
             const void *data;
@@ -38,6 +54,7 @@ typedef struct {
             int64_t started_ms, finished_ms;
             const char *outcome;
             char *reason;
+            bool update; /* a run recorded already is updated, not kept */
         } attempt;
         struct {
             int state, attempts;
@@ -68,9 +85,13 @@ struct _gq_batch_t {
     size_t capacity;
     size_t live;        /* entries not forgotten */
     int status;         /* 0, GQ_ESTORE after a failed apply, GQ_ENOMEM when spoiled */
+    int groups;         /* groups begun */
+    uint8_t *failed;    /* per group: true when its writes were undone (last apply) */
+    size_t faults;      /* writes outside groups that failed alone (last apply) */
     int purged;         /* jobs deleted by its purges */
     int64_t purged_by_state[GQ_JOB_STATES];
-    char errmsg[512];
+    char errmsg[512];   /* why the last apply failed */
+    char fault[512];    /* why the first write that failed alone did, "" for none */
 };
 
 /* ---- Batches ------------------------------------------------------------------------------- */
@@ -111,6 +132,7 @@ gq_batch_destroy (gq_batch_t **self_p)
         s_op_free (&self->ops[i]);
     }
     free (self->ops);
+    free (self->failed);
     free (self);
     *self_p = NULL;
 }
@@ -173,12 +195,42 @@ gq_batch_job_insert (gq_batch_t *self, const gq_job_t *job, const char *kind, co
     if (!op) {
         return GQ_ENOMEM;
     }
-    op->u.insert.job = job;
+    op->u.insert.payload = job->payload;
+    op->u.insert.payload_len = job->payload_len;
+    op->u.insert.constraints = job->constraints;
     op->u.insert.kind = kind;
     op->u.insert.model = model;
     op->u.insert.idem = idem;
     op->u.insert.client = client;
+    op->u.insert.submitted_ms = job->submitted_ms;
+    op->u.insert.timeout_ms = job->timeout_ms;
+    op->u.insert.min_vram_mb = job->min_vram_mb;
+    op->u.insert.priority = job->priority;
+    op->u.insert.max_attempts = job->max_attempts;
     return GQ_OK;
+}
+
+int
+gq_batch_group_begin (gq_batch_t *self)
+{
+    uint8_t *failed = (uint8_t *) realloc (self->failed, (size_t) self->groups + 1);
+    s_op_t *op = failed ? s_op_add (self, S_OP_GROUP_BEGIN, 0, NULL) : NULL;
+    if (failed) {
+        self->failed = failed;
+    }
+    if (!op) {
+        s_spoil (self);
+        return GQ_ENOMEM;
+    }
+    self->failed[self->groups] = false;
+    op->u.group.group = self->groups;
+    return self->groups++;
+}
+
+int
+gq_batch_group_end (gq_batch_t *self)
+{
+    return s_op_add (self, S_OP_GROUP_END, 0, NULL) ? GQ_OK : GQ_ENOMEM;
 }
 
 int
@@ -196,7 +248,8 @@ gq_batch_blob_insert (gq_batch_t *self, int64_t job_id, int idx, const void *dat
 
 int
 gq_batch_attempt (gq_batch_t *self, int64_t job_id, int attempt, const char *node,
-                  int64_t started_ms, int64_t finished_ms, const char *outcome, const char *reason)
+                  int64_t started_ms, int64_t finished_ms, const char *outcome, const char *reason,
+                  bool update)
 {
     s_op_t *op = s_op_add (self, S_OP_ATTEMPT, job_id, node);
     if (!op) {
@@ -206,6 +259,7 @@ gq_batch_attempt (gq_batch_t *self, int64_t job_id, int attempt, const char *nod
     op->u.attempt.started_ms = started_ms;
     op->u.attempt.finished_ms = finished_ms;
     op->u.attempt.outcome = outcome;
+    op->u.attempt.update = update;
     return s_copy (reason, &op->u.attempt.reason) ? GQ_OK : s_spoil (self);
 }
 
@@ -289,19 +343,30 @@ s_op_apply (gq_batch_t *self, s_op_t *op, gq_store_t *store)
     switch (op->type) {
     case S_OP_JOB_INSERT:
         /* No idem lookup: the broker looked the key up before it recorded the insert. */
-        rc = gq_store_job_insert (store, (gq_job_t *) op->u.insert.job, op->u.insert.kind,
-                                  op->u.insert.model, op->u.insert.idem, op->u.insert.client,
-                                  NULL);
+    {
+        /* The insert's own copy: the store sets the id of what it is given. */
+        gq_job_t job = {.id = op->job_id,
+                        .submitted_ms = op->u.insert.submitted_ms,
+                        .payload = (char *) op->u.insert.payload,
+                        .constraints = (gq_constraints_t *) op->u.insert.constraints,
+                        .payload_len = op->u.insert.payload_len,
+                        .timeout_ms = op->u.insert.timeout_ms,
+                        .min_vram_mb = op->u.insert.min_vram_mb,
+                        .priority = op->u.insert.priority,
+                        .max_attempts = op->u.insert.max_attempts};
+        rc = gq_store_job_insert (store, &job, op->u.insert.kind, op->u.insert.model,
+                                  op->u.insert.idem, op->u.insert.client, NULL);
         break;
+    }
     case S_OP_BLOB:
         rc = gq_store_job_blob_insert (store, op->job_id, "in", op->u.blob.idx, op->u.blob.data,
                                        op->u.blob.size);
         break;
     case S_OP_ATTEMPT:
-        rc = gq_store_attempt_insert (store, op->job_id, op->u.attempt.attempt,
+        rc = gq_store_attempt_record (store, op->job_id, op->u.attempt.attempt,
                                       name ? name : "?", op->u.attempt.started_ms,
                                       op->u.attempt.finished_ms, op->u.attempt.outcome,
-                                      op->u.attempt.reason);
+                                      op->u.attempt.reason, op->u.attempt.update);
         break;
     case S_OP_FINISH: {
         const char *result = op->u.finish.result;
@@ -335,9 +400,47 @@ s_op_apply (gq_batch_t *self, s_op_t *op, gq_store_t *store)
         break;
     }
     }
-    if (rc) {
-        snprintf (self->errmsg, sizeof self->errmsg, "%s", gq_store_errmsg (store));
-        return GQ_ESTORE;
+    return rc;
+}
+
+/* The writes of a batch in the open transaction: 0, or GQ_ESTORE when the database or the disk
+   failed (errmsg says why). A write that fails for its own sake fails alone, or undoes its
+   group. */
+static int
+s_ops_apply (gq_batch_t *self, gq_store_t *store)
+{
+    int group = -1;    /* the group being applied, -1 outside one */
+    bool open = false; /* its savepoint is open */
+    for (size_t i = 0; i < self->count; i++) {
+        s_op_t *op = &self->ops[i];
+        int rc = GQ_OK;
+        if (op->dead || (group >= 0 && !open && op->type != S_OP_GROUP_END)) {
+            continue; /* forgotten, or in a group undone already */
+        }
+        if (op->type == S_OP_GROUP_BEGIN) {
+            group = op->u.group.group;
+            open = (rc = gq_store_group_begin (store)) == GQ_OK;
+        } else if (op->type == S_OP_GROUP_END) {
+            rc = open ? gq_store_group_end (store, true) : GQ_OK;
+            group = -1;
+            open = false;
+        } else if ((rc = s_op_apply (self, op, store)) != GQ_OK && gq_store_row_fault (store)) {
+            if (!self->fault[0]) {
+                snprintf (self->fault, sizeof self->fault, "%s", gq_store_errmsg (store));
+            }
+            if (group >= 0) {
+                self->failed[group] = true;
+                open = false;
+                rc = gq_store_group_end (store, false);
+            } else {
+                self->faults++;
+                rc = GQ_OK;
+            }
+        }
+        if (rc) {
+            snprintf (self->errmsg, sizeof self->errmsg, "%s", gq_store_errmsg (store));
+            return GQ_ESTORE;
+        }
     }
     return GQ_OK;
 }
@@ -345,10 +448,18 @@ s_op_apply (gq_batch_t *self, s_op_t *op, gq_store_t *store)
 int
 gq_batch_apply (gq_batch_t *self, gq_store_t *store)
 {
-    if (self->status) {
+    if (self->status == GQ_ENOMEM) {
         return self->status; /* spoiled while recorded */
     }
-    self->errmsg[0] = '\0';
+    /* Applying again after a failure starts afresh. */
+    self->status = GQ_OK;
+    self->errmsg[0] = self->fault[0] = '\0';
+    self->faults = 0;
+    self->purged = 0;
+    memset (self->purged_by_state, 0, sizeof self->purged_by_state);
+    if (self->groups) {
+        memset (self->failed, 0, (size_t) self->groups);
+    }
     if (self->live == 0) {
         return GQ_OK;
     }
@@ -357,11 +468,7 @@ gq_batch_apply (gq_batch_t *self, gq_store_t *store)
         self->status = GQ_ESTORE;
         return self->status;
     }
-    for (size_t i = 0; i < self->count && !self->status; i++) {
-        if (!self->ops[i].dead) {
-            self->status = s_op_apply (self, &self->ops[i], store);
-        }
-    }
+    self->status = s_ops_apply (self, store);
     if (!self->status && gq_store_commit (store)) {
         snprintf (self->errmsg, sizeof self->errmsg, "%s", gq_store_errmsg (store));
         self->status = GQ_ESTORE;
@@ -384,6 +491,21 @@ const char *
 gq_batch_errmsg (const gq_batch_t *self)
 {
     return self->errmsg;
+}
+
+bool
+gq_batch_group_failed (const gq_batch_t *self, int group)
+{
+    return group >= 0 && group < self->groups && self->failed[group];
+}
+
+size_t
+gq_batch_faults (const gq_batch_t *self, const char **first)
+{
+    if (first) {
+        *first = self->fault;
+    }
+    return self->faults;
 }
 
 int
@@ -546,7 +668,7 @@ gq_writer_test (bool verbose)
     GQ_CHECK_EQ (gq_batch_blob_insert (a, j2.id, 0, "blob", 4), 0);
     GQ_CHECK_EQ (gq_batch_meta (a, "next_job_id", 200), 0);
     GQ_CHECK_EQ (gq_batch_size (a), 4);
-    GQ_CHECK_EQ (gq_batch_attempt (b, j1.id, 1, "node-a", t + 5, t + 9, "ok", NULL), 0);
+    GQ_CHECK_EQ (gq_batch_attempt (b, j1.id, 1, "node-a", t + 5, t + 9, "ok", NULL, true), 0);
     GQ_CHECK_EQ (gq_batch_job_finish (b, j1.id, GQ_JOB_DONE, 1, "node-a", t + 5, t + 9,
                                       strdup ("{\"r\":1}"), NULL),
                  0);
@@ -581,26 +703,65 @@ gq_writer_test (bool verbose)
     gq_batch_destroy (&b);
     gq_batch_destroy (&c);
 
-    /* A batch that fails (an id taken) leaves nothing behind, and says why. */
+    /* A write that fails for its own sake (an id taken) fails alone, or with its group: the
+       batch commits the rest and says what failed. */
     gq_job_t again = s_test_job (100, p3, t + 3);
     a = gq_batch_new ();
+    int group = gq_batch_group_begin (a);
+    GQ_CHECK_EQ (group, 0);
     GQ_CHECK_EQ (gq_batch_job_insert (a, &j3, "echo", NULL, NULL, NULL), 0);
     GQ_CHECK_EQ (gq_batch_job_insert (a, &again, "echo", NULL, NULL, NULL), 0);
+    GQ_CHECK_EQ (gq_batch_group_end (a), 0);
+    GQ_CHECK_EQ (gq_batch_group_begin (a), 1);
+    GQ_CHECK_EQ (gq_batch_blob_insert (a, j2.id, 1, "more", 4), 0);
+    GQ_CHECK_EQ (gq_batch_group_end (a), 0);
+    GQ_CHECK_EQ (gq_batch_attempt (a, 999999, 1, "x", t, t, "ok", NULL, true), 0); /* no job */
+    GQ_CHECK_EQ (gq_batch_meta (a, "next_job_id", 300), 0);
     GQ_CHECK_EQ (gq_writer_send (writer, a), 0);
     GQ_CHECK_EQ (gq_writer_recv (writer) == a, 1);
-    GQ_CHECK_EQ (gq_batch_status (a), GQ_ESTORE);
-    GQ_CHECK_EQ (strstr (gq_batch_errmsg (a), "insert job") != NULL, 1);
-    GQ_CHECK_STR (s_state_of (reader, j3.id), "absent");
-    /* The same batch without the job that broke it goes through. */
+    GQ_CHECK_EQ (gq_batch_status (a), 0);
+    GQ_CHECK_EQ (gq_batch_group_failed (a, 0), true);
+    GQ_CHECK_EQ (gq_batch_group_failed (a, 1), false);
+    const char *fault = NULL;
+    GQ_CHECK_EQ (gq_batch_faults (a, &fault), 1);
+    GQ_CHECK_EQ (strstr (fault, "insert job") != NULL, 1); /* the first write that failed */
+    GQ_CHECK_STR (s_state_of (reader, j3.id), "absent");   /* undone with its group */
+    GQ_CHECK_EQ (gq_store_meta_get (reader, "next_job_id", &meta), 0);
+    GQ_CHECK_EQ (meta, 300);
     gq_batch_destroy (&a);
+
+    /* A full disk fails the whole batch, which is kept and applied again once there is room. */
     a = gq_batch_new ();
     GQ_CHECK_EQ (gq_batch_job_insert (a, &j3, "echo", NULL, NULL, NULL), 0);
+    char *big = (char *) malloc (256 * 1024);
+    memset (big, 'x', 256 * 1024);
+    GQ_CHECK_EQ (gq_batch_blob_insert (a, j3.id, 0, big, 256 * 1024), 0);
+    GQ_CHECK_EQ (gq_store_max_pages (reader, -1), 0); /* no room to grow */
+    GQ_CHECK_EQ (gq_batch_apply (a, reader), GQ_ESTORE);
+    GQ_CHECK_EQ (strstr (gq_batch_errmsg (a), "full") != NULL, 1);
+    GQ_CHECK_EQ (gq_store_row_fault (reader), false);
+    GQ_CHECK_EQ (gq_store_in_transaction (reader), false);
+    GQ_CHECK_STR (s_state_of (reader, j3.id), "absent");
+    GQ_CHECK_EQ (gq_store_max_pages (reader, 0), 0);
+    GQ_CHECK_EQ (gq_batch_apply (a, reader), 0);
+    GQ_CHECK_STR (s_state_of (reader, j3.id), "queued");
+    gq_batch_destroy (&a);
+    free (big);
+    /* Inserted again: a write of its own that fails alone. */
+    a = gq_batch_new ();
+    GQ_CHECK_EQ (gq_batch_job_insert (a, &j3, "echo", NULL, NULL, NULL), 0);
+    GQ_CHECK_EQ (gq_batch_apply (a, reader), 0);
+    GQ_CHECK_EQ (gq_batch_faults (a, NULL), 1);
+    gq_batch_destroy (&a);
+    /* Forgotten writes are not applied. */
+    a = gq_batch_new ();
     GQ_CHECK_EQ (gq_batch_job_insert (a, &again, "echo", NULL, NULL, NULL), 0);
-    GQ_CHECK_EQ (gq_batch_attempt (a, again.id, 1, "x", t, t, "ok", NULL), 0);
+    GQ_CHECK_EQ (gq_batch_attempt (a, again.id, 1, "x", t, t, "ok", NULL, true), 0);
+    GQ_CHECK_EQ (gq_batch_meta (a, "next_job_id", 400), 0);
     gq_batch_forget (a, again.id, again.id);
     GQ_CHECK_EQ (gq_batch_size (a), 1);
     GQ_CHECK_EQ (gq_batch_apply (a, reader), 0); /* the caller's own connection works too */
-    GQ_CHECK_STR (s_state_of (reader, j3.id), "queued");
+    GQ_CHECK_EQ (gq_batch_faults (a, NULL), 0);
     gq_batch_destroy (&a);
 
     /* An empty batch is no transaction; a spoiled one is never applied. */

@@ -5,7 +5,7 @@
 --
 -- Times are milliseconds since the Unix epoch (UTC). Job states are the numbers of
 -- gq_job_state_t (0 queued, 1 running, 2 done, 3 failed, 4 cancelled). The broker never writes
--- "running": a row is inserted queued and updated once, when the job ends.
+-- "running" on a job's row: it is inserted queued and updated once, when the job ends.
 
 CREATE TABLE jobs (
     id           INTEGER PRIMARY KEY,          -- the job id clients see; rowid, never reused
@@ -46,19 +46,22 @@ CREATE TABLE job_blobs (
     PRIMARY KEY (job_id, direction, idx)
 );
 
--- One row per ended attempt, except a first attempt that succeeded: the job's own row (node,
--- started_at, finished_at) tells that one, which saves a write for most jobs. WITHOUT ROWID: rows are small and always reached by the key, so one
--- b-tree instead of a table plus its key index.
+-- One row per attempt (a run of the job on a node), except a first attempt that succeeded
+-- quickly: the job's own row (node, started_at, finished_at) tells that one, which saves a write
+-- for most jobs. A run that lasts is recorded "running" (finished_at NULL) and updated when it
+-- ends; at start the broker records the runs still "running" as lost. WITHOUT ROWID: rows are
+-- small and always reached by the key, so one b-tree instead of a table plus its key index.
 CREATE TABLE attempts (
     job_id      INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
     attempt     INTEGER NOT NULL,              -- 1, 2, ...
     node        TEXT NOT NULL,
     started_at  INTEGER NOT NULL,
-    finished_at INTEGER NOT NULL,
+    finished_at INTEGER,                       -- NULL while it runs
     -- OR, not IN: SQLite evaluates a constant IN list of more than two values through a
     -- temporary b-tree built on every insert, which made this check cost more than the insert.
     outcome     TEXT NOT NULL CHECK (outcome = 'ok' OR outcome = 'failed' OR outcome = 'lost'
-                                     OR outcome = 'timeout' OR outcome = 'cancelled'),
+                                     OR outcome = 'timeout' OR outcome = 'cancelled'
+                                     OR outcome = 'running'),
     reason      TEXT,
     PRIMARY KEY (job_id, attempt)
 ) WITHOUT ROWID;
