@@ -94,8 +94,9 @@ json_t *
 gq_broker_job_json (gq_broker_t *self, const gq_job_t *job, bool with_payload)
 {
     gq_job_row_t row;
+    int32_t node = job->end ? job->end->node : job->node;
     gq_job_row_from (&row, job, gq_matcher_kind_name (self->matcher, job->kind_id),
-                     gq_broker_model_name (self, job), gq_broker_node_name (self, job->node));
+                     gq_broker_model_name (self, job), gq_broker_node_name (self, node));
     if (!with_payload) {
         row.payload = NULL;
     }
@@ -118,8 +119,14 @@ gq_broker_job_free (gq_broker_t *self, gq_job_t **job_p)
         }
         zlist_destroy (&blobs);
     }
+    if (job->end) {
+        free (job->end->result);
+        free (job->end->error);
+        free (job->end);
+    }
     free (job->payload);
     free (job->constraints);
+    free (job->idem);
     free (job);
     *job_p = NULL;
 }
@@ -134,6 +141,13 @@ gq_broker_request_ids (gq_broker_t *self, gq_msg_t *request, int64_t **ids, size
         return false;
     }
     return true;
+}
+
+void
+gq_broker_charge_unknown (gq_broker_t *self, gq_msg_t *request, size_t unknown)
+{
+    int64_t retry_after_ms;
+    gq_guard_take (self->guard, request, unknown, gq_mono_us (), &retry_after_ms);
 }
 
 bool
@@ -189,9 +203,8 @@ static const struct {
     {"BYE", GQ_ROLE_WORKER, S_FAREWELL, gq_workers_bye},
 };
 
-/* Hands a valid message, in its role, to its command's handler. */
-static void
-s_handle (gq_broker_t *self, gq_msg_t **msg_p)
+void
+gq_broker_handle (gq_broker_t *self, gq_msg_t **msg_p)
 {
     gq_msg_t *msg = *msg_p;
     const char *command = gq_msg_command (msg);
@@ -300,7 +313,7 @@ s_on_router (zloop_t *loop, zsock_t *router, void *arg)
             self->rejected++;
             gq_broker_reply (self, gq_msg_error (msg, GQ_EDENIED, "%s", why));
         } else {
-            s_handle (self, &msg);
+            gq_broker_handle (self, &msg);
         }
         gq_msg_destroy (&msg);
     }
@@ -363,20 +376,24 @@ gq_broker_new (const gq_broker_opts_t *opts, char *why, size_t whylen)
         gq_broker_destroy (&self);
         return NULL;
     }
+    /* The loop's own commits never checkpoint the WAL: the writer thread does (commit.c). */
+    gq_store_autocheckpoint (self->store, false);
     self->matcher = gq_matcher_new (&opts->weights);
     self->queue = gq_queue_new (opts->aging_ms);
     self->jobs = zhashx_new ();
+    self->ended = zhashx_new ();
     self->by_connection = zhashx_new ();
     self->replies = zlist_new ();
     self->inflight = zlist_new ();
     self->idem_pending = zhashx_new ();
     self->pending = gq_pending_new (self);
     self->lazy_timer = -1;
+    self->retry_timer = -1;
     self->dirty_watches = zlist_new ();
     self->dirty_workers = zlist_new ();
     self->placed = (gq_dispatch_t *) calloc (GQ_DISPATCH_BATCH_JOBS, sizeof *self->placed);
-    if (!self->matcher || !self->queue || !self->jobs || !self->placed || !self->inflight ||
-        !self->idem_pending || !self->pending) {
+    if (!self->matcher || !self->queue || !self->jobs || !self->ended || !self->placed ||
+        !self->inflight || !self->idem_pending || !self->pending) {
         snprintf (why, whylen, "out of memory");
         gq_broker_destroy (&self);
         return NULL;
@@ -387,6 +404,10 @@ gq_broker_new (const gq_broker_opts_t *opts, char *why, size_t whylen)
     zhashx_set_key_comparator (self->jobs, s_id_compare);
     zhashx_set_key_duplicator (self->jobs, NULL);
     zhashx_set_key_destructor (self->jobs, NULL);
+    zhashx_set_key_hasher (self->ended, s_id_hash);
+    zhashx_set_key_comparator (self->ended, s_id_compare);
+    zhashx_set_key_duplicator (self->ended, NULL);
+    zhashx_set_key_destructor (self->ended, NULL);
     zhashx_set_key_duplicator (self->by_connection, NULL);
     zhashx_set_key_destructor (self->by_connection, NULL);
 
@@ -453,7 +474,7 @@ gq_broker_run (gq_broker_t *self)
                self->opts.db_path, self->opts.durability == GQ_DURABILITY_FULL ? "full" : "normal");
     int rc = zloop_start (self->loop);
     gq_broker_turn_end (self);
-    gq_commit_sync (self); /* everything recorded is committed before we stop */
+    gq_commit_drain (self); /* everything recorded is committed before we stop */
     zsys_info ("broker: stopped");
     return rc < 0 ? -1 : 0;
 }
@@ -466,7 +487,7 @@ gq_broker_destroy (gq_broker_t **self_p)
     }
     gq_broker_t *self = *self_p;
     if (self->writer) {
-        gq_commit_sync (self);
+        gq_commit_drain (self);
         gq_writer_destroy (&self->writer);
         /* A clean stop: the next start needs no gap in the ids. */
         if (self->next_id > 0 && gq_store_meta_set (self->store, "next_job_id", self->next_id)) {
@@ -477,6 +498,7 @@ gq_broker_destroy (gq_broker_t **self_p)
     while (self->inflight && (pending = (gq_pending_t *) zlist_pop (self->inflight))) {
         gq_pending_destroy (self, &pending);
     }
+    gq_pending_destroy (self, &self->retry);
     zlist_destroy (&self->inflight);
     gq_metrics_destroy (&self->metrics);
     zloop_destroy (&self->loop);
@@ -507,6 +529,7 @@ gq_broker_destroy (gq_broker_t **self_p)
     }
     zlist_destroy (&self->replies);
     gq_pending_destroy (self, &self->pending);
+    zhashx_destroy (&self->ended); /* its jobs were freed with the batches that held them */
     zhashx_destroy (&self->idem_pending);
     zlist_destroy (&self->dirty_watches);
     zlist_destroy (&self->dirty_workers);

@@ -81,6 +81,8 @@ typedef struct {
     zlist_t *replies;  /* gq_msg_t: sent when it is back */
     zlist_t *dead;     /* gq_job_t that ended: the batch borrows them; freed when it is back */
     zlist_t *idems;    /* idem keys it inserts (strings): no longer pending when it is back */
+    zlist_t *held;     /* gq_msg_t requests handled again when it is back: SUBMITs that repeat
+                          one of its idem keys, questions about jobs whose end it commits */
     int64_t id_mark;   /* the next_job_id it records, 0 for none */
     int64_t id_first, id_last; /* the ids of the jobs it inserts (0, 0 for none) */
     int64_t opened_us;         /* when its first write was recorded */
@@ -94,11 +96,19 @@ struct _gq_broker_t {
     gq_writer_t *writer;             /* the thread that commits batches */
     gq_pending_t *pending;           /* the batch being recorded */
     zlist_t *inflight;               /* gq_pending_t handed to the writer, oldest first */
-    zhashx_t *idem_pending;          /* idem key -> job id, for inserts not yet committed */
+    zhashx_t *idem_pending;    /* idem key -> the gq_pending_t that inserts it (not committed) */
     int64_t next_id;                 /* the next job id */
     int64_t id_committed;            /* ids below it are covered by a committed next_job_id */
     int64_t id_recorded;             /* the largest next_job_id recorded (committed or not) */
     int lazy_timer;                  /* zloop timer that hands a lazy batch over, or -1 */
+    gq_pending_t *retry;       /* a batch the store refused, applied again after a backoff:
+                                  nothing recorded later is handed over before it commits */
+    int retry_timer;           /* zloop timer of the next try, or -1 */
+    int64_t retry_delay_ms;    /* backoff before the next try (doubles while it fails) */
+    int64_t store_down_ms;     /* wall clock of the first failure of an outage; 0 while commits
+                                  succeed (then no new work is placed, SUBMIT is refused) */
+    char store_error[256];     /* why the store failed last */
+    int64_t store_failures;    /* batches the store refused since start (counter) */
     gq_matcher_t *matcher;           /* nodes and placement */
     gq_queue_t *queue;               /* queued jobs in dispatch order */
     gq_sched_t *sched;               /* placement policy over queue and matcher */
@@ -107,6 +117,7 @@ struct _gq_broker_t {
     int64_t submitted;               /* jobs accepted since start (counter) */
     int64_t finished[GQ_JOB_STATES]; /* jobs ended since start, per final state (counters) */
     zhashx_t *jobs;                  /* id -> gq_job_t, every job not ended */
+    zhashx_t *ended;           /* id -> gq_job_t that ended, until its end is committed */
     zhashx_t *by_connection;         /* routing-id hex -> gq_link_t */
     gq_link_t **workers;             /* by node index */
     size_t workers_size;             /* allocated entries of workers */
@@ -140,6 +151,22 @@ gq_broker_job_lookup (gq_broker_t *self, int64_t id)
     return (gq_job_t *) zhashx_lookup (self->jobs, GQ_ID_KEY (id));
 }
 
+/* The job of that id in memory: not ended, or ended and its end not yet committed. NULL means
+   the store has the last word on it (gq_broker_id_issued says whether to ask it). */
+static inline gq_job_t *
+gq_broker_job_find (gq_broker_t *self, int64_t id)
+{
+    gq_job_t *job = gq_broker_job_lookup (self, id);
+    return job ? job : (gq_job_t *) zhashx_lookup (self->ended, GQ_ID_KEY (id));
+}
+
+/* false for an id this broker never handed out (no store read can find it). */
+static inline bool
+gq_broker_id_issued (gq_broker_t *self, int64_t id)
+{
+    return id > 0 && id < self->next_id;
+}
+
 /* Hex of a frame's bytes into out (size bytes, NUL-terminated). */
 void gq_broker_hex (zframe_t *frame, char *out, size_t size);
 /* The name of node index node, or NULL for -1. Borrowed from the matcher. */
@@ -157,11 +184,16 @@ json_t *gq_broker_job_json (gq_broker_t *self, const gq_job_t *job, bool with_pa
 void gq_broker_job_free (gq_broker_t *self, gq_job_t **job_p);
 /* The request's "ids" (malloc'd, the caller frees), or false after refusing the request. */
 bool gq_broker_request_ids (gq_broker_t *self, gq_msg_t *request, int64_t **ids, size_t *count);
+/* Counts unknown ids a client asked about against its rate limit (a poller of ids that do not
+   exist pays for its questions as a submitter does for its jobs). */
+void gq_broker_charge_unknown (gq_broker_t *self, gq_msg_t *request, size_t unknown);
 /* The request's "id" (required), or false after refusing the request. */
 bool gq_broker_request_id (gq_broker_t *self, gq_msg_t *request, int64_t *id);
 /* Replies command with {"jobs": jobs, "missing": missing} (both taken). */
 void gq_broker_reply_jobs (gq_broker_t *self, gq_msg_t *request, const char *command, json_t *jobs,
                            json_t *missing);
+/* Hands a valid message, in its role, to its command's handler (the handler may take it). */
+void gq_broker_handle (gq_broker_t *self, gq_msg_t **msg_p);
 /* Ends a turn: its replies go now, or with its batch when it wrote; then the FINISHED notices,
    the scheduler's placements, and the batch to the writer if it is due (placed again if the
    loop committed it itself: jobs may have joined the queue). */
@@ -246,6 +278,9 @@ void gq_watch_drop_job (gq_broker_t *self, gq_job_t *job);
    is its JSON text or NULL, error its error or NULL. */
 void gq_watch_job_ended (gq_broker_t *self, const gq_job_t *job, const char *node,
                          const char *result, const char *error, int64_t now_ms);
+/* Makes watch wait for job id: one in memory is watched (or told at once when it ended), one
+   in the store is told at once. false when the broker knows no such job. */
+bool gq_watch_job (gq_broker_t *self, gq_watch_t *watch, int64_t id);
 /* Queues a stored job (JSON, borrowed) for a client watching it. */
 void gq_watch_notify (gq_broker_t *self, gq_watch_t *watch, json_t *job_json);
 /* Sends a watch's pending FINISHED notices; frees it when no job points at it any more. */
@@ -282,13 +317,8 @@ void gq_commit_back (gq_broker_t *self, gq_batch_t *batch);
 /* Commits the pending batch when the writer is idle and the batch is due. Returns true when it
    committed in the loop itself (its jobs may have joined the queue). */
 bool gq_commit_kick (gq_broker_t *self);
-/* Makes every write recorded so far visible to reads of self->store: waits for the writer to
-   commit it all. Blocks the loop; only for questions about jobs no longer in memory. */
-void gq_commit_sync (gq_broker_t *self);
-/* The job of that id in memory; when it is not there, looked for again once the writer has
-   committed all that was recorded (it may have ended, or joined memory, in a batch not yet
-   back), so that a NULL means the store has the last word on it. */
-gq_job_t *gq_commit_find (gq_broker_t *self, int64_t id);
+/* At shutdown: commits everything recorded, waiting for the writer (blocks the loop). */
+void gq_commit_drain (gq_broker_t *self);
 /* Cron: finished jobs past the retention period are purged (in the next batch). */
 void gq_commit_retention (gq_broker_t *self, int64_t now_ms);
 

@@ -36,8 +36,9 @@ gq_pending_new (gq_broker_t *self)
     pending->replies = zlist_new ();
     pending->dead = zlist_new ();
     pending->idems = zlist_new ();
+    pending->held = zlist_new ();
     if (!pending->batch || !pending->submits || !pending->replies || !pending->dead ||
-        !pending->idems) {
+        !pending->idems || !pending->held) {
         gq_pending_destroy (self, &pending);
         return NULL;
     }
@@ -63,12 +64,19 @@ gq_pending_destroy (gq_broker_t *self, gq_pending_t **pending_p)
     }
     gq_job_t *job;
     while (pending->dead && (job = (gq_job_t *) zlist_pop (pending->dead))) {
+        if (self->ended) {
+            zhashx_delete (self->ended, GQ_ID_KEY (job->id));
+        }
         gq_broker_job_free (self, &job);
+    }
+    while (pending->held && (msg = (gq_msg_t *) zlist_pop (pending->held))) {
+        gq_msg_destroy (&msg);
     }
     zlist_destroy (&pending->submits);
     zlist_destroy (&pending->replies);
     zlist_destroy (&pending->dead);
     zlist_destroy (&pending->idems);
+    zlist_destroy (&pending->held);
     gq_batch_destroy (&pending->batch);
     free (pending);
     *pending_p = NULL;
@@ -79,7 +87,8 @@ s_pending_empty (const gq_pending_t *pending)
 {
     return gq_batch_size (pending->batch) == 0 && zlist_size (pending->submits) == 0 &&
            zlist_size (pending->replies) == 0 && zlist_size (pending->dead) == 0 &&
-           zlist_size (pending->idems) == 0 && gq_batch_status (pending->batch) == GQ_OK;
+           zlist_size (pending->idems) == 0 && zlist_size (pending->held) == 0 &&
+           gq_batch_status (pending->batch) == GQ_OK;
 }
 
 /* Records a next_job_id ahead of the ids handed out, once they come within half a block of
@@ -96,7 +105,91 @@ gq_commit_reserve_ids (gq_broker_t *self)
                         gq_batch_meta (self->pending->batch, "next_job_id", self->id_recorded));
 }
 
-/* A batch is back from the writer: what waited on it is settled, then it is freed. */
+/* Refuses a submission whose writes did not commit, and forgets what was recorded for its jobs
+   in batch and in the batch being recorded. */
+static void
+s_refuse (gq_broker_t *self, gq_batch_t *batch, gq_submit_t *submit, const char *why)
+{
+    int64_t first = 0, last = 0;
+    gq_intake_id_range (submit, &first, &last);
+    if (first) {
+        gq_batch_forget (batch, first, last);
+        gq_batch_forget (self->pending->batch, first, last);
+    }
+    gq_intake_settle (self, submit, false, why);
+}
+
+/* Idem keys a batch inserted are no longer pending; the requests held for the batch are handled
+   now: submissions that repeated one of its keys (they find the key stored, or free when its
+   batch was refused), questions about jobs whose end it committed. */
+static void
+s_idems_settled (gq_broker_t *self, gq_pending_t *done)
+{
+    char *idem;
+    while ((idem = (char *) zlist_pop (done->idems))) {
+        zhashx_delete (self->idem_pending, idem);
+        free (idem);
+    }
+    gq_msg_t *held;
+    while ((held = (gq_msg_t *) zlist_pop (done->held))) {
+        gq_broker_handle (self, &held);
+        gq_msg_destroy (&held);
+    }
+}
+
+static int s_on_retry (zloop_t *loop, int timer_id, void *arg);
+
+/* The store refused a whole batch (the disk or the database failed: nothing of it is written).
+   Its submissions are refused; every other write is kept and the batch applied again after a
+   backoff, before anything recorded since. Meanwhile the broker places no new work and refuses
+   submissions (intake.c, dispatch.c); the first failure of an outage is logged, not each. */
+static void
+s_store_failed (gq_broker_t *self, gq_pending_t *done)
+{
+    gq_batch_t *batch = done->batch;
+    int64_t now_ms = gq_now_ms ();
+    snprintf (self->store_error, sizeof self->store_error, "%s", gq_batch_errmsg (batch));
+    self->store_failures++;
+    if (!self->store_down_ms) {
+        self->store_down_ms = now_ms;
+        self->retry_delay_ms = GQ_STORE_RETRY_MIN_MS;
+        zsys_error ("broker: the store cannot commit (%s): new work is paused and submissions "
+                    "are refused until a commit succeeds; the writes waiting are kept and "
+                    "retried",
+                    self->store_error);
+    } else {
+        self->retry_delay_ms = self->retry_delay_ms * 2 < GQ_STORE_RETRY_MAX_MS
+                                   ? self->retry_delay_ms * 2
+                                   : GQ_STORE_RETRY_MAX_MS;
+    }
+    gq_submit_t *submit;
+    while ((submit = (gq_submit_t *) zlist_pop (done->submits))) {
+        s_refuse (self, batch, submit, self->store_error);
+    }
+    s_idems_settled (self, done);
+    self->retry = done;
+    self->retry_timer = zloop_timer (self->loop, (size_t) self->retry_delay_ms, 1, s_on_retry,
+                                     self);
+}
+
+/* A batch the store refused is applied again, by the writer. */
+static int
+s_on_retry (zloop_t *loop, int timer_id, void *arg)
+{
+    gq_broker_t *self = (gq_broker_t *) arg;
+    self->retry_timer = -1;
+    gq_pending_t *retry = self->retry;
+    if (retry && !gq_writer_busy (self->writer) && gq_writer_send (self->writer, retry->batch) == 0) {
+        self->retry = NULL;
+        zlist_append (self->inflight, retry);
+    } else if (retry) {
+        self->retry_timer = zloop_timer (loop, (size_t) self->retry_delay_ms, 1, s_on_retry, self);
+    }
+    return 0;
+}
+
+/* A batch is back from the writer (or the loop): what waited on it is settled, then it is
+   freed; a batch the store refused is kept for another try. */
 void
 gq_commit_back (gq_broker_t *self, gq_batch_t *batch)
 {
@@ -106,8 +199,21 @@ gq_commit_back (gq_broker_t *self, gq_batch_t *batch)
         zsys_interrupted = 1;
         return;
     }
-    bool committed = gq_batch_status (batch) == GQ_OK;
+    int status = gq_batch_status (batch);
+    if (status == GQ_ESTORE) {
+        s_store_failed (self, done);
+        return;
+    }
+    bool committed = status == GQ_OK;
+    if (committed && self->store_down_ms) {
+        zsys_info ("broker: the store commits again after %lld ms; the writes kept are committed, "
+                   "and new work resumes",
+                   (long long) (gq_now_ms () - self->store_down_ms));
+        self->store_down_ms = 0;
+        self->store_error[0] = '\0';
+    }
     if (!committed) {
+        /* Spoiled while recorded (out of memory): never applied, nothing of it written. */
         zsys_error ("broker: a batch of %zu writes was not committed: %s", gq_batch_size (batch),
                     gq_batch_errmsg (batch));
     }
@@ -126,14 +232,6 @@ gq_commit_back (gq_broker_t *self, gq_batch_t *batch)
         }
         zsys_info ("broker: retention: purged %d finished jobs", gq_batch_purged (batch, NULL));
     }
-    if (!committed && done->id_first) {
-        gq_batch_forget (self->pending->batch, done->id_first, done->id_last);
-    }
-    char *idem;
-    while ((idem = (char *) zlist_pop (done->idems))) {
-        zhashx_delete (self->idem_pending, idem);
-        free (idem);
-    }
     const char *fault = NULL;
     size_t faults = gq_batch_faults (batch, &fault);
     if (committed && faults) {
@@ -142,22 +240,25 @@ gq_commit_back (gq_broker_t *self, gq_batch_t *batch)
     }
     gq_submit_t *submit;
     while ((submit = (gq_submit_t *) zlist_pop (done->submits))) {
-        bool refused = !committed || gq_batch_group_failed (batch, submit->group);
-        if (committed && refused) {
-            /* Its own writes failed (a constraint): it alone is refused, and what was recorded
-               for its jobs since goes too. */
-            int64_t first = 0, last = 0;
-            gq_intake_id_range (submit, &first, &last);
-            if (first) {
-                gq_batch_forget (self->pending->batch, first, last);
-            }
+        if (!committed || gq_batch_group_failed (batch, submit->group)) {
+            /* Its own writes failed (a constraint), or the batch never was: it alone is
+               refused, and what was recorded for its jobs since goes too. */
+            s_refuse (self, batch, submit, committed ? fault : gq_batch_errmsg (batch));
+        } else {
+            gq_intake_settle (self, submit, true, NULL);
         }
-        gq_intake_settle (self, submit, !refused, committed ? fault : gq_batch_errmsg (batch));
     }
     gq_msg_t *reply;
     while ((reply = (gq_msg_t *) zlist_pop (done->replies))) {
         gq_msg_send (&reply, self->router);
     }
+    /* Ended jobs whose end is committed leave memory: the store answers for them now. */
+    gq_job_t *job;
+    while ((job = (gq_job_t *) zlist_pop (done->dead))) {
+        zhashx_delete (self->ended, GQ_ID_KEY (job->id));
+        gq_broker_job_free (self, &job);
+    }
+    s_idems_settled (self, done);
     gq_pending_destroy (self, &done);
 }
 
@@ -217,8 +318,8 @@ bool
 gq_commit_kick (gq_broker_t *self)
 {
     gq_pending_t *pending = self->pending;
-    if (gq_writer_busy (self->writer) || s_pending_empty (pending)) {
-        return false;
+    if (self->retry || gq_writer_busy (self->writer) || s_pending_empty (pending)) {
+        return false; /* batches commit in order: a refused one first */
     }
     bool due = zlist_size (pending->submits) || zlist_size (pending->replies) ||
                gq_batch_size (pending->batch) >= GQ_EAGER_COMMIT_WRITES || !pending->opened_us ||
@@ -230,7 +331,7 @@ gq_commit_kick (gq_broker_t *self)
         return false;
     }
     if (gq_batch_size (pending->batch) <= GQ_INLINE_COMMIT_WRITES &&
-        !(zsock_events (self->router) & ZMQ_POLLIN)) {
+        !gq_batch_heavy (pending->batch) && !(zsock_events (self->router) & ZMQ_POLLIN)) {
         s_commit_here (self);
         return true;
     }
@@ -238,45 +339,46 @@ gq_commit_kick (gq_broker_t *self)
     return false;
 }
 
-/* Makes every write recorded so far visible to reads of self->store: waits for the writer to
-   commit it all. Blocks the loop; only for questions about jobs no longer in memory. */
+/* At shutdown: commits everything recorded, waiting for the writer. A batch the store refuses is
+   tried again a few times; what still cannot commit is lost, and said (its jobs run again after a
+   restart: execution is at least once). */
 void
-gq_commit_sync (gq_broker_t *self)
+gq_commit_drain (gq_broker_t *self)
 {
-    while (gq_writer_busy (self->writer)) {
-        gq_batch_t *batch = gq_writer_recv (self->writer);
-        if (!batch) {
-            return;
-        }
-        gq_commit_back (self, batch);
-    }
-    if (!s_pending_empty (self->pending) && s_hand_over (self)) {
-        gq_batch_t *batch = gq_writer_recv (self->writer);
-        if (batch) {
+    for (int tries = 0; tries < GQ_STORE_DRAIN_TRIES; tries++) {
+        while (gq_writer_busy (self->writer)) {
+            gq_batch_t *batch = gq_writer_recv (self->writer);
+            if (!batch) {
+                return;
+            }
             gq_commit_back (self, batch);
         }
+        if (self->retry) {
+            s_on_retry (self->loop, self->retry_timer, self);
+        } else if (!s_pending_empty (self->pending)) {
+            s_hand_over (self);
+        }
+        if (!gq_writer_busy (self->writer)) {
+            break;
+        }
+        if (tries) {
+            zclock_sleep ((int) self->retry_delay_ms);
+        }
     }
-}
-
-/* The job of that id in memory; when it is not there, looked for again once the writer has
-   committed all that was recorded (it may have ended, or joined memory, in a batch not yet
-   back), so that a NULL means the store has the last word on it. */
-gq_job_t *
-gq_commit_find (gq_broker_t *self, int64_t id)
-{
-    gq_job_t *job = gq_broker_job_lookup (self, id);
-    if (!job) {
-        gq_commit_sync (self);
-        job = gq_broker_job_lookup (self, id);
+    if (self->retry) {
+        zsys_error ("broker: %zu writes could not be committed before the broker stopped (%s): "
+                    "the jobs that ended in them will run again after a restart",
+                    gq_batch_size (self->retry->batch), self->store_error);
     }
-    return job;
 }
 
 /* Cron: finished jobs past the retention period are purged. */
 void
 gq_commit_retention (gq_broker_t *self, int64_t now_ms)
 {
-    /* In the writer, like every write; its batch tells what it purged (gq_commit_back). */
+    /* In the writer, like every write; its batch tells what it purged (gq_commit_back). The
+       writer checkpoints the WAL after it (the loop's own commits never do). */
+    gq_commit_recorded (self, gq_batch_checkpoint (self->pending->batch));
     gq_commit_recorded (self,
                         gq_batch_purge (self->pending->batch, now_ms - self->opts.retention_ms,
                                         GQ_PURGE_CHUNK_JOBS));

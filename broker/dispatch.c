@@ -24,6 +24,9 @@ s_worker_flush_jobs (gq_broker_t *self, gq_link_t *worker)
 void
 gq_dispatch_turn (gq_broker_t *self)
 {
+    if (self->store_down_ms) {
+        return; /* a run would start that no commit can record: no new work until it can */
+    }
     int64_t now_ms = gq_now_ms ();
     size_t placed;
     do {

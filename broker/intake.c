@@ -77,6 +77,25 @@ s_job_join (gq_broker_t *self, gq_submit_t *submit, gq_job_t *job)
     }
 }
 
+/* The batch, recorded or not yet committed, that inserts job id (NULL if none does). */
+static gq_pending_t *
+s_idem_owner (gq_broker_t *self, int64_t id)
+{
+    gq_pending_t *candidates[] = {self->pending, self->retry};
+    for (size_t c = 0; c < 2; c++) {
+        if (candidates[c] && id >= candidates[c]->id_first && id <= candidates[c]->id_last) {
+            return candidates[c];
+        }
+    }
+    for (gq_pending_t *p = (gq_pending_t *) zlist_first (self->inflight); p;
+         p = (gq_pending_t *) zlist_next (self->inflight)) {
+        if (id >= p->id_first && id <= p->id_last) {
+            return p;
+        }
+    }
+    return NULL;
+}
+
 void
 gq_intake_submit (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
 {
@@ -145,6 +164,27 @@ gq_intake_submit (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
             return;
         }
     }
+    /* A key that a submission not yet committed holds: this one waits for that outcome, and is
+       handled anew when it is known (then the key is stored, or free again). */
+    for (size_t i = 0; i < count; i++) {
+        void *hit = specs[i].idem ? zhashx_lookup (self->idem_pending, specs[i].idem) : NULL;
+        gq_pending_t *owner = hit ? s_idem_owner (self, (int64_t) (intptr_t) hit) : NULL;
+        if (owner && zlist_append (owner->held, request) == 0) {
+            *request_p = NULL;
+            free (specs);
+            return;
+        }
+    }
+    if (self->store_down_ms) {
+        /* Nothing can be committed: refused now rather than after a batch that fails. */
+        free (specs);
+        self->rejected++;
+        gq_broker_reply (self, gq_msg_error (request, GQ_ESTORE,
+                                             "the broker cannot write its store (%s); nothing "
+                                             "was accepted, retry later",
+                                             self->store_error));
+        return;
+    }
     int64_t retry_after_ms = 0;
     if (gq_guard_take (self->guard, request, count, gq_mono_us (), &retry_after_ms)) {
         free (specs);
@@ -190,8 +230,8 @@ gq_intake_submit (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
     *request_p = NULL;
     int64_t now_ms = gq_now_ms ();
     /* Every job first (only allocation or an idem lookup can fail now: the batch was
-       validated), so that a failure leaves nothing behind. An idem key names a job not yet
-       committed (idem_pending) or a stored one. */
+       validated), so that a failure leaves nothing behind. An idem key names a job of this same
+       submission (idem_pending: the repeat gets its id) or a stored one. */
     int rc = GQ_OK;
     size_t repeats = 0;
     for (size_t i = 0; i < count && rc == GQ_OK; i++) {
@@ -220,8 +260,9 @@ gq_intake_submit (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
         job->owner = owner;
         submit->jobs[i] = job;
         submit->ids[i] = job->id;
-        if (spec->idem &&
-            zhashx_insert (self->idem_pending, spec->idem, (void *) (intptr_t) job->id)) {
+        if (spec->idem && (!(job->idem = strdup (spec->idem)) ||
+                           zhashx_insert (self->idem_pending, spec->idem,
+                                          (void *) (intptr_t) job->id))) {
             rc = GQ_ENOMEM;
         }
     }
@@ -261,17 +302,7 @@ gq_intake_submit (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
         if (submit->jobs[i]) {
             continue;
         }
-        gq_job_t *job = gq_commit_find (self, submit->ids[i]);
-        if (job) {
-            gq_watch_add (job, submit->watch);
-            continue;
-        }
-        json_t *stored = gq_store_job_json (self->store, submit->ids[i], true);
-        if (stored) {
-            json_object_del (stored, "attempts_detail");
-            gq_watch_notify (self, submit->watch, stored);
-            json_decref (stored);
-        }
+        gq_watch_job (self, submit->watch, submit->ids[i]);
     }
     /* The writes; jobs whose ids are covered join memory and the queue now (they may be
        placed at the end of this turn, before their batch commits). */

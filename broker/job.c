@@ -53,6 +53,12 @@ gq_job_row_from (gq_job_row_t *row, const gq_job_t *job, const char *kind, const
     row->node = node;
     row->submitted_ms = job->submitted_ms;
     row->started_ms = job->started_ms;
+    row->idem = job->idem;
+    if (job->end) {
+        row->result = job->end->result;
+        row->error = job->end->error;
+        row->finished_ms = job->end->finished_ms;
+    }
 }
 
 /* ---- JSON ------------------------------------------------------------------------------------ */

@@ -34,17 +34,31 @@ typedef struct {
 
 #define GQ_JOB_MAX_EXCLUDED 16        /* nodes remembered as having failed one job */
 
+/* What a job that ended keeps in memory until its end is committed, so that the broker answers
+   for it without asking the store (the batch that writes the end borrows result and error). */
+typedef struct {
+    char *result;        /* JSON text (malloc'd), or NULL */
+    char *error;         /* malloc'd, or NULL */
+    int64_t finished_ms; /* wall clock */
+    int32_t node;        /* matcher index of the last attempt's node, -1 for none */
+} gq_job_end_t;
+
 typedef struct _gq_job_t gq_job_t;
 struct _gq_job_t {
     int64_t id;                   /* from SQLite, > 0 */
     int64_t submitted_ms;         /* wall clock at submission */
     int64_t started_ms;           /* wall clock when the current attempt was dispatched */
-    int64_t queue_key;            /* dispatch order key, maintained by the queue */
+    union {
+        int64_t queue_key;        /* queued: dispatch order key, maintained by the queue */
+        int64_t started_mono_ms;  /* running: monotonic clock at dispatch (time limits) */
+    };
     gq_job_t *qprev, *qnext;      /* queue links (owned by the queue) */
     char *payload;                /* JSON text, malloc'd, never NULL */
     gq_constraints_t *constraints;/* malloc'd or NULL */
     void *blobs;                  /* zlist of zframe_t blobs, or NULL (owned by the broker) */
     void *watchers;               /* broker bookkeeping for clients waiting on it, or NULL */
+    char *idem;                   /* idempotency key (malloc'd), or NULL */
+    gq_job_end_t *end;            /* once it ended (malloc'd), NULL before */
     uint32_t payload_len;         /* bytes of payload, without the NUL */
     uint32_t timeout_ms;          /* per-attempt time limit; 0 means none */
     int32_t min_vram_mb;          /* VRAM the job needs on the node */
@@ -89,8 +103,8 @@ typedef struct {
 } gq_job_row_t;
 
 /* Fills row from an in-memory job. The names come from the caller (the job holds interned ids
-   only); idem, result, error and client are left NULL and finished_ms 0 for the caller to set.
-   row borrows job->payload and the names. */
+   only); result, error and finished_ms come from its end, when it ended; client is left NULL.
+   row borrows job->payload, its idem key and end, and the names. */
 void gq_job_row_from (gq_job_row_t *row, const gq_job_t *job, const char *kind, const char *model,
                       const char *node);
 

@@ -5,6 +5,22 @@
 
 #include <string.h>
 
+/* The JSON of job id: from memory (*in_memory true), else from the store when the id was ever
+   handed out; NULL when there is no such job. */
+static json_t *
+s_job_json (gq_broker_t *self, int64_t id, bool with_payload, bool *in_memory)
+{
+    gq_job_t *job = gq_broker_job_find (self, id);
+    if (in_memory) {
+        *in_memory = job != NULL;
+    }
+    if (job) {
+        return gq_broker_job_json (self, job, with_payload);
+    }
+    return gq_broker_id_issued (self, id) ? gq_store_job_json (self->store, id, with_payload)
+                                          : NULL;
+}
+
 void
 gq_queries_status (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
 {
@@ -17,9 +33,7 @@ gq_queries_status (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
     json_t *jobs = json_array ();
     json_t *missing = json_array ();
     for (size_t i = 0; i < count; i++) {
-        gq_job_t *job = gq_commit_find (self, ids[i]);
-        json_t *json = job ? gq_broker_job_json (self, job, false)
-                           : gq_store_job_json (self->store, ids[i], false);
+        json_t *json = s_job_json (self, ids[i], false, NULL);
         if (json) {
             json_array_append_new (jobs, json);
         } else {
@@ -27,6 +41,7 @@ gq_queries_status (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
         }
     }
     free (ids);
+    gq_broker_charge_unknown (self, request, json_array_size (missing));
     gq_broker_reply_jobs (self, request, "STATUS", jobs, missing);
 }
 
@@ -38,15 +53,22 @@ gq_queries_result (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
     if (!gq_broker_request_id (self, request, &id)) {
         return;
     }
-    gq_job_t *job = gq_commit_find (self, id);
-    json_t *json =
-        job ? gq_broker_job_json (self, job, true) : gq_store_job_json (self->store, id, true);
+    gq_job_t *ended = gq_broker_job_find (self, id);
+    if (ended && ended->end && zlist_append (self->pending->held, request) == 0) {
+        /* Its end is not committed yet: answered from the store, with its whole history, once
+           it is (the next batch commits after the one that holds the end). */
+        *request_p = NULL;
+        return;
+    }
+    bool in_memory;
+    json_t *json = s_job_json (self, id, true, &in_memory);
     if (!json) {
+        gq_broker_charge_unknown (self, request, 1);
         gq_broker_reply (self, gq_msg_error (request, GQ_ENOTFOUND, "no job %lld", (long long) id));
         return;
     }
     gq_msg_t *reply = gq_msg_reply (request, "RESULT", json_pack ("{s:o}", "job", json));
-    if (!job) {
+    if (!in_memory) {
         void **data;
         size_t *sizes;
         int n = gq_store_job_blobs (self->store, id, "out", &data, &sizes);
@@ -59,6 +81,49 @@ gq_queries_result (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
         }
     }
     gq_broker_reply (self, reply);
+}
+
+static int
+s_newest_first (const void *a, const void *b)
+{
+    int64_t x = (*(gq_job_t *const *) a)->id, y = (*(gq_job_t *const *) b)->id;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* Jobs of a final state (or all, state -1), newest first, into jobs: the stored rows, and the
+   jobs that ended but whose end is not committed yet (the store has them queued, or not at
+   all); a job in memory shows its live state. */
+static void
+s_jobs_listed (gq_broker_t *self, int state, size_t limit, json_t *jobs)
+{
+    json_t *stored = gq_store_jobs_json (self->store, state, limit);
+    size_t n_ended = 0;
+    gq_job_t **ended = (gq_job_t **) malloc ((zhashx_size (self->ended) + 1) * sizeof *ended);
+    for (gq_job_t *job = (gq_job_t *) zhashx_first (self->ended); job && ended;
+         job = (gq_job_t *) zhashx_next (self->ended)) {
+        if (state < 0 || job->state == state) {
+            ended[n_ended++] = job;
+        }
+    }
+    if (n_ended) {
+        qsort (ended, n_ended, sizeof *ended, s_newest_first);
+    }
+    size_t i = 0, e = 0, rows = json_array_size (stored);
+    while (json_array_size (jobs) < limit && (i < rows || e < n_ended)) {
+        json_t *item = json_array_get (stored, i);
+        int64_t id = i < rows ? (int64_t) json_integer_value (json_object_get (item, "id")) : 0;
+        if (e < n_ended && ended[e]->id >= id) {
+            i += ended[e]->id == id; /* the store's row is older news */
+            json_array_append_new (jobs, gq_broker_job_json (self, ended[e++], false));
+            continue;
+        }
+        gq_job_t *job = gq_broker_job_lookup (self, id);
+        json_array_append_new (jobs, job ? gq_broker_job_json (self, job, false)
+                                         : json_incref (item));
+        i++;
+    }
+    free (ended);
+    json_decref (stored);
 }
 
 void
@@ -95,19 +160,7 @@ gq_queries_jobs (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
             }
         }
     } else {
-        /* Stored rows, newest first; jobs still in memory show their live state. */
-        gq_commit_sync (self);
-        json_t *stored = gq_store_jobs_json (self->store, state, (size_t) limit);
-        size_t i;
-        json_t *item;
-        json_array_foreach (stored, i, item)
-        {
-            gq_job_t *job = gq_broker_job_lookup (
-                self, (int64_t) json_integer_value (json_object_get (item, "id")));
-            json_array_append_new (jobs, job ? gq_broker_job_json (self, job, false)
-                                             : json_incref (item));
-        }
-        json_decref (stored);
+        s_jobs_listed (self, state, (size_t) limit, jobs);
     }
     gq_broker_reply (self, gq_msg_reply (request, "JOBS", json_pack ("{s:o}", "jobs", jobs)));
 }
@@ -154,6 +207,32 @@ gq_queries_nodes (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
     gq_broker_reply (self, gq_msg_reply (request, "NODES", json_pack ("{s:o}", "nodes", nodes)));
 }
 
+/* Writes recorded and not committed yet: in the batch being recorded, and in those handed over
+   or kept for another try. */
+static size_t
+s_writes_waiting (gq_broker_t *self)
+{
+    size_t writes = gq_batch_size (self->pending->batch);
+    for (gq_pending_t *p = (gq_pending_t *) zlist_first (self->inflight); p;
+         p = (gq_pending_t *) zlist_next (self->inflight)) {
+        writes += gq_batch_size (p->batch);
+    }
+    return writes + (self->retry ? gq_batch_size (self->retry->batch) : 0);
+}
+
+/* The store's health: {ok, error, since, failures, writes_waiting}. */
+static json_t *
+s_store_json (gq_broker_t *self)
+{
+    char since[GQ_TIME_BUF];
+    bool ok = self->store_down_ms == 0;
+    return json_pack ("{s:b, s:s?, s:s?, s:I, s:I}", "ok", ok, "error",
+                      ok ? NULL : self->store_error, "since",
+                      ok ? NULL : gq_format_time (self->store_down_ms, since), "failures",
+                      (json_int_t) self->store_failures, "writes_waiting",
+                      (json_int_t) s_writes_waiting (self));
+}
+
 void
 gq_queries_stats (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
 {
@@ -182,6 +261,7 @@ gq_queries_stats (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
         (json_int_t) by_status[GQ_NODE_OFFLINE], "queue", "by_priority", by_priority,
         "oldest_wait_ms", (json_int_t) (oldest ? now_ms - oldest : 0), "rejected",
         (json_int_t) self->rejected, "uptime_ms", (json_int_t) (now_ms - self->started_ms));
+    json_object_set_new (body, "store", s_store_json (self));
     gq_broker_reply (self, gq_msg_reply (request, "STATS", body));
 }
 
@@ -225,12 +305,12 @@ gq_queries_explain (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
     if (!gq_broker_request_id (self, request, &id)) {
         return;
     }
-    gq_job_t *job = gq_commit_find (self, id);
+    gq_job_t *job = gq_broker_job_find (self, id);
     gq_job_t copy;
     gq_constraints_t constraints;
     json_t *stored = NULL;
     if (!job) {
-        stored = gq_store_job_json (self->store, id, false);
+        stored = gq_broker_id_issued (self, id) ? gq_store_job_json (self->store, id, false) : NULL;
         if (!stored || s_job_from_json (self, stored, &copy, &constraints)) {
             json_decref (stored);
             gq_broker_reply (self,
@@ -272,7 +352,7 @@ gq_queries_explain (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
     const char *state = stored ? json_string_value (json_object_get (stored, "state"))
                                : gq_job_state_name (job->state);
     const char *ran_on = stored ? json_string_value (json_object_get (stored, "node"))
-                                : gq_broker_node_name (self, job->node);
+                                : gq_broker_node_name (self, job->end ? job->end->node : job->node);
     json_t *body = json_pack (
         "{s:I, s:s, s:s?, s:s?, s:o, s:s}", "id", (json_int_t) id, "state", state, "ran_on", ran_on,
         "node", best >= 0 ? gq_broker_node_name (self, best) : NULL, "nodes", nodes, "hint", hint);
@@ -303,6 +383,15 @@ gq_queries_metrics (void *arg, zchunk_t *out)
         gq_chunk_printf (out, "gridq_jobs_finished_total{state=\"%s\"} %lld\n",
                         gq_job_state_name (s), (long long) self->finished[s]);
     }
+    gq_chunk_raw (out, "# HELP gridq_store_up 1 while the store commits; 0 while it refuses "
+                       "(new work paused, submissions refused).\n# TYPE gridq_store_up gauge\n");
+    gq_chunk_printf (out, "gridq_store_up %d\n", self->store_down_ms == 0);
+    gq_chunk_raw (out, "# HELP gridq_store_failures_total Batches the store refused since start.\n"
+                       "# TYPE gridq_store_failures_total counter\n");
+    gq_chunk_printf (out, "gridq_store_failures_total %lld\n", (long long) self->store_failures);
+    gq_chunk_raw (out, "# HELP gridq_store_writes_waiting Writes recorded and not yet committed.\n"
+                       "# TYPE gridq_store_writes_waiting gauge\n");
+    gq_chunk_printf (out, "gridq_store_writes_waiting %zu\n", s_writes_waiting (self));
     gq_chunk_raw (out, "# HELP gridq_jobs Jobs in the store, by state.\n# TYPE gridq_jobs gauge\n");
     for (int s = 0; s < GQ_JOB_STATES; s++) {
         gq_chunk_printf (out, "gridq_jobs{state=\"%s\"} %lld\n", gq_job_state_name (s),

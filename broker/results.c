@@ -7,16 +7,17 @@
 #include <string.h>
 
 /* A job that ended leaves the broker's tables now, and memory when the batch that holds its
-   last writes is back (the batch borrows its payload and blobs). Its watchers are released. */
+   last writes is back committed (the batch borrows its payload, blobs and end); until then it
+   is answered for from the ended index. Its watchers are released. */
 static void
 s_job_bury (gq_broker_t *self, gq_job_t *job)
 {
     gq_watch_drop_job (self, job);
+    zhashx_delete (self->jobs, GQ_ID_KEY (job->id));
+    zhashx_insert (self->ended, GQ_ID_KEY (job->id), job);
     zlist_append (self->pending->dead, job);
 }
 
-/* Ends the current attempt of a running job: its slot released, unlinked, and its row recorded
-   (not for a first attempt that succeeded: the job's own row tells that one). */
 void
 gq_results_attempt_end (gq_broker_t *self, gq_job_t *job, const char *outcome,
                         const char *reason, int64_t now_ms)
@@ -59,12 +60,23 @@ gq_results_job_end (gq_broker_t *self, gq_job_t *job, int state, json_t *result,
         gq_metrics_observe (self->metrics, GQ_HIST_LATENCY_MS, (double) (now_ms - job->started_ms));
     }
     const char *node = gq_broker_node_name (self, last_node);
+    gq_job_end_t *end = (gq_job_end_t *) calloc (1, sizeof *end);
+    if (end) {
+        end->result = text;
+        end->error = error ? strdup (error) : NULL;
+        end->finished_ms = now_ms;
+        end->node = last_node;
+        job->end = end;
+    } else {
+        free (text);
+        text = NULL;
+    }
     gq_watch_job_ended (self, job, node, text, error, now_ms);
-    /* The batch takes the result text. */
-    gq_commit_recorded (self,
-                        gq_batch_job_finish (self->pending->batch, job->id, state, job->attempts,
-                                             node, job->started_ms, now_ms, text, error));
-    zhashx_delete (self->jobs, GQ_ID_KEY (job->id));
+    /* The batch borrows the end's result and error. */
+    gq_commit_recorded (self, end ? gq_batch_job_finish (self->pending->batch, job->id, state,
+                                                         job->attempts, node, job->started_ms,
+                                                         now_ms, end->result, end->error)
+                                  : GQ_ENOMEM);
     s_job_bury (self, job);
 }
 
@@ -170,8 +182,8 @@ gq_results_cancel (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
     json_t *missing = json_array ();
     int64_t now_ms = gq_now_ms ();
     for (size_t i = 0; i < count; i++) {
-        gq_job_t *job = gq_commit_find (self, ids[i]);
-        if (job) {
+        gq_job_t *job = gq_broker_job_find (self, ids[i]);
+        if (job && !job->end) {
             int32_t node = job->node;
             if (job->state == GQ_JOB_RUNNING) {
                 /* The slot is free on the broker at once; the worker kills the job. */
@@ -185,16 +197,27 @@ gq_results_cancel (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
                 jobs, json_pack ("{s:I, s:s}", "id", (json_int_t) ids[i], "state", "cancelled"));
             continue;
         }
-        json_t *stored = gq_store_job_json (self->store, ids[i], false);
+        if (job) {
+            /* Ended: its end is not committed yet, and this reply says it is (below). */
+            json_array_append_new (jobs, json_pack ("{s:I, s:s}", "id", (json_int_t) ids[i],
+                                                    "state", gq_job_state_name (job->state)));
+            continue;
+        }
+        json_t *stored = gq_broker_id_issued (self, ids[i])
+                             ? gq_store_job_json (self->store, ids[i], false)
+                             : NULL;
         if (stored) {
-            json_array_append_new (jobs, json_pack ("{s:I, s:O}", "id", (json_int_t) ids[i], "state",
-                                                    json_object_get (stored, "state")));
+            json_array_append_new (jobs, json_pack ("{s:I, s:O}", "id", (json_int_t) ids[i],
+                                                    "state", json_object_get (stored, "state")));
             json_decref (stored);
         } else {
             json_array_append_new (missing, json_integer (ids[i]));
         }
     }
     free (ids);
+    gq_broker_charge_unknown (self, request, json_array_size (missing));
+    /* The reply promises ends: it goes out when the next batch has committed them. */
+    self->turn_wrote = true;
     gq_broker_reply_jobs (self, request, "CANCEL", jobs, missing);
 }
 

@@ -583,6 +583,27 @@ gq_store_group_end (gq_store_t *self, bool keep)
 }
 
 int
+gq_store_autocheckpoint (gq_store_t *self, bool on)
+{
+    char sql[64];
+    snprintf (sql, sizeof sql, "PRAGMA wal_autocheckpoint = %d", on ? 1000 : 0);
+    if (sqlite3_exec (self->db, sql, NULL, NULL, NULL) != SQLITE_OK) {
+        return s_fail (self, "wal_autocheckpoint");
+    }
+    return s_ok (self);
+}
+
+int
+gq_store_checkpoint (gq_store_t *self)
+{
+    if (sqlite3_wal_checkpoint_v2 (self->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL) !=
+        SQLITE_OK) {
+        return s_fail (self, "checkpoint");
+    }
+    return s_ok (self);
+}
+
+int
 gq_store_max_pages (gq_store_t *self, int64_t pages)
 {
     /* SQLite raises a maximum below the file's size to that size: -1 means "no growth". */

@@ -63,6 +63,12 @@ int gq_store_group_end (gq_store_t *self, bool keep);
    argument): that write alone failed, and the same write would fail again. false after a
    success, and after a failure of the database or the disk, which a retry may cure. */
 bool gq_store_row_fault (gq_store_t *self);
+/* Whether commits on this connection checkpoint the WAL when it grows (SQLite's default: on).
+   The broker's loop turns it off for its own connection: only the writer thread checkpoints. */
+int gq_store_autocheckpoint (gq_store_t *self, bool on);
+/* A passive WAL checkpoint now (pages no reader needs go back into the database). 0 or
+   GQ_ESTORE. */
+int gq_store_checkpoint (gq_store_t *self);
 /* For tests: the database may grow to pages pages at most (-1: not at all; 0: SQLite's limit).
    A write past it fails as on a full disk. 0 or GQ_ESTORE. */
 int gq_store_max_pages (gq_store_t *self, int64_t pages);

@@ -35,6 +35,10 @@
 #define GQ_EAGER_COMMIT_WRITES    8192
 /* A batch this small, when the writer and the socket are idle, is committed by the loop. */
 #define GQ_INLINE_COMMIT_WRITES   64
+/* A batch the store refused is applied again after this, doubling while it fails, up to MAX. */
+#define GQ_STORE_RETRY_MIN_MS     10
+#define GQ_STORE_RETRY_MAX_MS     1000
+#define GQ_STORE_DRAIN_TRIES      5      /* tries at shutdown before writes are given up */
 #define GQ_ID_BLOCK_IDS           (1 << 20) /* job ids reserved by one committed next_job_id */
 
 /* ---- Matching and scheduling (matcher.c, sched.c) ----------------------------------------- */

@@ -208,8 +208,38 @@ gq_watch_new (gq_msg_t *request)
     return watch;
 }
 
-/* Makes request's client wait for ids: those ended come at once (from the store), the others
-   when they end, unknown ones in "missing". */
+bool
+gq_watch_job (gq_broker_t *self, gq_watch_t *watch, int64_t id)
+{
+    gq_job_t *job = gq_broker_job_find (self, id);
+    if (job && !job->end) {
+        gq_watch_add (job, watch);
+        return true;
+    }
+    if (job) {
+        /* Ended, its end not committed yet: told from memory. */
+        gq_job_end_t *end = job->end;
+        zchunk_t *text = watch->brief ? s_brief_text (job, end->result, end->error)
+                                      : s_finished_text (self, job,
+                                                         gq_broker_node_name (self, end->node),
+                                                         end->result, end->error,
+                                                         end->finished_ms);
+        s_notify_text (self, watch, (const char *) zchunk_data (text), zchunk_size (text));
+        zchunk_destroy (&text);
+        return true;
+    }
+    json_t *stored =
+        gq_broker_id_issued (self, id) ? gq_store_job_json (self->store, id, true) : NULL;
+    if (stored) {
+        json_object_del (stored, "attempts_detail");
+        gq_watch_notify (self, watch, stored);
+        json_decref (stored);
+    }
+    return stored != NULL;
+}
+
+/* Makes request's client wait for ids: those ended come at once, the others when they end,
+   unknown ones in "missing". */
 static void
 s_watch_ids (gq_broker_t *self, gq_msg_t *request, const int64_t *ids, size_t count)
 {
@@ -221,21 +251,12 @@ s_watch_ids (gq_broker_t *self, gq_msg_t *request, const int64_t *ids, size_t co
     watch->refs = 1; /* held by this function while it works */
     json_t *missing = json_array ();
     for (size_t i = 0; i < count; i++) {
-        gq_job_t *job = gq_commit_find (self, ids[i]);
-        if (job) {
-            gq_watch_add (job, watch);
-            continue;
-        }
-        json_t *stored = gq_store_job_json (self->store, ids[i], true);
-        if (stored) {
-            json_object_del (stored, "attempts_detail");
-            gq_watch_notify (self, watch, stored);
-            json_decref (stored);
-        } else {
+        if (!gq_watch_job (self, watch, ids[i])) {
             json_array_append_new (missing, json_integer (ids[i]));
         }
     }
     if (json_array_size (missing)) {
+        gq_broker_charge_unknown (self, request, json_array_size (missing));
         gq_broker_reply (self,
                          gq_msg_reply (request, "FINISHED",
                                        json_pack ("{s:[], s:o}", "jobs", "missing", missing)));

@@ -59,8 +59,8 @@ typedef struct {
         struct {
             int state, attempts;
             int64_t started_ms, finished_ms;
-            char *result;
-            char *error;
+            const char *result; /* borrowed, like error */
+            const char *error;
         } finish;
         struct {
             char *gpu_model;
@@ -88,6 +88,8 @@ struct _gq_batch_t {
     int groups;         /* groups begun */
     uint8_t *failed;    /* per group: true when its writes were undone (last apply) */
     size_t faults;      /* writes outside groups that failed alone (last apply) */
+    bool heavy;         /* purges or a checkpoint: for the writer thread, not the loop */
+    bool checkpoint;    /* checkpoint the WAL after the commit */
     int purged;         /* jobs deleted by its purges */
     int64_t purged_by_state[GQ_JOB_STATES];
     char errmsg[512];   /* why the last apply failed */
@@ -108,10 +110,6 @@ s_op_free (s_op_t *op)
     switch (op->type) {
     case S_OP_ATTEMPT:
         free (op->u.attempt.reason);
-        break;
-    case S_OP_FINISH:
-        free (op->u.finish.result);
-        free (op->u.finish.error);
         break;
     case S_OP_NODE:
         free (op->u.node.gpu_model);
@@ -265,11 +263,11 @@ gq_batch_attempt (gq_batch_t *self, int64_t job_id, int attempt, const char *nod
 
 int
 gq_batch_job_finish (gq_batch_t *self, int64_t job_id, int state, int attempts, const char *node,
-                     int64_t started_ms, int64_t finished_ms, char *result, const char *error)
+                     int64_t started_ms, int64_t finished_ms, const char *result,
+                     const char *error)
 {
     s_op_t *op = s_op_add (self, S_OP_FINISH, job_id, node);
     if (!op) {
-        free (result);
         return GQ_ENOMEM;
     }
     op->u.finish.state = state;
@@ -277,7 +275,8 @@ gq_batch_job_finish (gq_batch_t *self, int64_t job_id, int state, int attempts, 
     op->u.finish.started_ms = started_ms;
     op->u.finish.finished_ms = finished_ms;
     op->u.finish.result = result;
-    return s_copy (error, &op->u.finish.error) ? GQ_OK : s_spoil (self);
+    op->u.finish.error = error;
+    return GQ_OK;
 }
 
 int
@@ -310,8 +309,22 @@ gq_batch_meta (gq_batch_t *self, const char *key, int64_t value)
 }
 
 int
+gq_batch_checkpoint (gq_batch_t *self)
+{
+    self->heavy = self->checkpoint = true;
+    return GQ_OK;
+}
+
+bool
+gq_batch_heavy (const gq_batch_t *self)
+{
+    return self->heavy;
+}
+
+int
 gq_batch_purge (gq_batch_t *self, int64_t before_ms, int limit)
 {
+    self->heavy = true;
     s_op_t *op = s_op_add (self, S_OP_PURGE, 0, NULL);
     if (!op) {
         return GQ_ENOMEM;
@@ -477,6 +490,8 @@ gq_batch_apply (gq_batch_t *self, gq_store_t *store)
         gq_store_rollback (store);
         self->purged = 0;
         memset (self->purged_by_state, 0, sizeof self->purged_by_state);
+    } else if (self->checkpoint) {
+        gq_store_checkpoint (store); /* a checkpoint that cannot run now runs next time */
     }
     return self->status;
 }
@@ -670,7 +685,7 @@ gq_writer_test (bool verbose)
     GQ_CHECK_EQ (gq_batch_size (a), 4);
     GQ_CHECK_EQ (gq_batch_attempt (b, j1.id, 1, "node-a", t + 5, t + 9, "ok", NULL, true), 0);
     GQ_CHECK_EQ (gq_batch_job_finish (b, j1.id, GQ_JOB_DONE, 1, "node-a", t + 5, t + 9,
-                                      strdup ("{\"r\":1}"), NULL),
+                                      "{\"r\":1}", NULL),
                  0);
     GQ_CHECK_EQ (gq_batch_node (b, "node-a", "RTX 4090", 24564, 82.6, 0.7, t + 9, 1, 0), 0);
     GQ_CHECK_EQ (gq_batch_job_finish (c, j2.id, GQ_JOB_CANCELLED, 0, NULL, 0, t + 10, NULL,
@@ -769,7 +784,7 @@ gq_writer_test (bool verbose)
     GQ_CHECK_EQ (gq_batch_apply (a, reader), 0);
     a->status = GQ_ENOMEM;
     GQ_CHECK_EQ (gq_batch_job_insert (a, &j3, "echo", NULL, NULL, NULL), GQ_ENOMEM);
-    GQ_CHECK_EQ (gq_batch_job_finish (a, j3.id, GQ_JOB_DONE, 1, NULL, 0, t, strdup ("1"), NULL),
+    GQ_CHECK_EQ (gq_batch_job_finish (a, j3.id, GQ_JOB_DONE, 1, NULL, 0, t, "1", NULL),
                  GQ_ENOMEM);
     GQ_CHECK_EQ (gq_batch_size (a), 0);
     GQ_CHECK_EQ (gq_writer_send (writer, a), 0);
@@ -798,7 +813,7 @@ gq_writer_test (bool verbose)
     a = gq_batch_new ();
     GQ_CHECK_EQ (gq_batch_job_insert (a, &j4, "echo", NULL, NULL, NULL), 0);
     GQ_CHECK_EQ (gq_batch_job_finish (a, j4.id, GQ_JOB_DONE, 1, "node-c", t + 31, t + 32,
-                                      strdup ("4"), NULL),
+                                      "4", NULL),
                  0);
     GQ_CHECK_EQ (gq_batch_apply (a, reader), 0);
     gq_batch_destroy (&a);

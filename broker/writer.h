@@ -7,8 +7,8 @@
     come back in the order they went; the loop acknowledges what a batch carried only when it is
     back and committed.
 
-    A batch borrows what it says it borrows (a job's payload, constraints and blobs, interned
-    names, a request's idem key), all of which never change once made: the caller keeps them
+    A batch borrows what it says it borrows (a job's payload, constraints, blobs and end,
+    interned names, a request's idem key), all of which never change once made: the caller keeps them
     alive until the batch is back. Everything else is copied when recorded, so the writer never
     reads or writes what the loop goes on changing. Only one thread touches a batch at a time:
     the loop until it hands it over, the writer until it hands it back.
@@ -60,16 +60,20 @@ int gq_batch_attempt (gq_batch_t *self, int64_t job_id, int attempt, const char 
    (>= 0), or GQ_ENOMEM. Groups do not nest. */
 int gq_batch_group_begin (gq_batch_t *self);
 int gq_batch_group_end (gq_batch_t *self);
-/* A job's end. Takes result (malloc'd JSON text, or NULL); node and error are copied. */
+/* A job's end. Borrows result (JSON text, or NULL) and error (or NULL); node is copied. */
 int gq_batch_job_finish (gq_batch_t *self, int64_t job_id, int state, int attempts,
-                         const char *node, int64_t started_ms, int64_t finished_ms, char *result,
-                         const char *error);
+                         const char *node, int64_t started_ms, int64_t finished_ms,
+                         const char *result, const char *error);
 /* A node as seen now (every string is copied). */
 int gq_batch_node (gq_batch_t *self, const char *name, const char *gpu_model,
                    int64_t vram_total_mb, double tflops, double price, int64_t now_ms,
                    int64_t jobs_ok, int64_t jobs_failed);
 /* A named integer (key is a string literal). */
 int gq_batch_meta (gq_batch_t *self, const char *key, int64_t value);
+/* A WAL checkpoint after the commit. A batch with a checkpoint or a purge is heavy: the broker
+   hands it to the writer thread, never commits it in its loop. */
+int gq_batch_checkpoint (gq_batch_t *self);
+bool gq_batch_heavy (const gq_batch_t *self);
 /* Retention: purge at most limit jobs that finished before before_ms. */
 int gq_batch_purge (gq_batch_t *self, int64_t before_ms, int limit);
 
