@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "gq_client.h"
+#include "tool.h"
 #include "tuning.h"
 
 #ifndef GQ_VERSION
@@ -992,21 +993,6 @@ s_help (FILE *out)
              GQ_DEFAULT_ENDPOINT);
 }
 
-static int
-s_usage (const char *format, ...) __attribute__ ((format (printf, 1, 2)));
-
-static int
-s_usage (const char *format, ...)
-{
-    va_list args;
-    va_start (args, format);
-    fprintf (stderr, "gridq-top: ");
-    vfprintf (stderr, format, args);
-    va_end (args);
-    fprintf (stderr, "\nTry 'gridq-top --help'.\n");
-    return S_EXIT_USAGE;
-}
-
 static void
 s_node_hist_destroy (void **item)
 {
@@ -1017,6 +1003,7 @@ s_node_hist_destroy (void **item)
 int
 main (int argc, char **argv)
 {
+    tool_set_name ("gridq-top");
     enum { O_BROKER = 1000, O_TIMEOUT, O_CERT, O_SERVER_CERT, O_INTERVAL, O_SORT, O_ONCE,
            O_JSON, O_HELP, O_VERSION };
     static const struct option options[] = {
@@ -1051,7 +1038,7 @@ main (int argc, char **argv)
             break;
         case O_TIMEOUT:
             if (gq_parse_duration_ms (optarg, &ms) || ms <= 0 || ms > INT_MAX) {
-                return s_usage ("--timeout \"%s\" is not a duration like 5s or 500ms", optarg);
+                return tool_usage ("--timeout \"%s\" is not a duration like 5s or 500ms", optarg);
             }
             opts.timeout_ms = (int) ms;
             break;
@@ -1063,7 +1050,7 @@ main (int argc, char **argv)
             break;
         case O_INTERVAL:
             if (gq_parse_duration_ms (optarg, &ms) || ms < 0 || ms > 3600 * 1000) {
-                return s_usage ("--interval \"%s\" is not a duration like 1s or 500ms", optarg);
+                return tool_usage ("--interval \"%s\" is not a duration like 1s or 500ms", optarg);
             }
             top.interval_ms = (int) ms;
             break;
@@ -1075,7 +1062,7 @@ main (int argc, char **argv)
                 }
             }
             if (top.sort == S_SORTS) {
-                return s_usage ("--sort \"%s\" is not one of name, vram, running, rtt", optarg);
+                return tool_usage ("--sort \"%s\" is not one of name, vram, running, rtt", optarg);
             }
             break;
         case O_ONCE:
@@ -1085,22 +1072,22 @@ main (int argc, char **argv)
             json = true;
             break;
         case ':':
-            return s_usage ("option %s needs a value", argv[optind - 1]);
+            return tool_usage ("option %s needs a value", argv[optind - 1]);
         default:
-            return s_usage ("unknown option %s", argv[optind - 1]);
+            return tool_usage ("unknown option %s", argv[optind - 1]);
         }
     }
     if (optind < argc) {
-        return s_usage ("unexpected argument \"%s\"", argv[optind]);
+        return tool_usage ("unexpected argument \"%s\"", argv[optind]);
     }
     if (json && !once) {
-        return s_usage ("--json needs --once (the screen is for people)");
+        return tool_usage ("--json needs --once (the screen is for people)");
     }
     if (!once && top.interval_ms < GQ_TOP_MIN_INTERVAL_MS) {
-        return s_usage ("--interval must be at least %d ms on screen", GQ_TOP_MIN_INTERVAL_MS);
+        return tool_usage ("--interval must be at least %d ms on screen", GQ_TOP_MIN_INTERVAL_MS);
     }
     if (!once && (!isatty (STDIN_FILENO) || !isatty (STDOUT_FILENO))) {
-        return s_usage ("the screen needs a terminal; use --once (or --once --json) in scripts");
+        return tool_usage ("the screen needs a terminal; use --once (or --once --json) in scripts");
     }
 
     /* Our own SIGINT/SIGTERM handling (not czmq's): the loops see the flag and restore the
