@@ -21,6 +21,7 @@
 
 #include "gq_client.h"
 #include "gq_spec.h"
+#include "tuning.h"
 
 #ifndef GQ_VERSION
 #define GQ_VERSION "0.1.0"
@@ -33,13 +34,6 @@ enum {
     S_EXIT_BROKER = 3,  /* broker unreachable or silent */
     S_EXIT_REFUSED = 4  /* the broker answered ERROR */
 };
-
-/* Jobs per SUBMIT and SUBMITs in flight for --file: small enough that the broker's group
-   commit and our reads overlap, large enough that per-message costs vanish. */
-#define S_FILE_CHUNK_JOBS   1000
-#define S_FILE_WINDOW       8
-#define S_PROGRESS_EVERY_US 100000 /* redraw the progress line and flush --out this often */
-#define S_MAX_LINE_ERRORS   20     /* invalid JSONL lines reported before giving up */
 
 typedef struct {
     gq_client_opts_t opts;  /* from the global options */
@@ -770,7 +764,7 @@ s_read_jobfile (const char *path, json_t *defaults, s_jobfile_t *file)
             }
         }
         if (*why) {
-            if (bad++ < S_MAX_LINE_ERRORS) {
+            if (bad++ < GQ_CLI_MAX_LINE_ERRORS) {
                 fprintf (stderr, "%s:%zu: %s\n", path, lineno, why);
             }
             json_decref (job);
@@ -852,7 +846,7 @@ static void
 s_batch_progress (s_batch_t *batch, bool force)
 {
     int64_t now = gq_mono_us ();
-    if (!force && now - batch->drawn_us < S_PROGRESS_EVERY_US) {
+    if (!force && now - batch->drawn_us < GQ_CLI_PROGRESS_EVERY_US) {
         return;
     }
     batch->drawn_us = now;
@@ -933,7 +927,7 @@ s_submit_file (gq_client_t *client, s_submit_args_t *args)
         }
     }
     int64_t start_us = gq_mono_us ();
-    gq_client_set_submit_window (client, S_FILE_CHUNK_JOBS, S_FILE_WINDOW);
+    gq_client_set_submit_window (client, GQ_CLI_FILE_CHUNK_JOBS, GQ_CLI_FILE_WINDOW_SUBMITS);
     /* With watch, the broker reports each job as it finishes, whatever the order in which our
        chunks were acknowledged: no job can finish between our SUBMIT and our WAIT unseen. */
     if (gq_client_submit (client, file.jobs, args->wait, ids)) {
