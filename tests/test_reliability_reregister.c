@@ -19,15 +19,6 @@
 
 #include "harness.h"
 
-static int64_t
-s_sleep_job (gq_client_t *client, int ms)
-{
-    json_t *job = json_pack ("{s:s, s:{s:i}}", "kind", "sleep", "payload", "ms", ms);
-    int64_t id = h_submit (client, job);
-    json_decref (job);
-    return id;
-}
-
 /* The job ran once, on w1, and is recorded done with one ok attempt there. */
 static void
 s_check_once (gq_client_t *client, int64_t id, int ms)
@@ -99,7 +90,7 @@ main (void)
     /* 2. A job runs across the restart; the worker re-registers while it still runs. */
     broker = s_restart (client, broker, "200", "3", 0);
     CHECK (h_wait_node_status (client, "w1", "online", 5000));
-    int64_t kept = s_sleep_job (client, 2500);
+    int64_t kept = h_submit_sleep (client, 2500);
     CHECK (h_wait_state (client, kept, "running", 5000));
     broker = s_restart (client, broker, "200", "3", 0);
     CHECK (h_wait_node_status (client, "w1", "busy", 2000)); /* registered, holding the job */
@@ -114,7 +105,7 @@ main (void)
        Liveness 10 x 1000 ms: the worker will not reconnect by itself within this part. */
     broker = s_restart (client, broker, "1000", "10", 0);
     CHECK (h_wait_node_status (client, "w1", "online", 5000));
-    int64_t across = s_sleep_job (client, 2000);
+    int64_t across = h_submit_sleep (client, 2000);
     CHECK (h_wait_state (client, across, "running", 5000));
     broker = s_restart (client, broker, "1000", "10", 0);
     CHECK (h_wait_state (client, across, "done", 10000));
@@ -124,14 +115,14 @@ main (void)
         h_fail ();
     }
     s_check_once (client, across, 2000);
-    int64_t after = s_sleep_job (client, 10);
+    int64_t after = h_submit_sleep (client, 10);
     CHECK (h_wait_state (client, after, "done", 5000));
 
     /* 4. The job ends while no broker runs. The wait is the thing under test: the broker must
        be down for the whole rest of the job. */
     broker = s_restart (client, broker, "200", "3", 0);
     CHECK (h_wait_node_status (client, "w1", "online", 5000));
-    int64_t orphan = s_sleep_job (client, 500);
+    int64_t orphan = h_submit_sleep (client, 500);
     CHECK (h_wait_state (client, orphan, "running", 5000));
     broker = s_restart (client, broker, "200", "3", 1500);
     CHECK (h_wait_state (client, orphan, "done", 5000));

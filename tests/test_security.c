@@ -36,9 +36,8 @@ s_path (const char *name)
 static void
 s_keygen (const char *name)
 {
-    const char *bin = getenv ("GQ_BIN") ? getenv ("GQ_BIN") : "./bin";
     char command[1024];
-    snprintf (command, sizeof command, "'%s/gridq-keygen' --dir '%s' %s >/dev/null", bin,
+    snprintf (command, sizeof command, "'%s/gridq-keygen' --dir '%s' %s >/dev/null", h_bin (),
               h_dir (), name);
     CHECK_EQ (h_run (command, NULL), 0);
 }
