@@ -21,6 +21,7 @@
 
 #include "gq_client.h"
 #include "gq_spec.h"
+#include "tuning.h"
 
 #ifndef GQ_VERSION
 #define GQ_VERSION "0.1.0"
@@ -33,13 +34,6 @@ enum {
     S_EXIT_BROKER = 3,  /* broker unreachable or silent */
     S_EXIT_REFUSED = 4  /* the broker answered ERROR */
 };
-
-/* Jobs per SUBMIT and SUBMITs in flight for --file: small enough that the broker's group
-   commit and our reads overlap, large enough that per-message costs vanish. */
-#define S_FILE_CHUNK_JOBS   1000
-#define S_FILE_WINDOW       8
-#define S_PROGRESS_EVERY_US 100000 /* redraw the progress line and flush --out this often */
-#define S_MAX_LINE_ERRORS   20     /* invalid JSONL lines reported before giving up */
 
 typedef struct {
     gq_client_opts_t opts;  /* from the global options */
@@ -82,16 +76,20 @@ s_warn (const char *format, ...)
     fputc ('\n', stderr);
 }
 
-/* Reports a failed call and maps it to an exit code: silence is 3, a refusal is 4. */
+/* The exit code of a failed call: silence is 3, a refusal is 4. */
+static int
+s_failed_code (gq_client_t *client)
+{
+    int code = gq_client_errcode (client);
+    return code == GQ_ETIMEOUT || code == GQ_EIO ? S_EXIT_BROKER : S_EXIT_REFUSED;
+}
+
+/* Reports a failed call; returns its exit code. */
 static int
 s_call_failed (gq_client_t *client)
 {
-    int code = gq_client_errcode (client);
     s_warn ("%s", gq_client_error (client));
-    if (code == GQ_ETIMEOUT || code == GQ_EIO) {
-        return S_EXIT_BROKER;
-    }
-    return S_EXIT_REFUSED;
+    return s_failed_code (client);
 }
 
 static gq_client_t *
@@ -295,6 +293,17 @@ s_table_cell (s_table_t *table, const char *format, ...)
         va_end (args);
     }
     table->text[table->cells++] = text;
+}
+
+/* A table whose first row is the cols texts of head. */
+static s_table_t
+s_table_new (const char *const *head, size_t cols)
+{
+    s_table_t table = {.cols = cols};
+    for (size_t i = 0; i < cols; i++) {
+        s_table_cell (&table, "%s", head[i]);
+    }
+    return table;
 }
 
 static void
@@ -612,6 +621,26 @@ s_fetch_job (gq_client_t *client, int64_t id)
     return job;
 }
 
+/* Every attempt of a job (its attempts_detail) on a line of its own: node, outcome, reason and
+   how long it ran. */
+static void
+s_print_attempts (FILE *out, json_t *job)
+{
+    size_t i;
+    json_t *attempt;
+    json_array_foreach (json_object_get (job, "attempts_detail"), i, attempt) {
+        char buf[32];
+        int64_t started = s_parse_time (s_str (attempt, "started_at", NULL));
+        int64_t finished = s_parse_time (s_str (attempt, "finished_at", NULL));
+        fprintf (out, "  attempt %lld on %s: %s%s%s (%s)\n",
+                 (long long) s_int (attempt, "attempt", (int64_t) i + 1),
+                 s_str (attempt, "node", "-"), s_str (attempt, "outcome", "?"),
+                 s_str (attempt, "reason", NULL) ? ": " : "", s_str (attempt, "reason", ""),
+                 started && finished ? s_format_duration (finished - started, buf, sizeof buf)
+                                     : "-");
+    }
+}
+
 /* Prints why a job did not end done: its error and every attempt's reason, to stderr. */
 static void
 s_explain_failure (json_t *job)
@@ -630,19 +659,24 @@ s_explain_failure (json_t *job)
         fprintf (stderr, "gridq: job %lld is %s, not done yet; wait for it with: gridq wait %lld\n",
                  (long long) id, state, (long long) id);
     }
-    size_t i;
-    json_t *attempt;
-    json_array_foreach (json_object_get (job, "attempts_detail"), i, attempt) {
-        char buf[32];
-        int64_t started = s_parse_time (s_str (attempt, "started_at", NULL));
-        int64_t finished = s_parse_time (s_str (attempt, "finished_at", NULL));
-        fprintf (stderr, "  attempt %lld on %s: %s%s%s (%s)\n",
-                 (long long) s_int (attempt, "attempt", (int64_t) i + 1),
-                 s_str (attempt, "node", "-"), s_str (attempt, "outcome", "?"),
-                 s_str (attempt, "reason", NULL) ? ": " : "", s_str (attempt, "reason", ""),
-                 started && finished ? s_format_duration (finished - started, buf, sizeof buf)
-                                     : "-");
+    s_print_attempts (stderr, job);
+}
+
+/* Prints a finished job as asked: the whole job with json, else a done job's result; a job that
+   is not done is explained on stderr. S_EXIT_OK when it is done, else S_EXIT_JOB. */
+static int
+s_print_outcome (json_t *job, bool json)
+{
+    bool done = streq (s_str (job, "state", ""), "done");
+    if (json) {
+        s_print_json (stdout, job);
+    } else if (done) {
+        s_print_json (stdout, json_object_get (job, "result"));
     }
+    if (!done) {
+        s_explain_failure (job);
+    }
+    return done ? S_EXIT_OK : S_EXIT_JOB;
 }
 
 /* What gq_jobspec_parse leaves to the sender: blobs (which a command line cannot attach) and
@@ -695,8 +729,7 @@ s_submit_one (gq_client_t *client, s_submit_args_t *args)
         return s_call_failed (client);
     }
     json_t *job = single.job;
-    bool done = streq (s_str (job, "state", ""), "done");
-    if (args->json || !done) {
+    if (args->json || !streq (s_str (job, "state", ""), "done")) {
         /* FINISHED may leave out the payload; attempts_detail explains a failure. */
         json_t *whole = s_fetch_job (client, id);
         if (whole) {
@@ -704,16 +737,9 @@ s_submit_one (gq_client_t *client, s_submit_args_t *args)
             job = whole;
         }
     }
-    if (args->json) {
-        s_print_json (stdout, job);
-    } else if (done) {
-        s_print_json (stdout, json_object_get (job, "result"));
-    }
-    if (!done) {
-        s_explain_failure (job);
-    }
+    rc = s_print_outcome (job, args->json);
     json_decref (job);
-    return done ? S_EXIT_OK : S_EXIT_JOB;
+    return rc;
 }
 
 /* Jobs read from a JSONL file, with the line each came from. */
@@ -770,7 +796,7 @@ s_read_jobfile (const char *path, json_t *defaults, s_jobfile_t *file)
             }
         }
         if (*why) {
-            if (bad++ < S_MAX_LINE_ERRORS) {
+            if (bad++ < GQ_CLI_MAX_LINE_ERRORS) {
                 fprintf (stderr, "%s:%zu: %s\n", path, lineno, why);
             }
             json_decref (job);
@@ -852,7 +878,7 @@ static void
 s_batch_progress (s_batch_t *batch, bool force)
 {
     int64_t now = gq_mono_us ();
-    if (!force && now - batch->drawn_us < S_PROGRESS_EVERY_US) {
+    if (!force && now - batch->drawn_us < GQ_CLI_PROGRESS_EVERY_US) {
         return;
     }
     batch->drawn_us = now;
@@ -933,7 +959,7 @@ s_submit_file (gq_client_t *client, s_submit_args_t *args)
         }
     }
     int64_t start_us = gq_mono_us ();
-    gq_client_set_submit_window (client, S_FILE_CHUNK_JOBS, S_FILE_WINDOW);
+    gq_client_set_submit_window (client, GQ_CLI_FILE_CHUNK_JOBS, GQ_CLI_FILE_WINDOW_SUBMITS);
     /* With watch, the broker reports each job as it finishes, whatever the order in which our
        chunks were acknowledged: no job can finish between our SUBMIT and our WAIT unseen. */
     if (gq_client_submit (client, file.jobs, args->wait, ids)) {
@@ -953,8 +979,7 @@ s_submit_file (gq_client_t *client, s_submit_args_t *args)
             s_warn ("the first %zu of %zu jobs were accepted (their ids are above)", accepted,
                     count);
         }
-        int code = gq_client_errcode (client);
-        rc = code == GQ_ETIMEOUT || code == GQ_EIO ? S_EXIT_BROKER : S_EXIT_REFUSED;
+        rc = s_failed_code (client);
         goto done;
     }
     for (size_t i = 0; i < count; i++) {
@@ -1043,41 +1068,62 @@ typedef struct {
     size_t count;           /* entries of ids */
 } s_ids_args_t;
 
-/* Parses "[--json] [--max-wait DUR] ID..." (with_wait allows --max-wait). 0, -1 for --help
-   (already printed), or an exit code. */
-static int
-s_ids_parse (int argc, char **argv, const char *help, bool with_json, bool with_wait,
-             s_ids_args_t *args)
+/* What a command on ids takes besides the ids. */
+enum {
+    S_IDS_JSON = 1,         /* --json */
+    S_IDS_MAX_WAIT = 2,     /* --max-wait DURATION */
+    S_IDS_ONE = 4           /* exactly one id */
+};
+
+/* The start of every command on ids: parses "[--json] [--max-wait DUR] ID..." (as takes allows)
+   into args, then connects. Returns the client, with args->ids for the caller to free; or NULL,
+   with nothing to free and *rc the exit code (S_EXIT_OK after --help). */
+static gq_client_t *
+s_ids_start (int argc, char **argv, const char *help, int takes, s_ids_args_t *args, int *rc)
 {
     static const struct option options[] = {{"json", no_argument, NULL, O_JSON},
                                             {"max-wait", required_argument, NULL, O_MAX_WAIT},
                                             {"help", no_argument, NULL, O_HELP},
                                             {NULL, 0, NULL, 0}};
     args->max_wait_ms = -1;
+    *rc = S_EXIT_OK;
     int option;
-    while ((option = s_getopt (argc, argv, options)) != -1) {
+    while (*rc == S_EXIT_OK && (option = s_getopt (argc, argv, options)) != -1) {
         if (option == O_HELP) {
             s_help (help);
-            return -1;
-        } else if (option == O_JSON && with_json) {
+            return NULL;
+        } else if (option == O_JSON && (takes & S_IDS_JSON)) {
             args->json = true;
-        } else if (option == O_MAX_WAIT && with_wait) {
+        } else if (option == O_MAX_WAIT && (takes & S_IDS_MAX_WAIT)) {
             if (gq_parse_duration_ms (optarg, &args->max_wait_ms)) {
-                return s_usage ("--max-wait \"%s\" is not a duration like 30s or 5m", optarg);
+                *rc = s_usage ("--max-wait \"%s\" is not a duration like 30s or 5m", optarg);
             }
         } else if (option == '?') {
-            return S_EXIT_USAGE;
+            *rc = S_EXIT_USAGE;
         } else {
-            return s_usage ("unknown option %s", argv[optind - 1]);
+            *rc = s_usage ("unknown option %s", argv[optind - 1]);
         }
     }
-    return s_parse_ids (argc - optind, argv + optind, &args->ids, &args->count);
+    if (*rc == S_EXIT_OK) {
+        *rc = s_parse_ids (argc - optind, argv + optind, &args->ids, &args->count);
+    }
+    if (*rc == S_EXIT_OK && (takes & S_IDS_ONE) && args->count != 1) {
+        *rc = s_usage ("takes one job id, got %zu", args->count);
+    }
+    gq_client_t *client = *rc == S_EXIT_OK ? s_connect (rc) : NULL;
+    if (!client) {
+        free (args->ids);
+        args->ids = NULL;
+    }
+    return client;
 }
 
-/* STATUS for many ids (in requests of at most GQ_MAX_IDS): an object mapping "id" -> job,
-   and the missing ids in *missing (an array). NULL with the error set on the client. */
+/* Sends command (STATUS or CANCEL) for many ids, in requests of at most GQ_MAX_IDS: returns an
+   object mapping "id" -> job as the replies give it, and the ids the broker does not know in
+   *missing (an array). NULL with the error set on the client. */
 static json_t *
-s_status_map (gq_client_t *client, const int64_t *ids, size_t count, json_t **missing)
+s_ids_call (gq_client_t *client, const char *command, const int64_t *ids, size_t count,
+            json_t **missing)
 {
     json_t *map = json_object ();
     *missing = json_array ();
@@ -1086,7 +1132,7 @@ s_status_map (gq_client_t *client, const int64_t *ids, size_t count, json_t **mi
         for (size_t i = first; i < count && i < first + GQ_MAX_IDS; i++) {
             json_array_append_new (chunk, json_integer (ids[i]));
         }
-        json_t *reply = gq_client_call (client, "STATUS", json_pack ("{s:o}", "ids", chunk));
+        json_t *reply = gq_client_call (client, command, json_pack ("{s:o}", "ids", chunk));
         if (!reply) {
             json_decref (map);
             json_decref (*missing);
@@ -1112,6 +1158,18 @@ s_map_get (json_t *map, int64_t id)
     char key[24];
     snprintf (key, sizeof key, "%lld", (long long) id);
     return json_object_get (map, key);
+}
+
+/* Says which ids the broker does not know: S_EXIT_JOB when there are any, else S_EXIT_OK. */
+static int
+s_report_missing (json_t *missing)
+{
+    size_t i;
+    json_t *id;
+    json_array_foreach (missing, i, id) {
+        s_warn ("no job %lld", (long long) json_integer_value (id));
+    }
+    return json_array_size (missing) ? S_EXIT_JOB : S_EXIT_OK;
 }
 
 static const char *s_status_help =
@@ -1149,31 +1207,22 @@ s_job_row (s_table_t *table, json_t *job)
 static s_table_t
 s_job_table (void)
 {
-    s_table_t table = {.cols = 9};
-    const char *head[] = {"ID",       "STATE",           "KIND",   "MODEL", "PRI", "NODE",
-                          "ATTEMPTS", "SUBMITTED (UTC)", "RUNTIME"};
-    for (size_t i = 0; i < 9; i++) {
-        s_table_cell (&table, "%s", head[i]);
-    }
-    return table;
+    static const char *const head[] = {"ID",   "STATE",    "KIND",            "MODEL",  "PRI",
+                                       "NODE", "ATTEMPTS", "SUBMITTED (UTC)", "RUNTIME"};
+    return s_table_new (head, 9);
 }
 
 static int
 s_cmd_status (int argc, char **argv)
 {
     s_ids_args_t args = {0};
-    int rc = s_ids_parse (argc, argv, s_status_help, true, false, &args);
-    if (rc) {
-        free (args.ids);
-        return rc < 0 ? S_EXIT_OK : rc;
-    }
-    gq_client_t *client = s_connect (&rc);
+    int rc;
+    gq_client_t *client = s_ids_start (argc, argv, s_status_help, S_IDS_JSON, &args, &rc);
     if (!client) {
-        free (args.ids);
         return rc;
     }
     json_t *missing;
-    json_t *map = s_status_map (client, args.ids, args.count, &missing);
+    json_t *map = s_ids_call (client, "STATUS", args.ids, args.count, &missing);
     if (!map) {
         rc = s_call_failed (client);
         goto done;
@@ -1217,26 +1266,10 @@ s_cmd_status (int argc, char **argv)
         s_table_print (&table, stdout);
         json_object_foreach (details, key, job) {
             printf ("\njob %s failed: %s\n", key, s_str (job, "error", "(no error recorded)"));
-            size_t i;
-            json_t *attempt;
-            json_array_foreach (json_object_get (job, "attempts_detail"), i, attempt) {
-                char buf[32];
-                int64_t t0 = s_parse_time (s_str (attempt, "started_at", NULL));
-                int64_t t1 = s_parse_time (s_str (attempt, "finished_at", NULL));
-                printf ("  attempt %lld on %s: %s%s%s (%s)\n",
-                        (long long) s_int (attempt, "attempt", (int64_t) i + 1),
-                        s_str (attempt, "node", "-"), s_str (attempt, "outcome", "?"),
-                        s_str (attempt, "reason", NULL) ? ": " : "", s_str (attempt, "reason", ""),
-                        t0 && t1 ? s_format_duration (t1 - t0, buf, sizeof buf) : "-");
-            }
+            s_print_attempts (stdout, job);
         }
     }
-    size_t i;
-    json_t *id;
-    json_array_foreach (missing, i, id) {
-        s_warn ("no job %lld", (long long) json_integer_value (id));
-    }
-    rc = json_array_size (missing) ? S_EXIT_JOB : S_EXIT_OK;
+    rc = s_report_missing (missing);
     s_table_destroy (&table);
     json_decref (shown);
     json_decref (details);
@@ -1291,20 +1324,16 @@ static int
 s_cmd_wait (int argc, char **argv)
 {
     s_ids_args_t args = {0};
-    int rc = s_ids_parse (argc, argv, s_wait_help, true, true, &args);
-    if (rc) {
-        free (args.ids);
-        return rc < 0 ? S_EXIT_OK : rc;
-    }
-    gq_client_t *client = s_connect (&rc);
+    int rc;
+    gq_client_t *client =
+        s_ids_start (argc, argv, s_wait_help, S_IDS_JSON | S_IDS_MAX_WAIT, &args, &rc);
     if (!client) {
-        free (args.ids);
         return rc;
     }
     /* STATUS first: WAIT has no reply while jobs run, so only this tells a dead broker (exit 3)
        from jobs that take their time. Unknown ids are reported by WAIT itself. */
     json_t *missing;
-    json_t *map = s_status_map (client, args.ids, args.count, &missing);
+    json_t *map = s_ids_call (client, "STATUS", args.ids, args.count, &missing);
     if (!map) {
         rc = s_call_failed (client);
         goto done;
@@ -1345,17 +1374,10 @@ static int
 s_cmd_result (int argc, char **argv)
 {
     s_ids_args_t args = {0};
-    int rc = s_ids_parse (argc, argv, s_result_help, true, false, &args);
-    if (rc == 0 && args.count != 1) {
-        rc = s_usage ("takes one job id, got %zu", args.count);
-    }
-    if (rc) {
-        free (args.ids);
-        return rc < 0 ? S_EXIT_OK : rc;
-    }
-    gq_client_t *client = s_connect (&rc);
+    int rc;
+    gq_client_t *client =
+        s_ids_start (argc, argv, s_result_help, S_IDS_JSON | S_IDS_ONE, &args, &rc);
     if (!client) {
-        free (args.ids);
         return rc;
     }
     json_t *reply =
@@ -1363,17 +1385,7 @@ s_cmd_result (int argc, char **argv)
     if (!reply) {
         rc = s_call_failed (client);
     } else {
-        json_t *job = json_object_get (reply, "job");
-        bool done = streq (s_str (job, "state", ""), "done");
-        if (args.json) {
-            s_print_json (stdout, job);
-        } else if (done) {
-            s_print_json (stdout, json_object_get (job, "result"));
-        }
-        if (!done) {
-            s_explain_failure (job);
-        }
-        rc = done ? S_EXIT_OK : S_EXIT_JOB;
+        rc = s_print_outcome (json_object_get (reply, "job"), args.json);
     }
     json_decref (reply);
     gq_client_destroy (&client);
@@ -1397,43 +1409,21 @@ static int
 s_cmd_cancel (int argc, char **argv)
 {
     s_ids_args_t args = {0};
-    int rc = s_ids_parse (argc, argv, s_cancel_help, false, false, &args);
-    if (rc) {
-        free (args.ids);
-        return rc < 0 ? S_EXIT_OK : rc;
-    }
-    gq_client_t *client = s_connect (&rc);
+    int rc;
+    gq_client_t *client = s_ids_start (argc, argv, s_cancel_help, 0, &args, &rc);
     if (!client) {
-        free (args.ids);
         return rc;
     }
-    json_t *states = json_object ();
-    json_t *missing = json_array ();
-    for (size_t first = 0; first < args.count && rc == S_EXIT_OK; first += GQ_MAX_IDS) {
-        json_t *chunk = json_array ();
-        for (size_t i = first; i < args.count && i < first + GQ_MAX_IDS; i++) {
-            json_array_append_new (chunk, json_integer (args.ids[i]));
-        }
-        json_t *reply = gq_client_call (client, "CANCEL", json_pack ("{s:o}", "ids", chunk));
-        if (!reply) {
-            rc = s_call_failed (client);
-            break;
-        }
-        size_t i;
-        json_t *job;
-        json_array_foreach (json_object_get (reply, "jobs"), i, job) {
-            char key[24];
-            snprintf (key, sizeof key, "%lld", (long long) s_int (job, "id", 0));
-            json_object_set (states, key, json_object_get (job, "state"));
-        }
-        json_array_extend (missing, json_object_get (reply, "missing"));
-        json_decref (reply);
-    }
-    if (rc == S_EXIT_OK) {
+    json_t *missing;
+    json_t *jobs = s_ids_call (client, "CANCEL", args.ids, args.count, &missing);
+    if (!jobs) {
+        rc = s_call_failed (client);
+    } else {
         for (size_t i = 0; i < args.count; i++) {
             char key[24];
             snprintf (key, sizeof key, "%lld", (long long) args.ids[i]);
-            const char *state = json_string_value (json_object_get (states, key));
+            const char *state = json_string_value (json_object_get (json_object_get (jobs, key),
+                                                                    "state"));
             if (!state) {
                 continue;
             }
@@ -1444,16 +1434,11 @@ s_cmd_cancel (int argc, char **argv)
             } else {
                 printf ("%s %s\n", key, state); /* a broker that could not cancel says so */
             }
-            json_object_del (states, key); /* each once, even when named twice */
+            json_object_del (jobs, key); /* each once, even when named twice */
         }
-        size_t i;
-        json_t *id;
-        json_array_foreach (missing, i, id) {
-            s_warn ("no job %lld", (long long) json_integer_value (id));
-        }
-        rc = json_array_size (missing) ? S_EXIT_JOB : S_EXIT_OK;
+        rc = s_report_missing (missing);
     }
-    json_decref (states);
+    json_decref (jobs);
     json_decref (missing);
     gq_client_destroy (&client);
     free (args.ids);
@@ -1502,6 +1487,21 @@ s_simple_call (const char *command, json_t *body, int *rc)
     *rc = reply ? S_EXIT_OK : s_call_failed (client);
     gq_client_destroy (&client);
     return reply;
+}
+
+/* The start of a command that takes only [--json] (nodes, stats): parses it into *json, then
+   asks command. The reply (caller owns), or NULL with *rc the exit code (S_EXIT_OK after
+   --help). */
+static json_t *
+s_json_only_call (int argc, char **argv, const char *help, const char *command, bool *json,
+                  int *rc)
+{
+    *rc = s_json_only (argc, argv, help, json);
+    if (*rc) {
+        *rc = *rc < 0 ? S_EXIT_OK : *rc;
+        return NULL;
+    }
+    return s_simple_call (command, NULL, rc);
 }
 
 static const char *s_jobs_help =
@@ -1604,11 +1604,8 @@ static int
 s_cmd_nodes (int argc, char **argv)
 {
     bool json = false;
-    int rc = s_json_only (argc, argv, s_nodes_help, &json);
-    if (rc) {
-        return rc < 0 ? S_EXIT_OK : rc;
-    }
-    json_t *reply = s_simple_call ("NODES", NULL, &rc);
+    int rc;
+    json_t *reply = s_json_only_call (argc, argv, s_nodes_help, "NODES", &json, &rc);
     if (!reply) {
         return rc;
     }
@@ -1618,12 +1615,9 @@ s_cmd_nodes (int argc, char **argv)
         json_decref (reply);
         return S_EXIT_OK;
     }
-    s_table_t table = {.cols = 9};
-    const char *head[] = {"NAME", "GPU", "VRAM(free/total)", "TFLOPS", "PRICE",
-                          "SLOTS(running/slots)", "RTT", "STATUS", "MODELS"};
-    for (size_t i = 0; i < 9; i++) {
-        s_table_cell (&table, "%s", head[i]);
-    }
+    static const char *const head[] = {"NAME", "GPU", "VRAM(free/total)", "TFLOPS", "PRICE",
+                                       "SLOTS(running/slots)", "RTT", "STATUS", "MODELS"};
+    s_table_t table = s_table_new (head, 9);
     size_t i;
     json_t *node;
     json_array_foreach (nodes, i, node) {
@@ -1696,20 +1690,14 @@ static int
 s_cmd_explain (int argc, char **argv)
 {
     s_ids_args_t args = {0};
-    int rc = s_ids_parse (argc, argv, s_explain_help, true, false, &args);
-    if (rc == 0 && args.count != 1) {
-        rc = s_usage ("takes one job id, got %zu", args.count);
-    }
-    if (rc) {
-        free (args.ids);
-        return rc < 0 ? S_EXIT_OK : rc;
-    }
-    int64_t id = args.ids[0];
-    free (args.ids);
-    gq_client_t *client = s_connect (&rc);
+    int rc;
+    gq_client_t *client =
+        s_ids_start (argc, argv, s_explain_help, S_IDS_JSON | S_IDS_ONE, &args, &rc);
     if (!client) {
         return rc;
     }
+    int64_t id = args.ids[0];
+    free (args.ids);
     json_t *reply = gq_client_call (client, "EXPLAIN", json_pack ("{s:I}", "id", (json_int_t) id));
     if (!reply) {
         rc = s_call_failed (client);
@@ -1760,14 +1748,11 @@ s_cmd_explain (int argc, char **argv)
     printf ("\n\n");
     json_decref (job);
 
-    s_table_t table = {.cols = 11};
-    const char *head[] = {"NODE", "VERDICT", "TOTAL",   "FIT",         "COMPUTE", "COST",
-                          "WARM", "LOAD",    "LATENCY", "RELIABILITY", "REASON"};
+    static const char *const head[] = {"NODE", "VERDICT", "TOTAL", "FIT", "COMPUTE", "COST",
+                                       "WARM", "LOAD", "LATENCY", "RELIABILITY", "REASON"};
     const char *terms[] = {"total", "fit", "compute", "cost", "warm", "load", "latency",
                            "reliability"};
-    for (size_t i = 0; i < 11; i++) {
-        s_table_cell (&table, "%s", head[i]);
-    }
+    s_table_t table = s_table_new (head, 11);
     const char *chosen = s_str (reply, "node", NULL);
     size_t i;
     json_t *node;
@@ -1813,11 +1798,8 @@ static int
 s_cmd_stats (int argc, char **argv)
 {
     bool json = false;
-    int rc = s_json_only (argc, argv, s_stats_help, &json);
-    if (rc) {
-        return rc < 0 ? S_EXIT_OK : rc;
-    }
-    json_t *reply = s_simple_call ("STATS", NULL, &rc);
+    int rc;
+    json_t *reply = s_json_only_call (argc, argv, s_stats_help, "STATS", &json, &rc);
     if (!reply) {
         return rc;
     }

@@ -51,6 +51,24 @@ h_dir (void)
 }
 
 const char *
+h_bin (void)
+{
+    return s_bin;
+}
+
+void
+h_require (const char *program)
+{
+    char path[1024];
+    snprintf (path, sizeof path, "%s/%s", s_bin, program);
+    if (access (path, X_OK) != 0) {
+        printf ("SKIP: %s is not built\n", program);
+        h_cleanup ();
+        exit (77);
+    }
+}
+
+const char *
 h_endpoint (void)
 {
     return s_endpoint;
@@ -152,6 +170,22 @@ h_start_worker (const char *name, int slots, ...)
     pid_t pid = s_start_v ("gridq-worker", name, fixed, 8, args);
     va_end (args);
     return pid;
+}
+
+gq_client_t *
+h_start_workers (int slots, int timeout_ms, const char *name, ...)
+{
+    int count = 0;
+    va_list names;
+    va_start (names, name);
+    for (const char *n = name; n; n = va_arg (names, const char *)) {
+        h_start_worker (n, slots, NULL);
+        count++;
+    }
+    va_end (names);
+    gq_client_t *client = h_client (timeout_ms);
+    h_wait_nodes (client, count, 20000);
+    return client;
 }
 
 bool
@@ -440,6 +474,26 @@ h_submit (gq_client_t *client, json_t *job)
     }
     json_decref (jobs);
     return id;
+}
+
+int64_t
+h_submit_sleep (gq_client_t *client, int ms)
+{
+    json_t *job = json_pack ("{s:s, s:{s:i}}", "kind", "sleep", "payload", "ms", ms);
+    int64_t id = h_submit (client, job);
+    json_decref (job);
+    return id;
+}
+
+json_t *
+h_echo_jobs (int n)
+{
+    json_t *jobs = json_array ();
+    for (int i = 0; i < n; i++) {
+        json_array_append_new (jobs, json_pack ("{s:s, s:{s:i}}", "kind", "echo", "payload", "i",
+                                                i));
+    }
+    return jobs;
 }
 
 int64_t

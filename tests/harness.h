@@ -46,6 +46,10 @@ void h_cleanup (void);
 void h_fail (void) __attribute__ ((noreturn));
 /* The temporary folder of this test. */
 const char *h_dir (void);
+/* The folder of the programs under test: $GQ_BIN, or ./bin. */
+const char *h_bin (void);
+/* Exits 77 (ctest: skipped), after cleaning up, when program is not built in h_bin (). */
+void h_require (const char *program);
 /* A TCP port on 127.0.0.1 that was free a moment ago. */
 int h_free_port (void);
 /* "tcp://127.0.0.1:PORT" for a port picked once per test. */
@@ -58,6 +62,10 @@ pid_t h_start (const char *program, const char *logname, ...) __attribute__ ((se
 pid_t h_start_broker (const char *extra, ...) __attribute__ ((sentinel));
 /* A CPU worker named name with slots and extra arguments (NULL-terminated). */
 pid_t h_start_worker (const char *name, int slots, ...) __attribute__ ((sentinel));
+/* A CPU worker with slots for each name (NULL-terminated); returns a client of the test broker
+   (timeout_ms per call) that has seen every one of them register. */
+gq_client_t *h_start_workers (int slots, int timeout_ms, const char *name, ...)
+    __attribute__ ((sentinel));
 /* Sends sig to pid (one we started) and, for SIGKILL/SIGTERM/SIGINT, waits for it. */
 void h_kill (pid_t pid, int sig);
 /* true while pid runs. */
@@ -94,6 +102,11 @@ bool h_wait_node_status (gq_client_t *client, const char *name, const char *stat
                          int timeout_ms);
 /* Submits one job (borrowed) and returns its id; fails the test when it is refused. */
 int64_t h_submit (gq_client_t *client, json_t *job);
+/* Submits a job that sleeps ms (it holds a slot while it runs, where echo runs inline); returns
+   its id. */
+int64_t h_submit_sleep (gq_client_t *client, int ms);
+/* n echo jobs, the i-th with payload {"i": i} (new reference). */
+json_t *h_echo_jobs (int n);
 /* One integer that the sqlite3 CLI prints for sql on db (DIR/gridq.db when NULL); -1 when the
    CLI fails. sql must not contain double quotes. */
 int64_t h_sql_int (const char *db, const char *sql);

@@ -3,7 +3,6 @@
     terminal no '\r' progress appears; either way a one-line summary closes the run, and the
     exit status is non-zero when a job failed. Real broker, two CPU workers. */
 #include <czmq.h>
-#include <unistd.h>
 
 #include "harness.h"
 #include "ops_pty.h"
@@ -52,20 +51,10 @@ int
 main (void)
 {
     h_init ("batch", 150);
-    const char *bin = getenv ("GQ_BIN") ? getenv ("GQ_BIN") : "./bin";
-    snprintf (s_gridq, sizeof s_gridq, "%s/gridq", bin);
-    char worker[512];
-    snprintf (worker, sizeof worker, "%s/gridq-worker", bin);
-    if (access (worker, X_OK)) {
-        printf ("SKIP: gridq-worker is not built\n");
-        h_cleanup ();
-        return 77;
-    }
+    h_require ("gridq-worker");
+    snprintf (s_gridq, sizeof s_gridq, "%s/gridq", h_bin ());
     h_start_broker (NULL, NULL);
-    h_start_worker ("b1", 4, NULL);
-    h_start_worker ("b2", 4, NULL);
-    gq_client_t *client = h_client (5000);
-    h_wait_nodes (client, 2, 20000);
+    gq_client_t *client = h_start_workers (4, 5000, "b1", "b2", NULL);
 
     char jobs[400], failing[400], endpoint[128];
     snprintf (jobs, sizeof jobs, "%s/jobs.jsonl", h_dir ());

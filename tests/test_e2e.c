@@ -78,10 +78,7 @@ main (void)
 {
     h_init ("e2e", 150);
     h_start_broker (NULL, NULL);
-    h_start_worker ("w1", 4, NULL);
-    h_start_worker ("w2", 4, NULL);
-    gq_client_t *client = h_client (5000);
-    h_wait_nodes (client, 2, 20000);
+    gq_client_t *client = h_start_workers (4, 5000, "w1", "w2", NULL);
 
     s_run_t run = {0};
     run.ids = (int64_t *) calloc (N_JOBS, sizeof *run.ids);

@@ -95,6 +95,17 @@ stays_queued () {
     expect "node of job $1" "$(jq -r .node "$TMP/out")" null
 }
 
+# unplaced ARGS...: gridq submit ARGS, a job no node can take: it stays queued, and `gridq
+# explain` of it is in $TMP/out. Its id in $ID.
+unplaced () {
+    local id
+    submit "$@"
+    id=$ID
+    stays_queued "$id"
+    gq 0 explain "$id"
+    ID=$id
+}
+
 # explain_verdicts ID VERDICT NODE...: `gridq explain ID --json` gives each NODE that verdict.
 explain_verdicts () {
     local id=$1 verdict=$2 name got
@@ -146,10 +157,8 @@ jq -s -e '(map(.started_at) | max) < (map(.finished_at) | min)' "$TMP/out" >/dev
 step "10G, 20G, 40G jobs ran on n12, n24, n80"
 
 # 100G fits nowhere: queued, and explain says why for every node, and what would make it run.
-submit --kind echo --min-vram 100G --payload '{"big": true}'
+unplaced --kind echo --min-vram 100G --payload '{"big": true}'
 BIG=$ID
-stays_queued "$BIG"
-gq 0 explain "$BIG"
 has "n12" "n24" "n80" "MiB" \
     "vram_free 12288 MiB < 102400 MiB needed" \
     "vram_free 24576 MiB < 102400 MiB needed" \
@@ -168,10 +177,8 @@ submit --kind echo --gpu 4090 --payload '{"gpu": "4090"}'
 ran_on "$ID" n24
 submit --kind echo --gpu 'a100|H100' --payload '{"gpu": "a100|H100"}'
 ran_on "$ID" n80
-submit --kind echo --gpu B200 --payload '{"gpu": "B200"}'
+unplaced --kind echo --gpu B200 --payload '{"gpu": "B200"}'
 NO_GPU=$ID
-stays_queued "$NO_GPU"
-gq 0 explain "$NO_GPU"
 has "does not match 'B200'" "no online node with enough VRAM has a GPU matching 'B200'"
 explain_verdicts "$NO_GPU" gpu_pattern n12 n24 n80
 
@@ -199,19 +206,15 @@ ran_on "$ID" fast
 submit --kind echo --max-price 2 --min-tflops 60 --payload '{"max_price": 2, "min_tflops": 60}'
 ran_on "$ID" mid
 
-submit --kind echo --max-price 0.1 --payload '{"max_price": 0.1}'
+unplaced --kind echo --max-price 0.1 --payload '{"max_price": 0.1}'
 NO_PRICE=$ID
-stays_queued "$NO_PRICE"
-gq 0 explain "$NO_PRICE"
 has "price 0.40/h > max 0.10/h" "price 3.00/h > max 0.10/h" \
     "needs a price <= 0.10/h; the cheapest node that fits costs 0.40/h"
 explain_verdicts "$NO_PRICE" price cheap mid fast
 explain_verdicts "$NO_PRICE" offline n12 n24 n80
 
-submit --kind echo --min-tflops 1000 --payload '{"min_tflops": 1000}'
+unplaced --kind echo --min-tflops 1000 --payload '{"min_tflops": 1000}'
 NO_TFLOPS=$ID
-stays_queued "$NO_TFLOPS"
-gq 0 explain "$NO_TFLOPS"
 has "tflops 30.0 < 1000.0 required" "tflops 300.0 < 1000.0 required" \
     "needs >= 1000.0 TFLOPS; the fastest node that fits has 300.0"
 explain_verdicts "$NO_TFLOPS" tflops cheap mid fast

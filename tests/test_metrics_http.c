@@ -194,30 +194,15 @@ int
 main (void)
 {
     h_init ("metrics_http", 100);
-    const char *bin = getenv ("GQ_BIN") ? getenv ("GQ_BIN") : "./bin";
-    char broker_path[512], worker_path[512];
-    snprintf (broker_path, sizeof broker_path, "%s/gridq-broker", bin);
-    snprintf (worker_path, sizeof worker_path, "%s/gridq-worker", bin);
-    if (access (worker_path, X_OK)) {
-        printf ("SKIP: gridq-worker is not built\n");
-        h_cleanup ();
-        return 77;
-    }
+    h_require ("gridq-worker");
     s_port = h_free_port ();
     char metrics[64];
     snprintf (metrics, sizeof metrics, "127.0.0.1:%d", s_port);
     pid_t broker = h_start_broker ("--metrics", metrics, NULL);
-    h_start_worker ("m1", 2, NULL);
-    h_start_worker ("m2", 2, NULL);
-    gq_client_t *client = h_client (5000);
-    h_wait_nodes (client, 2, 20000);
+    gq_client_t *client = h_start_workers (2, 5000, "m1", "m2", NULL);
     /* libmicrohttpd is up once the broker answers: it starts before the loop runs. */
 
-    json_t *jobs = json_array ();
-    for (int i = 0; i < N_JOBS; i++) {
-        json_array_append_new (jobs, json_pack ("{s:s, s:{s:i}}", "kind", "echo", "payload", "i",
-                                                i));
-    }
+    json_t *jobs = h_echo_jobs (N_JOBS);
     int64_t ids[N_JOBS];
     CHECK_EQ (gq_client_submit (client, jobs, true, ids), 0);
     json_decref (jobs);
@@ -261,9 +246,9 @@ main (void)
     const char *want[] = {"IPv4 address or localhost", "HOST:PORT", "in use"};
     for (int i = 0; i < 3; i++) {
         snprintf (command, sizeof command,
-                  "timeout -k 2 10 '%s' --endpoint tcp://127.0.0.1:%d --db '%s/other%d.db' "
-                  "--metrics '%s' 2>&1",
-                  broker_path, h_free_port (), h_dir (), i, bad[i]);
+                  "timeout -k 2 10 '%s/gridq-broker' --endpoint tcp://127.0.0.1:%d "
+                  "--db '%s/other%d.db' --metrics '%s' 2>&1",
+                  h_bin (), h_free_port (), h_dir (), i, bad[i]);
         int rc = h_run (command, &out);
         if (rc == 0 || rc == 124 || !strstr (out, want[i])) {
             fprintf (stderr, "--metrics %s: exit %d, expected a refusal with \"%s\":\n%s\n",

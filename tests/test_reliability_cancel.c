@@ -25,16 +25,12 @@ main (void)
 {
     h_init ("rel-cancel", 60);
     h_start_broker (NULL, NULL);
-    h_start_worker ("w1", 1, NULL);
-    gq_client_t *client = h_client (3000);
-    h_wait_nodes (client, 1, 20000);
+    gq_client_t *client = h_start_workers (1, 3000, "w1", NULL);
 
     /* A long job takes the only slot; a second waits behind it. */
-    json_t *long_job = json_pack ("{s:s, s:{s:i}}", "kind", "sleep", "payload", "ms", 30000);
-    int64_t running = h_submit (client, long_job);
+    int64_t running = h_submit_sleep (client, 30000);
     CHECK (h_wait_state (client, running, "running", 5000));
-    int64_t queued = h_submit (client, long_job);
-    json_decref (long_job);
+    int64_t queued = h_submit_sleep (client, 30000);
     json_t *status = h_status (client, queued);
     CHECK_STR (h_str (status, "state"), "queued");
     json_decref (status);
@@ -45,9 +41,7 @@ main (void)
     /* Cancel the running one: its slot is free at once. The proof is the next job on the
        one-slot worker finishing long before the cancelled 30 s job could have ended. */
     CHECK_STR (s_cancel (client, running), "cancelled");
-    json_t *next = json_pack ("{s:s, s:{s:i}}", "kind", "sleep", "payload", "ms", 20);
-    int64_t next_id = h_submit (client, next);
-    json_decref (next);
+    int64_t next_id = h_submit_sleep (client, 20);
     CHECK (h_wait_state (client, next_id, "done", 5000));
     json_t *done = h_result (client, next_id);
     CHECK_STR (h_str (done, "node"), "w1");

@@ -20,10 +20,8 @@ main (void)
 {
     h_init ("rel-idem", 60);
     h_start_broker (NULL, NULL);
-    h_start_worker ("w1", 1, NULL);
-    gq_client_t *client = h_client (3000);
+    gq_client_t *client = h_start_workers (1, 3000, "w1", NULL);
     gq_client_t *other = h_client (3000);
-    h_wait_nodes (client, 1, 20000);
 
     /* The same key, again and again, while the job runs: one id. */
     int64_t id = s_submit_idem (client, "order-42", 300);
@@ -52,9 +50,7 @@ main (void)
     CHECK_EQ (s_submit_idem (other, "order-43", 10), ids[1]);
     /* A non-idem job behind them: when it is done, a repeat that was wrongly queued would have
        had its chance to run on the one slot. */
-    json_t *plain = json_pack ("{s:s, s:{s:i}}", "kind", "sleep", "payload", "ms", 10);
-    int64_t last = h_submit (client, plain);
-    json_decref (plain);
+    int64_t last = h_submit_sleep (client, 10);
     CHECK (h_wait_state (client, last, "done", 10000));
     json_t *after = h_result (client, id);
     CHECK_STR (h_str (after, "state"), "done");

@@ -19,15 +19,6 @@
 
 #include "harness.h"
 
-static int64_t
-s_sleep_job (gq_client_t *client, int ms)
-{
-    json_t *job = json_pack ("{s:s, s:{s:i}}", "kind", "sleep", "payload", "ms", ms);
-    int64_t id = h_submit (client, job);
-    json_decref (job);
-    return id;
-}
-
 /* The job ran once, on w1, and is recorded done with one ok attempt there. */
 static void
 s_check_once (gq_client_t *client, int64_t id, int ms)
@@ -68,6 +59,21 @@ s_restart (gq_client_t *client, pid_t broker, const char *heartbeat_ms, const ch
     return broker;
 }
 
+/* The step of parts 2 to 4: a restart with these timings, w1 back online, a sleep job of ms
+   running on it, and another restart under that job (down for down_ms). Returns the job's id;
+   *broker follows the restarts. */
+static int64_t
+s_job_across_restart (gq_client_t *client, pid_t *broker, const char *heartbeat_ms,
+                      const char *liveness, int ms, int down_ms)
+{
+    *broker = s_restart (client, *broker, heartbeat_ms, liveness, 0);
+    CHECK (h_wait_node_status (client, "w1", "online", 5000));
+    int64_t id = h_submit_sleep (client, ms);
+    CHECK (h_wait_state (client, id, "running", 5000));
+    *broker = s_restart (client, *broker, heartbeat_ms, liveness, down_ms);
+    return id;
+}
+
 int
 main (void)
 {
@@ -97,11 +103,7 @@ main (void)
     json_decref (result);
 
     /* 2. A job runs across the restart; the worker re-registers while it still runs. */
-    broker = s_restart (client, broker, "200", "3", 0);
-    CHECK (h_wait_node_status (client, "w1", "online", 5000));
-    int64_t kept = s_sleep_job (client, 2500);
-    CHECK (h_wait_state (client, kept, "running", 5000));
-    broker = s_restart (client, broker, "200", "3", 0);
+    int64_t kept = s_job_across_restart (client, &broker, "200", "3", 2500, 0);
     CHECK (h_wait_node_status (client, "w1", "busy", 2000)); /* registered, holding the job */
     json_t *status = h_status (client, kept);
     CHECK_STR (h_str (status, "state"), "running");
@@ -112,11 +114,7 @@ main (void)
 
     /* 3. A job runs across the restart; its result comes before the worker re-registers.
        Liveness 10 x 1000 ms: the worker will not reconnect by itself within this part. */
-    broker = s_restart (client, broker, "1000", "10", 0);
-    CHECK (h_wait_node_status (client, "w1", "online", 5000));
-    int64_t across = s_sleep_job (client, 2000);
-    CHECK (h_wait_state (client, across, "running", 5000));
-    broker = s_restart (client, broker, "1000", "10", 0);
+    int64_t across = s_job_across_restart (client, &broker, "1000", "10", 2000, 0);
     CHECK (h_wait_state (client, across, "done", 10000));
     /* The worker was told REGISTER when its result came, and registered. */
     if (!h_wait_node_status (client, "w1", "online", 3000)) {
@@ -124,16 +122,12 @@ main (void)
         h_fail ();
     }
     s_check_once (client, across, 2000);
-    int64_t after = s_sleep_job (client, 10);
+    int64_t after = h_submit_sleep (client, 10);
     CHECK (h_wait_state (client, after, "done", 5000));
 
-    /* 4. The job ends while no broker runs. The wait is the thing under test: the broker must
-       be down for the whole rest of the job. */
-    broker = s_restart (client, broker, "200", "3", 0);
-    CHECK (h_wait_node_status (client, "w1", "online", 5000));
-    int64_t orphan = s_sleep_job (client, 500);
-    CHECK (h_wait_state (client, orphan, "running", 5000));
-    broker = s_restart (client, broker, "200", "3", 1500);
+    /* 4. The job ends while no broker runs: the second restart leaves the broker down for
+       1500 ms, the whole rest of the job (that wait is the thing under test). */
+    int64_t orphan = s_job_across_restart (client, &broker, "200", "3", 500, 1500);
     CHECK (h_wait_state (client, orphan, "done", 5000));
     s_check_once (client, orphan, 500);
 

@@ -14,9 +14,7 @@ main (void)
 {
     h_init ("rel-retention", 60);
     h_start_broker ("--retention", "1s", NULL);
-    h_start_worker ("w1", 1, NULL);
-    gq_client_t *client = h_client (3000);
-    h_wait_nodes (client, 1, 20000);
+    gq_client_t *client = h_start_workers (1, 3000, "w1", NULL);
 
     /* A job no node can run: it stays queued, older than the retention. */
     json_t *stuck = json_pack ("{s:s}", "kind", "nosuchkind");
@@ -24,11 +22,7 @@ main (void)
     json_decref (stuck);
 
     /* Finished jobs, then the newest one. */
-    json_t *jobs = json_array ();
-    for (int i = 0; i < S_DONE + 1; i++) {
-        json_array_append_new (jobs, json_pack ("{s:s, s:{s:i}}", "kind", "echo", "payload",
-                                                "i", i));
-    }
+    json_t *jobs = h_echo_jobs (S_DONE + 1);
     int64_t ids[S_DONE + 1];
     CHECK_EQ (gq_client_submit (client, jobs, false, ids), 0);
     json_decref (jobs);

@@ -84,8 +84,8 @@ main (void)
     }
     char command[800];
     char *out = NULL;
-    snprintf (command, sizeof command, "'%s/gridq' --broker '%s' nodes --json",
-              getenv ("GQ_BIN") ? getenv ("GQ_BIN") : "./bin", h_endpoint ());
+    snprintf (command, sizeof command, "'%s/gridq' --broker '%s' nodes --json", h_bin (),
+              h_endpoint ());
     CHECK_EQ (h_run (command, &out), 0);
     json_t *listed = out ? json_loads (out, 0, NULL) : NULL;
     CHECK (json_is_array (listed));
@@ -98,8 +98,8 @@ main (void)
     json_decref (listed);
     free (out);
     /* The human table says it too. */
-    snprintf (command, sizeof command, "'%s/gridq' --broker '%s' nodes",
-              getenv ("GQ_BIN") ? getenv ("GQ_BIN") : "./bin", h_endpoint ());
+    snprintf (command, sizeof command, "'%s/gridq' --broker '%s' nodes", h_bin (),
+              h_endpoint ());
     CHECK_EQ (h_run (command, &out), 0);
     CHECK (out && strstr (out, "backoff until") != NULL);
     free (out);

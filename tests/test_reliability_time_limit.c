@@ -50,9 +50,7 @@ static void
 s_slot_free (gq_client_t *client)
 {
     /* Done within a wait shorter than the 5 s job that timed out: its slot was freed. */
-    json_t *job = json_pack ("{s:s, s:{s:i}}", "kind", "sleep", "payload", "ms", 20);
-    int64_t id = h_submit (client, job);
-    json_decref (job);
+    int64_t id = h_submit_sleep (client, 20);
     CHECK (h_wait_state (client, id, "done", 4000));
 }
 
@@ -61,9 +59,7 @@ main (void)
 {
     h_init ("rel-time-limit", 60);
     h_start_broker (NULL, NULL);
-    h_start_worker ("w1", 1, NULL);
-    gq_client_t *client = h_client (3000);
-    h_wait_nodes (client, 1, 20000);
+    gq_client_t *client = h_start_workers (1, 3000, "w1", NULL);
 
     json_t *by_ms = json_pack ("{s:i}", "timeout_ms", 300);
     int64_t took1 = s_timed_out (client, by_ms);

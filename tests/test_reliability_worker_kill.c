@@ -18,9 +18,7 @@ main (void)
     gq_client_t *client = h_client (3000);
     h_wait_nodes (client, 2, 20000);
 
-    json_t *job = json_pack ("{s:s, s:{s:i}}", "kind", "sleep", "payload", "ms", S_SLEEP_MS);
-    int64_t id = h_submit (client, job);
-    json_decref (job);
+    int64_t id = h_submit_sleep (client, S_SLEEP_MS);
 
     /* STATUS tells the node that runs it. */
     if (!h_wait_state (client, id, "running", 10000)) {

@@ -36,9 +36,8 @@ s_path (const char *name)
 static void
 s_keygen (const char *name)
 {
-    const char *bin = getenv ("GQ_BIN") ? getenv ("GQ_BIN") : "./bin";
     char command[1024];
-    snprintf (command, sizeof command, "'%s/gridq-keygen' --dir '%s' %s >/dev/null", bin,
+    snprintf (command, sizeof command, "'%s/gridq-keygen' --dir '%s' %s >/dev/null", h_bin (),
               h_dir (), name);
     CHECK_EQ (h_run (command, NULL), 0);
 }
@@ -177,6 +176,42 @@ s_expect_dropped (zsock_t *sock, const char *proto, const char *what)
     json_decref (body);
 }
 
+/* A message the broker must answer with ERROR. */
+typedef struct {
+    const char *command;       /* its command frame; NULL ends a list */
+    const char *body;          /* its JSON frame; NULL: the message has none */
+    const char *code;          /* the ERROR code expected; NULL: BAD_REQUEST */
+    const char *what;          /* what it is, for a failure; NULL: the body */
+} s_refusal_t;
+
+/* Sends each message of list (ended by a NULL command) as proto on sock and expects its ERROR.
+   Returns how many it sent. */
+static int
+s_expect_refusals (zsock_t *sock, const char *proto, const s_refusal_t *list)
+{
+    int sent = 0;
+    for (const s_refusal_t *r = list; r->command; r++, sent++) {
+        s_send (sock, proto, r->command, r->body, NULL);
+        json_decref (s_expect_error (sock, r->code ? r->code : "BAD_REQUEST",
+                                     r->what ? r->what : r->body));
+    }
+    return sent;
+}
+
+/* Sends each of bodies (ended by NULL) as proto COMMAND on sock and expects BAD_REQUEST.
+   Returns how many it sent. */
+static int
+s_expect_bad_requests (zsock_t *sock, const char *proto, const char *command,
+                       const char *const *bodies)
+{
+    int sent = 0;
+    for (const char *const *b = bodies; *b; b++, sent++) {
+        s_send (sock, proto, command, *b, NULL);
+        json_decref (s_expect_error (sock, "BAD_REQUEST", *b));
+    }
+    return sent;
+}
+
 static int64_t
 s_stat (gq_client_t *client, const char *group, const char *field)
 {
@@ -228,6 +263,18 @@ s_nodes (gq_client_t *client, char *out, size_t size)
                   json_string_value (json_object_get (node, "name")));
     }
     json_decref (reply);
+}
+
+/* The broker's state after input it refused: still no node but gpu1 and jobs_before jobs.
+   Returns how many messages it counted as rejected since it counted rejected_before. */
+static int64_t
+s_check_intact (gq_client_t *client, int64_t jobs_before, int64_t rejected_before)
+{
+    char nodes[1024];
+    s_nodes (client, nodes, sizeof nodes);
+    CHECK_STR (nodes, "gpu1");
+    CHECK_EQ (s_jobs_total (client), jobs_before);
+    return s_stat (client, NULL, "rejected") - rejected_before;
 }
 
 /* Submits one echo job and waits for its result. */
@@ -315,18 +362,13 @@ s_test_malformed (gq_client_t *alice)
     s_send (c, "GQX1", "PING", "{\"req\":1}", NULL);
     s_expect_dropped (c, "GQC1", "bad protocol frame");
     bad++;
-    s_send (c, "GQC1", "ping!", "{\"req\":2}", NULL);
-    json_decref (s_expect_error (c, "PROTOCOL", "bad command"));
-    bad++;
-    s_send (c, "GQC1", "THIS_COMMAND_NAME_IS_FAR_TOO_LONG_FOR_US", "{}", NULL);
-    json_decref (s_expect_error (c, "PROTOCOL", "long command"));
-    bad++;
-    s_send (c, "GQC1", "FROBNICATE", "{\"req\":3}", NULL);
-    json_decref (s_expect_error (c, "UNSUPPORTED", "unknown command"));
-    bad++;
-    s_send (c, "GQC1", "SUBMIT", NULL);
-    json_decref (s_expect_error (c, "PROTOCOL", "too few frames"));
-    bad++;
+    static const s_refusal_t frames[] = {
+        {"ping!", "{\"req\":2}", "PROTOCOL", "bad command"},
+        {"THIS_COMMAND_NAME_IS_FAR_TOO_LONG_FOR_US", "{}", "PROTOCOL", "long command"},
+        {"FROBNICATE", "{\"req\":3}", "UNSUPPORTED", "unknown command"},
+        {"SUBMIT", NULL, "PROTOCOL", "too few frames"},
+        {NULL, NULL, NULL, NULL}};
+    bad += s_expect_refusals (c, "GQC1", frames);
     zmsg_t *many = zmsg_new ();
     zmsg_addstr (many, "GQC1");
     zmsg_addstr (many, "SUBMIT");
@@ -338,15 +380,12 @@ s_test_malformed (gq_client_t *alice)
     json_decref (s_expect_error (c, "TOO_BIG", "too many frames"));
     bad++;
     /* JSON: syntax, type, duplicates, nesting, size. */
-    s_send (c, "GQC1", "SUBMIT", "{\"req\":5,\"jobs\":[{\"kind\":\"echo\",}]", NULL);
-    json_decref (s_expect_error (c, "BAD_REQUEST", "bad JSON"));
-    bad++;
-    s_send (c, "GQC1", "STATUS", "[1,2,3]", NULL);
-    json_decref (s_expect_error (c, "BAD_REQUEST", "JSON not an object"));
-    bad++;
-    s_send (c, "GQC1", "STATUS", "{\"ids\":[1],\"ids\":[2]}", NULL);
-    json_decref (s_expect_error (c, "BAD_REQUEST", "duplicate key"));
-    bad++;
+    static const s_refusal_t json[] = {
+        {"SUBMIT", "{\"req\":5,\"jobs\":[{\"kind\":\"echo\",}]", NULL, "bad JSON"},
+        {"STATUS", "[1,2,3]", NULL, "JSON not an object"},
+        {"STATUS", "{\"ids\":[1],\"ids\":[2]}", NULL, "duplicate key"},
+        {NULL, NULL, NULL, NULL}};
+    bad += s_expect_refusals (c, "GQC1", json);
     char deep[512];
     int n = snprintf (deep, sizeof deep, "{\"req\":6,\"jobs\":[{\"payload\":");
     for (int i = 0; i < 60; i++) {
@@ -367,12 +406,12 @@ s_test_malformed (gq_client_t *alice)
     bad++;
     s_long_field (c, "idem", 'i', 5000, "BAD_REQUEST", "5000-byte idem");
     bad++;
-    s_send (c, "GQC1", "SUBMIT", "{\"req\":10,\"jobs\":[{\"kind\":\"ec\\u0000ho\"}]}", NULL);
-    json_decref (s_expect_error (c, "BAD_REQUEST", "NUL in a string"));
-    bad++;
-    s_send (c, "GQC1", "SUBMIT", "{\"req\":11,\"jobs\":[{\"kind\":\"\xff\xfe\"}]}", NULL);
-    json_decref (s_expect_error (c, "BAD_REQUEST", "invalid UTF-8"));
-    bad++;
+    static const s_refusal_t strings[] = {
+        {"SUBMIT", "{\"req\":10,\"jobs\":[{\"kind\":\"ec\\u0000ho\"}]}", NULL,
+         "NUL in a string"},
+        {"SUBMIT", "{\"req\":11,\"jobs\":[{\"kind\":\"\xff\xfe\"}]}", NULL, "invalid UTF-8"},
+        {NULL, NULL, NULL, NULL}};
+    bad += s_expect_refusals (c, "GQC1", strings);
     /* Job fields out of range; the index names the job. */
     s_send (c, "GQC1", "SUBMIT",
             "{\"req\":12,\"jobs\":[{\"kind\":\"echo\"},{\"kind\":\"echo\",\"priority\":99}]}", NULL);
@@ -380,7 +419,7 @@ s_test_malformed (gq_client_t *alice)
     CHECK_EQ (json_integer_value (json_object_get (body, "index")), 1);
     CHECK (strstr (json_string_value (json_object_get (body, "message")), "priority"));
     json_decref (body);
-    const char *bad_jobs[] = {
+    static const char *const bad_jobs[] = {
         "{\"jobs\":[{\"min_vram_mb\":-1024}]}",      "{\"jobs\":[{\"min_vram\":\"1e400G\"}]}",
         "{\"jobs\":[{\"min_vram\":\"-5G\"}]}",        "{\"jobs\":[{\"max_price\":-1}]}",
         "{\"jobs\":[{\"min_tflops\":1e999}]}",        "{\"jobs\":[{\"min_tflops\":\"NaN\"}]}",
@@ -390,28 +429,21 @@ s_test_malformed (gq_client_t *alice)
         "{\"jobs\":[]}",                              "{\"jobs\":{}}",
         "{\"jobs\":[1]}",                             "{\"jobs\":[{}],\"watch\":\"yes\"}",
         NULL};
-    for (const char **j = bad_jobs; *j; j++) {
-        s_send (c, "GQC1", "SUBMIT", *j, NULL);
-        json_decref (s_expect_error (c, "BAD_REQUEST", *j));
-        bad++;
-    }
-    const char *bad_reads[][2] = {{"STATUS", "{\"ids\":[0]}"},
-                                  {"STATUS", "{\"ids\":[-5]}"},
-                                  {"STATUS", "{\"ids\":\"1\"}"},
-                                  {"WAIT", "{\"ids\":[1.5]}"},
-                                  {"CANCEL", "{\"ids\":[]}"},
-                                  {"RESULT", "{\"id\":-1}"},
-                                  {"EXPLAIN", "{}"},
-                                  {"JOBS", "{\"limit\":0}"},
-                                  {"JOBS", "{\"state\":\"exploded\"}"},
-                                  {NULL, NULL}};
-    for (int i = 0; bad_reads[i][0]; i++) {
-        s_send (c, "GQC1", bad_reads[i][0], bad_reads[i][1], NULL);
-        json_decref (s_expect_error (c, "BAD_REQUEST", bad_reads[i][1]));
-        bad++;
-    }
+    bad += s_expect_bad_requests (c, "GQC1", "SUBMIT", bad_jobs);
+    static const s_refusal_t bad_reads[] = {
+        {"STATUS", "{\"ids\":[0]}", NULL, NULL},
+        {"STATUS", "{\"ids\":[-5]}", NULL, NULL},
+        {"STATUS", "{\"ids\":\"1\"}", NULL, NULL},
+        {"WAIT", "{\"ids\":[1.5]}", NULL, NULL},
+        {"CANCEL", "{\"ids\":[]}", NULL, NULL},
+        {"RESULT", "{\"id\":-1}", NULL, NULL},
+        {"EXPLAIN", "{}", NULL, NULL},
+        {"JOBS", "{\"limit\":0}", NULL, NULL},
+        {"JOBS", "{\"state\":\"exploded\"}", NULL, NULL},
+        {NULL, NULL, NULL, NULL}};
+    bad += s_expect_refusals (c, "GQC1", bad_reads);
     /* Node specs out of range, from a key that may act as a worker: no node appears. */
-    const char *bad_specs[] = {
+    static const char *const bad_specs[] = {
         "{\"spec\":{\"name\":\"neg\",\"vram_total_mb\":-1024,\"kinds\":[\"echo\"]}}",
         "{\"spec\":{\"name\":\"nan\",\"tflops\":\"NaN\",\"kinds\":[\"echo\"]}}",
         "{\"spec\":{\"name\":\"inf\",\"tflops\":1e999,\"kinds\":[\"echo\"]}}",
@@ -427,19 +459,11 @@ s_test_malformed (gq_client_t *alice)
         "{\"spec\":[]}",
         "{}",
         NULL};
-    for (const char **s = bad_specs; *s; s++) {
-        s_send (w, "GQW1", "READY", *s, NULL);
-        json_decref (s_expect_error (w, "BAD_REQUEST", *s));
-        bad++;
-    }
+    bad += s_expect_bad_requests (w, "GQW1", "READY", bad_specs);
     zsock_destroy (&c);
     zsock_destroy (&w);
 
-    char nodes[1024];
-    s_nodes (alice, nodes, sizeof nodes);
-    CHECK_STR (nodes, "gpu1");
-    CHECK_EQ (s_jobs_total (alice), jobs_before);
-    int64_t counted = s_stat (alice, NULL, "rejected") - rejected;
+    int64_t counted = s_check_intact (alice, jobs_before, rejected);
     if (counted < bad) {
         fprintf (stderr, "%d malformed messages, but \"rejected\" rose by %lld\n", bad,
                  (long long) counted);
@@ -598,11 +622,7 @@ s_test_storm (gq_client_t *alice)
     zsock_destroy (&sock);
 
     /* State intact: no job and no node came from the storm, and it was counted. */
-    char nodes[1024];
-    s_nodes (alice, nodes, sizeof nodes);
-    CHECK_STR (nodes, "gpu1");
-    CHECK_EQ (s_jobs_total (alice), jobs_before);
-    int64_t counted = s_stat (alice, NULL, "rejected") - rejected;
+    int64_t counted = s_check_intact (alice, jobs_before, rejected);
     CHECK (counted >= S_STORM_MESSAGES / 2);
     /* And an honest client is served as before. */
     s_run_job (alice, 4242);

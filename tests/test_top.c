@@ -97,10 +97,10 @@ s_expect_screen (ops_pty_t *pty, size_t from, const char *text)
 /* Under CURVE: a client key given by --cert/--server-cert or by $GRIDQ_CERT/$GRIDQ_SERVER_CERT
    sees the fleet; a worker's key is refused (exit 4, DENIED). */
 static void
-s_test_curve (const char *bin)
+s_test_curve (void)
 {
     char keygen[512];
-    snprintf (keygen, sizeof keygen, "%s/gridq-keygen", bin);
+    snprintf (keygen, sizeof keygen, "%s/gridq-keygen", h_bin ());
     if (access (keygen, X_OK) || !zsys_has_curve ()) {
         printf ("top: no gridq-keygen or no CURVE: the CURVE part is skipped\n");
         return;
@@ -168,15 +168,9 @@ int
 main (void)
 {
     h_init ("top", 150);
-    const char *bin = getenv ("GQ_BIN") ? getenv ("GQ_BIN") : "./bin";
-    snprintf (s_top, sizeof s_top, "%s/gridq-top", bin);
-    char worker[512];
-    snprintf (worker, sizeof worker, "%s/gridq-worker", bin);
-    if (access (s_top, X_OK) || access (worker, X_OK)) {
-        printf ("SKIP: gridq-top or gridq-worker is not built\n");
-        h_cleanup ();
-        return 77;
-    }
+    h_require ("gridq-top");
+    h_require ("gridq-worker");
+    snprintf (s_top, sizeof s_top, "%s/gridq-top", h_bin ());
     unsetenv ("GRIDQ_BROKER");
     unsetenv ("GRIDQ_CERT");
     unsetenv ("GRIDQ_SERVER_CERT");
@@ -197,17 +191,10 @@ main (void)
     free (out);
 
     pid_t broker = h_start_broker (NULL, NULL);
-    h_start_worker ("top-a", 2, NULL);
-    h_start_worker ("top-b", 2, NULL);
-    gq_client_t *client = h_client (5000);
-    h_wait_nodes (client, 2, 20000);
+    gq_client_t *client = h_start_workers (2, 5000, "top-a", "top-b", NULL);
 
     /* Jobs that succeed, and one that fails for good (the sleep outlives its time limit). */
-    json_t *jobs = json_array ();
-    for (int i = 0; i < N_OK; i++) {
-        json_array_append_new (jobs, json_pack ("{s:s, s:{s:i}}", "kind", "echo", "payload", "n",
-                                                i));
-    }
+    json_t *jobs = h_echo_jobs (N_OK);
     json_array_append_new (jobs, json_pack ("{s:s, s:{s:i}, s:i, s:i}", "kind", "sleep",
                                             "payload", "ms", 5000, "timeout_ms", 200,
                                             "max_attempts", 1));
@@ -345,7 +332,7 @@ main (void)
     CHECK_EQ (ops_pty_wait_exit (pty, 5000), 0);
     ops_pty_destroy (&pty);
 
-    s_test_curve (bin);
+    s_test_curve ();
     gq_client_destroy (&client);
     printf ("top: ok\n");
     h_cleanup ();

@@ -17,12 +17,6 @@
 #define S_TOLERANCE 1e-5
 #define S_WAIT_MS   20000
 
-static const char *
-s_bin (void)
-{
-    return getenv ("GQ_BIN") ? getenv ("GQ_BIN") : "./bin";
-}
-
 /* Input rows for job k: multiples of 1/8 in [-1, 1], exact in binary, different per job. */
 static json_t *
 s_input (int k)
@@ -54,7 +48,7 @@ s_reference (const char *model_file, json_t *input)
     char *text = json_dumps (input, JSON_COMPACT);
     CHECK (text);
     char command[2048];
-    snprintf (command, sizeof command, "'%s/gridq-model' run '%s' --input '%s'", s_bin (),
+    snprintf (command, sizeof command, "'%s/gridq-model' run '%s' --input '%s'", h_bin (),
               model_file, text);
     free (text);
     char *out = NULL;
@@ -199,7 +193,7 @@ main (void)
     snprintf (model_file, sizeof model_file, "%s/m1.safetensors", models);
     snprintf (command, sizeof command,
               "mkdir -p '%s' && '%s/gridq-model' make --layers 16,8,4 --seed 1 --out '%s'",
-              models, s_bin (), model_file);
+              models, h_bin (), model_file);
     CHECK_EQ (h_run (command, NULL), 0);
 
     /* Heartbeats every 200 ms, so a loaded model shows within a fraction of a second. */

@@ -17,7 +17,6 @@
 #include <errno.h>
 #include <getopt.h>
 #include <libgearman/gearman.h>
-#include <math.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -27,30 +26,21 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
-#define S_FUNCTION         "gq_echo" /* the function the workers register */
-#define S_MAX_WORKERS      64        /* worker processes */
-#define S_STALL_MS         30000     /* no progress for this long: the run failed */
-#define S_START_TIMEOUT_MS 10000     /* workers registered within this */
-#define S_IO_TIMEOUT_MS    30000     /* libgearman's bound on each blocking call */
+#include "bench_common.h"
+#include "tuning.h"
+
+#define S_FUNCTION "gq_echo" /* the function the workers register */
 
 typedef struct {
+    bench_load_t load;         /* mode, jobs, workers, payload, warmup, json */
     const char *host;          /* gearmand address */
     int port;                  /* gearmand port */
-    bool latency;              /* latency mode, else throughput */
     bool background;           /* throughput with background jobs */
-    long jobs;                 /* jobs to run */
     long batch;                /* tasks added per run_tasks round */
-    int workers;               /* worker processes */
-    int payload_bytes;         /* bytes per job */
-    long warmup;               /* latency: round trips before measuring */
     const char *label;         /* reported as "queue" in JSON (memory, sqlite, ...) */
-    bool json;                 /* one JSON object on stdout */
 } s_opts_t;
 
 /* Shared with the worker processes (MAP_SHARED): jobs they ran. */
@@ -58,16 +48,11 @@ typedef struct {
     atomic_long ran;
 } s_shared_t;
 
-static pid_t s_children[S_MAX_WORKERS];
-static int s_nchildren;
-
-static int64_t
-s_mono_us (void)
-{
-    struct timespec ts;
-    clock_gettime (CLOCK_MONOTONIC, &ts);
-    return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
+/* What a worker process is started with. */
+typedef struct {
+    const s_opts_t *opts;      /* the server to register with */
+    s_shared_t *shared;        /* where it counts the jobs it ran */
+} s_worker_arg_t;
 
 /* ---- Workers ----------------------------------------------------------------------------------- */
 
@@ -90,8 +75,10 @@ s_echo (gearman_job_st *job, void *context, size_t *result_size, gearman_return_
 }
 
 static void
-s_worker (const s_opts_t *opts, s_shared_t *shared)
+s_worker (void *arg)
 {
+    const s_opts_t *opts = ((s_worker_arg_t *) arg)->opts;
+    s_shared_t *shared = ((s_worker_arg_t *) arg)->shared;
     gearman_worker_st *worker = gearman_worker_create (NULL);
     if (!worker) {
         fprintf (stderr, "gridq-bench-gearman: worker: out of memory\n");
@@ -111,27 +98,6 @@ s_worker (const s_opts_t *opts, s_shared_t *shared)
             usleep (10000);
         }
     }
-}
-
-static void
-s_stop_children (void)
-{
-    for (int i = 0; i < s_nchildren; i++) {
-        kill (s_children[i], SIGTERM);
-    }
-    for (int i = 0; i < s_nchildren; i++) {
-        waitpid (s_children[i], NULL, 0);
-    }
-    s_nchildren = 0;
-}
-
-static void
-s_on_signal (int sig)
-{
-    for (int i = 0; i < s_nchildren; i++) {
-        kill (s_children[i], SIGKILL);
-    }
-    _exit (128 + sig);
 }
 
 /* Workers gearmand counts as available for S_FUNCTION, per its admin "status" command; -1 when
@@ -221,7 +187,7 @@ s_client (const s_opts_t *opts)
         gearman_client_free (client);
         return NULL;
     }
-    gearman_client_set_timeout (client, S_IO_TIMEOUT_MS);
+    gearman_client_set_timeout (client, GQ_BENCH_GEARMAN_IO_TIMEOUT_MS);
     /* Tasks are freed as they complete, so a long run does not keep them all. */
     gearman_client_add_options (client, GEARMAN_CLIENT_FREE_TASKS);
     gearman_client_set_complete_fn (client, s_on_complete);
@@ -241,10 +207,10 @@ s_round (gearman_client_st *client, const s_opts_t *opts, const char *payload, l
         gearman_task_st *task =
             opts->background
                 ? gearman_client_add_task_background (client, NULL, NULL, S_FUNCTION, NULL,
-                                                      payload, (size_t) opts->payload_bytes,
+                                                      payload, (size_t) opts->load.payload_bytes,
                                                       &ret)
                 : gearman_client_add_task (client, NULL, NULL, S_FUNCTION, NULL, payload,
-                                           (size_t) opts->payload_bytes, &ret);
+                                           (size_t) opts->load.payload_bytes, &ret);
         if (!task || ret != GEARMAN_SUCCESS) {
             fprintf (stderr, "gridq-bench-gearman: add task: %s\n",
                      gearman_client_error (client));
@@ -264,8 +230,8 @@ s_throughput (gearman_client_st *client, const s_opts_t *opts, const char *paylo
               s_shared_t *shared, long *done)
 {
     long added = 0;
-    while (added < opts->jobs) {
-        long count = opts->jobs - added < opts->batch ? opts->jobs - added : opts->batch;
+    while (added < opts->load.jobs) {
+        long count = opts->load.jobs - added < opts->batch ? opts->load.jobs - added : opts->batch;
         if (s_round (client, opts, payload, count)) {
             return -1;
         }
@@ -277,19 +243,19 @@ s_throughput (gearman_client_st *client, const s_opts_t *opts, const char *paylo
     }
     /* Background: the workers' count is the only completion there is. */
     long last = -1;
-    int64_t progress_us = s_mono_us ();
+    int64_t progress_us = bench_mono_us ();
     for (;;) {
         long ran = atomic_load (&shared->ran);
-        if (ran >= opts->jobs) {
+        if (ran >= opts->load.jobs) {
             *done = ran;
             return 0;
         }
         if (ran != last) {
             last = ran;
-            progress_us = s_mono_us ();
-        } else if (s_mono_us () - progress_us > S_STALL_MS * 1000LL) {
+            progress_us = bench_mono_us ();
+        } else if (bench_mono_us () - progress_us > GQ_BENCH_GEARMAN_STALL_MS * 1000LL) {
             fprintf (stderr, "gridq-bench-gearman: no progress for %d s: %ld of %ld jobs ran\n",
-                     S_STALL_MS / 1000, ran, opts->jobs);
+                     GQ_BENCH_GEARMAN_STALL_MS / 1000, ran, opts->load.jobs);
             *done = ran;
             return -1;
         }
@@ -298,40 +264,27 @@ s_throughput (gearman_client_st *client, const s_opts_t *opts, const char *paylo
 }
 
 static int
-s_cmp_i64 (const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *) a, y = *(const int64_t *) b;
-    return x < y ? -1 : x > y;
-}
-
-static double
-s_percentile (const int64_t *sorted, long n, double p)
-{
-    long rank = (long) ceil (p * (double) n);
-    return n ? (double) sorted[rank ? rank - 1 : 0] : NAN;
-}
-
-static int
 s_latency (gearman_client_st *client, const s_opts_t *opts, const char *payload,
-           int64_t *samples, long *done, int64_t *start_us)
+           bench_samples_t *samples, long *done, int64_t *start_us)
 {
-    for (long i = 0; i < opts->warmup + opts->jobs; i++) {
-        if (i == opts->warmup) {
-            *start_us = s_mono_us ();
+    for (long i = 0; i < opts->load.warmup + opts->load.jobs; i++) {
+        if (i == opts->load.warmup) {
+            *start_us = bench_mono_us ();
         }
-        int64_t t0 = s_mono_us ();
+        int64_t t0 = bench_mono_us ();
         size_t size = 0;
         gearman_return_t ret;
         void *result = gearman_client_do (client, S_FUNCTION, NULL, payload,
-                                          (size_t) opts->payload_bytes, &size, &ret);
-        if (ret != GEARMAN_SUCCESS || size != (size_t) opts->payload_bytes) {
+                                          (size_t) opts->load.payload_bytes, &size, &ret);
+        if (ret != GEARMAN_SUCCESS || size != (size_t) opts->load.payload_bytes) {
             fprintf (stderr, "gridq-bench-gearman: do: %s\n", gearman_client_error (client));
             free (result);
             return -1;
         }
         free (result);
-        if (i >= opts->warmup) {
-            samples[(*done)++] = s_mono_us () - t0;
+        if (i >= opts->load.warmup) {
+            bench_samples_add (samples, bench_mono_us () - t0);
+            (*done)++;
         }
     }
     return 0;
@@ -366,95 +319,63 @@ s_usage (FILE *out)
 }
 
 static int
-s_bad (const char *option, const char *value)
-{
-    fprintf (stderr,
-             "gridq-bench-gearman: bad value '%s' for %s\n(see gridq-bench-gearman --help)\n",
-             value, option);
-    return 2;
-}
-
-static int
 s_parse (int argc, char **argv, s_opts_t *opts)
 {
     static char host[256];
-    static const struct option options[] = {
-        {"server", required_argument, 0, 's'},  {"mode", required_argument, 0, 'm'},
-        {"background", no_argument, 0, 'b'},    {"jobs", required_argument, 0, 'n'},
-        {"batch", required_argument, 0, 'B'},   {"workers", required_argument, 0, 'W'},
-        {"payload", required_argument, 0, 'p'}, {"warmup", required_argument, 0, 'u'},
-        {"label", required_argument, 0, 'l'},   {"json", no_argument, 0, 'j'},
-        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
-    long jobs = 0;
+    static const struct option options[] = {{"server", required_argument, 0, 's'},
+                                            {"mode", required_argument, 0, BENCH_OPT_MODE},
+                                            {"background", no_argument, 0, 'b'},
+                                            {"jobs", required_argument, 0, BENCH_OPT_JOBS},
+                                            {"batch", required_argument, 0, 'B'},
+                                            {"workers", required_argument, 0, BENCH_OPT_WORKERS},
+                                            {"payload", required_argument, 0, BENCH_OPT_PAYLOAD},
+                                            {"warmup", required_argument, 0, BENCH_OPT_WARMUP},
+                                            {"label", required_argument, 0, 'l'},
+                                            {"json", no_argument, 0, BENCH_OPT_JSON},
+                                            {"help", no_argument, 0, 'h'},
+                                            {0, 0, 0, 0}};
+    const char *program = opts->load.program;
     int opt;
     while ((opt = getopt_long (argc, argv, "", options, NULL)) != -1) {
-        char *end = NULL;
-        long value = optarg ? strtol (optarg, &end, 10) : 0;
-        bool number = optarg && end != optarg && *end == 0;
+        int taken = bench_load_option (&opts->load, opt, optarg);
+        if (taken < 0) {
+            return 2;
+        }
+        if (taken) {
+            continue;
+        }
+        long long value;
         switch (opt) {
         case 's': {
             const char *colon = strrchr (optarg, ':');
             if (!colon || colon == optarg || (size_t) (colon - optarg) >= sizeof host) {
-                return s_bad ("--server", optarg);
+                return bench_bad_value (program, "--server", optarg);
             }
             memcpy (host, optarg, (size_t) (colon - optarg));
             host[colon - optarg] = 0;
             opts->host = host;
             opts->port = atoi (colon + 1);
             if (opts->port <= 0 || opts->port > 65535) {
-                return s_bad ("--server", optarg);
+                return bench_bad_value (program, "--server", optarg);
             }
             break;
         }
-        case 'm':
-            if (strcmp (optarg, "throughput") && strcmp (optarg, "latency")) {
-                return s_bad ("--mode", optarg);
-            }
-            opts->latency = strcmp (optarg, "latency") == 0;
-            break;
         case 'b':
             opts->background = true;
             break;
-        case 'n':
-            if (!number || value < 1 || value > 1000000000) {
-                return s_bad ("--jobs", optarg);
-            }
-            jobs = value;
-            break;
         case 'B':
-            if (!number || value < 1 || value > 1000000) {
-                return s_bad ("--batch", optarg);
+            if (!bench_parse_int (optarg, 1, 1000000, &value)) {
+                return bench_bad_value (program, "--batch", optarg);
             }
-            opts->batch = value;
-            break;
-        case 'W':
-            if (!number || value < 1 || value > S_MAX_WORKERS) {
-                return s_bad ("--workers", optarg);
-            }
-            opts->workers = (int) value;
-            break;
-        case 'p':
-            if (!number || value < 1 || value > 1000000) {
-                return s_bad ("--payload", optarg);
-            }
-            opts->payload_bytes = (int) value;
-            break;
-        case 'u':
-            if (!number || value < 0 || value > 1000000) {
-                return s_bad ("--warmup", optarg);
-            }
-            opts->warmup = value;
+            opts->batch = (long) value;
             break;
         case 'l':
             /* Printed into JSON as is: keep it to characters that need no escaping. */
             if (!*optarg || strspn (optarg, "abcdefghijklmnopqrstuvwxyz0123456789_.-") !=
                                 strlen (optarg)) {
-                return s_bad ("--label", optarg);
+                return bench_bad_value (program, "--label", optarg);
             }
             opts->label = optarg;
-            break;
-        case 'j':
-            opts->json = true;
             break;
         case 'h':
             s_usage (stdout);
@@ -464,122 +385,103 @@ s_parse (int argc, char **argv, s_opts_t *opts)
             return 2;
         }
     }
-    if (optind < argc) {
-        return s_bad ("an argument", argv[optind]);
+    int rc = bench_load_finish (&opts->load, argc - optind, argv + optind);
+    if (rc == 0 && opts->load.latency && opts->background) {
+        rc = bench_bad_value (program, "--background",
+                              "with --mode latency (a background job has no reply)");
     }
-    if (opts->latency && opts->background) {
-        return s_bad ("--background", "with --mode latency (a background job has no reply)");
-    }
-    opts->jobs = jobs ? jobs : opts->latency ? 2000 : 100000;
-    return 0;
+    return rc;
 }
 
 int
 main (int argc, char **argv)
 {
-    s_opts_t opts = {"127.0.0.1", 4730, false, false, 0, 1000, 2, 27, 100, NULL, false};
+    s_opts_t opts = {.load = {.program = "gridq-bench-gearman",
+                              .min_payload_bytes = 1,
+                              .max_workers = GQ_BENCH_GEARMAN_MAX_WORKERS,
+                              .workers = 2,
+                              .payload_bytes = 27,
+                              .warmup = 100},
+                     .host = "127.0.0.1",
+                     .port = 4730,
+                     .batch = 1000};
     int rc = s_parse (argc, argv, &opts);
     if (rc) {
         return rc;
     }
+    const bench_load_t *load = &opts.load;
     s_shared_t *shared = (s_shared_t *) mmap (NULL, sizeof *shared, PROT_READ | PROT_WRITE,
                                               MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    char *payload = (char *) malloc ((size_t) opts.payload_bytes);
-    int64_t *samples = opts.latency ? (int64_t *) malloc ((size_t) opts.jobs * sizeof *samples)
-                                    : NULL;
-    if (shared == MAP_FAILED || !payload || (opts.latency && !samples)) {
+    char *payload = (char *) malloc ((size_t) load->payload_bytes);
+    bench_samples_t *samples = load->latency ? bench_samples_new ((size_t) load->jobs) : NULL;
+    if (shared == MAP_FAILED || !payload || (load->latency && !samples)) {
         fprintf (stderr, "gridq-bench-gearman: out of memory\n");
         return 1;
     }
     atomic_init (&shared->ran, 0);
-    memset (payload, 'x', (size_t) opts.payload_bytes);
-    signal (SIGINT, s_on_signal);
-    signal (SIGTERM, s_on_signal);
+    memset (payload, 'x', (size_t) load->payload_bytes);
+    bench_children_kill_on_signal ();
     signal (SIGPIPE, SIG_IGN);
-    pid_t parent = getpid ();
-    for (int i = 0; i < opts.workers; i++) {
-        pid_t pid = fork ();
-        if (pid == 0) {
-            prctl (PR_SET_PDEATHSIG, SIGKILL);
-            if (getppid () != parent) {
-                _exit (1);
-            }
-            s_worker (&opts, shared);
-        }
-        if (pid < 0) {
+    s_worker_arg_t worker = {&opts, shared};
+    for (int i = 0; i < load->workers; i++) {
+        if (bench_fork (s_worker, &worker) < 0) {
             perror ("gridq-bench-gearman: fork");
-            s_stop_children ();
+            bench_children_stop ();
             return 1;
         }
-        s_children[s_nchildren++] = pid;
     }
     /* Wait until gearmand knows every worker, so the clock does not time their start-up. */
-    int64_t deadline = s_mono_us () + S_START_TIMEOUT_MS * 1000LL;
+    int64_t deadline = bench_mono_us () + GQ_BENCH_GEARMAN_START_TIMEOUT_MS * 1000LL;
     int up = 0;
-    while ((up = s_registered (&opts)) < opts.workers && s_mono_us () < deadline) {
+    while ((up = s_registered (&opts)) < load->workers && bench_mono_us () < deadline) {
         usleep (10000);
     }
-    if (up < opts.workers) {
-        fprintf (stderr, "gridq-bench-gearman: %d of %d workers registered at %s:%d within %d s\n",
-                 up < 0 ? 0 : up, opts.workers, opts.host, opts.port, S_START_TIMEOUT_MS / 1000);
-        s_stop_children ();
+    if (up < load->workers) {
+        fprintf (stderr, "gridq-bench-gearman: %d of %ld workers registered at %s:%d within %d s\n",
+                 up < 0 ? 0 : up, load->workers, opts.host, opts.port,
+                 GQ_BENCH_GEARMAN_START_TIMEOUT_MS / 1000);
+        bench_children_stop ();
         return 1;
     }
     gearman_client_st *client = s_client (&opts);
     if (!client) {
-        s_stop_children ();
+        bench_children_stop ();
         return 1;
     }
-    long done = 0;
-    int64_t start_us = s_mono_us ();
-    if (opts.latency) {
-        rc = s_latency (client, &opts, payload, samples, &done, &start_us);
+    bench_run_t run = {0, 0, bench_latency_none ()};
+    int64_t start_us = bench_mono_us ();
+    if (load->latency) {
+        rc = s_latency (client, &opts, payload, samples, &run.done, &start_us);
     } else {
-        rc = s_throughput (client, &opts, payload, shared, &done);
+        rc = s_throughput (client, &opts, payload, shared, &run.done);
     }
-    double seconds = (s_mono_us () - start_us) / 1e6;
+    run.seconds = (bench_mono_us () - start_us) / 1e6;
     gearman_client_free (client);
-    s_stop_children ();
-    double p50 = NAN, p99 = NAN, p999 = NAN;
-    if (opts.latency && rc == 0) {
-        qsort (samples, (size_t) done, sizeof *samples, s_cmp_i64);
-        p50 = s_percentile (samples, done, 0.50);
-        p99 = s_percentile (samples, done, 0.99);
-        p999 = s_percentile (samples, done, 0.999);
+    bench_children_stop ();
+    if (load->latency && rc == 0) {
+        run.latency = bench_samples_latency (samples);
     }
-    free (samples);
+    bench_samples_destroy (&samples);
     free (payload);
     munmap (shared, sizeof *shared);
     if (rc) {
-        fprintf (stderr, "gridq-bench-gearman: %ld of %ld jobs done, %ld failed\n", done,
-                 opts.jobs, s_failed);
+        fprintf (stderr, "gridq-bench-gearman: %ld of %ld jobs done, %ld failed\n", run.done,
+                 load->jobs, s_failed);
         return 1;
     }
-    double per_s = seconds > 0 ? (double) done / seconds : 0;
-    const char *mode = opts.latency ? "latency" : "throughput";
-    if (opts.json) {
-        char p50_text[32] = "null", p99_text[32] = "null", p999_text[32] = "null";
-        if (opts.latency) {
-            snprintf (p50_text, sizeof p50_text, "%.1f", p50);
-            snprintf (p99_text, sizeof p99_text, "%.1f", p99);
-            snprintf (p999_text, sizeof p999_text, "%.1f", p999);
-        }
-        printf ("{\"mode\":\"%s\",\"jobs\":%ld,\"seconds\":%.6f,\"jobs_per_s\":%.0f,"
-                "\"p50_us\":%s,\"p99_us\":%s,\"p999_us\":%s,\"durability\":null,"
-                "\"workers\":%d,\"background\":%s,\"batch\":%ld,\"payload_bytes\":%d,"
-                "\"queue\":\"%s\"}\n",
-                mode, done, seconds, per_s, p50_text, p99_text, p999_text, opts.workers,
-                opts.background ? "true" : "false", opts.latency ? 1L : opts.batch,
-                opts.payload_bytes, opts.label ? opts.label : "");
-    } else if (opts.latency) {
-        printf ("latency (gearmand): %ld round trips: p50 %.0f us, p99 %.0f us, p999 %.0f us "
-                "(%d workers)\n",
-                done, p50, p99, p999, opts.workers);
-    } else {
-        printf ("throughput (gearmand%s): %ld jobs in %.3f s = %.0f jobs/s (batch %ld, "
-                "%d workers)\n",
-                opts.background ? ", background" : "", done, seconds, per_s, opts.batch,
-                opts.workers);
+    /* The label is the user's: as long as it likes. */
+    char setup[64], *json_more = NULL;
+    snprintf (setup, sizeof setup, "batch %ld", opts.batch);
+    if (asprintf (&json_more,
+                  "\"background\":%s,\"batch\":%ld,\"payload_bytes\":%ld,\"queue\":\"%s\"",
+                  opts.background ? "true" : "false", load->latency ? 1L : opts.batch,
+                  load->payload_bytes, opts.label ? opts.label : "") < 0) {
+        fprintf (stderr, "gridq-bench-gearman: out of memory\n");
+        return 1;
     }
+    /* A latency run has no background jobs (s_parse refuses them). */
+    bench_load_report (load, &run, opts.background ? "gearmand, background" : "gearmand", setup,
+                       json_more);
+    free (json_more);
     return 0;
 }

@@ -14,46 +14,24 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <getopt.h>
-#include <math.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
+#include "bench_common.h"
 #include "gq_common.h"
+#include "tuning.h"
 
-#define S_MAX_WORKERS      64      /* worker processes */
-#define S_ID_MAX           256     /* ZeroMQ routing ids are at most 255 bytes */
-#define S_STALL_MS         10000   /* no reply for this long: the run failed */
-#define S_START_TIMEOUT_MS 10000   /* workers registered within this */
+#define S_ID_MAX 256 /* ZeroMQ routing ids are at most 255 bytes */
 
 typedef struct {
-    bool latency;              /* latency mode, else throughput */
-    long jobs;                 /* jobs to run */
+    bench_load_t load;         /* mode, jobs, workers, payload, warmup, json */
     long window;               /* throughput: jobs in flight */
-    int workers;               /* worker processes */
-    int payload_bytes;         /* bytes per job */
-    long warmup;               /* latency: round trips before measuring */
-    bool json;                 /* one JSON object on stdout */
 } s_opts_t;
-
-static pid_t s_children[S_MAX_WORKERS + 1];
-static int s_nchildren;
-
-static int64_t
-s_mono_us (void)
-{
-    struct timespec ts;
-    clock_gettime (CLOCK_MONOTONIC, &ts);
-    return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 static void
 s_die (const char *what)
@@ -111,15 +89,15 @@ s_drain (void *sock, zmq_msg_t *msg, bool more)
 /* ---- Broker: the bare ROUTER loop ------------------------------------------------------------ */
 
 static void
-s_broker (const char *endpoint)
+s_broker (void *endpoint)
 {
     void *ctx = zmq_ctx_new ();
     void *router = s_socket (ctx, ZMQ_ROUTER);
-    if (zmq_bind (router, endpoint)) {
+    if (zmq_bind (router, (const char *) endpoint)) {
         s_die ("bind");
     }
-    unsigned char ids[S_MAX_WORKERS][S_ID_MAX];
-    size_t id_sizes[S_MAX_WORKERS];
+    unsigned char ids[GQ_BENCH_ZMQ_MAX_WORKERS][S_ID_MAX];
+    size_t id_sizes[GQ_BENCH_ZMQ_MAX_WORKERS];
     int n_workers = 0, next = 0;
     zmq_msg_t from, kind, a, b;
     zmq_msg_init (&from);
@@ -151,7 +129,8 @@ s_broker (const char *endpoint)
                 s_send_frame (router, &a, true);
                 s_send_frame (router, &b, false);
             }
-        } else if (type == 'W' && n_workers < S_MAX_WORKERS && zmq_msg_size (&from) < S_ID_MAX) {
+        } else if (type == 'W' && n_workers < GQ_BENCH_ZMQ_MAX_WORKERS &&
+                   zmq_msg_size (&from) < S_ID_MAX) {
             id_sizes[n_workers] = zmq_msg_size (&from);
             memcpy (ids[n_workers], zmq_msg_data (&from), id_sizes[n_workers]);
             n_workers++;
@@ -175,11 +154,11 @@ s_broker (const char *endpoint)
 /* ---- Worker: DEALER echo --------------------------------------------------------------------- */
 
 static void
-s_worker (const char *endpoint)
+s_worker (void *endpoint)
 {
     void *ctx = zmq_ctx_new ();
     void *dealer = s_socket (ctx, ZMQ_DEALER);
-    if (zmq_connect (dealer, endpoint)) {
+    if (zmq_connect (dealer, (const char *) endpoint)) {
         s_die ("connect");
     }
     zmq_send (dealer, "W", 1, 0);
@@ -206,48 +185,6 @@ s_worker (const char *endpoint)
 
 /* ---- Client ------------------------------------------------------------------------------------ */
 
-static pid_t
-s_fork (void (*body) (const char *), const char *endpoint)
-{
-    pid_t parent = getpid ();
-    pid_t pid = fork ();
-    if (pid == 0) {
-        prctl (PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid () != parent) {
-            _exit (1);
-        }
-        body (endpoint);
-        _exit (0);
-    }
-    if (pid < 0) {
-        perror ("gridq-bench-zmq: fork");
-        exit (1);
-    }
-    s_children[s_nchildren++] = pid;
-    return pid;
-}
-
-static void
-s_stop_children (void)
-{
-    for (int i = 0; i < s_nchildren; i++) {
-        kill (s_children[i], SIGTERM);
-    }
-    for (int i = 0; i < s_nchildren; i++) {
-        waitpid (s_children[i], NULL, 0);
-    }
-    s_nchildren = 0;
-}
-
-static void
-s_on_signal (int sig)
-{
-    for (int i = 0; i < s_nchildren; i++) {
-        kill (s_children[i], SIGKILL);
-    }
-    _exit (128 + sig);
-}
-
 /* Sends one job; the payload buffer is constant and outlives the sends (zero copy). */
 static void
 s_send_job (void *dealer, const char *payload, size_t size)
@@ -259,7 +196,7 @@ s_send_job (void *dealer, const char *payload, size_t size)
     s_send_frame (dealer, &msg, false);
 }
 
-/* Receives one reply within S_STALL_MS; false on timeout. */
+/* Receives one reply within GQ_BENCH_ZMQ_STALL_MS; false on timeout. */
 static bool
 s_recv_reply (void *dealer, zmq_msg_t *msg)
 {
@@ -278,11 +215,11 @@ s_recv_reply (void *dealer, zmq_msg_t *msg)
 static int
 s_wait_workers (void *dealer, int n)
 {
-    int64_t deadline = s_mono_us () + S_START_TIMEOUT_MS * 1000LL;
+    int64_t deadline = bench_mono_us () + GQ_BENCH_ZMQ_START_TIMEOUT_MS * 1000LL;
     int timeout = 100;
     zmq_setsockopt (dealer, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
     int up = 0;
-    while (s_mono_us () < deadline) {
+    while (bench_mono_us () < deadline) {
         zmq_send (dealer, "H", 1, 0);
         char text[16] = "";
         int size = zmq_recv (dealer, text, sizeof text - 1, 0);
@@ -296,22 +233,8 @@ s_wait_workers (void *dealer, int n)
         usleep (10000);
     }
     fprintf (stderr, "gridq-bench-zmq: %d of %d workers registered within %d s\n", up, n,
-             S_START_TIMEOUT_MS / 1000);
+             GQ_BENCH_ZMQ_START_TIMEOUT_MS / 1000);
     return -1;
-}
-
-static int
-s_cmp_i64 (const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *) a, y = *(const int64_t *) b;
-    return x < y ? -1 : x > y;
-}
-
-static double
-s_percentile (const int64_t *sorted, long n, double p)
-{
-    long rank = (long) ceil (p * (double) n);
-    return n ? (double) sorted[rank ? rank - 1 : 0] : NAN;
 }
 
 static void
@@ -338,91 +261,57 @@ s_usage (FILE *out)
 }
 
 static int
-s_bad (const char *option, const char *value)
-{
-    fprintf (stderr, "gridq-bench-zmq: bad value '%s' for %s\n(see gridq-bench-zmq --help)\n",
-             value, option);
-    return 2;
-}
-
-static int
 s_parse (int argc, char **argv, s_opts_t *opts)
 {
-    static const struct option options[] = {
-        {"mode", required_argument, 0, 'm'},    {"jobs", required_argument, 0, 'n'},
-        {"window", required_argument, 0, 'w'},  {"workers", required_argument, 0, 'W'},
-        {"payload", required_argument, 0, 'p'}, {"warmup", required_argument, 0, 'u'},
-        {"json", no_argument, 0, 'j'},          {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+    static const struct option options[] = {{"mode", required_argument, 0, BENCH_OPT_MODE},
+                                            {"jobs", required_argument, 0, BENCH_OPT_JOBS},
+                                            {"window", required_argument, 0, 'w'},
+                                            {"workers", required_argument, 0, BENCH_OPT_WORKERS},
+                                            {"payload", required_argument, 0, BENCH_OPT_PAYLOAD},
+                                            {"warmup", required_argument, 0, BENCH_OPT_WARMUP},
+                                            {"json", no_argument, 0, BENCH_OPT_JSON},
+                                            {"help", no_argument, 0, 'h'},
+                                            {0, 0, 0, 0}};
     int opt;
-    long jobs = 0;
     while ((opt = getopt_long (argc, argv, "", options, NULL)) != -1) {
-        char *end = NULL;
-        long value = optarg ? strtol (optarg, &end, 10) : 0;
-        bool number = optarg && end != optarg && *end == 0;
-        switch (opt) {
-        case 'm':
-            if (strcmp (optarg, "throughput") && strcmp (optarg, "latency")) {
-                return s_bad ("--mode", optarg);
+        int taken = bench_load_option (&opts->load, opt, optarg);
+        if (taken < 0) {
+            return 2;
+        }
+        long long value;
+        if (taken) {
+            continue;
+        } else if (opt == 'w') {
+            if (!bench_parse_int (optarg, 1, 1000000, &value)) {
+                return bench_bad_value (opts->load.program, "--window", optarg);
             }
-            opts->latency = strcmp (optarg, "latency") == 0;
-            break;
-        case 'n':
-            if (!number || value < 1 || value > 1000000000) {
-                return s_bad ("--jobs", optarg);
-            }
-            jobs = value;
-            break;
-        case 'w':
-            if (!number || value < 1 || value > 1000000) {
-                return s_bad ("--window", optarg);
-            }
-            opts->window = value;
-            break;
-        case 'W':
-            if (!number || value < 1 || value > S_MAX_WORKERS) {
-                return s_bad ("--workers", optarg);
-            }
-            opts->workers = (int) value;
-            break;
-        case 'p':
-            if (!number || value < 0 || value > 1000000) {
-                return s_bad ("--payload", optarg);
-            }
-            opts->payload_bytes = (int) value;
-            break;
-        case 'u':
-            if (!number || value < 0 || value > 1000000) {
-                return s_bad ("--warmup", optarg);
-            }
-            opts->warmup = value;
-            break;
-        case 'j':
-            opts->json = true;
-            break;
-        case 'h':
+            opts->window = (long) value;
+        } else if (opt == 'h') {
             s_usage (stdout);
             exit (0);
-        default:
+        } else {
             s_usage (stderr);
             return 2;
         }
     }
-    if (optind < argc) {
-        return s_bad ("an argument", argv[optind]);
-    }
-    opts->jobs = jobs ? jobs : opts->latency ? 2000 : 100000;
-    return 0;
+    return bench_load_finish (&opts->load, argc - optind, argv + optind);
 }
 
 int
 main (int argc, char **argv)
 {
-    s_opts_t opts = {false, 0, 4000, 2, 27, 100, false};
+    s_opts_t opts = {.load = {.program = "gridq-bench-zmq",
+                              .min_payload_bytes = 0,
+                              .max_workers = GQ_BENCH_ZMQ_MAX_WORKERS,
+                              .workers = 2,
+                              .payload_bytes = 27,
+                              .warmup = 100},
+                     .window = 4000};
     int rc = s_parse (argc, argv, &opts);
     if (rc) {
         return rc;
     }
+    const bench_load_t *load = &opts.load;
     int port = gq_loopback_port ();
     if (port < 0) {
         fprintf (stderr, "gridq-bench-zmq: no free loopback port\n");
@@ -430,11 +319,15 @@ main (int argc, char **argv)
     }
     char endpoint[64];
     snprintf (endpoint, sizeof endpoint, "tcp://127.0.0.1:%d", port);
-    signal (SIGINT, s_on_signal);
-    signal (SIGTERM, s_on_signal);
-    s_fork (s_broker, endpoint);
-    for (int i = 0; i < opts.workers; i++) {
-        s_fork (s_worker, endpoint);
+    bench_children_kill_on_signal ();
+    pid_t started = bench_fork (s_broker, endpoint);
+    for (int i = 0; started > 0 && i < load->workers; i++) {
+        started = bench_fork (s_worker, endpoint);
+    }
+    if (started < 0) {
+        perror ("gridq-bench-zmq: fork");
+        bench_children_stop ();
+        return 1;
     }
 
     void *ctx = zmq_ctx_new ();
@@ -442,91 +335,70 @@ main (int argc, char **argv)
     if (zmq_connect (dealer, endpoint)) {
         s_die ("connect");
     }
-    char *payload = (char *) malloc ((size_t) opts.payload_bytes + 1);
-    int64_t *samples = opts.latency ? (int64_t *) malloc ((size_t) opts.jobs * sizeof *samples)
-                                    : NULL;
-    if (!payload || (opts.latency && !samples)) {
+    char *payload = (char *) malloc ((size_t) load->payload_bytes + 1);
+    bench_samples_t *samples = load->latency ? bench_samples_new ((size_t) load->jobs) : NULL;
+    if (!payload || (load->latency && !samples)) {
         fprintf (stderr, "gridq-bench-zmq: out of memory\n");
-        s_stop_children ();
+        bench_children_stop ();
         return 1;
     }
-    memset (payload, 'x', (size_t) opts.payload_bytes);
-    if (s_wait_workers (dealer, opts.workers)) {
-        s_stop_children ();
+    memset (payload, 'x', (size_t) load->payload_bytes);
+    if (s_wait_workers (dealer, (int) load->workers)) {
+        bench_children_stop ();
         return 1;
     }
-    int stall = S_STALL_MS;
+    int stall = GQ_BENCH_ZMQ_STALL_MS;
     zmq_setsockopt (dealer, ZMQ_RCVTIMEO, &stall, sizeof stall);
     zmq_msg_t reply;
     zmq_msg_init (&reply);
-    long done = 0;
-    double p50 = NAN, p99 = NAN, p999 = NAN;
-    int64_t start_us = s_mono_us ();
-    if (opts.latency) {
-        for (long i = 0; i < opts.warmup + opts.jobs; i++) {
-            if (i == opts.warmup) {
-                start_us = s_mono_us ();
+    bench_run_t run = {0, 0, bench_latency_none ()};
+    int64_t start_us = bench_mono_us ();
+    if (load->latency) {
+        for (long i = 0; i < load->warmup + load->jobs; i++) {
+            if (i == load->warmup) {
+                start_us = bench_mono_us ();
             }
-            int64_t t0 = s_mono_us ();
-            s_send_job (dealer, payload, (size_t) opts.payload_bytes);
+            int64_t t0 = bench_mono_us ();
+            s_send_job (dealer, payload, (size_t) load->payload_bytes);
             if (!s_recv_reply (dealer, &reply)) {
                 break;
             }
-            if (i >= opts.warmup) {
-                samples[done++] = s_mono_us () - t0;
+            if (i >= load->warmup) {
+                bench_samples_add (samples, bench_mono_us () - t0);
+                run.done++;
             }
         }
-        qsort (samples, (size_t) done, sizeof *samples, s_cmp_i64);
-        p50 = s_percentile (samples, done, 0.50);
-        p99 = s_percentile (samples, done, 0.99);
-        p999 = s_percentile (samples, done, 0.999);
+        run.latency = bench_samples_latency (samples);
     } else {
         long sent = 0;
-        while (done < opts.jobs) {
-            while (sent < opts.jobs && sent - done < opts.window) {
-                s_send_job (dealer, payload, (size_t) opts.payload_bytes);
+        while (run.done < load->jobs) {
+            while (sent < load->jobs && sent - run.done < opts.window) {
+                s_send_job (dealer, payload, (size_t) load->payload_bytes);
                 sent++;
             }
             if (!s_recv_reply (dealer, &reply)) {
                 break;
             }
-            done++;
+            run.done++;
         }
     }
-    double seconds = (s_mono_us () - start_us) / 1e6;
+    run.seconds = (bench_mono_us () - start_us) / 1e6;
     zmq_msg_close (&reply);
     zmq_close (dealer);
     zmq_ctx_term (ctx);
-    s_stop_children ();
+    bench_children_stop ();
     free (payload);
-    free (samples);
-    if (done < opts.jobs) {
+    bench_samples_destroy (&samples);
+    if (run.done < load->jobs) {
         fprintf (stderr, "gridq-bench-zmq: no reply for %d s: %ld of %ld jobs came back\n",
-                 S_STALL_MS / 1000, done, opts.jobs);
+                 GQ_BENCH_ZMQ_STALL_MS / 1000, run.done, load->jobs);
         return 1;
     }
-    double per_s = seconds > 0 ? (double) done / seconds : 0;
-    const char *mode = opts.latency ? "latency" : "throughput";
-    if (opts.json) {
-        char p50_text[32] = "null", p99_text[32] = "null", p999_text[32] = "null";
-        if (opts.latency) {
-            snprintf (p50_text, sizeof p50_text, "%.1f", p50);
-            snprintf (p99_text, sizeof p99_text, "%.1f", p99);
-            snprintf (p999_text, sizeof p999_text, "%.1f", p999);
-        }
-        printf ("{\"mode\":\"%s\",\"jobs\":%ld,\"seconds\":%.6f,\"jobs_per_s\":%.0f,"
-                "\"p50_us\":%s,\"p99_us\":%s,\"p999_us\":%s,\"durability\":null,"
-                "\"workers\":%d,\"window\":%ld,\"payload_bytes\":%d}\n",
-                mode, done, seconds, per_s, p50_text, p99_text, p999_text, opts.workers,
-                opts.latency ? 1L : opts.window, opts.payload_bytes);
-    } else if (opts.latency) {
-        printf ("latency (bare ZeroMQ, 3 hops): %ld round trips: p50 %.0f us, p99 %.0f us, "
-                "p999 %.0f us (%d workers)\n",
-                done, p50, p99, p999, opts.workers);
-    } else {
-        printf ("throughput (bare ZeroMQ): %ld jobs in %.3f s = %.0f jobs/s (window %ld, "
-                "%d workers)\n",
-                done, seconds, per_s, opts.window, opts.workers);
-    }
+    char setup[64], json_more[128];
+    snprintf (setup, sizeof setup, "window %ld", opts.window);
+    snprintf (json_more, sizeof json_more, "\"window\":%ld,\"payload_bytes\":%ld",
+              load->latency ? 1L : opts.window, load->payload_bytes);
+    bench_load_report (load, &run,
+                       load->latency ? "bare ZeroMQ, 3 hops" : "bare ZeroMQ", setup, json_more);
     return 0;
 }

@@ -15,7 +15,6 @@
 
     Figures are medians and 99th percentiles in microseconds, clock_gettime(CLOCK_MONOTONIC)
     around each call (its own cost, ~20-40 ns, is included and reported). */
-#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -24,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_common.h"
 #include "gq_common.h"
 #include "matcher.h"
 #include "queue.h"
@@ -321,19 +321,6 @@ s_usage (FILE *out)
              "update_median_us the node updates; naive_median_us the exhaustive scan.\n");
 }
 
-static int
-s_parse_long (const char *text, long long lo, long long hi, long long *out)
-{
-    char *end;
-    errno = 0;
-    long long v = strtoll (text, &end, 10);
-    if (errno || end == text || *end || v < lo || v > hi) {
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
 int
 main (int argc, char **argv)
 {
@@ -346,19 +333,19 @@ main (int argc, char **argv)
         {NULL, 0, NULL, 0}};
     int opt;
     while ((opt = getopt_long (argc, argv, "", options, NULL)) != -1) {
-        int rc = 0;
+        bool ok = true;
         switch (opt) {
         case 'n':
-            rc = s_parse_long (optarg, 100, 100000, &nodes);
+            ok = bench_parse_int (optarg, 100, 100000, &nodes);
             break;
         case 'q':
-            rc = s_parse_long (optarg, 1, 100000000, &queued);
+            ok = bench_parse_int (optarg, 1, 100000000, &queued);
             break;
         case 'j':
-            rc = s_parse_long (optarg, 1, 100000000, &decisions);
+            ok = bench_parse_int (optarg, 1, 100000000, &decisions);
             break;
         case 's':
-            rc = s_parse_long (optarg, 0, INT64_MAX, &seed);
+            ok = bench_parse_int (optarg, 0, INT64_MAX, &seed);
             break;
         case 'J':
             json = true;
@@ -370,7 +357,7 @@ main (int argc, char **argv)
             s_usage (stderr);
             return 2;
         }
-        if (rc) {
+        if (!ok) {
             fprintf (stderr, "gridq-bench-match: bad value '%s' for --%s\n", optarg,
                      options[opt == 'n' ? 0 : opt == 'q' ? 1 : opt == 'j' ? 2 : 3].name);
             return 2;

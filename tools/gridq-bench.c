@@ -30,15 +30,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "bench_common.h"
 #include "gq_client.h"
 #include "gq_common.h"
-
-#define S_MAX_WORKERS        64      /* worker processes --spawn may start */
-#define S_STALL_MS           30000   /* no message for this long: the run failed */
-#define S_START_TIMEOUT_MS   30000   /* broker answering and workers registered within this */
-#define S_STOP_TIMEOUT_MS    5000    /* SIGTERM, then SIGKILL after this */
-#define S_CLIENT_TIMEOUT_MS  30000   /* per call (a 10000-job SUBMIT commits in one go) */
-#define S_MEMORY_CHUNK_JOBS  100000  /* jobs per gq_client_submit call in memory mode */
+#include "tuning.h"
 
 typedef enum { S_THROUGHPUT, S_LATENCY, S_BATCH, S_MEMORY } s_mode_t;
 
@@ -69,7 +64,7 @@ typedef struct {
     int64_t failed;            /* jobs that finished otherwise, or were missing */
     double seconds;            /* measured interval */
     double submit_seconds;     /* batch: first SUBMIT to last acknowledgement */
-    double p50_us, p99_us, p999_us; /* latency; NAN elsewhere */
+    bench_latency_t latency;   /* latency mode's figures; NAN elsewhere */
     int64_t rss_before_kb;     /* memory: broker VmRSS before submitting */
     int64_t rss_after_kb;      /* memory: broker VmRSS with every job queued */
     double bytes_per_job;      /* memory: RSS growth per job */
@@ -85,7 +80,7 @@ typedef struct {
     char dir[512];             /* temporary folder: database and logs */
     char endpoint[64];         /* tcp://127.0.0.1:PORT */
     pid_t broker;              /* broker PID, or 0 */
-    pid_t workers[S_MAX_WORKERS]; /* worker PIDs */
+    pid_t workers[GQ_BENCH_MAX_WORKERS]; /* worker PIDs */
     int n_workers;             /* started workers */
 } s_fleet_t;
 
@@ -156,7 +151,7 @@ s_running (pid_t pid)
     return pid > 0 && waitpid (pid, &status, WNOHANG) == 0;
 }
 
-/* SIGTERM, then SIGKILL after S_STOP_TIMEOUT_MS; reaps it. */
+/* SIGTERM, then SIGKILL after GQ_BENCH_STOP_TIMEOUT_MS; reaps it. */
 static void
 s_stop (pid_t pid)
 {
@@ -165,7 +160,7 @@ s_stop (pid_t pid)
     }
     kill (pid, SIGTERM);
     int status;
-    int64_t deadline = gq_mono_us () + S_STOP_TIMEOUT_MS * 1000LL;
+    int64_t deadline = gq_mono_us () + GQ_BENCH_STOP_TIMEOUT_MS * 1000LL;
     while (waitpid (pid, &status, WNOHANG) == 0) {
         if (gq_mono_us () >= deadline) {
             kill (pid, SIGKILL);
@@ -269,7 +264,7 @@ s_fleet_wait (s_fleet_t *fleet, int n)
     if (!client) {
         return false;
     }
-    int64_t deadline = gq_mono_us () + S_START_TIMEOUT_MS * 1000LL;
+    int64_t deadline = gq_mono_us () + GQ_BENCH_START_TIMEOUT_MS * 1000LL;
     int up = -1;
     while (!s_interrupted && gq_mono_us () < deadline) {
         if (!s_running (fleet->broker)) {
@@ -286,7 +281,7 @@ s_fleet_wait (s_fleet_t *fleet, int n)
     gq_client_destroy (&client);
     if (up < n) {
         fprintf (stderr, "gridq-bench: %d of %d workers registered within %d s\n",
-                 up < 0 ? 0 : up, n, S_START_TIMEOUT_MS / 1000);
+                 up < 0 ? 0 : up, n, GQ_BENCH_START_TIMEOUT_MS / 1000);
         return false;
     }
     return true;
@@ -482,7 +477,7 @@ s_run_throughput (gq_client_t *client, const s_opts_t *opts, s_result_t *result)
         char command[32];
         int64_t req;
         json_t *body = NULL;
-        int got = gq_client_recv (client, S_STALL_MS, command, &req, &body, NULL);
+        int got = gq_client_recv (client, GQ_BENCH_STALL_MS, command, &req, &body, NULL);
         if (got) {
             fprintf (stderr, "gridq-bench: %s (%lld of %lld jobs finished)\n",
                      gq_client_error (client), (long long) reported, (long long) opts->jobs);
@@ -522,35 +517,16 @@ s_run_throughput (gq_client_t *client, const s_opts_t *opts, s_result_t *result)
 /* ---- Latency: one job in flight ---------------------------------------------------------------- */
 
 static int
-s_cmp_i64 (const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *) a, y = *(const int64_t *) b;
-    return x < y ? -1 : x > y;
-}
-
-/* Nearest-rank percentile of sorted samples. */
-static double
-s_percentile (const int64_t *sorted, size_t n, double p)
-{
-    if (n == 0) {
-        return NAN;
-    }
-    size_t rank = (size_t) ceil (p * (double) n);
-    return (double) sorted[rank ? rank - 1 : 0];
-}
-
-static int
 s_run_latency (gq_client_t *client, const s_opts_t *opts, s_result_t *result)
 {
     json_t *payload = s_payload (opts->payload_bytes);
     json_t *one = s_jobs (1, payload);
-    int64_t *samples = (int64_t *) malloc ((size_t) opts->jobs * sizeof *samples);
+    bench_samples_t *samples = bench_samples_new ((size_t) opts->jobs);
     int rc = 0;
     if (!one || !samples) {
         fprintf (stderr, "gridq-bench: out of memory\n");
         rc = -1;
     }
-    int64_t n = 0;
     int64_t start_us = gq_mono_us ();
     for (int64_t i = 0; rc == 0 && !s_interrupted && i < opts->warmup + opts->jobs; i++) {
         if (i == opts->warmup) {
@@ -570,7 +546,7 @@ s_run_latency (gq_client_t *client, const s_opts_t *opts, s_result_t *result)
             char command[32];
             int64_t got_req;
             json_t *body = NULL;
-            if (gq_client_recv (client, S_STALL_MS, command, &got_req, &body, NULL)) {
+            if (gq_client_recv (client, GQ_BENCH_STALL_MS, command, &got_req, &body, NULL)) {
                 fprintf (stderr, "gridq-bench: %s (after %lld round trips)\n",
                          gq_client_error (client), (long long) i);
                 rc = -1;
@@ -589,17 +565,14 @@ s_run_latency (gq_client_t *client, const s_opts_t *opts, s_result_t *result)
             json_decref (body);
         }
         if (rc == 0 && i >= opts->warmup) {
-            samples[n++] = gq_mono_us () - t0;
+            bench_samples_add (samples, gq_mono_us () - t0);
         }
     }
     result->seconds = (gq_mono_us () - start_us) / 1e6;
     if (rc == 0) {
-        qsort (samples, (size_t) n, sizeof *samples, s_cmp_i64);
-        result->p50_us = s_percentile (samples, (size_t) n, 0.50);
-        result->p99_us = s_percentile (samples, (size_t) n, 0.99);
-        result->p999_us = s_percentile (samples, (size_t) n, 0.999);
+        result->latency = bench_samples_latency (samples);
     }
-    free (samples);
+    bench_samples_destroy (&samples);
     json_decref (one);
     json_decref (payload);
     return rc;
@@ -670,7 +643,8 @@ s_run_memory (gq_client_t *client, const s_opts_t *opts, pid_t broker, s_result_
     char *payload_text = json_dumps (payload, JSON_COMPACT);
     result->payload_json_bytes = payload_text ? (double) strlen (payload_text) : 0;
     free (payload_text);
-    size_t chunk = opts->jobs < S_MEMORY_CHUNK_JOBS ? (size_t) opts->jobs : S_MEMORY_CHUNK_JOBS;
+    size_t chunk = opts->jobs < GQ_BENCH_MEMORY_CHUNK_JOBS ? (size_t) opts->jobs
+                                                           : GQ_BENCH_MEMORY_CHUNK_JOBS;
     json_t *full = s_jobs (chunk, payload);
     int64_t *ids = (int64_t *) calloc (chunk, sizeof *ids);
     int rc = 0;
@@ -786,19 +760,6 @@ s_bad (const char *format, const char *value)
     return 2;
 }
 
-static bool
-s_parse_int (const char *text, int64_t lo, int64_t hi, int64_t *out)
-{
-    char *end;
-    errno = 0;
-    long long value = strtoll (text, &end, 10);
-    if (errno || end == text || *end || value < lo || value > hi) {
-        return false;
-    }
-    *out = value;
-    return true;
-}
-
 static int
 s_parse (int argc, char **argv, s_opts_t *opts)
 {
@@ -825,7 +786,7 @@ s_parse (int argc, char **argv, s_opts_t *opts)
     int workers = -1;
     int opt;
     while ((opt = getopt_long (argc, argv, "", options, NULL)) != -1) {
-        int64_t value = 0;
+        long long value = 0;
         switch (opt) {
         case O_MODE: {
             int found = -1;
@@ -841,31 +802,31 @@ s_parse (int argc, char **argv, s_opts_t *opts)
             break;
         }
         case O_JOBS:
-            if (!s_parse_int (optarg, 1, 1000000000, &value)) {
+            if (!bench_parse_int (optarg, 1, 1000000000, &value)) {
                 return s_bad ("--jobs '%s' must be 1..1000000000", optarg);
             }
             opts->jobs = value;
             break;
         case O_BATCH:
-            if (!s_parse_int (optarg, 1, GQ_MAX_BATCH_JOBS, &value)) {
+            if (!bench_parse_int (optarg, 1, GQ_MAX_BATCH_JOBS, &value)) {
                 return s_bad ("--batch '%s' must be 1..10000", optarg);
             }
             opts->batch = (int) value;
             break;
         case O_WINDOW:
-            if (!s_parse_int (optarg, 1, 1024, &value)) {
+            if (!bench_parse_int (optarg, 1, 1024, &value)) {
                 return s_bad ("--window '%s' must be 1..1024", optarg);
             }
             opts->window = (int) value;
             break;
         case O_PAYLOAD:
-            if (!s_parse_int (optarg, 0, 1000000, &value)) {
+            if (!bench_parse_int (optarg, 0, 1000000, &value)) {
                 return s_bad ("--payload '%s' must be 0..1000000 bytes", optarg);
             }
             opts->payload_bytes = (int) value;
             break;
         case O_WARMUP:
-            if (!s_parse_int (optarg, 0, 1000000, &value)) {
+            if (!bench_parse_int (optarg, 0, 1000000, &value)) {
                 return s_bad ("--warmup '%s' must be 0..1000000", optarg);
             }
             opts->warmup = (int) value;
@@ -884,13 +845,13 @@ s_parse (int argc, char **argv, s_opts_t *opts)
             opts->durability_given = true;
             break;
         case O_WORKERS:
-            if (!s_parse_int (optarg, 0, S_MAX_WORKERS, &value)) {
+            if (!bench_parse_int (optarg, 0, GQ_BENCH_MAX_WORKERS, &value)) {
                 return s_bad ("--workers '%s' must be 0..64", optarg);
             }
             workers = (int) value;
             break;
         case O_SLOTS:
-            if (!s_parse_int (optarg, 1, GQ_MAX_SLOTS, &value)) {
+            if (!bench_parse_int (optarg, 1, GQ_MAX_SLOTS, &value)) {
                 return s_bad ("--slots '%s' must be 1..1024", optarg);
             }
             opts->slots = (int) value;
@@ -977,8 +938,9 @@ s_report (const s_opts_t *opts, const s_result_t *result, int workers)
             s_mode_names[opts->mode], "jobs", (json_int_t) result->jobs, "seconds",
             round (result->seconds * 1e6) / 1e6, "jobs_per_s",
             opts->mode == S_MEMORY ? json_null () : json_integer ((json_int_t) llround (per_s)), "p50_us",
-            s_number_or_null (result->p50_us), "p99_us", s_number_or_null (result->p99_us),
-            "p999_us", s_number_or_null (result->p999_us), "durability",
+            s_number_or_null (result->latency.p50_us), "p99_us",
+            s_number_or_null (result->latency.p99_us), "p999_us",
+            s_number_or_null (result->latency.p999_us), "durability",
             durability ? json_string (durability) : json_null (), "workers",
             workers < 0 ? json_null () : json_integer (workers), "failed",
             (json_int_t) result->failed, "batch", opts->batch, "window", opts->window, "slots",
@@ -1025,11 +987,12 @@ s_report (const s_opts_t *opts, const s_result_t *result, int workers)
                 (long long) result->jobs, result->seconds, per_s, opts->batch, opts->window,
                 setup);
         break;
-    case S_LATENCY:
-        printf ("latency: %lld round trips (one in flight): p50 %.0f us, p99 %.0f us, "
-                "p999 %.0f us (%s)\n",
-                (long long) result->jobs, result->p50_us, result->p99_us, result->p999_us, setup);
+    case S_LATENCY: {
+        char latency[128];
+        printf ("latency: %lld round trips (one in flight): %s (%s)\n", (long long) result->jobs,
+                bench_latency_text (&result->latency, latency, sizeof latency), setup);
         break;
+    }
     case S_BATCH:
         printf ("batch: %lld jobs acknowledged in %.3f s (%.0f jobs/s), all finished in %.3f s "
                 "= %.0f jobs/s (%s)\n",
@@ -1078,7 +1041,7 @@ main (int argc, char **argv)
         }
         endpoint = fleet.endpoint;
     }
-    gq_client_t *client = s_client (endpoint, S_CLIENT_TIMEOUT_MS);
+    gq_client_t *client = s_client (endpoint, GQ_BENCH_CLIENT_TIMEOUT_MS);
     int workers = opts.spawn ? opts.workers : -1;
     if (client && !opts.spawn) {
         /* Ask with the usual short timeout: a wrong endpoint should not take 30 s to report. */
@@ -1093,7 +1056,7 @@ main (int argc, char **argv)
         }
         gq_client_destroy (&probe);
     }
-    s_result_t result = {0, 0, 0, 0, NAN, NAN, NAN, 0, 0, 0, 0};
+    s_result_t result = {0, 0, 0, 0, bench_latency_none (), 0, 0, 0, 0};
     rc = client ? 0 : -1;
     if (rc == 0) {
         switch (opts.mode) {

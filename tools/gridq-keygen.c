@@ -9,7 +9,6 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +16,7 @@
 #include <unistd.h>
 
 #include "gq_common.h"
+#include "tool.h"
 
 static void
 s_usage (FILE *out)
@@ -40,21 +40,6 @@ s_usage (FILE *out)
              "  gridq-keygen broker && gridq-keygen alice && gridq-keygen gpu-1\n"
              "  mkdir clients workers && cp alice.pub clients/ && cp gpu-1.pub workers/\n"
              "  gridq-broker --cert broker.secret --clients-dir clients --workers-dir workers\n");
-}
-
-static int
-s_fail (const char *format, ...) __attribute__ ((format (printf, 1, 2)));
-
-static int
-s_fail (const char *format, ...)
-{
-    va_list args;
-    va_start (args, format);
-    fprintf (stderr, "gridq-keygen: ");
-    vfprintf (stderr, format, args);
-    fprintf (stderr, "\n");
-    va_end (args);
-    return 1;
 }
 
 /* Writes the certificate (secret or public) to a new temporary file in dir with mode, whose
@@ -100,6 +85,7 @@ s_place (const char *temp, const char *path, bool force)
 int
 main (int argc, char **argv)
 {
+    tool_set_name ("gridq-keygen");
     const char *dir = ".";
     bool force = false;
     enum { O_DIR = 1000, O_FORCE, O_HELP };
@@ -136,25 +122,25 @@ main (int argc, char **argv)
     }
     struct stat st;
     if (stat (dir, &st)) {
-        return s_fail ("cannot write into %s: %s", dir, strerror (errno));
+        return tool_fail ("cannot write into %s: %s", dir, strerror (errno));
     }
     if (!S_ISDIR (st.st_mode)) {
-        return s_fail ("cannot write into %s: not a folder", dir);
+        return tool_fail ("cannot write into %s: not a folder", dir);
     }
     if (!zsys_has_curve ()) {
-        return s_fail ("this libzmq has no CURVE support (it must be built with libsodium)");
+        return tool_fail ("this libzmq has no CURVE support (it must be built with libsodium)");
     }
     char pub_path[PATH_MAX], secret_path[PATH_MAX];
     if (snprintf (pub_path, sizeof pub_path, "%s/%s.pub", dir, name) >= (int) sizeof pub_path ||
         snprintf (secret_path, sizeof secret_path, "%s/%s.secret", dir, name) >=
             (int) sizeof secret_path) {
-        return s_fail ("the folder name %s is too long", dir);
+        return tool_fail ("the folder name %s is too long", dir);
     }
     if (!force) {
         const char *paths[2] = {pub_path, secret_path};
         for (int i = 0; i < 2; i++) {
             if (lstat (paths[i], &st) == 0) {
-                return s_fail ("%s exists: not overwritten (use --force to replace the key pair)",
+                return tool_fail ("%s exists: not overwritten (use --force to replace the key pair)",
                                paths[i]);
             }
         }
@@ -163,7 +149,7 @@ main (int argc, char **argv)
     zsys_set_logident ("gridq-keygen");
     zcert_t *cert = zcert_new ();
     if (!cert) {
-        return s_fail ("cannot make a key pair");
+        return tool_fail ("cannot make a key pair");
     }
     zcert_set_meta (cert, "name", "%s", name);
     zcert_set_meta (cert, "created-by", "gridq-keygen");
@@ -171,19 +157,19 @@ main (int argc, char **argv)
     char secret_temp[PATH_MAX], pub_temp[PATH_MAX];
     if (s_write_temp (cert, true, dir, 0600, secret_temp, sizeof secret_temp)) {
         zcert_destroy (&cert);
-        return s_fail ("cannot write into %s: %s", dir, strerror (errno));
+        return tool_fail ("cannot write into %s: %s", dir, strerror (errno));
     }
     if (s_write_temp (cert, false, dir, 0644, pub_temp, sizeof pub_temp)) {
         int saved = errno;
         unlink (secret_temp);
         zcert_destroy (&cert);
-        return s_fail ("cannot write into %s: %s", dir, strerror (saved));
+        return tool_fail ("cannot write into %s: %s", dir, strerror (saved));
     }
     if (s_place (secret_temp, secret_path, force)) {
         int saved = errno;
         unlink (pub_temp);
         zcert_destroy (&cert);
-        return s_fail ("cannot write %s: %s", secret_path, strerror (saved));
+        return tool_fail ("cannot write %s: %s", secret_path, strerror (saved));
     }
     if (s_place (pub_temp, pub_path, force)) {
         int saved = errno;
@@ -191,7 +177,7 @@ main (int argc, char **argv)
             unlink (secret_path); /* ours: the two files go together */
         }
         zcert_destroy (&cert);
-        return s_fail ("cannot write %s: %s", pub_path, strerror (saved));
+        return tool_fail ("cannot write %s: %s", pub_path, strerror (saved));
     }
     printf ("public key  %s\n", zcert_public_txt (cert));
     printf ("wrote %s     public: for the broker's --clients-dir or --workers-dir, or "

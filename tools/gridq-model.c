@@ -7,12 +7,12 @@
 #include <czmq.h>
 #include <errno.h>
 #include <getopt.h>
-#include <stdarg.h>
 
 #include "exec.h"
 #include "gq_common.h"
 #include "model.h"
 #include "safetensors.h"
+#include "tool.h"
 
 static void
 s_usage (FILE *out)
@@ -41,21 +41,6 @@ s_usage (FILE *out)
              "  gridq-model make --layers 784,256,10 --seed 1 --out models/mnist.safetensors\n"
              "  gridq-model run models/mnist.safetensors --input \"[$(seq -s, 784 | "
              "sed 's/[0-9]*/0/g')]\"\n");
-}
-
-static int
-s_fail (const char *format, ...) __attribute__ ((format (printf, 1, 2)));
-
-static int
-s_fail (const char *format, ...)
-{
-    va_list args;
-    va_start (args, format);
-    fprintf (stderr, "gridq-model: ");
-    vfprintf (stderr, format, args);
-    fprintf (stderr, "\n");
-    va_end (args);
-    return 1;
 }
 
 /* ---- make ----------------------------------------------------------------------------------- */
@@ -101,7 +86,7 @@ s_make (int argc, char **argv)
     errno = 0;
     unsigned long long seed = strtoull (seed_text, &end, 10);
     if (errno || end == seed_text || *end || *seed_text == '-') {
-        return s_fail ("--seed must be a non-negative integer, not '%s'", seed_text);
+        return tool_fail ("--seed must be a non-negative integer, not '%s'", seed_text);
     }
     gq_dtype_t dtype;
     if (streq (dtype_text, "f32")) {
@@ -111,30 +96,30 @@ s_make (int argc, char **argv)
     } else if (streq (dtype_text, "bf16")) {
         dtype = GQ_DTYPE_BF16;
     } else {
-        return s_fail ("--dtype must be f32, f16 or bf16, not '%s'", dtype_text);
+        return tool_fail ("--dtype must be f32, f16 or bf16, not '%s'", dtype_text);
     }
     int64_t widths[GQ_MODEL_MAX_LAYERS + 1];
     size_t count = 0;
     const char *p = layers;
     while (*p) {
         if (count == GQ_MODEL_MAX_LAYERS + 1) {
-            return s_fail ("--layers: more than %d layers", GQ_MODEL_MAX_LAYERS);
+            return tool_fail ("--layers: more than %d layers", GQ_MODEL_MAX_LAYERS);
         }
         errno = 0;
         long long w = strtoll (p, &end, 10);
         if (errno || end == p || w < 1 || w > GQ_MODEL_MAX_WIDTH || (*end && *end != ',')) {
-            return s_fail ("--layers must be widths like 784,256,10 (each 1..%d), not '%s'",
+            return tool_fail ("--layers must be widths like 784,256,10 (each 1..%d), not '%s'",
                            GQ_MODEL_MAX_WIDTH, layers);
         }
         widths[count++] = w;
         p = *end ? end + 1 : end;
     }
     if (count < 2) {
-        return s_fail ("--layers needs at least an input and an output width");
+        return tool_fail ("--layers needs at least an input and an output width");
     }
     char why[512];
     if (gq_model_make (out, widths, count, (uint64_t) seed, dtype, why, sizeof why) != 0) {
-        return s_fail ("%s", why);
+        return tool_fail ("%s", why);
     }
     size_t params = 0;
     for (size_t i = 0; i + 1 < count; i++) {
@@ -154,7 +139,7 @@ s_info (const char *path)
     char why[512];
     gq_safetensors_t *file = gq_safetensors_open (path, &err, why, sizeof why);
     if (!file) {
-        return s_fail ("%s", why);
+        return tool_fail ("%s", why);
     }
     printf ("%s: %zu tensors\n", path, gq_safetensors_count (file));
     for (size_t i = 0; i < gq_safetensors_count (file); i++) {
@@ -173,7 +158,7 @@ s_info (const char *path)
     int rc = gq_model_check (file, &shape, why, sizeof why);
     gq_safetensors_destroy (&file);
     if (rc) {
-        return s_fail ("not a usable model: %s", why);
+        return tool_fail ("not a usable model: %s", why);
     }
     printf ("mlp: %" PRId64, shape.widths[0]);
     for (size_t i = 1; i <= shape.layers; i++) {
@@ -249,12 +234,12 @@ s_run (int argc, char **argv)
     const char *base = slash ? slash + 1 : path;
     size_t base_len = strlen (base), suffix_len = strlen (".safetensors");
     if (base_len <= suffix_len || !streq (base + base_len - suffix_len, ".safetensors")) {
-        return s_fail ("%s: a model file is NAME.safetensors", path);
+        return tool_fail ("%s: a model file is NAME.safetensors", path);
     }
     char name[GQ_MODEL_MAX];
     snprintf (name, sizeof name, "%.*s", (int) (base_len - suffix_len), base);
     if (base_len - suffix_len >= sizeof name || !gq_valid_name (name, GQ_MODEL_MAX)) {
-        return s_fail ("%s: '%s' is not a valid model name", path, name);
+        return tool_fail ("%s: '%s' is not a valid model name", path, name);
     }
     char *dir = slash ? strndup (path, (size_t) (slash - path)) : strdup (".");
     if (dir && !*dir) {
@@ -269,7 +254,7 @@ s_run (int argc, char **argv)
         FILE *f = fopen (input + 1, "r");
         if (!f) {
             free (dir);
-            return s_fail ("cannot read %s: %s", input + 1, strerror (errno));
+            return tool_fail ("cannot read %s: %s", input + 1, strerror (errno));
         }
         text = s_read_all (f);
         fclose (f);
@@ -281,7 +266,7 @@ s_run (int argc, char **argv)
     free (text);
     if (!value) {
         free (dir);
-        return s_fail ("--input is not JSON: %s", jerr.text);
+        return tool_fail ("--input is not JSON: %s", jerr.text);
     }
     if (json_is_array (value) && json_is_number (json_array_get (value, 0))) {
         value = json_pack ("[o]", value); /* one row given flat */
@@ -300,7 +285,7 @@ s_run (int argc, char **argv)
     free (dir);
     if (!rt) {
         json_decref (payload);
-        return s_fail ("%s", why);
+        return tool_fail ("%s", why);
     }
     gq_exec_t *exec = gq_exec_new (rt, 0);
     gq_task_t task = {.kind = "mlp", .model = name, .payload = payload};
@@ -312,7 +297,7 @@ s_run (int argc, char **argv)
         free (result);
         gq_outcome_clear (&out);
     } else {
-        s_fail ("%s", exec ? out.error : "cannot make a CPU context");
+        tool_fail ("%s", exec ? out.error : "cannot make a CPU context");
     }
     gq_exec_destroy (&exec);
     gq_runtime_destroy (&rt);
@@ -323,6 +308,7 @@ s_run (int argc, char **argv)
 int
 main (int argc, char **argv)
 {
+    tool_set_name ("gridq-model");
     if (argc < 2 || streq (argv[1], "--help") || streq (argv[1], "-h") ||
         streq (argv[1], "help")) {
         s_usage (argc < 2 ? stderr : stdout);
@@ -347,5 +333,5 @@ main (int argc, char **argv)
         return s_info (argv[2]);
     }
     s_usage (stderr);
-    return s_fail ("unknown command '%s'", command) + 1;
+    return tool_fail ("unknown command '%s'", command) + 1;
 }

@@ -25,6 +25,8 @@
 #include <unistd.h>
 
 #include "gq_client.h"
+#include "tool.h"
+#include "tuning.h"
 
 #ifndef GQ_VERSION
 #define GQ_VERSION "0.1.0"
@@ -37,24 +39,13 @@ enum {
     S_EXIT_REFUSED = 4 /* the broker answered ERROR (a key without the client role, ...) */
 };
 
-#define S_INTERVAL_MS     1000           /* default time between refreshes */
-#define S_MIN_INTERVAL_MS 100            /* faster than this only loads the broker */
-#define S_HISTORY         128            /* samples kept per counter series */
-#define S_NODE_WINDOW_US  (60 * 1000000LL) /* jobs per minute measured over at most this */
-#define S_RATE_WINDOW_US  (5 * 1000000LL)  /* done / failed per second over at most this */
-#define S_FAILURES        50             /* recent failures asked for */
-#define S_POLL_MAX_MS     250            /* the screen loop wakes at least this often */
-#define S_NAME_COLS       20             /* widest node name column */
-#define S_GPU_COLS        22             /* widest GPU model column */
-#define S_BAR_COLS        12             /* VRAM bar, inside its brackets */
-
 /* ---- Counter series: rates from differences --------------------------------------------- */
 
 typedef struct {
-    int64_t t_us[S_HISTORY];  /* when each sample was taken (monotonic) */
-    double value[S_HISTORY];  /* the counter then */
-    size_t head;              /* next slot to write */
-    size_t size;              /* samples held */
+    int64_t t_us[GQ_TOP_HISTORY_SAMPLES]; /* when each sample was taken (monotonic) */
+    double value[GQ_TOP_HISTORY_SAMPLES]; /* the counter then */
+    size_t head;                          /* next slot to write */
+    size_t size;                          /* samples held */
 } s_series_t;
 
 /* Adds a sample; a counter that went backwards (a node registered again, old jobs purged)
@@ -63,15 +54,15 @@ static void
 s_series_add (s_series_t *self, int64_t t_us, double value)
 {
     if (self->size) {
-        size_t last = (self->head + S_HISTORY - 1) % S_HISTORY;
+        size_t last = (self->head + GQ_TOP_HISTORY_SAMPLES - 1) % GQ_TOP_HISTORY_SAMPLES;
         if (value < self->value[last]) {
             self->size = 0;
         }
     }
     self->t_us[self->head] = t_us;
     self->value[self->head] = value;
-    self->head = (self->head + 1) % S_HISTORY;
-    if (self->size < S_HISTORY) {
+    self->head = (self->head + 1) % GQ_TOP_HISTORY_SAMPLES;
+    if (self->size < GQ_TOP_HISTORY_SAMPLES) {
         self->size++;
     }
 }
@@ -83,10 +74,10 @@ s_series_rate (s_series_t *self, int64_t window_us)
     if (self->size < 2) {
         return NAN;
     }
-    size_t last = (self->head + S_HISTORY - 1) % S_HISTORY;
+    size_t last = (self->head + GQ_TOP_HISTORY_SAMPLES - 1) % GQ_TOP_HISTORY_SAMPLES;
     size_t first = last;
     for (size_t i = 1; i < self->size; i++) {
-        size_t at = (last + S_HISTORY - i) % S_HISTORY;
+        size_t at = (last + GQ_TOP_HISTORY_SAMPLES - i) % GQ_TOP_HISTORY_SAMPLES;
         if (self->t_us[last] - self->t_us[at] > window_us) {
             break;
         }
@@ -94,7 +85,7 @@ s_series_rate (s_series_t *self, int64_t window_us)
     }
     if (first == last) {
         /* Only samples older than the window: use the newest of them. */
-        first = (last + S_HISTORY - 1) % S_HISTORY;
+        first = (last + GQ_TOP_HISTORY_SAMPLES - 1) % GQ_TOP_HISTORY_SAMPLES;
     }
     double secs = (double) (self->t_us[last] - self->t_us[first]) / 1e6;
     return secs > 0 ? (self->value[last] - self->value[first]) / secs : NAN;
@@ -204,9 +195,10 @@ s_round_send (s_top_t *top)
     s_round_clear (top);
     top->sent_us = gq_mono_us ();
     for (int i = 0; i < S_REQS; i++) {
-        json_t *body = i == S_REQ_JOBS
-                           ? json_pack ("{s:s, s:i}", "state", "failed", "limit", S_FAILURES)
-                           : json_object ();
+        json_t *body =
+            i == S_REQ_JOBS
+                ? json_pack ("{s:s, s:i}", "state", "failed", "limit", GQ_TOP_FAILED_JOBS)
+                : json_object ();
         top->req[i] = gq_client_send (top->client, s_req_commands[i], body);
         if (top->req[i] < 0) {
             snprintf (top->error, sizeof top->error, "%s", gq_client_error (top->client));
@@ -240,8 +232,8 @@ s_round_apply (s_top_t *top)
     json_t *jobs = json_object_get (top->stats, "jobs");
     s_series_add (&top->done, now_us, (double) s_int (jobs, "done"));
     s_series_add (&top->failed, now_us, (double) s_int (jobs, "failed"));
-    top->done_per_s = s_series_rate (&top->done, S_RATE_WINDOW_US);
-    top->failed_per_s = s_series_rate (&top->failed, S_RATE_WINDOW_US);
+    top->done_per_s = s_series_rate (&top->done, GQ_TOP_RATE_WINDOW_US);
+    top->failed_per_s = s_series_rate (&top->failed, GQ_TOP_RATE_WINDOW_US);
 
     size_t i;
     json_t *node;
@@ -255,7 +247,7 @@ s_round_apply (s_top_t *top)
         }
         hist->round = top->rounds;
         s_series_add (&hist->ok, now_us, (double) s_int (node, "jobs_ok"));
-        double per_min = s_series_rate (&hist->ok, S_NODE_WINDOW_US) * 60;
+        double per_min = s_series_rate (&hist->ok, GQ_TOP_NODE_WINDOW_US) * 60;
         json_object_set_new (node, "jobs_per_min", isnan (per_min) ? json_null ()
                                                                    : json_real (per_min));
     }
@@ -549,7 +541,7 @@ s_fmt_bar (double fraction, int width, char *buf, size_t size)
 /* The fields of one fleet row, as text. */
 typedef struct {
     char vram[48];     /* "12.0G/24.0G" */
-    char bar[S_BAR_COLS + 3];
+    char bar[GQ_TOP_BAR_COLS + 3];
     double fraction;   /* VRAM in use, 0..1, NAN when the total is unknown */
     char slots[24];    /* "2/4" */
     char rtt[24];      /* "0.42ms" */
@@ -569,7 +561,7 @@ s_row (json_t *node, s_row_t *row)
     } else {
         snprintf (row->vram, sizeof row->vram, "-");  /* a CPU node: no VRAM to speak of */
     }
-    s_fmt_bar (row->fraction, S_BAR_COLS, row->bar, sizeof row->bar);
+    s_fmt_bar (row->fraction, GQ_TOP_BAR_COLS, row->bar, sizeof row->bar);
     snprintf (row->slots, sizeof row->slots, "%lld/%lld", (long long) s_int (node, "running"),
               (long long) s_int (node, "slots"));
     double rtt = s_num (node, "rtt_ms");
@@ -612,16 +604,16 @@ s_print_text (s_top_t *top, FILE *out)
              (long long) s_int (fleet, "online"), (long long) s_int (fleet, "busy"),
              (long long) s_int (fleet, "draining"), (long long) s_int (fleet, "offline"),
              (long long) s_int (top->stats, "rejected"));
-    fprintf (out, "\n%-*s %-*s %-*s %-13s %-7s %-8s %-9s %8s %s\n", S_NAME_COLS, "NODE",
-             S_GPU_COLS, "GPU", S_BAR_COLS + 2, "VRAM", "USED/TOTAL", "SLOTS", "RTT", "STATUS",
-             "JOBS/MIN", "MODELS");
+    fprintf (out, "\n%-*s %-*s %-*s %-13s %-7s %-8s %-9s %8s %s\n", GQ_TOP_NAME_COLS, "NODE",
+             GQ_TOP_GPU_COLS, "GPU", GQ_TOP_BAR_COLS + 2, "VRAM", "USED/TOTAL", "SLOTS", "RTT",
+             "STATUS", "JOBS/MIN", "MODELS");
     size_t count;
     json_t **nodes = s_sorted_nodes (top, &count);
     for (size_t i = 0; i < count; i++) {
         s_row_t row;
         s_row (nodes[i], &row);
-        fprintf (out, "%-*s %-*s %s %-13s %-7s %-8s %-9s %8s %s\n", S_NAME_COLS,
-                 s_str (nodes[i], "name", "?"), S_GPU_COLS, s_str (nodes[i], "gpu_model", "-"),
+        fprintf (out, "%-*s %-*s %s %-13s %-7s %-8s %-9s %8s %s\n", GQ_TOP_NAME_COLS,
+                 s_str (nodes[i], "name", "?"), GQ_TOP_GPU_COLS, s_str (nodes[i], "gpu_model", "-"),
                  row.bar, row.vram, row.slots, row.rtt, s_str (nodes[i], "status", "?"),
                  row.per_min, row.models);
     }
@@ -633,7 +625,7 @@ s_print_text (s_top_t *top, FILE *out)
     size_t nfail = json_array_size (top->failures);
     fprintf (out, "\nRecent failures%s\n", nfail ? "" : ": none");
     if (nfail) {
-        fprintf (out, "%-10s %-14s %-*s %-12s %-4s %s\n", "ID", "WHEN", S_NAME_COLS, "NODE",
+        fprintf (out, "%-10s %-14s %-*s %-12s %-4s %s\n", "ID", "WHEN", GQ_TOP_NAME_COLS, "NODE",
                  "KIND", "ATT", "REASON");
     }
     for (size_t i = 0; i < nfail; i++) {
@@ -643,7 +635,7 @@ s_print_text (s_top_t *top, FILE *out)
         s_one_line (reason);
         fprintf (out, "%-10lld %-14s %-*s %-12s %-4lld %s\n", (long long) s_int (job, "id"),
                  s_fmt_ago (s_str (job, "finished_at", NULL), top->updated_ms, a, sizeof a),
-                 S_NAME_COLS, s_str (job, "node", "-"), s_str (job, "kind", "-"),
+                 GQ_TOP_NAME_COLS, s_str (job, "node", "-"), s_str (job, "kind", "-"),
                  (long long) s_int (job, "attempts"), reason);
     }
 }
@@ -799,10 +791,10 @@ s_draw (s_top_t *top)
         name_w = n > name_w ? n : name_w;
         gpu_w = g > gpu_w ? g : gpu_w;
     }
-    name_w = name_w > S_NAME_COLS ? S_NAME_COLS : name_w;
-    gpu_w = gpu_w > S_GPU_COLS ? S_GPU_COLS : gpu_w;
+    name_w = name_w > GQ_TOP_NAME_COLS ? GQ_TOP_NAME_COLS : name_w;
+    gpu_w = gpu_w > GQ_TOP_GPU_COLS ? GQ_TOP_GPU_COLS : gpu_w;
     const char *heads[] = {"NODE", "GPU", "VRAM", "SLOTS", "RTT", "STATUS", "JOBS/MIN", "MODELS"};
-    int widths[] = {name_w, gpu_w, S_BAR_COLS + 2 + 1 + 13, 7, 8, 9, 9, 0};
+    int widths[] = {name_w, gpu_w, GQ_TOP_BAR_COLS + 2 + 1 + 13, 7, 8, 9, 9, 0};
     /* Which header is the sort column. */
     const int sort_col[S_SORTS] = {0, 2, 3, 4};
     attron (A_REVERSE);
@@ -830,7 +822,7 @@ s_draw (s_top_t *top)
         s_put (y, x, A_NORMAL, "%.*s", gpu_w, s_str (nodes[i], "gpu_model", "-"));
         x += gpu_w + 1;
         s_put (y, x, s_bar_attr (row.fraction), "%s", row.bar);
-        s_put (y, x + S_BAR_COLS + 3, A_NORMAL, "%s", row.vram);
+        s_put (y, x + GQ_TOP_BAR_COLS + 3, A_NORMAL, "%s", row.vram);
         x += widths[2] + 1;
         s_put (y, x, A_NORMAL, "%s", row.slots);
         x += widths[3] + 1;
@@ -935,8 +927,8 @@ s_run_screen (s_top_t *top)
             dirty = false;
         }
         int64_t wait_ms = (next_us - now_us) / 1000;
-        wait_ms = top->in_flight || top->paused ? S_POLL_MAX_MS : wait_ms;
-        wait_ms = wait_ms < 1 ? 1 : wait_ms > S_POLL_MAX_MS ? S_POLL_MAX_MS : wait_ms;
+        wait_ms = top->in_flight || top->paused ? GQ_TOP_POLL_MAX_MS : wait_ms;
+        wait_ms = wait_ms < 1 ? 1 : wait_ms > GQ_TOP_POLL_MAX_MS ? GQ_TOP_POLL_MAX_MS : wait_ms;
         zmq_pollitem_t items[] = {{socket, 0, ZMQ_POLLIN, 0}, {NULL, STDIN_FILENO, ZMQ_POLLIN, 0}};
         int rc = zmq_poll (items, 2, (long) wait_ms);
         if (rc > 0 && (items[0].revents & ZMQ_POLLIN)) {
@@ -1001,21 +993,6 @@ s_help (FILE *out)
              GQ_DEFAULT_ENDPOINT);
 }
 
-static int
-s_usage (const char *format, ...) __attribute__ ((format (printf, 1, 2)));
-
-static int
-s_usage (const char *format, ...)
-{
-    va_list args;
-    va_start (args, format);
-    fprintf (stderr, "gridq-top: ");
-    vfprintf (stderr, format, args);
-    va_end (args);
-    fprintf (stderr, "\nTry 'gridq-top --help'.\n");
-    return S_EXIT_USAGE;
-}
-
 static void
 s_node_hist_destroy (void **item)
 {
@@ -1026,6 +1003,7 @@ s_node_hist_destroy (void **item)
 int
 main (int argc, char **argv)
 {
+    tool_set_name ("gridq-top");
     enum { O_BROKER = 1000, O_TIMEOUT, O_CERT, O_SERVER_CERT, O_INTERVAL, O_SORT, O_ONCE,
            O_JSON, O_HELP, O_VERSION };
     static const struct option options[] = {
@@ -1041,7 +1019,7 @@ main (int argc, char **argv)
         {"version", no_argument, NULL, O_VERSION},
         {NULL, 0, NULL, 0}};
     gq_client_opts_t opts = {0};
-    s_top_t top = {.interval_ms = S_INTERVAL_MS, .done_per_s = NAN, .failed_per_s = NAN};
+    s_top_t top = {.interval_ms = GQ_TOP_INTERVAL_MS, .done_per_s = NAN, .failed_per_s = NAN};
     bool once = false, json = false;
     opterr = 0;
     int option;
@@ -1060,7 +1038,7 @@ main (int argc, char **argv)
             break;
         case O_TIMEOUT:
             if (gq_parse_duration_ms (optarg, &ms) || ms <= 0 || ms > INT_MAX) {
-                return s_usage ("--timeout \"%s\" is not a duration like 5s or 500ms", optarg);
+                return tool_usage ("--timeout \"%s\" is not a duration like 5s or 500ms", optarg);
             }
             opts.timeout_ms = (int) ms;
             break;
@@ -1072,7 +1050,7 @@ main (int argc, char **argv)
             break;
         case O_INTERVAL:
             if (gq_parse_duration_ms (optarg, &ms) || ms < 0 || ms > 3600 * 1000) {
-                return s_usage ("--interval \"%s\" is not a duration like 1s or 500ms", optarg);
+                return tool_usage ("--interval \"%s\" is not a duration like 1s or 500ms", optarg);
             }
             top.interval_ms = (int) ms;
             break;
@@ -1084,7 +1062,7 @@ main (int argc, char **argv)
                 }
             }
             if (top.sort == S_SORTS) {
-                return s_usage ("--sort \"%s\" is not one of name, vram, running, rtt", optarg);
+                return tool_usage ("--sort \"%s\" is not one of name, vram, running, rtt", optarg);
             }
             break;
         case O_ONCE:
@@ -1094,22 +1072,22 @@ main (int argc, char **argv)
             json = true;
             break;
         case ':':
-            return s_usage ("option %s needs a value", argv[optind - 1]);
+            return tool_usage ("option %s needs a value", argv[optind - 1]);
         default:
-            return s_usage ("unknown option %s", argv[optind - 1]);
+            return tool_usage ("unknown option %s", argv[optind - 1]);
         }
     }
     if (optind < argc) {
-        return s_usage ("unexpected argument \"%s\"", argv[optind]);
+        return tool_usage ("unexpected argument \"%s\"", argv[optind]);
     }
     if (json && !once) {
-        return s_usage ("--json needs --once (the screen is for people)");
+        return tool_usage ("--json needs --once (the screen is for people)");
     }
-    if (!once && top.interval_ms < S_MIN_INTERVAL_MS) {
-        return s_usage ("--interval must be at least %d ms on screen", S_MIN_INTERVAL_MS);
+    if (!once && top.interval_ms < GQ_TOP_MIN_INTERVAL_MS) {
+        return tool_usage ("--interval must be at least %d ms on screen", GQ_TOP_MIN_INTERVAL_MS);
     }
     if (!once && (!isatty (STDIN_FILENO) || !isatty (STDOUT_FILENO))) {
-        return s_usage ("the screen needs a terminal; use --once (or --once --json) in scripts");
+        return tool_usage ("the screen needs a terminal; use --once (or --once --json) in scripts");
     }
 
     /* Our own SIGINT/SIGTERM handling (not czmq's): the loops see the flag and restore the

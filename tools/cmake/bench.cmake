@@ -3,16 +3,16 @@
 # gridq-bench-gearman drives gearmand, the peer, where libgearman is installed. tools/bench-peers
 # runs them side by side. The tests only prove that the programs run: no timing is asserted.
 add_executable(gridq-bench ${CMAKE_CURRENT_LIST_DIR}/../gridq-bench.c)
-target_link_libraries(gridq-bench PRIVATE gridq)
+target_link_libraries(gridq-bench PRIVATE gridq gq_tools)
 
 add_executable(gridq-bench-zmq ${CMAKE_CURRENT_LIST_DIR}/../bench-zmq.c)
-target_link_libraries(gridq-bench-zmq PRIVATE gridq PkgConfig::ZMQ m)
+target_link_libraries(gridq-bench-zmq PRIVATE gridq gq_tools PkgConfig::ZMQ)
 
 # Upstream installs libgearman.pc; Debian's libgearman-dev ships the same library as gearmand.pc.
 pkg_search_module(GEARMAN IMPORTED_TARGET libgearman gearmand)
 if(GEARMAN_FOUND)
   add_executable(gridq-bench-gearman ${CMAKE_CURRENT_LIST_DIR}/../bench-gearman.c)
-  target_link_libraries(gridq-bench-gearman PRIVATE PkgConfig::GEARMAN m)
+  target_link_libraries(gridq-bench-gearman PRIVATE gq_tools PkgConfig::GEARMAN)
   message(STATUS "gridq: gridq-bench-gearman ON (libgearman ${GEARMAN_VERSION})")
 else()
   message(STATUS "gridq: gridq-bench-gearman OFF (no libgearman: apt-get install libgearman-dev)")

@@ -1,7 +1,7 @@
 # gridq-model: makes random MLP models (.safetensors), lists and checks them, runs them on the
 # CPU backend through the worker's job path.
 add_executable(gridq-model ${CMAKE_CURRENT_LIST_DIR}/../gridq-model.c)
-target_link_libraries(gridq-model PRIVATE gq_workercore)
+target_link_libraries(gridq-model PRIVATE gq_workercore gq_tools)
 install(TARGETS gridq-model RUNTIME DESTINATION bin)
 
 # gridq-bench-gemm: GEMM and mlp figures through a job against cuBLAS alone (tools/gpu-check).

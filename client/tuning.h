@@ -1,0 +1,13 @@
+/*  tuning.h — the constants that tune the gridq command-line client, each with its unit in its
+    name (the protocol's own limits are in proto/gq_common.h). */
+#ifndef GQ_CLIENT_TUNING_H_INCLUDED
+#define GQ_CLIENT_TUNING_H_INCLUDED
+
+/* Jobs per SUBMIT and SUBMITs in flight for --file: small enough that the broker's group
+   commit and our reads overlap, large enough that per-message costs vanish. */
+#define GQ_CLI_FILE_CHUNK_JOBS     1000
+#define GQ_CLI_FILE_WINDOW_SUBMITS 8
+#define GQ_CLI_PROGRESS_EVERY_US   100000 /* redraw the progress line and flush --out this often */
+#define GQ_CLI_MAX_LINE_ERRORS     20     /* invalid JSONL lines reported before giving up */
+
+#endif
