@@ -341,6 +341,7 @@ s_on_cron (zloop_t *loop, int timer_id, void *arg)
     if (now_us >= self->next_timeouts_us) {
         self->next_timeouts_us = now_us + GQ_TIMEOUTS_PERIOD_MS * 1000;
         gq_results_timeouts (self, now_ms);
+        gq_dispatch_record_runs (self, now_us / 1000);
     }
     if (now_us >= self->next_retention_us) {
         self->next_retention_us = now_us + (int64_t) GQ_RETENTION_PERIOD_MS * 1000;
@@ -389,11 +390,15 @@ gq_broker_new (const gq_broker_opts_t *opts, char *why, size_t whylen)
     self->pending = gq_pending_new (self);
     self->lazy_timer = -1;
     self->retry_timer = -1;
+    self->awaiting = zlist_new ();
+    self->grace_us = 1000 * (opts->node_grace_ms >= 0
+                                 ? opts->node_grace_ms
+                                 : (int64_t) opts->heartbeat_ms * opts->liveness);
     self->dirty_watches = zlist_new ();
     self->dirty_workers = zlist_new ();
     self->placed = (gq_dispatch_t *) calloc (GQ_DISPATCH_BATCH_JOBS, sizeof *self->placed);
     if (!self->matcher || !self->queue || !self->jobs || !self->ended || !self->placed ||
-        !self->inflight || !self->idem_pending || !self->pending) {
+        !self->inflight || !self->idem_pending || !self->pending || !self->awaiting) {
         snprintf (why, whylen, "out of memory");
         gq_broker_destroy (&self);
         return NULL;
@@ -531,6 +536,12 @@ gq_broker_destroy (gq_broker_t **self_p)
     gq_pending_destroy (self, &self->pending);
     zhashx_destroy (&self->ended); /* its jobs were freed with the batches that held them */
     zhashx_destroy (&self->idem_pending);
+    free (self->runs);
+    gq_awaited_t *awaited;
+    while (self->awaiting && (awaited = (gq_awaited_t *) zlist_pop (self->awaiting))) {
+        free (awaited);
+    }
+    zlist_destroy (&self->awaiting);
     zlist_destroy (&self->dirty_watches);
     zlist_destroy (&self->dirty_workers);
     free (self->placed);

@@ -49,6 +49,7 @@ typedef struct {
     char key[520];         /* hex of routing_id (up to 255 bytes): workers-by-connection key */
     int64_t last_seen_us;  /* monotonic time of the last message */
     int64_t last_seen_ms;  /* wall time of the last message (for listings) */
+    int64_t offline_us;    /* monotonic time it went offline, 0 while connected */
     gq_job_t *running;     /* jobs running there, linked through qprev/qnext */
     zchunk_t *jobs_out;    /* JOB entries placed this turn, as JSON text, or NULL */
     size_t jobs_out_count; /* entries in jobs_out */
@@ -59,6 +60,21 @@ typedef struct {
     int failures_in_row;   /* consecutive failed jobs (backoff) */
     bool dirty;            /* has entries in jobs_out */
 } gq_link_t;
+
+/* A job whose able nodes all failed it but one that went offline a moment ago: it waits for
+   that node until until_us (results.c). */
+typedef struct {
+    int64_t id;       /* the job */
+    int attempts;     /* its attempts then: a job that ran again since is not this case */
+    int64_t until_us; /* monotonic end of the grace */
+} gq_awaited_t;
+
+/* A run started, for gq_dispatch_record_runs. */
+typedef struct {
+    int64_t id;              /* the job */
+    int64_t started_mono_ms; /* monotonic clock at dispatch */
+    int attempt;             /* its attempt number */
+} gq_run_t;
 
 /* A SUBMIT waiting for its batch to commit. */
 typedef struct {
@@ -125,6 +141,11 @@ struct _gq_broker_t {
     zlist_t *dirty_watches;          /* gq_watch_t with pending FINISHED */
     zlist_t *dirty_workers;          /* gq_link_t with jobs to send */
     gq_dispatch_t *placed;           /* scheduler output buffer */
+    zlist_t *awaiting;         /* gq_awaited_t: jobs waiting for a node to come back */
+    int64_t grace_us;          /* how long they wait (opts.node_grace_ms) */
+    gq_run_t *runs;            /* runs started, oldest first (a ring), not yet old enough to be
+                                  recorded "running" */
+    size_t runs_head, runs_count, runs_size; /* the ring's first entry, entries, allocated */
     int64_t counts[GQ_JOB_STATES];   /* jobs per state (queued/running from memory) */
     int64_t rejected;                /* bad messages dropped or answered with ERROR */
     int64_t started_ms;              /* wall clock at start */
@@ -220,6 +241,12 @@ int gq_intake_recover (void *arg, const gq_job_row_t *row, const char *const *ex
 
 /* Places queued jobs on nodes and sends each worker its JOB messages of this turn. */
 void gq_dispatch_turn (gq_broker_t *self);
+/* A run of job starts now (dispatched, or taken back from a worker that registered again). */
+void gq_dispatch_started (gq_broker_t *self, gq_job_t *job, int64_t now_ms);
+/* Cron: runs that have lasted GQ_RUN_RECORD_AFTER_MS are recorded "running", so that a broker
+   killed while they run still shows them after its restart (as lost); shorter ones are recorded
+   only when they end, which saves a write for most jobs. */
+void gq_dispatch_record_runs (gq_broker_t *self, int64_t now_mono_ms);
 
 /* ---- Workers (workers.c) ------------------------------------------------------------------- */
 
@@ -261,7 +288,8 @@ void gq_results_exclude (gq_job_t *job, int32_t node);
 /* RESULT from a worker, CANCEL from a client. */
 gq_handler_fn gq_results_recv;
 gq_handler_fn gq_results_cancel;
-/* Cron: running jobs past their time limit fail their attempt. */
+/* Cron: running jobs past their time limit fail their attempt (on the monotonic clock); jobs
+   that waited in vain for a node to come back fail. */
 void gq_results_timeouts (gq_broker_t *self, int64_t now_ms);
 
 /* ---- Watches: clients waiting for jobs to end (watch.c) ----------------------------------- */

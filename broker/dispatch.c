@@ -20,6 +20,53 @@ s_worker_flush_jobs (gq_broker_t *self, gq_link_t *worker)
     }
 }
 
+void
+gq_dispatch_started (gq_broker_t *self, gq_job_t *job, int64_t now_ms)
+{
+    job->started_ms = now_ms;
+    job->started_mono_ms = gq_mono_us () / 1000;
+    job->run_recorded = false;
+    if (self->runs_count == self->runs_size) {
+        size_t size = self->runs_size ? self->runs_size * 2 : 1024;
+        gq_run_t *grown = (gq_run_t *) malloc (size * sizeof *grown);
+        if (!grown) {
+            return; /* out of memory: this run is recorded when it ends */
+        }
+        for (size_t i = 0; i < self->runs_count; i++) {
+            grown[i] = self->runs[(self->runs_head + i) % self->runs_size];
+        }
+        free (self->runs);
+        self->runs = grown;
+        self->runs_size = size;
+        self->runs_head = 0;
+    }
+    self->runs[(self->runs_head + self->runs_count++) % self->runs_size] =
+        (gq_run_t) {job->id, job->started_mono_ms, job->attempts};
+}
+
+void
+gq_dispatch_record_runs (gq_broker_t *self, int64_t now_mono_ms)
+{
+    while (self->runs_count) {
+        gq_run_t *run = &self->runs[self->runs_head];
+        if (now_mono_ms - run->started_mono_ms < GQ_RUN_RECORD_AFTER_MS) {
+            break;
+        }
+        gq_job_t *job = gq_broker_job_lookup (self, run->id);
+        if (job && job->state == GQ_JOB_RUNNING && job->attempts == run->attempt &&
+            !job->run_recorded) {
+            job->run_recorded = true;
+            gq_commit_recorded (self, gq_batch_attempt (self->pending->batch, job->id,
+                                                        job->attempts,
+                                                        gq_broker_node_name (self, job->node),
+                                                        job->started_ms, 0, "running", NULL,
+                                                        true));
+        }
+        self->runs_head = (self->runs_head + 1) % self->runs_size;
+        self->runs_count--;
+    }
+}
+
 /* Places queued jobs on nodes and appends them to each worker's JOB message of this turn. */
 void
 gq_dispatch_turn (gq_broker_t *self)
@@ -42,7 +89,7 @@ gq_dispatch_turn (gq_broker_t *self)
             self->counts[GQ_JOB_QUEUED]--;
             self->counts[GQ_JOB_RUNNING]++;
             job->attempts++;
-            job->started_ms = now_ms;
+            gq_dispatch_started (self, job, now_ms);
             gq_workers_running_link (worker, job);
             if (job->blobs) {
                 /* Jobs with blobs travel alone: frames are counted per message. */

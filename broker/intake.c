@@ -525,5 +525,12 @@ gq_intake_recover (void *arg, const gq_job_row_t *row, const char *const *exclud
     zhashx_insert (self->jobs, GQ_ID_KEY (job->id), job);
     gq_queue_push (self->queue, job);
     self->counts[GQ_JOB_QUEUED]++;
+    if (job->attempts >= job->max_attempts) {
+        /* Its last attempt was lost with the broker: max_attempts holds across restarts. */
+        snprintf (why, sizeof why, "failed after %d attempt%s; the last was lost when the broker "
+                  "stopped",
+                  job->attempts, job->attempts == 1 ? "" : "s");
+        gq_results_job_end (self, job, GQ_JOB_FAILED, NULL, why, -1, gq_now_ms ());
+    }
     return 0;
 }

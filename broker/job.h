@@ -70,6 +70,7 @@ struct _gq_job_t {
     uint8_t state;                /* gq_job_state_t */
     uint8_t attempts;             /* attempts started so far */
     uint8_t max_attempts;         /* 1..GQ_MAX_ATTEMPTS_LIMIT */
+    uint8_t run_recorded;         /* its current run is recorded "running" in the store */
     uint32_t model_id;            /* interned model (matcher's table); 0 means none */
     uint32_t owner;               /* submitter, for the per-client cap (guard); 0 for none */
 };

@@ -23,7 +23,7 @@ s_usage (FILE *out)
              "  --liveness N         missed heartbeats before a worker is offline (default 3)\n"
              "  --config FILE        JSON: {\"weights\": {fit, compute, cost, warm, load, latency,\n"
              "                       reliability}, \"aging_ms\", \"backfill_window\",\n"
-             "                       \"reserve_after_ms\", \"backoff_base_ms\"}\n"
+             "                       \"reserve_after_ms\", \"backoff_base_ms\", \"node_grace_ms\"}\n"
              "  --durability MODE    full (fsync per commit, default) or normal\n"
              "  --retention DUR      keep finished jobs this long (default 7d)\n"
              "  --cert FILE --clients-dir DIR --workers-dir DIR   CURVE keys and roles\n"

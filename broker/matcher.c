@@ -1530,6 +1530,15 @@ gq_matcher_could_run (gq_matcher_t *self, int32_t node, const gq_job_t *job)
            gq_matcher_static_ok (self, node, job);
 }
 
+bool
+gq_matcher_fits (gq_matcher_t *self, int32_t node, const gq_job_t *job)
+{
+    assert (self);
+    assert (job);
+    const gq_node_t *n = gq_matcher_node (self, node);
+    return n && n->slots > 0 && gq_matcher_static_ok (self, node, job);
+}
+
 int32_t
 gq_matcher_reserve_candidate (gq_matcher_t *self, const gq_job_t *job, int64_t now_ms)
 {

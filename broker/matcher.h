@@ -142,6 +142,9 @@ void gq_matcher_reserve (gq_matcher_t *self, int32_t node, int64_t job_id);
 /* True when node is connected, not draining, and meets job's static requirements: it could run
    job once enough of its jobs end (the check that keeps a reservation worth holding). */
 bool gq_matcher_could_run (gq_matcher_t *self, int32_t node, const gq_job_t *job);
+/* True when node could run job once it is connected: job's static requirements (kind, model,
+   VRAM, constraints) and no exclusion; its connection and load do not count. */
+bool gq_matcher_fits (gq_matcher_t *self, int32_t node, const gq_job_t *job);
 /* The job id a node is held for, 0 when none. */
 int64_t gq_matcher_reserved_for (gq_matcher_t *self, int32_t node);
 

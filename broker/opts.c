@@ -23,6 +23,7 @@ gq_broker_opts_default (gq_broker_opts_t *opts)
     opts->backfill_window = GQ_BACKFILL_WINDOW;
     opts->reserve_after_ms = GQ_RESERVE_AFTER_MS;
     opts->backoff_base_ms = GQ_BACKOFF_BASE_MS;
+    opts->node_grace_ms = -1;
 }
 
 int
@@ -58,7 +59,7 @@ gq_broker_opts_load (gq_broker_opts_t *opts, const char *path, char *why, size_t
             goto done;
         }
     }
-    int64_t aging, window, reserve, heartbeat, liveness;
+    int64_t aging, window, reserve, heartbeat, liveness, grace;
     if (gq_json_int (config, "aging_ms", 1, INT64_MAX / 16, opts->aging_ms, &aging, field,
                      sizeof field) ||
         gq_json_int (config, "backfill_window", 0, 1000000, (int64_t) opts->backfill_window, &window,
@@ -69,7 +70,9 @@ gq_broker_opts_load (gq_broker_opts_t *opts, const char *path, char *why, size_t
                      sizeof field) ||
         gq_json_int (config, "liveness", 1, 1000, opts->liveness, &liveness, field, sizeof field) ||
         gq_json_num (config, "backoff_base_ms", 0, 3600000, opts->backoff_base_ms,
-                     &opts->backoff_base_ms, field, sizeof field)) {
+                     &opts->backoff_base_ms, field, sizeof field) ||
+        gq_json_int (config, "node_grace_ms", -1, 24LL * 3600000, opts->node_grace_ms, &grace,
+                     field, sizeof field)) {
         snprintf (why, whylen, "config %s: %s", path, field);
         goto done;
     }
@@ -78,6 +81,7 @@ gq_broker_opts_load (gq_broker_opts_t *opts, const char *path, char *why, size_t
     opts->reserve_after_ms = reserve;
     opts->heartbeat_ms = (int) heartbeat;
     opts->liveness = (int) liveness;
+    opts->node_grace_ms = grace;
     rc = GQ_OK;
 done:
     json_decref (config);

@@ -43,6 +43,8 @@ typedef struct {
     size_t backfill_window;        /* unplaceable jobs looked past before giving up */
     int64_t reserve_after_ms;      /* a blocked head job gets a node reserved after this wait */
     double backoff_base_ms;        /* first backoff of a failing node; doubles while it fails */
+    int64_t node_grace_ms;         /* a job whose able nodes all failed it waits this long for
+                                      one that just went offline; -1: the liveness window */
     const char *cert_path;         /* broker secret certificate (CURVE), or NULL */
     const char *clients_dir;       /* public keys allowed as clients */
     const char *workers_dir;       /* public keys allowed as workers */

@@ -29,8 +29,8 @@ gq_results_attempt_end (gq_broker_t *self, gq_job_t *job, const char *outcome,
     gq_workers_running_unlink (worker, job);
     gq_matcher_release (self->matcher, job->node, job, now_ms);
     self->counts[GQ_JOB_RUNNING]--;
-    if (job->attempts == 1 && streq (outcome, "ok")) {
-        return;
+    if (job->attempts == 1 && streq (outcome, "ok") && !job->run_recorded) {
+        return; /* the job's own row tells this one */
     }
     gq_commit_recorded (self, gq_batch_attempt (self->pending->batch, job->id, job->attempts,
                                                 gq_broker_node_name (self, job->node),
@@ -97,6 +97,76 @@ gq_results_exclude (gq_job_t *job, int32_t node)
     }
 }
 
+/* True when some connected node could run job were it not for the job's exclusions, and none
+   can with them: every node able to run it failed it. */
+static bool
+s_nowhere_to_go (gq_broker_t *self, const gq_job_t *job)
+{
+    gq_job_t unexcluded = *job;
+    unexcluded.n_excluded = 0;
+    bool capable = false, untried = false;
+    size_t nodes = gq_matcher_nodes (self->matcher);
+    for (size_t n = 0; n < nodes && !untried; n++) {
+        capable = capable || gq_matcher_could_run (self->matcher, (int32_t) n, &unexcluded);
+        untried = gq_matcher_could_run (self->matcher, (int32_t) n, job);
+    }
+    return capable && !untried;
+}
+
+/* When a node that could run job went offline less than the grace period ago, job waits for it
+   (in the awaiting list, checked by gq_results_timeouts) and this returns true. */
+static bool
+s_awaited (gq_broker_t *self, gq_job_t *job)
+{
+    int64_t now_us = gq_mono_us (), until_us = 0;
+    for (size_t w = 0; w < self->workers_size; w++) {
+        gq_link_t *link = self->workers[w];
+        int64_t end_us = link && link->offline_us ? link->offline_us + self->grace_us : 0;
+        if (end_us > now_us && end_us > until_us &&
+            gq_matcher_fits (self->matcher, (int32_t) w, job)) {
+            until_us = end_us;
+        }
+    }
+    if (!until_us) {
+        return false;
+    }
+    gq_awaited_t *awaited = (gq_awaited_t *) malloc (sizeof *awaited);
+    if (!awaited || zlist_append (self->awaiting, awaited)) {
+        free (awaited);
+        return false;
+    }
+    *awaited = (gq_awaited_t) {job->id, job->attempts, until_us};
+    return true;
+}
+
+/* Jobs waiting for a node that went offline: one whose grace ended with still no connected
+   node able to run it (and none other just gone) fails now. */
+static void
+s_awaiting_check (gq_broker_t *self, int64_t now_ms)
+{
+    int64_t now_us = gq_mono_us ();
+    gq_awaited_t *awaited = (gq_awaited_t *) zlist_first (self->awaiting);
+    while (awaited) {
+        gq_awaited_t *next = (gq_awaited_t *) zlist_next (self->awaiting);
+        if (awaited->until_us <= now_us) {
+            gq_job_t *job = gq_broker_job_lookup (self, awaited->id);
+            zlist_remove (self->awaiting, awaited);
+            if (job && job->state == GQ_JOB_QUEUED && job->attempts == awaited->attempts &&
+                s_nowhere_to_go (self, job) && !s_awaited (self, job)) {
+                char error[300];
+                snprintf (error, sizeof error,
+                          "failed on every node that can run it (%d attempt%s); no other node "
+                          "that can came back within %lld ms",
+                          job->attempts, job->attempts == 1 ? "" : "s",
+                          (long long) (self->grace_us / 1000));
+                gq_results_job_end (self, job, GQ_JOB_FAILED, NULL, error, -1, now_ms);
+            }
+            free (awaited);
+        }
+        awaited = next;
+    }
+}
+
 /* An attempt failed (outcome failed, lost, timeout): the job goes back to the queue without
    that node, or fails for good after max_attempts. */
 void
@@ -116,17 +186,10 @@ gq_results_attempt_failed (gq_broker_t *self, gq_job_t *job, const char *outcome
     if (exclude) {
         gq_results_exclude (job, node);
         /* Every connected node that could run it has failed it: waiting would be forever (the
-           exclusions stand), so it fails now, saying so. Nodes that come later do not count:
-           an empty fleet is not a verdict. */
-        gq_job_t unexcluded = *job;
-        unexcluded.n_excluded = 0;
-        bool capable = false, untried = false;
-        size_t nodes = gq_matcher_nodes (self->matcher);
-        for (size_t n = 0; n < nodes && !untried; n++) {
-            capable = capable || gq_matcher_could_run (self->matcher, (int32_t) n, &unexcluded);
-            untried = gq_matcher_could_run (self->matcher, (int32_t) n, job);
-        }
-        if (capable && !untried) {
+           exclusions stand), so it fails, saying so; unless a node that could run it went
+           offline a moment ago (a missed heartbeat): it waits for that one a grace period
+           (s_awaited). Nodes that come later do not count: an empty fleet is not a verdict. */
+        if (s_nowhere_to_go (self, job) && !s_awaited (self, job)) {
             char error[600];
             snprintf (error, sizeof error,
                       "failed on every node that can run it (%d attempt%s); last on %s: %s",
@@ -274,8 +337,8 @@ gq_results_recv (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *worker)
                 const char *error = json_string_value (json_object_get (item, "error"));
                 /* The worker enforces the time limit too, and often first: that is the
                    attempt's timeout, not a failure of the node. */
-                bool timed_out =
-                    job->timeout_ms && now_ms - job->started_ms >= (int64_t) job->timeout_ms;
+                bool timed_out = job->timeout_ms && gq_mono_us () / 1000 - job->started_mono_ms >=
+                                                        (int64_t) job->timeout_ms;
                 if (!timed_out) {
                     s_node_outcome (self, worker, false, now_ms);
                 }
@@ -319,12 +382,14 @@ gq_results_recv (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *worker)
 void
 gq_results_timeouts (gq_broker_t *self, int64_t now_ms)
 {
+    s_awaiting_check (self, now_ms);
+    int64_t now_mono_ms = gq_mono_us () / 1000; /* limits run on the monotonic clock */
     for (size_t w = 0; w < self->workers_size; w++) {
         gq_link_t *worker = self->workers[w];
         gq_job_t *job = worker ? worker->running : NULL;
         while (job) {
             gq_job_t *next = job->qnext;
-            if (job->timeout_ms && now_ms - job->started_ms > (int64_t) job->timeout_ms) {
+            if (job->timeout_ms && now_mono_ms - job->started_mono_ms > (int64_t) job->timeout_ms) {
                 char reason[100];
                 snprintf (reason, sizeof reason, "time limit of %u ms exceeded", job->timeout_ms);
                 gq_workers_send (self, worker, "CANCEL",

@@ -93,6 +93,7 @@ gq_workers_lost (gq_broker_t *self, gq_link_t *worker, const char *reason, bool 
        failed it). */
     node->status = GQ_NODE_OFFLINE;
     gq_matcher_node_changed (self->matcher, worker->node);
+    worker->offline_us = gq_mono_us ();
     while (worker->running) {
         gq_job_t *job = worker->running;
         gq_results_attempt_failed (self, job, "lost", reason, exclude, now_ms);
@@ -216,6 +217,7 @@ gq_workers_ready (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
     }
     json_decref (worker->spec);
     worker->spec = json_deep_copy (json_object_get (body, "spec"));
+    worker->offline_us = 0;
     worker->last_seen_us = now_us;
     worker->last_seen_ms = now_ms;
     gq_node_t *node = gq_matcher_node (self->matcher, index);
@@ -234,25 +236,37 @@ gq_workers_ready (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
     s_worker_models (self, worker, spec.models_available, spec.models_loaded);
     gq_matcher_node_changed (self->matcher, index);
 
-    /* Jobs the worker still runs (we restarted): keep them there if we still want them. */
+    /* Jobs the worker still runs (we restarted, or it was silent a while): kept there if it
+       runs the job's latest attempt and the job waits; otherwise stopped, and its run recorded
+       (never a second row for a run recorded already). */
     json_t *unwanted = json_array ();
     json_array_foreach (running, i, item)
     {
         int64_t id = (int64_t) json_integer_value (json_object_get (item, "id"));
-        gq_job_t *job = gq_broker_job_lookup (self, id);
-        if (job && job->state == GQ_JOB_QUEUED && node->running < node->slots) {
+        int64_t attempt = json_integer_value (json_object_get (item, "attempt"));
+        gq_job_t *job = gq_broker_job_find (self, id);
+        if (job && job->state == GQ_JOB_QUEUED && attempt >= job->attempts && attempt < 256 &&
+            node->running < node->slots) {
             gq_queue_remove (self->queue, job);
             self->counts[GQ_JOB_QUEUED]--;
-            int64_t attempt = json_integer_value (json_object_get (item, "attempt"));
-            job->attempts = (uint8_t) (attempt > job->attempts ? attempt : job->attempts);
+            job->attempts = (uint8_t) attempt;
             job->state = GQ_JOB_RUNNING;
             job->node = index;
-            job->started_ms = now_ms;
+            gq_dispatch_started (self, job, now_ms);
             gq_matcher_assign (self->matcher, index, job);
             gq_workers_running_link (worker, job);
             self->counts[GQ_JOB_RUNNING]++;
-        } else if (!job || job->node != index) {
-            json_array_append_new (unwanted, json_integer (id));
+            continue;
+        }
+        if (job && job->node == index && job->state == GQ_JOB_RUNNING) {
+            continue; /* ours already */
+        }
+        json_array_append_new (unwanted, json_integer (id));
+        if (job && attempt >= 1 && attempt < 256) {
+            gq_commit_recorded (self, gq_batch_attempt (self->pending->batch, id, (int) attempt,
+                                                        node->name, now_ms, now_ms, "cancelled",
+                                                        "the job had moved on without this run",
+                                                        false));
         }
     }
     if (json_array_size (unwanted)) {
