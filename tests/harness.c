@@ -16,6 +16,7 @@ static char s_bin[512];
 static char s_endpoint[64];
 static pid_t s_pids[H_MAX_PROCS];
 static int s_npids;
+static void (*s_undo) (void); /* h_at_cleanup's, run once by h_cleanup */
 static const char *s_name = "test";
 
 static void
@@ -220,6 +221,8 @@ h_kill (pid_t pid, int sig)
 void
 h_cleanup (void)
 {
+    void (*undo) (void) = s_undo;
+    s_undo = NULL;
     for (int i = 0; i < s_npids; i++) {
         if (s_pids[i] > 0) {
             kill (s_pids[i], SIGCONT);
@@ -235,6 +238,15 @@ h_cleanup (void)
             fprintf (stderr, "could not remove %s\n", s_dir);
         }
     }
+    if (undo) {
+        undo ();
+    }
+}
+
+void
+h_at_cleanup (void (*undo) (void))
+{
+    s_undo = undo;
 }
 
 void

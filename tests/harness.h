@@ -42,6 +42,9 @@
 void h_init (const char *name, int deadline_s);
 /* Stops every process started, removes the temporary folder. */
 void h_cleanup (void);
+/* Has h_cleanup (also on a failure) call undo last, once: for what a test set up outside its
+   folder (a mount). */
+void h_at_cleanup (void (*undo) (void));
 /* Stops everything and exits 1. */
 void h_fail (void) __attribute__ ((noreturn));
 /* The temporary folder of this test. */
