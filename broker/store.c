@@ -38,6 +38,7 @@ typedef enum {
     S_ATTEMPT_INSERT,
     S_ATTEMPT_NODE,
     S_ATTEMPT_NEXT,
+    S_ATTEMPT_SAME_RUN,
     S_ATTEMPTS_LOST,
     S_ATTEMPTS,
     S_NODE_UPSERT,
@@ -96,6 +97,10 @@ static const char *s_sql[S_STMTS] = {
     [S_ATTEMPT_NEXT] = "INSERT INTO attempts (job_id, attempt, node, started_at, finished_at, "
                        "outcome, reason) SELECT ?1, coalesce (max (attempt), 0) + 1, ?3, ?4, ?5, "
                        "?6, ?7 FROM attempts WHERE job_id = ?1",
+    /* The same run under another number (numbered after, because another node's run held its
+       own): known by its node and start. */
+    [S_ATTEMPT_SAME_RUN] = "UPDATE attempts SET finished_at = ?5, outcome = ?6, reason = ?7 "
+                           "WHERE job_id = ?1 AND node = ?3 AND started_at = ?4",
     /* At start nothing runs: runs recorded as running were lost with the broker. */
     [S_ATTEMPTS_LOST] = "UPDATE attempts SET outcome = 'lost', finished_at = ?1, reason = "
                         "'the broker stopped while it ran' WHERE outcome = 'running'",
@@ -824,6 +829,19 @@ gq_store_attempt_record (gq_store_t *self, int64_t job_id, int attempt, const ch
     sqlite3_reset (stmt);
     if (rc || !other) {
         return rc ? rc : s_ok (self);
+    }
+    if (update) {
+        stmt = self->stmt[S_ATTEMPT_SAME_RUN];
+        sqlite3_bind_int64 (stmt, 1, job_id);
+        sqlite3_bind_text (stmt, 3, node, -1, SQLITE_STATIC);
+        sqlite3_bind_int64 (stmt, 4, started_ms);
+        s_bind_time (stmt, 5, finished_ms);
+        sqlite3_bind_text (stmt, 6, outcome, -1, SQLITE_STATIC);
+        s_bind_text (stmt, 7, reason);
+        rc = s_step_done (self, stmt, "record attempt");
+        if (rc || sqlite3_changes (self->db) > 0) {
+            return rc;
+        }
     }
     stmt = self->stmt[S_ATTEMPT_NEXT];
     sqlite3_bind_int64 (stmt, 1, job_id);
@@ -1598,6 +1616,22 @@ gq_store_test (bool verbose)
     GQ_CHECK_EQ (gq_store_row_fault (store), false);
     GQ_CHECK_EQ (gq_store_attempt_record (store, j1.id, 2, "b", t + 30, t + 45, "ok", NULL, true), 0);
     GQ_CHECK_EQ (gq_store_attempt_record (store, j1.id, 3, "c", t + 50, 0, "running", NULL, true), 0);
+    /* Such a run, recorded again under the number it had, is found by its node and start. */
+    GQ_CHECK_EQ (gq_store_attempt_record (store, j3.id, 1, "e", t + 5, t + 6, "cancelled", NULL,
+                                          false),
+                 0);
+    GQ_CHECK_EQ (gq_store_attempt_record (store, j3.id, 1, "f", t + 7, 0, "running", NULL, true), 0);
+    GQ_CHECK_EQ (gq_store_attempt_record (store, j3.id, 1, "f", t + 7, t + 9, "ok", NULL, true), 0);
+    snprintf (other, sizeof other, "SELECT count(*) FROM attempts WHERE job_id = %lld",
+              (long long) j3.id);
+    GQ_CHECK_EQ (s_query_int (store->db, other, &value), SQLITE_OK);
+    GQ_CHECK_EQ (value, 2);
+    snprintf (other, sizeof other,
+              "SELECT count(*) FROM attempts WHERE job_id = %lld AND attempt = 2 AND node = 'f' "
+              "AND outcome = 'ok'",
+              (long long) j3.id);
+    GQ_CHECK_EQ (s_query_int (store->db, other, &value), SQLITE_OK);
+    GQ_CHECK_EQ (value, 1);
 
     /* Queries about stored jobs. */
     json_t *job = gq_store_job_json (store, j2.id, true);

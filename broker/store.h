@@ -108,7 +108,8 @@ void gq_store_blobs_free (void **data, size_t *sizes, int n);
    outcome "running", "ok", "failed", "timeout", "lost" or "cancelled", reason or NULL. A run is
    (job, attempt, node): recorded again, its row is updated when update is true (a running run
    that ended, a lost run that finished after all) and kept as it is otherwise; never a second
-   row. A run of another node under a number taken is numbered after the job's last. 0,
+   row. A run of another node under a number taken is numbered after the job's last (and found
+   again there by its node and start). 0,
    GQ_EINVAL or GQ_ESTORE (also when the job does not exist). */
 int gq_store_attempt_record (gq_store_t *self, int64_t job_id, int attempt, const char *node,
                              int64_t started_ms, int64_t finished_ms, const char *outcome,
