@@ -1,10 +1,11 @@
-/*  gq_common.c — error names, clocks, time formatting, size and duration parsing. */
+/*  gq_common.c — error names and reasons, clocks, time formatting, size and duration parsing. */
 #include "gq_common.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,6 +68,16 @@ gq_err_from_name (const char *name)
         }
     }
     return GQ_EPROTO;
+}
+
+int
+gq_why (char *why, size_t whylen, int code, const char *format, ...)
+{
+    va_list args;
+    va_start (args, format);
+    vsnprintf (why, whylen, format, args);
+    va_end (args);
+    return code;
 }
 
 int64_t

@@ -32,6 +32,10 @@ const char *gq_strerror (int err);
 const char *gq_errname (int err);
 /* Inverse of gq_errname; unknown names map to GQ_EPROTO. */
 int gq_err_from_name (const char *name);
+/* Writes the reason for a failure, printf-style, into why (whylen bytes, always terminated) and
+   returns code, so that a check fails in one line: return gq_why (why, whylen, GQ_EINVAL, ...). */
+int gq_why (char *why, size_t whylen, int code, const char *format, ...)
+    __attribute__ ((format (printf, 4, 5)));
 
 /* ---- Tuning constants (units in the name) -------------------------------------------------- */
 #define GQ_DEFAULT_ENDPOINT     "tcp://127.0.0.1:5555"

@@ -478,16 +478,6 @@ gq_msg_error (const gq_msg_t *request, int code, const char *format, ...)
 
 /* ---- Validated field access ---------------------------------------------------------------- */
 
-static int
-s_bad (char *why, size_t whylen, const char *format, ...)
-{
-    va_list args;
-    va_start (args, format);
-    vsnprintf (why, whylen, format, args);
-    va_end (args);
-    return GQ_EINVAL;
-}
-
 int
 gq_json_int (json_t *obj, const char *key, int64_t lo, int64_t hi, int64_t dflt, int64_t *out,
              char *why, size_t whylen)
@@ -504,11 +494,11 @@ gq_json_int (json_t *obj, const char *key, int64_t lo, int64_t hi, int64_t dflt,
                fabs (json_real_value (v)) < 9e15) {
         n = (int64_t) json_real_value (v);
     } else {
-        return s_bad (why, whylen, "\"%s\" must be an integer", key);
+        return gq_why (why, whylen, GQ_EINVAL, "\"%s\" must be an integer", key);
     }
     if (n < lo || n > hi) {
-        return s_bad (why, whylen, "\"%s\" is %lld, outside %lld..%lld", key, (long long) n,
-                      (long long) lo, (long long) hi);
+        return gq_why (why, whylen, GQ_EINVAL, "\"%s\" is %lld, outside %lld..%lld", key,
+                       (long long) n, (long long) lo, (long long) hi);
     }
     *out = n;
     return GQ_OK;
@@ -524,11 +514,11 @@ gq_json_num (json_t *obj, const char *key, double lo, double hi, double dflt, do
         return GQ_OK;
     }
     if (!json_is_number (v)) {
-        return s_bad (why, whylen, "\"%s\" must be a number", key);
+        return gq_why (why, whylen, GQ_EINVAL, "\"%s\" must be a number", key);
     }
     double d = json_number_value (v);
     if (!isfinite (d) || d < lo || d > hi) {
-        return s_bad (why, whylen, "\"%s\" is %g, outside %g..%g", key, d, lo, hi);
+        return gq_why (why, whylen, GQ_EINVAL, "\"%s\" is %g, outside %g..%g", key, d, lo, hi);
     }
     *out = d;
     return GQ_OK;
@@ -544,14 +534,15 @@ gq_json_str (json_t *obj, const char *key, size_t max, const char *dflt, const c
         return GQ_OK;
     }
     if (!json_is_string (v)) {
-        return s_bad (why, whylen, "\"%s\" must be a string", key);
+        return gq_why (why, whylen, GQ_EINVAL, "\"%s\" must be a string", key);
     }
     size_t len = json_string_length (v);
     if (len >= max) {
-        return s_bad (why, whylen, "\"%s\" is %zu bytes, the limit is %zu", key, len, max - 1);
+        return gq_why (why, whylen, GQ_EINVAL, "\"%s\" is %zu bytes, the limit is %zu", key, len,
+                       max - 1);
     }
     if (strlen (json_string_value (v)) != len) {
-        return s_bad (why, whylen, "\"%s\" contains a NUL byte", key);
+        return gq_why (why, whylen, GQ_EINVAL, "\"%s\" contains a NUL byte", key);
     }
     *out = json_string_value (v);
     return GQ_OK;
@@ -566,7 +557,7 @@ gq_json_bool (json_t *obj, const char *key, bool dflt, bool *out, char *why, siz
         return GQ_OK;
     }
     if (!json_is_boolean (v)) {
-        return s_bad (why, whylen, "\"%s\" must be true or false", key);
+        return gq_why (why, whylen, GQ_EINVAL, "\"%s\" must be true or false", key);
     }
     *out = json_is_true (v);
     return GQ_OK;
@@ -580,11 +571,12 @@ gq_json_ids (json_t *obj, const char *key, int64_t **ids, size_t *count, char *w
     *count = 0;
     json_t *v = json_object_get (obj, key);
     if (!json_is_array (v)) {
-        return s_bad (why, whylen, "\"%s\" must be an array of job ids", key);
+        return gq_why (why, whylen, GQ_EINVAL, "\"%s\" must be an array of job ids", key);
     }
     size_t n = json_array_size (v);
     if (n == 0 || n > GQ_MAX_IDS) {
-        return s_bad (why, whylen, "\"%s\" holds %zu ids; 1..%d allowed", key, n, GQ_MAX_IDS);
+        return gq_why (why, whylen, GQ_EINVAL, "\"%s\" holds %zu ids; 1..%d allowed", key, n,
+                       GQ_MAX_IDS);
     }
     int64_t *out = (int64_t *) malloc (n * sizeof *out);
     if (!out) {
@@ -594,7 +586,8 @@ gq_json_ids (json_t *obj, const char *key, int64_t **ids, size_t *count, char *w
         json_t *item = json_array_get (v, i);
         if (!json_is_integer (item) || json_integer_value (item) <= 0) {
             free (out);
-            return s_bad (why, whylen, "\"%s\"[%zu] is not a positive integer id", key, i);
+            return gq_why (why, whylen, GQ_EINVAL, "\"%s\"[%zu] is not a positive integer id", key,
+                           i);
         }
         out[i] = (int64_t) json_integer_value (item);
     }
