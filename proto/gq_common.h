@@ -1,4 +1,5 @@
-/*  gq_common.h — error codes, tuning constants (with units), clocks, size and duration parsing.
+/*  gq_common.h — error codes, tuning constants (with units), clocks, size and duration parsing,
+    names on the wire, a 64-bit hash mixer.
     Everything here is shared by every gridq program. */
 #ifndef GQ_COMMON_H_INCLUDED
 #define GQ_COMMON_H_INCLUDED
@@ -98,5 +99,20 @@ int gq_loopback_port (void);
    JSON text without escaping; that is why the broker may splice them into messages. */
 bool gq_valid_kind (const char *s);
 bool gq_valid_name (const char *s, size_t max);
+
+/* ---- Hashing ------------------------------------------------------------------------------- */
+/* SplitMix64's finalizer: a bijection on 64 bits in which every output bit depends on every input
+   bit. The broker's matcher hashes ids with it; the worker's random fill (gq_rand_uniform)
+   depends on its exact bits, which worker/cuda/backend_cuda.cu computes again on the device. */
+static inline uint64_t
+gq_mix64 (uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    return x;
+}
 
 #endif
