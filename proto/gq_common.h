@@ -84,6 +84,8 @@ int64_t gq_mono_us (void);
 char *gq_format_time (int64_t ms, char *buf);
 
 /* ---- Parsing of command-line values -------------------------------------------------------- */
+/* A whole decimal number within lo..hi -> *out (untouched otherwise). 0 or GQ_EINVAL. */
+int gq_parse_int (const char *text, int64_t lo, int64_t hi, int64_t *out);
 /* "512M", "24G", "1T" or a bare number of MiB -> MiB. Returns 0 or GQ_EINVAL. */
 int gq_parse_size_mb (const char *text, int64_t *mb);
 /* "250ms", "30s", "5m", "2h", "7d" or a bare number of seconds -> ms. 0 or GQ_EINVAL. */
