@@ -121,20 +121,6 @@ gq_json_depth (json_t *value)
     return 0;
 }
 
-/* Fails decoding with a reason; the partial message is kept when it can carry a reply. */
-static int
-s_fail (gq_msg_t **msg_p, gq_msg_t **partial, int code, char *why, size_t whylen,
-        const char *format, ...)
-{
-    va_list args;
-    va_start (args, format);
-    vsnprintf (why, whylen, format, args);
-    va_end (args);
-    *msg_p = *partial;
-    *partial = NULL;
-    return code;
-}
-
 int
 gq_msg_decode (zmsg_t **zmsg_p, bool routed, gq_msg_t **msg_p, char *why, size_t whylen)
 {
@@ -189,20 +175,20 @@ gq_msg_decode (zmsg_t **zmsg_p, bool routed, gq_msg_t **msg_p, char *why, size_t
     zframe_destroy (&proto);
 
     if (frames < 3) {
-        rc = s_fail (msg_p, &self, GQ_EPROTO, why, whylen,
+        rc = gq_why (why, whylen, GQ_EPROTO,
                      "expected at least 3 frames (protocol, command, JSON), got %zu", frames);
         goto done;
     }
     if (frames > GQ_MAX_FRAMES) {
-        rc = s_fail (msg_p, &self, GQ_ETOOBIG, why, whylen, "%zu frames exceed the limit of %d",
-                     frames, GQ_MAX_FRAMES);
+        rc = gq_why (why, whylen, GQ_ETOOBIG, "%zu frames exceed the limit of %d", frames,
+                     GQ_MAX_FRAMES);
         goto done;
     }
     zframe_t *command = zmsg_pop (zmsg);
     size_t csize = zframe_size (command);
     if (csize == 0 || csize >= GQ_COMMAND_MAX) {
         zframe_destroy (&command);
-        rc = s_fail (msg_p, &self, GQ_EPROTO, why, whylen, "command frame of %zu bytes", csize);
+        rc = gq_why (why, whylen, GQ_EPROTO, "command frame of %zu bytes", csize);
         goto done;
     }
     char name[GQ_COMMAND_MAX];
@@ -210,8 +196,7 @@ gq_msg_decode (zmsg_t **zmsg_p, bool routed, gq_msg_t **msg_p, char *why, size_t
     name[csize] = 0;
     zframe_destroy (&command);
     if (strlen (name) != csize || !s_valid_command (name)) {
-        rc = s_fail (msg_p, &self, GQ_EPROTO, why, whylen,
-                     "command is not upper-case ASCII");
+        rc = gq_why (why, whylen, GQ_EPROTO, "command is not upper-case ASCII");
         goto done;
     }
     strcpy (self->command, name);
@@ -220,8 +205,8 @@ gq_msg_decode (zmsg_t **zmsg_p, bool routed, gq_msg_t **msg_p, char *why, size_t
     size_t jsize = zframe_size (json);
     if (jsize > GQ_MAX_JSON_BYTES) {
         zframe_destroy (&json);
-        rc = s_fail (msg_p, &self, GQ_ETOOBIG, why, whylen,
-                     "JSON frame of %zu bytes exceeds %d", jsize, GQ_MAX_JSON_BYTES);
+        rc = gq_why (why, whylen, GQ_ETOOBIG, "JSON frame of %zu bytes exceeds %d", jsize,
+                     GQ_MAX_JSON_BYTES);
         goto done;
     }
     json_error_t error;
@@ -229,19 +214,18 @@ gq_msg_decode (zmsg_t **zmsg_p, bool routed, gq_msg_t **msg_p, char *why, size_t
                               JSON_REJECT_DUPLICATES, &error);
     zframe_destroy (&json);
     if (!body) {
-        rc = s_fail (msg_p, &self, GQ_EINVAL, why, whylen, "JSON frame: %s at byte %d",
-                     error.text, error.position);
+        rc = gq_why (why, whylen, GQ_EINVAL, "JSON frame: %s at byte %d", error.text,
+                     error.position);
         goto done;
     }
     if (!json_is_object (body)) {
         json_decref (body);
-        rc = s_fail (msg_p, &self, GQ_EINVAL, why, whylen, "JSON frame is not an object");
+        rc = gq_why (why, whylen, GQ_EINVAL, "JSON frame is not an object");
         goto done;
     }
     self->body = body;
     if (gq_json_depth (body) > GQ_MAX_JSON_DEPTH) {
-        rc = s_fail (msg_p, &self, GQ_ETOOBIG, why, whylen, "JSON nesting deeper than %d",
-                     GQ_MAX_JSON_DEPTH);
+        rc = gq_why (why, whylen, GQ_ETOOBIG, "JSON nesting deeper than %d", GQ_MAX_JSON_DEPTH);
         goto done;
     }
     zframe_t *blob;
@@ -249,16 +233,15 @@ gq_msg_decode (zmsg_t **zmsg_p, bool routed, gq_msg_t **msg_p, char *why, size_t
         if (zframe_size (blob) > GQ_MAX_BLOB_BYTES) {
             size_t bsize = zframe_size (blob);
             zframe_destroy (&blob);
-            rc = s_fail (msg_p, &self, GQ_ETOOBIG, why, whylen, "blob of %zu bytes exceeds %d",
-                         bsize, GQ_MAX_BLOB_BYTES);
+            rc = gq_why (why, whylen, GQ_ETOOBIG, "blob of %zu bytes exceeds %d", bsize,
+                         GQ_MAX_BLOB_BYTES);
             goto done;
         }
         self->blobs[self->n_blobs++] = blob;
     }
-    *msg_p = self;
-    self = NULL;
 done:
-    gq_msg_destroy (&self);
+    /* The message; on failure the partial one, kept because it can carry an ERROR reply. */
+    *msg_p = self;
     zmsg_destroy (&zmsg);
     return rc;
 }
