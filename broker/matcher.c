@@ -171,17 +171,6 @@ struct _gq_matcher_t {
 
 /* ---- Small helpers ------------------------------------------------------------------------ */
 
-static uint64_t
-s_mix64 (uint64_t x)
-{
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ULL;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebULL;
-    x ^= x >> 31;
-    return x;
-}
-
 /* The capacity to allocate for need elements when cap are allocated: doubling. */
 static size_t
 s_capacity (size_t cap, size_t need)
@@ -227,7 +216,7 @@ s_map_get (const s_map_t *map, uint64_t key)
         return -1;
     }
     size_t mask = map->cap - 1;
-    for (size_t i = s_mix64 (key) & mask;; i = (i + 1) & mask) {
+    for (size_t i = gq_mix64 (key) & mask;; i = (i + 1) & mask) {
         if (map->vals[i] < 0) {
             return -1;
         }
@@ -254,7 +243,7 @@ s_map_put (s_map_t *map, uint64_t key, int32_t val)
         }
         for (size_t j = 0; j < map->cap; j++) {
             if (map->vals[j] >= 0) {
-                size_t i = s_mix64 (map->keys[j]) & (cap - 1);
+                size_t i = gq_mix64 (map->keys[j]) & (cap - 1);
                 while (vals[i] >= 0) {
                     i = (i + 1) & (cap - 1);
                 }
@@ -269,7 +258,7 @@ s_map_put (s_map_t *map, uint64_t key, int32_t val)
         map->cap = cap;
     }
     size_t mask = map->cap - 1;
-    size_t i = s_mix64 (key) & mask;
+    size_t i = gq_mix64 (key) & mask;
     while (map->vals[i] >= 0) {
         i = (i + 1) & mask;
     }

@@ -80,28 +80,29 @@ s_connected (const gq_node_t *n)
     return n->status != GQ_NODE_OFFLINE && n->status <= GQ_NODE_OFFLINE;
 }
 
+/* name, or "#id" in buf when the id has no name. */
+static inline const char *
+s_name_or_id (const char *name, long long id, char *buf, size_t size)
+{
+    if (name) {
+        return name;
+    }
+    snprintf (buf, size, "#%lld", id);
+    return buf;
+}
+
 /* A kind's name, or "#id" in buf when the id is unknown. */
 static inline const char *
 s_kind_text (gq_matcher_t *self, int id, char *buf, size_t size)
 {
-    const char *name = gq_matcher_kind_name (self, id);
-    if (name) {
-        return name;
-    }
-    snprintf (buf, size, "#%d", id);
-    return buf;
+    return s_name_or_id (gq_matcher_kind_name (self, id), id, buf, size);
 }
 
 /* A model's name, or "#id" in buf when the id is unknown. */
 static inline const char *
 s_model_text (gq_matcher_t *self, uint32_t id, char *buf, size_t size)
 {
-    const char *name = gq_matcher_model_name (self, id);
-    if (name) {
-        return name;
-    }
-    snprintf (buf, size, "#%u", id);
-    return buf;
+    return s_name_or_id (gq_matcher_model_name (self, id), id, buf, size);
 }
 
 /* gpu_pattern: '|'-separated alternatives, each a case-insensitive substring of gpu_model;

@@ -1,10 +1,12 @@
-/*  gq_common.c — error names, clocks, time formatting, size and duration parsing. */
+/*  gq_common.c — error names and reasons, clocks, time formatting, number, size and duration
+    parsing. */
 #include "gq_common.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +71,16 @@ gq_err_from_name (const char *name)
     return GQ_EPROTO;
 }
 
+int
+gq_why (char *why, size_t whylen, int code, const char *format, ...)
+{
+    va_list args;
+    va_start (args, format);
+    vsnprintf (why, whylen, format, args);
+    va_end (args);
+    return code;
+}
+
 int64_t
 gq_now_ms (void)
 {
@@ -114,6 +126,19 @@ gq_format_time (int64_t ms, char *buf)
     buf[n + 4] = 'Z';
     buf[n + 5] = 0;
     return buf;
+}
+
+int
+gq_parse_int (const char *text, int64_t lo, int64_t hi, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long value = strtoll (text, &end, 10);
+    if (errno || end == text || *end || value < lo || value > hi) {
+        return GQ_EINVAL;
+    }
+    *out = value;
+    return GQ_OK;
 }
 
 /* Parses a non-negative decimal number followed by an optional suffix; returns the suffix. */
@@ -251,6 +276,12 @@ void
 gq_common_test (bool verbose)
 {
     int64_t v;
+    assert (gq_parse_int ("42", 1, 100, &v) == 0 && v == 42);
+    assert (gq_parse_int ("-7", -10, 10, &v) == 0 && v == -7);
+    assert (gq_parse_int ("101", 1, 100, &v) == GQ_EINVAL && v == -7);
+    assert (gq_parse_int ("4x", 1, 100, &v) == GQ_EINVAL);
+    assert (gq_parse_int ("", 1, 100, &v) == GQ_EINVAL);
+    assert (gq_parse_int ("99999999999999999999", 0, INT64_MAX, &v) == GQ_EINVAL);
     assert (gq_parse_size_mb ("512M", &v) == 0 && v == 512);
     assert (gq_parse_size_mb ("24G", &v) == 0 && v == 24576);
     assert (gq_parse_size_mb ("1.5G", &v) == 0 && v == 1536);
@@ -266,6 +297,9 @@ gq_common_test (bool verbose)
     assert (gq_parse_duration_ms ("2", &v) == 0 && v == 2000);
     assert (gq_parse_duration_ms ("5m", &v) == 0 && v == 300000);
     assert (gq_parse_duration_ms ("5x", &v) == GQ_EINVAL);
+    char why[16];
+    assert (gq_why (why, sizeof why, GQ_EMODEL, "layer %d of %s", 3, "a long name") == GQ_EMODEL);
+    assert (strcmp (why, "layer 3 of a lo") == 0);
     char buf[GQ_TIME_BUF];
     assert (strcmp (gq_format_time (1764411673123LL, buf), "2025-11-29T10:21:13.123Z") == 0);
     assert (strcmp (gq_format_time (0, buf), "") == 0);

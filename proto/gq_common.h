@@ -1,4 +1,5 @@
-/*  gq_common.h — error codes, tuning constants (with units), clocks, size and duration parsing.
+/*  gq_common.h — error codes, tuning constants (with units), clocks, size and duration parsing,
+    names on the wire, a 64-bit hash mixer.
     Everything here is shared by every gridq program. */
 #ifndef GQ_COMMON_H_INCLUDED
 #define GQ_COMMON_H_INCLUDED
@@ -32,6 +33,10 @@ const char *gq_strerror (int err);
 const char *gq_errname (int err);
 /* Inverse of gq_errname; unknown names map to GQ_EPROTO. */
 int gq_err_from_name (const char *name);
+/* Writes the reason for a failure, printf-style, into why (whylen bytes, always terminated) and
+   returns code, so that a check fails in one line: return gq_why (why, whylen, GQ_EINVAL, ...). */
+int gq_why (char *why, size_t whylen, int code, const char *format, ...)
+    __attribute__ ((format (printf, 4, 5)));
 
 /* ---- Tuning constants (units in the name) -------------------------------------------------- */
 #define GQ_DEFAULT_ENDPOINT     "tcp://127.0.0.1:5555"
@@ -79,6 +84,8 @@ int64_t gq_mono_us (void);
 char *gq_format_time (int64_t ms, char *buf);
 
 /* ---- Parsing of command-line values -------------------------------------------------------- */
+/* A whole decimal number within lo..hi -> *out (untouched otherwise). 0 or GQ_EINVAL. */
+int gq_parse_int (const char *text, int64_t lo, int64_t hi, int64_t *out);
 /* "512M", "24G", "1T" or a bare number of MiB -> MiB. Returns 0 or GQ_EINVAL. */
 int gq_parse_size_mb (const char *text, int64_t *mb);
 /* "250ms", "30s", "5m", "2h", "7d" or a bare number of seconds -> ms. 0 or GQ_EINVAL. */
@@ -94,5 +101,20 @@ int gq_loopback_port (void);
    JSON text without escaping; that is why the broker may splice them into messages. */
 bool gq_valid_kind (const char *s);
 bool gq_valid_name (const char *s, size_t max);
+
+/* ---- Hashing ------------------------------------------------------------------------------- */
+/* SplitMix64's finalizer: a bijection on 64 bits in which every output bit depends on every input
+   bit. The broker's matcher hashes ids with it; the worker's random fill (gq_rand_uniform)
+   depends on its exact bits, which worker/cuda/backend_cuda.cu computes again on the device. */
+static inline uint64_t
+gq_mix64 (uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    return x;
+}
 
 #endif

@@ -121,20 +121,6 @@ gq_json_depth (json_t *value)
     return 0;
 }
 
-/* Fails decoding with a reason; the partial message is kept when it can carry a reply. */
-static int
-s_fail (gq_msg_t **msg_p, gq_msg_t **partial, int code, char *why, size_t whylen,
-        const char *format, ...)
-{
-    va_list args;
-    va_start (args, format);
-    vsnprintf (why, whylen, format, args);
-    va_end (args);
-    *msg_p = *partial;
-    *partial = NULL;
-    return code;
-}
-
 int
 gq_msg_decode (zmsg_t **zmsg_p, bool routed, gq_msg_t **msg_p, char *why, size_t whylen)
 {
@@ -189,20 +175,20 @@ gq_msg_decode (zmsg_t **zmsg_p, bool routed, gq_msg_t **msg_p, char *why, size_t
     zframe_destroy (&proto);
 
     if (frames < 3) {
-        rc = s_fail (msg_p, &self, GQ_EPROTO, why, whylen,
+        rc = gq_why (why, whylen, GQ_EPROTO,
                      "expected at least 3 frames (protocol, command, JSON), got %zu", frames);
         goto done;
     }
     if (frames > GQ_MAX_FRAMES) {
-        rc = s_fail (msg_p, &self, GQ_ETOOBIG, why, whylen, "%zu frames exceed the limit of %d",
-                     frames, GQ_MAX_FRAMES);
+        rc = gq_why (why, whylen, GQ_ETOOBIG, "%zu frames exceed the limit of %d", frames,
+                     GQ_MAX_FRAMES);
         goto done;
     }
     zframe_t *command = zmsg_pop (zmsg);
     size_t csize = zframe_size (command);
     if (csize == 0 || csize >= GQ_COMMAND_MAX) {
         zframe_destroy (&command);
-        rc = s_fail (msg_p, &self, GQ_EPROTO, why, whylen, "command frame of %zu bytes", csize);
+        rc = gq_why (why, whylen, GQ_EPROTO, "command frame of %zu bytes", csize);
         goto done;
     }
     char name[GQ_COMMAND_MAX];
@@ -210,8 +196,7 @@ gq_msg_decode (zmsg_t **zmsg_p, bool routed, gq_msg_t **msg_p, char *why, size_t
     name[csize] = 0;
     zframe_destroy (&command);
     if (strlen (name) != csize || !s_valid_command (name)) {
-        rc = s_fail (msg_p, &self, GQ_EPROTO, why, whylen,
-                     "command is not upper-case ASCII");
+        rc = gq_why (why, whylen, GQ_EPROTO, "command is not upper-case ASCII");
         goto done;
     }
     strcpy (self->command, name);
@@ -220,8 +205,8 @@ gq_msg_decode (zmsg_t **zmsg_p, bool routed, gq_msg_t **msg_p, char *why, size_t
     size_t jsize = zframe_size (json);
     if (jsize > GQ_MAX_JSON_BYTES) {
         zframe_destroy (&json);
-        rc = s_fail (msg_p, &self, GQ_ETOOBIG, why, whylen,
-                     "JSON frame of %zu bytes exceeds %d", jsize, GQ_MAX_JSON_BYTES);
+        rc = gq_why (why, whylen, GQ_ETOOBIG, "JSON frame of %zu bytes exceeds %d", jsize,
+                     GQ_MAX_JSON_BYTES);
         goto done;
     }
     json_error_t error;
@@ -229,19 +214,18 @@ gq_msg_decode (zmsg_t **zmsg_p, bool routed, gq_msg_t **msg_p, char *why, size_t
                               JSON_REJECT_DUPLICATES, &error);
     zframe_destroy (&json);
     if (!body) {
-        rc = s_fail (msg_p, &self, GQ_EINVAL, why, whylen, "JSON frame: %s at byte %d",
-                     error.text, error.position);
+        rc = gq_why (why, whylen, GQ_EINVAL, "JSON frame: %s at byte %d", error.text,
+                     error.position);
         goto done;
     }
     if (!json_is_object (body)) {
         json_decref (body);
-        rc = s_fail (msg_p, &self, GQ_EINVAL, why, whylen, "JSON frame is not an object");
+        rc = gq_why (why, whylen, GQ_EINVAL, "JSON frame is not an object");
         goto done;
     }
     self->body = body;
     if (gq_json_depth (body) > GQ_MAX_JSON_DEPTH) {
-        rc = s_fail (msg_p, &self, GQ_ETOOBIG, why, whylen, "JSON nesting deeper than %d",
-                     GQ_MAX_JSON_DEPTH);
+        rc = gq_why (why, whylen, GQ_ETOOBIG, "JSON nesting deeper than %d", GQ_MAX_JSON_DEPTH);
         goto done;
     }
     zframe_t *blob;
@@ -249,16 +233,15 @@ gq_msg_decode (zmsg_t **zmsg_p, bool routed, gq_msg_t **msg_p, char *why, size_t
         if (zframe_size (blob) > GQ_MAX_BLOB_BYTES) {
             size_t bsize = zframe_size (blob);
             zframe_destroy (&blob);
-            rc = s_fail (msg_p, &self, GQ_ETOOBIG, why, whylen, "blob of %zu bytes exceeds %d",
-                         bsize, GQ_MAX_BLOB_BYTES);
+            rc = gq_why (why, whylen, GQ_ETOOBIG, "blob of %zu bytes exceeds %d", bsize,
+                         GQ_MAX_BLOB_BYTES);
             goto done;
         }
         self->blobs[self->n_blobs++] = blob;
     }
-    *msg_p = self;
-    self = NULL;
 done:
-    gq_msg_destroy (&self);
+    /* The message; on failure the partial one, kept because it can carry an ERROR reply. */
+    *msg_p = self;
     zmsg_destroy (&zmsg);
     return rc;
 }
@@ -478,16 +461,6 @@ gq_msg_error (const gq_msg_t *request, int code, const char *format, ...)
 
 /* ---- Validated field access ---------------------------------------------------------------- */
 
-static int
-s_bad (char *why, size_t whylen, const char *format, ...)
-{
-    va_list args;
-    va_start (args, format);
-    vsnprintf (why, whylen, format, args);
-    va_end (args);
-    return GQ_EINVAL;
-}
-
 int
 gq_json_int (json_t *obj, const char *key, int64_t lo, int64_t hi, int64_t dflt, int64_t *out,
              char *why, size_t whylen)
@@ -504,11 +477,11 @@ gq_json_int (json_t *obj, const char *key, int64_t lo, int64_t hi, int64_t dflt,
                fabs (json_real_value (v)) < 9e15) {
         n = (int64_t) json_real_value (v);
     } else {
-        return s_bad (why, whylen, "\"%s\" must be an integer", key);
+        return gq_why (why, whylen, GQ_EINVAL, "\"%s\" must be an integer", key);
     }
     if (n < lo || n > hi) {
-        return s_bad (why, whylen, "\"%s\" is %lld, outside %lld..%lld", key, (long long) n,
-                      (long long) lo, (long long) hi);
+        return gq_why (why, whylen, GQ_EINVAL, "\"%s\" is %lld, outside %lld..%lld", key,
+                       (long long) n, (long long) lo, (long long) hi);
     }
     *out = n;
     return GQ_OK;
@@ -524,11 +497,11 @@ gq_json_num (json_t *obj, const char *key, double lo, double hi, double dflt, do
         return GQ_OK;
     }
     if (!json_is_number (v)) {
-        return s_bad (why, whylen, "\"%s\" must be a number", key);
+        return gq_why (why, whylen, GQ_EINVAL, "\"%s\" must be a number", key);
     }
     double d = json_number_value (v);
     if (!isfinite (d) || d < lo || d > hi) {
-        return s_bad (why, whylen, "\"%s\" is %g, outside %g..%g", key, d, lo, hi);
+        return gq_why (why, whylen, GQ_EINVAL, "\"%s\" is %g, outside %g..%g", key, d, lo, hi);
     }
     *out = d;
     return GQ_OK;
@@ -544,14 +517,15 @@ gq_json_str (json_t *obj, const char *key, size_t max, const char *dflt, const c
         return GQ_OK;
     }
     if (!json_is_string (v)) {
-        return s_bad (why, whylen, "\"%s\" must be a string", key);
+        return gq_why (why, whylen, GQ_EINVAL, "\"%s\" must be a string", key);
     }
     size_t len = json_string_length (v);
     if (len >= max) {
-        return s_bad (why, whylen, "\"%s\" is %zu bytes, the limit is %zu", key, len, max - 1);
+        return gq_why (why, whylen, GQ_EINVAL, "\"%s\" is %zu bytes, the limit is %zu", key, len,
+                       max - 1);
     }
     if (strlen (json_string_value (v)) != len) {
-        return s_bad (why, whylen, "\"%s\" contains a NUL byte", key);
+        return gq_why (why, whylen, GQ_EINVAL, "\"%s\" contains a NUL byte", key);
     }
     *out = json_string_value (v);
     return GQ_OK;
@@ -566,7 +540,7 @@ gq_json_bool (json_t *obj, const char *key, bool dflt, bool *out, char *why, siz
         return GQ_OK;
     }
     if (!json_is_boolean (v)) {
-        return s_bad (why, whylen, "\"%s\" must be true or false", key);
+        return gq_why (why, whylen, GQ_EINVAL, "\"%s\" must be true or false", key);
     }
     *out = json_is_true (v);
     return GQ_OK;
@@ -580,11 +554,12 @@ gq_json_ids (json_t *obj, const char *key, int64_t **ids, size_t *count, char *w
     *count = 0;
     json_t *v = json_object_get (obj, key);
     if (!json_is_array (v)) {
-        return s_bad (why, whylen, "\"%s\" must be an array of job ids", key);
+        return gq_why (why, whylen, GQ_EINVAL, "\"%s\" must be an array of job ids", key);
     }
     size_t n = json_array_size (v);
     if (n == 0 || n > GQ_MAX_IDS) {
-        return s_bad (why, whylen, "\"%s\" holds %zu ids; 1..%d allowed", key, n, GQ_MAX_IDS);
+        return gq_why (why, whylen, GQ_EINVAL, "\"%s\" holds %zu ids; 1..%d allowed", key, n,
+                       GQ_MAX_IDS);
     }
     int64_t *out = (int64_t *) malloc (n * sizeof *out);
     if (!out) {
@@ -594,7 +569,8 @@ gq_json_ids (json_t *obj, const char *key, int64_t **ids, size_t *count, char *w
         json_t *item = json_array_get (v, i);
         if (!json_is_integer (item) || json_integer_value (item) <= 0) {
             free (out);
-            return s_bad (why, whylen, "\"%s\"[%zu] is not a positive integer id", key, i);
+            return gq_why (why, whylen, GQ_EINVAL, "\"%s\"[%zu] is not a positive integer id", key,
+                           i);
         }
         out[i] = (int64_t) json_integer_value (item);
     }

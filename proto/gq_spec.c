@@ -1,21 +1,10 @@
 /*  gq_spec.c — validation of jobs and node specs sent by peers. */
 #include "gq_spec.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "gq_msg.h"
-
-static int
-s_bad (char *why, size_t whylen, const char *format, ...)
-{
-    va_list args;
-    va_start (args, format);
-    vsnprintf (why, whylen, format, args);
-    va_end (args);
-    return GQ_EINVAL;
-}
 
 /* Known job fields; anything else is refused so that typos do not pass silently. */
 static const char *s_job_fields[] = {
@@ -39,13 +28,13 @@ gq_jobspec_parse (json_t *obj, gq_jobspec_t *spec, char *why, size_t whylen)
     memset (spec, 0, sizeof *spec);
     spec->blob_first = -1;
     if (!json_is_object (obj)) {
-        return s_bad (why, whylen, "a job must be a JSON object");
+        return gq_why (why, whylen, GQ_EINVAL, "a job must be a JSON object");
     }
     const char *key;
     json_t *value;
     json_object_foreach (obj, key, value) {
         if (!s_known (key, s_job_fields)) {
-            return s_bad (why, whylen, "unknown job field \"%s\"", key);
+            return gq_why (why, whylen, GQ_EINVAL, "unknown job field \"%s\"", key);
         }
     }
     int64_t n;
@@ -53,14 +42,15 @@ gq_jobspec_parse (json_t *obj, gq_jobspec_t *spec, char *why, size_t whylen)
         return GQ_EINVAL;
     }
     if (!gq_valid_kind (spec->kind)) {
-        return s_bad (why, whylen, "kind \"%s\" is not a valid kind name ([a-z0-9_.-]{1,31})",
-                      spec->kind);
+        return gq_why (why, whylen, GQ_EINVAL,
+                       "kind \"%s\" is not a valid kind name ([a-z0-9_.-]{1,31})", spec->kind);
     }
     if (gq_json_str (obj, "model", GQ_MODEL_MAX, NULL, &spec->model, why, whylen)) {
         return GQ_EINVAL;
     }
     if (spec->model && !gq_valid_name (spec->model, GQ_MODEL_MAX)) {
-        return s_bad (why, whylen, "model \"%s\" is not a valid model name", spec->model);
+        return gq_why (why, whylen, GQ_EINVAL, "model \"%s\" is not a valid model name",
+                       spec->model);
     }
     /* Two spellings of one thing: both given is a mistake, not a choice. */
     static const char *twins[][2] = {{"min_vram", "min_vram_mb"},
@@ -71,18 +61,18 @@ gq_jobspec_parse (json_t *obj, gq_jobspec_t *spec, char *why, size_t whylen)
     for (size_t t = 0; t < sizeof twins / sizeof twins[0]; t++) {
         json_t *a = json_object_get (obj, twins[t][0]), *b = json_object_get (obj, twins[t][1]);
         if (a && !json_is_null (a) && b && !json_is_null (b)) {
-            return s_bad (why, whylen, "give \"%s\" or \"%s\", not both", twins[t][0],
-                          twins[t][1]);
+            return gq_why (why, whylen, GQ_EINVAL, "give \"%s\" or \"%s\", not both", twins[t][0],
+                           twins[t][1]);
         }
     }
     json_t *size = json_object_get (obj, "min_vram");
     if (json_is_string (size)) {
         if (gq_parse_size_mb (json_string_value (size), &spec->min_vram_mb)) {
-            return s_bad (why, whylen, "min_vram \"%s\" is not a size like 512M or 24G",
-                          json_string_value (size));
+            return gq_why (why, whylen, GQ_EINVAL, "min_vram \"%s\" is not a size like 512M or 24G",
+                           json_string_value (size));
         }
     } else if (size && !json_is_null (size)) {
-        return s_bad (why, whylen, "\"min_vram\" must be a size string like \"24G\"");
+        return gq_why (why, whylen, GQ_EINVAL, "\"min_vram\" must be a size string like \"24G\"");
     } else if (gq_json_int (obj, "min_vram_mb", 0, GQ_MAX_VRAM_MB, 0, &spec->min_vram_mb, why,
                             whylen)) {
         return GQ_EINVAL;
@@ -96,7 +86,7 @@ gq_jobspec_parse (json_t *obj, gq_jobspec_t *spec, char *why, size_t whylen)
     json_t *where = obj;
     if (constraints && !json_is_null (constraints)) {
         if (!json_is_object (constraints)) {
-            return s_bad (why, whylen, "\"constraints\" must be an object");
+            return gq_why (why, whylen, GQ_EINVAL, "\"constraints\" must be an object");
         }
         where = constraints;
     }
@@ -112,11 +102,13 @@ gq_jobspec_parse (json_t *obj, gq_jobspec_t *spec, char *why, size_t whylen)
     if (json_is_string (limit)) {
         if (gq_parse_duration_ms (json_string_value (limit), &spec->timeout_ms) ||
             spec->timeout_ms > GQ_MAX_TIMEOUT_MS) {
-            return s_bad (why, whylen, "time_limit \"%s\" is not a duration like 30s or 5m",
-                          json_string_value (limit));
+            return gq_why (why, whylen, GQ_EINVAL,
+                           "time_limit \"%s\" is not a duration like 30s or 5m",
+                           json_string_value (limit));
         }
     } else if (limit && !json_is_null (limit)) {
-        return s_bad (why, whylen, "\"time_limit\" must be a duration string like \"30s\"");
+        return gq_why (why, whylen, GQ_EINVAL,
+                       "\"time_limit\" must be a duration string like \"30s\"");
     } else if (gq_json_int (obj, "timeout_ms", 0, GQ_MAX_TIMEOUT_MS, 0, &spec->timeout_ms, why,
                             whylen)) {
         return GQ_EINVAL;
@@ -130,7 +122,7 @@ gq_jobspec_parse (json_t *obj, gq_jobspec_t *spec, char *why, size_t whylen)
         return GQ_EINVAL;
     }
     if (spec->idem && !*spec->idem) {
-        return s_bad (why, whylen, "\"idem\" must not be empty");
+        return gq_why (why, whylen, GQ_EINVAL, "\"idem\" must not be empty");
     }
     spec->payload = json_object_get (obj, "payload");
     json_t *blobs = json_object_get (obj, "blobs");
@@ -138,13 +130,13 @@ gq_jobspec_parse (json_t *obj, gq_jobspec_t *spec, char *why, size_t whylen)
         if (!json_is_array (blobs) || json_array_size (blobs) != 2 ||
             !json_is_integer (json_array_get (blobs, 0)) ||
             !json_is_integer (json_array_get (blobs, 1))) {
-            return s_bad (why, whylen, "\"blobs\" must be [first, count]");
+            return gq_why (why, whylen, GQ_EINVAL, "\"blobs\" must be [first, count]");
         }
         json_int_t first = json_integer_value (json_array_get (blobs, 0));
         json_int_t count = json_integer_value (json_array_get (blobs, 1));
         if (first < 0 || count < 0 || first >= GQ_MAX_BLOBS || count > GQ_MAX_BLOBS - first) {
-            return s_bad (why, whylen, "\"blobs\" [%lld, %lld] is out of range",
-                          (long long) first, (long long) count);
+            return gq_why (why, whylen, GQ_EINVAL, "\"blobs\" [%lld, %lld] is out of range",
+                           (long long) first, (long long) count);
         }
         spec->blob_first = count ? (int) first : -1;
         spec->blob_count = (int) count;
@@ -159,8 +151,8 @@ gq_models_validate (json_t *models, bool loaded, char *why, size_t whylen)
         return GQ_OK;
     }
     if (!json_is_array (models) || json_array_size (models) > GQ_MAX_MODELS) {
-        return s_bad (why, whylen, "models must be an array of at most %d entries",
-                      GQ_MAX_MODELS);
+        return gq_why (why, whylen, GQ_EINVAL, "models must be an array of at most %d entries",
+                       GQ_MAX_MODELS);
     }
     size_t i;
     json_t *item;
@@ -171,14 +163,14 @@ gq_models_validate (json_t *models, bool loaded, char *why, size_t whylen)
             if (!json_is_object (item) ||
                 gq_json_str (item, "name", GQ_MODEL_MAX, NULL, &name, why, whylen) ||
                 gq_json_num (item, "load_ms", 0, 1e9, 0, &load_ms, why, whylen)) {
-                return s_bad (why, whylen, "models_loaded[%zu] must be {\"name\", \"load_ms\"}",
-                              i);
+                return gq_why (why, whylen, GQ_EINVAL,
+                               "models_loaded[%zu] must be {\"name\", \"load_ms\"}", i);
             }
         } else {
             name = json_string_value (item);
         }
         if (!name || !gq_valid_name (name, GQ_MODEL_MAX)) {
-            return s_bad (why, whylen, "model entry %zu is not a valid model name", i);
+            return gq_why (why, whylen, GQ_EINVAL, "model entry %zu is not a valid model name", i);
         }
     }
     return GQ_OK;
@@ -189,7 +181,7 @@ gq_nodespec_parse (json_t *obj, gq_nodespec_t *spec, char *why, size_t whylen)
 {
     memset (spec, 0, sizeof *spec);
     if (!json_is_object (obj)) {
-        return s_bad (why, whylen, "\"spec\" must be an object");
+        return gq_why (why, whylen, GQ_EINVAL, "\"spec\" must be an object");
     }
     int64_t n;
     if (gq_json_str (obj, "name", GQ_NAME_MAX, NULL, &spec->name, why, whylen) ||
@@ -205,8 +197,8 @@ gq_nodespec_parse (json_t *obj, gq_nodespec_t *spec, char *why, size_t whylen)
     }
     spec->slots = (int) n;
     if (!spec->name || !gq_valid_name (spec->name, GQ_NAME_MAX)) {
-        return s_bad (why, whylen, "\"name\" must be a node name ([A-Za-z0-9_.:@+-], < %d bytes)",
-                      GQ_NAME_MAX);
+        return gq_why (why, whylen, GQ_EINVAL,
+                       "\"name\" must be a node name ([A-Za-z0-9_.:@+-], < %d bytes)", GQ_NAME_MAX);
     }
     if (gq_json_int (obj, "vram_free_mb", 0, spec->vram_total_mb, spec->vram_total_mb,
                      &spec->vram_free_mb, why, whylen)) {
@@ -215,14 +207,14 @@ gq_nodespec_parse (json_t *obj, gq_nodespec_t *spec, char *why, size_t whylen)
     spec->kinds = json_object_get (obj, "kinds");
     if (!json_is_array (spec->kinds) || json_array_size (spec->kinds) == 0 ||
         json_array_size (spec->kinds) > GQ_MAX_KINDS) {
-        return s_bad (why, whylen, "\"kinds\" must be an array of 1..%d kind names",
-                      GQ_MAX_KINDS);
+        return gq_why (why, whylen, GQ_EINVAL, "\"kinds\" must be an array of 1..%d kind names",
+                       GQ_MAX_KINDS);
     }
     size_t i;
     json_t *item;
     json_array_foreach (spec->kinds, i, item) {
         if (!json_is_string (item) || !gq_valid_kind (json_string_value (item))) {
-            return s_bad (why, whylen, "kinds[%zu] is not a valid kind name", i);
+            return gq_why (why, whylen, GQ_EINVAL, "kinds[%zu] is not a valid kind name", i);
         }
     }
     spec->models_available = json_object_get (obj, "models_available");

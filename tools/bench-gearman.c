@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "bench_common.h"
+#include "gq_common.h"
 #include "tuning.h"
 
 #define S_FUNCTION "gq_echo" /* the function the workers register */
@@ -243,7 +244,7 @@ s_throughput (gearman_client_st *client, const s_opts_t *opts, const char *paylo
     }
     /* Background: the workers' count is the only completion there is. */
     long last = -1;
-    int64_t progress_us = bench_mono_us ();
+    int64_t progress_us = gq_mono_us ();
     for (;;) {
         long ran = atomic_load (&shared->ran);
         if (ran >= opts->load.jobs) {
@@ -252,8 +253,8 @@ s_throughput (gearman_client_st *client, const s_opts_t *opts, const char *paylo
         }
         if (ran != last) {
             last = ran;
-            progress_us = bench_mono_us ();
-        } else if (bench_mono_us () - progress_us > GQ_BENCH_GEARMAN_STALL_MS * 1000LL) {
+            progress_us = gq_mono_us ();
+        } else if (gq_mono_us () - progress_us > GQ_BENCH_GEARMAN_STALL_MS * 1000LL) {
             fprintf (stderr, "gridq-bench-gearman: no progress for %d s: %ld of %ld jobs ran\n",
                      GQ_BENCH_GEARMAN_STALL_MS / 1000, ran, opts->load.jobs);
             *done = ran;
@@ -269,9 +270,9 @@ s_latency (gearman_client_st *client, const s_opts_t *opts, const char *payload,
 {
     for (long i = 0; i < opts->load.warmup + opts->load.jobs; i++) {
         if (i == opts->load.warmup) {
-            *start_us = bench_mono_us ();
+            *start_us = gq_mono_us ();
         }
-        int64_t t0 = bench_mono_us ();
+        int64_t t0 = gq_mono_us ();
         size_t size = 0;
         gearman_return_t ret;
         void *result = gearman_client_do (client, S_FUNCTION, NULL, payload,
@@ -283,7 +284,7 @@ s_latency (gearman_client_st *client, const s_opts_t *opts, const char *payload,
         }
         free (result);
         if (i >= opts->load.warmup) {
-            bench_samples_add (samples, bench_mono_us () - t0);
+            bench_samples_add (samples, gq_mono_us () - t0);
             (*done)++;
         }
     }
@@ -344,7 +345,7 @@ s_parse (int argc, char **argv, s_opts_t *opts)
         if (taken) {
             continue;
         }
-        long long value;
+        int64_t value;
         switch (opt) {
         case 's': {
             const char *colon = strrchr (optarg, ':');
@@ -364,7 +365,7 @@ s_parse (int argc, char **argv, s_opts_t *opts)
             opts->background = true;
             break;
         case 'B':
-            if (!bench_parse_int (optarg, 1, 1000000, &value)) {
+            if (gq_parse_int (optarg, 1, 1000000, &value)) {
                 return bench_bad_value (program, "--batch", optarg);
             }
             opts->batch = (long) value;
@@ -431,9 +432,9 @@ main (int argc, char **argv)
         }
     }
     /* Wait until gearmand knows every worker, so the clock does not time their start-up. */
-    int64_t deadline = bench_mono_us () + GQ_BENCH_GEARMAN_START_TIMEOUT_MS * 1000LL;
+    int64_t deadline = gq_mono_us () + GQ_BENCH_GEARMAN_START_TIMEOUT_MS * 1000LL;
     int up = 0;
-    while ((up = s_registered (&opts)) < load->workers && bench_mono_us () < deadline) {
+    while ((up = s_registered (&opts)) < load->workers && gq_mono_us () < deadline) {
         usleep (10000);
     }
     if (up < load->workers) {
@@ -449,13 +450,13 @@ main (int argc, char **argv)
         return 1;
     }
     bench_run_t run = {0, 0, bench_latency_none ()};
-    int64_t start_us = bench_mono_us ();
+    int64_t start_us = gq_mono_us ();
     if (load->latency) {
         rc = s_latency (client, &opts, payload, samples, &run.done, &start_us);
     } else {
         rc = s_throughput (client, &opts, payload, shared, &run.done);
     }
-    run.seconds = (bench_mono_us () - start_us) / 1e6;
+    run.seconds = (gq_mono_us () - start_us) / 1e6;
     gearman_client_free (client);
     bench_children_stop ();
     if (load->latency && rc == 0) {

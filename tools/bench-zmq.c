@@ -215,11 +215,11 @@ s_recv_reply (void *dealer, zmq_msg_t *msg)
 static int
 s_wait_workers (void *dealer, int n)
 {
-    int64_t deadline = bench_mono_us () + GQ_BENCH_ZMQ_START_TIMEOUT_MS * 1000LL;
+    int64_t deadline = gq_mono_us () + GQ_BENCH_ZMQ_START_TIMEOUT_MS * 1000LL;
     int timeout = 100;
     zmq_setsockopt (dealer, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
     int up = 0;
-    while (bench_mono_us () < deadline) {
+    while (gq_mono_us () < deadline) {
         zmq_send (dealer, "H", 1, 0);
         char text[16] = "";
         int size = zmq_recv (dealer, text, sizeof text - 1, 0);
@@ -278,11 +278,11 @@ s_parse (int argc, char **argv, s_opts_t *opts)
         if (taken < 0) {
             return 2;
         }
-        long long value;
+        int64_t value;
         if (taken) {
             continue;
         } else if (opt == 'w') {
-            if (!bench_parse_int (optarg, 1, 1000000, &value)) {
+            if (gq_parse_int (optarg, 1, 1000000, &value)) {
                 return bench_bad_value (opts->load.program, "--window", optarg);
             }
             opts->window = (long) value;
@@ -352,19 +352,19 @@ main (int argc, char **argv)
     zmq_msg_t reply;
     zmq_msg_init (&reply);
     bench_run_t run = {0, 0, bench_latency_none ()};
-    int64_t start_us = bench_mono_us ();
+    int64_t start_us = gq_mono_us ();
     if (load->latency) {
         for (long i = 0; i < load->warmup + load->jobs; i++) {
             if (i == load->warmup) {
-                start_us = bench_mono_us ();
+                start_us = gq_mono_us ();
             }
-            int64_t t0 = bench_mono_us ();
+            int64_t t0 = gq_mono_us ();
             s_send_job (dealer, payload, (size_t) load->payload_bytes);
             if (!s_recv_reply (dealer, &reply)) {
                 break;
             }
             if (i >= load->warmup) {
-                bench_samples_add (samples, bench_mono_us () - t0);
+                bench_samples_add (samples, gq_mono_us () - t0);
                 run.done++;
             }
         }
@@ -382,7 +382,7 @@ main (int argc, char **argv)
             run.done++;
         }
     }
-    run.seconds = (bench_mono_us () - start_us) / 1e6;
+    run.seconds = (gq_mono_us () - start_us) / 1e6;
     zmq_msg_close (&reply);
     zmq_close (dealer);
     zmq_ctx_term (ctx);

@@ -10,33 +10,10 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "gq_common.h"
 #include "tuning.h"
-
-/* ---- Clock and values ---------------------------------------------------------------------- */
-
-int64_t
-bench_mono_us (void)
-{
-    struct timespec ts;
-    clock_gettime (CLOCK_MONOTONIC, &ts);
-    return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-bool
-bench_parse_int (const char *text, long long lo, long long hi, long long *out)
-{
-    char *end;
-    errno = 0;
-    long long value = strtoll (text, &end, 10);
-    if (errno || end == text || *end || value < lo || value > hi) {
-        return false;
-    }
-    *out = value;
-    return true;
-}
 
 /* ---- Latency samples ----------------------------------------------------------------------- */
 
@@ -150,7 +127,7 @@ bench_load_option (bench_load_t *self, int opt, const char *arg)
     const struct {
         int opt;               /* getopt_long's value */
         const char *name;      /* for the message about a bad value */
-        long long lo, hi;      /* the range allowed */
+        int64_t lo, hi;        /* the range allowed */
         long *value;           /* where it goes */
     } numbers[] = {
         {BENCH_OPT_JOBS, "--jobs", 1, 1000000000, &self->jobs},
@@ -160,8 +137,8 @@ bench_load_option (bench_load_t *self, int opt, const char *arg)
     };
     for (size_t i = 0; i < sizeof numbers / sizeof numbers[0]; i++) {
         if (numbers[i].opt == opt) {
-            long long value;
-            if (!bench_parse_int (arg, numbers[i].lo, numbers[i].hi, &value)) {
+            int64_t value;
+            if (gq_parse_int (arg, numbers[i].lo, numbers[i].hi, &value)) {
                 bench_bad_value (self->program, numbers[i].name, arg);
                 return -1;
             }

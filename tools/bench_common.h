@@ -1,8 +1,9 @@
 /*  bench_common.h — what the benchmark programs share: latency samples and their percentiles,
-    whole-number option values, and for the two load generators beside gridq-bench
-    (gridq-bench-zmq, gridq-bench-gearman) their common options, the line or JSON object that
-    reports a run (tools/bench-peers reads it) and child processes that die with them.
-    libc and libm only: gridq-bench-gearman does not link libgridq. */
+    and for the two load generators beside gridq-bench (gridq-bench-zmq, gridq-bench-gearman)
+    their common options, the line or JSON object that reports a run (tools/bench-peers reads it)
+    and child processes that die with them. The clock and whole-number option values are
+    gq_common.h's (gq_mono_us, gq_parse_int). libc, libm and gq_common only:
+    gridq-bench-gearman does not link libgridq. */
 #ifndef GQ_BENCH_COMMON_H_INCLUDED
 #define GQ_BENCH_COMMON_H_INCLUDED
 
@@ -10,13 +11,6 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
-
-/* ---- Clock and values ---------------------------------------------------------------------- */
-
-/* Monotonic clock in microseconds. */
-int64_t bench_mono_us (void);
-/* text as a whole decimal number within lo..hi into *out; false (*out untouched) otherwise. */
-bool bench_parse_int (const char *text, long long lo, long long hi, long long *out);
 
 /* ---- Latency samples ----------------------------------------------------------------------- */
 

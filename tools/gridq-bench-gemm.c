@@ -11,7 +11,8 @@
 #include "exec.h"
 #include "model.h"
 #include "safetensors.h"
-#include "tuning.h"
+/* The worker's limits on a matmul job; a plain "tuning.h" would find tools/tuning.h first. */
+#include "../worker/tuning.h"
 
 static void
 s_usage (FILE *out)

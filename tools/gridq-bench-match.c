@@ -16,6 +16,7 @@
     Figures are medians and 99th percentiles in microseconds, clock_gettime(CLOCK_MONOTONIC)
     around each call (its own cost, ~20-40 ns, is included and reported). */
 #include <getopt.h>
+#include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,7 +24,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bench_common.h"
 #include "gq_common.h"
 #include "matcher.h"
 #include "queue.h"
@@ -324,7 +324,7 @@ s_usage (FILE *out)
 int
 main (int argc, char **argv)
 {
-    long long nodes = 10000, queued = 1000000, decisions = 100000, seed = 1;
+    int64_t nodes = 10000, queued = 1000000, decisions = 100000, seed = 1;
     bool json = false;
     static const struct option options[] = {
         {"nodes", required_argument, NULL, 'n'}, {"queued", required_argument, NULL, 'q'},
@@ -336,16 +336,16 @@ main (int argc, char **argv)
         bool ok = true;
         switch (opt) {
         case 'n':
-            ok = bench_parse_int (optarg, 100, 100000, &nodes);
+            ok = gq_parse_int (optarg, 100, 100000, &nodes) == GQ_OK;
             break;
         case 'q':
-            ok = bench_parse_int (optarg, 1, 100000000, &queued);
+            ok = gq_parse_int (optarg, 1, 100000000, &queued) == GQ_OK;
             break;
         case 'j':
-            ok = bench_parse_int (optarg, 1, 100000000, &decisions);
+            ok = gq_parse_int (optarg, 1, 100000000, &decisions) == GQ_OK;
             break;
         case 's':
-            ok = bench_parse_int (optarg, 0, INT64_MAX, &seed);
+            ok = gq_parse_int (optarg, 0, INT64_MAX, &seed) == GQ_OK;
             break;
         case 'J':
             json = true;
@@ -488,18 +488,19 @@ main (int argc, char **argv)
     double upd_med = s_quantile (t_update, n, 0.5), upd_p99 = s_quantile (t_update, n, 0.99);
     double naive_med = t_naive ? s_quantile (t_naive, (size_t) samples, 0.5) : 0;
     if (json) {
-        printf ("{\"nodes\": %lld, \"queued\": %lld, \"decisions\": %lld, \"median_us\": %.3f, "
+        printf ("{\"nodes\": %" PRId64 ", \"queued\": %" PRId64 ", \"decisions\": %" PRId64
+                ", \"median_us\": %.3f, "
                 "\"p99_us\": %.3f, \"update_median_us\": %.3f, \"update_p99_us\": %.3f, "
                 "\"quiet_median_us\": %.3f, \"quiet_p99_us\": %.3f, \"naive_median_us\": %.1f, "
                 "\"naive_samples\": %lld, \"mismatches\": %zu, \"placeable\": %.3f, "
-                "\"timer_us\": %.3f, \"build_s\": %.2f, \"seed\": %lld}\n",
+                "\"timer_us\": %.3f, \"build_s\": %.2f, \"seed\": %" PRId64 "}\n",
                 nodes, queued, decisions, churn_med, churn_p99, upd_med, upd_p99, quiet_med,
                 quiet_p99, naive_med, samples, mismatches, (double) found / (double) n, timer_us,
                 build_s, seed);
     }
     else {
-        printf ("gridq-bench-match: %lld nodes, %lld jobs queued, %lld decisions a phase, seed "
-                "%lld (built in %.2f s)\n",
+        printf ("gridq-bench-match: %" PRId64 " nodes, %" PRId64 " jobs queued, %" PRId64
+                " decisions a phase, seed %" PRId64 " (built in %.2f s)\n",
                 nodes, queued, decisions, seed, build_s);
         printf ("  pick, quiet          median %8.3f us   p99 %8.3f us   (%.0f%% found a node)\n",
                 quiet_med, quiet_p99, 100.0 * (double) found / (double) n);

@@ -786,7 +786,7 @@ s_parse (int argc, char **argv, s_opts_t *opts)
     int workers = -1;
     int opt;
     while ((opt = getopt_long (argc, argv, "", options, NULL)) != -1) {
-        long long value = 0;
+        int64_t value = 0;
         switch (opt) {
         case O_MODE: {
             int found = -1;
@@ -802,31 +802,31 @@ s_parse (int argc, char **argv, s_opts_t *opts)
             break;
         }
         case O_JOBS:
-            if (!bench_parse_int (optarg, 1, 1000000000, &value)) {
+            if (gq_parse_int (optarg, 1, 1000000000, &value)) {
                 return s_bad ("--jobs '%s' must be 1..1000000000", optarg);
             }
             opts->jobs = value;
             break;
         case O_BATCH:
-            if (!bench_parse_int (optarg, 1, GQ_MAX_BATCH_JOBS, &value)) {
+            if (gq_parse_int (optarg, 1, GQ_MAX_BATCH_JOBS, &value)) {
                 return s_bad ("--batch '%s' must be 1..10000", optarg);
             }
             opts->batch = (int) value;
             break;
         case O_WINDOW:
-            if (!bench_parse_int (optarg, 1, 1024, &value)) {
+            if (gq_parse_int (optarg, 1, 1024, &value)) {
                 return s_bad ("--window '%s' must be 1..1024", optarg);
             }
             opts->window = (int) value;
             break;
         case O_PAYLOAD:
-            if (!bench_parse_int (optarg, 0, 1000000, &value)) {
+            if (gq_parse_int (optarg, 0, 1000000, &value)) {
                 return s_bad ("--payload '%s' must be 0..1000000 bytes", optarg);
             }
             opts->payload_bytes = (int) value;
             break;
         case O_WARMUP:
-            if (!bench_parse_int (optarg, 0, 1000000, &value)) {
+            if (gq_parse_int (optarg, 0, 1000000, &value)) {
                 return s_bad ("--warmup '%s' must be 0..1000000", optarg);
             }
             opts->warmup = (int) value;
@@ -845,13 +845,13 @@ s_parse (int argc, char **argv, s_opts_t *opts)
             opts->durability_given = true;
             break;
         case O_WORKERS:
-            if (!bench_parse_int (optarg, 0, GQ_BENCH_MAX_WORKERS, &value)) {
+            if (gq_parse_int (optarg, 0, GQ_BENCH_MAX_WORKERS, &value)) {
                 return s_bad ("--workers '%s' must be 0..64", optarg);
             }
             workers = (int) value;
             break;
         case O_SLOTS:
-            if (!bench_parse_int (optarg, 1, GQ_MAX_SLOTS, &value)) {
+            if (gq_parse_int (optarg, 1, GQ_MAX_SLOTS, &value)) {
                 return s_bad ("--slots '%s' must be 1..1024", optarg);
             }
             opts->slots = (int) value;

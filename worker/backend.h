@@ -68,19 +68,8 @@ uint16_t gq_f32_to_f16 (float f);
 uint16_t gq_f32_to_bf16 (float f);
 
 /* The counter-based generator behind fill_random and the model maker: element `index` of
-   stream `seed` is a multiple of 2^-23 in [-1, 1), exact in f32. worker/cuda/ computes the same
-   values on the device (the CUDA-vs-CPU test checks that). */
-static inline uint64_t
-gq_mix64 (uint64_t x)
-{
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ULL;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebULL;
-    x ^= x >> 31;
-    return x;
-}
-
+   stream `seed` is a multiple of 2^-23 in [-1, 1), exact in f32; gq_mix64 is gq_common.h's.
+   worker/cuda/ computes the same values on the device (the CUDA-vs-CPU test checks that). */
 static inline float
 gq_rand_uniform (uint64_t seed, uint64_t index)
 {

@@ -26,19 +26,6 @@ struct _gq_model_t {
 
 /* ---- Checking ------------------------------------------------------------------------------- */
 
-static int
-s_fail (char *why, size_t whylen, const char *format, ...) __attribute__ ((format (printf, 3, 4)));
-
-static int
-s_fail (char *why, size_t whylen, const char *format, ...)
-{
-    va_list args;
-    va_start (args, format);
-    vsnprintf (why, whylen, format, args);
-    va_end (args);
-    return GQ_EMODEL;
-}
-
 static size_t
 s_aligned (size_t bytes)
 {
@@ -58,22 +45,23 @@ gq_model_check (gq_safetensors_t *file, gq_model_shape_t *shape, char *why, size
             break;
         }
         if (layer == GQ_MODEL_MAX_LAYERS) {
-            return s_fail (why, whylen, "more than %d layers", GQ_MODEL_MAX_LAYERS);
+            return gq_why (why, whylen, GQ_EMODEL, "more than %d layers", GQ_MODEL_MAX_LAYERS);
         }
         if (w->ndim != 2) {
-            return s_fail (why, whylen, "tensor '%s': shape %s is not [out, in]", name,
+            return gq_why (why, whylen, GQ_EMODEL, "tensor '%s': shape %s is not [out, in]", name,
                            gq_st_shape_text (w, text, sizeof text));
         }
         if (w->shape[0] < 1 || w->shape[1] < 1 || w->shape[0] > GQ_MODEL_MAX_WIDTH ||
             w->shape[1] > GQ_MODEL_MAX_WIDTH) {
-            return s_fail (why, whylen, "tensor '%s': shape %s is empty or wider than %d", name,
+            return gq_why (why, whylen, GQ_EMODEL,
+                           "tensor '%s': shape %s is empty or wider than %d", name,
                            gq_st_shape_text (w, text, sizeof text), GQ_MODEL_MAX_WIDTH);
         }
         if (layer == 0) {
             shape->widths[0] = w->shape[1];
             shape->dtype = w->dtype;
         } else if (w->shape[1] != shape->widths[layer]) {
-            return s_fail (why, whylen,
+            return gq_why (why, whylen, GQ_EMODEL,
                            "tensor '%s': shape %s does not chain: layer %zu gives %" PRId64
                            " outputs",
                            name, gq_st_shape_text (w, text, sizeof text), layer - 1,
@@ -83,18 +71,19 @@ gq_model_check (gq_safetensors_t *file, gq_model_shape_t *shape, char *why, size
         snprintf (name, sizeof name, "layers.%zu.bias", layer);
         const gq_st_tensor_t *b = gq_safetensors_find (file, name);
         if (!b) {
-            return s_fail (why, whylen, "layer %zu has no tensor '%s'", layer, name);
+            return gq_why (why, whylen, GQ_EMODEL, "layer %zu has no tensor '%s'", layer, name);
         }
         if (b->ndim != 1 || b->shape[0] != w->shape[0]) {
-            return s_fail (why, whylen, "tensor '%s': shape %s should be [%" PRId64 "]", name,
-                           gq_st_shape_text (b, text, sizeof text), w->shape[0]);
+            return gq_why (why, whylen, GQ_EMODEL, "tensor '%s': shape %s should be [%" PRId64 "]",
+                           name, gq_st_shape_text (b, text, sizeof text), w->shape[0]);
         }
         shape->params += (size_t) (w->shape[0] * w->shape[1] + b->shape[0]);
         shape->bytes += s_aligned ((size_t) (w->shape[0] * w->shape[1]) * sizeof (float)) +
                         s_aligned ((size_t) b->shape[0] * sizeof (float));
     }
     if (layer == 0) {
-        return s_fail (why, whylen, "no tensor 'layers.0.weight': not an MLP in gridq's layout");
+        return gq_why (why, whylen, GQ_EMODEL,
+                       "no tensor 'layers.0.weight': not an MLP in gridq's layout");
     }
     shape->layers = layer;
     /* A stray layer tensor means the file is not what its author thinks: say so. */
@@ -108,8 +97,9 @@ gq_model_check (gq_safetensors_t *file, gq_model_shape_t *shape, char *why, size
         bool ours = end != tname + 7 && index < layer &&
                     (streq (end, ".weight") || streq (end, ".bias"));
         if (!ours) {
-            return s_fail (why, whylen, "tensor '%s' is not part of the chain of layers 0..%zu",
-                           tname, layer - 1);
+            return gq_why (why, whylen, GQ_EMODEL,
+                           "tensor '%s' is not part of the chain of layers 0..%zu", tname,
+                           layer - 1);
         }
     }
     return GQ_OK;

@@ -1,6 +1,6 @@
 # gridq-bench-match: decision latency of the matcher at 100..100k nodes (not a timed test).
 add_executable(gridq-bench-match ${CMAKE_CURRENT_SOURCE_DIR}/gridq-bench-match.c)
-target_link_libraries(gridq-bench-match PRIVATE gq_brokercore gq_tools)
+target_link_libraries(gridq-bench-match PRIVATE gq_brokercore)
 target_compile_options(gridq-bench-match PRIVATE -O2)
 install(TARGETS gridq-bench-match RUNTIME DESTINATION bin)
 # Only checks that it runs and that the index agrees with the exhaustive scan (exit 1 if not).

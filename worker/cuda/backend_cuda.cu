@@ -72,8 +72,9 @@ s_blocks (gq_bctx_t *ctx, size_t n)
 
 /* ---- Kernels -------------------------------------------------------------------------------- */
 
-/* gq_mix64 and gq_rand_uniform of backend.h, on the device; the CUDA test checks that both
-   sides produce the same bits. */
+/* Device copies of the host's gq_mix64 (proto/gq_common.h) and gq_rand_uniform
+   (worker/backend.h), which device code cannot call; the CUDA test checks that both sides produce
+   the same bits. */
 __device__ static inline uint64_t
 s_mix64 (uint64_t x)
 {
