@@ -302,10 +302,9 @@ int gq_watch_add (gq_job_t *job, gq_watch_t *watch);
 void gq_watch_release (gq_broker_t *self, gq_watch_t *watch);
 /* Lets go of the clients watching a job. */
 void gq_watch_drop_job (gq_broker_t *self, gq_job_t *job);
-/* Tells the clients watching job that it ended (FINISHED, full or brief as each asked). result
-   is its JSON text or NULL, error its error or NULL. */
-void gq_watch_job_ended (gq_broker_t *self, const gq_job_t *job, const char *node,
-                         const char *result, const char *error, int64_t now_ms);
+/* Tells the clients watching job that it ended (FINISHED, full or brief as each asked), from its
+   end. */
+void gq_watch_job_ended (gq_broker_t *self, const gq_job_t *job);
 /* Makes watch wait for job id: one in memory is watched (or told at once when it ended), one
    in the store is told at once. false when the broker knows no such job. */
 bool gq_watch_job (gq_broker_t *self, gq_watch_t *watch, int64_t id);

@@ -1,6 +1,7 @@
 /*  job.c — job state names and the one JSON form of a job (for in-memory and stored jobs). */
 #include "job.h"
 #include "gq_check.h"
+#include "gq_json.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,95 +64,131 @@ gq_job_row_from (gq_job_row_t *row, const gq_job_t *job, const char *kind, const
 
 /* ---- JSON ------------------------------------------------------------------------------------ */
 
-/* Sets key to value (taking it) and remembers a failure in *ok, so the builder checks once. */
+/* A double as jansson writes it (10 -> 10.0), so that text and tree agree. */
 static void
-s_set (json_t *obj, const char *key, json_t *value, bool *ok)
+s_chunk_real (zchunk_t *out, double value)
 {
-    if (!value || json_object_set_new (obj, key, value) != 0) {
-        *ok = false;
+    json_t *real = json_real (value);
+    if (!real || gq_chunk_json (out, real)) {
+        gq_chunk_raw (out, "null");
+    }
+    json_decref (real);
+}
+
+/* JSON text (payload, result) as it is, or as a string when verbatim is false. */
+static void
+s_chunk_text (zchunk_t *out, const char *text, bool verbatim)
+{
+    if (verbatim) {
+        gq_chunk_raw (out, text);
+    } else {
+        gq_chunk_quoted (out, text);
     }
 }
 
-/* A string, or null for NULL (and for "" where empty means "none"). */
-static json_t *
-s_string_or_null (const char *text, bool empty_is_null)
+/* The serializer behind gq_job_row_text and gq_job_row_json: payload and result are spliced
+   verbatim unless the flags say they must go as strings (text that does not parse). */
+static void
+s_row_text (zchunk_t *out, const gq_job_row_t *row, bool payload_verbatim, bool result_verbatim)
 {
-    if (!text || (empty_is_null && !*text)) {
-        return json_null ();
+    const char *state = gq_job_state_name (row->state);
+    gq_chunk_raw (out, "{\"id\":");
+    gq_chunk_int (out, row->id);
+    if (state) {
+        gq_chunk_name (out, ",\"state\":", state);
+    } else {
+        gq_chunk_raw (out, ",\"state\":");
+        gq_chunk_int (out, row->state);
     }
-    json_t *s = json_string (text);
-    /* Text that is not UTF-8 cannot be a JSON string; null beats losing the whole job. */
-    return s ? s : json_null ();
+    gq_chunk_name (out, ",\"kind\":", row->kind);
+    gq_chunk_name (out, ",\"model\":", row->model && *row->model ? row->model : NULL);
+    gq_chunk_raw (out, ",\"min_vram_mb\":");
+    gq_chunk_int (out, row->min_vram_mb);
+    gq_chunk_raw (out, ",\"priority\":");
+    gq_chunk_int (out, row->priority);
+    bool has_gpu = row->gpu_pattern && *row->gpu_pattern;
+    if (has_gpu || row->max_price >= 0 || row->min_tflops > 0) {
+        const char *sep = "{";
+        gq_chunk_raw (out, ",\"constraints\":");
+        if (has_gpu) {
+            gq_chunk_raw (out, "{\"gpu\":");
+            gq_chunk_quoted (out, row->gpu_pattern);
+            sep = ",";
+        }
+        if (row->max_price >= 0) {
+            gq_chunk_raw (out, sep);
+            gq_chunk_raw (out, "\"max_price\":");
+            s_chunk_real (out, row->max_price);
+            sep = ",";
+        }
+        if (row->min_tflops > 0) {
+            gq_chunk_raw (out, sep);
+            gq_chunk_raw (out, "\"min_tflops\":");
+            s_chunk_real (out, row->min_tflops);
+        }
+        gq_chunk_raw (out, "}");
+    }
+    gq_chunk_raw (out, ",\"timeout_ms\":");
+    gq_chunk_int (out, row->timeout_ms);
+    gq_chunk_raw (out, ",\"max_attempts\":");
+    gq_chunk_int (out, row->max_attempts);
+    if (row->idem) {
+        gq_chunk_raw (out, ",\"idem\":");
+        gq_chunk_quoted (out, row->idem);
+    }
+    if (row->payload) {
+        gq_chunk_raw (out, ",\"payload\":");
+        s_chunk_text (out, row->payload, payload_verbatim);
+    }
+    gq_chunk_name (out, ",\"node\":", row->node && *row->node ? row->node : NULL);
+    gq_chunk_raw (out, ",\"attempts\":");
+    gq_chunk_int (out, row->attempts);
+    gq_chunk_raw (out, ",\"result\":");
+    if (row->result) {
+        s_chunk_text (out, row->result, result_verbatim);
+    } else {
+        gq_chunk_raw (out, "null");
+    }
+    gq_chunk_raw (out, ",\"error\":");
+    gq_chunk_quoted (out, row->error);
+    gq_chunk_time (out, ",\"submitted_at\":", row->submitted_ms);
+    gq_chunk_time (out, ",\"started_at\":", row->started_ms);
+    gq_chunk_time (out, ",\"finished_at\":", row->finished_ms);
+    gq_chunk_raw (out, "}");
 }
 
-/* Parsed JSON text; text that does not parse is kept as a string so the row still shows. */
-static json_t *
-s_parsed (const char *text)
+void
+gq_job_row_text (zchunk_t *out, const gq_job_row_t *row)
+{
+    s_row_text (out, row, true, true);
+}
+
+/* True when text is one JSON value. */
+static bool
+s_parses (const char *text)
 {
     json_t *value = json_loads (text, JSON_DECODE_ANY, NULL);
-    return value ? value : s_string_or_null (text, false);
-}
-
-/* An RFC 3339 UTC timestamp string, or null for 0 ("not yet"). */
-static json_t *
-s_time (int64_t ms)
-{
-    if (ms <= 0) {
-        return json_null ();
-    }
-    char buf[GQ_TIME_BUF];
-    return json_string (gq_format_time (ms, buf));
+    json_decref (value);
+    return value != NULL;
 }
 
 json_t *
 gq_job_row_json (const gq_job_row_t *row)
 {
-    json_t *obj = json_object ();
+    zchunk_t *text = zchunk_new (NULL, 512);
+    if (!text) {
+        return NULL;
+    }
+    s_row_text (text, row, true, true);
+    json_t *obj = json_loadb ((const char *) zchunk_data (text), zchunk_size (text), 0, NULL);
     if (!obj) {
-        return NULL;
+        /* A stored payload or result that is not JSON still shows, as a string. */
+        zchunk_set (text, NULL, 0);
+        s_row_text (text, row, !row->payload || s_parses (row->payload),
+                    !row->result || s_parses (row->result));
+        obj = json_loadb ((const char *) zchunk_data (text), zchunk_size (text), 0, NULL);
     }
-    bool ok = true;
-    const char *state = gq_job_state_name (row->state);
-    s_set (obj, "id", json_integer (row->id), &ok);
-    s_set (obj, "state", state ? json_string (state) : json_integer (row->state), &ok);
-    s_set (obj, "kind", s_string_or_null (row->kind, false), &ok);
-    s_set (obj, "model", s_string_or_null (row->model, true), &ok);
-    s_set (obj, "min_vram_mb", json_integer (row->min_vram_mb), &ok);
-    s_set (obj, "priority", json_integer (row->priority), &ok);
-
-    bool has_gpu = row->gpu_pattern && *row->gpu_pattern;
-    if (has_gpu || row->max_price >= 0 || row->min_tflops > 0) {
-        json_t *constraints = json_object ();
-        s_set (obj, "constraints", constraints, &ok);
-        if (constraints && has_gpu) {
-            s_set (constraints, "gpu", s_string_or_null (row->gpu_pattern, true), &ok);
-        }
-        if (constraints && row->max_price >= 0) {
-            s_set (constraints, "max_price", json_real (row->max_price), &ok);
-        }
-        if (constraints && row->min_tflops > 0) {
-            s_set (constraints, "min_tflops", json_real (row->min_tflops), &ok);
-        }
-    }
-    s_set (obj, "timeout_ms", json_integer (row->timeout_ms), &ok);
-    s_set (obj, "max_attempts", json_integer (row->max_attempts), &ok);
-    if (row->idem) {
-        s_set (obj, "idem", s_string_or_null (row->idem, false), &ok);
-    }
-    if (row->payload) {
-        s_set (obj, "payload", s_parsed (row->payload), &ok);
-    }
-    s_set (obj, "node", s_string_or_null (row->node, true), &ok);
-    s_set (obj, "attempts", json_integer (row->attempts), &ok);
-    s_set (obj, "result", row->result ? s_parsed (row->result) : json_null (), &ok);
-    s_set (obj, "error", s_string_or_null (row->error, false), &ok);
-    s_set (obj, "submitted_at", s_time (row->submitted_ms), &ok);
-    s_set (obj, "started_at", s_time (row->started_ms), &ok);
-    s_set (obj, "finished_at", s_time (row->finished_ms), &ok);
-    if (!ok) {
-        json_decref (obj);
-        return NULL;
-    }
+    zchunk_destroy (&text);
     return obj;
 }
 

@@ -71,7 +71,7 @@ gq_results_job_end (gq_broker_t *self, gq_job_t *job, int state, json_t *result,
         free (text);
         text = NULL;
     }
-    gq_watch_job_ended (self, job, node, text, error, now_ms);
+    gq_watch_job_ended (self, job);
     /* The batch borrows the end's result and error. */
     gq_commit_recorded (self, end ? gq_batch_job_finish (self->pending->batch, job->id, state,
                                                          job->attempts, node, job->started_ms,

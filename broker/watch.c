@@ -83,42 +83,21 @@ gq_watch_notify (gq_broker_t *self, gq_watch_t *watch, json_t *job_json)
     }
 }
 
-/* The JSON text of a job that just ended, as FINISHED carries it, spliced from the texts the
-   broker holds (payload, result) instead of building and dumping a JSON tree: at tens of
-   thousands of jobs a second this is most of the broker's work otherwise. The fields and their
-   order are those of gq_job_row_json (names are validated on entry, so they need no escaping). */
+/* The JSON text of a job that ended, as FINISHED carries it: the job's one serializer
+   (gq_job_row_text), spliced from the texts the broker holds (payload, result) instead of
+   building and dumping a JSON tree, which at tens of thousands of jobs a second would be most of
+   the broker's work. */
 static zchunk_t *
-s_finished_text (gq_broker_t *self, const gq_job_t *job, const char *node,
-                 const char *result, const char *error, int64_t now_ms)
+s_finished_text (gq_broker_t *self, const gq_job_t *job)
 {
-    zchunk_t *out = zchunk_new (NULL, 256 + job->payload_len + (result ? strlen (result) : 0));
-    const char *model = gq_broker_model_name (self, job);
-    gq_chunk_raw (out, "{\"id\":");
-    gq_chunk_int (out, job->id);
-    gq_chunk_name (out, ",\"state\":", gq_job_state_name (job->state));
-    gq_chunk_name (out, ",\"kind\":", gq_matcher_kind_name (self->matcher, job->kind_id));
-    gq_chunk_name (out, ",\"model\":", model);
-    gq_chunk_raw (out, ",\"min_vram_mb\":");
-    gq_chunk_int (out, job->min_vram_mb);
-    gq_chunk_raw (out, ",\"priority\":");
-    gq_chunk_int (out, job->priority);
-    gq_chunk_raw (out, ",\"timeout_ms\":");
-    gq_chunk_int (out, job->timeout_ms);
-    gq_chunk_raw (out, ",\"max_attempts\":");
-    gq_chunk_int (out, job->max_attempts);
-    gq_chunk_raw (out, ",\"payload\":");
-    zchunk_extend (out, job->payload, job->payload_len);
-    gq_chunk_name (out, ",\"node\":", node);
-    gq_chunk_raw (out, ",\"attempts\":");
-    gq_chunk_int (out, job->attempts);
-    gq_chunk_raw (out, ",\"result\":");
-    gq_chunk_raw (out, result ? result : "null");
-    gq_chunk_raw (out, ",\"error\":");
-    gq_chunk_quoted (out, error);
-    gq_chunk_time (out, ",\"submitted_at\":", job->submitted_ms);
-    gq_chunk_time (out, ",\"started_at\":", job->started_ms);
-    gq_chunk_time (out, ",\"finished_at\":", now_ms);
-    gq_chunk_raw (out, "}");
+    const gq_job_end_t *end = job->end;
+    zchunk_t *out = zchunk_new (
+        NULL, 256 + job->payload_len + (end && end->result ? strlen (end->result) : 0));
+    gq_job_row_t row;
+    gq_job_row_from (&row, job, gq_matcher_kind_name (self->matcher, job->kind_id),
+                     gq_broker_model_name (self, job),
+                     gq_broker_node_name (self, end ? end->node : job->node));
+    gq_job_row_text (out, &row);
     return out;
 }
 
@@ -153,17 +132,17 @@ s_brief_text (const gq_job_t *job, const char *result, const char *error)
 }
 
 void
-gq_watch_job_ended (gq_broker_t *self, const gq_job_t *job, const char *node, const char *text,
-                    const char *error, int64_t now_ms)
+gq_watch_job_ended (gq_broker_t *self, const gq_job_t *job)
 {
+    const char *text = job->end ? job->end->result : NULL;
+    const char *error = job->end ? job->end->error : NULL;
     gq_watchers_t *list = (gq_watchers_t *) job->watchers;
     zchunk_t *full = NULL, *brief = NULL;
     for (size_t i = 0; list && i < list->count; i++) {
         gq_watch_t *watch = list->items[i];
         zchunk_t **json = watch->brief ? &brief : &full;
         if (!*json) {
-            *json = watch->brief ? s_brief_text (job, text, error)
-                                 : s_finished_text (self, job, node, text, error, now_ms);
+            *json = watch->brief ? s_brief_text (job, text, error) : s_finished_text (self, job);
         }
         s_notify_text (self, watch, (const char *) zchunk_data (*json), zchunk_size (*json));
     }
@@ -220,10 +199,7 @@ gq_watch_job (gq_broker_t *self, gq_watch_t *watch, int64_t id)
         /* Ended, its end not committed yet: told from memory. */
         gq_job_end_t *end = job->end;
         zchunk_t *text = watch->brief ? s_brief_text (job, end->result, end->error)
-                                      : s_finished_text (self, job,
-                                                         gq_broker_node_name (self, end->node),
-                                                         end->result, end->error,
-                                                         end->finished_ms);
+                                      : s_finished_text (self, job);
         s_notify_text (self, watch, (const char *) zchunk_data (text), zchunk_size (text));
         zchunk_destroy (&text);
         return true;

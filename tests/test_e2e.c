@@ -189,6 +189,45 @@ main (void)
         }
         json_decref (body);
     }
+    /* One serializer: the full FINISHED of a job ending now (from memory) is the JSON that
+       RESULT gives of it once stored (less its attempts_detail), constraints and idem
+       included. */
+    json_t *full = json_pack ("[{s:s, s:{s:i}, s:s, s:f, s:s, s:i}]", "kind", "echo", "payload",
+                              "same", 1, "idem", "one-serializer", "max_price", 9.5, "gpu", "cpu",
+                              "priority", 7);
+    req = gq_client_send (client, "SUBMIT", json_pack ("{s:O, s:b}", "jobs", full, "watch", 1));
+    json_decref (full);
+    json_t *finished = NULL;
+    int64_t full_id = 0;
+    while (!finished) {
+        char command[32];
+        int64_t got_req;
+        json_t *body = NULL;
+        CHECK_EQ (gq_client_recv (client, 10000, command, &got_req, &body, NULL), 0);
+        if (got_req == req && strcmp (command, "FINISHED") == 0) {
+            finished = json_incref (json_array_get (json_object_get (body, "jobs"), 0));
+        } else if (got_req == req) {
+            full_id = json_integer_value (json_array_get (json_object_get (body, "ids"), 0));
+        }
+        json_decref (body);
+    }
+    CHECK_STR (h_str (finished, "idem"), "one-serializer");
+    CHECK (json_object_get (finished, "constraints"));
+    char sql[100];
+    snprintf (sql, sizeof sql, "select state from jobs where id = %lld",
+              (long long) json_integer_value (json_object_get (finished, "id")));
+    CHECK_EQ (h_sql_settled (NULL, sql, 2, 5000), 2); /* done, committed */
+    json_t *stored = h_result (client, json_integer_value (json_object_get (finished, "id")));
+    json_object_del (stored, "attempts_detail");
+    if (!json_equal (stored, finished)) {
+        char *a = json_dumps (finished, JSON_SORT_KEYS), *b = json_dumps (stored, JSON_SORT_KEYS);
+        fprintf (stderr, "FINISHED %s\nRESULT   %s\n", a, b);
+        h_fail ();
+    }
+    CHECK (full_id == 0 || full_id == json_integer_value (json_object_get (finished, "id")));
+    json_decref (stored);
+    json_decref (finished);
+
     /* "brief" must be a boolean. */
     reply = gq_client_call (client, "WAIT", json_pack ("{s:[I], s:s}", "ids",
                                                        (json_int_t) run.ids[0], "brief", "yes"));
