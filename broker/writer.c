@@ -11,6 +11,7 @@
     later: applying is repeatable. */
 #include "writer.h"
 
+#include <stdatomic.h>
 #include <string.h>
 
 #include "gq_check.h"
@@ -80,6 +81,10 @@ typedef struct {
 } s_op_t;
 
 struct _gq_batch_t {
+    /* Bumped (release) by the thread that hands the batch over, read (acquire) by the one that
+       receives it: the ZeroMQ pipe carries the pointer, this the ordering of everything written
+       before, in terms that the C memory model and ThreadSanitizer see. */
+    atomic_uint handoff;
     s_op_t *ops;
     size_t count;       /* used entries of ops */
     size_t capacity;
@@ -553,7 +558,10 @@ s_writer_actor (zsock_t *pipe, void *arg)
         }
         bool stop = !command || streq (command, "$TERM");
         if (!stop && ptr) {
-            gq_batch_apply ((gq_batch_t *) ptr, store);
+            gq_batch_t *batch = (gq_batch_t *) ptr;
+            atomic_load_explicit (&batch->handoff, memory_order_acquire);
+            gq_batch_apply (batch, store);
+            atomic_fetch_add_explicit (&batch->handoff, 1, memory_order_release);
             zsock_send (pipe, "p", ptr);
         }
         free (command);
@@ -600,6 +608,7 @@ gq_writer_destroy (gq_writer_t **self_p)
 int
 gq_writer_send (gq_writer_t *self, gq_batch_t *batch)
 {
+    atomic_fetch_add_explicit (&batch->handoff, 1, memory_order_release);
     if (zsock_send (self->actor, "sp", "APPLY", batch) < 0) {
         return GQ_EIO;
     }
@@ -615,7 +624,9 @@ gq_writer_recv (gq_writer_t *self)
         return NULL;
     }
     self->busy--;
-    return (gq_batch_t *) ptr;
+    gq_batch_t *batch = (gq_batch_t *) ptr;
+    atomic_load_explicit (&batch->handoff, memory_order_acquire);
+    return batch;
 }
 
 size_t

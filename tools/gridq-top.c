@@ -604,6 +604,13 @@ s_print_text (s_top_t *top, FILE *out)
              (long long) s_int (fleet, "online"), (long long) s_int (fleet, "busy"),
              (long long) s_int (fleet, "draining"), (long long) s_int (fleet, "offline"),
              (long long) s_int (top->stats, "rejected"));
+    json_t *store = json_object_get (top->stats, "store");
+    if (store && !json_is_true (json_object_get (store, "ok"))) {
+        fprintf (out, "STORE  cannot commit since %s: %s; %lld writes waiting, new work paused\n",
+                 json_string_value (json_object_get (store, "since")) ?: "-",
+                 json_string_value (json_object_get (store, "error")) ?: "-",
+                 (long long) s_int (store, "writes_waiting"));
+    }
     fprintf (out, "\n%-*s %-*s %-*s %-13s %-7s %-8s %-9s %8s %s\n", GQ_TOP_NAME_COLS, "NODE",
              GQ_TOP_GPU_COLS, "GPU", GQ_TOP_BAR_COLS + 2, "VRAM", "USED/TOTAL", "SLOTS", "RTT",
              "STATUS", "JOBS/MIN", "MODELS");
@@ -659,13 +666,14 @@ s_print_json (s_top_t *top, FILE *out)
     json_object_set_new (queue, "failed_per_s", s_rate_json (top->failed_per_s));
     json_t *jobs = json_object_get (top->stats, "jobs");
     json_t *fleet = json_object_get (top->stats, "nodes");
+    json_t *store = json_object_get (top->stats, "store");
     json_t *snapshot = json_pack (
-        "{s:s, s:s, s:O, s:O, s:o, s:O, s:O, s:I, s:I}", "broker",
+        "{s:s, s:s, s:O, s:O, s:o, s:O, s:O, s:I, s:I, s:O}", "broker",
         gq_client_endpoint (top->client), "time", gq_format_time (top->updated_ms, now_text),
         "nodes", top->nodes, "jobs", jobs ? jobs : json_null (), "queue", queue, "fleet",
         fleet ? fleet : json_null (), "failures", top->failures, "rejected",
         (json_int_t) s_int (top->stats, "rejected"), "uptime_ms",
-        (json_int_t) s_int (top->stats, "uptime_ms"));
+        (json_int_t) s_int (top->stats, "uptime_ms"), "store", store ? store : json_null ());
     assert (snapshot);
     json_dumpf (snapshot, out, JSON_COMPACT);
     fputc ('\n', out);
@@ -778,6 +786,16 @@ s_draw (s_top_t *top)
                (long long) s_int (fleet, "online"), (long long) s_int (fleet, "busy"),
                (long long) s_int (fleet, "draining"), (long long) s_int (fleet, "offline"),
                (long long) s_int (top->stats, "rejected"));
+        json_t *store = json_object_get (top->stats, "store");
+        if (store && !json_is_true (json_object_get (store, "ok"))) {
+            y++;
+            x = s_put (y, 1, A_BOLD | A_REVERSE, "STORE");
+            s_put (y, x, A_BOLD, " cannot commit since %s: %s; %lld writes waiting, new work "
+                                 "paused",
+                   json_string_value (json_object_get (store, "since")) ?: "-",
+                   json_string_value (json_object_get (store, "error")) ?: "-",
+                   (long long) s_int (store, "writes_waiting"));
+        }
     }
     y += 2;
 

@@ -405,8 +405,9 @@ s_tile (int kc, const float *restrict a, const float *restrict b, float *restric
     }
 }
 
-/* Multiplies the packed blocks: C[mc, nc] (+)= Apacked[mc, kc] . Bpacked[kc, nc]. */
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+/* Multiplies the packed blocks: C[mc, nc] (+)= Apacked[mc, kc] . Bpacked[kc, nc]. The FMA clone
+   is picked by an ifunc resolver, which runs before ThreadSanitizer is set up: none under TSan. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__SANITIZE_THREAD__)
 __attribute__ ((target_clones ("fma", "default")))
 #endif
 static void
