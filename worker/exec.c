@@ -846,17 +846,14 @@ s_run_handler (s_job_t *job, gq_handler_t *handler)
 {
     const gq_task_t *task = job->task;
     gq_runtime_t *rt = job->exec->rt;
-    if (task->n_blobs) {
-        zsys_warning ("worker: job %" PRId64 ": handlers get the JSON payload only; %zu blobs "
-                      "ignored",
-                      task->id, task->n_blobs);
-    }
     gq_handler_job_t hjob = {.id = task->id,
                              .attempt = task->attempt,
                              .kind = task->kind,
                              .model = task->model,
                              .device = rt->is_gpu ? rt->device : -1,
                              .payload = task->payload,
+                             .blobs = task->blobs,
+                             .n_blobs = task->n_blobs,
                              .timeout_ms = task->timeout_ms,
                              .cancel = task->cancel};
     int rc = gq_handler_run (handler, &hjob, &job->out->result, job->out->error,
