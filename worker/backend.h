@@ -38,6 +38,8 @@ typedef struct {
     int sm_count;          /* streaming multiprocessors (online processors on the CPU) */
     int clock_mhz;         /* peak SM clock in MHz (0 when unknown) */
     bool is_gpu;           /* false for the CPU backend */
+    char uuid[48];         /* "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" as nvidia-smi -L prints
+                              it: the device whatever the enumeration; "" on the CPU */
 } gq_device_info_t;
 
 /* ---- Element types and GEMM precisions ----------------------------------------------------- */
@@ -60,6 +62,10 @@ const char *gq_dtype_name (gq_dtype_t dtype);
 /* "f32", "tf32", "bf16" (the payload spelling); gq_gemm_mode_parse returns -1 on others. */
 const char *gq_gemm_mode_name (gq_gemm_mode_t mode);
 int gq_gemm_mode_parse (const char *text);
+
+/* A device UUID's 16 bytes as nvidia-smi and CUDA_VISIBLE_DEVICES write it:
+   "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" (lower-case hex; out has 41 bytes or more). */
+void gq_gpu_uuid_text (const unsigned char bytes[16], char *out, size_t size);
 
 /* Scalar conversions, round to nearest even where narrowing; the CUDA kernels round alike. */
 float gq_f16_to_f32 (uint16_t h);

@@ -89,6 +89,37 @@ gq_handler_command (gq_handler_t *self)
     return self->command;
 }
 
+/* ---- The device a handler sees -------------------------------------------------------------- */
+
+const char *
+gq_handler_cuda_devices (const char *inherited, int device, const char *uuid, char *out,
+                         size_t outlen)
+{
+    /* Entry `device` of the comma-separated list, without the spaces around it. */
+    const char *entry = inherited;
+    for (int i = 0; entry && i < device; i++) {
+        entry = strchr (entry, ',');
+        entry = entry ? entry + 1 : NULL;
+    }
+    size_t len = 0;
+    if (entry) {
+        entry += strspn (entry, " ");
+        len = strcspn (entry, ",");
+        while (len > 0 && entry[len - 1] == ' ') {
+            len--;
+        }
+    }
+    bool named = len > 4 && (strncmp (entry, "GPU-", 4) == 0 || strncmp (entry, "MIG-", 4) == 0);
+    if (named || (len > 0 && !(uuid && *uuid))) {
+        snprintf (out, outlen, "%.*s", (int) len, entry);
+    } else if (uuid && *uuid) {
+        snprintf (out, outlen, "%s", uuid);
+    } else {
+        snprintf (out, outlen, "%d", device);
+    }
+    return out;
+}
+
 /* ---- Blobs ---------------------------------------------------------------------------------- */
 
 static int
@@ -211,7 +242,7 @@ s_environment (const gq_handler_job_t *job, const char *kind, const char *blob_d
         bool replaced = false;
         for (size_t j = 0; j < n_ours; j++) {
             if (strncmp (environ[i], ours[j], strlen (ours[j])) == 0) {
-                replaced = j + 1 < n_ours || job->device >= 0;
+                replaced = j + 1 < n_ours || job->cuda_devices;
             }
         }
         if (!replaced) {
@@ -228,8 +259,8 @@ s_environment (const gq_handler_job_t *job, const char *kind, const char *blob_d
         env[n++] = zsys_sprintf ("GRIDQ_BLOB_DIR=%s", blob_dir);
         env[n++] = zsys_sprintf ("GRIDQ_BLOBS=%zu", job->n_blobs);
     }
-    if (job->device >= 0) {
-        env[n++] = zsys_sprintf ("CUDA_VISIBLE_DEVICES=%d", job->device);
+    if (job->cuda_devices) {
+        env[n++] = zsys_sprintf ("CUDA_VISIBLE_DEVICES=%s", job->cuda_devices);
     }
     env[n] = NULL;
     return env;
@@ -618,6 +649,8 @@ done:
 
 /* ---- Selftest ------------------------------------------------------------------------------- */
 
+#define S_UUID "GPU-3f2a9b01-c45d-6e7f-8091-a2b3c4d5e6f7" /* a device UUID, as CUDA reports it */
+
 /* True when pid names a live process (a zombie is dead: only its exit status remains). */
 static bool
 s_alive (pid_t pid)
@@ -659,7 +692,7 @@ s_run_blobs (const char *spec, zframe_t **blobs, size_t n_blobs, json_t **result
     char why[256];
     gq_handler_t *handler = gq_handler_new (spec, why, sizeof why);
     assert (handler);
-    gq_handler_job_t job = {.id = 42, .attempt = 2, .device = 3, .blobs = blobs,
+    gq_handler_job_t job = {.id = 42, .attempt = 2, .cuda_devices = "3", .blobs = blobs,
                             .n_blobs = n_blobs, .timeout_ms = 5000};
     int rc = gq_handler_run (handler, &job, result, error, errlen);
     gq_handler_destroy (&handler);
@@ -673,7 +706,7 @@ s_run_spec (const char *spec, json_t *payload, int64_t timeout_ms, volatile int 
     char why[256];
     gq_handler_t *handler = gq_handler_new (spec, why, sizeof why);
     assert (handler);
-    gq_handler_job_t job = {.id = 42, .attempt = 2, .device = 3, .payload = payload,
+    gq_handler_job_t job = {.id = 42, .attempt = 2, .cuda_devices = "3", .payload = payload,
                             .timeout_ms = timeout_ms, .cancel = cancel};
     int rc = gq_handler_run (handler, &job, result, error, errlen);
     gq_handler_destroy (&handler);
@@ -749,6 +782,34 @@ gq_handler_test (bool verbose)
     assert (!gq_handler_new ("k=", why, sizeof why) && strstr (why, "no command"));
     assert (!gq_handler_new ("Bad Kind=cat", why, sizeof why) && strstr (why, "not valid"));
     assert (!gq_handler_new (NULL, why, sizeof why));
+
+    /* The device a handler sees: by UUID whatever the worker inherited, unless the inherited
+       entry is a UUID already (MIG instances); by index only where no UUID is known. */
+    static const struct {
+        const char *inherited, *uuid, *want;
+        int device;
+    } visible[] = {
+        {NULL, S_UUID, S_UUID, 0},
+        {"2,3", S_UUID, S_UUID, 1},
+        {"2,3", "", "3", 1},
+        {" 2 , 3 ", NULL, "3", 1},
+        {"2,3", "", "2", 0},
+        {NULL, "", "1", 1},
+        {"GPU-aaaa,MIG-bbbb-1", S_UUID, "MIG-bbbb-1", 1},
+        {"GPU-aaaa,MIG-bbbb-1", "", "GPU-aaaa", 0},
+        {"0", "", "1", 1}, /* no such entry: the index */
+    };
+    for (size_t i = 0; i < sizeof visible / sizeof visible[0]; i++) {
+        char out[64];
+        gq_handler_cuda_devices (visible[i].inherited, visible[i].device, visible[i].uuid, out,
+                                 sizeof out);
+        if (!streq (out, visible[i].want)) {
+            fprintf (stderr, "\ncuda devices '%s', device %d, uuid '%s': expected %s, got %s\n",
+                     visible[i].inherited ? visible[i].inherited : "(unset)", visible[i].device,
+                     visible[i].uuid ? visible[i].uuid : "(none)", visible[i].want, out);
+            assert (false);
+        }
+    }
 
     json_t *result = NULL;
     char error[1024];

@@ -304,6 +304,7 @@ s_dev_open (gq_bdev_t *dev, int ordinal, gq_cuda_sink_t sink)
     info->tflops = (double) props.multiProcessorCount * s_fp32_lanes (props.major, props.minor) *
                    2.0 * clock_khz * 1e3 / 1e12;
     info->is_gpu = true;
+    gq_gpu_uuid_text ((const unsigned char *) props.uuid.bytes, info->uuid, sizeof info->uuid);
     dev->max_blocks = props.multiProcessorCount * S_BLOCKS_PER_SM;
     return GQ_OK;
 }
