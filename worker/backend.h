@@ -99,6 +99,11 @@ typedef struct {
     void (*dev_close) (gq_bdev_t **dev_p);
     /* Fills info; free memory is measured at each call. */
     int (*dev_info) (gq_bdev_t *dev, gq_device_info_t *info);
+    /* Whether the device is lost: a sticky error (an illegal address, a kernel that faulted, an
+       uncorrectable ECC error, ...; worker/cuda/cuda_errors.h) made this process's context on it
+       unusable, and every later call would fail the same way until the process exits. true with
+       that error in why. A flag: cheap, thread-safe. The CPU is never lost. */
+    bool (*dev_lost) (gq_bdev_t *dev, char *why, size_t whylen);
     /* Device memory for long-lived data (model weights). free is safe on NULL. */
     int (*alloc) (gq_bdev_t *dev, size_t bytes, void **ptr, char *why, size_t whylen);
     void (*free) (gq_bdev_t *dev, void *ptr);

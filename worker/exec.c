@@ -153,6 +153,12 @@ gq_runtime_device (gq_runtime_t *self, gq_device_info_t *info)
     return self->ops->dev_info (self->dev, info);
 }
 
+bool
+gq_runtime_lost (gq_runtime_t *self, char *why, size_t whylen)
+{
+    return self->ops->dev_lost (self->dev, why, whylen);
+}
+
 int64_t
 gq_runtime_cache_budget (gq_runtime_t *self)
 {
@@ -1015,6 +1021,7 @@ gq_exec_test (bool verbose)
     assert (gq_runtime_cache_budget (rt) == 64LL << 20);
     gq_device_info_t info;
     assert (gq_runtime_device (rt, &info) == 0 && streq (info.name, "cpu") && !info.is_gpu);
+    assert (!gq_runtime_lost (rt, why, sizeof why) && info.uuid[0] == 0);
     assert (gq_runtime_add_handler (rt, "upper=tr a-z A-Z", why, sizeof why) == 0);
     assert (gq_runtime_add_handler (rt, "fail=echo broken >&2; exit 4", why, sizeof why) == 0);
     assert (gq_runtime_add_handler (rt, "upper=cat", why, sizeof why) == GQ_EINVAL);
