@@ -360,6 +360,7 @@ enum {
     O_FILE,
     O_OUT,
     O_MAX_WAIT,
+    O_RATE_RETRIES,
     O_STATE,
     O_LIMIT,
     O_BROKER,
@@ -397,6 +398,9 @@ s_help (const char *text)
 
 /* ---- submit -------------------------------------------------------------------------------- */
 
+#define S_TEXT_(x) #x
+#define S_TEXT(x)  S_TEXT_ (x) /* a number macro as text, for help strings */
+
 static const char *s_submit_help =
     "Usage: gridq submit [JOB OPTIONS] [--wait [--json] [--max-wait DURATION]]\n"
     "       gridq submit --file JOBS.jsonl [JOB OPTIONS] [--wait [--out RESULTS.jsonl]]\n"
@@ -425,9 +429,15 @@ static const char *s_submit_help =
     "  --out FILE          with --file --wait: write each finished job (JSON, with payload and\n"
     "                      result) to FILE, one per line, as it finishes ('-' is stdout)\n"
     "  --max-wait DUR      stop waiting after DUR (default: wait as long as it takes)\n"
+    "  --rate-retries N    jobs the broker refuses for its rate limit or per-client cap\n"
+    "                      (RATE_LIMITED) are sent again after the wait it names; give up\n"
+    "                      after N refusals in a row with nothing accepted meanwhile (default\n"
+    "                      " S_TEXT (GQ_CLI_RATE_RETRIES) "; 0: only within --timeout)\n"
     "\n"
     "With --file --wait, progress is shown on stderr when it is a terminal, and a one-line\n"
-    "summary ends the run.\n"
+    "summary ends the run. When the broker refuses part of a file (RATE_LIMITED past the\n"
+    "retries, STORE), gridq still waits for the jobs it accepted, then names the lines it\n"
+    "refused, and exits 4.\n"
     "\n"
     "Examples:\n"
     "  gridq submit --kind echo --payload '{\"x\": 1}' --wait\n"
@@ -441,6 +451,7 @@ typedef struct {
     bool wait;              /* --wait */
     bool json;              /* --json */
     int64_t max_wait_ms;    /* --max-wait, or -1 for no limit */
+    int64_t rate_retries;   /* --rate-retries */
 } s_submit_args_t;
 
 /* Reads --payload: inline JSON text, @FILE or @- (stdin). */
@@ -492,6 +503,7 @@ s_submit_parse (int argc, char **argv, s_submit_args_t *args)
         {"file", required_argument, NULL, O_FILE},
         {"out", required_argument, NULL, O_OUT},
         {"max-wait", required_argument, NULL, O_MAX_WAIT},
+        {"rate-retries", required_argument, NULL, O_RATE_RETRIES},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0}};
     json_t *job = args->defaults;
@@ -573,6 +585,11 @@ s_submit_parse (int argc, char **argv, s_submit_args_t *args)
         case O_MAX_WAIT:
             if (gq_parse_duration_ms (optarg, &args->max_wait_ms)) {
                 return s_usage ("--max-wait \"%s\" is not a duration like 30s or 5m", optarg);
+            }
+            break;
+        case O_RATE_RETRIES:
+            if (!s_parse_int (optarg, 0, INT32_MAX, &args->rate_retries)) {
+                return s_usage ("--rate-retries \"%s\" is not a number of retries", optarg);
             }
             break;
         default:
@@ -829,6 +846,111 @@ s_read_jobfile (const char *path, json_t *defaults, s_jobfile_t *file)
     return S_EXIT_OK;
 }
 
+/* Lines of a JSONL file, as ranges "12-40, 52" (the first GQ_CLI_MAX_LINE_RANGES of them). */
+typedef struct {
+    char text[256];         /* the ranges */
+    size_t ranges;          /* ranges added */
+    size_t jobs;            /* jobs in them */
+} s_lines_t;
+
+/* Adds the lines of the jobs in [first, end) that the broker did not accept (id 0). */
+static void
+s_lines_unaccepted (s_lines_t *lines, const s_jobfile_t *file, const int64_t *ids, size_t first,
+                    size_t end)
+{
+    for (size_t i = first; i < end; i++) {
+        if (ids[i]) {
+            continue;
+        }
+        size_t last = i;
+        while (last + 1 < end && !ids[last + 1]) {
+            last++;
+        }
+        lines->jobs += last - i + 1;
+        size_t used = strlen (lines->text);
+        const char *comma = used ? ", " : "";
+        if (lines->ranges < GQ_CLI_MAX_LINE_RANGES) {
+            if (last > i) {
+                snprintf (lines->text + used, sizeof lines->text - used, "%s%zu-%zu", comma,
+                          file->lines[i], file->lines[last]);
+            } else {
+                snprintf (lines->text + used, sizeof lines->text - used, "%s%zu", comma,
+                          file->lines[i]);
+            }
+        } else if (lines->ranges == GQ_CLI_MAX_LINE_RANGES) {
+            snprintf (lines->text + used, sizeof lines->text - used, ", ...");
+        }
+        lines->ranges++;
+        i = last;
+    }
+}
+
+/* Why and where the broker refused part of a file, noted when it answered: the client's error
+   text changes with every later call. */
+typedef struct {
+    char reason[1200];      /* "CODE: message", after "FILE:LINE: " when it named a job */
+    s_lines_t refused;      /* the lines of the chunk it refused (none: it refused no chunk) */
+    s_lines_t rest;         /* the other lines not accepted: refused as well, or not sent */
+} s_refusal_t;
+
+static void
+s_refusal_note (gq_client_t *client, const char *path, const s_jobfile_t *file,
+                const int64_t *ids, s_refusal_t *refusal)
+{
+    size_t count = json_array_size (file->jobs);
+    int64_t at = gq_client_error_index (client);
+    if (at >= 0 && (size_t) at < count) {
+        snprintf (refusal->reason, sizeof refusal->reason, "%s:%zu: %s", path, file->lines[at],
+                  gq_client_error (client));
+    } else {
+        snprintf (refusal->reason, sizeof refusal->reason, "%s", gq_client_error (client));
+    }
+    size_t first = 0, n = 0;
+    gq_client_refused (client, &first, &n);
+    s_lines_unaccepted (&refusal->refused, file, ids, first, first + n);
+    s_lines_unaccepted (&refusal->rest, file, ids, 0, first);
+    s_lines_unaccepted (&refusal->rest, file, ids, first + n, count);
+}
+
+static void
+s_refusal_print (const s_refusal_t *refusal)
+{
+    const s_lines_t *refused = &refusal->refused, *rest = &refusal->rest;
+    if (refused->jobs) {
+        s_warn ("%s %s %s refused by the broker (%s); %s not submitted",
+                refused->jobs == 1 ? "line" : "lines", refused->text,
+                refused->jobs == 1 ? "was" : "were", refusal->reason,
+                refused->jobs == 1 ? "its job was" : "their jobs were");
+        if (rest->jobs) {
+            s_warn ("%s %s %s not submitted either", rest->jobs == 1 ? "line" : "lines",
+                    rest->text, rest->jobs == 1 ? "was" : "were");
+        }
+    } else if (rest->jobs) {
+        s_warn ("%s %s %s not submitted (%s)", rest->jobs == 1 ? "line" : "lines", rest->text,
+                rest->jobs == 1 ? "was" : "were", refusal->reason);
+    } else {
+        s_warn ("%s", refusal->reason);
+    }
+}
+
+/* Keeps the jobs that the broker accepted (a non-zero id), in order; returns how many. */
+static size_t
+s_jobfile_keep_accepted (s_jobfile_t *file, int64_t *ids)
+{
+    json_t *kept = json_array ();
+    size_t n = 0;
+    for (size_t i = 0; i < json_array_size (file->jobs); i++) {
+        if (ids[i]) {
+            json_array_append (kept, json_array_get (file->jobs, i));
+            file->lines[n] = file->lines[i];
+            ids[n++] = ids[i];
+        }
+    }
+    json_decref (file->jobs);
+    file->jobs = kept;
+    return n;
+}
+
 /* Progress of a --file --wait run. */
 typedef struct {
     gq_client_t *client;    /* for RESULT when a payload must be fetched */
@@ -962,30 +1084,31 @@ s_submit_file (gq_client_t *client, s_submit_args_t *args)
     gq_client_set_submit_window (client, GQ_CLI_FILE_CHUNK_JOBS, GQ_CLI_FILE_WINDOW_SUBMITS);
     /* With watch, the broker reports each job as it finishes, whatever the order in which our
        chunks were acknowledged: no job can finish between our SUBMIT and our WAIT unseen. */
-    if (gq_client_submit (client, file.jobs, args->wait, ids)) {
-        size_t accepted = 0;
-        while (accepted < count && ids[accepted]) {
-            printf ("%lld\n", (long long) ids[accepted++]);
-        }
-        fflush (stdout);
-        int64_t at = gq_client_error_index (client);
-        if (at >= 0 && (size_t) at < count) {
-            fprintf (stderr, "gridq: %s:%zu: ", args->file, file.lines[at]);
-        } else {
-            fprintf (stderr, "gridq: ");
-        }
-        fprintf (stderr, "%s\n", gq_client_error (client));
-        if (accepted) {
-            s_warn ("the first %zu of %zu jobs were accepted (their ids are above)", accepted,
-                    count);
-        }
-        rc = s_failed_code (client);
-        goto done;
-    }
+    bool partial = gq_client_submit (client, file.jobs, args->wait, ids) != GQ_OK;
+    size_t accepted = 0;
     for (size_t i = 0; i < count; i++) {
-        printf ("%lld\n", (long long) ids[i]);
+        if (ids[i]) {
+            printf ("%lld\n", (long long) ids[i]);
+            accepted++;
+        }
     }
     fflush (stdout);
+    s_refusal_t refusal;
+    memset (&refusal, 0, sizeof refusal);
+    if (partial) {
+        /* A refusal of some chunks leaves others accepted: those run, and with --wait we see
+           them through before saying which lines did not go in. Silence ends it all. */
+        rc = s_failed_code (client);
+        s_refusal_note (client, args->file, &file, ids, &refusal);
+        if (rc != S_EXIT_REFUSED || !args->wait || accepted == 0) {
+            s_refusal_print (&refusal);
+            if (accepted) {
+                s_warn ("%zu of %zu jobs were accepted (their ids are above)", accepted, count);
+            }
+            goto done;
+        }
+        count = s_jobfile_keep_accepted (&file, ids);
+    }
     if (!args->wait) {
         double secs = (gq_mono_us () - start_us) / 1e6;
         fprintf (stderr, "%zu jobs submitted in %.1f s\n", count, secs);
@@ -1010,6 +1133,9 @@ s_submit_file (gq_client_t *client, s_submit_args_t *args)
     }
     if (waited && waited != GQ_ETIMEOUT) {
         rc = s_call_failed (client);
+        if (partial) {
+            s_refusal_print (&refusal);
+        }
         free (batch.order);
         goto done;
     }
@@ -1025,6 +1151,10 @@ s_submit_file (gq_client_t *client, s_submit_args_t *args)
     }
     fprintf (stderr, " in %.1f s\n", (gq_mono_us () - start_us) / 1e6);
     rc = batch.done == batch.total ? S_EXIT_OK : S_EXIT_JOB;
+    if (partial) {
+        s_refusal_print (&refusal);
+        rc = S_EXIT_REFUSED;
+    }
     free (batch.order);
 done:
     if (out && out != stdout) {
@@ -1044,11 +1174,13 @@ done:
 static int
 s_cmd_submit (int argc, char **argv)
 {
-    s_submit_args_t args = {.defaults = json_object (), .max_wait_ms = -1};
+    s_submit_args_t args = {.defaults = json_object (), .max_wait_ms = -1,
+                            .rate_retries = GQ_CLI_RATE_RETRIES};
     int rc = s_submit_parse (argc, argv, &args);
     if (rc == 0) {
         gq_client_t *client = s_connect (&rc);
         if (client) {
+            gq_client_set_rate_retries (client, (size_t) args.rate_retries);
             rc = args.file ? s_submit_file (client, &args) : s_submit_one (client, &args);
             gq_client_destroy (&client);
         }

@@ -43,6 +43,10 @@ struct _gq_client_t {
     size_t cap_watched;          /* allocated entries of watched */
     size_t submit_chunk;         /* jobs per SUBMIT when splitting a batch */
     size_t submit_window;        /* SUBMITs in flight at once */
+    size_t rate_retries;         /* RATE_LIMITED refusals of a chunk, with nothing accepted
+                                    meanwhile, after which a submit gives up past its timeout */
+    size_t refused_first;        /* input index of the chunk the broker refused in the last */
+    size_t refused_count;        /* submit, and its jobs (0: none was refused) */
     int errcode;                 /* gq_err_t of the last failure */
     int64_t error_index;         /* input job index named by the last ERROR, or -1 */
     char error[1024];            /* text of the last failure */
@@ -277,6 +281,20 @@ gq_client_set_submit_window (gq_client_t *self, size_t chunk_jobs, size_t in_fli
     self->submit_chunk = chunk_jobs == 0 || chunk_jobs > GQ_MAX_BATCH_JOBS ? GQ_MAX_BATCH_JOBS
                                                                           : chunk_jobs;
     self->submit_window = in_flight == 0 ? 1 : in_flight;
+}
+
+void
+gq_client_set_rate_retries (gq_client_t *self, size_t retries)
+{
+    self->rate_retries = retries;
+}
+
+bool
+gq_client_refused (gq_client_t *self, size_t *first, size_t *count)
+{
+    *first = self->refused_first;
+    *count = self->refused_count;
+    return self->refused_count > 0;
 }
 
 /* ---- Sending and receiving ----------------------------------------------------------------- */
@@ -547,6 +565,8 @@ typedef struct {
     s_chunk_state_t state;   /* unsent, in flight, or acknowledged */
     int64_t deadline_us;     /* when its reply is overdue (from the first send) */
     int64_t resend_us;       /* when to send it again (idem resend, rate limit), 0 for never */
+    bool rate_wait;          /* refused with RATE_LIMITED: waits for resend_us to go again */
+    size_t refusals;         /* RATE_LIMITED replies since a chunk of the submit was accepted */
     int64_t reqs[8];         /* req ids it was sent with; any of their replies completes it */
     size_t n_reqs;           /* used entries of reqs */
 } s_chunk_t;
@@ -653,27 +673,33 @@ s_chunk_settle (gq_client_t *self, s_chunk_t *chunk)
 /* Handles the reply to a chunk: settles it unless it is to be sent again after a rate limit.
    0, or the error that ends the submit. */
 static int
-s_chunk_reply (gq_client_t *self, s_chunk_t *chunk, gq_msg_t *reply, bool watch, int64_t *ids,
-               size_t n_chunks)
+s_chunk_reply (gq_client_t *self, s_chunk_t *chunk, gq_msg_t *reply, bool watch, int64_t *ids)
 {
     json_t *body = gq_msg_body (reply);
     if (s_is_rate_limited (reply)) {
         int64_t at = gq_mono_us () + s_retry_after_ms (body) * 1000;
-        if (at < chunk->deadline_us) {
+        /* Within the timeout it goes again, as any call does. Past it, only while the submit
+           makes progress: a broker that answers is busy, not gone, and a rate limit lets every
+           chunk through in its turn; a cap that nothing frees does not. */
+        bool patient = chunk->refusals++ < self->rate_retries;
+        if (at < chunk->deadline_us || patient) {
             chunk->resend_us = at;
+            chunk->rate_wait = true;
+            if (at >= chunk->deadline_us) {
+                chunk->deadline_us = at + (int64_t) self->timeout_ms * 1000;
+            }
             return GQ_OK;
         }
     }
     s_chunk_settle (self, chunk);
     if (streq (gq_msg_command (reply), "ERROR")) {
-        int code = s_set_error_reply (self, body, (int64_t) chunk->first);
-        if (n_chunks > 1) {
-            size_t len = strlen (self->error);
-            snprintf (self->error + len, sizeof self->error - len,
-                      " (in the batch of input jobs %zu..%zu)", chunk->first,
-                      chunk->first + chunk->count - 1);
+        const char *name = json_string_value (json_object_get (body, "code"));
+        if (self->refused_count) {
+            return gq_err_from_name (name); /* the first refusal is the one reported */
         }
-        return code;
+        self->refused_first = chunk->first;
+        self->refused_count = chunk->count;
+        return s_set_error_reply (self, body, (int64_t) chunk->first);
     }
     json_t *got = json_object_get (body, "ids");
     if (json_array_size (got) != chunk->count) {
@@ -700,6 +726,7 @@ gq_client_submit (gq_client_t *self, json_t *jobs, bool watch, int64_t *ids)
 {
     size_t count = json_array_size (jobs);
     self->error_index = -1;
+    self->refused_count = 0;
     if (count == 0) {
         s_set_error (self, GQ_EINVAL, "nothing to submit: the job list is empty");
         return GQ_EINVAL;
@@ -744,6 +771,13 @@ gq_client_submit (gq_client_t *self, json_t *jobs, bool watch, int64_t *ids)
             if (chunks[c].state != S_CHUNK_SENT) {
                 continue;
             }
+            if (rc != GQ_OK && chunks[c].rate_wait) {
+                /* The submit ends: a chunk waiting out a rate limit is not sent again. */
+                s_chunk_settle (self, &chunks[c]);
+                in_flight--;
+                done++;
+                continue;
+            }
             if (chunks[c].deadline_us <= now) {
                 /* Whatever else is in flight, the broker is not answering. An earlier error
                    stays the one reported: it is the cause. */
@@ -763,6 +797,7 @@ gq_client_submit (gq_client_t *self, json_t *jobs, bool watch, int64_t *ids)
                     rc = sent;
                     continue;
                 }
+                chunks[c].rate_wait = false;
                 chunks[c].resend_us = resend_every_us ? now + resend_every_us : 0;
             }
             if (chunks[c].deadline_us < wake) {
@@ -771,6 +806,9 @@ gq_client_submit (gq_client_t *self, json_t *jobs, bool watch, int64_t *ids)
             if (rc == GQ_OK && chunks[c].resend_us && chunks[c].resend_us < wake) {
                 wake = chunks[c].resend_us;
             }
+        }
+        if (in_flight == 0) {
+            continue; /* the last chunks were given up above */
         }
         gq_msg_t *msg;
         int got = s_recv_until (self, wake, &msg);
@@ -787,7 +825,7 @@ gq_client_submit (gq_client_t *self, json_t *jobs, bool watch, int64_t *ids)
             zlistx_add_end (self->pending, msg); /* FINISHED for watched jobs, other replies */
             continue;
         }
-        int status = s_chunk_reply (self, chunk, msg, watch, ids, n_chunks);
+        int status = s_chunk_reply (self, chunk, msg, watch, ids);
         gq_msg_destroy (&msg);
         if (chunk->state == S_CHUNK_DONE) {
             in_flight--;
@@ -796,6 +834,9 @@ gq_client_submit (gq_client_t *self, json_t *jobs, bool watch, int64_t *ids)
                 /* Refused: nothing of this chunk was accepted; stop sending, collect the rest
                    so that the ids of chunks accepted meanwhile are known. */
                 rc = status;
+            }
+            for (size_t c = 0; status == GQ_OK && c < n_chunks; c++) {
+                chunks[c].refusals = 0; /* progress: rate-limited chunks start counting again */
             }
         }
     }
@@ -1063,7 +1104,9 @@ gq_client_wait (gq_client_t *self, const int64_t *ids, size_t count, int64_t tot
       SUBMIT    ids from a counter; watch: FINISHED for the jobs with the SUBMIT's req; a batch
                 whose first idem is "drop-once" is ignored the first time, one whose first idem
                 is "slow" is RATE_LIMITED the first time; a job of kind "refuse" fails the batch
-                with BAD_REQUEST naming its index
+                with BAD_REQUEST naming its index; a batch whose first kind is "capped" is
+                RATE_LIMITED (retry_after_ms 400, above the client's timeout) its first three
+                times, one whose first kind is "walled" always
       WAIT      ignored the first time, then FINISHED for ids < 1000000, missing for the rest
     The pipe answers "COUNT" with the number of SUBMITs and WAITs seen. */
 
@@ -1125,7 +1168,7 @@ s_fake_broker (zsock_t *pipe, void *args)
     zsock_signal (pipe, 0);
     gq_msg_t *held = NULL;
     int64_t next_id = 1;
-    int submits = 0, waits = 0, cancels = 0;
+    int submits = 0, waits = 0, cancels = 0, capped = 0;
     bool dropped = false, slowed = false;
     while (true) {
         zsock_t *which = (zsock_t *) zpoller_wait (poller, -1);
@@ -1194,10 +1237,15 @@ s_fake_broker (zsock_t *pipe, void *args)
                 gq_msg_destroy (&msg);
                 continue;
             }
-            if (idem && streq (idem, "slow") && !slowed) {
-                slowed = true;
+            const char *first =
+                json_string_value (json_object_get (json_array_get (jobs, 0), "kind"));
+            bool walled = first && (streq (first, "walled") ||
+                                    (streq (first, "capped") && capped++ < 3));
+            if ((idem && streq (idem, "slow") && !slowed) || walled) {
+                slowed = slowed || !walled;
                 reply = gq_msg_error (msg, GQ_ERATE, "slow down");
-                json_object_set_new (gq_msg_body (reply), "retry_after_ms", json_integer (30));
+                json_object_set_new (gq_msg_body (reply), "retry_after_ms",
+                                     json_integer (walled ? 400 : 30));
                 gq_msg_send (&reply, router);
                 gq_msg_destroy (&msg);
                 continue;
@@ -1372,8 +1420,11 @@ gq_client_test (bool verbose)
     int64_t six[6];
     GQ_CHECK_EQ (gq_client_submit (client, jobs, false, six), GQ_EINVAL);
     GQ_CHECK_EQ (gq_client_error_index (client), 4);
-    S_CHECK_HAS (gq_client_error (client), "BAD_REQUEST: jobs[1]: kind refused");
-    S_CHECK_HAS (gq_client_error (client), "(in the batch of input jobs 3..5)");
+    GQ_CHECK_STR (gq_client_error (client), "BAD_REQUEST: jobs[1]: kind refused");
+    size_t refused_first = 0, refused_count = 0;
+    assert (gq_client_refused (client, &refused_first, &refused_count));
+    GQ_CHECK_EQ (refused_first, 3);
+    GQ_CHECK_EQ (refused_count, 3);
     S_CHECK_RANGE (six[0], 1, INT64_MAX);
     GQ_CHECK_EQ (six[1], six[0] + 1);
     GQ_CHECK_EQ (six[2], six[0] + 2);
@@ -1415,6 +1466,30 @@ gq_client_test (bool verbose)
     int64_t slow_id = 0;
     GQ_CHECK_EQ (gq_client_submit (client, jobs, false, &slow_id), GQ_OK);
     S_CHECK_RANGE (slow_id, 1, INT64_MAX);
+    json_decref (jobs);
+
+    /* Past the timeout, a rate-limited chunk goes again only with rate retries, and only as
+       many times in a row as they allow: "capped" is refused three times, then accepted. */
+    jobs = json_pack ("[{s:s}]", "kind", "capped");
+    s_fake_count (broker, &submits, &waits);
+    submits0 = submits;
+    GQ_CHECK_EQ (gq_client_submit (client, jobs, false, &slow_id), GQ_ERATE);
+    GQ_CHECK_STR (gq_client_error (client), "RATE_LIMITED: slow down");
+    assert (gq_client_refused (client, &refused_first, &refused_count));
+    GQ_CHECK_EQ (refused_first, 0);
+    GQ_CHECK_EQ (refused_count, 1);
+    gq_client_set_rate_retries (client, 2);
+    GQ_CHECK_EQ (gq_client_submit (client, jobs, false, &slow_id), GQ_OK);
+    assert (!gq_client_refused (client, &refused_first, &refused_count));
+    s_fake_count (broker, &submits, &waits);
+    GQ_CHECK_EQ (submits - submits0, 4);
+    json_decref (jobs);
+    jobs = json_pack ("[{s:s}]", "kind", "walled");
+    submits0 = submits;
+    GQ_CHECK_EQ (gq_client_submit (client, jobs, false, &slow_id), GQ_ERATE);
+    s_fake_count (broker, &submits, &waits);
+    GQ_CHECK_EQ (submits - submits0, 3);
+    gq_client_set_rate_retries (client, 0);
     json_decref (jobs);
 
     /* A lost SUBMIT is sent again when every job has an idem key. */

@@ -41,6 +41,18 @@ int gq_client_timeout (gq_client_t *self);
    (pipelining; default 4). A chunk the broker refuses is not accepted, but chunks before it may
    be: their ids are set, the others are 0. */
 void gq_client_set_submit_window (gq_client_t *self, size_t chunk_jobs, size_t in_flight);
+/* How a submit goes through a rate limit. A chunk the broker refuses with RATE_LIMITED is sent
+   again after the broker's hint while the timeout allows; past the timeout (the broker answers,
+   so it is busy, not gone) as well, until the chunk has been refused `retries` times with no
+   chunk of the submit accepted meanwhile. A rate limit then lets every chunk through in its
+   turn, however long that takes; a cap that nothing frees (--max-queued) ends the submit.
+   0, the default: only while the timeout allows. */
+void gq_client_set_rate_retries (gq_client_t *self, size_t retries);
+/* After gq_client_submit failed on an ERROR reply: true, with the input jobs (index of the first,
+   count) of the chunk the broker refused; the error text is the broker's reason. Other chunks
+   may have been refused too, or not sent after that: their ids are 0 as well. false when the
+   last submit had no chunk refused. */
+bool gq_client_refused (gq_client_t *self, size_t *first, size_t *count);
 /* Bytes of a job's compact JSON, as gq_client_submit counts them: chunks are also split so that
    each SUBMIT frame stays under GQ_CLIENT_SUBMIT_BYTES, and a single job above that is refused
    (GQ_ETOOBIG, with gq_client_error_index) before anything is sent. job is borrowed. */

@@ -75,15 +75,17 @@ step () {
     printf '[%6.2f s] %s\n' "$(((now - T0) / 1000000))e-3" "$*"
 }
 
-# gq RC ARGS...: runs gridq against our broker; stdout in $TMP/out, stderr in $TMP/err, the exit
-# status in $RC, which must be RC ("any" accepts every status).
+# gq RC ARGS...: runs gridq against our broker (--timeout $GQ_TIMEOUT, 5s by default); stdout
+# in $TMP/out, stderr in $TMP/err, the exit status in $RC, which must be RC ("any" accepts every
+# status).
 RC=0
 gq () {
     local want=$1
     shift
     local t1 t2
     t1=$(date +%s%N)
-    timeout 30 "$BIN/gridq" --broker "$EP" --timeout 5s "$@" >"$TMP/out" 2>"$TMP/err"
+    timeout 30 "$BIN/gridq" --broker "$EP" --timeout "${GQ_TIMEOUT:-5s}" "$@" >"$TMP/out" \
+        2>"$TMP/err"
     RC=$?
     t2=$(date +%s%N)
     if [ $((t2 - t1)) -gt 2000000000 ]; then

@@ -39,6 +39,23 @@ gq_backend_all (void)
     return s_backends;
 }
 
+/* ---- Device identity ------------------------------------------------------------------------ */
+
+void
+gq_gpu_uuid_text (const unsigned char bytes[16], char *out, size_t size)
+{
+    /* Groups of 4, 2, 2, 2 and 6 bytes, as in RFC 4122. */
+    static const int dash_after[] = {3, 5, 7, 9};
+    size_t used = (size_t) snprintf (out, size, "GPU-");
+    for (int i = 0, d = 0; i < 16 && used < size; i++) {
+        used += (size_t) snprintf (out + used, size - used, "%02x", bytes[i]);
+        if (d < 4 && i == dash_after[d] && used < size) {
+            used += (size_t) snprintf (out + used, size - used, "-");
+            d++;
+        }
+    }
+}
+
 /* ---- Element types -------------------------------------------------------------------------- */
 
 size_t
@@ -269,6 +286,18 @@ gq_backend_test (bool verbose)
     assert (count >= 1 && all[count - 1] == &gq_backend_cpu_ops);
     assert (gq_gemm_mode_parse ("tf32") == GQ_GEMM_TF32);
     assert (gq_gemm_mode_parse ("fp64") == -1);
+
+    /* Device UUIDs, as nvidia-smi writes them. */
+    const unsigned char uuid_bytes[16] = {0x3f, 0x2a, 0x9b, 0x01, 0xc4, 0x5d, 0x6e, 0x7f,
+                                          0x80, 0x91, 0xa2, 0xb3, 0xc4, 0xd5, 0xe6, 0xf7};
+    char uuid[48];
+    gq_gpu_uuid_text (uuid_bytes, uuid, sizeof uuid);
+    if (!streq (uuid, "GPU-3f2a9b01-c45d-6e7f-8091-a2b3c4d5e6f7")) {
+        fprintf (stderr, "uuid text: got %s\n", uuid);
+        assert (false);
+    }
+    gq_gpu_uuid_text (uuid_bytes, uuid, 10);
+    assert (streq (uuid, "GPU-3f2a9"));
 
     /* Conversions: exact values, rounding to even, subnormals, overflow. */
     assert (gq_f32_to_f16 (1.0f) == 0x3c00);

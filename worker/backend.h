@@ -38,6 +38,8 @@ typedef struct {
     int sm_count;          /* streaming multiprocessors (online processors on the CPU) */
     int clock_mhz;         /* peak SM clock in MHz (0 when unknown) */
     bool is_gpu;           /* false for the CPU backend */
+    char uuid[48];         /* "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" as nvidia-smi -L prints
+                              it: the device whatever the enumeration; "" on the CPU */
 } gq_device_info_t;
 
 /* ---- Element types and GEMM precisions ----------------------------------------------------- */
@@ -60,6 +62,10 @@ const char *gq_dtype_name (gq_dtype_t dtype);
 /* "f32", "tf32", "bf16" (the payload spelling); gq_gemm_mode_parse returns -1 on others. */
 const char *gq_gemm_mode_name (gq_gemm_mode_t mode);
 int gq_gemm_mode_parse (const char *text);
+
+/* A device UUID's 16 bytes as nvidia-smi and CUDA_VISIBLE_DEVICES write it:
+   "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" (lower-case hex; out has 41 bytes or more). */
+void gq_gpu_uuid_text (const unsigned char bytes[16], char *out, size_t size);
 
 /* Scalar conversions, round to nearest even where narrowing; the CUDA kernels round alike. */
 float gq_f16_to_f32 (uint16_t h);
@@ -93,6 +99,11 @@ typedef struct {
     void (*dev_close) (gq_bdev_t **dev_p);
     /* Fills info; free memory is measured at each call. */
     int (*dev_info) (gq_bdev_t *dev, gq_device_info_t *info);
+    /* Whether the device is lost: a sticky error (an illegal address, a kernel that faulted, an
+       uncorrectable ECC error, ...; worker/cuda/cuda_errors.h) made this process's context on it
+       unusable, and every later call would fail the same way until the process exits. true with
+       that error in why. A flag: cheap, thread-safe. The CPU is never lost. */
+    bool (*dev_lost) (gq_bdev_t *dev, char *why, size_t whylen);
     /* Device memory for long-lived data (model weights). free is safe on NULL. */
     int (*alloc) (gq_bdev_t *dev, size_t bytes, void **ptr, char *why, size_t whylen);
     void (*free) (gq_bdev_t *dev, void *ptr);

@@ -84,6 +84,12 @@ s_dev_info (gq_bdev_t *dev, gq_device_info_t *info)
     return GQ_OK;
 }
 
+static bool
+s_dev_lost (gq_bdev_t *dev, char *why, size_t whylen)
+{
+    return false; /* host memory has no context to lose */
+}
+
 static int
 s_alloc (gq_bdev_t *dev, size_t bytes, void **ptr, char *why, size_t whylen)
 {
@@ -492,6 +498,7 @@ const gq_backend_ops_t gq_backend_cpu_ops = {
     .dev_open = s_dev_open,
     .dev_close = s_dev_close,
     .dev_info = s_dev_info,
+    .dev_lost = s_dev_lost,
     .alloc = s_alloc,
     .free = s_free,
     .ctx_new = s_ctx_new,

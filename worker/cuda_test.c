@@ -1,13 +1,15 @@
-/*  cuda_test.c — the CUDA backend against the CPU backend (the oracle) on random inputs.
+/*  cuda_test.c — the CUDA backend against the CPU backend (the oracle) on random inputs, and a
+    device lost to a sticky error (last: it ruins the process's context).
 
     Exits 77, which ctest reports as skipped, when this build has no CUDA backend or the machine
     has no usable device. It goes through the ops table only, so it is plain C and is built
-    either way. */
+    either way. gq_cuda_errors_test (which errors are sticky) needs neither CUDA nor a device. */
 #include <czmq.h>
 #include <math.h>
 #include <unistd.h>
 
 #include "backend.h"
+#include "cuda/cuda_errors.h"
 #include "exec.h"
 #include "model.h"
 
@@ -250,6 +252,90 @@ s_check_mlp (const char *dir, gq_dtype_t dtype, const char *mode, bool verbose)
     unlink (path);
 }
 
+/* The sticky errors, by number and name as in driver_types.h: the device is lost after these
+   and only after these (memory running out, a bad argument, a missing kernel image are the
+   job's trouble, not the device's). */
+void
+gq_cuda_errors_test (bool verbose)
+{
+    static const struct {
+        int code;         /* cudaError_t */
+        const char *name; /* for the message */
+        bool sticky;      /* the device is lost */
+    } cases[] = {
+        {0, "cudaSuccess", false},
+        {1, "cudaErrorInvalidValue", false},
+        {2, "cudaErrorMemoryAllocation", false},
+        {98, "cudaErrorInvalidDeviceFunction", false},
+        {100, "cudaErrorNoDevice", false},
+        {101, "cudaErrorInvalidDevice", false},
+        {209, "cudaErrorNoKernelImageForDevice", false},
+        {214, "cudaErrorECCUncorrectable", true},
+        {220, "cudaErrorNvlinkUncorrectable", true},
+        {226, "cudaErrorContained", true},
+        {400, "cudaErrorInvalidResourceHandle", false},
+        {600, "cudaErrorNotReady", false},
+        {700, "cudaErrorIllegalAddress", true},
+        {701, "cudaErrorLaunchOutOfResources", false},
+        {702, "cudaErrorLaunchTimeout", true},
+        {710, "cudaErrorAssert", true},
+        {714, "cudaErrorHardwareStackError", true},
+        {715, "cudaErrorIllegalInstruction", true},
+        {716, "cudaErrorMisalignedAddress", true},
+        {717, "cudaErrorInvalidAddressSpace", true},
+        {718, "cudaErrorInvalidPc", true},
+        {719, "cudaErrorLaunchFailure", true},
+        {720, "cudaErrorCooperativeLaunchTooLarge", false},
+        {721, "cudaErrorTensorMemoryLeak", true},
+        {810, "cudaErrorMpsClientTerminated", true},
+        {911, "cudaErrorExternalDevice", true},
+        {999, "cudaErrorUnknown", false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (gq_cuda_error_is_sticky (cases[i].code) != cases[i].sticky) {
+            fprintf (stderr, "\n%s (%d): sticky should be %s\n", cases[i].name, cases[i].code,
+                     cases[i].sticky ? "true" : "false");
+            assert (false);
+        }
+    }
+    if (verbose) {
+        printf ("\n  %zu cudaError_t values classified\n  ", sizeof cases / sizeof cases[0]);
+    }
+}
+
+/* A kernel that reads an illegal address loses the device: the call that meets the error fails
+   with it, dev_lost says so with the reason, and every later call fails too. */
+static void
+s_check_lost (const gq_backend_ops_t *gpu, bool verbose)
+{
+    char why[256];
+    gq_bdev_t *dev = gpu->dev_open (0, why, sizeof why);
+    gq_bctx_t *ctx = dev ? gpu->ctx_new (dev, why, sizeof why) : NULL;
+    assert (ctx && !gpu->dev_lost (dev, why, sizeof why));
+    float *c = gpu->scratch (ctx, 0, 64 * 64 * sizeof (float));
+    assert (c);
+    const void *wild = (const void *) (uintptr_t) 64; /* no allocation lives there */
+    int rc = gpu->gemm (ctx, GQ_GEMM_F32, 64, 64, 64, wild, wild, false, c);
+    float host[4];
+    if (rc == 0) {
+        rc = gpu->download (ctx, host, c, sizeof host); /* waits for the GEMM: the error shows */
+    }
+    assert (rc == GQ_EBACKEND);
+    if (!gpu->dev_lost (dev, why, sizeof why)) {
+        fprintf (stderr, "\nafter a wild read (%s), the device is not lost\n",
+                 gpu->ctx_error (ctx));
+        assert (false);
+    }
+    if (verbose) {
+        printf ("\n  lost: %s", why);
+    }
+    assert (strstr (why, "cuda: "));
+    assert (gpu->upload (ctx, c, host, sizeof host) == GQ_EBACKEND);
+    assert (gpu->dev_lost (dev, why, sizeof why));
+    gpu->ctx_destroy (&ctx);
+    gpu->dev_close (&dev);
+}
+
 void
 gq_cuda_test (bool verbose)
 {
@@ -354,6 +440,7 @@ gq_cuda_test (bool verbose)
     }
     s_check_mlp (dir, GQ_DTYPE_BF16, "tf32", verbose);
     rmdir (dir);
+    s_check_lost (p.gpu, verbose); /* last: this process's context is gone afterwards */
     if (verbose) {
         printf ("\n  ");
     }

@@ -20,8 +20,8 @@ static const char *s_builtin_kinds[] = {"echo", "sleep", "matmul", "mlp"};
 struct _gq_runtime_t {
     const gq_backend_ops_t *ops;             /* the chosen backend */
     gq_bdev_t *dev;                          /* its device, shared by every slot */
-    int device;                              /* the device ordinal (CUDA_VISIBLE_DEVICES) */
     bool is_gpu;                             /* whether handlers get CUDA_VISIBLE_DEVICES */
+    char cuda_devices[64];                   /* the value they get: the device's UUID */
     gq_model_cache_t *cache;                 /* shared by slots; has its own mutex */
     gq_handler_t *handlers[S_MAX_HANDLERS];  /* fixed before the slots start */
     size_t n_handlers;                       /* how many */
@@ -63,7 +63,6 @@ gq_runtime_new (const gq_runtime_opts_t *opts, char *why, size_t whylen)
         snprintf (why, whylen, "out of memory");
         return NULL;
     }
-    self->device = opts->device;
     if (!streq (want, "cpu")) {
         const gq_backend_ops_t *cuda = gq_backend_find ("cuda");
         char reason[256] = "this gridq was built without CUDA";
@@ -95,6 +94,10 @@ gq_runtime_new (const gq_runtime_opts_t *opts, char *why, size_t whylen)
         return NULL;
     }
     self->is_gpu = info.is_gpu;
+    if (info.is_gpu) {
+        gq_handler_cuda_devices (getenv ("CUDA_VISIBLE_DEVICES"), opts->device, info.uuid,
+                                 self->cuda_devices, sizeof self->cuda_devices);
+    }
     int64_t cache_mb = opts->cache_mb;
     if (cache_mb == 0) {
         cache_mb = info.is_gpu ? info.vram_free_mb * GQ_MODEL_CACHE_GPU_PERCENT / 100
@@ -108,10 +111,12 @@ gq_runtime_new (const gq_runtime_opts_t *opts, char *why, size_t whylen)
         return NULL;
     }
     if (info.is_gpu) {
-        zsys_info ("worker: cuda device %d: %s, compute %d.%d, %" PRId64 " MiB (%" PRId64
-                   " free), %d SMs at %d MHz, %.1f TFLOP/s fp32; model cache %" PRId64 " MiB",
-                   opts->device, info.name, info.cc_major, info.cc_minor, info.vram_total_mb,
-                   info.vram_free_mb, info.sm_count, info.clock_mhz, info.tflops, cache_mb);
+        zsys_info ("worker: cuda device %d (%s): %s, compute %d.%d, %" PRId64 " MiB (%" PRId64
+                   " free), %d SMs at %d MHz, %.1f TFLOP/s fp32; model cache %" PRId64
+                   " MiB; handlers get CUDA_VISIBLE_DEVICES=%s",
+                   opts->device, info.uuid, info.name, info.cc_major, info.cc_minor,
+                   info.vram_total_mb, info.vram_free_mb, info.sm_count, info.clock_mhz,
+                   info.tflops, cache_mb, self->cuda_devices);
     } else {
         zsys_info ("worker: cpu backend, %d processors; model cache %" PRId64 " MiB",
                    info.sm_count, cache_mb);
@@ -146,6 +151,12 @@ int
 gq_runtime_device (gq_runtime_t *self, gq_device_info_t *info)
 {
     return self->ops->dev_info (self->dev, info);
+}
+
+bool
+gq_runtime_lost (gq_runtime_t *self, char *why, size_t whylen)
+{
+    return self->ops->dev_lost (self->dev, why, whylen);
 }
 
 int64_t
@@ -846,17 +857,14 @@ s_run_handler (s_job_t *job, gq_handler_t *handler)
 {
     const gq_task_t *task = job->task;
     gq_runtime_t *rt = job->exec->rt;
-    if (task->n_blobs) {
-        zsys_warning ("worker: job %" PRId64 ": handlers get the JSON payload only; %zu blobs "
-                      "ignored",
-                      task->id, task->n_blobs);
-    }
     gq_handler_job_t hjob = {.id = task->id,
                              .attempt = task->attempt,
                              .kind = task->kind,
                              .model = task->model,
-                             .device = rt->is_gpu ? rt->device : -1,
+                             .cuda_devices = rt->is_gpu ? rt->cuda_devices : NULL,
                              .payload = task->payload,
+                             .blobs = task->blobs,
+                             .n_blobs = task->n_blobs,
                              .timeout_ms = task->timeout_ms,
                              .cancel = task->cancel};
     int rc = gq_handler_run (handler, &hjob, &job->out->result, job->out->error,
@@ -1013,6 +1021,7 @@ gq_exec_test (bool verbose)
     assert (gq_runtime_cache_budget (rt) == 64LL << 20);
     gq_device_info_t info;
     assert (gq_runtime_device (rt, &info) == 0 && streq (info.name, "cpu") && !info.is_gpu);
+    assert (!gq_runtime_lost (rt, why, sizeof why) && info.uuid[0] == 0);
     assert (gq_runtime_add_handler (rt, "upper=tr a-z A-Z", why, sizeof why) == 0);
     assert (gq_runtime_add_handler (rt, "fail=echo broken >&2; exit 4", why, sizeof why) == 0);
     assert (gq_runtime_add_handler (rt, "upper=cat", why, sizeof why) == GQ_EINVAL);

@@ -51,6 +51,9 @@ const char *gq_runtime_backend_name (gq_runtime_t *self);
 /* Device facts, free memory measured now. The CPU fills "cpu", is_gpu false and 0 VRAM (the
    daemon's flags fill in what it advertises). Returns 0 or an error. */
 int gq_runtime_device (gq_runtime_t *self, gq_device_info_t *info);
+/* Whether the device is lost (a sticky CUDA error; see dev_lost in backend.h): no job can run on
+   it again in this process. true with the error in why. Thread-safe. */
+bool gq_runtime_lost (gq_runtime_t *self, char *why, size_t whylen);
 /* Adds a handler "KIND=COMMAND" (before the slots start). 0, or GQ_EINVAL with a reason (bad
    spec, a built-in kind, a kind given twice). */
 int gq_runtime_add_handler (gq_runtime_t *self, const char *spec, char *why, size_t whylen);

@@ -1,11 +1,13 @@
 /*  handler.c — runs external handler commands: spawn in a new session, feed stdin, collect
     stdout and the tail of stderr with poll(), enforce timeout and cancel on the whole group. */
-#define _GNU_SOURCE /* pipe2, POSIX_SPAWN_SETSID */
+#define _GNU_SOURCE /* pipe2, POSIX_SPAWN_SETSID, nftw */
 #include "handler.h"
 
 #include <czmq.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -87,6 +89,106 @@ gq_handler_command (gq_handler_t *self)
     return self->command;
 }
 
+/* ---- The device a handler sees -------------------------------------------------------------- */
+
+const char *
+gq_handler_cuda_devices (const char *inherited, int device, const char *uuid, char *out,
+                         size_t outlen)
+{
+    /* Entry `device` of the comma-separated list, without the spaces around it. */
+    const char *entry = inherited;
+    for (int i = 0; entry && i < device; i++) {
+        entry = strchr (entry, ',');
+        entry = entry ? entry + 1 : NULL;
+    }
+    size_t len = 0;
+    if (entry) {
+        entry += strspn (entry, " ");
+        len = strcspn (entry, ",");
+        while (len > 0 && entry[len - 1] == ' ') {
+            len--;
+        }
+    }
+    bool named = len > 4 && (strncmp (entry, "GPU-", 4) == 0 || strncmp (entry, "MIG-", 4) == 0);
+    if (named || (len > 0 && !(uuid && *uuid))) {
+        snprintf (out, outlen, "%.*s", (int) len, entry);
+    } else if (uuid && *uuid) {
+        snprintf (out, outlen, "%s", uuid);
+    } else {
+        snprintf (out, outlen, "%d", device);
+    }
+    return out;
+}
+
+/* ---- Blobs ---------------------------------------------------------------------------------- */
+
+static int
+s_remove_entry (const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    if (remove (path) != 0) {
+        zsys_warning ("handler: cannot remove %s: %s", path, strerror (errno));
+    }
+    return 0;
+}
+
+/* Removes the blob folder with whatever the command left in it; symbolic links are removed,
+   never followed. Nothing to do for "". */
+static void
+s_blobs_remove (const char *dir)
+{
+    if (*dir) {
+        nftw (dir, s_remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    }
+}
+
+/* Writes size bytes; 0 or errno. */
+static int
+s_write_all (int fd, const byte *data, size_t size)
+{
+    for (size_t done = 0; done < size;) {
+        ssize_t n = write (fd, data + done, size - done);
+        if (n < 0 && errno != EINTR) {
+            return errno;
+        }
+        done += n > 0 ? (size_t) n : 0;
+    }
+    return 0;
+}
+
+/* Writes the job's blobs to files 0, 1, ... in a new folder whose path goes to dir (dirlen at
+   least PATH_MAX). 0, or GQ_EIO with the reason in error and nothing left behind. */
+static int
+s_blobs_write (const gq_handler_job_t *job, char *dir, size_t dirlen, char *error, size_t errlen)
+{
+    const char *tmp = getenv ("TMPDIR");
+    snprintf (dir, dirlen, "%s/gridq-job-%" PRId64 "-XXXXXX", tmp && *tmp ? tmp : "/tmp",
+              job->id);
+    if (!mkdtemp (dir)) {
+        snprintf (error, errlen, "cannot make a folder for the job's blobs (%s): %s", dir,
+                  strerror (errno));
+        dir[0] = 0;
+        return GQ_EIO;
+    }
+    for (size_t i = 0; i < job->n_blobs; i++) {
+        char path[PATH_MAX];
+        snprintf (path, sizeof path, "%s/%zu", dir, i);
+        int fd = open (path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        int e = fd < 0 ? errno
+                       : s_write_all (fd, zframe_data (job->blobs[i]), zframe_size (job->blobs[i]));
+        if (fd >= 0 && close (fd) != 0 && e == 0) {
+            e = errno;
+        }
+        if (e) {
+            snprintf (error, errlen, "cannot write blob %zu for the handler to %s: %s", i, path,
+                      strerror (e));
+            s_blobs_remove (dir);
+            dir[0] = 0;
+            return GQ_EIO;
+        }
+    }
+    return GQ_OK;
+}
+
 /* ---- One run -------------------------------------------------------------------------------- */
 
 /* What one run is doing; the parent's ends of the pipes are -1 once closed. */
@@ -117,27 +219,30 @@ s_close (int *fd)
     }
 }
 
-/* The environment for the child: ours, with the job's variables replacing any inherited. */
+/* The environment for the child: ours, with the job's variables replacing any inherited.
+   blob_dir is the folder of the job's blobs, or "". */
 static char **
-s_environment (const gq_handler_job_t *job, const char *kind)
+s_environment (const gq_handler_job_t *job, const char *kind, const char *blob_dir)
 {
-    static const char *ours[] = {"GRIDQ_JOB_ID=", "GRIDQ_ATTEMPT=", "GRIDQ_KIND=",
-                                 "GRIDQ_MODEL=", "CUDA_VISIBLE_DEVICES="};
+    /* CUDA_VISIBLE_DEVICES last: it alone stays as inherited when the job sets no device. */
+    static const char *ours[] = {"GRIDQ_JOB_ID=",   "GRIDQ_ATTEMPT=", "GRIDQ_KIND=",
+                                 "GRIDQ_MODEL=",    "GRIDQ_BLOB_DIR=", "GRIDQ_BLOBS=",
+                                 "CUDA_VISIBLE_DEVICES="};
+    const size_t n_ours = sizeof ours / sizeof ours[0];
     size_t inherited = 0;
     while (environ && environ[inherited]) {
         inherited++;
     }
-    char **env = calloc (inherited + 6, sizeof (char *));
+    char **env = calloc (inherited + n_ours + 1, sizeof (char *));
     if (!env) {
         return NULL;
     }
     size_t n = 0;
     for (size_t i = 0; i < inherited; i++) {
         bool replaced = false;
-        for (size_t j = 0; j < sizeof ours / sizeof ours[0]; j++) {
+        for (size_t j = 0; j < n_ours; j++) {
             if (strncmp (environ[i], ours[j], strlen (ours[j])) == 0) {
-                /* CUDA_VISIBLE_DEVICES stays as inherited when the job sets no device. */
-                replaced = j < 4 || job->device >= 0;
+                replaced = j + 1 < n_ours || job->cuda_devices;
             }
         }
         if (!replaced) {
@@ -150,8 +255,12 @@ s_environment (const gq_handler_job_t *job, const char *kind)
     if (job->model) {
         env[n++] = zsys_sprintf ("GRIDQ_MODEL=%s", job->model);
     }
-    if (job->device >= 0) {
-        env[n++] = zsys_sprintf ("CUDA_VISIBLE_DEVICES=%d", job->device);
+    if (*blob_dir) {
+        env[n++] = zsys_sprintf ("GRIDQ_BLOB_DIR=%s", blob_dir);
+        env[n++] = zsys_sprintf ("GRIDQ_BLOBS=%zu", job->n_blobs);
+    }
+    if (job->cuda_devices) {
+        env[n++] = zsys_sprintf ("CUDA_VISIBLE_DEVICES=%s", job->cuda_devices);
     }
     env[n] = NULL;
     return env;
@@ -403,12 +512,20 @@ gq_handler_run (gq_handler_t *self, const gq_handler_job_t *job, json_t **result
 {
     *result = NULL;
     s_run_t run = {.pid = -1, .in_fd = -1, .out_fd = -1, .err_fd = -1};
+    char blob_dir[PATH_MAX] = "";
+    if (job->n_blobs) {
+        int rc = s_blobs_write (job, blob_dir, sizeof blob_dir, error, errlen);
+        if (rc) {
+            return rc;
+        }
+    }
     char *input = json_dumps (job->payload ? job->payload : json_null (),
                               JSON_COMPACT | JSON_ENCODE_ANY);
-    char **env = s_environment (job, self->kind);
+    char **env = s_environment (job, self->kind, blob_dir);
     if (!input || !env) {
         free (input);
         s_free_environment (env);
+        s_blobs_remove (blob_dir);
         snprintf (error, errlen, "out of memory");
         return GQ_ENOMEM;
     }
@@ -523,12 +640,16 @@ done:
         }
     }
     pthread_sigmask (SIG_SETMASK, &old_set, NULL);
+    /* The command and its process group are gone: its input files can go too. */
+    s_blobs_remove (blob_dir);
     free (input);
     free (run.out);
     return rc;
 }
 
 /* ---- Selftest ------------------------------------------------------------------------------- */
+
+#define S_UUID "GPU-3f2a9b01-c45d-6e7f-8091-a2b3c4d5e6f7" /* a device UUID, as CUDA reports it */
 
 /* True when pid names a live process (a zombie is dead: only its exit status remains). */
 static bool
@@ -563,6 +684,21 @@ s_gone_within (pid_t pid, int ms)
     return false;
 }
 
+/* Runs spec for job 42, attempt 2, device 3 with these blobs. */
+static int
+s_run_blobs (const char *spec, zframe_t **blobs, size_t n_blobs, json_t **result, char *error,
+             size_t errlen)
+{
+    char why[256];
+    gq_handler_t *handler = gq_handler_new (spec, why, sizeof why);
+    assert (handler);
+    gq_handler_job_t job = {.id = 42, .attempt = 2, .cuda_devices = "3", .blobs = blobs,
+                            .n_blobs = n_blobs, .timeout_ms = 5000};
+    int rc = gq_handler_run (handler, &job, result, error, errlen);
+    gq_handler_destroy (&handler);
+    return rc;
+}
+
 static int
 s_run_spec (const char *spec, json_t *payload, int64_t timeout_ms, volatile int *cancel,
             json_t **result, char *error, size_t errlen)
@@ -570,7 +706,7 @@ s_run_spec (const char *spec, json_t *payload, int64_t timeout_ms, volatile int 
     char why[256];
     gq_handler_t *handler = gq_handler_new (spec, why, sizeof why);
     assert (handler);
-    gq_handler_job_t job = {.id = 42, .attempt = 2, .device = 3, .payload = payload,
+    gq_handler_job_t job = {.id = 42, .attempt = 2, .cuda_devices = "3", .payload = payload,
                             .timeout_ms = timeout_ms, .cancel = cancel};
     int rc = gq_handler_run (handler, &job, result, error, errlen);
     gq_handler_destroy (&handler);
@@ -647,6 +783,34 @@ gq_handler_test (bool verbose)
     assert (!gq_handler_new ("Bad Kind=cat", why, sizeof why) && strstr (why, "not valid"));
     assert (!gq_handler_new (NULL, why, sizeof why));
 
+    /* The device a handler sees: by UUID whatever the worker inherited, unless the inherited
+       entry is a UUID already (MIG instances); by index only where no UUID is known. */
+    static const struct {
+        const char *inherited, *uuid, *want;
+        int device;
+    } visible[] = {
+        {NULL, S_UUID, S_UUID, 0},
+        {"2,3", S_UUID, S_UUID, 1},
+        {"2,3", "", "3", 1},
+        {" 2 , 3 ", NULL, "3", 1},
+        {"2,3", "", "2", 0},
+        {NULL, "", "1", 1},
+        {"GPU-aaaa,MIG-bbbb-1", S_UUID, "MIG-bbbb-1", 1},
+        {"GPU-aaaa,MIG-bbbb-1", "", "GPU-aaaa", 0},
+        {"0", "", "1", 1}, /* no such entry: the index */
+    };
+    for (size_t i = 0; i < sizeof visible / sizeof visible[0]; i++) {
+        char out[64];
+        gq_handler_cuda_devices (visible[i].inherited, visible[i].device, visible[i].uuid, out,
+                                 sizeof out);
+        if (!streq (out, visible[i].want)) {
+            fprintf (stderr, "\ncuda devices '%s', device %d, uuid '%s': expected %s, got %s\n",
+                     visible[i].inherited ? visible[i].inherited : "(unset)", visible[i].device,
+                     visible[i].uuid ? visible[i].uuid : "(none)", visible[i].want, out);
+            assert (false);
+        }
+    }
+
     json_t *result = NULL;
     char error[1024];
     /* Success: JSON in, JSON out. */
@@ -667,6 +831,58 @@ gq_handler_test (bool verbose)
     rc = s_run_spec ("t=true", NULL, 5000, NULL, &result, error, sizeof error);
     assert (rc == 0 && json_is_string (result) && streq (json_string_value (result), ""));
     json_decref (result);
+
+    /* Blobs: files 0, 1 under GRIDQ_BLOB_DIR, their count in GRIDQ_BLOBS; the folder goes when
+       the run ends, with what the command left there, without following its links. */
+    char dir[] = "/tmp/gq-handler-XXXXXX";
+    assert (mkdtemp (dir));
+    char spec[512], pidfile[300], keep[300];
+    snprintf (keep, sizeof keep, "%s/keep", dir);
+    FILE *kept = fopen (keep, "w");
+    assert (kept && fclose (kept) == 0);
+    snprintf (spec, sizeof spec,
+              "t=echo $GRIDQ_BLOBS $GRIDQ_BLOB_DIR $(cat $GRIDQ_BLOB_DIR/0) "
+              "$(wc -c < $GRIDQ_BLOB_DIR/1); mkdir $GRIDQ_BLOB_DIR/made; "
+              "touch $GRIDQ_BLOB_DIR/made/file; ln -s %s $GRIDQ_BLOB_DIR/link",
+              dir);
+    zframe_t *blobs[2] = {zframe_new ("abc", 3), zframe_new ("de\0f", 4)};
+    rc = s_run_blobs (spec, blobs, 2, &result, error, sizeof error);
+    s_expect ("blobs", rc, 0, error, NULL, verbose);
+    char blob_dir[300] = "", first[16] = "";
+    int count = 0, second = 0;
+    assert (sscanf (json_string_value (result), "%d %299s %15s %d", &count, blob_dir, first,
+                    &second) == 4);
+    if (count != 2 || !streq (first, "abc") || second != 4 ||
+        strncmp (blob_dir, "/tmp/gridq-job-42-", 18) != 0) {
+        fprintf (stderr, "\nblobs: the handler saw '%s'\n", json_string_value (result));
+        assert (false);
+    }
+    json_decref (result);
+    assert (access (blob_dir, F_OK) != 0 && access (keep, F_OK) == 0);
+    /* Without blobs, neither variable reaches the command, whatever the worker inherited. */
+    setenv ("GRIDQ_BLOB_DIR", "/inherited", 1);
+    rc = s_run_blobs ("t=printf 'x%s%sx' \"$GRIDQ_BLOB_DIR\" \"$GRIDQ_BLOBS\"", NULL, 0, &result,
+                      error, sizeof error);
+    unsetenv ("GRIDQ_BLOB_DIR");
+    assert (rc == 0 && json_is_string (result) && streq (json_string_value (result), "xx"));
+    json_decref (result);
+    /* Where the files cannot be written, the job fails before the command starts. */
+    const char *tmpdir = getenv ("TMPDIR");
+    char *saved = tmpdir ? strdup (tmpdir) : NULL;
+    setenv ("TMPDIR", "/nonexistent/gridq", 1);
+    rc = s_run_blobs ("t=true", blobs, 2, &result, error, sizeof error);
+    s_expect ("blobs, no folder", rc, GQ_EIO, error,
+              "cannot make a folder for the job's blobs (/nonexistent/gridq/gridq-job-42-",
+              verbose);
+    if (saved) {
+        setenv ("TMPDIR", saved, 1);
+        free (saved);
+    } else {
+        unsetenv ("TMPDIR");
+    }
+    zframe_destroy (&blobs[0]);
+    zframe_destroy (&blobs[1]);
+    unlink (keep);
 
     /* Failures: exit status with stderr, a signal, a long stderr keeps its tail. */
     rc = s_run_spec ("t=echo starting; echo 'model file missing' >&2; exit 3", NULL, 5000, NULL,
@@ -707,9 +923,6 @@ gq_handler_test (bool verbose)
     json_decref (payload);
 
     /* A background process left behind does not hold the job, and is killed. */
-    char dir[] = "/tmp/gq-handler-XXXXXX";
-    assert (mkdtemp (dir));
-    char spec[512], pidfile[300];
     snprintf (pidfile, sizeof pidfile, "%s/pids", dir);
     snprintf (spec, sizeof spec, "t=sleep 30 & echo $! > %s; echo done", pidfile);
     int64_t start = gq_mono_us ();

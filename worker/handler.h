@@ -3,7 +3,12 @@
     One job is one run of `/bin/sh -c COMMAND` in a session (and process group) of its own:
     - stdin: the job's payload as compact JSON, then end of file;
     - environment: the worker's, plus GRIDQ_JOB_ID, GRIDQ_ATTEMPT, GRIDQ_KIND, GRIDQ_MODEL (when
-      the job names one) and CUDA_VISIBLE_DEVICES=<device> (when device >= 0);
+      the job names one) and CUDA_VISIBLE_DEVICES (when the job names the device, see
+      gq_handler_cuda_devices; else it stays as the worker inherited it);
+    - binary blobs (when the job has them): written to files 0, 1, ... in a folder of their own
+      (mode 0700, under $TMPDIR or /tmp), named by GRIDQ_BLOB_DIR, their count in GRIDQ_BLOBS;
+      the payload refers to them by index ({"blob": i, ...}). The folder and whatever the
+      command left in it are removed when the run ends. A handler returns no blobs;
     - stdout (at most GQ_HANDLER_MAX_OUTPUT_BYTES, the wire's limit for a result) is the result:
       its JSON value when it parses, else the text as a JSON string (trailing newlines dropped);
     - exit 0 is success; a non-zero status or a signal fails the job with the last
@@ -18,6 +23,7 @@
 #ifndef GQ_HANDLER_H_INCLUDED
 #define GQ_HANDLER_H_INCLUDED
 
+#include <czmq.h>
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -36,11 +42,23 @@ typedef struct {
     int attempt;          /* attempt number: GRIDQ_ATTEMPT */
     const char *kind;     /* GRIDQ_KIND (NULL: the handler's kind) */
     const char *model;    /* GRIDQ_MODEL, or NULL */
-    int device;           /* CUDA_VISIBLE_DEVICES, or -1 to leave the variable as it is */
+    const char *cuda_devices; /* CUDA_VISIBLE_DEVICES, or NULL to leave it as inherited */
     json_t *payload;      /* written to stdin (NULL: JSON null) */
+    zframe_t **blobs;     /* binary inputs, written to files under GRIDQ_BLOB_DIR (may be NULL) */
+    size_t n_blobs;       /* how many */
     int64_t timeout_ms;   /* 0: no limit */
     volatile int *cancel; /* set non-zero from another thread to stop the run (may be NULL) */
 } gq_handler_job_t;
+
+/* The CUDA_VISIBLE_DEVICES that makes a handler see exactly the worker's device. `inherited` is
+   the worker's own value (NULL when unset): its entries are what the worker's CUDA runtime
+   enumerates, and `device` indexes them. An entry that names a device by UUID already ("GPU-…",
+   "MIG-…") is passed as it is; otherwise the device's `uuid` ("GPU-…"; "" when unknown), which no
+   enumeration order or container can change; without a UUID, the entry itself (the physical
+   index), or `device` when nothing was inherited. Writes at most outlen bytes to out; returns
+   out. */
+const char *gq_handler_cuda_devices (const char *inherited, int device, const char *uuid,
+                                     char *out, size_t outlen);
 
 /* A handler from "KIND=COMMAND" (a valid kind, a non-empty command); NULL with a reason. */
 gq_handler_t *gq_handler_new (const char *spec, char *why, size_t whylen);
@@ -54,7 +72,8 @@ const char *gq_handler_command (gq_handler_t *self);
    handler concurrently. Returns 0 with *result (a new reference), or an error with the reason
    in error: GQ_EBACKEND (non-zero exit or signal), GQ_ETIMEOUT ("timed out after N ms"),
    GQ_ESTATE ("cancelled"), GQ_ETOOBIG (output too large or too deep), GQ_EINVAL (output is
-   neither JSON nor UTF-8 text), GQ_EIO (the command could not be started). */
+   neither JSON nor UTF-8 text), GQ_EIO (the blobs could not be written, or the command could
+   not be started). */
 int gq_handler_run (gq_handler_t *self, const gq_handler_job_t *job, json_t **result,
                     char *error, size_t errlen);
 

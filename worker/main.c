@@ -31,6 +31,10 @@ s_usage (FILE *out)
              "  --cert FILE --server-cert FILE   CURVE keys (or GRIDQ_CERT, GRIDQ_SERVER_CERT)\n"
              "  --help               this text\n"
              "\n"
+             "exit status: 0 after SIGINT/SIGTERM, 1 on an error, 2 on a usage error, 3 when the\n"
+             "GPU is lost (a sticky CUDA error such as an illegal address): restart the worker,\n"
+             "as systemd's Restart=always does, to get a working device again\n"
+             "\n"
              "examples:\n"
              "  gridq-worker --name a100-0 --device 0 --slots 4 --price 1.80 --models /srv/models\n"
              "  gridq-worker --backend cpu --gpu-model 'RTX 4090' --vram 24G --tflops 82.6\n"
@@ -159,7 +163,7 @@ main (int argc, char **argv)
         fprintf (stderr, "gridq-worker: %s\n", why);
         return 1;
     }
-    int rc = gq_worker_run (worker);
+    int rc = gq_worker_run (worker); /* the exit status */
     gq_worker_destroy (&worker);
-    return rc ? 1 : 0;
+    return rc;
 }

@@ -13,6 +13,7 @@
 
 void gq_mlp_reference_test (bool verbose);
 void gq_cuda_test (bool verbose);
+void gq_cuda_errors_test (bool verbose);
 
 static const struct {
     const char *name;            /* the module, as named on the command line */
@@ -25,6 +26,7 @@ static const struct {
     {"handler", gq_handler_test, true},
     {"exec", gq_exec_test, true},
     {"mlp_reference", gq_mlp_reference_test, true},
+    {"cuda_errors", gq_cuda_errors_test, true},
     {"cuda", gq_cuda_test, false},
 };
 

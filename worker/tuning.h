@@ -24,6 +24,8 @@
 #define GQ_WORKER_SENT_MAX_RESULTS     200000 /* results kept for a resend, at most */
 #define GQ_WORKER_SOCKET_HWM_MESSAGES  100000 /* messages queued each way on the DEALER before
                                                  ZeroMQ blocks or drops */
+#define GQ_WORKER_LOST_LINGER_MS       2000   /* a worker whose GPU is lost waits this long at
+                                                 most for its last RESULT and BYE to leave */
 
 /* ---- Job execution (exec.c) ---------------------------------------------------------------- */
 #define GQ_EXEC_SCRATCH_KEEP_BYTES     (256LL * 1024 * 1024) /* scratch a slot keeps between jobs */

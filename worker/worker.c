@@ -5,7 +5,9 @@
     context), and sends results back in batches as slots finish. `echo` runs inline: it is a
     copy, and a thread hop would cost more than the job. When the broker falls silent for
     liveness x heartbeat, the worker opens a fresh socket and registers again, listing the jobs it
-    still runs so the broker keeps them here. */
+    still runs so the broker keeps them here. When the device is lost (a sticky CUDA error), it
+    reports the job that met it, takes no other, says BYE and exits GQ_WORKER_EXIT_LOST: only a
+    new process gets a working context. */
 #include "worker.h"
 
 #include <czmq.h>
@@ -64,6 +66,7 @@ struct _gq_worker_t {
     size_t n_sent;             /* entries in sent, all messages together */
     zcert_t *cert;             /* CURVE client certificate, or NULL */
     char *server_key;          /* broker public key (Z85), or NULL */
+    bool lost;                 /* the device is lost: the loop ends, the process exits */
 };
 
 /* A result sent, kept for a while: a broker that restarts loses what it had not committed, and
@@ -495,6 +498,20 @@ s_on_cancel (gq_worker_t *self, gq_msg_t *msg)
     }
 }
 
+/* Whether the device is lost; says so once, when it is first seen. */
+static bool
+s_lost (gq_worker_t *self)
+{
+    char why[256];
+    if (!self->lost && gq_runtime_lost (self->runtime, why, sizeof why)) {
+        zsys_error ("worker: %s: the GPU is lost (%s); no more jobs here: exiting with status %d "
+                    "so that a new worker process gets a working device",
+                    self->name, why, GQ_WORKER_EXIT_LOST);
+        self->lost = true;
+    }
+    return self->lost;
+}
+
 /* Takes one finished job from a slot's pipe and queues its result. */
 static void
 s_slot_done (gq_worker_t *self, zsock_t *pipe)
@@ -519,12 +536,18 @@ s_slot_done (gq_worker_t *self, zsock_t *pipe)
         job->out.result = NULL;
         job->out.n_blobs = 0;
     } else {
-        s_result (self, job->task.id, job->task.attempt, NULL,
-                  job->out.error[0] ? job->out.error : gq_strerror (job->out.code), ms, NULL, 0);
+        const char *error = job->out.error[0] ? job->out.error : gq_strerror (job->out.code);
+        char text[sizeof job->out.error + 128];
+        if (s_lost (self)) {
+            snprintf (text, sizeof text, "%s (the GPU is lost until worker %s restarts)", error,
+                      self->name);
+            error = text;
+        }
+        s_result (self, job->task.id, job->task.attempt, NULL, error, ms, NULL, 0);
     }
     zhashx_delete (self->running, S_KEY (job->task.id));
     s_job_free (&job);
-    s_job_t *next = (s_job_t *) zlist_pop (self->waiting);
+    s_job_t *next = s_lost (self) ? NULL : (s_job_t *) zlist_pop (self->waiting);
     if (next) {
         s_start (self, next);
     }
@@ -543,7 +566,7 @@ s_on_slot (zloop_t *loop, zsock_t *pipe, void *arg)
         }
     }
     s_flush_results (self);
-    return 0;
+    return self->lost ? -1 : 0; /* a lost device ends the loop, its results sent */
 }
 
 /* ---- The socket thread --------------------------------------------------------------------- */
@@ -635,6 +658,9 @@ static int
 s_on_tick (zloop_t *loop, int timer_id, void *arg)
 {
     gq_worker_t *self = (gq_worker_t *) arg;
+    if (s_lost (self)) {
+        return -1; /* found between jobs (a heartbeat's memory query met the error) */
+    }
     int64_t now_us = gq_mono_us ();
     int64_t silence_us = (int64_t) self->heartbeat_ms * self->liveness * 1000;
     s_sent_trim (self, now_us);
@@ -801,7 +827,12 @@ gq_worker_run (gq_worker_t *self)
         job->cancel = 1;
     }
     s_send (self, "BYE", NULL);
-    return rc < 0 ? -1 : 0;
+    if (self->lost) {
+        /* The failed job's result and BYE must leave before the socket closes. */
+        zsock_set_linger (self->dealer, GQ_WORKER_LOST_LINGER_MS);
+        return GQ_WORKER_EXIT_LOST;
+    }
+    return rc < 0 ? 1 : 0;
 }
 
 void

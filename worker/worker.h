@@ -30,9 +30,17 @@ void gq_worker_opts_default (gq_worker_opts_t *opts);
 
 typedef struct _gq_worker_t gq_worker_t;
 
+/* gridq-worker's exit status when its GPU is lost: a sticky CUDA error (an illegal address, a
+   kernel that faulted, an uncorrectable ECC error, ...) made the process's context unusable.
+   The job that met it fails with the reason; the worker takes no other job and exits, so that
+   its service manager starts a new process, which gets a working context. */
+#define GQ_WORKER_EXIT_LOST 3
+
 /* Detects the device, starts the slot threads and connects. NULL with a reason. */
 gq_worker_t *gq_worker_new (const gq_worker_opts_t *opts, char *why, size_t whylen);
-/* Runs until SIGINT/SIGTERM; says BYE to the broker on the way out. 0 on a clean stop. */
+/* Runs until SIGINT/SIGTERM, or until the device is lost; says BYE to the broker on the way out
+   (running jobs go back to the queue at once). Returns the process's exit status: 0 on a clean
+   stop, 1 when the socket failed, GQ_WORKER_EXIT_LOST. */
 int gq_worker_run (gq_worker_t *self);
 void gq_worker_destroy (gq_worker_t **self_p);
 

@@ -8,6 +8,10 @@ set_tests_properties(cli_offline PROPERTIES TIMEOUT 60
 add_test(NAME cli COMMAND bash ${GQ_CLI_TEST_DIR}/test_cli.sh)
 set_tests_properties(cli PROPERTIES TIMEOUT 180 SKIP_RETURN_CODE 77
                      ENVIRONMENT "GQ_BIN=${CMAKE_BINARY_DIR}/bin")
+# cli_refused: submit --file through a rate limit, and past a per-client cap that refuses part of it.
+add_test(NAME cli_refused COMMAND bash ${GQ_CLI_TEST_DIR}/test_cli_refused.sh)
+set_tests_properties(cli_refused PROPERTIES TIMEOUT 120 SKIP_RETURN_CODE 77
+                     ENVIRONMENT "GQ_BIN=${CMAKE_BINARY_DIR}/bin")
 # disk_full: the store on a 600 KiB tmpfs (needs root to mount; skipped otherwise).
 add_test(NAME disk_full COMMAND bash ${GQ_CLI_TEST_DIR}/test_disk_full.sh)
 set_tests_properties(disk_full PROPERTIES TIMEOUT 90 SKIP_RETURN_CODE 77

@@ -10,8 +10,10 @@
     entry point first selects the device: a context may be used from any thread.
 
     Every CUDA and cuBLAS call goes through GQ_CUDA_CHECK (cuda_check.h). After a sticky error
-    (an illegal address, say) the device context is lost and later jobs fail with the reason;
-    the worker stays up and says so, and restarting it recovers the device. */
+    (an illegal address, say) the process's context on the device is lost: every later call would
+    fail the same way. The check marks the device lost (dev_lost), the job fails with the reason,
+    and the worker exits (status 3) so that its service manager starts a process with a working
+    context. */
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -24,10 +26,24 @@
 #define S_THREADS     256 /* threads per block for element-wise kernels */
 #define S_BLOCKS_PER_SM 8 /* grid-stride kernels launch this many blocks per SM at most */
 
+/* Sticky errors are checked by number in plain C (cuda_errors.c): the numbers must be these. */
+static_assert (cudaErrorECCUncorrectable == 214 && cudaErrorNvlinkUncorrectable == 220 &&
+                   cudaErrorIllegalAddress == 700 && cudaErrorLaunchTimeout == 702 &&
+                   cudaErrorAssert == 710 && cudaErrorHardwareStackError == 714 &&
+                   cudaErrorIllegalInstruction == 715 && cudaErrorMisalignedAddress == 716 &&
+                   cudaErrorInvalidAddressSpace == 717 && cudaErrorInvalidPc == 718 &&
+                   cudaErrorLaunchFailure == 719,
+               "cudaError_t numbers differ from cuda_errors.c");
+
+enum { S_FINE = 0, S_MARKING = 1, S_LOST = 2 }; /* gq_bdev_t.lost */
+
 struct _gq_bdev_t {
     int ordinal;           /* the CUDA device number */
     gq_device_info_t info; /* facts read at open (free memory is re-read on each dev_info) */
     int max_blocks;        /* grid size cap for grid-stride kernels */
+    int lost;              /* S_FINE, or S_LOST after a sticky error (atomic: any slot may set it,
+                              S_MARKING while the first one writes lost_why) */
+    char lost_why[256];    /* that error, written once before lost becomes S_LOST */
 };
 
 struct _gq_bctx_t {
@@ -42,24 +58,42 @@ struct _gq_bctx_t {
     char error[256];                        /* reason for the last failure */
 };
 
+/* The first sticky error is the device's reason; it stays lost until the process exits. */
+static void
+s_mark_lost (gq_bdev_t *dev, const char *reason)
+{
+    int fine = S_FINE;
+    if (__atomic_compare_exchange_n (&dev->lost, &fine, S_MARKING, false, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE)) {
+        snprintf (dev->lost_why, sizeof dev->lost_why, "%s", reason);
+        __atomic_store_n (&dev->lost, S_LOST, __ATOMIC_RELEASE);
+        zsys_error ("cuda: device %d is lost until this process exits: %s", dev->ordinal, reason);
+    }
+}
+
 void
 gq_cuda_report (gq_cuda_sink_t sink, const char *call, const char *file, int line,
-                const char *text)
+                const char *text, bool sticky)
 {
     /* The function name is enough for a job's error; the log gets the whole call. */
     size_t name_len = strcspn (call, " (");
+    char reason[256];
+    snprintf (reason, sizeof reason, "cuda: %.*s failed: %s", (int) name_len, call, text);
     if (sink.text && sink.size) {
-        snprintf (sink.text, sink.size, "cuda: %.*s failed: %s", (int) name_len, call, text);
+        snprintf (sink.text, sink.size, "%s", reason);
     }
     if (!sink.quiet) {
         zsys_error ("cuda: %s failed at %s:%d: %s", call, file, line, text);
+    }
+    if (sticky && sink.dev) {
+        s_mark_lost (sink.dev, reason);
     }
 }
 
 static gq_cuda_sink_t
 s_sink (gq_bctx_t *ctx)
 {
-    return gq_cuda_sink_t{ctx->error, sizeof ctx->error, false};
+    return gq_cuda_sink_t{ctx->error, sizeof ctx->error, false, ctx->dev};
 }
 
 static unsigned
@@ -304,6 +338,7 @@ s_dev_open (gq_bdev_t *dev, int ordinal, gq_cuda_sink_t sink)
     info->tflops = (double) props.multiProcessorCount * s_fp32_lanes (props.major, props.minor) *
                    2.0 * clock_khz * 1e3 / 1e12;
     info->is_gpu = true;
+    gq_gpu_uuid_text ((const unsigned char *) props.uuid.bytes, info->uuid, sizeof info->uuid);
     dev->max_blocks = props.multiProcessorCount * S_BLOCKS_PER_SM;
     return GQ_OK;
 }
@@ -317,7 +352,7 @@ s_dev_open_ops (int ordinal, char *why, size_t whylen)
         return NULL;
     }
     /* Quiet: on a machine without a GPU this failing is expected, and "auto" says so once. */
-    if (s_dev_open (dev, ordinal, gq_cuda_sink_t{why, whylen, true}) != GQ_OK) {
+    if (s_dev_open (dev, ordinal, gq_cuda_sink_t{why, whylen, true, dev}) != GQ_OK) {
         free (dev);
         return NULL;
     }
@@ -337,7 +372,7 @@ static int
 s_dev_info (gq_bdev_t *dev, gq_device_info_t *info)
 {
     char why[256];
-    gq_cuda_sink_t sink = {why, sizeof why, false};
+    gq_cuda_sink_t sink = {why, sizeof why, false, dev};
     *info = dev->info;
     GQ_CUDA_CHECK (sink, cudaSetDevice (dev->ordinal));
     size_t free_bytes = 0, total_bytes = 0;
@@ -346,10 +381,20 @@ s_dev_info (gq_bdev_t *dev, gq_device_info_t *info)
     return GQ_OK;
 }
 
+static bool
+s_dev_lost (gq_bdev_t *dev, char *why, size_t whylen)
+{
+    int state = __atomic_load_n (&dev->lost, __ATOMIC_ACQUIRE);
+    if (state != S_FINE) {
+        snprintf (why, whylen, "%s", state == S_LOST ? dev->lost_why : "a sticky CUDA error");
+    }
+    return state != S_FINE;
+}
+
 static int
 s_alloc (gq_bdev_t *dev, size_t bytes, void **ptr, char *why, size_t whylen)
 {
-    gq_cuda_sink_t sink = {why, whylen, false};
+    gq_cuda_sink_t sink = {why, whylen, false, dev};
     *ptr = NULL;
     GQ_CUDA_CHECK (sink, cudaSetDevice (dev->ordinal));
     GQ_CUDA_CHECK (sink, cudaMalloc (ptr, bytes ? bytes : 1));
@@ -360,7 +405,7 @@ static int
 s_free_checked (gq_bdev_t *dev, void *ptr)
 {
     char why[256];
-    gq_cuda_sink_t sink = {why, sizeof why, false};
+    gq_cuda_sink_t sink = {why, sizeof why, false, dev};
     GQ_CUDA_CHECK (sink, cudaSetDevice (dev->ordinal));
     GQ_CUDA_CHECK (sink, cudaFree (ptr));
     return GQ_OK;
@@ -701,6 +746,7 @@ extern "C" const gq_backend_ops_t gq_backend_cuda_ops = {
     s_dev_open_ops,  /* dev_open */
     s_dev_close,     /* dev_close */
     s_dev_info,      /* dev_info */
+    s_dev_lost,      /* dev_lost */
     s_alloc,         /* alloc */
     s_free,          /* free */
     s_ctx_new,       /* ctx_new */

@@ -123,8 +123,9 @@ gq_cuda_bench_gemm (int device, const char *dtype, int m, int n, int k, int repe
     }
     s_bench_t r;
     memset (&r, 0, sizeof r);
-    int rc = s_measure (&r, device, dtype, m, n, k, repeat, ms, gq_cuda_sink_t{why, whylen, false});
+    int rc = s_measure (&r, device, dtype, m, n, k, repeat, ms,
+                        gq_cuda_sink_t{why, whylen, false, nullptr});
     char ignored[256];
-    s_release (&r, gq_cuda_sink_t{ignored, sizeof ignored, false});
+    s_release (&r, gq_cuda_sink_t{ignored, sizeof ignored, false, nullptr});
     return rc;
 }
