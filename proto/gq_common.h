@@ -8,6 +8,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* A flag one thread sets and another polls (a job's cancel): atomic, so that the poller sees it
+   and the C memory model (and ThreadSanitizer) know it. C++ (the CUDA backend) only passes the
+   pointer along and never reads it. */
+#ifdef __cplusplus
+typedef int gq_flag_t;
+#else
+#include <stdatomic.h>
+typedef atomic_int gq_flag_t;
+#endif
+
 /* ---- Error codes: 0 is success, negatives are failures; gq_strerror names them. ---------- */
 typedef enum {
     GQ_OK = 0,

@@ -376,7 +376,7 @@ gq_backend_test (bool verbose)
     ops->scratch_trim (ctx, 0);
 
     /* Abort flag: a long GEMM stops with GQ_ESTATE. */
-    volatile int cancel = 1;
+    gq_flag_t cancel = 1;
     ops->ctx_set_abort (ctx, &cancel, 0);
     float *big = ops->scratch (ctx, 0, 512 * 512 * sizeof (float));
     float *out = ops->scratch (ctx, 1, 512 * 512 * sizeof (float));

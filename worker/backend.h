@@ -116,7 +116,7 @@ typedef struct {
     /* Long CPU operations poll *flag (non-zero: stop with GQ_ESTATE) and the monotonic deadline
        (gq_mono_us units, 0 for none: stop with GQ_ETIMEOUT). flag may be NULL. Device kernels
        are not interrupted: callers check between launches. */
-    void (*ctx_set_abort) (gq_bctx_t *ctx, volatile int *flag, int64_t deadline_us);
+    void (*ctx_set_abort) (gq_bctx_t *ctx, gq_flag_t *flag, int64_t deadline_us);
 
     /* Scratch buffer `index` of at least `bytes`, grown as needed and kept for the next job;
        contents are undefined. NULL on failure (ctx_error). */

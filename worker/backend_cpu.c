@@ -31,7 +31,7 @@ struct _gq_bdev_t {
 struct _gq_bctx_t {
     gq_bdev_t *dev;                        /* the device this context computes on */
     char error[256];                       /* reason for the last failed operation */
-    volatile int *abort_flag;              /* non-zero: stop long operations (may be NULL) */
+    gq_flag_t *abort_flag;              /* non-zero: stop long operations (may be NULL) */
     int64_t deadline_us;                   /* gq_mono_us deadline for long operations, 0: none */
     int64_t timer_us;                      /* when timer_start was called */
     void *scratch[GQ_SCRATCH_SLOTS];       /* per-slot buffers kept between jobs */
@@ -152,7 +152,7 @@ s_ctx_error (gq_bctx_t *ctx)
 }
 
 static void
-s_ctx_set_abort (gq_bctx_t *ctx, volatile int *flag, int64_t deadline_us)
+s_ctx_set_abort (gq_bctx_t *ctx, gq_flag_t *flag, int64_t deadline_us)
 {
     ctx->abort_flag = flag;
     ctx->deadline_us = deadline_us;

@@ -924,7 +924,7 @@ gq_exec_run (gq_exec_t *self, const gq_task_t *task, gq_outcome_t *out)
 /* Runs one job from JSON text on exec; returns the outcome code. */
 static int
 s_try (gq_exec_t *exec, const char *kind, const char *model, const char *payload_text,
-       zframe_t **blobs, size_t n_blobs, int64_t timeout_ms, volatile int *cancel,
+       zframe_t **blobs, size_t n_blobs, int64_t timeout_ms, gq_flag_t *cancel,
        gq_outcome_t *out)
 {
     json_t *payload = payload_text ? json_loads (payload_text, JSON_DECODE_ANY, NULL) : NULL;
@@ -980,8 +980,8 @@ typedef struct {
     gq_exec_t *exec;      /* the slot to run on */
     const char *kind;     /* the job */
     const char *payload;  /* its payload text */
-    volatile int *cancel; /* its cancel flag */
-    volatile int started; /* set once the job is about to run */
+    gq_flag_t *cancel; /* its cancel flag */
+    gq_flag_t started; /* set once the job is about to run */
     gq_outcome_t out;     /* its outcome */
 } s_bg_t;
 
@@ -1061,7 +1061,7 @@ gq_exec_test (bool verbose)
             GQ_ETIMEOUT);
     assert (streq (out.error, "timed out after 50 ms") && !out.result);
     assert (gq_mono_us () - start < 2000000);
-    volatile int cancel = 0;
+    gq_flag_t cancel = 0;
     gq_exec_t *exec2 = gq_exec_new (rt, 1);
     assert (exec2);
     s_bg_t bg = {.exec = exec2, .kind = "sleep", .payload = "{\"ms\":60000}", .cancel = &cancel};

@@ -76,7 +76,7 @@ typedef struct {
     zframe_t **blobs;     /* binary inputs, referenced from the payload as {"blob": i} */
     size_t n_blobs;       /* how many */
     int64_t timeout_ms;   /* 0: no limit */
-    volatile int *cancel; /* set non-zero by the daemon to cancel; may be NULL */
+    gq_flag_t *cancel; /* set non-zero by the daemon to cancel; may be NULL */
 } gq_task_t;
 
 /* What a job produced. gq_exec_run fills it from scratch; the caller owns result and blobs. */

@@ -700,7 +700,7 @@ s_run_blobs (const char *spec, zframe_t **blobs, size_t n_blobs, json_t **result
 }
 
 static int
-s_run_spec (const char *spec, json_t *payload, int64_t timeout_ms, volatile int *cancel,
+s_run_spec (const char *spec, json_t *payload, int64_t timeout_ms, gq_flag_t *cancel,
             json_t **result, char *error, size_t errlen)
 {
     char why[256];
@@ -729,7 +729,7 @@ s_expect (const char *label, int rc, int want_rc, const char *error, const char 
 
 typedef struct {
     const char *spec;     /* the handler */
-    volatile int *cancel; /* its cancel flag */
+    gq_flag_t *cancel; /* its cancel flag */
     int rc;               /* what the run returned */
     char error[1024];     /* and why */
 } s_async_t;
@@ -954,7 +954,7 @@ gq_handler_test (bool verbose)
 
     /* Cancel from another thread: the whole process group is gone afterwards. */
     snprintf (spec, sizeof spec, "t=sleep 30 & echo $$ $! > %s; wait", pidfile);
-    volatile int cancel = 0;
+    gq_flag_t cancel = 0;
     s_async_t async = {.spec = spec, .cancel = &cancel};
     pthread_t thread;
     assert (pthread_create (&thread, NULL, s_async_run, &async) == 0);

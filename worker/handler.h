@@ -47,7 +47,7 @@ typedef struct {
     zframe_t **blobs;     /* binary inputs, written to files under GRIDQ_BLOB_DIR (may be NULL) */
     size_t n_blobs;       /* how many */
     int64_t timeout_ms;   /* 0: no limit */
-    volatile int *cancel; /* set non-zero from another thread to stop the run (may be NULL) */
+    gq_flag_t *cancel; /* set non-zero from another thread to stop the run (may be NULL) */
 } gq_handler_job_t;
 
 /* The CUDA_VISIBLE_DEVICES that makes a handler see exactly the worker's device. `inherited` is

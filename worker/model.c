@@ -592,7 +592,7 @@ s_load (gq_model_cache_t *self, s_entry_t *entry, gq_bctx_t *ctx, char *why, siz
 
 int
 gq_model_cache_acquire (gq_model_cache_t *self, const char *name, gq_bctx_t *ctx,
-                        volatile int *cancel, gq_model_t **model_p, char *why, size_t whylen)
+                        gq_flag_t *cancel, gq_model_t **model_p, char *why, size_t whylen)
 {
     *model_p = NULL;
     if (!name || !gq_valid_name (name, GQ_MODEL_MAX)) {
@@ -881,7 +881,7 @@ gq_model_test (bool verbose)
             assert (false);
         }
     }
-    volatile int cancel = 1;
+    gq_flag_t cancel = 1;
     opts.cancel = &cancel;
     assert (gq_model_forward (model, ctx, in, 2, out, &opts, why, sizeof why) == GQ_ESTATE);
     gq_model_destroy (&model);

@@ -41,7 +41,7 @@ typedef struct {
 typedef struct {
     gq_gemm_mode_t mode;   /* GQ_GEMM_F32, or GQ_GEMM_TF32 to allow TF32 tensor cores */
     bool softmax;          /* replace the outputs of each row by their softmax */
-    volatile int *cancel;  /* non-zero: stop between layers with GQ_ESTATE (may be NULL) */
+    gq_flag_t *cancel;  /* non-zero: stop between layers with GQ_ESTATE (may be NULL) */
     int64_t deadline_us;   /* gq_mono_us deadline, checked between layers (0: none) */
 } gq_forward_opts_t;
 
@@ -93,7 +93,7 @@ void gq_model_cache_destroy (gq_model_cache_t **self_p);
    back with gq_model_cache_release, or an error (GQ_EINVAL bad name, GQ_ENOTFOUND, GQ_EMODEL,
    GQ_ENOMEM, GQ_EBACKEND, GQ_ESTATE when cancelled) with a reason. */
 int gq_model_cache_acquire (gq_model_cache_t *self, const char *name, gq_bctx_t *ctx,
-                            volatile int *cancel, gq_model_t **model_p, char *why,
+                            gq_flag_t *cancel, gq_model_t **model_p, char *why,
                             size_t whylen);
 /* Gives back a model from acquire; NULLs the pointer. */
 void gq_model_cache_release (gq_model_cache_t *self, gq_model_t **model_p);

@@ -26,7 +26,10 @@ typedef struct {
     char kind[GQ_KIND_MAX];    /* task.kind points here */
     char model[GQ_MODEL_MAX];  /* task.model points here ("" -> NULL) */
     zframe_t *blobs[GQ_MAX_BLOBS]; /* task.blobs points here */
-    volatile int cancel;       /* task.cancel points here; set by the socket thread */
+    gq_flag_t cancel;          /* task.cancel points here; set by the socket thread */
+    /* Bumped (release) by the thread that hands the job over, read (acquire) by the one that
+       gets it: the pipe carries the pointer, this the ordering that ThreadSanitizer sees. */
+    atomic_uint handoff;
     int slot;                  /* slot running it, -1 while waiting */
     int64_t started_us;        /* monotonic start */
 } s_job_t;
@@ -40,6 +43,7 @@ struct _gq_worker_t {
     gq_worker_opts_t opts;     /* configuration (strings borrowed) */
     char name[GQ_NAME_MAX];    /* node name */
     gq_runtime_t *runtime;     /* backend, device, models, handlers */
+    atomic_uint slots_ended;   /* slot threads that have ended (s_slot_args_t) */
     zsock_t *dealer;           /* to the broker */
     zloop_t *loop;
     s_slot_t *slots;           /* n_threads slot threads */
@@ -83,8 +87,10 @@ typedef struct {
 /* ---- Slot threads -------------------------------------------------------------------------- */
 
 typedef struct {
-    gq_runtime_t *runtime;
-    int slot;
+    gq_runtime_t *runtime;  /* shared by every slot; the worker frees it after the slots */
+    int slot;               /* this slot's index */
+    atomic_uint *ended;     /* bumped (release) as the slot's last act: the worker reads it
+                               (acquire) before it frees what the slots used */
 } s_slot_args_t;
 
 static void
@@ -105,6 +111,7 @@ s_slot_actor (zsock_t *pipe, void *arg)
             break;
         }
         s_job_t *job = (s_job_t *) ptr;
+        atomic_load_explicit (&job->handoff, memory_order_acquire);
         if (exec) {
             gq_exec_run (exec, &job->task, &job->out);
         } else {
@@ -112,10 +119,13 @@ s_slot_actor (zsock_t *pipe, void *arg)
             snprintf (job->out.error, sizeof job->out.error,
                       "slot %d has no backend context (see the worker log)", args->slot);
         }
+        atomic_fetch_add_explicit (&job->handoff, 1, memory_order_release);
         zsock_send (pipe, "p", job);
     }
     gq_exec_destroy (&exec);
+    atomic_uint *ended = args->ended;
     free (args);
+    atomic_fetch_add_explicit (ended, 1, memory_order_release);
 }
 
 /* ---- Helpers ------------------------------------------------------------------------------- */
@@ -413,6 +423,7 @@ s_start (gq_worker_t *self, s_job_t *job)
             self->slots[i].job = job;
             job->slot = i;
             job->started_us = gq_mono_us ();
+            atomic_fetch_add_explicit (&job->handoff, 1, memory_order_release);
             zsock_send (self->slots[i].actor, "sp", "RUN", job);
             return;
         }
@@ -526,6 +537,7 @@ s_slot_done (gq_worker_t *self, zsock_t *pipe)
         return;
     }
     s_job_t *job = (s_job_t *) ptr;
+    atomic_load_explicit (&job->handoff, memory_order_acquire);
     self->slots[job->slot].job = NULL;
     double ms = (double) (gq_mono_us () - job->started_us) / 1000.0;
     if (job->cancel) {
@@ -798,6 +810,7 @@ gq_worker_new (const gq_worker_opts_t *opts, char *why, size_t whylen)
         s_slot_args_t *args = (s_slot_args_t *) calloc (1, sizeof *args);
         args->runtime = self->runtime;
         args->slot = i;
+        args->ended = &self->slots_ended;
         self->slots[i].actor = zactor_new (s_slot_actor, args);
         zloop_reader (self->loop, zactor_sock (self->slots[i].actor), s_on_slot, self);
     }
@@ -850,6 +863,7 @@ gq_worker_destroy (gq_worker_t **self_p)
             }
             zactor_destroy (&self->slots[i].actor); /* waits for the slot to finish */
         }
+        atomic_load_explicit (&self->slots_ended, memory_order_acquire);
         free (self->slots);
     }
     if (self->running) {

@@ -508,7 +508,7 @@ s_ctx_error (gq_bctx_t *ctx)
 }
 
 static void
-s_ctx_set_abort (gq_bctx_t *ctx, volatile int *flag, int64_t deadline_us)
+s_ctx_set_abort (gq_bctx_t *ctx, gq_flag_t *flag, int64_t deadline_us)
 {
     /* Kernels are not interrupted: the callers check between launches. */
 }
