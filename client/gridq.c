@@ -1918,10 +1918,11 @@ static const char *s_stats_help =
     "Usage: gridq stats [--json]\n"
     "\n"
     "Shows the broker's counters: jobs per state, nodes per status, the queue by priority and\n"
-    "its oldest wait, rejected messages, uptime.\n"
+    "its oldest wait, rejected messages, uptime, and whether the store commits.\n"
     "  --json   the STATS reply as one JSON object: {\"jobs\": {\"queued\", \"running\", \"done\",\n"
     "           \"failed\", \"cancelled\"}, \"nodes\": {\"online\", \"busy\", \"draining\", \"offline\"},\n"
-    "           \"queue\": {...}, \"rejected\", \"uptime_ms\"}\n"
+    "           \"queue\": {...}, \"rejected\", \"uptime_ms\", \"store\": {\"ok\", \"error\", \"since\",\n"
+    "           \"failures\", \"writes_waiting\"}}\n"
     "\n"
     "Example:\n"
     "  gridq stats --json | jq .jobs.queued\n";
@@ -1966,6 +1967,17 @@ s_cmd_stats (int argc, char **argv)
     printf ("rejected  %lld bad messages\n", (long long) s_int (reply, "rejected", 0));
     printf ("uptime    %s\n",
             s_format_duration (s_int (reply, "uptime_ms", 0), buf, sizeof buf));
+    json_t *store = json_object_get (reply, "store");
+    if (store && json_is_true (json_object_get (store, "ok"))) {
+        printf ("store     commits (%lld failures since start)\n",
+                (long long) s_int (store, "failures", 0));
+    } else if (store) {
+        printf ("store     CANNOT COMMIT since %s: %s; %lld writes waiting; new work paused, "
+                "submissions refused\n",
+                json_string_value (json_object_get (store, "since")) ?: "?",
+                json_string_value (json_object_get (store, "error")) ?: "?",
+                (long long) s_int (store, "writes_waiting", 0));
+    }
     json_decref (reply);
     return S_EXIT_OK;
 }

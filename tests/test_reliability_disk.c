@@ -6,12 +6,14 @@
     STORE and keeps every write; once the filler goes it commits them and goes on by itself. Then
     every acknowledged job has ended exactly once (none ran twice), a cancel sent during the
     outage is answered after it with the job cancelled, the counts match the store, and a broker
-    restarted on the same store finds nothing left to run. Needs root for the mount: skipped
-    (77) where it fails. */
+    restarted on the same store finds nothing left to run. gridq stats, gridq-top and /metrics
+    say the store cannot commit while it cannot. Needs root for the mount: skipped (77) where it
+    fails; needs libmicrohttpd (built only then). */
 #include <czmq.h>
 #include <sys/mount.h>
 
 #include "harness.h"
+#include "metrics.h"
 
 #define S_JOBS 200
 
@@ -71,9 +73,11 @@ main (void)
         return 77;
     }
     h_at_cleanup (s_unmount);
-    char db[128];
+    char db[128], metrics[64];
     snprintf (db, sizeof db, "%s/gridq.db", s_mnt);
-    pid_t broker = h_start_broker ("--db", db, NULL);
+    int metrics_port = h_free_port ();
+    snprintf (metrics, sizeof metrics, "127.0.0.1:%d", metrics_port);
+    pid_t broker = h_start_broker ("--db", db, "--metrics", metrics, NULL);
     gq_client_t *client = h_start_workers (4, 3000, "w1", "w2", NULL);
 
     /* 200 jobs of 100 ms on 8 slots: 2.5 s of work. */
@@ -107,28 +111,46 @@ main (void)
                                          json_pack ("{s:[I]}", "ids", (json_int_t) victim));
     CHECK (cancel_req > 0);
     CHECK (h_wait_until (s_store_down, client, 1000)); /* still down: the disk is still full */
+    /* ... and says so: gridq stats, gridq-top, /metrics. */
+    char *said = NULL;
+    snprintf (command, sizeof command, "%s/gridq --broker %s stats", h_bin (), h_endpoint ());
+    CHECK_EQ (h_run (command, &said), 0);
+    CHECK (said && strstr (said, "CANNOT COMMIT") && strstr (said, "full"));
+    free (said);
+    snprintf (command, sizeof command, "%s/gridq-top --broker %s --once", h_bin (), h_endpoint ());
+    CHECK_EQ (h_run (command, &said), 0);
+    CHECK (said && strstr (said, "STORE  cannot commit"));
+    free (said);
+    char *body = NULL, ctype[128];
+    CHECK_EQ (gq_metrics_http_get (metrics_port, "/metrics", &body, ctype, sizeof ctype), 200);
+    CHECK (body && strstr (body, "\ngridq_store_up 0\n"));
+    free (body);
 
     /* The disk frees: the broker commits what it kept and goes on by itself. */
     snprintf (command, sizeof command, "rm -f %s/filler", s_mnt);
     CHECK_EQ (h_run (command, NULL), 0);
     CHECK (h_wait_until (s_store_up, client, 10000));
+    CHECK_EQ (gq_metrics_http_get (metrics_port, "/metrics", &body, ctype, sizeof ctype), 200);
+    CHECK (body && strstr (body, "\ngridq_store_up 1\n") &&
+           strstr (body, "\ngridq_store_failures_total "));
+    free (body);
     char reply[32];
     int64_t req = 0;
-    json_t *body = NULL;
+    json_t *answer_body = NULL;
     int64_t deadline = gq_mono_us () + 10000000;
     while (req != cancel_req && gq_mono_us () < deadline) {
-        json_decref (body);
-        body = NULL;
-        if (gq_client_recv (client, 500, reply, &req, &body, NULL) != 0) {
+        json_decref (answer_body);
+        answer_body = NULL;
+        if (gq_client_recv (client, 500, reply, &req, &answer_body, NULL) != 0) {
             req = 0;
         }
     }
     CHECK_EQ (req, cancel_req);
     CHECK_STR (reply, "CANCEL");
-    json_t *answer = json_array_get (json_object_get (body, "jobs"), 0);
+    json_t *answer = json_array_get (json_object_get (answer_body, "jobs"), 0);
     CHECK_EQ (h_int (answer, "id"), victim);
     CHECK_STR (h_str (answer, "state"), "cancelled");
-    json_decref (body);
+    json_decref (answer_body);
 
     /* Every acknowledged job ends, exactly once. */
     CHECK_EQ (gq_client_wait (client, ids, S_JOBS, 30000, NULL, NULL), 0);
