@@ -3,7 +3,9 @@
 
     Modes:
         throughput  N echo jobs in batches (one SUBMIT with watch per batch), a window of W
-                    batches in flight; jobs/s from the first SUBMIT to the last FINISHED
+                    batches in flight; jobs/s from the first SUBMIT to the last FINISHED. With
+                    --poll P, a thread of its own keeps asking STATUS about P finished ids and P
+                    unknown ones meanwhile; its CPU time and the broker's are reported too
         latency     one job in flight: SUBMIT with watch, wait for its FINISHED; p50/p99/p999
         batch       one big batch through gq_client_submit, then gq_client_wait for all of it
         memory      (--spawn, no workers) M queued jobs; the broker's VmRSS before and after
@@ -22,12 +24,14 @@
 #include <getopt.h>
 #include <libgen.h>
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bench_common.h"
@@ -57,6 +61,7 @@ typedef struct {
     bool keep;                 /* keep the temporary folder and its logs */
     bool full;                 /* FINISHED with whole jobs rather than brief ones */
     bool json;                 /* one JSON object on stdout */
+    int64_t poll;              /* throughput: finished ids (and as many unknown) polled; 0: no */
 } s_opts_t;
 
 typedef struct {
@@ -69,6 +74,11 @@ typedef struct {
     int64_t rss_after_kb;      /* memory: broker VmRSS with every job queued */
     double bytes_per_job;      /* memory: RSS growth per job */
     double payload_json_bytes; /* memory: size of one job's payload as JSON text */
+    int64_t poll_requests;     /* --poll: STATUS requests answered */
+    int64_t poll_ids;          /* --poll: ids asked in them */
+    int cpus;                  /* --poll: CPUs online, the shares' denominator with seconds */
+    double poller_cpu_seconds; /* --poll: the poller thread's CPU time over the measured run */
+    double broker_cpu_seconds; /* --poll: the spawned broker's CPU time over it; NAN otherwise */
 } s_result_t;
 
 /* ---- Processes started with --spawn ---------------------------------------------------------- */
@@ -354,6 +364,29 @@ s_rss_kb (pid_t pid)
     return kb;
 }
 
+/* CPU time of pid (user and system, /proc/PID/stat) in seconds, to a clock tick; NAN when it
+   cannot be read. */
+static double
+s_cpu_seconds (pid_t pid)
+{
+    char path[64], line[1024];
+    snprintf (path, sizeof path, "/proc/%d/stat", (int) pid);
+    FILE *file = fopen (path, "r");
+    if (!file) {
+        return NAN;
+    }
+    char *got = fgets (line, sizeof line, file);
+    fclose (file);
+    /* The command name (field 2) may hold spaces and parentheses: count from its last ')'. */
+    char *fields = got ? strrchr (line, ')') : NULL;
+    unsigned long long utime, stime;
+    if (!fields || sscanf (fields + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
+                           &utime, &stime) != 2) {
+        return NAN;
+    }
+    return (double) (utime + stime) / (double) sysconf (_SC_CLK_TCK);
+}
+
 /* ---- Jobs ------------------------------------------------------------------------------------ */
 
 /* The payload every job carries: {"data": "xxxx..."} with payload_bytes characters. */
@@ -417,6 +450,25 @@ s_count_finished (json_t *body, const s_opts_t *opts, int64_t *done, int64_t *fa
     return (int64_t) (json_array_size (jobs) + json_array_size (missing));
 }
 
+/* What gq_client_wait reports, counted (s_on_finished). */
+typedef struct {
+    int64_t done;
+    int64_t failed;
+} s_tally_t;
+
+static int
+s_on_finished (void *arg, json_t *job)
+{
+    s_tally_t *tally = (s_tally_t *) arg;
+    const char *state = json_string_value (json_object_get (job, "state"));
+    if (state && streq (state, "done")) {
+        tally->done++;
+    } else {
+        tally->failed++;
+    }
+    return 0;
+}
+
 static void
 s_report_error (const char *what, json_t *body)
 {
@@ -426,6 +478,229 @@ s_report_error (const char *what, json_t *body)
              message ? message : "?");
 }
 
+/* ---- Polling: STATUS about finished and unknown ids while a throughput run goes on ----------- */
+
+/* What the poller thread reads; its owner keeps it until the thread has been destroyed. */
+typedef struct {
+    const char *endpoint;      /* the broker */
+    const int64_t *finished;   /* ids of jobs that have finished */
+    int64_t count;             /* finished ids, and unknown ones alike */
+    int64_t unknown_first;     /* first unknown id: beyond any id the run hands out */
+} s_poller_args_t;
+
+/* ids[0..count), or without ids first, first + 1, ..., as a new JSON array; NULL when out of
+   memory. */
+static json_t *
+s_ids_json (const int64_t *ids, int64_t first, int64_t count)
+{
+    json_t *array = json_array ();
+    for (int64_t i = 0; array && i < count; i++) {
+        if (json_array_append_new (array, json_integer (ids ? ids[i] : first + i))) {
+            json_decref (array);
+            return NULL;
+        }
+    }
+    return array;
+}
+
+_Static_assert (GQ_BENCH_POLL_CHUNK_IDS <= GQ_MAX_IDS, "a STATUS takes GQ_MAX_IDS ids at most");
+
+/* The poller thread (a zactor) with a client of its own. Sends "ii" on the pipe once connected
+   (0 or -1, the thread's CPU-time clock), waits for GO, then asks STATUS about
+   GQ_BENCH_POLL_CHUNK_IDS ids at a time, finished and unknown chunks in turn, until STOP; answers
+   STOP with "i88" (0 or -1, requests answered, ids asked in them) and waits for $TERM. A reply
+   that does not find every finished id, or that finds an unknown one, is an error: polling
+   stops there. */
+static void
+s_poller (zsock_t *pipe, void *arg)
+{
+    const s_poller_args_t *args = (const s_poller_args_t *) arg;
+    zsock_signal (pipe, 0);
+    json_t *chunks = json_array ();
+    for (int64_t first = 0; chunks && first < args->count; first += GQ_BENCH_POLL_CHUNK_IDS) {
+        int64_t n = args->count - first < GQ_BENCH_POLL_CHUNK_IDS ? args->count - first
+                                                                  : GQ_BENCH_POLL_CHUNK_IDS;
+        if (json_array_append_new (chunks, s_ids_json (args->finished + first, 0, n)) ||
+            json_array_append_new (chunks, s_ids_json (NULL, args->unknown_first + first, n))) {
+            json_decref (chunks);
+            chunks = NULL;
+        }
+    }
+    int rc = chunks ? 0 : -1;
+    if (!chunks) {
+        fprintf (stderr, "gridq-bench: poll: out of memory\n");
+    }
+    gq_client_t *client = rc ? NULL : s_client (args->endpoint, GQ_BENCH_CLIENT_TIMEOUT_MS);
+    /* Connected before the run starts: the connection is not part of what is measured. */
+    json_t *pong = client ? gq_client_call (client, "PING", NULL) : NULL;
+    if (client && !pong) {
+        fprintf (stderr, "gridq-bench: poll: %s\n", gq_client_error (client));
+    }
+    clockid_t clock = 0;
+    if (!pong || pthread_getcpuclockid (pthread_self (), &clock)) {
+        rc = -1;
+    }
+    json_decref (pong);
+    zsock_send (pipe, "ii", rc, (int) clock);
+
+    size_t n_chunks = json_array_size (chunks);
+    uint64_t requests = 0, ids = 0;
+    bool polling = false;
+    while (true) {
+        if (!polling || (zsock_events (pipe) & ZMQ_POLLIN)) {
+            char *command = zstr_recv (pipe);
+            bool term = !command || streq (command, "$TERM");
+            if (command && streq (command, "GO")) {
+                polling = rc == 0;
+            } else if (command && streq (command, "STOP")) {
+                polling = false;
+                zsock_send (pipe, "i88", rc, requests, ids);
+            }
+            zstr_free (&command);
+            if (term) {
+                break;
+            }
+            continue;
+        }
+        size_t index = (size_t) (requests % n_chunks);
+        bool unknown = index % 2 == 1;
+        json_t *chunk = json_array_get (chunks, index);
+        size_t asked = json_array_size (chunk);
+        json_t *reply = gq_client_call (client, "STATUS", json_pack ("{s:O}", "ids", chunk));
+        size_t found = json_array_size (json_object_get (reply, "jobs"));
+        size_t missing = json_array_size (json_object_get (reply, "missing"));
+        if (!reply) {
+            if (!s_interrupted) {
+                fprintf (stderr, "gridq-bench: poll: %s\n", gq_client_error (client));
+            }
+            rc = -1;
+        } else if (found != (unknown ? 0 : asked) || missing != (unknown ? asked : 0)) {
+            fprintf (stderr,
+                     "gridq-bench: poll: STATUS of %zu %s ids found %zu of them and missed %zu\n",
+                     asked, unknown ? "unknown" : "finished", found, missing);
+            rc = -1;
+        } else {
+            requests++;
+            ids += asked;
+        }
+        polling = rc == 0;
+        json_decref (reply);
+    }
+    gq_client_destroy (&client);
+    json_decref (chunks);
+}
+
+/* A throughput run's polling, from the jobs it polls to the CPU time it took. */
+typedef struct {
+    s_poller_args_t args;      /* what the poller reads */
+    int64_t *finished;         /* the finished ids (args.finished), ours */
+    zactor_t *poller;          /* the poller thread, or NULL */
+    clockid_t clock;           /* its CPU-time clock */
+    pid_t broker;              /* the spawned broker, or 0 */
+    double poller_cpu_start;   /* the poller's CPU seconds at the start of the measured run */
+    double broker_cpu_start;   /* the broker's likewise; NAN without one */
+} s_poll_t;
+
+static double
+s_clock_seconds (clockid_t clock)
+{
+    struct timespec now;
+    return clock_gettime (clock, &now) ? NAN : (double) now.tv_sec + now.tv_nsec / 1e9;
+}
+
+/* Before the measured run: submits opts->poll echo jobs and waits until all are done, then
+   starts the poller and waits until it is connected. broker: the spawned broker's PID, or 0.
+   0, or -1 after saying why; s_poll_end frees self either way. */
+static int
+s_poll_prepare (s_poll_t *self, gq_client_t *client, const s_opts_t *opts, pid_t broker)
+{
+    memset (self, 0, sizeof *self);
+    self->broker = broker;
+    self->broker_cpu_start = NAN;
+    self->poller_cpu_start = NAN;
+    json_t *payload = s_payload (opts->payload_bytes);
+    json_t *jobs = s_jobs ((size_t) opts->poll, payload);
+    self->finished = (int64_t *) calloc ((size_t) opts->poll, sizeof *self->finished);
+    int rc = 0;
+    if (!jobs || !self->finished) {
+        fprintf (stderr, "gridq-bench: out of memory\n");
+        rc = -1;
+    }
+    gq_client_set_submit_window (client, (size_t) opts->batch, (size_t) opts->window);
+    if (rc == 0 && gq_client_submit (client, jobs, true, self->finished)) {
+        fprintf (stderr, "gridq-bench: poll: submit: %s\n", gq_client_error (client));
+        rc = -1;
+    }
+    s_tally_t tally = {0, 0};
+    if (rc == 0 &&
+        gq_client_wait (client, self->finished, (size_t) opts->poll, -1, s_on_finished, &tally)) {
+        fprintf (stderr, "gridq-bench: poll: wait: %s\n", gq_client_error (client));
+        rc = -1;
+    }
+    if (rc == 0 && tally.done != opts->poll) {
+        fprintf (stderr, "gridq-bench: poll: %lld of the %lld jobs to poll did not finish done\n",
+                 (long long) (opts->poll - tally.done), (long long) opts->poll);
+        rc = -1;
+    }
+    json_decref (jobs);
+    json_decref (payload);
+    if (rc) {
+        return rc;
+    }
+    /* Unknown ids lie beyond the last one handed out, and beyond those the run hands out. */
+    int64_t last = 0;
+    for (int64_t i = 0; i < opts->poll; i++) {
+        last = self->finished[i] > last ? self->finished[i] : last;
+    }
+    self->args = (s_poller_args_t) {gq_client_endpoint (client), self->finished, opts->poll,
+                                    last + opts->jobs + GQ_BENCH_POLL_GAP_IDS};
+    self->poller = zactor_new (s_poller, &self->args);
+    int ready = -1, clock = 0;
+    if (!self->poller || zsock_recv (self->poller, "ii", &ready, &clock) || ready) {
+        fprintf (stderr, "gridq-bench: poll: the poller did not start\n");
+        return -1;
+    }
+    self->clock = (clockid_t) clock;
+    return 0;
+}
+
+/* At the start of the measured run: reads the CPU clocks and tells the poller to begin. */
+static void
+s_poll_go (s_poll_t *self)
+{
+    if (self->broker) {
+        self->broker_cpu_start = s_cpu_seconds (self->broker);
+    }
+    self->poller_cpu_start = s_clock_seconds (self->clock);
+    zstr_send (self->poller, "GO");
+}
+
+/* At the end of the measured run (result->seconds set): the CPU times and the poller's counts
+   into result; stops the poller and frees what self holds. 0, or -1 when polling failed. */
+static int
+s_poll_end (s_poll_t *self, s_result_t *result)
+{
+    int rc = -1;
+    if (self->poller) {
+        result->poller_cpu_seconds = s_clock_seconds (self->clock) - self->poller_cpu_start;
+        if (self->broker) {
+            result->broker_cpu_seconds = s_cpu_seconds (self->broker) - self->broker_cpu_start;
+        }
+        uint64_t requests = 0, ids = 0;
+        zstr_send (self->poller, "STOP");
+        if (zsock_recv (self->poller, "i88", &rc, &requests, &ids)) {
+            rc = -1;
+        }
+        result->poll_requests = (int64_t) requests;
+        result->poll_ids = (int64_t) ids;
+    }
+    result->cpus = (int) sysconf (_SC_NPROCESSORS_ONLN);
+    zactor_destroy (&self->poller);
+    free (self->finished);
+    self->finished = NULL;
+    return rc;
+}
+
 /* ---- Throughput: a window of watched SUBMITs, refilled as batches finish --------------------- */
 
 typedef struct {
@@ -433,8 +708,9 @@ typedef struct {
     int64_t left;              /* jobs of it not finished yet */
 } s_batch_t;
 
+/* broker: the spawned broker's PID (--poll reads its CPU time), or 0. */
 static int
-s_run_throughput (gq_client_t *client, const s_opts_t *opts, s_result_t *result)
+s_run_throughput (gq_client_t *client, const s_opts_t *opts, pid_t broker, s_result_t *result)
 {
     json_t *payload = s_payload (opts->payload_bytes);
     json_t *full = s_jobs ((size_t) opts->batch, payload);
@@ -445,6 +721,14 @@ s_run_throughput (gq_client_t *client, const s_opts_t *opts, s_result_t *result)
     if (!full || (last_count && !last) || !batches) {
         fprintf (stderr, "gridq-bench: out of memory\n");
         rc = -1;
+    }
+    s_poll_t poll;
+    memset (&poll, 0, sizeof poll);
+    if (opts->poll && rc == 0) {
+        rc = s_poll_prepare (&poll, client, opts, broker);
+        if (rc == 0) {
+            s_poll_go (&poll);
+        }
     }
     int64_t submitted = 0, reported = 0;
     int in_flight = 0;
@@ -507,6 +791,9 @@ s_run_throughput (gq_client_t *client, const s_opts_t *opts, s_result_t *result)
         json_decref (body);
     }
     result->seconds = (end_us - start_us) / 1e6;
+    if (opts->poll && s_poll_end (&poll, result)) {
+        rc = -1;
+    }
     free (batches);
     json_decref (last);
     json_decref (full);
@@ -579,24 +866,6 @@ s_run_latency (gq_client_t *client, const s_opts_t *opts, s_result_t *result)
 }
 
 /* ---- Batch: one big submit through the high-level API, then one wait ----------------------- */
-
-typedef struct {
-    int64_t done;
-    int64_t failed;
-} s_tally_t;
-
-static int
-s_on_finished (void *arg, json_t *job)
-{
-    s_tally_t *tally = (s_tally_t *) arg;
-    const char *state = json_string_value (json_object_get (job, "state"));
-    if (state && streq (state, "done")) {
-        tally->done++;
-    } else {
-        tally->failed++;
-    }
-    return 0;
-}
 
 static int
 s_run_batch (gq_client_t *client, const s_opts_t *opts, s_result_t *result)
@@ -722,6 +991,12 @@ s_usage (FILE *out)
              "  --window N         SUBMITs in flight (default 4)\n"
              "  --payload BYTES    length of the payload's string (default 16)\n"
              "  --warmup N         latency: round trips before measuring (default 100)\n"
+             "  --poll N           throughput: first run N echo jobs to the end; then, during\n"
+             "                     the run, a thread with a client of its own sends STATUS\n"
+             "                     (5000 ids at most each) for those N finished ids and N\n"
+             "                     unknown ones in turn, until the run ends. Reports its\n"
+             "                     requests and CPU time, and the broker's CPU time (--spawn),\n"
+             "                     each also as a share of wall time x CPUs online\n"
              "  --spawn            start a broker and workers of our own on a free loopback\n"
              "                     port, with the database in a temporary folder; stop them\n"
              "                     by PID at the end\n"
@@ -745,6 +1020,7 @@ s_usage (FILE *out)
              "  gridq-bench --spawn --durability full --workers 2\n"
              "  gridq-bench --spawn --mode latency --jobs 5000 --json\n"
              "  gridq-bench --spawn --mode memory --jobs 1000000\n"
+             "  gridq-bench --spawn --jobs 200000 --poll 10000\n"
              "  gridq-bench --broker tcp://10.0.0.5:5555 --jobs 20000 --window 8\n");
 }
 
@@ -764,7 +1040,8 @@ static int
 s_parse (int argc, char **argv, s_opts_t *opts)
 {
     enum { O_MODE = 1000, O_JOBS, O_BATCH, O_WINDOW, O_PAYLOAD, O_WARMUP, O_SPAWN, O_BIN,
-           O_DURABILITY, O_WORKERS, O_SLOTS, O_TMP, O_KEEP, O_FULL, O_BROKER, O_JSON, O_HELP };
+           O_DURABILITY, O_WORKERS, O_SLOTS, O_TMP, O_KEEP, O_FULL, O_BROKER, O_JSON, O_POLL,
+           O_HELP };
     static const struct option options[] = {{"mode", required_argument, 0, O_MODE},
                                             {"jobs", required_argument, 0, O_JOBS},
                                             {"batch", required_argument, 0, O_BATCH},
@@ -781,6 +1058,7 @@ s_parse (int argc, char **argv, s_opts_t *opts)
                                             {"full", no_argument, 0, O_FULL},
                                             {"broker", required_argument, 0, O_BROKER},
                                             {"json", no_argument, 0, O_JSON},
+                                            {"poll", required_argument, 0, O_POLL},
                                             {"help", no_argument, 0, O_HELP},
                                             {0, 0, 0, 0}};
     int workers = -1;
@@ -871,6 +1149,12 @@ s_parse (int argc, char **argv, s_opts_t *opts)
         case O_JSON:
             opts->json = true;
             break;
+        case O_POLL:
+            if (gq_parse_int (optarg, 1, 1000000, &value)) {
+                return s_bad ("--poll '%s' must be 1..1000000", optarg);
+            }
+            opts->poll = value;
+            break;
         case O_HELP:
             s_usage (stdout);
             exit (0);
@@ -893,6 +1177,9 @@ s_parse (int argc, char **argv, s_opts_t *opts)
             return s_bad ("--mode memory queues jobs with no worker: drop --workers%s", NULL);
         }
         workers = 0;
+    }
+    if (opts->poll && opts->mode != S_THROUGHPUT) {
+        return s_bad ("--poll is for --mode throughput%s", NULL);
     }
     if (opts->spawn && workers == 0 && opts->mode != S_MEMORY) {
         return s_bad ("--workers 0 would leave the jobs queued forever%s", NULL);
@@ -925,6 +1212,32 @@ static json_t *
 s_number_or_null (double value)
 {
     return isnan (value) ? json_null () : json_real (round (value * 10) / 10);
+}
+
+/* cpu_seconds / wall_cpu_seconds to four places, or null when either is unknown. */
+static json_t *
+s_share_or_null (double cpu_seconds, double wall_cpu_seconds)
+{
+    return isnan (cpu_seconds) || !(wall_cpu_seconds > 0)
+               ? json_null ()
+               : json_real (round (cpu_seconds / wall_cpu_seconds * 1e4) / 1e4);
+}
+
+/* The lines --poll adds below the throughput line. */
+static void
+s_report_poll (const s_opts_t *opts, const s_result_t *result)
+{
+    double wall = result->seconds * result->cpus;
+    printf ("polling: %lld STATUS requests for %lld ids (%lld finished, %lld unknown); poller CPU "
+            "%.3f s = %.1f%% of %d CPUs\n",
+            (long long) result->poll_requests, (long long) result->poll_ids,
+            (long long) opts->poll, (long long) opts->poll, result->poller_cpu_seconds,
+            wall > 0 ? 100 * result->poller_cpu_seconds / wall : 0, result->cpus);
+    if (!isnan (result->broker_cpu_seconds)) {
+        printf ("broker: CPU %.2f s during the run = %.1f%% of %d CPUs\n",
+                result->broker_cpu_seconds,
+                wall > 0 ? 100 * result->broker_cpu_seconds / wall : 0, result->cpus);
+    }
 }
 
 static void
@@ -966,6 +1279,23 @@ s_report (const s_opts_t *opts, const s_result_t *result, int workers)
                 json_real (round ((result->bytes_per_job - result->payload_json_bytes) * 10) /
                            10));
         }
+        if (opts->poll) {
+            double wall = result->seconds * result->cpus;
+            json_object_set_new (out, "poll", json_integer (opts->poll));
+            json_object_set_new (out, "poll_requests", json_integer (result->poll_requests));
+            json_object_set_new (out, "poll_ids", json_integer (result->poll_ids));
+            json_object_set_new (out, "cpus", json_integer (result->cpus));
+            json_object_set_new (out, "poller_cpu_s",
+                                 json_real (round (result->poller_cpu_seconds * 1e6) / 1e6));
+            json_object_set_new (out, "poller_cpu_share",
+                                 s_share_or_null (result->poller_cpu_seconds, wall));
+            json_object_set_new (out, "broker_cpu_s",
+                                 isnan (result->broker_cpu_seconds)
+                                     ? json_null ()
+                                     : json_real (round (result->broker_cpu_seconds * 1e3) / 1e3));
+            json_object_set_new (out, "broker_cpu_share",
+                                 s_share_or_null (result->broker_cpu_seconds, wall));
+        }
         char *text = json_dumps (out, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION (10));
         printf ("%s\n", text ? text : "{}");
         free (text);
@@ -986,6 +1316,9 @@ s_report (const s_opts_t *opts, const s_result_t *result, int workers)
         printf ("throughput: %lld jobs in %.3f s = %.0f jobs/s (batch %d, window %d, %s)\n",
                 (long long) result->jobs, result->seconds, per_s, opts->batch, opts->window,
                 setup);
+        if (opts->poll) {
+            s_report_poll (opts, result);
+        }
         break;
     case S_LATENCY: {
         char latency[128];
@@ -1019,7 +1352,7 @@ main (int argc, char **argv)
 {
     char self_dir[1024];
     s_opts_t opts = {S_THROUGHPUT, 0, 0, 4, 16, 100, false, NULL, NULL, "full", false, 2, 32,
-                     NULL, false, false, false};
+                     NULL, false, false, false, 0};
     int rc = s_parse (argc, argv, &opts);
     if (rc) {
         return rc;
@@ -1056,12 +1389,12 @@ main (int argc, char **argv)
         }
         gq_client_destroy (&probe);
     }
-    s_result_t result = {0, 0, 0, 0, bench_latency_none (), 0, 0, 0, 0};
+    s_result_t result = {0, 0, 0, 0, bench_latency_none (), 0, 0, 0, 0, 0, 0, 0, 0, NAN};
     rc = client ? 0 : -1;
     if (rc == 0) {
         switch (opts.mode) {
         case S_THROUGHPUT:
-            rc = s_run_throughput (client, &opts, &result);
+            rc = s_run_throughput (client, &opts, fleet.broker, &result);
             break;
         case S_LATENCY:
             rc = s_run_latency (client, &opts, &result);

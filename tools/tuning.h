@@ -10,6 +10,11 @@
 #define GQ_BENCH_STOP_TIMEOUT_MS    5000   /* SIGTERM, then SIGKILL after this */
 #define GQ_BENCH_CLIENT_TIMEOUT_MS  30000  /* per call (a 10000-job SUBMIT commits in one go) */
 #define GQ_BENCH_MEMORY_CHUNK_JOBS  100000 /* jobs per gq_client_submit call in memory mode */
+/* --poll: unknown ids start this far past the last id the run hands out. */
+#define GQ_BENCH_POLL_GAP_IDS       1000000000
+/* --poll: ids per STATUS. Not GQ_MAX_IDS: STATUS of 10000 finished jobs is ~4.8 MB of JSON, over
+   GQ_MAX_JSON_BYTES, and the client drops the reply. */
+#define GQ_BENCH_POLL_CHUNK_IDS     5000
 
 /* ---- bench_common.c: the load generators' child processes ---------------------------------- */
 #define GQ_BENCH_MAX_CHILDREN       128    /* processes bench_fork keeps: workers and a broker */
