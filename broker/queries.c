@@ -6,19 +6,23 @@
 #include <string.h>
 
 /* The JSON of job id: from memory (*in_memory true), else from the store when the id was ever
-   handed out; NULL when there is no such job. */
+   handed out; NULL when there is no such job. full: with payload (and, from the store, the
+   attempts' detail), for RESULT. */
 static json_t *
-s_job_json (gq_broker_t *self, int64_t id, bool with_payload, bool *in_memory)
+s_job_json (gq_broker_t *self, int64_t id, bool full, bool *in_memory)
 {
     gq_job_t *job = gq_broker_job_find (self, id);
     if (in_memory) {
         *in_memory = job != NULL;
     }
     if (job) {
-        return gq_broker_job_json (self, job, with_payload);
+        return gq_broker_job_json (self, job, full);
     }
-    return gq_broker_id_issued (self, id) ? gq_store_job_json (self->store, id, with_payload)
-                                          : NULL;
+    if (!gq_broker_id_issued (self, id)) {
+        return NULL;
+    }
+    return full ? gq_store_job_json (self->store, id, true)
+                : gq_store_job_brief_json (self->store, id, false);
 }
 
 void
@@ -32,17 +36,34 @@ gq_queries_status (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
     }
     json_t *jobs = json_array ();
     json_t *missing = json_array ();
+    json_t *more = NULL;
+    size_t bytes = 0;
     for (size_t i = 0; i < count; i++) {
+        if (bytes > GQ_REPLY_BUDGET_BYTES) {
+            /* A reply stays well inside the wire's limit: the rest are asked again. */
+            more = more ? more : json_array ();
+            json_array_append_new (more, json_integer (ids[i]));
+            continue;
+        }
         json_t *json = s_job_json (self, ids[i], false, NULL);
         if (json) {
+            bytes += json_dumpb (json, NULL, 0, JSON_COMPACT) + 1;
             json_array_append_new (jobs, json);
         } else {
+            bytes += 21;
             json_array_append_new (missing, json_integer (ids[i]));
         }
     }
     free (ids);
     gq_broker_charge_unknown (self, request, json_array_size (missing));
-    gq_broker_reply_jobs (self, request, "STATUS", jobs, missing);
+    gq_msg_t *reply = gq_msg_reply (request, "STATUS",
+                                    json_pack ("{s:o, s:o}", "jobs", jobs, "missing", missing));
+    if (reply && more) {
+        json_object_set_new (gq_msg_body (reply), "more", more);
+    } else {
+        json_decref (more);
+    }
+    gq_broker_reply (self, reply);
 }
 
 void
@@ -310,7 +331,7 @@ gq_queries_explain (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
     gq_constraints_t constraints;
     json_t *stored = NULL;
     if (!job) {
-        stored = gq_broker_id_issued (self, id) ? gq_store_job_json (self->store, id, false) : NULL;
+        stored = gq_broker_id_issued (self, id) ? gq_store_job_brief_json (self->store, id, false) : NULL;
         if (!stored || s_job_from_json (self, stored, &copy, &constraints)) {
             json_decref (stored);
             gq_broker_reply (self,

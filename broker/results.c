@@ -267,7 +267,7 @@ gq_results_cancel (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
             continue;
         }
         json_t *stored = gq_broker_id_issued (self, ids[i])
-                             ? gq_store_job_json (self->store, ids[i], false)
+                             ? gq_store_job_brief_json (self->store, ids[i], false)
                              : NULL;
         if (stored) {
             json_array_append_new (jobs, json_pack ("{s:I, s:O}", "id", (json_int_t) ids[i],

@@ -1052,7 +1052,7 @@ s_attempts_json (gq_store_t *self, int64_t job_id)
 }
 
 json_t *
-gq_store_job_json (gq_store_t *self, int64_t job_id, bool with_payload)
+gq_store_job_brief_json (gq_store_t *self, int64_t job_id, bool with_payload)
 {
     sqlite3_stmt *stmt = self->stmt[S_JOB_GET];
     sqlite3_bind_int64 (stmt, 1, job_id);
@@ -1072,6 +1072,16 @@ gq_store_job_json (gq_store_t *self, int64_t job_id, bool with_payload)
         s_fail (self, "read job");
     }
     sqlite3_reset (stmt);
+    if (job) {
+        s_ok (self);
+    }
+    return job;
+}
+
+json_t *
+gq_store_job_json (gq_store_t *self, int64_t job_id, bool with_payload)
+{
+    json_t *job = gq_store_job_brief_json (self, job_id, with_payload);
     if (!job) {
         return NULL;
     }

@@ -143,6 +143,8 @@ int gq_store_recover (gq_store_t *self, gq_store_recover_fn *fn, void *arg);
    The stored state of a job that has not ended is always "queued": the broker's memory knows
    better. */
 json_t *gq_store_job_json (gq_store_t *self, int64_t job_id, bool with_payload);
+/* The same without "attempts_detail" (one read less): for listings and status. */
+json_t *gq_store_job_brief_json (gq_store_t *self, int64_t job_id, bool with_payload);
 /* Stored jobs in state (or all for -1), newest first, at most limit, without payloads and
    attempts_detail: a new JSON array, or NULL on failure. */
 json_t *gq_store_jobs_json (gq_store_t *self, int state, size_t limit);

@@ -23,6 +23,11 @@
 /* A worker's JOB text buffer larger than this is freed after sending, not kept after a burst. */
 #define GQ_JOB_MESSAGE_KEEP_BYTES (1024 * 1024)
 
+/* ---- Replies ------------------------------------------------------------------------------- */
+/* A STATUS reply holds jobs up to about this much JSON (the wire's limit is GQ_MAX_JSON_BYTES);
+   the ids past it are returned in "more", for the client to ask again. */
+#define GQ_REPLY_BUDGET_BYTES     (3 * 1024 * 1024)
+
 /* ---- Node health --------------------------------------------------------------------------- */
 #define GQ_RELIABILITY_EWMA_WEIGHT 0.1   /* weight of the newest outcome in a node's reliability */
 #define GQ_BACKOFF_AFTER_FAILURES 3      /* consecutive failures before a node is backed off */

@@ -205,9 +205,8 @@ gq_watch_job (gq_broker_t *self, gq_watch_t *watch, int64_t id)
         return true;
     }
     json_t *stored =
-        gq_broker_id_issued (self, id) ? gq_store_job_json (self->store, id, true) : NULL;
+        gq_broker_id_issued (self, id) ? gq_store_job_brief_json (self->store, id, true) : NULL;
     if (stored) {
-        json_object_del (stored, "attempts_detail");
         gq_watch_notify (self, watch, stored);
         json_decref (stored);
     }

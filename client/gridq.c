@@ -1264,22 +1264,27 @@ s_ids_call (gq_client_t *client, const char *command, const int64_t *ids, size_t
         for (size_t i = first; i < count && i < first + GQ_MAX_IDS; i++) {
             json_array_append_new (chunk, json_integer (ids[i]));
         }
-        json_t *reply = gq_client_call (client, command, json_pack ("{s:o}", "ids", chunk));
-        if (!reply) {
-            json_decref (map);
-            json_decref (*missing);
-            *missing = NULL;
-            return NULL;
+        /* A full reply names in "more" the ids it could not hold: they are asked again. */
+        while (chunk) {
+            json_t *reply = gq_client_call (client, command, json_pack ("{s:o}", "ids", chunk));
+            if (!reply) {
+                json_decref (map);
+                json_decref (*missing);
+                *missing = NULL;
+                return NULL;
+            }
+            size_t i;
+            json_t *job;
+            json_array_foreach (json_object_get (reply, "jobs"), i, job) {
+                char key[24];
+                snprintf (key, sizeof key, "%lld", (long long) s_int (job, "id", 0));
+                json_object_set (map, key, job);
+            }
+            json_array_extend (*missing, json_object_get (reply, "missing"));
+            json_t *more = json_object_get (reply, "more");
+            chunk = json_array_size (more) ? json_incref (more) : NULL;
+            json_decref (reply);
         }
-        size_t i;
-        json_t *job;
-        json_array_foreach (json_object_get (reply, "jobs"), i, job) {
-            char key[24];
-            snprintf (key, sizeof key, "%lld", (long long) s_int (job, "id", 0));
-            json_object_set (map, key, job);
-        }
-        json_array_extend (*missing, json_object_get (reply, "missing"));
-        json_decref (reply);
     }
     return map;
 }

@@ -1,5 +1,6 @@
 /*  test_e2e.c — the walking skeleton end to end: a real broker with an SQLite file, two CPU
-    workers, the client API on loopback; 1,000 jobs of two kinds, every result checked. */
+    workers, the client API on loopback; 1,000 jobs of two kinds, every result checked; brief
+    FINISHED; one serializer of a job; a STATUS larger than one message. */
 #include <czmq.h>
 #include <math.h>
 
@@ -227,6 +228,48 @@ main (void)
     CHECK (full_id == 0 || full_id == json_integer_value (json_object_get (finished, "id")));
     json_decref (stored);
     json_decref (finished);
+
+    /* A STATUS whose jobs exceed a message: the reply holds what fits and names the rest in
+       "more"; gridq status asks again and shows every job. */
+    enum { S_BIG = 6000 };
+    json_t *big = json_array ();
+    char pad[601];
+    memset (pad, 'x', sizeof pad - 1);
+    pad[sizeof pad - 1] = '\0';
+    for (int i = 0; i < S_BIG; i++) {
+        json_array_append_new (big, json_pack ("{s:s, s:{s:i, s:s}}", "kind", "echo", "payload",
+                                               "i", i, "pad", pad));
+    }
+    int64_t *big_ids = (int64_t *) calloc (S_BIG, sizeof *big_ids);
+    CHECK_EQ (gq_client_submit (client, big, false, big_ids), 0);
+    CHECK_EQ (gq_client_wait (client, big_ids, S_BIG, 60000, NULL, NULL), 0);
+    json_t *ask = json_array ();
+    for (int i = 0; i < S_BIG; i++) {
+        json_array_append_new (ask, json_integer (big_ids[i]));
+    }
+    reply = gq_client_call (client, "STATUS", json_pack ("{s:O}", "ids", ask));
+    CHECK (reply);
+    size_t held = json_array_size (json_object_get (reply, "jobs"));
+    CHECK (held > 0 && held < S_BIG);
+    CHECK_EQ (held + json_array_size (json_object_get (reply, "more")), S_BIG);
+    json_decref (reply);
+    char path[300], command[1000];
+    snprintf (path, sizeof path, "%s/ids", h_dir ());
+    FILE *ids_file = fopen (path, "w");
+    CHECK (ids_file);
+    for (int i = 0; i < S_BIG; i++) {
+        fprintf (ids_file, "%lld ", (long long) big_ids[i]);
+    }
+    fclose (ids_file);
+    char *lines = NULL;
+    snprintf (command, sizeof command, "%s/gridq --broker %s status --json $(cat %s) | wc -l",
+              h_bin (), h_endpoint (), path);
+    CHECK_EQ (h_run (command, &lines), 0);
+    CHECK_EQ (atoi (lines ? lines : "0"), S_BIG);
+    free (lines);
+    free (big_ids);
+    json_decref (ask);
+    json_decref (big);
 
     /* "brief" must be a boolean. */
     reply = gq_client_call (client, "WAIT", json_pack ("{s:[I], s:s}", "ids",
