@@ -307,6 +307,11 @@ s_commit_here (gq_broker_t *self)
     zlist_append (self->inflight, pending); /* the writer is idle: it is the only one */
     gq_batch_apply (pending->batch, self->store);
     gq_commit_back (self, pending->batch);
+    if (gq_store_wal_pages (self->store) >= GQ_WAL_CHECKPOINT_PAGES) {
+        /* A WAL that only grows makes every commit extend the file (a costlier fsync): the
+           next batch goes to the writer, which checkpoints after it. */
+        gq_batch_checkpoint (self->pending->batch);
+    }
 }
 
 /* Commits the pending batch when the writer is idle and the batch is due: something waits on

@@ -155,6 +155,7 @@ struct _gq_store_t {
     int error;                    /* code of the last call's failure, 0 after a success */
     bool row_fault;               /* that failure was the write's own (a constraint, a bad
                                      value): the same write fails again; else the database's */
+    int wal_pages;                /* pages in the WAL after this connection's last commit */
     char errmsg[512];             /* text of the last failure, kept until the next one */
 };
 
@@ -587,13 +588,29 @@ gq_store_group_end (gq_store_t *self, bool keep)
     return rc ? rc : released;
 }
 
+/* sqlite3_wal_hook: remembers the WAL's size after each commit; 0 keeps SQLite going. */
+static int
+s_wal_hook (void *arg, sqlite3 *db, const char *name, int pages)
+{
+    ((gq_store_t *) arg)->wal_pages = pages;
+    return SQLITE_OK;
+}
+
+int
+gq_store_wal_pages (gq_store_t *self)
+{
+    return self->wal_pages;
+}
+
 int
 gq_store_autocheckpoint (gq_store_t *self, bool on)
 {
-    char sql[64];
-    snprintf (sql, sizeof sql, "PRAGMA wal_autocheckpoint = %d", on ? 1000 : 0);
-    if (sqlite3_exec (self->db, sql, NULL, NULL, NULL) != SQLITE_OK) {
-        return s_fail (self, "wal_autocheckpoint");
+    /* Either SQLite's checkpoint after commits past 1000 pages, or (off) a hook that only counts
+       them, for the caller to have the checkpoint done elsewhere. */
+    if (on) {
+        sqlite3_wal_autocheckpoint (self->db, 1000);
+    } else {
+        sqlite3_wal_hook (self->db, s_wal_hook, self);
     }
     return s_ok (self);
 }

@@ -63,9 +63,12 @@ int gq_store_group_end (gq_store_t *self, bool keep);
    argument): that write alone failed, and the same write would fail again. false after a
    success, and after a failure of the database or the disk, which a retry may cure. */
 bool gq_store_row_fault (gq_store_t *self);
-/* Whether commits on this connection checkpoint the WAL when it grows (SQLite's default: on).
-   The broker's loop turns it off for its own connection: only the writer thread checkpoints. */
+/* Whether commits on this connection checkpoint the WAL when it grows past 1000 pages (SQLite's
+   default: on). Off, they only count its pages (gq_store_wal_pages): the broker's loop turns it
+   off for its own connection and has the writer thread checkpoint when the count says so. */
 int gq_store_autocheckpoint (gq_store_t *self, bool on);
+/* Pages in the WAL after this connection's last commit (with autocheckpoint off). */
+int gq_store_wal_pages (gq_store_t *self);
 /* A passive WAL checkpoint now (pages no reader needs go back into the database). 0 or
    GQ_ESTORE. */
 int gq_store_checkpoint (gq_store_t *self);

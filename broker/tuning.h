@@ -42,6 +42,8 @@
 #define GQ_EAGER_COMMIT_WRITES    8192
 /* A batch this small, when the writer and the socket are idle, is committed by the loop. */
 #define GQ_INLINE_COMMIT_WRITES   64
+/* When the loop's own commits have grown the WAL to this many pages, the writer checkpoints. */
+#define GQ_WAL_CHECKPOINT_PAGES   1000
 /* A batch the store refused is applied again after this, doubling while it fails, up to MAX. */
 #define GQ_STORE_RETRY_MIN_MS     10
 #define GQ_STORE_RETRY_MAX_MS     1000
