@@ -104,6 +104,17 @@ gq_broker_job_json (gq_broker_t *self, const gq_job_t *job, bool with_payload)
 }
 
 void
+gq_broker_job_text (gq_broker_t *self, const gq_job_t *job, zchunk_t *out)
+{
+    gq_job_row_t row;
+    int32_t node = job->end ? job->end->node : job->node;
+    gq_job_row_from (&row, job, gq_matcher_kind_name (self->matcher, job->kind_id),
+                     gq_broker_model_name (self, job), gq_broker_node_name (self, node));
+    row.payload = NULL;
+    gq_job_row_text (out, &row);
+}
+
+void
 gq_broker_job_free (gq_broker_t *self, gq_job_t **job_p)
 {
     gq_job_t *job = *job_p;
@@ -286,6 +297,22 @@ s_on_writer (zloop_t *loop, zsock_t *sock, void *arg)
     return 0;
 }
 
+/* The reader handed reads back: their replies go. */
+static int
+s_on_reader (zloop_t *loop, zsock_t *sock, void *arg)
+{
+    gq_broker_t *self = (gq_broker_t *) arg;
+    while (gq_reader_busy (self->reader) && (zsock_events (sock) & ZMQ_POLLIN)) {
+        gq_read_t *read = gq_reader_recv (self->reader);
+        if (!read) {
+            break;
+        }
+        gq_queries_status_back (self, read);
+    }
+    gq_broker_turn_end (self);
+    return 0;
+}
+
 static int
 s_on_router (zloop_t *loop, zsock_t *router, void *arg)
 {
@@ -451,7 +478,8 @@ gq_broker_new (const gq_broker_opts_t *opts, char *why, size_t whylen)
     self->next_id = max_id + 1 > mark ? max_id + 1 : mark;
     self->id_committed = self->id_recorded = mark;
     self->writer = gq_writer_new (opts->db_path, opts->durability, why, whylen);
-    if (!self->writer) {
+    self->reader = self->writer ? gq_reader_new (opts->db_path, why, whylen) : NULL;
+    if (!self->reader) {
         gq_broker_destroy (&self);
         return NULL;
     }
@@ -468,6 +496,7 @@ gq_broker_new (const gq_broker_opts_t *opts, char *why, size_t whylen)
     }
     zloop_reader (self->loop, self->router, s_on_router, self);
     zloop_reader (self->loop, gq_writer_sock (self->writer), s_on_writer, self);
+    zloop_reader (self->loop, gq_reader_sock (self->reader), s_on_reader, self);
     zloop_timer (self->loop, GQ_CRON_MS, 0, s_on_cron, self);
     return self;
 }
@@ -499,6 +528,14 @@ gq_broker_destroy (gq_broker_t **self_p)
             zsys_warning ("broker: %s", gq_store_errmsg (self->store));
         }
     }
+    gq_read_t *read;
+    while (self->reader && gq_reader_busy (self->reader) &&
+           (read = gq_reader_recv (self->reader))) {
+        gq_msg_t *request = (gq_msg_t *) read->request;
+        gq_msg_destroy (&request);
+        gq_read_destroy (&read);
+    }
+    gq_reader_destroy (&self->reader);
     gq_pending_t *pending;
     while (self->inflight && (pending = (gq_pending_t *) zlist_pop (self->inflight))) {
         gq_pending_destroy (self, &pending);

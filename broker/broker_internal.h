@@ -19,6 +19,7 @@
 #include "guard.h"
 #include "metrics.h"
 #include "queue.h"
+#include "reader.h"
 #include "sched.h"
 #include "tuning.h"
 #include "writer.h"
@@ -110,6 +111,7 @@ struct _gq_broker_t {
     zloop_t *loop;                   /* its event loop */
     gq_store_t *store;               /* SQLite: start, reads, and the shutdown's next_job_id */
     gq_writer_t *writer;             /* the thread that commits batches */
+    gq_reader_t *reader;       /* the thread that reads stored jobs for STATUS */
     gq_pending_t *pending;           /* the batch being recorded */
     zlist_t *inflight;               /* gq_pending_t handed to the writer, oldest first */
     zhashx_t *idem_pending;    /* idem key -> the gq_pending_t that inserts it (not committed) */
@@ -201,6 +203,8 @@ void gq_broker_reply (gq_broker_t *self, gq_msg_t *reply);
 void gq_broker_reject (gq_broker_t *self, gq_msg_t *request, int code, const char *why);
 /* The JSON form of an in-memory job (new reference). with_payload includes the payload text. */
 json_t *gq_broker_job_json (gq_broker_t *self, const gq_job_t *job, bool with_payload);
+/* Appends the JSON text of an in-memory job, without its payload (as STATUS shows it). */
+void gq_broker_job_text (gq_broker_t *self, const gq_job_t *job, zchunk_t *out);
 /* Frees a job with its payload, blobs and constraints, releasing its watchers; NULLs *job_p. */
 void gq_broker_job_free (gq_broker_t *self, gq_job_t **job_p);
 /* The request's "ids" (malloc'd, the caller frees), or false after refusing the request. */
@@ -324,6 +328,8 @@ gq_handler_fn gq_queries_nodes;
 gq_handler_fn gq_queries_stats;
 gq_handler_fn gq_queries_explain;
 gq_handler_fn gq_queries_ping;
+/* A STATUS whose stored part the reader thread has read: the reply goes; read is freed. */
+void gq_queries_status_back (gq_broker_t *self, gq_read_t *read);
 /* The text of one /metrics scrape (gq_metrics_render_fn; arg is the broker). */
 void gq_queries_metrics (void *arg, zchunk_t *out);
 

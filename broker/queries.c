@@ -2,6 +2,7 @@
     answered from memory or, for jobs that left it, from the store; and the text of /metrics. */
 #include "broker_internal.h"
 #include "explain.h"
+#include "reader.h"
 
 #include <string.h>
 
@@ -34,36 +35,65 @@ gq_queries_status (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
     if (!gq_broker_request_ids (self, request, &ids, &count)) {
         return;
     }
-    json_t *jobs = json_array ();
-    json_t *missing = json_array ();
-    json_t *more = NULL;
-    size_t bytes = 0;
+    /* Jobs in memory are answered here, as text; the stored ones by the reader thread (the
+       reply goes when it is back: gq_queries_status_back), so that a client polling many
+       finished ids does not hold the loop. */
+    gq_read_t *read = gq_read_new (request, count, GQ_REPLY_BUDGET_BYTES);
+    if (!read) {
+        free (ids);
+        gq_broker_reject (self, request, GQ_ENOMEM, "out of memory");
+        return;
+    }
     for (size_t i = 0; i < count; i++) {
-        if (bytes > GQ_REPLY_BUDGET_BYTES) {
-            /* A reply stays well inside the wire's limit: the rest are asked again. */
-            more = more ? more : json_array ();
-            json_array_append_new (more, json_integer (ids[i]));
-            continue;
-        }
-        json_t *json = s_job_json (self, ids[i], false, NULL);
-        if (json) {
-            bytes += json_dumpb (json, NULL, 0, JSON_COMPACT) + 1;
-            json_array_append_new (jobs, json);
+        gq_job_t *job = gq_broker_job_find (self, ids[i]);
+        if (job) {
+            gq_read_text_begin (read, ids[i]);
+            gq_broker_job_text (self, job, read->pre);
+            gq_read_text_end (read);
+        } else if (gq_broker_id_issued (self, ids[i])) {
+            gq_read_stored (read, ids[i]);
         } else {
-            bytes += 21;
-            json_array_append_new (missing, json_integer (ids[i]));
+            gq_read_unknown (read, ids[i]);
         }
     }
     free (ids);
-    gq_broker_charge_unknown (self, request, json_array_size (missing));
-    gq_msg_t *reply = gq_msg_reply (request, "STATUS",
-                                    json_pack ("{s:o, s:o}", "jobs", jobs, "missing", missing));
-    if (reply && more) {
-        json_object_set_new (gq_msg_body (reply), "more", more);
-    } else {
-        json_decref (more);
+    *request_p = NULL; /* the read holds it until the reply */
+    if (read->stored && gq_reader_send (self->reader, read) == 0) {
+        return;
     }
-    gq_broker_reply (self, reply);
+    gq_read_run (read, self->store);
+    gq_queries_status_back (self, read);
+}
+
+void
+gq_queries_status_back (gq_broker_t *self, gq_read_t *read)
+{
+    gq_msg_t *request = (gq_msg_t *) read->request;
+    if (read->error) {
+        gq_broker_reject (self, request, GQ_ESTORE, read->errmsg);
+    } else {
+        gq_broker_charge_unknown (self, request, read->n_missing);
+        zchunk_t *text = zchunk_new (NULL, zchunk_size (read->jobs) + zchunk_size (read->missing) +
+                                               zchunk_size (read->more) + 64);
+        gq_chunk_printf (text, "{\"req\":%lld,\"jobs\":[", (long long) gq_msg_req (request));
+        zchunk_extend (text, zchunk_data (read->jobs), zchunk_size (read->jobs));
+        gq_chunk_raw (text, "],\"missing\":[");
+        zchunk_extend (text, zchunk_data (read->missing), zchunk_size (read->missing));
+        if (zchunk_size (read->more)) {
+            gq_chunk_raw (text, "],\"more\":[");
+            zchunk_extend (text, zchunk_data (read->more), zchunk_size (read->more));
+        }
+        gq_chunk_raw (text, "]}");
+        gq_msg_t *reply = gq_msg_new_raw (GQ_ROLE_CLIENT, "STATUS",
+                                          (const char *) zchunk_data (text), zchunk_size (text));
+        zchunk_destroy (&text);
+        if (reply) {
+            gq_msg_set_routing_id (reply, gq_msg_routing_id (request));
+        }
+        gq_broker_reply (self, reply);
+    }
+    gq_msg_destroy (&request);
+    gq_read_destroy (&read);
 }
 
 void

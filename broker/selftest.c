@@ -5,6 +5,7 @@
 #include "matcher.h"
 #include "metrics.h"
 #include "queue.h"
+#include "reader.h"
 #include "sched.h"
 #include "store.h"
 #include "treap.h"
@@ -13,8 +14,8 @@
 static const gq_selftest_t s_tests[] = {
     {"job", gq_job_test},         {"queue", gq_queue_test},     {"treap", gq_treap_test},
     {"matcher", gq_matcher_test}, {"explain", gq_explain_test}, {"sched", gq_sched_test},
-    {"store", gq_store_test},     {"writer", gq_writer_test},   {"guard", gq_guard_test},
-    {"metrics", gq_metrics_test},
+    {"store", gq_store_test},     {"writer", gq_writer_test},   {"reader", gq_reader_test},
+    {"guard", gq_guard_test},     {"metrics", gq_metrics_test},
 };
 
 int

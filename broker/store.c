@@ -1095,6 +1095,26 @@ gq_store_job_brief_json (gq_store_t *self, int64_t job_id, bool with_payload)
     return job;
 }
 
+int
+gq_store_job_text (gq_store_t *self, int64_t job_id, zchunk_t *out)
+{
+    sqlite3_stmt *stmt = self->stmt[S_JOB_GET];
+    sqlite3_bind_int64 (stmt, 1, job_id);
+    sqlite3_bind_int (stmt, 2, 0);
+    int rc = sqlite3_step (stmt);
+    if (rc == SQLITE_ROW) {
+        gq_job_row_t row;
+        s_row_read (stmt, &row);
+        gq_job_row_text (out, &row);
+    }
+    int found = rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : s_fail (self, "read job");
+    sqlite3_reset (stmt);
+    if (found >= 0) {
+        s_ok (self);
+    }
+    return found;
+}
+
 json_t *
 gq_store_job_json (gq_store_t *self, int64_t job_id, bool with_payload)
 {

@@ -146,6 +146,9 @@ int gq_store_recover (gq_store_t *self, gq_store_recover_fn *fn, void *arg);
    The stored state of a job that has not ended is always "queued": the broker's memory knows
    better. */
 json_t *gq_store_job_json (gq_store_t *self, int64_t job_id, bool with_payload);
+/* A stored job as JSON text without its payload (gq_job_row_text) appended to out: 1, 0 when
+   there is no such job (nothing appended), GQ_ESTORE. */
+int gq_store_job_text (gq_store_t *self, int64_t job_id, zchunk_t *out);
 /* The same without "attempts_detail" (one read less): for listings and status. */
 json_t *gq_store_job_brief_json (gq_store_t *self, int64_t job_id, bool with_payload);
 /* Stored jobs in state (or all for -1), newest first, at most limit, without payloads and

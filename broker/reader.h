@@ -1,0 +1,77 @@
+/*  reader.h — the store's reader thread: questions about many stored jobs (STATUS of ids that
+    left memory) are answered by a thread with a store connection of its own, so that a client
+    polling thousands of finished ids costs the loop nothing but the hand-over.
+
+    The loop hands a read (gq_read_t) over, goes on, and gets it back with the stored jobs'
+    JSON text appended; it then sends the reply. Reads come back in the order they went. Only
+    one thread touches a read at a time: the loop until it hands it over, the reader until it
+    hands it back. */
+#ifndef GQ_READER_H_INCLUDED
+#define GQ_READER_H_INCLUDED
+
+#include <czmq.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store.h"
+
+/* One id of a STATUS, in the order asked: a job the loop answered (its text in pre), one to
+   read from the store, or one the broker does not know. */
+typedef struct {
+    int64_t id;
+    uint32_t offset, length; /* its text in pre (length 0: not the loop's) */
+    bool stored;             /* read it from the store */
+} gq_read_entry_t;
+
+/* One STATUS. The loop adds its ids in order, then hands it over when some are stored (else runs
+   it itself); gq_read_run makes the reply's parts. */
+typedef struct {
+    atomic_uint handoff;      /* release by the sender, acquire by the receiver (see writer.h) */
+    void *request;            /* the request it answers (the loop's, untouched by the reader) */
+    gq_read_entry_t *entries; /* the ids, in the order asked (malloc'd, owned) */
+    size_t count, capacity;   /* entries used, allocated */
+    size_t stored;            /* entries to read from the store */
+    zchunk_t *pre;            /* texts of the jobs the loop answered (owned) */
+    size_t budget_bytes;      /* jobs text past this is not made: those ids go to more */
+    zchunk_t *jobs;           /* the reply's JSON objects, comma-separated (owned) */
+    zchunk_t *missing;        /* ids not known, comma-separated (owned) */
+    zchunk_t *more;           /* ids left for another question, comma-separated (owned) */
+    size_t n_missing;         /* entries of missing */
+    int error;                /* 0, or GQ_ESTORE (the store failed: errmsg says why) */
+    char errmsg[256];
+} gq_read_t;
+
+/* A new read for request (borrowed) of at most capacity ids; NULL when out of memory. */
+gq_read_t *gq_read_new (void *request, size_t capacity, size_t budget_bytes);
+void gq_read_destroy (gq_read_t **self_p);
+/* The next id: answered by the loop (it appends the job's text to read->pre between
+   gq_read_text_begin and gq_read_text_end), to read from the store, or unknown. */
+void gq_read_text_begin (gq_read_t *self, int64_t id);
+void gq_read_text_end (gq_read_t *self);
+void gq_read_stored (gq_read_t *self, int64_t id);
+void gq_read_unknown (gq_read_t *self, int64_t id);
+/* Makes jobs, missing and more from the entries, in order, reading the stored ones from store
+   (which may be NULL when there are none). */
+void gq_read_run (gq_read_t *self, gq_store_t *store);
+
+typedef struct _gq_reader_t gq_reader_t;
+
+/* Opens a store connection of its own on db_path and starts the thread; NULL with why. */
+gq_reader_t *gq_reader_new (const char *db_path, char *why, size_t whylen);
+/* Stops the thread after the read it is doing; reads not received back are lost. Safe on
+   NULL. */
+void gq_reader_destroy (gq_reader_t **self_p);
+/* Hands a read over. 0 or GQ_EIO. */
+int gq_reader_send (gq_reader_t *self, gq_read_t *read);
+/* The next read back (blocks until there is one); NULL if the thread is gone. */
+gq_read_t *gq_reader_recv (gq_reader_t *self);
+/* Reads handed over and not received back. */
+size_t gq_reader_busy (const gq_reader_t *self);
+/* The socket that is readable when a read is back (for zloop_reader). */
+zsock_t *gq_reader_sock (gq_reader_t *self);
+
+void gq_reader_test (bool verbose);
+
+#endif
