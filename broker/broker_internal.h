@@ -7,13 +7,14 @@
     messages), workers.c (READY, HEARTBEAT, BYE, liveness), results.c (RESULT, CANCEL, time
     limits: how attempts and jobs end), watch.c (clients waiting, FINISHED), queries.c (STATUS,
     RESULT, JOBS, NODES, STATS, EXPLAIN, PING, /metrics), commit.c (the pending batch, the writer
-    thread, job ids). */
+    thread, job ids: commit.h states the contract). */
 #ifndef GQ_BROKER_INTERNAL_H_INCLUDED
 #define GQ_BROKER_INTERNAL_H_INCLUDED
 
 #include <czmq.h>
 
 #include "broker.h"
+#include "commit.h"
 #include "gq_msg.h"
 #include "gq_spec.h"
 #include "guard.h"
@@ -90,20 +91,6 @@ typedef struct {
     bool covered;      /* its ids are below a committed next_job_id: its jobs joined memory
                           and the queue at once; otherwise they join when it commits */
 } gq_submit_t;
-
-/* The writes of one or more turns, and what waits for them to commit. */
-typedef struct {
-    gq_batch_t *batch; /* the writes */
-    zlist_t *submits;  /* gq_submit_t: acknowledged when it is back */
-    zlist_t *replies;  /* gq_msg_t: sent when it is back */
-    zlist_t *dead;     /* gq_job_t that ended: the batch borrows them; freed when it is back */
-    zlist_t *idems;    /* idem keys it inserts (strings): no longer pending when it is back */
-    zlist_t *held;     /* gq_msg_t requests handled again when it is back: SUBMITs that repeat
-                          one of its idem keys, questions about jobs whose end it commits */
-    int64_t id_mark;   /* the next_job_id it records, 0 for none */
-    int64_t id_first, id_last; /* the ids of the jobs it inserts (0, 0 for none) */
-    int64_t opened_us;         /* when its first write was recorded */
-} gq_pending_t;
 
 struct _gq_broker_t {
     gq_broker_opts_t opts;           /* configuration (strings borrowed from the caller) */
@@ -332,27 +319,5 @@ gq_handler_fn gq_queries_ping;
 void gq_queries_status_back (gq_broker_t *self, gq_read_t *read);
 /* The text of one /metrics scrape (gq_metrics_render_fn; arg is the broker). */
 void gq_queries_metrics (void *arg, zchunk_t *out);
-
-/* ---- The commit pipeline (commit.c) --------------------------------------------------------- */
-
-/* A new, empty pending batch, or NULL when out of memory. */
-gq_pending_t *gq_pending_new (gq_broker_t *self);
-/* Frees a pending batch and everything waiting on it (at shutdown, or once it is settled). */
-void gq_pending_destroy (gq_broker_t *self, gq_pending_t **pending_p);
-/* Notes a write recorded in the pending batch; rc is the gq_batch_* result (a failure spoiled
-   the batch: it comes back failed, and its submissions are refused). */
-void gq_commit_recorded (gq_broker_t *self, int rc);
-/* Records a next_job_id ahead of the ids handed out, once they come within half a block of
-   the last one recorded. */
-void gq_commit_reserve_ids (gq_broker_t *self);
-/* A batch is back from the writer: what waited on it is settled, then it is freed. */
-void gq_commit_back (gq_broker_t *self, gq_batch_t *batch);
-/* Commits the pending batch when the writer is idle and the batch is due. Returns true when it
-   committed in the loop itself (its jobs may have joined the queue). */
-bool gq_commit_kick (gq_broker_t *self);
-/* At shutdown: commits everything recorded, waiting for the writer (blocks the loop). */
-void gq_commit_drain (gq_broker_t *self);
-/* Cron: finished jobs past the retention period are purged (in the next batch). */
-void gq_commit_retention (gq_broker_t *self, int64_t now_ms);
 
 #endif

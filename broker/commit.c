@@ -1,9 +1,5 @@
-/*  commit.c — the commit pipeline: the loop records each turn's writes in the pending batch;
-    a due batch goes to the writer thread (writer.h), which commits it while the loop goes on
-    (group commit: the next batch grows meanwhile), or, when small and nothing else waits, is
-    committed by the loop itself. What waits on a batch (acknowledgements of submissions,
-    replies that promise a write, jobs that ended) is settled when it is back. Job ids are
-    reserved ahead by a committed next_job_id, so that no id is ever handed out twice. */
+/*  commit.c — the commit pipeline: batches recorded, committed in order, settled when back; a
+    batch the store refuses kept and retried. The contract is in commit.h. */
 #include "broker_internal.h"
 
 #include <string.h>
