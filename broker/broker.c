@@ -286,8 +286,8 @@ s_on_writer (zloop_t *loop, zsock_t *sock, void *arg)
 {
     (void) loop;
     gq_broker_t *self = (gq_broker_t *) arg;
-    while (gq_writer_busy (self->writer) && (zsock_events (sock) & ZMQ_POLLIN)) {
-        gq_batch_t *batch = gq_writer_recv (self->writer);
+    while (gq_lane_busy (self->writer) && (zsock_events (sock) & ZMQ_POLLIN)) {
+        gq_batch_t *batch = gq_lane_recv (self->writer);
         if (!batch) {
             break;
         }
@@ -302,8 +302,8 @@ static int
 s_on_reader (zloop_t *loop, zsock_t *sock, void *arg)
 {
     gq_broker_t *self = (gq_broker_t *) arg;
-    while (gq_reader_busy (self->reader) && (zsock_events (sock) & ZMQ_POLLIN)) {
-        gq_read_t *read = gq_reader_recv (self->reader);
+    while (gq_lane_busy (self->reader) && (zsock_events (sock) & ZMQ_POLLIN)) {
+        gq_read_t *read = gq_lane_recv (self->reader);
         if (!read) {
             break;
         }
@@ -495,8 +495,8 @@ gq_broker_new (const gq_broker_opts_t *opts, char *why, size_t whylen)
         return NULL;
     }
     zloop_reader (self->loop, self->router, s_on_router, self);
-    zloop_reader (self->loop, gq_writer_sock (self->writer), s_on_writer, self);
-    zloop_reader (self->loop, gq_reader_sock (self->reader), s_on_reader, self);
+    zloop_reader (self->loop, gq_lane_sock (self->writer), s_on_writer, self);
+    zloop_reader (self->loop, gq_lane_sock (self->reader), s_on_reader, self);
     zloop_timer (self->loop, GQ_CRON_MS, 0, s_on_cron, self);
     return self;
 }
@@ -522,20 +522,20 @@ gq_broker_destroy (gq_broker_t **self_p)
     gq_broker_t *self = *self_p;
     if (self->writer) {
         gq_commit_drain (self);
-        gq_writer_destroy (&self->writer);
+        gq_lane_destroy (&self->writer);
         /* A clean stop: the next start needs no gap in the ids. */
         if (self->next_id > 0 && gq_store_meta_set (self->store, "next_job_id", self->next_id)) {
             zsys_warning ("broker: %s", gq_store_errmsg (self->store));
         }
     }
     gq_read_t *read;
-    while (self->reader && gq_reader_busy (self->reader) &&
-           (read = gq_reader_recv (self->reader))) {
+    while (self->reader && gq_lane_busy (self->reader) &&
+           (read = gq_lane_recv (self->reader))) {
         gq_msg_t *request = (gq_msg_t *) read->request;
         gq_msg_destroy (&request);
         gq_read_destroy (&read);
     }
-    gq_reader_destroy (&self->reader);
+    gq_lane_destroy (&self->reader);
     gq_pending_t *pending;
     while (self->inflight && (pending = (gq_pending_t *) zlist_pop (self->inflight))) {
         gq_pending_destroy (self, &pending);

@@ -97,8 +97,8 @@ struct _gq_broker_t {
     zsock_t *router;                 /* the one socket */
     zloop_t *loop;                   /* its event loop */
     gq_store_t *store;               /* SQLite: start, reads, and the shutdown's next_job_id */
-    gq_writer_t *writer;             /* the thread that commits batches */
-    gq_reader_t *reader;       /* the thread that reads stored jobs for STATUS */
+    gq_lane_t *writer;               /* the thread that commits batches */
+    gq_lane_t *reader;         /* the thread that reads stored jobs for STATUS */
     gq_pending_t *pending;           /* the batch being recorded */
     zlist_t *inflight;               /* gq_pending_t handed to the writer, oldest first */
     zhashx_t *idem_pending;    /* idem key -> the gq_pending_t that inserts it (not committed) */

@@ -175,7 +175,7 @@ s_on_retry (zloop_t *loop, int timer_id, void *arg)
     gq_broker_t *self = (gq_broker_t *) arg;
     self->retry_timer = -1;
     gq_pending_t *retry = self->retry;
-    if (retry && !gq_writer_busy (self->writer) && gq_writer_send (self->writer, retry->batch) == 0) {
+    if (retry && !gq_lane_busy (self->writer) && gq_lane_send (self->writer, retry->batch) == 0) {
         self->retry = NULL;
         zlist_append (self->inflight, retry);
     } else if (retry) {
@@ -266,7 +266,7 @@ s_hand_over (gq_broker_t *self)
     if (!next) {
         return false; /* out of memory: keep recording into this one */
     }
-    if (gq_writer_send (self->writer, self->pending->batch)) {
+    if (gq_lane_send (self->writer, self->pending->batch)) {
         zsys_error ("broker: cannot reach the store's writer thread");
         gq_pending_destroy (self, &next);
         return false;
@@ -319,7 +319,7 @@ bool
 gq_commit_kick (gq_broker_t *self)
 {
     gq_pending_t *pending = self->pending;
-    if (self->retry || gq_writer_busy (self->writer) || s_pending_empty (pending)) {
+    if (self->retry || gq_lane_busy (self->writer) || s_pending_empty (pending)) {
         return false; /* batches commit in order: a refused one first */
     }
     bool due = zlist_size (pending->submits) || zlist_size (pending->replies) ||
@@ -347,8 +347,8 @@ void
 gq_commit_drain (gq_broker_t *self)
 {
     for (int tries = 0; tries < GQ_STORE_DRAIN_TRIES; tries++) {
-        while (gq_writer_busy (self->writer)) {
-            gq_batch_t *batch = gq_writer_recv (self->writer);
+        while (gq_lane_busy (self->writer)) {
+            gq_batch_t *batch = gq_lane_recv (self->writer);
             if (!batch) {
                 return;
             }
@@ -359,7 +359,7 @@ gq_commit_drain (gq_broker_t *self)
         } else if (!s_pending_empty (self->pending)) {
             s_hand_over (self);
         }
-        if (!gq_writer_busy (self->writer)) {
+        if (!gq_lane_busy (self->writer)) {
             break;
         }
         if (tries) {

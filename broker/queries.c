@@ -58,7 +58,7 @@ gq_queries_status (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
     }
     free (ids);
     *request_p = NULL; /* the read holds it until the reply */
-    if (read->stored && gq_reader_send (self->reader, read) == 0) {
+    if (read->stored && gq_lane_send (self->reader, read) == 0) {
         return;
     }
     gq_read_run (read, self->store);

@@ -1,5 +1,5 @@
-/*  reader.c — the store's reader thread (reader.h): a czmq actor with a store connection of its
-    own; it receives a read's pointer, appends the stored jobs' text, and sends it back. */
+/*  reader.c — the store's reader thread (reader.h): a lane (lane.h) that makes each STATUS's
+    reply parts, reading the stored jobs with a connection of its own. */
 #include "reader.h"
 
 #include <assert.h>
@@ -130,107 +130,17 @@ gq_read_run (gq_read_t *self, gq_store_t *store)
 
 /* ---- The reader thread --------------------------------------------------------------------- */
 
-struct _gq_reader_t {
-    zactor_t *actor;
-    gq_store_t *store; /* used by the thread only, closed after it stopped */
-    size_t busy;       /* reads handed over and not received back */
-};
-
 static void
-s_reader_actor (zsock_t *pipe, void *arg)
+s_read (void *item, gq_store_t *store)
 {
-    gq_store_t *store = (gq_store_t *) arg;
-    zsock_signal (pipe, 0);
-    while (true) {
-        char *command = NULL;
-        void *ptr = NULL;
-        if (zsock_recv (pipe, "sp", &command, &ptr) < 0) {
-            break; /* interrupted */
-        }
-        bool stop = !command || streq (command, "$TERM");
-        free (command);
-        if (stop) {
-            break;
-        }
-        if (ptr) {
-            gq_read_t *read = (gq_read_t *) ptr;
-            atomic_load_explicit (&read->handoff, memory_order_acquire);
-            gq_read_run (read, store);
-            atomic_fetch_add_explicit (&read->handoff, 1, memory_order_release);
-            zsock_send (pipe, "p", ptr);
-        }
-    }
+    gq_read_run ((gq_read_t *) item, store);
 }
 
-gq_reader_t *
+gq_lane_t *
 gq_reader_new (const char *db_path, char *why, size_t whylen)
 {
-    gq_reader_t *self = (gq_reader_t *) calloc (1, sizeof *self);
-    if (!self) {
-        snprintf (why, whylen, "out of memory");
-        return NULL;
-    }
     /* Reads only: its durability setting never applies. */
-    self->store = gq_store_open (db_path, GQ_DURABILITY_NORMAL, why, whylen);
-    if (self->store) {
-        self->actor = zactor_new (s_reader_actor, self->store);
-        if (!self->actor) {
-            snprintf (why, whylen, "cannot start the store's reader thread");
-        }
-    }
-    if (!self->actor) {
-        gq_reader_destroy (&self);
-    }
-    return self;
-}
-
-void
-gq_reader_destroy (gq_reader_t **self_p)
-{
-    if (!self_p || !*self_p) {
-        return;
-    }
-    gq_reader_t *self = *self_p;
-    zactor_destroy (&self->actor); /* waits for the thread */
-    gq_store_close (&self->store);
-    free (self);
-    *self_p = NULL;
-}
-
-int
-gq_reader_send (gq_reader_t *self, gq_read_t *read)
-{
-    atomic_fetch_add_explicit (&read->handoff, 1, memory_order_release);
-    if (zsock_send (self->actor, "sp", "READ", read) < 0) {
-        return GQ_EIO;
-    }
-    self->busy++;
-    return GQ_OK;
-}
-
-gq_read_t *
-gq_reader_recv (gq_reader_t *self)
-{
-    void *ptr = NULL;
-    if (self->busy == 0 || zsock_recv (self->actor, "p", &ptr) < 0) {
-        return NULL;
-    }
-    self->busy--;
-    gq_read_t *read = (gq_read_t *) ptr;
-    atomic_load_explicit (&read->handoff, memory_order_acquire);
-    return read;
-}
-
-size_t
-gq_reader_busy (const gq_reader_t *self)
-{
-    return self->busy;
-}
-
-zsock_t *
-gq_reader_sock (gq_reader_t *self)
-{
-    return zactor_sock (self->actor);
+    return gq_lane_new ("reader", db_path, GQ_DURABILITY_NORMAL, s_read, why, whylen);
 }
 
 /* ---- Selftest ------------------------------------------------------------------------------ */
@@ -255,7 +165,7 @@ gq_reader_test (bool verbose)
     GQ_CHECK_EQ (gq_store_job_finish (store, 2, GQ_JOB_DONE, 1, "w1", t, t + 5, "{\"r\":2}", 7,
                                       NULL),
                  0);
-    gq_reader_t *reader = gq_reader_new (path, why, sizeof why);
+    gq_lane_t *reader = gq_reader_new (path, why, sizeof why);
     GQ_CHECK_EQ (reader != NULL, 1);
 
     /* Stored jobs read by the thread and the loop's own text, in the order asked; unknown ones
@@ -268,9 +178,9 @@ gq_reader_test (bool verbose)
     gq_read_text_end (read);
     gq_read_stored (read, 1);
     GQ_CHECK_EQ (read->stored, 2);
-    GQ_CHECK_EQ (gq_reader_send (reader, read), 0);
-    GQ_CHECK_EQ (gq_reader_busy (reader), 1);
-    GQ_CHECK_EQ (gq_reader_recv (reader) == read, 1);
+    GQ_CHECK_EQ (gq_lane_send (reader, read), 0);
+    GQ_CHECK_EQ (gq_lane_busy (reader), 1);
+    GQ_CHECK_EQ (gq_lane_recv (reader) == read, 1);
     GQ_CHECK_EQ (read->error, 0);
     char text[4096];
     snprintf (text, sizeof text, "[%.*s]", (int) zchunk_size (read->jobs),
@@ -308,7 +218,7 @@ gq_reader_test (bool verbose)
     GQ_CHECK_EQ (read->n_missing, 0);
     gq_read_destroy (&read);
 
-    gq_reader_destroy (&reader);
+    gq_lane_destroy (&reader);
     gq_store_close (&store);
     char command[200];
     snprintf (command, sizeof command, "rm -rf %s", dir);

@@ -10,11 +10,11 @@
 #define GQ_READER_H_INCLUDED
 
 #include <czmq.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "lane.h"
 #include "store.h"
 
 /* One id of a STATUS, in the order asked: a job the loop answered (its text in pre), one to
@@ -28,7 +28,6 @@ typedef struct {
 /* One STATUS. The loop adds its ids in order, then hands it over when some are stored (else runs
    it itself); gq_read_run makes the reply's parts. */
 typedef struct {
-    atomic_uint handoff;      /* release by the sender, acquire by the receiver (see writer.h) */
     void *request;            /* the request it answers (the loop's, untouched by the reader) */
     gq_read_entry_t *entries; /* the ids, in the order asked (malloc'd, owned) */
     size_t count, capacity;   /* entries used, allocated */
@@ -56,21 +55,9 @@ void gq_read_unknown (gq_read_t *self, int64_t id);
    (which may be NULL when there are none). */
 void gq_read_run (gq_read_t *self, gq_store_t *store);
 
-typedef struct _gq_reader_t gq_reader_t;
-
-/* Opens a store connection of its own on db_path and starts the thread; NULL with why. */
-gq_reader_t *gq_reader_new (const char *db_path, char *why, size_t whylen);
-/* Stops the thread after the read it is doing; reads not received back are lost. Safe on
-   NULL. */
-void gq_reader_destroy (gq_reader_t **self_p);
-/* Hands a read over. 0 or GQ_EIO. */
-int gq_reader_send (gq_reader_t *self, gq_read_t *read);
-/* The next read back (blocks until there is one); NULL if the thread is gone. */
-gq_read_t *gq_reader_recv (gq_reader_t *self);
-/* Reads handed over and not received back. */
-size_t gq_reader_busy (const gq_reader_t *self);
-/* The socket that is readable when a read is back (for zloop_reader). */
-zsock_t *gq_reader_sock (gq_reader_t *self);
+/* The reader thread: a lane (lane.h) that runs each read handed to it (gq_read_run) with a
+   connection of its own; NULL with why. */
+gq_lane_t *gq_reader_new (const char *db_path, char *why, size_t whylen);
 
 void gq_reader_test (bool verbose);
 

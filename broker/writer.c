@@ -3,7 +3,8 @@
     A batch is an array of operations: one per write, each a small struct with what it writes
     copied in (strings inline or malloc'd; a job's payload, constraints and blobs borrowed, which
     never change once a job is made). The writer is a czmq actor: it receives a batch pointer on
-    its pipe, applies it (BEGIN IMMEDIATE, the writes, COMMIT) and sends the pointer back.
+    its pipe, applies it (BEGIN IMMEDIATE, the writes, COMMIT) and sends the pointer back: a
+    lane (lane.h).
 
     Failures: a write that fails for its own sake (a constraint, a bad value) fails alone and the
     transaction goes on; a group (one submission) stands or falls whole through a savepoint. A
@@ -11,7 +12,6 @@
     later: applying is repeatable. */
 #include "writer.h"
 
-#include <stdatomic.h>
 #include <string.h>
 
 #include "gq_check.h"
@@ -81,10 +81,6 @@ typedef struct {
 } s_op_t;
 
 struct _gq_batch_t {
-    /* Bumped (release) by the thread that hands the batch over, read (acquire) by the one that
-       receives it: the ZeroMQ pipe carries the pointer, this the ordering of everything written
-       before, in terms that the C memory model and ThreadSanitizer see. */
-    atomic_uint handoff;
     s_op_t *ops;
     size_t count;       /* used entries of ops */
     size_t capacity;
@@ -539,106 +535,16 @@ gq_batch_purged (const gq_batch_t *self, int64_t by_state[GQ_JOB_STATES])
 
 /* ---- The writer thread --------------------------------------------------------------------- */
 
-struct _gq_writer_t {
-    zactor_t *actor;
-    gq_store_t *store; /* used by the thread only, closed after it stopped */
-    size_t busy;       /* batches handed over and not received back */
-};
-
 static void
-s_writer_actor (zsock_t *pipe, void *arg)
+s_apply (void *item, gq_store_t *store)
 {
-    gq_store_t *store = (gq_store_t *) arg;
-    zsock_signal (pipe, 0);
-    while (true) {
-        char *command = NULL;
-        void *ptr = NULL;
-        if (zsock_recv (pipe, "sp", &command, &ptr) < 0) {
-            break; /* interrupted */
-        }
-        bool stop = !command || streq (command, "$TERM");
-        if (!stop && ptr) {
-            gq_batch_t *batch = (gq_batch_t *) ptr;
-            atomic_load_explicit (&batch->handoff, memory_order_acquire);
-            gq_batch_apply (batch, store);
-            atomic_fetch_add_explicit (&batch->handoff, 1, memory_order_release);
-            zsock_send (pipe, "p", ptr);
-        }
-        free (command);
-        if (stop) {
-            break;
-        }
-    }
+    gq_batch_apply ((gq_batch_t *) item, store);
 }
 
-gq_writer_t *
+gq_lane_t *
 gq_writer_new (const char *db_path, gq_durability_t durability, char *why, size_t whylen)
 {
-    gq_writer_t *self = (gq_writer_t *) calloc (1, sizeof *self);
-    if (!self) {
-        snprintf (why, whylen, "out of memory");
-        return NULL;
-    }
-    self->store = gq_store_open (db_path, durability, why, whylen);
-    if (self->store) {
-        self->actor = zactor_new (s_writer_actor, self->store);
-        if (!self->actor) {
-            snprintf (why, whylen, "cannot start the store's writer thread");
-        }
-    }
-    if (!self->actor) {
-        gq_writer_destroy (&self);
-    }
-    return self;
-}
-
-void
-gq_writer_destroy (gq_writer_t **self_p)
-{
-    if (!self_p || !*self_p) {
-        return;
-    }
-    gq_writer_t *self = *self_p;
-    zactor_destroy (&self->actor); /* waits for the thread */
-    gq_store_close (&self->store);
-    free (self);
-    *self_p = NULL;
-}
-
-int
-gq_writer_send (gq_writer_t *self, gq_batch_t *batch)
-{
-    atomic_fetch_add_explicit (&batch->handoff, 1, memory_order_release);
-    if (zsock_send (self->actor, "sp", "APPLY", batch) < 0) {
-        return GQ_EIO;
-    }
-    self->busy++;
-    return GQ_OK;
-}
-
-gq_batch_t *
-gq_writer_recv (gq_writer_t *self)
-{
-    void *ptr = NULL;
-    if (self->busy == 0 || zsock_recv (self->actor, "p", &ptr) < 0) {
-        return NULL;
-    }
-    self->busy--;
-    gq_batch_t *batch = (gq_batch_t *) ptr;
-    atomic_load_explicit (&batch->handoff, memory_order_acquire);
-    return batch;
-}
-
-size_t
-gq_writer_busy (const gq_writer_t *self)
-{
-    return self->busy;
-}
-
-zsock_t *
-gq_writer_sock (gq_writer_t *self)
-{
-    return zactor_sock (self->actor);
+    return gq_lane_new ("writer", db_path, durability, s_apply, why, whylen);
 }
 
 /* ---- Selftest ------------------------------------------------------------------------------ */
@@ -679,7 +585,7 @@ gq_writer_test (bool verbose)
     char why[300];
     gq_store_t *reader = gq_store_open (path, GQ_DURABILITY_NORMAL, why, sizeof why);
     GQ_CHECK_EQ (reader != NULL, 1);
-    gq_writer_t *writer = gq_writer_new (path, GQ_DURABILITY_FULL, why, sizeof why);
+    gq_lane_t *writer = gq_writer_new (path, GQ_DURABILITY_FULL, why, sizeof why);
     GQ_CHECK_EQ (writer != NULL, 1);
     int64_t t = 1764411673000;
     char p1[] = "{\"n\":1}", p2[] = "{\"n\":2}", p3[] = "[3]";
@@ -705,15 +611,15 @@ gq_writer_test (bool verbose)
     GQ_CHECK_EQ (gq_batch_job_finish (c, j1.id, GQ_JOB_FAILED, 1, "node-b", t + 5, t + 11, NULL,
                                       "late"),
                  0); /* ended already: no failure, no change */
-    GQ_CHECK_EQ (gq_writer_send (writer, a), 0);
-    GQ_CHECK_EQ (gq_writer_send (writer, b), 0);
-    GQ_CHECK_EQ (gq_writer_send (writer, c), 0);
-    GQ_CHECK_EQ (gq_writer_busy (writer), 3);
-    GQ_CHECK_EQ (gq_writer_recv (writer) == a, 1);
+    GQ_CHECK_EQ (gq_lane_send (writer, a), 0);
+    GQ_CHECK_EQ (gq_lane_send (writer, b), 0);
+    GQ_CHECK_EQ (gq_lane_send (writer, c), 0);
+    GQ_CHECK_EQ (gq_lane_busy (writer), 3);
+    GQ_CHECK_EQ (gq_lane_recv (writer) == a, 1);
     GQ_CHECK_EQ (gq_batch_status (a), 0);
-    GQ_CHECK_EQ (gq_writer_recv (writer) == b, 1);
-    GQ_CHECK_EQ (gq_writer_recv (writer) == c, 1);
-    GQ_CHECK_EQ (gq_writer_busy (writer), 0);
+    GQ_CHECK_EQ (gq_lane_recv (writer) == b, 1);
+    GQ_CHECK_EQ (gq_lane_recv (writer) == c, 1);
+    GQ_CHECK_EQ (gq_lane_busy (writer), 0);
     GQ_CHECK_EQ (gq_batch_status (c), 0);
     GQ_CHECK_STR (s_state_of (reader, j1.id), "done");
     GQ_CHECK_STR (s_state_of (reader, j2.id), "cancelled");
@@ -743,8 +649,8 @@ gq_writer_test (bool verbose)
     GQ_CHECK_EQ (gq_batch_group_end (a), 0);
     GQ_CHECK_EQ (gq_batch_attempt (a, 999999, 1, "x", t, t, "ok", NULL, true), 0); /* no job */
     GQ_CHECK_EQ (gq_batch_meta (a, "next_job_id", 300), 0);
-    GQ_CHECK_EQ (gq_writer_send (writer, a), 0);
-    GQ_CHECK_EQ (gq_writer_recv (writer) == a, 1);
+    GQ_CHECK_EQ (gq_lane_send (writer, a), 0);
+    GQ_CHECK_EQ (gq_lane_recv (writer) == a, 1);
     GQ_CHECK_EQ (gq_batch_status (a), 0);
     GQ_CHECK_EQ (gq_batch_group_failed (a, 0), true);
     GQ_CHECK_EQ (gq_batch_group_failed (a, 1), false);
@@ -798,8 +704,8 @@ gq_writer_test (bool verbose)
     GQ_CHECK_EQ (gq_batch_job_finish (a, j3.id, GQ_JOB_DONE, 1, NULL, 0, t, "1", NULL),
                  GQ_ENOMEM);
     GQ_CHECK_EQ (gq_batch_size (a), 0);
-    GQ_CHECK_EQ (gq_writer_send (writer, a), 0);
-    GQ_CHECK_EQ (gq_writer_recv (writer) == a, 1);
+    GQ_CHECK_EQ (gq_lane_send (writer, a), 0);
+    GQ_CHECK_EQ (gq_lane_recv (writer) == a, 1);
     GQ_CHECK_EQ (gq_batch_status (a), GQ_ENOMEM);
     gq_batch_destroy (&a);
 
@@ -807,8 +713,8 @@ gq_writer_test (bool verbose)
     a = gq_batch_new ();
     GQ_CHECK_EQ (gq_batch_job_finish (a, j3.id, GQ_JOB_DONE, 1, NULL, t, t + 20, NULL, NULL), 0);
     GQ_CHECK_EQ (gq_batch_purge (a, t + 1000, 10), 0);
-    GQ_CHECK_EQ (gq_writer_send (writer, a), 0);
-    GQ_CHECK_EQ (gq_writer_recv (writer) == a, 1);
+    GQ_CHECK_EQ (gq_lane_send (writer, a), 0);
+    GQ_CHECK_EQ (gq_lane_recv (writer) == a, 1);
     GQ_CHECK_EQ (gq_batch_status (a), 0);
     int64_t by_state[GQ_JOB_STATES];
     GQ_CHECK_EQ (gq_batch_purged (a, by_state), 2); /* j1 and j2; j3, the newest, stays */
@@ -837,9 +743,9 @@ gq_writer_test (bool verbose)
     GQ_CHECK_EQ (json_integer_value (json_object_get (json_array_get (detail, 0), "attempt")), 1);
     json_decref (job);
 
-    GQ_CHECK_EQ (gq_writer_recv (writer) == NULL, 1); /* nothing handed over: no wait */
-    gq_writer_destroy (&writer);
-    gq_writer_destroy (&writer);
+    GQ_CHECK_EQ (gq_lane_recv (writer) == NULL, 1); /* nothing handed over: no wait */
+    gq_lane_destroy (&writer);
+    gq_lane_destroy (&writer);
     gq_store_close (&reader);
     char command[200];
     snprintf (command, sizeof command, "rm -rf %s", dir);

@@ -1,9 +1,10 @@
 /*  writer.h — the store's writer thread, and the batches of writes it applies.
 
     The broker loop never waits on the disk. It records each turn's writes as operations in a
-    batch (gq_batch_t) and hands whole batches to the writer (gq_writer_t), a thread with a store
-    connection of its own that applies each batch in one transaction, commits (the fsync of full
-    durability happens there), and hands the batch back through a socket the loop reads. Batches
+    batch (gq_batch_t) and hands whole batches to the writer (gq_writer_new: a lane, lane.h), a
+    thread with a store connection of its own that applies each batch in one transaction,
+    commits (the fsync of full durability happens there), and hands the batch back through a
+    socket the loop reads. Batches
     come back in the order they went; the loop acknowledges what a batch carried only when it is
     back and committed.
 
@@ -31,6 +32,7 @@
 #include <stdint.h>
 
 #include "job.h"
+#include "lane.h"
 #include "store.h"
 
 typedef struct _gq_batch_t gq_batch_t;
@@ -96,22 +98,10 @@ int gq_batch_purged (const gq_batch_t *self, int64_t by_state[GQ_JOB_STATES]);
 bool gq_batch_group_failed (const gq_batch_t *self, int group);
 size_t gq_batch_faults (const gq_batch_t *self, const char **first);
 
-typedef struct _gq_writer_t gq_writer_t;
-
-/* Opens a store connection of its own on db_path and starts the thread; NULL with why. */
-gq_writer_t *gq_writer_new (const char *db_path, gq_durability_t durability, char *why,
-                            size_t whylen);
-/* Stops the thread after the batch it is applying, and closes its connection. Batches handed
-   over and not received back are lost: drain first (gq_writer_busy). Safe on NULL. */
-void gq_writer_destroy (gq_writer_t **self_p);
-/* Hands a batch over; it is applied after every batch handed over before it. 0 or GQ_EIO. */
-int gq_writer_send (gq_writer_t *self, gq_batch_t *batch);
-/* The next batch back, applied (blocks until there is one); NULL if the thread is gone. */
-gq_batch_t *gq_writer_recv (gq_writer_t *self);
-/* Batches handed over and not received back yet. */
-size_t gq_writer_busy (const gq_writer_t *self);
-/* The socket that is readable when a batch is back (for zloop_reader). */
-zsock_t *gq_writer_sock (gq_writer_t *self);
+/* The writer thread: a lane (lane.h) whose connection applies each batch handed to it (with the
+   fsync of full durability); NULL with why. */
+gq_lane_t *gq_writer_new (const char *db_path, gq_durability_t durability, char *why,
+                          size_t whylen);
 
 void gq_writer_test (bool verbose);
 
