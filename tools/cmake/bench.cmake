@@ -23,7 +23,8 @@ set(GQ_BENCH_SMOKE
     "throughput|--jobs 2000 --batch 200 --window 4"
     "latency|--mode latency --jobs 200 --warmup 20"
     "batch|--mode batch --jobs 2000 --batch 500"
-    "memory|--mode memory --jobs 20000")
+    "memory|--mode memory --jobs 20000"
+    "poll|--jobs 2000 --batch 200 --window 4 --poll 500")
 foreach(entry ${GQ_BENCH_SMOKE})
   string(REPLACE "|" ";" parts "${entry}")
   list(GET parts 0 name)
