@@ -255,29 +255,30 @@ gq_broker_handle (gq_broker_t *self, gq_msg_t **msg_p)
 /* ---- The turn: read everything waiting, commit once, then answer and dispatch -------------- */
 
 /* Ends a turn: its replies go now, or with its batch when it wrote; then the FINISHED notices,
-   the scheduler's placements, and the batch to the writer if it is due (placed again if the
-   loop committed it itself: jobs may have joined the queue). */
+   the scheduler's placements, and the batch to the writer if it is due (all again when the loop
+   committed it itself). */
 void
 gq_broker_turn_end (gq_broker_t *self)
 {
-    zlist_t *later = self->turn_wrote ? self->pending->replies : NULL;
-    gq_msg_t *reply;
-    while ((reply = (gq_msg_t *) zlist_pop (self->replies))) {
-        if (later) {
-            zlist_append (later, reply);
-        } else {
-            gq_msg_send (&reply, self->router);
+    /* Again while the loop commits a batch itself: settling it may have made jobs join the
+       queue, and requests held for it (gq_broker_handle) may have replies of their own. */
+    do {
+        zlist_t *later = self->turn_wrote ? self->pending->replies : NULL;
+        gq_msg_t *reply;
+        while ((reply = (gq_msg_t *) zlist_pop (self->replies))) {
+            if (later) {
+                zlist_append (later, reply);
+            } else {
+                gq_msg_send (&reply, self->router);
+            }
         }
-    }
-    self->turn_wrote = false;
-    gq_watch_t *watch;
-    while ((watch = (gq_watch_t *) zlist_pop (self->dirty_watches))) {
-        gq_watch_flush (self, watch);
-    }
-    gq_dispatch_turn (self);
-    if (gq_commit_kick (self)) {
+        self->turn_wrote = false;
+        gq_watch_t *watch;
+        while ((watch = (gq_watch_t *) zlist_pop (self->dirty_watches))) {
+            gq_watch_flush (self, watch);
+        }
         gq_dispatch_turn (self);
-    }
+    } while (gq_commit_kick (self));
 }
 
 /* The writer handed batches back. */

@@ -207,8 +207,8 @@ void gq_broker_reply_jobs (gq_broker_t *self, gq_msg_t *request, const char *com
 /* Hands a valid message, in its role, to its command's handler (the handler may take it). */
 void gq_broker_handle (gq_broker_t *self, gq_msg_t **msg_p);
 /* Ends a turn: its replies go now, or with its batch when it wrote; then the FINISHED notices,
-   the scheduler's placements, and the batch to the writer if it is due (placed again if the
-   loop committed it itself: jobs may have joined the queue). */
+   the scheduler's placements, and the batch to the writer if it is due (all again when the loop
+   committed it itself: jobs may have joined the queue, held requests may have replies). */
 void gq_broker_turn_end (gq_broker_t *self);
 
 /* ---- Intake (intake.c) --------------------------------------------------------------------- */
