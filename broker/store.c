@@ -810,6 +810,39 @@ gq_store_job_blobs (gq_store_t *self, int64_t job_id, const char *direction, voi
     return n;
 }
 
+/* One run of a job, as gq_store_attempt_record records it. */
+typedef struct {
+    int64_t job_id;
+    int attempt;
+    const char *node;
+    int64_t started_ms, finished_ms;
+    const char *outcome, *reason;
+    bool update;
+} s_run_t;
+
+/* Steps one of the attempt statements with the run's values bound (?1 job, ?2 attempt, ?3 node,
+   ?4 start, ?5 end, ?6 outcome, ?7 reason, ?8 update: as many as its SQL names). GQ_OK with
+   *changed whether a row changed, or GQ_ESTORE. */
+static int
+s_run_step (gq_store_t *self, s_stmt_t which, const s_run_t *run, bool *changed)
+{
+    sqlite3_stmt *stmt = self->stmt[which];
+    int params = sqlite3_bind_parameter_count (stmt);
+    sqlite3_bind_int64 (stmt, 1, run->job_id);
+    sqlite3_bind_int (stmt, 2, run->attempt);
+    sqlite3_bind_text (stmt, 3, run->node, -1, SQLITE_STATIC);
+    sqlite3_bind_int64 (stmt, 4, run->started_ms);
+    s_bind_time (stmt, 5, run->finished_ms);
+    sqlite3_bind_text (stmt, 6, run->outcome, -1, SQLITE_STATIC);
+    s_bind_text (stmt, 7, run->reason);
+    if (params >= 8) {
+        sqlite3_bind_int (stmt, 8, run->update);
+    }
+    int rc = s_step_done (self, stmt, "record attempt");
+    *changed = rc == GQ_OK && sqlite3_changes (self->db) > 0;
+    return rc;
+}
+
 int
 gq_store_attempt_record (gq_store_t *self, int64_t job_id, int attempt, const char *node,
                          int64_t started_ms, int64_t finished_ms, const char *outcome,
@@ -822,21 +855,14 @@ gq_store_attempt_record (gq_store_t *self, int64_t job_id, int attempt, const ch
     if (!known || !node || attempt < 1) {
         return s_error (self, GQ_EINVAL, "record attempt", "bad outcome, node or number");
     }
-    sqlite3_stmt *stmt = self->stmt[S_ATTEMPT_INSERT];
-    sqlite3_bind_int64 (stmt, 1, job_id);
-    sqlite3_bind_int (stmt, 2, attempt);
-    sqlite3_bind_text (stmt, 3, node, -1, SQLITE_STATIC);
-    sqlite3_bind_int64 (stmt, 4, started_ms);
-    s_bind_time (stmt, 5, finished_ms);
-    sqlite3_bind_text (stmt, 6, outcome, -1, SQLITE_STATIC);
-    s_bind_text (stmt, 7, reason);
-    sqlite3_bind_int (stmt, 8, update);
-    int rc = s_step_done (self, stmt, "record attempt");
-    if (rc || sqlite3_changes (self->db) > 0) {
+    s_run_t run = {job_id, attempt, node, started_ms, finished_ms, outcome, reason, update};
+    bool changed = false;
+    int rc = s_run_step (self, S_ATTEMPT_INSERT, &run, &changed);
+    if (rc || changed) {
         return rc;
     }
     /* The number is taken: by this run (recorded already, kept) or by another node's. */
-    stmt = self->stmt[S_ATTEMPT_NODE];
+    sqlite3_stmt *stmt = self->stmt[S_ATTEMPT_NODE];
     sqlite3_bind_int64 (stmt, 1, job_id);
     sqlite3_bind_int (stmt, 2, attempt);
     rc = sqlite3_step (stmt);
@@ -847,27 +873,10 @@ gq_store_attempt_record (gq_store_t *self, int64_t job_id, int attempt, const ch
     if (rc || !other) {
         return rc ? rc : s_ok (self);
     }
-    if (update) {
-        stmt = self->stmt[S_ATTEMPT_SAME_RUN];
-        sqlite3_bind_int64 (stmt, 1, job_id);
-        sqlite3_bind_text (stmt, 3, node, -1, SQLITE_STATIC);
-        sqlite3_bind_int64 (stmt, 4, started_ms);
-        s_bind_time (stmt, 5, finished_ms);
-        sqlite3_bind_text (stmt, 6, outcome, -1, SQLITE_STATIC);
-        s_bind_text (stmt, 7, reason);
-        rc = s_step_done (self, stmt, "record attempt");
-        if (rc || sqlite3_changes (self->db) > 0) {
-            return rc;
-        }
+    if (update && ((rc = s_run_step (self, S_ATTEMPT_SAME_RUN, &run, &changed)) || changed)) {
+        return rc;
     }
-    stmt = self->stmt[S_ATTEMPT_NEXT];
-    sqlite3_bind_int64 (stmt, 1, job_id);
-    sqlite3_bind_text (stmt, 3, node, -1, SQLITE_STATIC);
-    sqlite3_bind_int64 (stmt, 4, started_ms);
-    s_bind_time (stmt, 5, finished_ms);
-    sqlite3_bind_text (stmt, 6, outcome, -1, SQLITE_STATIC);
-    s_bind_text (stmt, 7, reason);
-    return s_step_done (self, stmt, "record attempt");
+    return s_run_step (self, S_ATTEMPT_NEXT, &run, &changed);
 }
 
 int
