@@ -12,10 +12,12 @@
 #include "writer.h"
 
 static const gq_selftest_t s_tests[] = {
-    {"job", gq_job_test},         {"queue", gq_queue_test},     {"treap", gq_treap_test},
-    {"matcher", gq_matcher_test}, {"explain", gq_explain_test}, {"sched", gq_sched_test},
-    {"store", gq_store_test},     {"writer", gq_writer_test},   {"reader", gq_reader_test},
-    {"guard", gq_guard_test},     {"metrics", gq_metrics_test},
+    {"job", gq_job_test, false},         {"queue", gq_queue_test, false},
+    {"treap", gq_treap_test, false},     {"matcher", gq_matcher_test, false},
+    {"explain", gq_explain_test, false}, {"sched", gq_sched_test, false},
+    {"store", gq_store_test, false},     {"writer", gq_writer_test, false},
+    {"reader", gq_reader_test, false},   {"guard", gq_guard_test, false},
+    {"metrics", gq_metrics_test, false},
 };
 
 int

@@ -14,7 +14,7 @@ gq_selftest_main (int argc, char **argv, const gq_selftest_t *tests, size_t coun
     zsys_set_logstream (stderr);
     int ran = 0;
     for (size_t i = 0; i < count; i++) {
-        if (!only || strcmp (only, tests[i].name) == 0) {
+        if (only ? strcmp (only, tests[i].name) == 0 : !tests[i].alone) {
             printf ("selftest %s: ", tests[i].name);
             fflush (stdout);
             tests[i].test (verbose);

@@ -10,10 +10,11 @@
 typedef struct {
     const char *name;            /* the module, as ctest names it (selftest_NAME) */
     void (*test) (bool verbose); /* aborts on a failure (gq_check.h) */
+    bool alone;                  /* run only when named, not in a run of all (a device test) */
 } gq_selftest_t;
 
-/* Runs the selftest named by argv[1] (every one without it), printing "selftest NAME: OK".
-   Returns 0, or 2 when argv[1] names no selftest of the table. */
+/* Runs the selftest named by argv[1] (every one not alone without it), printing "selftest
+   NAME: OK". Returns 0, or 2 when argv[1] names no selftest of the table. */
 int gq_selftest_main (int argc, char **argv, const gq_selftest_t *tests, size_t count);
 
 #endif

@@ -8,11 +8,11 @@
 void gq_common_test (bool verbose);
 
 static const gq_selftest_t s_tests[] = {
-    {"common", gq_common_test},
-    {"json", gq_json_test},
-    {"msg", gq_msg_test},
-    {"spec", gq_spec_test},
-    {"client", gq_client_test},
+    {"common", gq_common_test, false},
+    {"json", gq_json_test, false},
+    {"msg", gq_msg_test, false},
+    {"spec", gq_spec_test, false},
+    {"client", gq_client_test, false},
 };
 
 int
