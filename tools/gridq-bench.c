@@ -18,6 +18,7 @@
     is part of what is measured, as it would be for any real client. */
 #define _GNU_SOURCE
 #include <czmq.h>
+#include <stdatomic.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -486,6 +487,9 @@ typedef struct {
     const int64_t *finished;   /* ids of jobs that have finished */
     int64_t count;             /* finished ids, and unknown ones alike */
     int64_t unknown_first;     /* first unknown id: beyond any id the run hands out */
+    atomic_uint ended;         /* bumped (release) as the thread's last act, read (acquire) by
+                                  its owner after zactor_destroy: the pipe's signal is not what
+                                  ThreadSanitizer sees */
 } s_poller_args_t;
 
 /* ids[0..count), or without ids first, first + 1, ..., as a new JSON array; NULL when out of
@@ -588,6 +592,7 @@ s_poller (zsock_t *pipe, void *arg)
     }
     gq_client_destroy (&client);
     json_decref (chunks);
+    atomic_fetch_add_explicit (&((s_poller_args_t *) arg)->ended, 1, memory_order_release);
 }
 
 /* A throughput run's polling, from the jobs it polls to the CPU time it took. */
@@ -653,7 +658,7 @@ s_poll_prepare (s_poll_t *self, gq_client_t *client, const s_opts_t *opts, pid_t
         last = self->finished[i] > last ? self->finished[i] : last;
     }
     self->args = (s_poller_args_t) {gq_client_endpoint (client), self->finished, opts->poll,
-                                    last + opts->jobs + GQ_BENCH_POLL_GAP_IDS};
+                                    last + opts->jobs + GQ_BENCH_POLL_GAP_IDS, 0};
     self->poller = zactor_new (s_poller, &self->args);
     int ready = -1, clock = 0;
     if (!self->poller || zsock_recv (self->poller, "ii", &ready, &clock) || ready) {
@@ -696,6 +701,7 @@ s_poll_end (s_poll_t *self, s_result_t *result)
     }
     result->cpus = (int) sysconf (_SC_NPROCESSORS_ONLN);
     zactor_destroy (&self->poller);
+    atomic_load_explicit (&self->args.ended, memory_order_acquire);
     free (self->finished);
     self->finished = NULL;
     return rc;
