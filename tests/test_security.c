@@ -731,6 +731,26 @@ s_test_rate (void)
         json_decref (jobs);
     }
     CHECK (s_stat (client, NULL, "rejected") >= 60 - accepted);
+
+    /* Ids that do not exist count against the rate too: a connection that asked about 200 of
+       them is told to wait before its next submission. */
+    zsock_t *poller = s_raw (endpoint, NULL);
+    json_t *unknown = json_array ();
+    for (int i = 0; i < 200; i++) {
+        json_array_append_new (unknown, json_integer (900000000000LL + i));
+    }
+    json_t *ask = json_pack ("{s:i, s:o}", "req", 9, "ids", unknown);
+    char *text = json_dumps (ask, JSON_COMPACT);
+    s_send (poller, "GQC1", "STATUS", text, NULL);
+    free (text);
+    json_decref (ask);
+    body = s_recv (poller, 10000, command);
+    CHECK_STR (command, "STATUS");
+    CHECK_EQ (json_array_size (json_object_get (body, "missing")), 200);
+    json_decref (body);
+    CHECK_EQ (s_burst (poller, 1, &again), 0);
+    CHECK (again > 1000); /* 200 tokens of debt at 50/s: seconds, not the refill of one */
+    zsock_destroy (&poller);
     gq_client_destroy (&client);
     printf ("security: rate 50/s burst 20: %d of 60 accepted in %.3f s, retry_after_ms %lld\n",
             accepted, elapsed_s, (long long) retry);
