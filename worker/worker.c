@@ -708,6 +708,7 @@ gq_worker_opts_default (gq_worker_opts_t *opts)
     opts->slots = 1;
     opts->vram_mb = -1;
     opts->tflops = -1;
+    opts->engine_ready_timeout_ms = GQ_ENGINE_READY_TIMEOUT_MS;
 }
 
 gq_worker_t *
@@ -733,6 +734,16 @@ gq_worker_new (const gq_worker_opts_t *opts, char *why, size_t whylen)
             return NULL;
         }
     }
+    for (size_t i = 0; i < opts->n_engines; i++) {
+        if (gq_runtime_add_engine (self->runtime, opts->engines[i],
+                                   opts->engine_slots > 0 ? opts->engine_slots : opts->slots,
+                                   opts->engine_ready_timeout_ms, why, whylen)) {
+            gq_worker_destroy (&self);
+            return NULL;
+        }
+    }
+    /* Registered only once the engines said which models they hold. */
+    gq_runtime_wait_engines (self->runtime);
     gq_runtime_device (self->runtime, &self->device);
     if (opts->name) {
         snprintf (self->name, sizeof self->name, "%s", opts->name);

@@ -1,0 +1,205 @@
+/*  test_engine.c — persistent engines end to end, through a real broker and two workers that
+    run tests/engine_test.py with --engine (worker wa's engine holds model "ma", wb's "mb"):
+    (1) many jobs share one engine process (every result carries the same pid); (2) a job that
+    names an engine's model is placed on that worker, which advertises the model as loaded;
+    (3) an engine that crashes mid-job is restarted, and the job succeeds on its second attempt;
+    (4) cancelling a running engine job reaches the engine as a cancel line, and the job ends
+    cancelled; (5) binary blobs to an engine kind fail with a clear error. */
+#include <czmq.h>
+
+#include "gq_msg.h"
+#include "harness.h"
+
+#define S_REQ 900001 /* our SUBMIT's correlation id, far above the client's own */
+
+static char s_path[512];
+
+static bool s_file_exists (void *arg)
+{
+    return access ((const char *)arg, F_OK) == 0;
+}
+
+/* Lines in a file (0 when it is missing). */
+static int s_lines (const char *path)
+{
+    FILE *f = fopen (path, "r");
+    int n = 0;
+    for (int c; f && (c = fgetc (f)) != EOF;) {
+        n += c == '\n';
+    }
+    if (f) {
+        fclose (f);
+    }
+    return n;
+}
+
+static bool s_restarted (void *arg)
+{
+    return s_lines ((const char *)arg) >= 2;
+}
+
+/* Submits a job of kind eng; returns its id. */
+static int64_t s_submit (gq_client_t *client, const char *model, json_t *payload, int max_attempts)
+{
+    json_t *job = json_pack ("{s:s, s:o, s:i}", "kind", "eng", "payload", payload, "max_attempts",
+                             max_attempts);
+    if (model) {
+        json_object_set_new (job, "model", json_string (model));
+    }
+    int64_t id = h_submit (client, job);
+    json_decref (job);
+    return id;
+}
+
+/* Waits for job id to be done and returns RESULT's job (new reference). */
+static json_t *s_done (gq_client_t *client, int64_t id)
+{
+    if (!h_wait_state (client, id, "done", 30000)) {
+        json_t *job = h_result (client, id);
+        fprintf (stderr, "job %lld is not done: %s %s\n", (long long)id, h_str (job, "state"),
+                 h_str (job, "error"));
+        h_fail ();
+    }
+    json_t *job = h_result (client, id);
+    CHECK (job);
+    return job;
+}
+
+static const char *s_cancel (gq_client_t *client, int64_t id)
+{
+    static char state[32];
+    json_t *reply = gq_client_call (client, "CANCEL", json_pack ("{s:[I]}", "ids", (json_int_t)id));
+    CHECK (reply);
+    json_t *job = json_array_get (json_object_get (reply, "jobs"), 0);
+    snprintf (state, sizeof state, "%s", h_str (job, "state"));
+    json_decref (reply);
+    return state;
+}
+
+int main (void)
+{
+    h_init ("engine", 80);
+    h_require ("gridq-broker");
+    h_require ("gridq-worker");
+    const char *script = getenv ("GQ_ENGINE");
+    if (!script || h_run ("python3 --version >/dev/null 2>&1", NULL) != 0) {
+        printf ("SKIP: python3 or GQ_ENGINE (tests/engine_test.py) missing\n");
+        h_cleanup ();
+        return 77;
+    }
+    const char *dir = h_dir ();
+    char engine_a[1024], engine_b[1024];
+    snprintf (engine_a, sizeof engine_a, "eng=exec python3 -u %s ma %s", script, dir);
+    snprintf (engine_b, sizeof engine_b, "eng=exec python3 -u %s mb %s", script, dir);
+    h_start_broker (NULL, NULL);
+    h_start_worker ("wa", 2, "--engine", engine_a, NULL);
+    h_start_worker ("wb", 2, "--engine", engine_b, NULL);
+    gq_client_t *client = h_client (5000);
+    h_wait_nodes (client, 2, 30000);
+
+    /* (2) Each worker advertises its engine's model, available and loaded. */
+    json_t *node = h_node (client, "wa");
+    CHECK (node);
+    char *text = json_dumps (json_object_get (node, "models_available"), JSON_COMPACT);
+    CHECK_STR (text, "[\"ma\"]");
+    free (text);
+    CHECK_STR (h_str (json_array_get (json_object_get (node, "models_loaded"), 0), "name"), "ma");
+    json_decref (node);
+
+    /* (1) and (2): ten jobs naming model ma all run on wa, in one engine process. */
+    int64_t ids[10];
+    for (int i = 0; i < 10; i++) {
+        ids[i] = s_submit (client, "ma", json_pack ("{s:i}", "i", i), 1);
+    }
+    int64_t pid_a = 0;
+    for (int i = 0; i < 10; i++) {
+        json_t *job = s_done (client, ids[i]);
+        json_t *result = json_object_get (job, "result");
+        CHECK_STR (h_str (job, "node"), "wa");
+        CHECK_STR (h_str (result, "engine_model"), "ma");
+        CHECK_STR (h_str (result, "model"), "ma");
+        CHECK_STR (h_str (result, "kind"), "eng");
+        CHECK_EQ (h_int (json_object_get (result, "payload"), "i"), i);
+        if (i == 0) {
+            pid_a = h_int (result, "pid");
+        }
+        CHECK_EQ (h_int (result, "pid"), pid_a);
+        json_decref (job);
+    }
+    snprintf (s_path, sizeof s_path, "%s/started-ma", dir);
+    CHECK_EQ (s_lines (s_path), 1);
+    json_t *job = s_done (client, s_submit (client, "mb", json_object (), 1));
+    CHECK_STR (h_str (job, "node"), "wb");
+    json_decref (job);
+    printf ("engine: 10 jobs ran in one engine process (pid %lld) on wa\n", (long long)pid_a);
+
+    /* (3) A crash mid-job: the job fails there, runs again on the other worker and succeeds;
+       the crashed engine is started again and serves its model's jobs as a new process. */
+    int64_t id = s_submit (client, NULL, json_pack ("{s:b}", "crash_once", 1), 3);
+    job = s_done (client, id);
+    CHECK_EQ (h_int (job, "attempts"), 2);
+    json_decref (job);
+    snprintf (s_path, sizeof s_path, "%s/crashed", dir);
+    char *crashed = NULL;
+    char command[1100];
+    snprintf (command, sizeof command, "cat '%s'", s_path);
+    CHECK_EQ (h_run (command, &crashed), 0);
+    char model[8] = "";
+    long long crashed_pid = 0;
+    CHECK_EQ (sscanf (crashed, "%7s %lld", model, &crashed_pid), 2);
+    free (crashed);
+    snprintf (s_path, sizeof s_path, "%s/started-%s", dir, model);
+    CHECK (h_wait_until (s_restarted, s_path, 30000));
+    job = s_done (client, s_submit (client, model, json_object (), 1));
+    int64_t new_pid = h_int (json_object_get (job, "result"), "pid");
+    CHECK (new_pid != crashed_pid);
+    CHECK_STR (h_str (job, "node"), streq (model, "ma") ? "wa" : "wb");
+    json_decref (job);
+    printf ("engine: %s's engine crashed (pid %lld); the job succeeded on attempt 2; the engine "
+            "came back as pid %lld\n",
+            model, crashed_pid, (long long)new_pid);
+
+    /* (4) Cancel reaches the engine. */
+    id = s_submit (client, "ma", json_pack ("{s:b}", "hang", 1), 1);
+    snprintf (s_path, sizeof s_path, "%s/hanging-%lld", dir, (long long)id);
+    CHECK (h_wait_until (s_file_exists, s_path, 30000));
+    CHECK_STR (s_cancel (client, id), "cancelled");
+    snprintf (s_path, sizeof s_path, "%s/cancel-%lld", dir, (long long)id);
+    CHECK (h_wait_until (s_file_exists, s_path, 30000));
+    CHECK (h_wait_state (client, id, "cancelled", 5000));
+    /* The engine goes on: the next job runs in the same process. */
+    job = s_done (client, s_submit (client, "ma", json_object (), 1));
+    CHECK_EQ (h_int (json_object_get (job, "result"), "pid"),
+              pid_a == crashed_pid ? new_pid : pid_a);
+    json_decref (job);
+    printf ("engine: cancel of job %lld reached the engine\n", (long long)id);
+
+    /* (5) Blobs to an engine kind: a clear error. The client API sends JSON only: the SUBMIT
+       is built here. */
+    json_t *body = json_pack ("{s:i, s:[{s:s, s:s, s:i, s:[i, i], s:{s:{s:i}}}]}", "req", S_REQ,
+                              "jobs", "kind", "eng", "model", "ma", "max_attempts", 1, "blobs", 0,
+                              1, "payload", "image", "blob", 0);
+    gq_msg_t *msg = gq_msg_new (GQ_ROLE_CLIENT, "SUBMIT", body);
+    CHECK (msg);
+    zframe_t *blob = zframe_new ("hello", 5);
+    CHECK_EQ (gq_msg_add_blob (msg, &blob), 0);
+    CHECK_EQ (gq_msg_send (&msg, gq_client_socket (client)), 0);
+    char reply_command[32];
+    int64_t req = 0;
+    json_t *reply = NULL;
+    CHECK_EQ (gq_client_recv (client, 5000, reply_command, &req, &reply, NULL), 0);
+    CHECK_EQ (req, S_REQ);
+    CHECK_STR (reply_command, "SUBMIT");
+    id = (int64_t)json_integer_value (json_array_get (json_object_get (reply, "ids"), 0));
+    CHECK (id > 0);
+    json_decref (reply);
+    CHECK (h_wait_state (client, id, "failed", 30000));
+    job = h_result (client, id);
+    CHECK (strstr (h_str (job, "error"), "runs on an engine, which takes JSON only"));
+    printf ("engine: blobs refused: %s\n", h_str (job, "error"));
+    json_decref (job);
+
+    gq_client_destroy (&client);
+    h_cleanup ();
+    return 0;
+}
