@@ -1,7 +1,7 @@
 /*  engine.c — persistent engines: one long-lived process per `--engine KIND=COMMAND`, fed a JSON
     line per job on stdin, answering JSON lines on stdout; an I/O thread per engine reads them,
     logs stderr, and restarts the process with back-off when it dies or breaks the contract. */
-#define _GNU_SOURCE /* pipe2, POSIX_SPAWN_SETSID */
+#define _GNU_SOURCE /* pipe2 */
 #include "engine.h"
 
 #include <errno.h>
@@ -9,7 +9,6 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -17,6 +16,7 @@
 
 #include "gq_json.h"
 #include "gq_msg.h"
+#include "handler.h"
 #include "tuning.h"
 
 extern char **environ;
@@ -164,22 +164,6 @@ static void s_start (gq_engine_t *self)
         return;
     }
     char **env = s_environment (self);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init (&actions);
-    posix_spawn_file_actions_adddup2 (&actions, in[1], 0);
-    posix_spawn_file_actions_adddup2 (&actions, out[1], 1);
-    posix_spawn_file_actions_adddup2 (&actions, err[1], 2);
-    posix_spawnattr_t attr;
-    posix_spawnattr_init (&attr);
-    /* A session of its own: the whole group can be signalled; default signal dispositions. */
-    sigset_t none, all;
-    sigemptyset (&none);
-    sigfillset (&all);
-    posix_spawnattr_setsigmask (&attr, &none);
-    posix_spawnattr_setsigdefault (&attr, &all);
-    posix_spawnattr_setflags (&attr,
-                              POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    char *argv[] = {"sh", "-c", self->command, NULL};
     /* Jobs that arrive from here on wait for the process rather than being refused. */
     pthread_mutex_lock (&self->lock);
     self->state = S_STARTING;
@@ -187,9 +171,7 @@ static void s_start (gq_engine_t *self)
     self->ready_deadline_us = gq_mono_us () + self->ready_timeout_ms * 1000;
     pthread_mutex_unlock (&self->lock);
     pid_t pid = 0;
-    int rc = env ? posix_spawn (&pid, "/bin/sh", &actions, &attr, argv, env) : ENOMEM;
-    posix_spawn_file_actions_destroy (&actions);
-    posix_spawnattr_destroy (&attr);
+    int rc = env ? gq_handler_spawn (self->command, env, in[1], out[1], err[1], &pid) : ENOMEM;
     s_free_environment (env);
     s_close (&in[1]);
     s_close (&out[1]);
@@ -536,26 +518,9 @@ static void *s_io_thread (void *arg)
 gq_engine_t *gq_engine_new (const char *spec, const gq_engine_opts_t *opts, char *why,
                             size_t whylen)
 {
-    const char *eq = spec ? strchr (spec, '=') : NULL;
-    size_t kind_len = eq ? (size_t)(eq - spec) : 0;
     char kind[GQ_KIND_MAX];
-    if (!eq || kind_len == 0 || kind_len >= sizeof kind) {
-        snprintf (why, whylen, "engine '%.64s' is not KIND=COMMAND", spec ? spec : "");
-        return NULL;
-    }
-    memcpy (kind, spec, kind_len);
-    kind[kind_len] = 0;
-    if (!gq_valid_kind (kind)) {
-        snprintf (why, whylen, "engine kind '%s' is not valid ([a-z0-9_.-], at most %d)", kind,
-                  GQ_KIND_MAX - 1);
-        return NULL;
-    }
-    const char *command = eq + 1;
-    while (*command == ' ') {
-        command++;
-    }
-    if (!*command) {
-        snprintf (why, whylen, "engine '%s' has no command", kind);
+    const char *command;
+    if (gq_handler_spec (spec, "engine", kind, sizeof kind, &command, why, whylen)) {
         return NULL;
     }
     if (opts->slots < 1 || opts->slots > GQ_MAX_SLOTS || opts->ready_timeout_ms < 0) {

@@ -236,14 +236,11 @@ gq_runtime_add_engine (gq_runtime_t *self, const char *spec, int slots, int64_t 
                        char *why, size_t whylen)
 {
     /* The kind is checked before the engine (and its process) starts. */
-    const char *eq = spec ? strchr (spec, '=') : NULL;
-    char kind[GQ_KIND_MAX] = "";
-    if (eq && (size_t) (eq - spec) < sizeof kind) {
-        memcpy (kind, spec, (size_t) (eq - spec));
-        kind[eq - spec] = 0;
-        if (s_kind_free (self, kind, why, whylen)) {
-            return GQ_EINVAL;
-        }
+    char kind[GQ_KIND_MAX];
+    const char *command;
+    if (gq_handler_spec (spec, "engine", kind, sizeof kind, &command, why, whylen) ||
+        s_kind_free (self, kind, why, whylen)) {
+        return GQ_EINVAL;
     }
     gq_engine_opts_t opts = {.cuda_devices = self->is_gpu ? self->cuda_devices : NULL,
                              .slots = slots,

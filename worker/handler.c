@@ -25,33 +25,44 @@ struct _gq_handler_t {
     char *command;          /* the shell command line */
 };
 
-gq_handler_t *
-gq_handler_new (const char *spec, char *why, size_t whylen)
+int
+gq_handler_spec (const char *spec, const char *what, char *kind, size_t kindlen,
+                 const char **command, char *why, size_t whylen)
 {
     const char *eq = spec ? strchr (spec, '=') : NULL;
     if (!eq) {
-        snprintf (why, whylen, "handler '%.64s' is not KIND=COMMAND", spec ? spec : "");
-        return NULL;
+        snprintf (why, whylen, "%s '%.64s' is not KIND=COMMAND", what, spec ? spec : "");
+        return GQ_EINVAL;
     }
     size_t kind_len = (size_t) (eq - spec);
-    char kind[GQ_KIND_MAX];
-    if (kind_len == 0 || kind_len >= sizeof kind) {
-        snprintf (why, whylen, "handler '%.64s': the kind is empty or too long", spec);
-        return NULL;
+    if (kind_len == 0 || kind_len >= kindlen) {
+        snprintf (why, whylen, "%s '%.64s': the kind is empty or too long", what, spec);
+        return GQ_EINVAL;
     }
     memcpy (kind, spec, kind_len);
     kind[kind_len] = 0;
     if (!gq_valid_kind (kind)) {
-        snprintf (why, whylen, "handler kind '%s' is not valid ([a-z0-9_.-], at most %d)", kind,
+        snprintf (why, whylen, "%s kind '%s' is not valid ([a-z0-9_.-], at most %d)", what, kind,
                   GQ_KIND_MAX - 1);
-        return NULL;
+        return GQ_EINVAL;
     }
-    const char *command = eq + 1;
-    while (*command == ' ') {
-        command++;
+    *command = eq + 1;
+    while (**command == ' ') {
+        (*command)++;
     }
-    if (!*command) {
-        snprintf (why, whylen, "handler '%s' has no command", kind);
+    if (!**command) {
+        snprintf (why, whylen, "%s '%s' has no command", what, kind);
+        return GQ_EINVAL;
+    }
+    return GQ_OK;
+}
+
+gq_handler_t *
+gq_handler_new (const char *spec, char *why, size_t whylen)
+{
+    char kind[GQ_KIND_MAX];
+    const char *command;
+    if (gq_handler_spec (spec, "handler", kind, sizeof kind, &command, why, whylen)) {
         return NULL;
     }
     gq_handler_t *self = calloc (1, sizeof *self);
@@ -275,6 +286,32 @@ s_free_environment (char **env)
     free (env);
 }
 
+int
+gq_handler_spawn (const char *command, char **env, int in_fd, int out_fd, int err_fd, pid_t *pid)
+{
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init (&actions);
+    posix_spawn_file_actions_adddup2 (&actions, in_fd, 0);
+    posix_spawn_file_actions_adddup2 (&actions, out_fd, 1);
+    posix_spawn_file_actions_adddup2 (&actions, err_fd, 2);
+    posix_spawnattr_t attr;
+    posix_spawnattr_init (&attr);
+    /* A session of its own makes it a process group leader we can signal as a whole; default
+       dispositions and an empty mask undo whatever the worker set for itself. */
+    sigset_t none, all;
+    sigemptyset (&none);
+    sigfillset (&all);
+    posix_spawnattr_setsigmask (&attr, &none);
+    posix_spawnattr_setsigdefault (&attr, &all);
+    posix_spawnattr_setflags (&attr,
+                              POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    char *argv[] = {"sh", "-c", (char *) command, NULL};
+    int rc = posix_spawn (pid, "/bin/sh", &actions, &attr, argv, env);
+    posix_spawn_file_actions_destroy (&actions);
+    posix_spawnattr_destroy (&attr);
+    return rc;
+}
+
 /* Starts /bin/sh -c command in a new session with the three pipes. 0 or errno. */
 static int
 s_spawn (s_run_t *run, const char *command, char **env)
@@ -290,26 +327,7 @@ s_spawn (s_run_t *run, const char *command, char **env)
         }
         return e;
     }
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init (&actions);
-    posix_spawn_file_actions_adddup2 (&actions, in[0], 0);
-    posix_spawn_file_actions_adddup2 (&actions, out[1], 1);
-    posix_spawn_file_actions_adddup2 (&actions, err[1], 2);
-    posix_spawnattr_t attr;
-    posix_spawnattr_init (&attr);
-    /* A session of its own makes it a process group leader we can signal as a whole; default
-       dispositions and an empty mask undo whatever the worker set for itself. */
-    sigset_t none, all;
-    sigemptyset (&none);
-    sigfillset (&all);
-    posix_spawnattr_setsigmask (&attr, &none);
-    posix_spawnattr_setsigdefault (&attr, &all);
-    posix_spawnattr_setflags (&attr,
-                              POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    char *argv[] = {"sh", "-c", (char *) command, NULL};
-    int rc = posix_spawn (&run->pid, "/bin/sh", &actions, &attr, argv, env);
-    posix_spawn_file_actions_destroy (&actions);
-    posix_spawnattr_destroy (&attr);
+    int rc = gq_handler_spawn (command, env, in[0], out[1], err[1], &run->pid);
     s_close (&in[0]);
     s_close (&out[1]);
     s_close (&err[1]);

@@ -27,6 +27,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "gq_common.h"
 
@@ -60,6 +61,16 @@ typedef struct {
 const char *gq_handler_cuda_devices (const char *inherited, int device, const char *uuid,
                                      char *out, size_t outlen);
 
+/* Splits "KIND=COMMAND" (what names the option in the reason: "handler", "engine"): the kind,
+   checked, into kind (kindlen bytes); *command points into spec, past the spaces after '='.
+   0, or GQ_EINVAL with a reason. Shared with engines (engine.c). */
+int gq_handler_spec (const char *spec, const char *what, char *kind, size_t kindlen,
+                     const char **command, char *why, size_t whylen);
+/* Starts `/bin/sh -c command` with env in a session (and process group) of its own, its stdin,
+   stdout and stderr dup'ed from the three descriptors, default signal dispositions and an empty
+   mask. 0 with *pid, or an errno. Shared with engines (engine.c). */
+int gq_handler_spawn (const char *command, char **env, int in_fd, int out_fd, int err_fd,
+                      pid_t *pid);
 /* A handler from "KIND=COMMAND" (a valid kind, a non-empty command); NULL with a reason. */
 gq_handler_t *gq_handler_new (const char *spec, char *why, size_t whylen);
 /* NULLs the pointer; safe on NULL. */
