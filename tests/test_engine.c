@@ -7,10 +7,7 @@
     cancelled; (5) binary blobs to an engine kind fail with a clear error. */
 #include <czmq.h>
 
-#include "gq_msg.h"
 #include "harness.h"
-
-#define S_REQ 900001 /* our SUBMIT's correlation id, far above the client's own */
 
 static char s_path[512];
 
@@ -174,25 +171,12 @@ int main (void)
     json_decref (job);
     printf ("engine: cancel of job %lld reached the engine\n", (long long)id);
 
-    /* (5) Blobs to an engine kind: a clear error. The client API sends JSON only: the SUBMIT
-       is built here. */
-    json_t *body = json_pack ("{s:i, s:[{s:s, s:s, s:i, s:[i, i], s:{s:{s:i}}}]}", "req", S_REQ,
-                              "jobs", "kind", "eng", "model", "ma", "max_attempts", 1, "blobs", 0,
-                              1, "payload", "image", "blob", 0);
-    gq_msg_t *msg = gq_msg_new (GQ_ROLE_CLIENT, "SUBMIT", body);
-    CHECK (msg);
+    /* (5) Blobs to an engine kind: a clear error. */
+    json_t *submit = json_pack ("{s:s, s:s, s:i, s:{s:{s:i}}}", "kind", "eng", "model", "ma",
+                                "max_attempts", 1, "payload", "image", "blob", 0);
     zframe_t *blob = zframe_new ("hello", 5);
-    CHECK_EQ (gq_msg_add_blob (msg, &blob), 0);
-    CHECK_EQ (gq_msg_send (&msg, gq_client_socket (client)), 0);
-    char reply_command[32];
-    int64_t req = 0;
-    json_t *reply = NULL;
-    CHECK_EQ (gq_client_recv (client, 5000, reply_command, &req, &reply, NULL), 0);
-    CHECK_EQ (req, S_REQ);
-    CHECK_STR (reply_command, "SUBMIT");
-    id = (int64_t)json_integer_value (json_array_get (json_object_get (reply, "ids"), 0));
-    CHECK (id > 0);
-    json_decref (reply);
+    id = h_submit_blobs (client, submit, &blob, 1);
+    json_decref (submit);
     CHECK (h_wait_state (client, id, "failed", 30000));
     job = h_result (client, id);
     CHECK (strstr (h_str (job, "error"), "runs on an engine, which takes JSON only"));
