@@ -11,13 +11,15 @@
 
 static char s_path[512];
 
-static bool s_file_exists (void *arg)
+static bool
+s_file_exists (void *arg)
 {
-    return access ((const char *)arg, F_OK) == 0;
+    return access ((const char *) arg, F_OK) == 0;
 }
 
 /* Lines in a file (0 when it is missing). */
-static int s_lines (const char *path)
+static int
+s_lines (const char *path)
 {
     FILE *f = fopen (path, "r");
     int n = 0;
@@ -30,13 +32,15 @@ static int s_lines (const char *path)
     return n;
 }
 
-static bool s_restarted (void *arg)
+static bool
+s_restarted (void *arg)
 {
-    return s_lines ((const char *)arg) >= 2;
+    return s_lines ((const char *) arg) >= 2;
 }
 
 /* Submits a job of kind eng; returns its id. */
-static int64_t s_submit (gq_client_t *client, const char *model, json_t *payload, int max_attempts)
+static int64_t
+s_submit (gq_client_t *client, const char *model, json_t *payload, int max_attempts)
 {
     json_t *job = json_pack ("{s:s, s:o, s:i}", "kind", "eng", "payload", payload, "max_attempts",
                              max_attempts);
@@ -49,11 +53,12 @@ static int64_t s_submit (gq_client_t *client, const char *model, json_t *payload
 }
 
 /* Waits for job id to be done and returns RESULT's job (new reference). */
-static json_t *s_done (gq_client_t *client, int64_t id)
+static json_t *
+s_done (gq_client_t *client, int64_t id)
 {
     if (!h_wait_state (client, id, "done", 30000)) {
         json_t *job = h_result (client, id);
-        fprintf (stderr, "job %lld is not done: %s %s\n", (long long)id, h_str (job, "state"),
+        fprintf (stderr, "job %lld is not done: %s %s\n", (long long) id, h_str (job, "state"),
                  h_str (job, "error"));
         h_fail ();
     }
@@ -62,10 +67,12 @@ static json_t *s_done (gq_client_t *client, int64_t id)
     return job;
 }
 
-static const char *s_cancel (gq_client_t *client, int64_t id)
+static const char *
+s_cancel (gq_client_t *client, int64_t id)
 {
     static char state[32];
-    json_t *reply = gq_client_call (client, "CANCEL", json_pack ("{s:[I]}", "ids", (json_int_t)id));
+    json_t *reply =
+        gq_client_call (client, "CANCEL", json_pack ("{s:[I]}", "ids", (json_int_t) id));
     CHECK (reply);
     json_t *job = json_array_get (json_object_get (reply, "jobs"), 0);
     snprintf (state, sizeof state, "%s", h_str (job, "state"));
@@ -73,7 +80,8 @@ static const char *s_cancel (gq_client_t *client, int64_t id)
     return state;
 }
 
-int main (void)
+int
+main (void)
 {
     h_init ("engine", 80);
     h_require ("gridq-broker");
@@ -128,7 +136,7 @@ int main (void)
     json_t *job = s_done (client, s_submit (client, "mb", json_object (), 1));
     CHECK_STR (h_str (job, "node"), "wb");
     json_decref (job);
-    printf ("engine: 10 jobs ran in one engine process (pid %lld) on wa\n", (long long)pid_a);
+    printf ("engine: 10 jobs ran in one engine process (pid %lld) on wa\n", (long long) pid_a);
 
     /* (3) A crash mid-job: the job fails there, runs again on the other worker and succeeds;
        the crashed engine is started again and serves its model's jobs as a new process. */
@@ -154,14 +162,14 @@ int main (void)
     json_decref (job);
     printf ("engine: %s's engine crashed (pid %lld); the job succeeded on attempt 2; the engine "
             "came back as pid %lld\n",
-            model, crashed_pid, (long long)new_pid);
+            model, crashed_pid, (long long) new_pid);
 
     /* (4) Cancel reaches the engine. */
     id = s_submit (client, "ma", json_pack ("{s:b}", "hang", 1), 1);
-    snprintf (s_path, sizeof s_path, "%s/hanging-%lld", dir, (long long)id);
+    snprintf (s_path, sizeof s_path, "%s/hanging-%lld", dir, (long long) id);
     CHECK (h_wait_until (s_file_exists, s_path, 30000));
     CHECK_STR (s_cancel (client, id), "cancelled");
-    snprintf (s_path, sizeof s_path, "%s/cancel-%lld", dir, (long long)id);
+    snprintf (s_path, sizeof s_path, "%s/cancel-%lld", dir, (long long) id);
     CHECK (h_wait_until (s_file_exists, s_path, 30000));
     CHECK (h_wait_state (client, id, "cancelled", 5000));
     /* The engine goes on: the next job runs in the same process. */
@@ -169,7 +177,7 @@ int main (void)
     CHECK_EQ (h_int (json_object_get (job, "result"), "pid"),
               pid_a == crashed_pid ? new_pid : pid_a);
     json_decref (job);
-    printf ("engine: cancel of job %lld reached the engine\n", (long long)id);
+    printf ("engine: cancel of job %lld reached the engine\n", (long long) id);
 
     /* (5) Blobs to an engine kind: a clear error. */
     json_t *submit = json_pack ("{s:s, s:s, s:i, s:{s:{s:i}}}", "kind", "eng", "model", "ma",

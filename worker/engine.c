@@ -73,7 +73,8 @@ struct _gq_engine_t {
 
 /* ---- Helpers --------------------------------------------------------------------------------- */
 
-static void s_close (int *fd)
+static void
+s_close (int *fd)
 {
     if (*fd >= 0) {
         close (*fd);
@@ -82,17 +83,19 @@ static void s_close (int *fd)
 }
 
 /* Waits on changed for at most ms (lock held). */
-static void s_wait_ms (gq_engine_t *self, int64_t ms)
+static void
+s_wait_ms (gq_engine_t *self, int64_t ms)
 {
     struct timespec ts;
     clock_gettime (CLOCK_MONOTONIC, &ts);
-    int64_t ns = (int64_t)ts.tv_nsec + (ms > 0 ? ms : 0) * 1000000;
-    ts.tv_sec += (time_t)(ns / 1000000000);
-    ts.tv_nsec = (long)(ns % 1000000000);
+    int64_t ns = (int64_t) ts.tv_nsec + (ms > 0 ? ms : 0) * 1000000;
+    ts.tv_sec += (time_t) (ns / 1000000000);
+    ts.tv_nsec = (long) (ns % 1000000000);
     pthread_cond_timedwait (&self->changed, &self->lock, &ts);
 }
 
-static s_call_t *s_call_find (gq_engine_t *self, int64_t id)
+static s_call_t *
+s_call_find (gq_engine_t *self, int64_t id)
 {
     for (int i = 0; id > 0 && i < self->slots; i++) {
         if (self->calls[i].id == id) {
@@ -102,7 +105,8 @@ static s_call_t *s_call_find (gq_engine_t *self, int64_t id)
     return NULL;
 }
 
-static void s_call_release (gq_engine_t *self, s_call_t *call)
+static void
+s_call_release (gq_engine_t *self, s_call_t *call)
 {
     json_decref (call->result);
     memset (call, 0, sizeof *call);
@@ -110,7 +114,8 @@ static void s_call_release (gq_engine_t *self, s_call_t *call)
 }
 
 /* The environment for the process: ours, with GRIDQ_KIND and (when set) CUDA_VISIBLE_DEVICES. */
-static char **s_environment (gq_engine_t *self)
+static char **
+s_environment (gq_engine_t *self)
 {
     size_t inherited = 0;
     while (environ && environ[inherited]) {
@@ -134,7 +139,8 @@ static char **s_environment (gq_engine_t *self)
     return env;
 }
 
-static void s_free_environment (char **env)
+static void
+s_free_environment (char **env)
 {
     for (size_t i = 0; env && env[i]; i++) {
         free (env[i]);
@@ -147,7 +153,8 @@ static void s_free_environment (char **env)
 /* Starts the process (I/O thread). On failure the engine goes down with the reason. */
 static void s_down (gq_engine_t *self, const char *reason);
 
-static void s_start (gq_engine_t *self)
+static void
+s_start (gq_engine_t *self)
 {
     int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
     /* stdin is a socket: send (MSG_NOSIGNAL) to an engine that died fails with EPIPE instead of
@@ -200,12 +207,13 @@ static void s_start (gq_engine_t *self)
     self->started_once = true;
     pthread_cond_broadcast (&self->changed);
     pthread_mutex_unlock (&self->lock);
-    zsys_info ("engine %s: started pid %d: %s", self->kind, (int)pid, self->command);
+    zsys_info ("engine %s: started pid %d: %s", self->kind, (int) pid, self->command);
 }
 
 /* Marks the engine down (I/O thread): no job is written to it from here on; its jobs fail
    with reason once the process is reaped (s_stop_process). */
-static void s_down (gq_engine_t *self, const char *reason)
+static void
+s_down (gq_engine_t *self, const char *reason)
 {
     pthread_mutex_lock (&self->write_lock);
     pthread_mutex_lock (&self->lock);
@@ -221,7 +229,8 @@ static void s_down (gq_engine_t *self, const char *reason)
 
 /* Ends the process group and reaps the shell (I/O thread, after s_down); fails the jobs that
    were in flight, and schedules the restart. */
-static void s_stop_process (gq_engine_t *self, const char *reason)
+static void
+s_stop_process (gq_engine_t *self, const char *reason)
 {
     s_close (&self->out_fd);
     s_close (&self->err_fd);
@@ -231,7 +240,7 @@ static void s_stop_process (gq_engine_t *self, const char *reason)
         kill (-pid, SIGTERM);
         int status = 0;
         bool reaped = false;
-        int64_t until = gq_mono_us () + (int64_t)GQ_HANDLER_GRACE_MS * 1000;
+        int64_t until = gq_mono_us () + (int64_t) GQ_HANDLER_GRACE_MS * 1000;
         while (!reaped && gq_mono_us () < until) {
             pid_t rc = waitpid (pid, &status, WNOHANG);
             reaped = rc == pid || (rc < 0 && errno != EINTR);
@@ -275,7 +284,7 @@ static void s_stop_process (gq_engine_t *self, const char *reason)
     pthread_mutex_unlock (&self->lock);
     if (!stopping) {
         zsys_warning ("engine %s: pid %d %s%s; %d job%s failed; restarting in %" PRId64 " ms",
-                      self->kind, (int)pid, reason, status_text, failed, failed == 1 ? "" : "s",
+                      self->kind, (int) pid, reason, status_text, failed, failed == 1 ? "" : "s",
                       delay);
     }
 }
@@ -284,16 +293,18 @@ static void s_stop_process (gq_engine_t *self, const char *reason)
 
 /* Where partials go. For now they are counted and logged; relaying them through the broker to
    the job's watchers is the next step (issue 15), and starts here. Lock held. */
-static void s_on_partial (gq_engine_t *self, s_call_t *call, json_t *partial)
+static void
+s_on_partial (gq_engine_t *self, s_call_t *call, json_t *partial)
 {
-    (void)partial;
+    (void) partial;
     call->partials++;
     zsys_debug ("engine %s: job %" PRId64 ": partial %" PRId64, self->kind, call->id,
                 call->partials);
 }
 
 /* The ready line: {"ready": true, "models": [names]}. Lock held. 0, or -1 with a reason. */
-static int s_on_ready (gq_engine_t *self, json_t *line, char *why, size_t whylen)
+static int
+s_on_ready (gq_engine_t *self, json_t *line, char *why, size_t whylen)
 {
     json_t *models = json_object_get (line, "models");
     if (!json_is_true (json_object_get (line, "ready")) || (models && !json_is_array (models))) {
@@ -319,14 +330,15 @@ static int s_on_ready (gq_engine_t *self, json_t *line, char *why, size_t whylen
     self->models = names;
     self->handshake = true;
     char *text = json_dumps (names, JSON_COMPACT);
-    zsys_info ("engine %s: ready (pid %d), models %s", self->kind, (int)self->pid,
+    zsys_info ("engine %s: ready (pid %d), models %s", self->kind, (int) self->pid,
                text ? text : "?");
     free (text);
     return 0;
 }
 
 /* One stdout line (I/O thread). 0, or -1 with the reason it breaks the contract. */
-static int s_on_line (gq_engine_t *self, const char *text, size_t len, char *why, size_t whylen)
+static int
+s_on_line (gq_engine_t *self, const char *text, size_t len, char *why, size_t whylen)
 {
     if (len == 0) {
         return 0; /* blank lines are allowed */
@@ -398,7 +410,8 @@ static int s_on_line (gq_engine_t *self, const char *text, size_t len, char *why
 
 /* Reads what stdout has and handles its whole lines. 1 at end of file, -1 on a broken
    contract (reason in why), else 0. */
-static int s_read_stdout (gq_engine_t *self, char *why, size_t whylen)
+static int
+s_read_stdout (gq_engine_t *self, char *why, size_t whylen)
 {
     for (;;) {
         if (self->out_len + GQ_ENGINE_READ_BYTES > GQ_ENGINE_MAX_LINE_BYTES + 1) {
@@ -413,7 +426,7 @@ static int s_read_stdout (gq_engine_t *self, char *why, size_t whylen)
             return errno == EAGAIN || errno == EINTR ? 0 : 1;
         }
         size_t scanned = self->out_len;
-        self->out_len += (size_t)n;
+        self->out_len += (size_t) n;
         size_t start = 0;
         for (size_t i = scanned; i < self->out_len; i++) {
             if (self->out_buf[i] == '\n') {
@@ -430,7 +443,8 @@ static int s_read_stdout (gq_engine_t *self, char *why, size_t whylen)
 }
 
 /* Logs stderr a line at a time (a line longer than the buffer in pieces). */
-static void s_read_stderr (gq_engine_t *self)
+static void
+s_read_stderr (gq_engine_t *self)
 {
     for (;;) {
         ssize_t n = read (self->err_fd, self->err_buf + self->err_len,
@@ -441,11 +455,11 @@ static void s_read_stderr (gq_engine_t *self)
         if (n <= 0) {
             break;
         }
-        self->err_len += (size_t)n;
+        self->err_len += (size_t) n;
         size_t start = 0;
         for (size_t i = 0; i < self->err_len; i++) {
             if (self->err_buf[i] == '\n' || (start == 0 && i == sizeof self->err_buf - 2)) {
-                zsys_info ("engine %s: %.*s", self->kind, (int)(i - start), self->err_buf + start);
+                zsys_info ("engine %s: %.*s", self->kind, (int) (i - start), self->err_buf + start);
                 start = i + 1;
             }
         }
@@ -456,9 +470,10 @@ static void s_read_stderr (gq_engine_t *self)
 
 /* ---- The I/O thread -------------------------------------------------------------------------- */
 
-static void *s_io_thread (void *arg)
+static void *
+s_io_thread (void *arg)
 {
-    gq_engine_t *self = (gq_engine_t *)arg;
+    gq_engine_t *self = (gq_engine_t *) arg;
     char why[256];
     for (;;) {
         pthread_mutex_lock (&self->lock);
@@ -515,8 +530,8 @@ static void *s_io_thread (void *arg)
 
 /* ---- Construction ---------------------------------------------------------------------------- */
 
-gq_engine_t *gq_engine_new (const char *spec, const gq_engine_opts_t *opts, char *why,
-                            size_t whylen)
+gq_engine_t *
+gq_engine_new (const char *spec, const gq_engine_opts_t *opts, char *why, size_t whylen)
 {
     char kind[GQ_KIND_MAX];
     const char *command;
@@ -542,7 +557,7 @@ gq_engine_t *gq_engine_new (const char *spec, const gq_engine_opts_t *opts, char
     self->state = S_DOWN; /* restart_at_us 0: the thread starts it at once */
     self->in_fd = self->out_fd = self->err_fd = -1;
     self->models = json_array ();
-    self->calls = calloc ((size_t)self->slots, sizeof *self->calls);
+    self->calls = calloc ((size_t) self->slots, sizeof *self->calls);
     self->out_buf = malloc (GQ_ENGINE_MAX_LINE_BYTES + 1);
     pthread_mutex_init (&self->lock, NULL);
     pthread_mutex_init (&self->write_lock, NULL);
@@ -566,7 +581,8 @@ gq_engine_t *gq_engine_new (const char *spec, const gq_engine_opts_t *opts, char
     return self;
 }
 
-void gq_engine_destroy (gq_engine_t **self_p)
+void
+gq_engine_destroy (gq_engine_t **self_p)
 {
     if (!self_p || !*self_p) {
         return;
@@ -594,17 +610,20 @@ void gq_engine_destroy (gq_engine_t **self_p)
     *self_p = NULL;
 }
 
-const char *gq_engine_kind (gq_engine_t *self)
+const char *
+gq_engine_kind (gq_engine_t *self)
 {
     return self->kind;
 }
 
-const char *gq_engine_command (gq_engine_t *self)
+const char *
+gq_engine_command (gq_engine_t *self)
 {
     return self->command;
 }
 
-bool gq_engine_wait_ready (gq_engine_t *self)
+bool
+gq_engine_wait_ready (gq_engine_t *self)
 {
     pthread_mutex_lock (&self->lock);
     while (!self->settled && !self->stop) {
@@ -615,7 +634,8 @@ bool gq_engine_wait_ready (gq_engine_t *self)
     return up;
 }
 
-json_t *gq_engine_models (gq_engine_t *self)
+json_t *
+gq_engine_models (gq_engine_t *self)
 {
     pthread_mutex_lock (&self->lock);
     json_t *models = json_deep_copy (self->models);
@@ -623,10 +643,11 @@ json_t *gq_engine_models (gq_engine_t *self)
     return models;
 }
 
-int gq_engine_pid (gq_engine_t *self)
+int
+gq_engine_pid (gq_engine_t *self)
 {
     pthread_mutex_lock (&self->lock);
-    int pid = (int)self->pid;
+    int pid = (int) self->pid;
     pthread_mutex_unlock (&self->lock);
     return pid;
 }
@@ -634,7 +655,8 @@ int gq_engine_pid (gq_engine_t *self)
 /* ---- Jobs ------------------------------------------------------------------------------------ */
 
 /* The job's stop, or 0 to go on. */
-static int s_stopped (const gq_engine_job_t *job, int64_t deadline_us, char *error, size_t errlen)
+static int
+s_stopped (const gq_engine_job_t *job, int64_t deadline_us, char *error, size_t errlen)
 {
     if (job->cancel && *job->cancel) {
         snprintf (error, errlen, "cancelled");
@@ -649,9 +671,9 @@ static int s_stopped (const gq_engine_job_t *job, int64_t deadline_us, char *err
 
 /* Writes one whole line to the process that was running when the job was taken (pid), unless
    it died since. A line is never left half written: cancel is seen only before it starts. */
-static int s_write_line (gq_engine_t *self, pid_t pid, const char *text, size_t len,
-                         const gq_engine_job_t *job, int64_t deadline_us, char *error,
-                         size_t errlen)
+static int
+s_write_line (gq_engine_t *self, pid_t pid, const char *text, size_t len,
+              const gq_engine_job_t *job, int64_t deadline_us, char *error, size_t errlen)
 {
     int rc = GQ_OK;
     pthread_mutex_lock (&self->write_lock);
@@ -663,7 +685,7 @@ static int s_write_line (gq_engine_t *self, pid_t pid, const char *text, size_t 
     while (alive && done < len) {
         ssize_t n = send (fd, text + done, len - done, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n > 0) {
-            done += (size_t)n;
+            done += (size_t) n;
         } else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
             if (done == 0 && job && (rc = s_stopped (job, deadline_us, error, errlen))) {
                 break;
@@ -682,13 +704,14 @@ static int s_write_line (gq_engine_t *self, pid_t pid, const char *text, size_t 
     return rc;
 }
 
-int gq_engine_run (gq_engine_t *self, const gq_engine_job_t *job, json_t **result, char *error,
-                   size_t errlen)
+int
+gq_engine_run (gq_engine_t *self, const gq_engine_job_t *job, json_t **result, char *error,
+               size_t errlen)
 {
     *result = NULL;
     error[0] = 0;
     int64_t deadline_us = job->timeout_ms > 0 ? gq_mono_us () + job->timeout_ms * 1000 : 0;
-    json_t *line = json_pack ("{s:I, s:s, s:s?, s:O?}", "id", (json_int_t)job->id, "kind",
+    json_t *line = json_pack ("{s:I, s:s, s:s?, s:O?}", "id", (json_int_t) job->id, "kind",
                               job->kind ? job->kind : self->kind, "model", job->model, "payload",
                               job->payload);
     char *text = line ? json_dumps (line, JSON_COMPACT) : NULL;
@@ -754,8 +777,13 @@ int gq_engine_run (gq_engine_t *self, const gq_engine_job_t *job, json_t **resul
     if (stop_line) {
         char cancel[64];
         int n = snprintf (cancel, sizeof cancel, "{\"id\":%" PRId64 ",\"cancel\":true}\n", job->id);
-        char ignored[64];
-        s_write_line (self, pid, cancel, (size_t)n, NULL, 0, ignored, sizeof ignored);
+        /* Bounded: an engine that reads nothing for the grace period does not get it (and will
+           be found out by its next jobs), rather than holding this slot. */
+        gq_engine_job_t bound = {.id = job->id, .timeout_ms = GQ_HANDLER_GRACE_MS};
+        char ignored[128];
+        s_write_line (self, pid, cancel, (size_t) n, &bound,
+                      gq_mono_us () + (int64_t) GQ_HANDLER_GRACE_MS * 1000, ignored,
+                      sizeof ignored);
     }
     return rc;
 }
@@ -776,8 +804,9 @@ int gq_engine_run (gq_engine_t *self, const gq_engine_job_t *job, json_t **resul
     "\"{\\\"id\\\":$id,\\\"result\\\":{\\\"pid\\\":$$,\\\"kind\\\":\\\"$GRIDQ_KIND\\\"}}\";; "     \
     "esac; done"
 
-static int s_test_run (gq_engine_t *engine, int64_t id, const char *word, int64_t timeout_ms,
-                       gq_flag_t *cancel, json_t **result, char *error, size_t errlen)
+static int
+s_test_run (gq_engine_t *engine, int64_t id, const char *word, int64_t timeout_ms,
+            gq_flag_t *cancel, json_t **result, char *error, size_t errlen)
 {
     json_t *payload = json_string (word);
     gq_engine_job_t job = {
@@ -787,13 +816,15 @@ static int s_test_run (gq_engine_t *engine, int64_t id, const char *word, int64_
     return rc;
 }
 
-static bool s_test_exists (const char *path)
+static bool
+s_test_exists (const char *path)
 {
     return access (path, F_OK) == 0;
 }
 
 /* Polls until fn says yes, at most 10 s: awaiting a condition, not a sleep. */
-static bool s_test_await_pid_change (gq_engine_t *engine, int old)
+static bool
+s_test_await_pid_change (gq_engine_t *engine, int old)
 {
     for (int i = 0; i < 1000; i++) {
         int pid = gq_engine_pid (engine);
@@ -805,7 +836,8 @@ static bool s_test_await_pid_change (gq_engine_t *engine, int old)
     return false;
 }
 
-void gq_engine_test (bool verbose)
+void
+gq_engine_test (bool verbose)
 {
     char why[512], error[1024];
     gq_engine_opts_t opts = {.slots = 2, .ready_timeout_ms = 10000};

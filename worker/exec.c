@@ -199,7 +199,8 @@ s_kind_free (gq_runtime_t *self, const char *kind, char *why, size_t whylen)
 {
     for (size_t i = 0; i < S_BUILTINS; i++) {
         if (streq (kind, s_builtin_kinds[i])) {
-            snprintf (why, whylen, "kind '%s' is built in; a handler or an engine cannot replace it", kind);
+            snprintf (why, whylen,
+                      "kind '%s' is built in; a handler or an engine cannot replace it", kind);
             return GQ_EINVAL;
         }
     }
@@ -1134,9 +1135,18 @@ gq_exec_test (bool verbose)
     assert (gq_runtime_add_handler (rt, "echo=cat", why, sizeof why) == GQ_EINVAL);
     assert (strstr (why, "built in"));
     assert (gq_runtime_add_handler (rt, "nonsense", why, sizeof why) == GQ_EINVAL);
+    /* An engine with no ready line (a timeout of 0 waits for none) that answers every job. */
+    assert (gq_runtime_add_engine (rt, "upper=cat", 1, 0, why, sizeof why) == GQ_EINVAL);
+    assert (gq_runtime_add_engine (rt, "mlp=cat", 1, 0, why, sizeof why) == GQ_EINVAL);
+    assert (gq_runtime_add_engine (rt,
+                                   "eng=while read l; do echo '{\"id\":7,\"result\":\"ok\"}'; done",
+                                   1, 0, why, sizeof why) == 0);
+    gq_runtime_wait_engines (rt);
+    assert (gq_runtime_add_handler (rt, "eng=cat", why, sizeof why) == GQ_EINVAL);
     json_t *kinds = gq_runtime_kinds (rt);
     char *text = json_dumps (kinds, JSON_COMPACT);
-    assert (streq (text, "[\"echo\",\"sleep\",\"matmul\",\"mlp\",\"upper\",\"fail\"]"));
+    assert (streq (text,
+                   "[\"echo\",\"sleep\",\"matmul\",\"mlp\",\"upper\",\"fail\",\"eng\"]"));
     free (text);
     json_decref (kinds);
 
@@ -1341,8 +1351,12 @@ gq_exec_test (bool verbose)
     json_decref (models);
     unlink (path);
 
-    /* Handlers through the runtime. */
+    /* Handlers and engines through the runtime. */
     s_expect_result (exec, "upper", "\"hello\"", "\"HELLO\"", verbose);
+    s_expect_result (exec, "eng", "{}", "\"ok\"", verbose);
+    blob = zframe_new ("abc", 3);
+    s_expect_error (exec, "eng", NULL, "{}", &blob, 1, GQ_EINVAL, "takes JSON only", verbose);
+    zframe_destroy (&blob);
     s_expect_error (exec, "fail", NULL, "{}", NULL, 0, GQ_EBACKEND,
                     "handler exited with status 4: broken", verbose);
 
