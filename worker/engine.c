@@ -323,7 +323,7 @@ s_on_ready (gq_engine_t *self, json_t *line, char *why, size_t whylen)
             return -1;
         }
         if (json_array_size (names) < GQ_MAX_MODELS) {
-            json_array_append (names, item);
+            json_array_append_new (names, json_string (name)); /* ours, not the line's */
         }
     }
     json_decref (self->models);
@@ -394,7 +394,10 @@ s_on_line (gq_engine_t *self, const char *text, size_t len, char *why, size_t wh
         } else {
             call->done = true;
             if (result) {
+                /* Taken out of the line here, under the lock: the slot thread that gets it must
+                   be its only other holder (jansson's reference counts carry no ordering). */
                 call->result = json_incref (result);
+                json_object_del (line, "result");
             } else {
                 call->code = GQ_EBACKEND;
                 snprintf (call->error, sizeof call->error, "%s", json_string_value (error));
