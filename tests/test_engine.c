@@ -4,7 +4,7 @@
     names an engine's model is placed on that worker, which advertises the model as loaded;
     (3) an engine that crashes mid-job is restarted, and the job succeeds on its second attempt;
     (4) cancelling a running engine job reaches the engine as a cancel line, and the job ends
-    cancelled; (5) binary blobs to an engine kind fail with a clear error. */
+    cancelled (a time limit too: the job fails as timed out); (5) binary blobs to an engine kind fail with a clear error. */
 #include <czmq.h>
 
 #include "harness.h"
@@ -178,6 +178,19 @@ main (void)
               pid_a == crashed_pid ? new_pid : pid_a);
     json_decref (job);
     printf ("engine: cancel of job %lld reached the engine\n", (long long) id);
+
+    /* A time limit reaches the engine the same way; the job fails as timed out. */
+    json_t *limited = json_pack ("{s:s, s:s, s:i, s:i, s:{s:b}}", "kind", "eng", "model", "ma",
+                                 "max_attempts", 1, "timeout_ms", 300, "payload", "hang", 1);
+    id = h_submit (client, limited);
+    json_decref (limited);
+    CHECK (h_wait_state (client, id, "failed", 30000));
+    job = h_result (client, id);
+    CHECK (strstr (h_str (job, "error"), "timed out"));
+    json_decref (job);
+    snprintf (s_path, sizeof s_path, "%s/cancel-%lld", dir, (long long) id);
+    CHECK (h_wait_until (s_file_exists, s_path, 30000));
+    printf ("engine: the time limit of job %lld reached the engine\n", (long long) id);
 
     /* (5) Blobs to an engine kind: a clear error. */
     json_t *submit = json_pack ("{s:s, s:s, s:i, s:{s:{s:i}}}", "kind", "eng", "model", "ma",
