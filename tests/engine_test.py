@@ -5,7 +5,7 @@ It appends its pid to DIR/started-MODEL, says it is ready with model MODEL, then
 job line on stdin with a partial and a result that carries its pid, the engine's model, the
 job's model and payload. Payload {"crash_once": true}: the first engine (of all, through the
 file DIR/crashed, created exclusively) to get such a job writes "MODEL PID" there and exits 3
-without answering. Payload {"hang": true}: it writes DIR/hanging-ID and answers nothing. A cancel
+without answering. Payload {"exit": true}: it exits 4 at once. Payload {"hang": true}: it writes DIR/hanging-ID and answers nothing. A cancel
 line writes DIR/cancel-ID."""
 import json
 import os
@@ -38,6 +38,9 @@ for line in sys.stdin:
             os._exit(3)
         except FileExistsError:
             pass
+    if payload.get("exit"):
+        print("engine_test: exiting on job %d as asked" % job, file=sys.stderr, flush=True)
+        os._exit(4)
     if payload.get("hang"):
         touch("hanging-%d" % job)
         continue

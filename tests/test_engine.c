@@ -4,7 +4,8 @@
     names an engine's model is placed on that worker, which advertises the model as loaded;
     (3) an engine that crashes mid-job is restarted, and the job succeeds on its second attempt;
     (4) cancelling a running engine job reaches the engine as a cancel line, and the job ends
-    cancelled (a time limit too: the job fails as timed out); (5) binary blobs to an engine kind fail with a clear error. */
+    cancelled (a time limit too: the job fails as timed out); (5) binary blobs to an engine kind
+   fail with a clear error. */
 #include <czmq.h>
 
 #include "harness.h"
@@ -36,6 +37,28 @@ static bool
 s_restarted (void *arg)
 {
     return s_lines ((const char *) arg) >= 2;
+}
+
+typedef struct {
+    gq_client_t *client; /* to ask NODES */
+    bool want;           /* whether wa should offer kind eng */
+} s_offers_t;
+
+/* Whether wa's kinds, as the broker has them, include eng as wanted. */
+static bool
+s_offers_eng (void *arg)
+{
+    s_offers_t *offers = (s_offers_t *) arg;
+    json_t *node = h_node (offers->client, "wa");
+    bool has = false;
+    size_t i;
+    json_t *kind;
+    json_array_foreach (json_object_get (node, "kinds"), i, kind)
+    {
+        has = has || streq (json_string_value (kind), "eng");
+    }
+    json_decref (node);
+    return has == offers->want;
 }
 
 /* Submits a job of kind eng; returns its id. */
@@ -94,7 +117,9 @@ main (void)
     }
     const char *dir = h_dir ();
     char engine_a[1024], engine_b[1024];
-    snprintf (engine_a, sizeof engine_a, "eng=exec python3 -u %s ma %s", script, dir);
+    /* wa's engine cannot start while DIR/block exists (step 6). */
+    snprintf (engine_a, sizeof engine_a, "eng=[ -e %s/block ] && exit 9; exec python3 -u %s ma %s",
+              dir, script, dir);
     snprintf (engine_b, sizeof engine_b, "eng=exec python3 -u %s mb %s", script, dir);
     h_start_broker (NULL, NULL);
     h_start_worker ("wa", 2, "--engine", engine_a, NULL);
@@ -203,6 +228,25 @@ main (void)
     CHECK (strstr (h_str (job, "error"), "runs on an engine, which takes JSON only"));
     printf ("engine: blobs refused: %s\n", h_str (job, "error"));
     json_decref (job);
+
+    /* (6) While an engine is down its worker does not offer the kind: wa's engine exits and
+       cannot start again until DIR/block goes; wa then registers without "eng", and with it
+       again once the engine is back. */
+    snprintf (s_path, sizeof s_path, "%s/block", dir);
+    FILE *block = fopen (s_path, "w");
+    CHECK (block);
+    fclose (block);
+    id = s_submit (client, "ma", json_pack ("{s:b}", "exit", 1), 1);
+    CHECK (h_wait_state (client, id, "failed", 30000));
+    s_offers_t offers = {client, false};
+    CHECK (h_wait_until (s_offers_eng, &offers, 30000));
+    unlink (s_path);
+    offers.want = true;
+    CHECK (h_wait_until (s_offers_eng, &offers, 30000));
+    job = s_done (client, s_submit (client, "ma", json_object (), 1));
+    json_decref (job);
+    printf (
+        "engine: wa stopped offering kind eng while its engine was down, and offers it again\n");
 
     gq_client_destroy (&client);
     h_cleanup ();

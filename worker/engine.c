@@ -646,6 +646,15 @@ gq_engine_models (gq_engine_t *self)
     return models;
 }
 
+bool
+gq_engine_down (gq_engine_t *self)
+{
+    pthread_mutex_lock (&self->lock);
+    bool down = self->state == S_DOWN;
+    pthread_mutex_unlock (&self->lock);
+    return down;
+}
+
 int
 gq_engine_pid (gq_engine_t *self)
 {

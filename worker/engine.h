@@ -67,6 +67,9 @@ const char *gq_engine_command (gq_engine_t *self);
 bool gq_engine_wait_ready (gq_engine_t *self);
 /* The models of the last ready line, as a new array of names (empty without one). */
 json_t *gq_engine_models (gq_engine_t *self);
+/* Whether the engine is down (exited or broke the contract, and not started again yet): its
+   jobs are refused meanwhile. Thread-safe. */
+bool gq_engine_down (gq_engine_t *self);
 /* The pid of the running process (its group), or 0 while it is down. For tests and logs. */
 int gq_engine_pid (gq_engine_t *self);
 

@@ -267,6 +267,16 @@ gq_runtime_wait_engines (gq_runtime_t *self)
     }
 }
 
+uint64_t
+gq_runtime_engines_down (gq_runtime_t *self)
+{
+    uint64_t down = 0;
+    for (size_t i = 0; i < self->n_engines; i++) {
+        down |= gq_engine_down (self->engines[i]) ? 1ULL << i : 0;
+    }
+    return down;
+}
+
 json_t *
 gq_runtime_kinds (gq_runtime_t *self)
 {
@@ -278,7 +288,9 @@ gq_runtime_kinds (gq_runtime_t *self)
         json_array_append_new (kinds, json_string (gq_handler_kind (self->handlers[i])));
     }
     for (size_t i = 0; i < self->n_engines; i++) {
-        json_array_append_new (kinds, json_string (gq_engine_kind (self->engines[i])));
+        if (!gq_engine_down (self->engines[i])) {
+            json_array_append_new (kinds, json_string (gq_engine_kind (self->engines[i])));
+        }
     }
     return kinds;
 }

@@ -65,7 +65,10 @@ int gq_runtime_add_engine (gq_runtime_t *self, const char *spec, int slots,
 /* Blocks until every engine's first start is settled (ready line, another first line, exit,
    or its ready timeout); logs those that are not up. Before the worker registers. */
 void gq_runtime_wait_engines (gq_runtime_t *self);
-/* ["echo", "sleep", "matmul", "mlp", handler kinds..., engine kinds...]: a new reference. */
+/* Which engines are down now: bit i for the i-th engine added. Thread-safe. */
+uint64_t gq_runtime_engines_down (gq_runtime_t *self);
+/* ["echo", "sleep", "matmul", "mlp", handler kinds..., engine kinds...]: a new reference. An
+   engine that is down is left out, so that a READY built now offers only what runs. */
 json_t *gq_runtime_kinds (gq_runtime_t *self);
 /* {"available": [model names], "loaded": [{"name", "load_ms", "bytes"}]}: a new reference. The
    models of the engines' ready lines are in both (load_ms 0). */
