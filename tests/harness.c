@@ -515,6 +515,20 @@ h_submit_blobs (gq_client_t *client, json_t *job, zframe_t **blobs, size_t n_blo
     return id;
 }
 
+const char *
+h_cancel (gq_client_t *client, int64_t id)
+{
+    static char state[32];
+    json_t *reply =
+        gq_client_call (client, "CANCEL", json_pack ("{s:[I]}", "ids", (json_int_t) id));
+    CHECK (reply);
+    json_t *job = json_array_get (json_object_get (reply, "jobs"), 0);
+    CHECK_EQ (h_int (job, "id"), id);
+    snprintf (state, sizeof state, "%s", h_str (job, "state"));
+    json_decref (reply);
+    return state;
+}
+
 int64_t
 h_submit_sleep (gq_client_t *client, int ms)
 {

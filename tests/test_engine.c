@@ -90,19 +90,6 @@ s_done (gq_client_t *client, int64_t id)
     return job;
 }
 
-static const char *
-s_cancel (gq_client_t *client, int64_t id)
-{
-    static char state[32];
-    json_t *reply =
-        gq_client_call (client, "CANCEL", json_pack ("{s:[I]}", "ids", (json_int_t) id));
-    CHECK (reply);
-    json_t *job = json_array_get (json_object_get (reply, "jobs"), 0);
-    snprintf (state, sizeof state, "%s", h_str (job, "state"));
-    json_decref (reply);
-    return state;
-}
-
 int
 main (void)
 {
@@ -193,7 +180,7 @@ main (void)
     id = s_submit (client, "ma", json_pack ("{s:b}", "hang", 1), 1);
     snprintf (s_path, sizeof s_path, "%s/hanging-%lld", dir, (long long) id);
     CHECK (h_wait_until (s_file_exists, s_path, 30000));
-    CHECK_STR (s_cancel (client, id), "cancelled");
+    CHECK_STR (h_cancel (client, id), "cancelled");
     snprintf (s_path, sizeof s_path, "%s/cancel-%lld", dir, (long long) id);
     CHECK (h_wait_until (s_file_exists, s_path, 30000));
     CHECK (h_wait_state (client, id, "cancelled", 5000));

@@ -19,7 +19,6 @@
 #include "handler.h"
 #include "tuning.h"
 
-extern char **environ;
 
 typedef enum {
     S_DOWN,     /* no process: restarts at restart_at_us */
@@ -117,35 +116,16 @@ s_call_release (gq_engine_t *self, s_call_t *call)
 static char **
 s_environment (gq_engine_t *self)
 {
-    size_t inherited = 0;
-    while (environ && environ[inherited]) {
-        inherited++;
-    }
-    char **env = calloc (inherited + 3, sizeof (char *));
-    if (!env) {
-        return NULL;
-    }
+    static const char *ours[] = {"GRIDQ_KIND=", "CUDA_VISIBLE_DEVICES="};
     size_t n = 0;
-    for (size_t i = 0; i < inherited; i++) {
-        if (strncmp (environ[i], "GRIDQ_KIND=", 11) != 0 &&
-            !(self->cuda_devices && strncmp (environ[i], "CUDA_VISIBLE_DEVICES=", 21) == 0)) {
-            env[n++] = strdup (environ[i]);
+    char **env = gq_handler_env_inherit (ours, self->cuda_devices ? 2 : 1, 2, &n);
+    if (env) {
+        env[n++] = zsys_sprintf ("GRIDQ_KIND=%s", self->kind);
+        if (self->cuda_devices) {
+            env[n++] = zsys_sprintf ("CUDA_VISIBLE_DEVICES=%s", self->cuda_devices);
         }
     }
-    env[n++] = zsys_sprintf ("GRIDQ_KIND=%s", self->kind);
-    if (self->cuda_devices) {
-        env[n++] = zsys_sprintf ("CUDA_VISIBLE_DEVICES=%s", self->cuda_devices);
-    }
     return env;
-}
-
-static void
-s_free_environment (char **env)
-{
-    for (size_t i = 0; env && env[i]; i++) {
-        free (env[i]);
-    }
-    free (env);
 }
 
 /* ---- The process ----------------------------------------------------------------------------- */
@@ -179,7 +159,7 @@ s_start (gq_engine_t *self)
     pthread_mutex_unlock (&self->lock);
     pid_t pid = 0;
     int rc = env ? gq_handler_spawn (self->command, env, in[1], out[1], err[1], &pid) : ENOMEM;
-    s_free_environment (env);
+    gq_handler_env_free (env);
     s_close (&in[1]);
     s_close (&out[1]);
     s_close (&err[1]);

@@ -4,8 +4,9 @@
     handlers. One gq_exec_t per slot thread: its context (CUDA stream, cuBLAS handle, scratch).
 
     Threading rules:
-    - gq_runtime_new, gq_runtime_add_handler, gq_runtime_add_engine and gq_runtime_destroy run before the slot threads
-      start or after they have stopped: the handler list is read without a lock.
+    - gq_runtime_new, gq_runtime_add_handler, gq_runtime_add_engine and gq_runtime_destroy run
+      before the slot threads start or after they have stopped: the lists of handlers and
+      engines are read without a lock (each engine locks its own state).
     - gq_runtime_device, gq_runtime_kinds and gq_runtime_models are thread-safe; the model cache
       is the one structure shared by slot threads (it has its own mutex).
     - A gq_exec_t is used by one thread at a time (it may be made on another one). Several slots

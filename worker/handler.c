@@ -230,6 +230,31 @@ s_close (int *fd)
     }
 }
 
+char **
+gq_handler_env_inherit (const char *const *drop, size_t n_drop, size_t n_more, size_t *n_p)
+{
+    size_t inherited = 0;
+    while (environ && environ[inherited]) {
+        inherited++;
+    }
+    char **env = calloc (inherited + n_more + 1, sizeof (char *));
+    if (!env) {
+        return NULL;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < inherited; i++) {
+        bool dropped = false;
+        for (size_t j = 0; j < n_drop; j++) {
+            dropped = dropped || strncmp (environ[i], drop[j], strlen (drop[j])) == 0;
+        }
+        if (!dropped) {
+            env[n++] = strdup (environ[i]);
+        }
+    }
+    *n_p = n;
+    return env;
+}
+
 /* The environment for the child: ours, with the job's variables replacing any inherited.
    blob_dir is the folder of the job's blobs, or "". */
 static char **
@@ -240,25 +265,11 @@ s_environment (const gq_handler_job_t *job, const char *kind, const char *blob_d
                                  "GRIDQ_MODEL=",    "GRIDQ_BLOB_DIR=", "GRIDQ_BLOBS=",
                                  "CUDA_VISIBLE_DEVICES="};
     const size_t n_ours = sizeof ours / sizeof ours[0];
-    size_t inherited = 0;
-    while (environ && environ[inherited]) {
-        inherited++;
-    }
-    char **env = calloc (inherited + n_ours + 1, sizeof (char *));
+    size_t n = 0;
+    char **env =
+        gq_handler_env_inherit (ours, job->cuda_devices ? n_ours : n_ours - 1, n_ours, &n);
     if (!env) {
         return NULL;
-    }
-    size_t n = 0;
-    for (size_t i = 0; i < inherited; i++) {
-        bool replaced = false;
-        for (size_t j = 0; j < n_ours; j++) {
-            if (strncmp (environ[i], ours[j], strlen (ours[j])) == 0) {
-                replaced = j + 1 < n_ours || job->cuda_devices;
-            }
-        }
-        if (!replaced) {
-            env[n++] = strdup (environ[i]);
-        }
     }
     env[n++] = zsys_sprintf ("GRIDQ_JOB_ID=%" PRId64, job->id);
     env[n++] = zsys_sprintf ("GRIDQ_ATTEMPT=%d", job->attempt);
@@ -277,8 +288,8 @@ s_environment (const gq_handler_job_t *job, const char *kind, const char *blob_d
     return env;
 }
 
-static void
-s_free_environment (char **env)
+void
+gq_handler_env_free (char **env)
 {
     for (size_t i = 0; env && env[i]; i++) {
         free (env[i]);
@@ -542,7 +553,7 @@ gq_handler_run (gq_handler_t *self, const gq_handler_job_t *job, json_t **result
     char **env = s_environment (job, self->kind, blob_dir);
     if (!input || !env) {
         free (input);
-        s_free_environment (env);
+        gq_handler_env_free (env);
         s_blobs_remove (blob_dir);
         snprintf (error, errlen, "out of memory");
         return GQ_ENOMEM;
@@ -559,7 +570,7 @@ gq_handler_run (gq_handler_t *self, const gq_handler_job_t *job, json_t **result
 
     int64_t start = gq_mono_us ();
     int rc = s_spawn (&run, self->command, env);
-    s_free_environment (env);
+    gq_handler_env_free (env);
     if (rc != 0) {
         snprintf (error, errlen, "cannot start handler '%s': %s", self->kind, strerror (rc));
         rc = GQ_EIO;

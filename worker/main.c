@@ -68,7 +68,8 @@ main (int argc, char **argv)
     opts.cert_path = getenv ("GRIDQ_CERT");
     opts.server_cert_path = getenv ("GRIDQ_SERVER_CERT");
     enum { O_BROKER = 1000, O_NAME, O_BACKEND, O_DEVICE, O_SLOTS, O_GPU, O_VRAM, O_TFLOPS,
-           O_PRICE, O_MODELS, O_HANDLER, O_ENGINE, O_ENGINE_SLOTS, O_ENGINE_READY, O_CERT, O_SERVER_CERT, O_HELP };
+           O_PRICE, O_MODELS, O_HANDLER, O_ENGINE, O_ENGINE_SLOTS, O_ENGINE_READY, O_CERT,
+           O_SERVER_CERT, O_HELP };
     static const struct option options[] = {{"broker", required_argument, 0, O_BROKER},
                                             {"name", required_argument, 0, O_NAME},
                                             {"backend", required_argument, 0, O_BACKEND},
