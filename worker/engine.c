@@ -130,8 +130,10 @@ s_environment (gq_engine_t *self)
 
 /* ---- The process ----------------------------------------------------------------------------- */
 
-/* Starts the process (I/O thread). On failure the engine goes down with the reason. */
 static void s_down (gq_engine_t *self, const char *reason);
+static void s_stop_process (gq_engine_t *self, const char *reason);
+
+/* Starts the process (I/O thread). On failure the engine goes down with the reason. */
 
 static void
 s_start (gq_engine_t *self)
@@ -148,6 +150,7 @@ s_start (gq_engine_t *self)
             s_close (fds[i]);
         }
         s_down (self, reason);
+        s_stop_process (self, reason); /* no process: the back-off grows all the same */
         return;
     }
     char **env = s_environment (self);
@@ -170,6 +173,7 @@ s_start (gq_engine_t *self)
         char reason[128];
         snprintf (reason, sizeof reason, "cannot start /bin/sh: %s", strerror (rc));
         s_down (self, reason);
+        s_stop_process (self, reason);
         return;
     }
     self->out_fd = out[0];
