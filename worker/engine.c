@@ -401,11 +401,14 @@ static int
 s_read_stdout (gq_engine_t *self, char *why, size_t whylen)
 {
     for (;;) {
-        if (self->out_len + GQ_ENGINE_READ_BYTES > GQ_ENGINE_MAX_LINE_BYTES + 1) {
+        /* out_buf holds a whole line of the longest length and its newline, no more. */
+        size_t room = GQ_ENGINE_MAX_LINE_BYTES + 1 - self->out_len;
+        if (room == 0) {
             snprintf (why, whylen, "wrote a line longer than %d bytes", GQ_ENGINE_MAX_LINE_BYTES);
             return -1;
         }
-        ssize_t n = read (self->out_fd, self->out_buf + self->out_len, GQ_ENGINE_READ_BYTES);
+        ssize_t n = read (self->out_fd, self->out_buf + self->out_len,
+                          room < GQ_ENGINE_READ_BYTES ? room : GQ_ENGINE_READ_BYTES);
         if (n == 0) {
             return 1;
         }
@@ -445,8 +448,11 @@ s_read_stderr (gq_engine_t *self)
         self->err_len += (size_t) n;
         size_t start = 0;
         for (size_t i = 0; i < self->err_len; i++) {
-            if (self->err_buf[i] == '\n' || (start == 0 && i == sizeof self->err_buf - 2)) {
-                zsys_info ("engine %s: %.*s", self->kind, (int) (i - start), self->err_buf + start);
+            bool full = start == 0 && i == sizeof self->err_buf - 2; /* no newline in it all */
+            if (self->err_buf[i] == '\n' || full) {
+                size_t end = full && self->err_buf[i] != '\n' ? i + 1 : i;
+                zsys_info ("engine %s: %.*s", self->kind, (int) (end - start),
+                           self->err_buf + start);
                 start = i + 1;
             }
         }
@@ -935,6 +941,18 @@ gq_engine_test (bool verbose)
         printf ("\n  gone: %s", error);
     }
     assert (rc == GQ_EBACKEND && strstr (error, "is restarting"));
+    gq_engine_destroy (&engine);
+
+    /* A line over the limit breaks the contract, however it is cut into reads. */
+    engine = gq_engine_new ("long=head -c 4300000 /dev/zero | tr '\\0' a; echo; exec cat", &opts,
+                            why, sizeof why);
+    assert (engine);
+    assert (!gq_engine_wait_ready (engine));
+    rc = s_test_run (engine, 1, "x", 0, NULL, &result, error, sizeof error);
+    if (verbose) {
+        printf ("\n  long: %.120s", error);
+    }
+    assert (rc == GQ_EBACKEND && strstr (error, "wrote a line longer than"));
     gq_engine_destroy (&engine);
 
     unsetenv ("D");
