@@ -9,6 +9,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "gq_msg.h"
+
 #define H_MAX_PROCS 64
 
 static char s_dir[256];
@@ -486,6 +488,45 @@ h_submit (gq_client_t *client, json_t *job)
     }
     json_decref (jobs);
     return id;
+}
+
+int64_t
+h_submit_blobs (gq_client_t *client, json_t *job, zframe_t **blobs, size_t n_blobs)
+{
+    enum { S_REQ = 900001 }; /* our SUBMIT's correlation id, far above the client's own */
+    json_t *item = json_deep_copy (job);
+    json_object_set_new (item, "blobs", json_pack ("[i, I]", 0, (json_int_t) n_blobs));
+    gq_msg_t *msg = gq_msg_new (GQ_ROLE_CLIENT, "SUBMIT",
+                                json_pack ("{s:i, s:[o]}", "req", S_REQ, "jobs", item));
+    CHECK (msg);
+    for (size_t i = 0; i < n_blobs; i++) {
+        CHECK_EQ (gq_msg_add_blob (msg, &blobs[i]), 0);
+    }
+    CHECK_EQ (gq_msg_send (&msg, gq_client_socket (client)), 0);
+    char command[32];
+    int64_t req = 0;
+    json_t *reply = NULL;
+    CHECK_EQ (gq_client_recv (client, 5000, command, &req, &reply, NULL), 0);
+    CHECK_EQ (req, S_REQ);
+    CHECK_STR (command, "SUBMIT");
+    int64_t id = (int64_t) json_integer_value (json_array_get (json_object_get (reply, "ids"), 0));
+    CHECK (id > 0);
+    json_decref (reply);
+    return id;
+}
+
+const char *
+h_cancel (gq_client_t *client, int64_t id)
+{
+    static char state[32];
+    json_t *reply =
+        gq_client_call (client, "CANCEL", json_pack ("{s:[I]}", "ids", (json_int_t) id));
+    CHECK (reply);
+    json_t *job = json_array_get (json_object_get (reply, "jobs"), 0);
+    CHECK_EQ (h_int (job, "id"), id);
+    snprintf (state, sizeof state, "%s", h_str (job, "state"));
+    json_decref (reply);
+    return state;
 }
 
 int64_t

@@ -105,6 +105,12 @@ bool h_wait_node_status (gq_client_t *client, const char *name, const char *stat
                          int timeout_ms);
 /* Submits one job (borrowed) and returns its id; fails the test when it is refused. */
 int64_t h_submit (gq_client_t *client, json_t *job);
+/* Submits one job (borrowed) with n_blobs binary frames (taken; the job's payload refers to them
+   by index) in a SUBMIT built here, since the client API sends JSON only; returns its id; fails
+   the test when it is refused. */
+int64_t h_submit_blobs (gq_client_t *client, json_t *job, zframe_t **blobs, size_t n_blobs);
+/* CANCELs one id; returns the state the reply gives (a static buffer). */
+const char *h_cancel (gq_client_t *client, int64_t id);
 /* Submits a job that sleeps ms (it holds a slot while it runs, where echo runs inline); returns
    its id. */
 int64_t h_submit_sleep (gq_client_t *client, int ms);

@@ -4,10 +4,7 @@
     the command; the result shows that the command read both, byte for byte. */
 #include <czmq.h>
 
-#include "gq_msg.h"
 #include "harness.h"
-
-#define S_REQ 900001 /* our SUBMIT's correlation id, far above the client's own */
 
 /* The handler: the blob count, the text of blob 0, the size of blob 1 (binary, with NULs). */
 #define S_HANDLER                                                                              \
@@ -33,29 +30,16 @@ main (void)
     gq_client_t *client = h_client (5000);
     h_wait_nodes (client, 1, 20000);
 
-    /* SUBMIT with blob frames: the client API sends JSON only, so the message is built here. */
-    json_t *body = json_pack ("{s:i, s:[{s:s, s:[i, i], s:{s:{s:i}}}]}", "req", S_REQ, "jobs",
-                              "kind", "sizes", "blobs", 0, 2, "payload", "image", "blob", 1);
-    gq_msg_t *msg = gq_msg_new (GQ_ROLE_CLIENT, "SUBMIT", body);
-    CHECK (msg);
-    zframe_t *text = zframe_new ("hello", 5);
+    /* Two blob frames: text, then binary with NULs. */
+    json_t *submit =
+        json_pack ("{s:s, s:{s:{s:i}}}", "kind", "sizes", "payload", "image", "blob", 1);
     unsigned char binary[1000];
     for (size_t i = 0; i < sizeof binary; i++) {
         binary[i] = (unsigned char) (i % 7 == 0 ? 0 : i);
     }
-    zframe_t *data = zframe_new (binary, sizeof binary);
-    CHECK_EQ (gq_msg_add_blob (msg, &text), 0);
-    CHECK_EQ (gq_msg_add_blob (msg, &data), 0);
-    CHECK_EQ (gq_msg_send (&msg, gq_client_socket (client)), 0);
-    char command[32];
-    int64_t req = 0;
-    json_t *reply = NULL;
-    CHECK_EQ (gq_client_recv (client, 5000, command, &req, &reply, NULL), 0);
-    CHECK_EQ (req, S_REQ);
-    CHECK_STR (command, "SUBMIT");
-    int64_t id = (int64_t) json_integer_value (json_array_get (json_object_get (reply, "ids"), 0));
-    CHECK (id > 0);
-    json_decref (reply);
+    zframe_t *blobs[2] = {zframe_new ("hello", 5), zframe_new (binary, sizeof binary)};
+    int64_t id = h_submit_blobs (client, submit, blobs, 2);
+    json_decref (submit);
 
     json_t *job = NULL;
     CHECK_EQ (gq_client_wait (client, &id, 1, 20000, s_on_finished, &job), 0);

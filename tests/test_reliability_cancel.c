@@ -5,21 +5,6 @@
 
 #include "harness.h"
 
-/* CANCEL one id; returns the state the reply gives (static buffer). */
-static const char *
-s_cancel (gq_client_t *client, int64_t id)
-{
-    static char state[32];
-    json_t *reply = gq_client_call (client, "CANCEL",
-                                    json_pack ("{s:[I]}", "ids", (json_int_t) id));
-    CHECK (reply);
-    json_t *job = json_array_get (json_object_get (reply, "jobs"), 0);
-    CHECK_EQ (h_int (job, "id"), id);
-    snprintf (state, sizeof state, "%s", h_str (job, "state"));
-    json_decref (reply);
-    return state;
-}
-
 int
 main (void)
 {
@@ -36,11 +21,11 @@ main (void)
     json_decref (status);
 
     /* Cancel the queued one first: it never runs. */
-    CHECK_STR (s_cancel (client, queued), "cancelled");
+    CHECK_STR (h_cancel (client, queued), "cancelled");
 
     /* Cancel the running one: its slot is free at once. The proof is the next job on the
        one-slot worker finishing long before the cancelled 30 s job could have ended. */
-    CHECK_STR (s_cancel (client, running), "cancelled");
+    CHECK_STR (h_cancel (client, running), "cancelled");
     int64_t next_id = h_submit_sleep (client, 20);
     CHECK (h_wait_state (client, next_id, "done", 5000));
     json_t *done = h_result (client, next_id);
@@ -66,8 +51,8 @@ main (void)
     json_decref (result);
 
     /* Cancelling what has ended changes nothing and says the final state. */
-    CHECK_STR (s_cancel (client, next_id), "done");
-    CHECK_STR (s_cancel (client, running), "cancelled");
+    CHECK_STR (h_cancel (client, next_id), "done");
+    CHECK_STR (h_cancel (client, running), "cancelled");
     json_t *reply = gq_client_call (client, "CANCEL", json_pack ("{s:[i]}", "ids", 999999));
     CHECK (reply);
     CHECK_EQ (json_array_size (json_object_get (reply, "missing")), 1);

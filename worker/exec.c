@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "gq_msg.h"
+#include "engine.h"
 #include "handler.h"
 #include "model.h"
 #include "tuning.h"
@@ -25,6 +26,8 @@ struct _gq_runtime_t {
     gq_model_cache_t *cache;                 /* shared by slots; has its own mutex */
     gq_handler_t *handlers[S_MAX_HANDLERS];  /* fixed before the slots start */
     size_t n_handlers;                       /* how many */
+    gq_engine_t *engines[S_MAX_HANDLERS];    /* fixed before the slots start */
+    size_t n_engines;                        /* how many */
 };
 
 struct _gq_exec_t {
@@ -133,6 +136,9 @@ gq_runtime_destroy (gq_runtime_t **self_p)
         for (size_t i = 0; i < self->n_handlers; i++) {
             gq_handler_destroy (&self->handlers[i]);
         }
+        for (size_t i = 0; i < self->n_engines; i++) {
+            gq_engine_destroy (&self->engines[i]);
+        }
         if (self->ops) {
             self->ops->dev_close (&self->dev);
         }
@@ -176,6 +182,39 @@ s_handler_for (gq_runtime_t *self, const char *kind)
     return NULL;
 }
 
+static gq_engine_t *
+s_engine_for (gq_runtime_t *self, const char *kind)
+{
+    for (size_t i = 0; kind && i < self->n_engines; i++) {
+        if (streq (gq_engine_kind (self->engines[i]), kind)) {
+            return self->engines[i];
+        }
+    }
+    return NULL;
+}
+
+/* 0 when a handler or an engine may take kind; else GQ_EINVAL with the reason. */
+static int
+s_kind_free (gq_runtime_t *self, const char *kind, char *why, size_t whylen)
+{
+    for (size_t i = 0; i < S_BUILTINS; i++) {
+        if (streq (kind, s_builtin_kinds[i])) {
+            snprintf (why, whylen,
+                      "kind '%s' is built in; a handler or an engine cannot replace it", kind);
+            return GQ_EINVAL;
+        }
+    }
+    if (s_handler_for (self, kind) || s_engine_for (self, kind)) {
+        snprintf (why, whylen, "kind '%s' has a handler or an engine already", kind);
+        return GQ_EINVAL;
+    }
+    if (self->n_handlers + self->n_engines + S_BUILTINS >= S_MAX_HANDLERS) {
+        snprintf (why, whylen, "too many kinds (at most %d)", S_MAX_HANDLERS);
+        return GQ_EINVAL;
+    }
+    return GQ_OK;
+}
+
 int
 gq_runtime_add_handler (gq_runtime_t *self, const char *spec, char *why, size_t whylen)
 {
@@ -184,26 +223,58 @@ gq_runtime_add_handler (gq_runtime_t *self, const char *spec, char *why, size_t 
         return GQ_EINVAL;
     }
     const char *kind = gq_handler_kind (handler);
-    for (size_t i = 0; i < S_BUILTINS; i++) {
-        if (streq (kind, s_builtin_kinds[i])) {
-            snprintf (why, whylen, "kind '%s' is built in; a handler cannot replace it", kind);
-            gq_handler_destroy (&handler);
-            return GQ_EINVAL;
-        }
-    }
-    if (s_handler_for (self, kind)) {
-        snprintf (why, whylen, "kind '%s' has a handler already", kind);
-        gq_handler_destroy (&handler);
-        return GQ_EINVAL;
-    }
-    if (self->n_handlers + S_BUILTINS >= S_MAX_HANDLERS) {
-        snprintf (why, whylen, "too many kinds (at most %d)", S_MAX_HANDLERS);
+    if (s_kind_free (self, kind, why, whylen)) {
         gq_handler_destroy (&handler);
         return GQ_EINVAL;
     }
     self->handlers[self->n_handlers++] = handler;
     zsys_info ("worker: kind '%s' runs: %s", kind, gq_handler_command (handler));
     return GQ_OK;
+}
+
+int
+gq_runtime_add_engine (gq_runtime_t *self, const char *spec, int slots, int64_t ready_timeout_ms,
+                       char *why, size_t whylen)
+{
+    /* The kind is checked before the engine (and its process) starts. */
+    char kind[GQ_KIND_MAX];
+    const char *command;
+    if (gq_handler_spec (spec, "engine", kind, sizeof kind, &command, why, whylen) ||
+        s_kind_free (self, kind, why, whylen)) {
+        return GQ_EINVAL;
+    }
+    gq_engine_opts_t opts = {.cuda_devices = self->is_gpu ? self->cuda_devices : NULL,
+                             .slots = slots,
+                             .ready_timeout_ms = ready_timeout_ms};
+    gq_engine_t *engine = gq_engine_new (spec, &opts, why, whylen);
+    if (!engine) {
+        return GQ_EINVAL;
+    }
+    self->engines[self->n_engines++] = engine;
+    zsys_info ("worker: kind '%s' runs on an engine (%d in flight at most): %s",
+               gq_engine_kind (engine), slots, gq_engine_command (engine));
+    return GQ_OK;
+}
+
+void
+gq_runtime_wait_engines (gq_runtime_t *self)
+{
+    for (size_t i = 0; i < self->n_engines; i++) {
+        if (!gq_engine_wait_ready (self->engines[i])) {
+            zsys_warning ("worker: engine '%s' is not up yet; its jobs fail until it is",
+                          gq_engine_kind (self->engines[i]));
+        }
+    }
+}
+
+uint64_t
+gq_runtime_engines_down (gq_runtime_t *self)
+{
+    uint64_t down = 0;
+    for (size_t i = 0; i < self->n_engines; i++) {
+        down |= gq_engine_down (self->engines[i]) ? 1ULL << i : 0;
+    }
+    return down;
 }
 
 json_t *
@@ -216,13 +287,36 @@ gq_runtime_kinds (gq_runtime_t *self)
     for (size_t i = 0; i < self->n_handlers; i++) {
         json_array_append_new (kinds, json_string (gq_handler_kind (self->handlers[i])));
     }
+    for (size_t i = 0; i < self->n_engines; i++) {
+        if (!gq_engine_down (self->engines[i])) {
+            json_array_append_new (kinds, json_string (gq_engine_kind (self->engines[i])));
+        }
+    }
     return kinds;
 }
 
 json_t *
 gq_runtime_models (gq_runtime_t *self)
 {
-    return gq_model_cache_json (self->cache);
+    json_t *models = gq_model_cache_json (self->cache);
+    /* An engine's models are loaded for as long as it runs: available and loaded (load time
+       unknown: 0). */
+    json_t *available = json_object_get (models, "available");
+    json_t *loaded = json_object_get (models, "loaded");
+    for (size_t i = 0; models && i < self->n_engines; i++) {
+        json_t *names = gq_engine_models (self->engines[i]);
+        size_t j;
+        json_t *name;
+        json_array_foreach (names, j, name) {
+            if (json_array_size (available) < GQ_MAX_MODELS) {
+                json_array_append (available, name);
+                json_array_append_new (loaded, json_pack ("{s:O, s:i, s:i}", "name", name,
+                                                          "load_ms", 0, "bytes", 0));
+            }
+        }
+        json_decref (names);
+    }
+    return models;
 }
 
 /* ---- Executor ------------------------------------------------------------------------------- */
@@ -873,6 +967,28 @@ s_run_handler (s_job_t *job, gq_handler_t *handler)
     return rc;
 }
 
+static int
+s_run_engine (s_job_t *job, gq_engine_t *engine)
+{
+    const gq_task_t *task = job->task;
+    if (task->n_blobs) {
+        return s_fail (job, GQ_EINVAL,
+                       "kind '%s' runs on an engine, which takes JSON only: this job has %zu "
+                       "binary blob%s",
+                       gq_engine_kind (engine), task->n_blobs, task->n_blobs == 1 ? "" : "s");
+    }
+    gq_engine_job_t ejob = {.id = task->id,
+                            .kind = task->kind,
+                            .model = task->model,
+                            .payload = task->payload,
+                            .timeout_ms = task->timeout_ms,
+                            .cancel = task->cancel};
+    int rc = gq_engine_run (engine, &ejob, &job->out->result, job->out->error,
+                            sizeof job->out->error);
+    job->out->code = rc;
+    return rc;
+}
+
 /* ---- Dispatch ------------------------------------------------------------------------------- */
 
 int
@@ -890,6 +1006,7 @@ gq_exec_run (gq_exec_t *self, const gq_task_t *task, gq_outcome_t *out)
     ops->ctx_set_abort (self->ctx, task->cancel, job.deadline_us);
     const char *kind = task->kind ? task->kind : "";
     gq_handler_t *handler = NULL;
+    gq_engine_t *engine = NULL;
     if (s_check_stop (&job)) {
         /* Cancelled before it began. */
     } else if (streq (kind, "echo")) {
@@ -902,6 +1019,8 @@ gq_exec_run (gq_exec_t *self, const gq_task_t *task, gq_outcome_t *out)
         s_run_mlp (&job);
     } else if ((handler = s_handler_for (self->rt, kind))) {
         s_run_handler (&job, handler);
+    } else if ((engine = s_engine_for (self->rt, kind))) {
+        s_run_engine (&job, engine);
     } else {
         s_fail (&job, GQ_EUNSUPPORTED, "kind '%.32s' is not offered by this worker", kind);
     }
@@ -1028,9 +1147,18 @@ gq_exec_test (bool verbose)
     assert (gq_runtime_add_handler (rt, "echo=cat", why, sizeof why) == GQ_EINVAL);
     assert (strstr (why, "built in"));
     assert (gq_runtime_add_handler (rt, "nonsense", why, sizeof why) == GQ_EINVAL);
+    /* An engine with no ready line (a timeout of 0 waits for none) that answers every job. */
+    assert (gq_runtime_add_engine (rt, "upper=cat", 1, 0, why, sizeof why) == GQ_EINVAL);
+    assert (gq_runtime_add_engine (rt, "mlp=cat", 1, 0, why, sizeof why) == GQ_EINVAL);
+    assert (gq_runtime_add_engine (rt,
+                                   "eng=while read l; do echo '{\"id\":7,\"result\":\"ok\"}'; done",
+                                   1, 0, why, sizeof why) == 0);
+    gq_runtime_wait_engines (rt);
+    assert (gq_runtime_add_handler (rt, "eng=cat", why, sizeof why) == GQ_EINVAL);
     json_t *kinds = gq_runtime_kinds (rt);
     char *text = json_dumps (kinds, JSON_COMPACT);
-    assert (streq (text, "[\"echo\",\"sleep\",\"matmul\",\"mlp\",\"upper\",\"fail\"]"));
+    assert (streq (text,
+                   "[\"echo\",\"sleep\",\"matmul\",\"mlp\",\"upper\",\"fail\",\"eng\"]"));
     free (text);
     json_decref (kinds);
 
@@ -1235,8 +1363,12 @@ gq_exec_test (bool verbose)
     json_decref (models);
     unlink (path);
 
-    /* Handlers through the runtime. */
+    /* Handlers and engines through the runtime. */
     s_expect_result (exec, "upper", "\"hello\"", "\"HELLO\"", verbose);
+    s_expect_result (exec, "eng", "{}", "\"ok\"", verbose);
+    blob = zframe_new ("abc", 3);
+    s_expect_error (exec, "eng", NULL, "{}", &blob, 1, GQ_EINVAL, "takes JSON only", verbose);
+    zframe_destroy (&blob);
     s_expect_error (exec, "fail", NULL, "{}", NULL, 0, GQ_EBACKEND,
                     "handler exited with status 4: broken", verbose);
 

@@ -4,8 +4,9 @@
     handlers. One gq_exec_t per slot thread: its context (CUDA stream, cuBLAS handle, scratch).
 
     Threading rules:
-    - gq_runtime_new, gq_runtime_add_handler and gq_runtime_destroy run before the slot threads
-      start or after they have stopped: the handler list is read without a lock.
+    - gq_runtime_new, gq_runtime_add_handler, gq_runtime_add_engine and gq_runtime_destroy run
+      before the slot threads start or after they have stopped: the lists of handlers and
+      engines are read without a lock (each engine locks its own state).
     - gq_runtime_device, gq_runtime_kinds and gq_runtime_models are thread-safe; the model cache
       is the one structure shared by slot threads (it has its own mutex).
     - A gq_exec_t is used by one thread at a time (it may be made on another one). Several slots
@@ -57,9 +58,21 @@ bool gq_runtime_lost (gq_runtime_t *self, char *why, size_t whylen);
 /* Adds a handler "KIND=COMMAND" (before the slots start). 0, or GQ_EINVAL with a reason (bad
    spec, a built-in kind, a kind given twice). */
 int gq_runtime_add_handler (gq_runtime_t *self, const char *spec, char *why, size_t whylen);
-/* ["echo", "sleep", "matmul", "mlp", handler kinds...]: a new reference. */
+/* Adds an engine "KIND=COMMAND" (before the slots start) and starts its process: at most slots
+   jobs in flight on it; gq_runtime_wait_engines waits ready_timeout_ms at most for its ready
+   line. 0, or GQ_EINVAL with a reason (bad spec, a kind taken already). See engine.h. */
+int gq_runtime_add_engine (gq_runtime_t *self, const char *spec, int slots,
+                           int64_t ready_timeout_ms, char *why, size_t whylen);
+/* Blocks until every engine's first start is settled (ready line, another first line, exit,
+   or its ready timeout); logs those that are not up. Before the worker registers. */
+void gq_runtime_wait_engines (gq_runtime_t *self);
+/* Which engines are down now: bit i for the i-th engine added. Thread-safe. */
+uint64_t gq_runtime_engines_down (gq_runtime_t *self);
+/* ["echo", "sleep", "matmul", "mlp", handler kinds..., engine kinds...]: a new reference. An
+   engine that is down is left out, so that a READY built now offers only what runs. */
 json_t *gq_runtime_kinds (gq_runtime_t *self);
-/* {"available": [model names], "loaded": [{"name", "load_ms", "bytes"}]}: a new reference. */
+/* {"available": [model names], "loaded": [{"name", "load_ms", "bytes"}]}: a new reference. The
+   models of the engines' ready lines are in both (load_ms 0). */
 json_t *gq_runtime_models (gq_runtime_t *self);
 /* The model cache budget in bytes. */
 int64_t gq_runtime_cache_budget (gq_runtime_t *self);
@@ -70,7 +83,7 @@ int64_t gq_runtime_cache_budget (gq_runtime_t *self);
 typedef struct {
     int64_t id;           /* job id (handlers see GRIDQ_JOB_ID) */
     int attempt;          /* attempt number (GRIDQ_ATTEMPT) */
-    const char *kind;     /* "echo", "sleep", "matmul", "mlp" or a handler kind */
+    const char *kind;     /* "echo", "sleep", "matmul", "mlp", a handler's or an engine's kind */
     const char *model;    /* model name for mlp (NULL: the payload's "model", if any) */
     json_t *payload;      /* the job's JSON payload */
     zframe_t **blobs;     /* binary inputs, referenced from the payload as {"blob": i} */

@@ -25,33 +25,44 @@ struct _gq_handler_t {
     char *command;          /* the shell command line */
 };
 
-gq_handler_t *
-gq_handler_new (const char *spec, char *why, size_t whylen)
+int
+gq_handler_spec (const char *spec, const char *what, char *kind, size_t kindlen,
+                 const char **command, char *why, size_t whylen)
 {
     const char *eq = spec ? strchr (spec, '=') : NULL;
     if (!eq) {
-        snprintf (why, whylen, "handler '%.64s' is not KIND=COMMAND", spec ? spec : "");
-        return NULL;
+        snprintf (why, whylen, "%s '%.64s' is not KIND=COMMAND", what, spec ? spec : "");
+        return GQ_EINVAL;
     }
     size_t kind_len = (size_t) (eq - spec);
-    char kind[GQ_KIND_MAX];
-    if (kind_len == 0 || kind_len >= sizeof kind) {
-        snprintf (why, whylen, "handler '%.64s': the kind is empty or too long", spec);
-        return NULL;
+    if (kind_len == 0 || kind_len >= kindlen) {
+        snprintf (why, whylen, "%s '%.64s': the kind is empty or too long", what, spec);
+        return GQ_EINVAL;
     }
     memcpy (kind, spec, kind_len);
     kind[kind_len] = 0;
     if (!gq_valid_kind (kind)) {
-        snprintf (why, whylen, "handler kind '%s' is not valid ([a-z0-9_.-], at most %d)", kind,
+        snprintf (why, whylen, "%s kind '%s' is not valid ([a-z0-9_.-], at most %d)", what, kind,
                   GQ_KIND_MAX - 1);
-        return NULL;
+        return GQ_EINVAL;
     }
-    const char *command = eq + 1;
-    while (*command == ' ') {
-        command++;
+    *command = eq + 1;
+    while (**command == ' ') {
+        (*command)++;
     }
-    if (!*command) {
-        snprintf (why, whylen, "handler '%s' has no command", kind);
+    if (!**command) {
+        snprintf (why, whylen, "%s '%s' has no command", what, kind);
+        return GQ_EINVAL;
+    }
+    return GQ_OK;
+}
+
+gq_handler_t *
+gq_handler_new (const char *spec, char *why, size_t whylen)
+{
+    char kind[GQ_KIND_MAX];
+    const char *command;
+    if (gq_handler_spec (spec, "handler", kind, sizeof kind, &command, why, whylen)) {
         return NULL;
     }
     gq_handler_t *self = calloc (1, sizeof *self);
@@ -219,6 +230,31 @@ s_close (int *fd)
     }
 }
 
+char **
+gq_handler_env_inherit (const char *const *drop, size_t n_drop, size_t n_more, size_t *n_p)
+{
+    size_t inherited = 0;
+    while (environ && environ[inherited]) {
+        inherited++;
+    }
+    char **env = calloc (inherited + n_more + 1, sizeof (char *));
+    if (!env) {
+        return NULL;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < inherited; i++) {
+        bool dropped = false;
+        for (size_t j = 0; j < n_drop; j++) {
+            dropped = dropped || strncmp (environ[i], drop[j], strlen (drop[j])) == 0;
+        }
+        if (!dropped) {
+            env[n++] = strdup (environ[i]);
+        }
+    }
+    *n_p = n;
+    return env;
+}
+
 /* The environment for the child: ours, with the job's variables replacing any inherited.
    blob_dir is the folder of the job's blobs, or "". */
 static char **
@@ -229,25 +265,11 @@ s_environment (const gq_handler_job_t *job, const char *kind, const char *blob_d
                                  "GRIDQ_MODEL=",    "GRIDQ_BLOB_DIR=", "GRIDQ_BLOBS=",
                                  "CUDA_VISIBLE_DEVICES="};
     const size_t n_ours = sizeof ours / sizeof ours[0];
-    size_t inherited = 0;
-    while (environ && environ[inherited]) {
-        inherited++;
-    }
-    char **env = calloc (inherited + n_ours + 1, sizeof (char *));
+    size_t n = 0;
+    char **env =
+        gq_handler_env_inherit (ours, job->cuda_devices ? n_ours : n_ours - 1, n_ours, &n);
     if (!env) {
         return NULL;
-    }
-    size_t n = 0;
-    for (size_t i = 0; i < inherited; i++) {
-        bool replaced = false;
-        for (size_t j = 0; j < n_ours; j++) {
-            if (strncmp (environ[i], ours[j], strlen (ours[j])) == 0) {
-                replaced = j + 1 < n_ours || job->cuda_devices;
-            }
-        }
-        if (!replaced) {
-            env[n++] = strdup (environ[i]);
-        }
     }
     env[n++] = zsys_sprintf ("GRIDQ_JOB_ID=%" PRId64, job->id);
     env[n++] = zsys_sprintf ("GRIDQ_ATTEMPT=%d", job->attempt);
@@ -266,13 +288,39 @@ s_environment (const gq_handler_job_t *job, const char *kind, const char *blob_d
     return env;
 }
 
-static void
-s_free_environment (char **env)
+void
+gq_handler_env_free (char **env)
 {
     for (size_t i = 0; env && env[i]; i++) {
         free (env[i]);
     }
     free (env);
+}
+
+int
+gq_handler_spawn (const char *command, char **env, int in_fd, int out_fd, int err_fd, pid_t *pid)
+{
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init (&actions);
+    posix_spawn_file_actions_adddup2 (&actions, in_fd, 0);
+    posix_spawn_file_actions_adddup2 (&actions, out_fd, 1);
+    posix_spawn_file_actions_adddup2 (&actions, err_fd, 2);
+    posix_spawnattr_t attr;
+    posix_spawnattr_init (&attr);
+    /* A session of its own makes it a process group leader we can signal as a whole; default
+       dispositions and an empty mask undo whatever the worker set for itself. */
+    sigset_t none, all;
+    sigemptyset (&none);
+    sigfillset (&all);
+    posix_spawnattr_setsigmask (&attr, &none);
+    posix_spawnattr_setsigdefault (&attr, &all);
+    posix_spawnattr_setflags (&attr,
+                              POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    char *argv[] = {"sh", "-c", (char *) command, NULL};
+    int rc = posix_spawn (pid, "/bin/sh", &actions, &attr, argv, env);
+    posix_spawn_file_actions_destroy (&actions);
+    posix_spawnattr_destroy (&attr);
+    return rc;
 }
 
 /* Starts /bin/sh -c command in a new session with the three pipes. 0 or errno. */
@@ -290,26 +338,7 @@ s_spawn (s_run_t *run, const char *command, char **env)
         }
         return e;
     }
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init (&actions);
-    posix_spawn_file_actions_adddup2 (&actions, in[0], 0);
-    posix_spawn_file_actions_adddup2 (&actions, out[1], 1);
-    posix_spawn_file_actions_adddup2 (&actions, err[1], 2);
-    posix_spawnattr_t attr;
-    posix_spawnattr_init (&attr);
-    /* A session of its own makes it a process group leader we can signal as a whole; default
-       dispositions and an empty mask undo whatever the worker set for itself. */
-    sigset_t none, all;
-    sigemptyset (&none);
-    sigfillset (&all);
-    posix_spawnattr_setsigmask (&attr, &none);
-    posix_spawnattr_setsigdefault (&attr, &all);
-    posix_spawnattr_setflags (&attr,
-                              POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    char *argv[] = {"sh", "-c", (char *) command, NULL};
-    int rc = posix_spawn (&run->pid, "/bin/sh", &actions, &attr, argv, env);
-    posix_spawn_file_actions_destroy (&actions);
-    posix_spawnattr_destroy (&attr);
+    int rc = gq_handler_spawn (command, env, in[0], out[1], err[1], &run->pid);
     s_close (&in[0]);
     s_close (&out[1]);
     s_close (&err[1]);
@@ -524,7 +553,7 @@ gq_handler_run (gq_handler_t *self, const gq_handler_job_t *job, json_t **result
     char **env = s_environment (job, self->kind, blob_dir);
     if (!input || !env) {
         free (input);
-        s_free_environment (env);
+        gq_handler_env_free (env);
         s_blobs_remove (blob_dir);
         snprintf (error, errlen, "out of memory");
         return GQ_ENOMEM;
@@ -541,7 +570,7 @@ gq_handler_run (gq_handler_t *self, const gq_handler_job_t *job, json_t **result
 
     int64_t start = gq_mono_us ();
     int rc = s_spawn (&run, self->command, env);
-    s_free_environment (env);
+    gq_handler_env_free (env);
     if (rc != 0) {
         snprintf (error, errlen, "cannot start handler '%s': %s", self->kind, strerror (rc));
         rc = GQ_EIO;

@@ -28,6 +28,12 @@ s_usage (FILE *out)
              "  --price X            hourly price of this node (default 0)\n"
              "  --models DIR         folder of .safetensors models for kind mlp\n"
              "  --handler KIND=CMD   run CMD (via /bin/sh) for jobs of KIND; repeatable\n"
+             "  --engine KIND=CMD    keep CMD (via /bin/sh) running for jobs of KIND, one JSON\n"
+             "                       line per job in, one per answer out (docs/PROTOCOL.md,\n"
+             "                       Engines); repeatable\n"
+             "  --engine-slots N     jobs in flight on one engine (default: --slots)\n"
+             "  --engine-ready-timeout MS  wait this long for an engine's ready line before\n"
+             "                       registering (default 60000)\n"
              "  --cert FILE --server-cert FILE   CURVE keys (or GRIDQ_CERT, GRIDQ_SERVER_CERT)\n"
              "  --help               this text\n"
              "\n"
@@ -38,7 +44,8 @@ s_usage (FILE *out)
              "examples:\n"
              "  gridq-worker --name a100-0 --device 0 --slots 4 --price 1.80 --models /srv/models\n"
              "  gridq-worker --backend cpu --gpu-model 'RTX 4090' --vram 24G --tflops 82.6\n"
-             "  gridq-worker --handler 'llama=llama-cli -m /srv/llama-7b.gguf -f /dev/stdin'\n");
+             "  gridq-worker --handler 'llama=llama-cli -m /srv/llama-7b.gguf -f /dev/stdin'\n"
+             "  gridq-worker --slots 8 --engine 'chat=python3 /srv/engines/chat.py'\n");
 }
 
 static int
@@ -61,7 +68,8 @@ main (int argc, char **argv)
     opts.cert_path = getenv ("GRIDQ_CERT");
     opts.server_cert_path = getenv ("GRIDQ_SERVER_CERT");
     enum { O_BROKER = 1000, O_NAME, O_BACKEND, O_DEVICE, O_SLOTS, O_GPU, O_VRAM, O_TFLOPS,
-           O_PRICE, O_MODELS, O_HANDLER, O_CERT, O_SERVER_CERT, O_HELP };
+           O_PRICE, O_MODELS, O_HANDLER, O_ENGINE, O_ENGINE_SLOTS, O_ENGINE_READY, O_CERT,
+           O_SERVER_CERT, O_HELP };
     static const struct option options[] = {{"broker", required_argument, 0, O_BROKER},
                                             {"name", required_argument, 0, O_NAME},
                                             {"backend", required_argument, 0, O_BACKEND},
@@ -73,6 +81,10 @@ main (int argc, char **argv)
                                             {"price", required_argument, 0, O_PRICE},
                                             {"models", required_argument, 0, O_MODELS},
                                             {"handler", required_argument, 0, O_HANDLER},
+                                            {"engine", required_argument, 0, O_ENGINE},
+                                            {"engine-slots", required_argument, 0, O_ENGINE_SLOTS},
+                                            {"engine-ready-timeout", required_argument, 0,
+                                             O_ENGINE_READY},
                                             {"cert", required_argument, 0, O_CERT},
                                             {"server-cert", required_argument, 0, O_SERVER_CERT},
                                             {"help", no_argument, 0, O_HELP},
@@ -136,6 +148,25 @@ main (int argc, char **argv)
                 return s_fail ("too many --handler options (at most %s)", "32");
             }
             opts.handlers[opts.n_handlers++] = optarg;
+            break;
+        case O_ENGINE:
+            if (opts.n_engines >= GQ_WORKER_MAX_HANDLERS) {
+                return s_fail ("too many --engine options (at most %s)", "32");
+            }
+            opts.engines[opts.n_engines++] = optarg;
+            break;
+        case O_ENGINE_SLOTS:
+            opts.engine_slots = (int) strtol (optarg, &end, 10);
+            if (*end || opts.engine_slots < 1 || opts.engine_slots > GQ_MAX_SLOTS) {
+                return s_fail ("--engine-slots '%s' must be 1..1024", optarg);
+            }
+            break;
+        case O_ENGINE_READY:
+            opts.engine_ready_timeout_ms = strtoll (optarg, &end, 10);
+            if (*end || opts.engine_ready_timeout_ms < 0 ||
+                opts.engine_ready_timeout_ms > 3600000) {
+                return s_fail ("--engine-ready-timeout '%s' must be 0..3600000 ms", optarg);
+            }
             break;
         case O_CERT:
             opts.cert_path = optarg;

@@ -5,6 +5,7 @@
 #include "backend.h"
 #include "exec.h"
 #include "gq_selftest.h"
+#include "engine.h"
 #include "handler.h"
 #include "model.h"
 #include "safetensors.h"
@@ -18,6 +19,7 @@ static const gq_selftest_t s_tests[] = {
     {"safetensors", gq_safetensors_test, false},
     {"model", gq_model_test, false},
     {"handler", gq_handler_test, false},
+    {"engine", gq_engine_test, false},
     {"exec", gq_exec_test, false},
     {"mlp_reference", gq_mlp_reference_test, false},
     {"cuda_errors", gq_cuda_errors_test, false},

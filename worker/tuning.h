@@ -51,6 +51,17 @@
 #define GQ_HANDLER_GRACE_MS            2000   /* SIGTERM to SIGKILL */
 #define GQ_HANDLER_LINGER_MS           1000   /* wait for pipes after the command exits */
 
+/* ---- Persistent engines (engine.c) ------------------------------------------------------- */
+#define GQ_ENGINE_TICK_MS              20     /* poll tick: how fast cancel and stop are seen */
+#define GQ_ENGINE_READY_TIMEOUT_MS     60000  /* wait for the ready line, by default
+                                                 (--engine-ready-timeout) */
+#define GQ_ENGINE_BACKOFF_MIN_MS       100    /* first restart after a crash */
+#define GQ_ENGINE_BACKOFF_MAX_MS       10000  /* restarts back off, doubling, up to this */
+#define GQ_ENGINE_MAX_LINE_BYTES       (GQ_MAX_JSON_BYTES + 4096) /* one stdout line, at most:
+                                                 a result as large as the wire takes, wrapped */
+#define GQ_ENGINE_READ_BYTES           65536  /* read from the engine's pipes at once */
+#define GQ_ENGINE_STDERR_LINE_BYTES    2048   /* a stderr line logged at once, at most */
+
 /* ---- The CPU GEMM's cache blocking (backend_cpu.c) ----------------------------------------- */
 /* Sized for common x86-64 caches; rows and columns must stay multiples of the 6x16 register tile
    (backend_cpu.c checks it). */

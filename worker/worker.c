@@ -71,6 +71,8 @@ struct _gq_worker_t {
     zcert_t *cert;             /* CURVE client certificate, or NULL */
     char *server_key;          /* broker public key (Z85), or NULL */
     bool lost;                 /* the device is lost: the loop ends, the process exits */
+    uint64_t engines_down;     /* the engines that were down when READY was last built: a
+                                  change sends READY again with the kinds that run now */
 };
 
 /* A result sent, kept for a while: a broker that restarts loses what it had not committed, and
@@ -370,6 +372,7 @@ s_spec (gq_worker_t *self)
 static void
 s_ready (gq_worker_t *self)
 {
+    self->engines_down = gq_runtime_engines_down (self->runtime);
     json_t *running = json_array ();
     for (s_job_t *job = (s_job_t *) zhashx_first (self->running); job;
          job = (s_job_t *) zhashx_next (self->running)) {
@@ -691,6 +694,12 @@ s_on_tick (zloop_t *loop, int timer_id, void *arg)
     } else if (!self->registered && now_us - self->last_ready_us > 1000LL * self->heartbeat_ms) {
         s_ready (self);
     } else if (self->registered &&
+               gq_runtime_engines_down (self->runtime) != self->engines_down) {
+        /* An engine went down or came back: READY again (the broker takes it as a new spec and
+           keeps this worker's jobs), so that its kind is offered only while it runs. */
+        zsys_info ("worker: an engine went down or came back; registering the kinds that run");
+        s_ready (self);
+    } else if (self->registered &&
                now_us - self->last_heartbeat_us > 1000LL * self->heartbeat_ms) {
         s_heartbeat (self, NULL);
     }
@@ -708,6 +717,7 @@ gq_worker_opts_default (gq_worker_opts_t *opts)
     opts->slots = 1;
     opts->vram_mb = -1;
     opts->tflops = -1;
+    opts->engine_ready_timeout_ms = GQ_ENGINE_READY_TIMEOUT_MS;
 }
 
 gq_worker_t *
@@ -733,6 +743,16 @@ gq_worker_new (const gq_worker_opts_t *opts, char *why, size_t whylen)
             return NULL;
         }
     }
+    for (size_t i = 0; i < opts->n_engines; i++) {
+        if (gq_runtime_add_engine (self->runtime, opts->engines[i],
+                                   opts->engine_slots > 0 ? opts->engine_slots : opts->slots,
+                                   opts->engine_ready_timeout_ms, why, whylen)) {
+            gq_worker_destroy (&self);
+            return NULL;
+        }
+    }
+    /* Registered only once the engines said which models they hold. */
+    gq_runtime_wait_engines (self->runtime);
     gq_runtime_device (self->runtime, &self->device);
     if (opts->name) {
         snprintf (self->name, sizeof self->name, "%s", opts->name);

@@ -22,6 +22,10 @@ typedef struct {
     const char *models_dir;    /* folder of .safetensors models, or NULL */
     const char *handlers[GQ_WORKER_MAX_HANDLERS]; /* "KIND=COMMAND" */
     size_t n_handlers;
+    const char *engines[GQ_WORKER_MAX_HANDLERS]; /* "KIND=COMMAND": persistent engines */
+    size_t n_engines;
+    int engine_slots;          /* jobs in flight on one engine; 0: slots */
+    int64_t engine_ready_timeout_ms; /* wait for an engine's ready line this long */
     const char *cert_path;     /* worker secret certificate (CURVE), or NULL */
     const char *server_cert_path; /* broker public certificate, or NULL */
 } gq_worker_opts_t;
