@@ -142,6 +142,18 @@ h_start (const char *program, const char *logname, ...)
     return pid;
 }
 
+const char *
+h_broker_config (const char *json)
+{
+    static char path[600];
+    snprintf (path, sizeof path, "%s/broker.json", s_dir);
+    FILE *file = fopen (path, "w");
+    CHECK (file);
+    CHECK (fputs (json, file) >= 0);
+    fclose (file);
+    return path;
+}
+
 pid_t
 h_start_broker (const char *extra, ...)
 {

@@ -61,6 +61,9 @@ const char *h_endpoint (void);
 /* Starts build/bin/PROGRAM with arguments (NULL-terminated), output to DIR/LOGNAME.log.
    Returns its PID. */
 pid_t h_start (const char *program, const char *logname, ...) __attribute__ ((sentinel));
+/* Writes DIR/broker.json with json (text) for the broker's --config; returns its path (static,
+   valid until the next call). */
+const char *h_broker_config (const char *json);
 /* The broker on h_endpoint() with DIR/gridq.db plus extra arguments (NULL-terminated). */
 pid_t h_start_broker (const char *extra, ...) __attribute__ ((sentinel));
 /* A CPU worker named name with slots and extra arguments (NULL-terminated). */

@@ -12,12 +12,7 @@ int
 main (void)
 {
     h_init ("rel-grace", 60);
-    char config[300];
-    snprintf (config, sizeof config, "%s/broker.json", h_dir ());
-    FILE *file = fopen (config, "w");
-    CHECK (file);
-    fprintf (file, "{\"node_grace_ms\": 5000}\n");
-    fclose (file);
+    const char *config = h_broker_config ("{\"node_grace_ms\": 5000}\n");
     h_start_broker ("--heartbeat-ms", "200", "--liveness", "3", "--config", config, NULL);
     h_start_worker ("w1", 1, "--handler", "grace=exit 1", NULL);
     pid_t w2 = h_start_worker ("w2", 1, "--handler", "grace=echo '{\"on\": \"w2\"}'", NULL);

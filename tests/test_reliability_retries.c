@@ -15,12 +15,9 @@ int
 main (void)
 {
     h_init ("rel-retries", 60);
-    char config[300];
-    snprintf (config, sizeof config, "%s/broker.json", h_dir ());
-    FILE *file = fopen (config, "w");
-    CHECK (file);
-    fprintf (file, "{\"backoff_base_ms\": %d}\n", S_BACKOFF_MS);
-    fclose (file);
+    char json[100];
+    snprintf (json, sizeof json, "{\"backoff_base_ms\": %d}\n", S_BACKOFF_MS);
+    const char *config = h_broker_config (json);
     h_start_broker ("--config", config, NULL);
     const char *names[3] = {"w1", "w2", "w3"};
     for (int i = 0; i < 3; i++) {
