@@ -211,6 +211,7 @@ static const struct {
     {"READY", GQ_ROLE_WORKER, S_REGISTERS, gq_workers_ready},
     {"HEARTBEAT", GQ_ROLE_WORKER, S_LINKED, gq_workers_heartbeat},
     {"RESULT", GQ_ROLE_WORKER, S_ANY_LINK, gq_results_recv},
+    {"PARTIAL", GQ_ROLE_WORKER, S_LINKED, gq_watch_partial},
     {"BYE", GQ_ROLE_WORKER, S_FAREWELL, gq_workers_bye},
 };
 

@@ -33,6 +33,8 @@ typedef struct {
     int64_t req;          /* the request the FINISHED messages answer */
     size_t refs;          /* jobs still pointing at this watch */
     zchunk_t *pending;    /* finished jobs (JSON objects, comma-separated) to send, or NULL */
+    zlist_t *partials;    /* PARTIAL messages (gq_msg_t) held with the watch until its SUBMIT is
+                             acknowledged (at most GQ_WATCH_HELD_PARTIALS_COUNT), or NULL */
     bool brief;           /* FINISHED carries only id, state, result and error */
     bool held;            /* a SUBMIT's watch before its acknowledgement: nothing is sent */
     bool dead;            /* the SUBMIT was refused: nothing is ever sent */
@@ -305,6 +307,9 @@ void gq_watch_notify (gq_broker_t *self, gq_watch_t *watch, json_t *job_json);
 void gq_watch_flush (gq_broker_t *self, gq_watch_t *watch);
 /* WAIT. */
 gq_handler_fn gq_watch_wait;
+/* PARTIAL from a worker: relayed at once to every client watching the job (never stored),
+   acknowledged to the worker with PARTIAL_ACK; a bad one is counted as rejected and dropped. */
+gq_handler_fn gq_watch_partial;
 
 /* ---- Queries (queries.c) ------------------------------------------------------------------- */
 

@@ -10,6 +10,8 @@
 #define GQ_SLOW_TURN_US           200000 /* a loop turn longer than this is logged */
 #define GQ_SOCKET_HWM_MESSAGES    200000 /* messages queued per peer before ZeroMQ drops */
 #define GQ_CRON_MS                50     /* cron tick */
+#define GQ_WATCH_HELD_PARTIALS_COUNT 1024 /* partials kept for a SUBMIT's watch until its
+                                             acknowledgement, at most (later ones drop) */
 #define GQ_TIMEOUTS_PERIOD_MS     100    /* cron period: time limits of running jobs */
 #define GQ_RETENTION_PERIOD_MS    10000  /* cron period: purge of expired jobs, node history */
 #define GQ_PURGE_CHUNK_JOBS       2000   /* jobs purged per retention run */

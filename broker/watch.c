@@ -1,16 +1,28 @@
 /*  watch.c — clients waiting for jobs to end: a watch per request (WAIT, or SUBMIT with
-    watch), the jobs pointing at it, and the FINISHED messages it gets: the text of each job
-    that ended, full or brief, spliced from what the broker holds. */
+    watch), the jobs pointing at it, and the messages it gets: PARTIAL as an engine streams
+    them (relayed at once, never stored), then FINISHED: the text of each job that ended, full
+    or brief, spliced from what the broker holds. */
 #include "broker_internal.h"
 
 #include <string.h>
+
+static void
+s_watch_free (gq_watch_t *watch)
+{
+    gq_msg_t *msg;
+    while (watch->partials && (msg = (gq_msg_t *) zlist_pop (watch->partials))) {
+        gq_msg_destroy (&msg);
+    }
+    zlist_destroy (&watch->partials);
+    zframe_destroy (&watch->routing_id);
+    free (watch);
+}
 
 void
 gq_watch_release (gq_broker_t *self, gq_watch_t *watch)
 {
     if (--watch->refs == 0 && !watch->pending) {
-        zframe_destroy (&watch->routing_id);
-        free (watch);
+        s_watch_free (watch);
     }
 }
 
@@ -154,6 +166,11 @@ gq_watch_job_ended (gq_broker_t *self, const gq_job_t *job)
 void
 gq_watch_flush (gq_broker_t *self, gq_watch_t *watch)
 {
+    /* Partials held while the SUBMIT was not acknowledged go first: they came before the end. */
+    gq_msg_t *partial;
+    while (watch->partials && (partial = (gq_msg_t *) zlist_pop (watch->partials))) {
+        gq_msg_send (&partial, self->router);
+    }
     if (watch->pending) {
         zchunk_t *text = zchunk_new (NULL, zchunk_size (watch->pending) + 48);
         gq_chunk_printf (text, "{\"req\":%lld,\"jobs\":[", (long long) watch->req);
@@ -167,8 +184,7 @@ gq_watch_flush (gq_broker_t *self, gq_watch_t *watch)
         gq_msg_send (&msg, self->router);
     }
     if (watch->refs == 0) {
-        zframe_destroy (&watch->routing_id);
-        free (watch);
+        s_watch_free (watch);
     }
 }
 
@@ -258,4 +274,87 @@ gq_watch_wait (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
     }
     s_watch_ids (self, request, ids, count);
     free (ids);
+}
+
+/* ---- Partials ------------------------------------------------------------------------------ */
+
+/* Sends one watch a PARTIAL (text: the body after its "req"), or keeps it while the watch's
+   SUBMIT is not acknowledged. The ROUTER drops it when the client's queue is full (a slow
+   client misses partials; its FINISHED still comes, from the watch's own pending text). */
+static void
+s_partial_to (gq_broker_t *self, gq_watch_t *watch, const char *text, size_t size)
+{
+    if (watch->dead) {
+        return;
+    }
+    zchunk_t *body = zchunk_new (NULL, size + 32);
+    gq_chunk_printf (body, "{\"req\":%lld,", (long long) watch->req);
+    zchunk_extend (body, text, size);
+    gq_msg_t *msg = gq_msg_new_raw (GQ_ROLE_CLIENT, "PARTIAL", (const char *) zchunk_data (body),
+                                    zchunk_size (body));
+    zchunk_destroy (&body);
+    if (!msg) {
+        return;
+    }
+    gq_msg_set_routing_id (msg, watch->routing_id);
+    if (!watch->held) {
+        gq_msg_send (&msg, self->router);
+        return;
+    }
+    if (!watch->partials) {
+        watch->partials = zlist_new ();
+    }
+    if (!watch->partials || zlist_size (watch->partials) >= GQ_WATCH_HELD_PARTIALS_COUNT ||
+        zlist_append (watch->partials, msg)) {
+        gq_msg_destroy (&msg);
+    }
+}
+
+void
+gq_watch_partial (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *worker)
+{
+    gq_msg_t *request = *request_p;
+    json_t *body = gq_msg_body (request);
+    json_t *id_json = json_object_get (body, "id");
+    json_t *seq_json = json_object_get (body, "seq");
+    json_t *partial = json_object_get (body, "partial");
+    json_t *dropped_json = json_object_get (body, "dropped");
+    gq_job_t *job =
+        json_is_integer (id_json) ? gq_broker_job_lookup (self, json_integer_value (id_json)) : NULL;
+    /* Only the worker that runs the job speaks for it; anything else is dropped and counted. */
+    if (!job || job->state != GQ_JOB_RUNNING || job->node != worker->node ||
+        !json_is_integer (seq_json) || json_integer_value (seq_json) < 0 || !partial ||
+        (dropped_json &&
+         (!json_is_integer (dropped_json) || json_integer_value (dropped_json) < 0))) {
+        self->rejected++;
+        return;
+    }
+    char *text = json_dumps (partial, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (!text || strlen (text) > GQ_MAX_PARTIAL_BYTES) {
+        free (text);
+        self->rejected++;
+        return;
+    }
+    int64_t seq = (int64_t) json_integer_value (seq_json);
+    zchunk_t *rest = zchunk_new (NULL, strlen (text) + 96);
+    gq_chunk_raw (rest, "\"id\":");
+    gq_chunk_int (rest, job->id);
+    gq_chunk_raw (rest, ",\"seq\":");
+    gq_chunk_int (rest, seq);
+    if (dropped_json && json_integer_value (dropped_json) > 0) {
+        gq_chunk_raw (rest, ",\"dropped\":");
+        gq_chunk_int (rest, (int64_t) json_integer_value (dropped_json));
+    }
+    gq_chunk_raw (rest, ",\"partial\":");
+    gq_chunk_raw (rest, text);
+    gq_chunk_raw (rest, "}");
+    free (text);
+    gq_watchers_t *list = (gq_watchers_t *) job->watchers;
+    for (size_t i = 0; list && i < list->count; i++) {
+        s_partial_to (self, list->items[i], (const char *) zchunk_data (rest), zchunk_size (rest));
+    }
+    zchunk_destroy (&rest);
+    /* Relayed (or dropped for a client that cannot keep up): the worker may send more. */
+    gq_workers_send (self, worker, "PARTIAL_ACK",
+                     json_pack ("{s:I, s:I}", "id", (json_int_t) job->id, "seq", (json_int_t) seq));
 }

@@ -67,6 +67,8 @@ int gq_why (char *why, size_t whylen, int code, const char *format, ...)
 #define GQ_MAX_MSG_BYTES        (512LL * 1024 * 1024)
 #define GQ_MAX_JSON_DEPTH       32
 #define GQ_MAX_BATCH_JOBS       10000   /* jobs in one SUBMIT */
+#define GQ_MAX_PARTIAL_BYTES    (64 * 1024) /* one partial result (compact JSON) from an engine:
+                                           a larger one fails its job at the worker */
 #define GQ_MAX_IDS              10000   /* ids in one STATUS/WAIT/CANCEL */
 #define GQ_NAME_MAX             64      /* node name, including NUL */
 #define GQ_KIND_MAX             32

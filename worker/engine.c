@@ -26,9 +26,18 @@ typedef enum {
     S_UP        /* a process that takes jobs */
 } s_state_t;
 
+/* A partial on its way from the engine's reader to the job's slot thread. */
+typedef struct s_partial {
+    struct s_partial *next; /* the next one of the job, or NULL */
+    int64_t dropped;        /* partials of the job lost just before this one */
+    char *text;             /* its compact JSON (malloc'd) */
+} s_partial_t;
+
 /* One job in flight on the engine. A free entry has id 0. */
 typedef struct {
     int64_t id;       /* the job's id; 0: free */
+    s_partial_t *head, *tail; /* partials not yet taken by the slot thread, oldest first */
+    int64_t queued;   /* entries from head to tail */
     bool done;        /* its result or error came (or the engine died) */
     int code;         /* 0 or a gq_err_t, once done */
     json_t *result;   /* the result, once done and ok */
@@ -104,9 +113,27 @@ s_call_find (gq_engine_t *self, int64_t id)
     return NULL;
 }
 
+/* Takes the oldest queued partial off call (lock held), or NULL. */
+static s_partial_t *
+s_partial_pop (s_call_t *call)
+{
+    s_partial_t *partial = call->head;
+    if (partial) {
+        call->head = partial->next;
+        call->tail = call->head ? call->tail : NULL;
+        call->queued--;
+    }
+    return partial;
+}
+
 static void
 s_call_release (gq_engine_t *self, s_call_t *call)
 {
+    s_partial_t *partial;
+    while ((partial = s_partial_pop (call))) {
+        free (partial->text);
+        free (partial);
+    }
     json_decref (call->result);
     memset (call, 0, sizeof *call);
     pthread_cond_broadcast (&self->changed);
@@ -275,15 +302,68 @@ s_stop_process (gq_engine_t *self, const char *reason)
 
 /* ---- Lines from the engine ------------------------------------------------------------------ */
 
-/* Where partials go. For now they are counted and logged; relaying them through the broker to
-   the job's watchers is the next step (issue 15), and starts here. Lock held. */
+/* Where partials go: queued on the job's call for the slot thread that runs it (gq_engine_run
+   hands them to the job's on_partial), so that this thread never waits for a socket. A partial
+   above GQ_MAX_PARTIAL_BYTES fails its job (not the engine); when the slot thread falls behind
+   by GQ_ENGINE_PARTIALS_COUNT, the oldest queued one drops, counted in the next. Lock held. */
 static void
 s_on_partial (gq_engine_t *self, s_call_t *call, json_t *partial)
 {
-    (void) partial;
     call->partials++;
-    zsys_debug ("engine %s: job %" PRId64 ": partial %" PRId64, self->kind, call->id,
-                call->partials);
+    char *text = json_dumps (partial, JSON_COMPACT | JSON_ENCODE_ANY);
+    size_t len = text ? strlen (text) : 0;
+    if (!text || len > GQ_MAX_PARTIAL_BYTES) {
+        free (text);
+        call->done = true;
+        call->code = text ? GQ_ETOOBIG : GQ_ENOMEM;
+        snprintf (call->error, sizeof call->error,
+                  text ? "partial too large (%zu bytes of JSON; at most %d)"
+                       : "out of memory for a partial (%zu bytes)",
+                  len, GQ_MAX_PARTIAL_BYTES);
+        pthread_cond_broadcast (&self->changed);
+        return;
+    }
+    s_partial_t *item = (s_partial_t *) calloc (1, sizeof *item);
+    if (!item) {
+        free (text);
+        if (call->tail) {
+            call->tail->dropped++; /* not exact in order, but counted */
+        }
+        return;
+    }
+    item->text = text;
+    if (call->tail) {
+        call->tail->next = item;
+    } else {
+        call->head = item;
+    }
+    call->tail = item;
+    call->queued++;
+    if (call->queued > GQ_ENGINE_PARTIALS_COUNT) {
+        s_partial_t *oldest = s_partial_pop (call);
+        call->head->dropped += oldest->dropped + 1;
+        free (oldest->text);
+        free (oldest);
+    }
+    pthread_cond_broadcast (&self->changed);
+}
+
+/* Hands call's queued partials to the job's on_partial, unlocked while it runs (lock held on
+   entry and exit). */
+static void
+s_partials_deliver (gq_engine_t *self, s_call_t *call, const gq_engine_job_t *job)
+{
+    s_partial_t *partial;
+    while ((partial = s_partial_pop (call))) {
+        pthread_mutex_unlock (&self->lock);
+        if (job->on_partial) {
+            job->on_partial (job->partial_arg, job->id, partial->text, partial->dropped);
+        } else {
+            free (partial->text);
+        }
+        free (partial);
+        pthread_mutex_lock (&self->lock);
+    }
 }
 
 /* The ready line: {"ready": true, "models": [names]}. Lock held. 0, or -1 with a reason. */
@@ -589,7 +669,7 @@ gq_engine_destroy (gq_engine_t **self_p)
         pthread_join (self->thread, NULL);
     }
     for (int i = 0; self->calls && i < self->slots; i++) {
-        json_decref (self->calls[i].result);
+        s_call_release (self, &self->calls[i]);
     }
     free (self->calls);
     json_decref (self->models);
@@ -763,9 +843,17 @@ gq_engine_run (gq_engine_t *self, const gq_engine_job_t *job, json_t **result, c
     bool sent = rc == GQ_OK;
     pthread_mutex_lock (&self->lock);
     while (!rc && !call->done && !(rc = s_stopped (job, deadline_us, error, errlen))) {
-        s_wait_ms (self, GQ_ENGINE_TICK_MS);
+        if (call->head) {
+            s_partials_deliver (self, call, job);
+        } else {
+            s_wait_ms (self, GQ_ENGINE_TICK_MS);
+        }
     }
-    bool stop_line = sent && (rc == GQ_ESTATE || rc == GQ_ETIMEOUT);
+    if (!rc) {
+        s_partials_deliver (self, call, job); /* all of them before the result */
+    }
+    bool stop_line = sent && (rc == GQ_ESTATE || rc == GQ_ETIMEOUT ||
+                              (!rc && call->code == GQ_ETOOBIG));
     if (!rc) {
         rc = call->code;
         *result = call->result;

@@ -7,7 +7,8 @@
     - worker -> engine (stdin), a line per job: {"id": ID, "kind": K, "model": M|null,
       "payload": P}; to stop one: {"id": ID, "cancel": true}.
     - engine -> worker (stdout): optionally first {"ready": true, "models": [names]}; then per
-      job any number of {"id": ID, "partial": JSON} and exactly one {"id": ID, "result": JSON}
+      job any number of {"id": ID, "partial": JSON} (handed to the job's on_partial, each at
+      most GQ_MAX_PARTIAL_BYTES as compact JSON) and exactly one {"id": ID, "result": JSON}
       or {"id": ID, "error": "text"}. Lines of different jobs may interleave.
     An engine that exits, or writes a line outside this contract, fails the jobs it was running
     and is started again after a back-off (GQ_ENGINE_BACKOFF_MIN_MS doubling up to
@@ -41,6 +42,13 @@ typedef struct {
     int64_t ready_timeout_ms; /* how long gq_engine_wait_ready waits for the ready line */
 } gq_engine_opts_t;
 
+/* Where a job's partials go: called by gq_engine_run on its caller's thread (never the engine's
+   I/O thread), without the engine's lock, once per partial and in order, all before
+   gq_engine_run returns. text is the partial's compact JSON (taken: the callee frees it with
+   free); dropped counts the partials of the job lost just before this one (the queue between
+   the engine's reader and the caller holds GQ_ENGINE_PARTIALS_COUNT at most). */
+typedef void (gq_partial_fn) (void *arg, int64_t id, char *text, int64_t dropped);
+
 /* One job; everything borrowed for the duration of gq_engine_run. */
 typedef struct {
     int64_t id;         /* job id: the line's "id" */
@@ -49,6 +57,8 @@ typedef struct {
     json_t *payload;    /* the line's "payload" (NULL: null) */
     int64_t timeout_ms; /* 0: no limit */
     gq_flag_t *cancel;  /* set non-zero from another thread to stop the job (may be NULL) */
+    gq_partial_fn *on_partial; /* where its partials go; NULL: they are dropped */
+    void *partial_arg;  /* on_partial's first argument */
 } gq_engine_job_t;
 
 /* An engine from "KIND=COMMAND", started at once; NULL with a reason (bad spec, cannot start
@@ -74,7 +84,9 @@ bool gq_engine_down (gq_engine_t *self);
 int gq_engine_pid (gq_engine_t *self);
 
 /* Runs one job on the engine and blocks until its result, error, cancel or time limit. Returns
-   0 with *result (a new reference), or an error with the reason in error: GQ_EBACKEND (the
+   0 with *result (a new reference), or an error with the reason in error: GQ_ETOOBIG (a
+   partial above GQ_MAX_PARTIAL_BYTES: "partial too large"; the engine gets the cancel line),
+   GQ_EBACKEND (the
    engine's "error", or it died or broke the contract while running the job, or it is down and
    restarting), GQ_ETIMEOUT ("timed out after N ms"), GQ_ESTATE ("cancelled"), GQ_ENOMEM.
    On cancel and time-out the engine gets the cancel line. Thread-safe. */

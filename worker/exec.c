@@ -982,7 +982,9 @@ s_run_engine (s_job_t *job, gq_engine_t *engine)
                             .model = task->model,
                             .payload = task->payload,
                             .timeout_ms = task->timeout_ms,
-                            .cancel = task->cancel};
+                            .cancel = task->cancel,
+                            .on_partial = task->on_partial,
+                            .partial_arg = task->partial_arg};
     int rc = gq_engine_run (engine, &ejob, &job->out->result, job->out->error,
                             sizeof job->out->error);
     job->out->code = rc;

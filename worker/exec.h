@@ -24,6 +24,7 @@
 #include <jansson.h>
 
 #include "backend.h"
+#include "engine.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -90,6 +91,9 @@ typedef struct {
     size_t n_blobs;       /* how many */
     int64_t timeout_ms;   /* 0: no limit */
     gq_flag_t *cancel; /* set non-zero by the daemon to cancel; may be NULL */
+    gq_partial_fn *on_partial; /* an engine's partials of the job, on the running thread (see
+                                  gq_engine_job_t); NULL: dropped */
+    void *partial_arg;    /* on_partial's first argument */
 } gq_task_t;
 
 /* What a job produced. gq_exec_run fills it from scratch; the caller owns result and blobs. */

@@ -34,6 +34,9 @@ s_usage (FILE *out)
              "  --engine-slots N     jobs in flight on one engine (default: --slots)\n"
              "  --engine-ready-timeout MS  wait this long for an engine's ready line before\n"
              "                       registering (default 60000)\n"
+             "  --stream-window N    partials of one job sent to the broker and not yet\n"
+             "                       acknowledged, at most (default 64); past it as many wait,\n"
+             "                       and the oldest waiting drop (counted as \"dropped\")\n"
              "  --cert FILE --server-cert FILE   CURVE keys (or GRIDQ_CERT, GRIDQ_SERVER_CERT)\n"
              "  --help               this text\n"
              "\n"
@@ -68,7 +71,8 @@ main (int argc, char **argv)
     opts.cert_path = getenv ("GRIDQ_CERT");
     opts.server_cert_path = getenv ("GRIDQ_SERVER_CERT");
     enum { O_BROKER = 1000, O_NAME, O_BACKEND, O_DEVICE, O_SLOTS, O_GPU, O_VRAM, O_TFLOPS,
-           O_PRICE, O_MODELS, O_HANDLER, O_ENGINE, O_ENGINE_SLOTS, O_ENGINE_READY, O_CERT,
+           O_PRICE, O_MODELS, O_HANDLER, O_ENGINE, O_ENGINE_SLOTS, O_ENGINE_READY,
+    O_STREAM, O_CERT,
            O_SERVER_CERT, O_HELP };
     static const struct option options[] = {{"broker", required_argument, 0, O_BROKER},
                                             {"name", required_argument, 0, O_NAME},
@@ -85,6 +89,7 @@ main (int argc, char **argv)
                                             {"engine-slots", required_argument, 0, O_ENGINE_SLOTS},
                                             {"engine-ready-timeout", required_argument, 0,
                                              O_ENGINE_READY},
+                                            {"stream-window", required_argument, 0, O_STREAM},
                                             {"cert", required_argument, 0, O_CERT},
                                             {"server-cert", required_argument, 0, O_SERVER_CERT},
                                             {"help", no_argument, 0, O_HELP},
@@ -166,6 +171,12 @@ main (int argc, char **argv)
             if (*end || opts.engine_ready_timeout_ms < 0 ||
                 opts.engine_ready_timeout_ms > 3600000) {
                 return s_fail ("--engine-ready-timeout '%s' must be 0..3600000 ms", optarg);
+            }
+            break;
+        case O_STREAM:
+            opts.stream_window = (int) strtol (optarg, &end, 10);
+            if (*end || opts.stream_window < 1 || opts.stream_window > 1000000) {
+                return s_fail ("--stream-window '%s' must be 1..1000000", optarg);
             }
             break;
         case O_CERT:

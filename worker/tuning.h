@@ -24,6 +24,10 @@
 #define GQ_WORKER_SENT_MAX_RESULTS     200000 /* results kept for a resend, at most */
 #define GQ_WORKER_SOCKET_HWM_MESSAGES  100000 /* messages queued each way on the DEALER before
                                                  ZeroMQ blocks or drops */
+#define GQ_WORKER_STREAM_WINDOW_COUNT  64     /* partials of one job sent and not yet acknowledged
+                                                 by the broker, at most, by default
+                                                 (--stream-window); as many more wait, the
+                                                 oldest dropped beyond that */
 #define GQ_WORKER_LOST_LINGER_MS       2000   /* a worker whose GPU is lost waits this long at
                                                  most for its last RESULT and BYE to leave */
 
@@ -55,6 +59,8 @@
 #define GQ_ENGINE_TICK_MS              20     /* poll tick: how fast cancel and stop are seen */
 #define GQ_ENGINE_READY_TIMEOUT_MS     60000  /* wait for the ready line, by default
                                                  (--engine-ready-timeout) */
+#define GQ_ENGINE_PARTIALS_COUNT       1024   /* partials of one job queued between the engine's
+                                                 reader and its slot, at most (the oldest drop) */
 #define GQ_ENGINE_BACKOFF_MIN_MS       100    /* first restart after a crash */
 #define GQ_ENGINE_BACKOFF_MAX_MS       10000  /* restarts back off, doubling, up to this */
 #define GQ_ENGINE_MAX_LINE_BYTES       (GQ_MAX_JSON_BYTES + 4096) /* one stdout line, at most:

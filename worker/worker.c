@@ -32,7 +32,24 @@ typedef struct {
     atomic_uint handoff;
     int slot;                  /* slot running it, -1 while waiting */
     int64_t started_us;        /* monotonic start */
+    /* Its partials (an engine's), on the socket thread: seq numbers from 0, at most
+       opts.stream_window sent and not acknowledged by the broker; the rest wait in unsent. */
+    int64_t next_seq;          /* seq of the next partial sent */
+    int64_t acked;             /* highest seq the broker acknowledged, -1 for none */
+    zlist_t *unsent;           /* s_partial_t waiting for the window, oldest first, or NULL */
 } s_job_t;
+
+/* A partial on its way from a slot thread to the socket thread (through the slot's pipe). */
+typedef struct {
+    atomic_uint handoff;       /* bumped (release) by the slot, read (acquire) by the socket
+                                  thread: the pipe carries the pointer, this the ordering */
+    int64_t id;                /* the job */
+    int64_t dropped;           /* partials of the job lost just before this one */
+    char *text;                /* its compact JSON (malloc'd) */
+} s_partial_t;
+
+/* What a slot's pipe carries to the socket thread, with a pointer. */
+enum { S_SLOT_DONE = 0, S_SLOT_PARTIAL = 1 };
 
 typedef struct {
     zactor_t *actor;           /* the slot thread */
@@ -88,6 +105,23 @@ typedef struct {
 
 /* ---- Slot threads -------------------------------------------------------------------------- */
 
+/* gq_partial_fn of a slot's jobs (arg: the slot's pipe): the partial goes to the socket thread,
+   behind the slot's earlier messages and before its job's end. */
+static void
+s_slot_partial (void *arg, int64_t id, char *text, int64_t dropped)
+{
+    s_partial_t *partial = (s_partial_t *) calloc (1, sizeof *partial);
+    if (!partial) {
+        free (text);
+        return;
+    }
+    partial->id = id;
+    partial->dropped = dropped;
+    partial->text = text;
+    atomic_fetch_add_explicit (&partial->handoff, 1, memory_order_release);
+    zsock_send ((zsock_t *) arg, "ip", S_SLOT_PARTIAL, partial);
+}
+
 typedef struct {
     gq_runtime_t *runtime;  /* shared by every slot; the worker frees it after the slots */
     int slot;               /* this slot's index */
@@ -114,6 +148,8 @@ s_slot_actor (zsock_t *pipe, void *arg)
         }
         s_job_t *job = (s_job_t *) ptr;
         atomic_load_explicit (&job->handoff, memory_order_acquire);
+        job->task.on_partial = s_slot_partial;
+        job->task.partial_arg = pipe;
         if (exec) {
             gq_exec_run (exec, &job->task, &job->out);
         } else {
@@ -122,7 +158,7 @@ s_slot_actor (zsock_t *pipe, void *arg)
                       "slot %d has no backend context (see the worker log)", args->slot);
         }
         atomic_fetch_add_explicit (&job->handoff, 1, memory_order_release);
-        zsock_send (pipe, "p", job);
+        zsock_send (pipe, "ip", S_SLOT_DONE, job);
     }
     gq_exec_destroy (&exec);
     atomic_uint *ended = args->ended;
@@ -150,12 +186,27 @@ s_id_compare (const void *a, const void *b)
 }
 
 static void
+s_partial_free (s_partial_t **partial_p)
+{
+    if (*partial_p) {
+        free ((*partial_p)->text);
+        free (*partial_p);
+        *partial_p = NULL;
+    }
+}
+
+static void
 s_job_free (s_job_t **job_p)
 {
     s_job_t *job = *job_p;
     if (!job) {
         return;
     }
+    s_partial_t *partial;
+    while (job->unsent && (partial = (s_partial_t *) zlist_pop (job->unsent))) {
+        s_partial_free (&partial);
+    }
+    zlist_destroy (&job->unsent);
     json_decref (job->task.payload);
     json_decref (job->out.result);
     for (size_t i = 0; i < job->task.n_blobs; i++) {
@@ -472,6 +523,7 @@ s_on_job (gq_worker_t *self, gq_msg_t *msg)
         job->task.payload = json_incref (payload ? payload : json_object ());
         job->task.timeout_ms = json_integer_value (json_object_get (item, "timeout_ms"));
         job->task.cancel = &job->cancel;
+        job->acked = -1;
         json_t *blobs = json_object_get (item, "blobs");
         if (json_is_array (blobs)) {
             size_t first = (size_t) json_integer_value (json_array_get (blobs, 0));
@@ -526,7 +578,90 @@ s_lost (gq_worker_t *self)
     return self->lost;
 }
 
-/* Takes one finished job from a slot's pipe and queues its result. */
+/* ---- Partials: slot -> socket thread -> broker, within the window ------------------------- */
+
+/* Sends one partial of job to the broker as PARTIAL {"id", "seq", "partial", "dropped"?}. */
+static void
+s_partial_send (gq_worker_t *self, s_job_t *job, s_partial_t *partial)
+{
+    zchunk_t *text = zchunk_new (NULL, strlen (partial->text) + 96);
+    gq_chunk_raw (text, "{\"id\":");
+    gq_chunk_int (text, job->task.id);
+    gq_chunk_raw (text, ",\"seq\":");
+    gq_chunk_int (text, job->next_seq++);
+    if (partial->dropped) {
+        gq_chunk_raw (text, ",\"dropped\":");
+        gq_chunk_int (text, partial->dropped);
+    }
+    gq_chunk_raw (text, ",\"partial\":");
+    gq_chunk_raw (text, partial->text);
+    gq_chunk_raw (text, "}");
+    gq_msg_t *msg = gq_msg_new_raw (GQ_ROLE_WORKER, "PARTIAL", (const char *) zchunk_data (text),
+                                    zchunk_size (text));
+    zchunk_destroy (&text);
+    if (msg) {
+        gq_msg_send (&msg, self->dealer);
+    }
+}
+
+/* Sends job's waiting partials while the window has room (all of them when all). */
+static void
+s_partials_pump (gq_worker_t *self, s_job_t *job, bool all)
+{
+    s_partial_t *partial;
+    while (job->unsent && zlist_size (job->unsent) &&
+           (all || job->next_seq - job->acked - 1 < self->opts.stream_window)) {
+        partial = (s_partial_t *) zlist_pop (job->unsent);
+        s_partial_send (self, job, partial);
+        s_partial_free (&partial);
+    }
+}
+
+/* A partial from a slot: sent now when the job's window has room, else it waits; past a
+   window's worth waiting, the oldest waiting one drops, counted in the next. Never blocks. */
+static void
+s_on_partial (gq_worker_t *self, s_partial_t *partial)
+{
+    atomic_load_explicit (&partial->handoff, memory_order_acquire);
+    s_job_t *job = (s_job_t *) zhashx_lookup (self->running, S_KEY (partial->id));
+    if (!job || job->cancel) {
+        s_partial_free (&partial); /* cancelled or timed out: the broker has moved on */
+        return;
+    }
+    if (!job->unsent) {
+        job->unsent = zlist_new ();
+    }
+    if (!job->unsent || zlist_append (job->unsent, partial)) {
+        s_partial_free (&partial);
+        return;
+    }
+    if (zlist_size (job->unsent) > (size_t) self->opts.stream_window) {
+        s_partial_t *oldest = (s_partial_t *) zlist_pop (job->unsent);
+        s_partial_t *next = (s_partial_t *) zlist_first (job->unsent);
+        next->dropped += oldest->dropped + 1;
+        s_partial_free (&oldest);
+    }
+    s_partials_pump (self, job, false);
+}
+
+/* PARTIAL_ACK {"id", "seq"}: the broker relayed the job's partials up to seq. */
+static void
+s_on_partial_ack (gq_worker_t *self, gq_msg_t *msg)
+{
+    json_t *body = gq_msg_body (msg);
+    json_t *seq = json_object_get (body, "seq");
+    s_job_t *job = (s_job_t *) zhashx_lookup (
+        self->running, S_KEY (json_integer_value (json_object_get (body, "id"))));
+    if (!job || !json_is_integer (seq) || json_integer_value (seq) >= job->next_seq) {
+        return;
+    }
+    if (json_integer_value (seq) > job->acked) {
+        job->acked = json_integer_value (seq);
+    }
+    s_partials_pump (self, job, false);
+}
+
+/* Takes one message from a slot's pipe: a partial, or a finished job whose result it queues. */
 static void
 s_slot_done (gq_worker_t *self, zsock_t *pipe)
 {
@@ -536,13 +671,21 @@ s_slot_done (gq_worker_t *self, zsock_t *pipe)
         return;
     }
     void *ptr = NULL;
-    if (zsock_recv (pipe, "p", &ptr) < 0 || !ptr) {
+    int what = -1;
+    if (zsock_recv (pipe, "ip", &what, &ptr) < 0 || !ptr) {
+        return;
+    }
+    if (what == S_SLOT_PARTIAL) {
+        s_on_partial (self, (s_partial_t *) ptr);
         return;
     }
     s_job_t *job = (s_job_t *) ptr;
     atomic_load_explicit (&job->handoff, memory_order_acquire);
     self->slots[job->slot].job = NULL;
     double ms = (double) (gq_mono_us () - job->started_us) / 1000.0;
+    if (!job->cancel) {
+        s_partials_pump (self, job, true); /* every partial before the result */
+    }
     if (job->cancel) {
         /* Cancelled or timed out: the broker has moved on and ignores a report. */
     } else if (job->out.code == GQ_OK) {
@@ -634,6 +777,8 @@ s_on_broker (zloop_t *loop, zsock_t *dealer, void *arg)
             s_on_heartbeat (self, msg);
         } else if (streq (command, "CANCEL")) {
             s_on_cancel (self, msg);
+        } else if (streq (command, "PARTIAL_ACK")) {
+            s_on_partial_ack (self, msg);
         } else if (streq (command, "WELCOME")) {
             json_t *body = gq_msg_body (msg);
             int64_t hb, liveness;
@@ -691,6 +836,12 @@ s_on_tick (zloop_t *loop, int timer_id, void *arg)
         zloop_reader (loop, self->dealer, s_on_broker, self);
         self->resend = true;
         s_ready (self);
+        /* Acknowledgements of what the old socket sent will not come: open the windows. */
+        for (s_job_t *job = (s_job_t *) zhashx_first (self->running); job;
+             job = (s_job_t *) zhashx_next (self->running)) {
+            job->acked = job->next_seq - 1;
+            s_partials_pump (self, job, false);
+        }
     } else if (!self->registered && now_us - self->last_ready_us > 1000LL * self->heartbeat_ms) {
         s_ready (self);
     } else if (self->registered &&
@@ -718,6 +869,7 @@ gq_worker_opts_default (gq_worker_opts_t *opts)
     opts->vram_mb = -1;
     opts->tflops = -1;
     opts->engine_ready_timeout_ms = GQ_ENGINE_READY_TIMEOUT_MS;
+    opts->stream_window = GQ_WORKER_STREAM_WINDOW_COUNT;
 }
 
 gq_worker_t *
@@ -729,6 +881,9 @@ gq_worker_new (const gq_worker_opts_t *opts, char *why, size_t whylen)
         return NULL;
     }
     self->opts = *opts;
+    if (self->opts.stream_window < 1) {
+        self->opts.stream_window = GQ_WORKER_STREAM_WINDOW_COUNT;
+    }
     self->heartbeat_ms = GQ_HEARTBEAT_MS;
     self->liveness = GQ_LIVENESS;
     gq_runtime_opts_t ropts = {opts->backend, opts->device, opts->models_dir, 0};

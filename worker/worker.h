@@ -26,6 +26,7 @@ typedef struct {
     size_t n_engines;
     int engine_slots;          /* jobs in flight on one engine; 0: slots */
     int64_t engine_ready_timeout_ms; /* wait for an engine's ready line this long */
+    int stream_window;         /* partials of a job sent and not acknowledged, at most */
     const char *cert_path;     /* worker secret certificate (CURVE), or NULL */
     const char *server_cert_path; /* broker public certificate, or NULL */
 } gq_worker_opts_t;
