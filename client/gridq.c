@@ -12,6 +12,7 @@
 #include <getopt.h>
 #include <limits.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -356,6 +357,7 @@ enum {
     O_MAX_ATTEMPTS,
     O_IDEM,
     O_WAIT,
+    O_STREAM,
     O_JSON,
     O_FILE,
     O_OUT,
@@ -402,7 +404,7 @@ s_help (const char *text)
 #define S_TEXT(x)  S_TEXT_ (x) /* a number macro as text, for help strings */
 
 static const char *s_submit_help =
-    "Usage: gridq submit [JOB OPTIONS] [--wait [--json] [--max-wait DURATION]]\n"
+    "Usage: gridq submit [JOB OPTIONS] [--wait|--stream [--json] [--max-wait DURATION]]\n"
     "       gridq submit --file JOBS.jsonl [JOB OPTIONS] [--wait [--out RESULTS.jsonl]]\n"
     "\n"
     "Submits jobs and prints each job id on a line of its own, in input order, first.\n"
@@ -425,6 +427,9 @@ static const char *s_submit_help =
     "                      is checked before anything is sent ('-' reads stdin)\n"
     "  --wait              wait for the jobs; exit 0 only if every one is done. A single job\n"
     "                      then prints its result JSON (the whole job with --json)\n"
+    "  --stream            a single job: as --wait, and first print each partial result its\n"
+    "                      engine streams, one JSON line each as it arrives (a slow reader may\n"
+    "                      miss some; the final line always comes). Ctrl-C cancels the job\n"
     "  --json              with --wait, print the whole job as JSON, not just its result\n"
     "  --out FILE          with --file --wait: write each finished job (JSON, with payload and\n"
     "                      result) to FILE, one per line, as it finishes ('-' is stdout)\n"
@@ -448,7 +453,8 @@ typedef struct {
     json_t *defaults;       /* job fields given on the command line */
     const char *file;       /* --file, or NULL */
     const char *out;        /* --out, or NULL */
-    bool wait;              /* --wait */
+    bool wait;              /* --wait (or --stream) */
+    bool stream;            /* --stream */
     bool json;              /* --json */
     int64_t max_wait_ms;    /* --max-wait, or -1 for no limit */
     int64_t rate_retries;   /* --rate-retries */
@@ -499,6 +505,7 @@ s_submit_parse (int argc, char **argv, s_submit_args_t *args)
         {"max-attempts", required_argument, NULL, O_MAX_ATTEMPTS},
         {"idem", required_argument, NULL, O_IDEM},
         {"wait", no_argument, NULL, O_WAIT},
+        {"stream", no_argument, NULL, O_STREAM},
         {"json", no_argument, NULL, O_JSON},
         {"file", required_argument, NULL, O_FILE},
         {"out", required_argument, NULL, O_OUT},
@@ -573,6 +580,9 @@ s_submit_parse (int argc, char **argv, s_submit_args_t *args)
         case O_WAIT:
             args->wait = true;
             break;
+        case O_STREAM:
+            args->stream = args->wait = true;
+            break;
         case O_JSON:
             args->json = true;
             break;
@@ -612,7 +622,57 @@ s_submit_parse (int argc, char **argv, s_submit_args_t *args)
     if (args->max_wait_ms >= 0 && !args->wait) {
         return s_usage ("--max-wait needs --wait");
     }
+    if (args->stream && args->file) {
+        return s_usage ("--stream is for a single job, not --file");
+    }
     return S_EXIT_OK;
+}
+
+/* gq_client_partial_fn of --stream and watch: one JSON line per partial, at once. */
+static void
+s_on_partial (void *arg, int64_t id, int64_t seq, json_t *partial, int64_t dropped)
+{
+    (void) arg;
+    (void) seq;
+    if (dropped > 0) {
+        fprintf (stderr, "gridq: job %lld: %lld partial%s dropped (the worker fell behind)\n",
+                 (long long) id, (long long) dropped, dropped == 1 ? "" : "s");
+    }
+    s_print_json (stdout, partial);
+    fflush (stdout);
+}
+
+/* SIGINT while streaming: the wait returns (interrupted), and the job is cancelled. */
+static void
+s_on_sigint (int sig)
+{
+    (void) sig;
+    zsys_interrupted = 1;
+}
+
+static void
+s_catch_sigint (void)
+{
+    struct sigaction action;
+    memset (&action, 0, sizeof action);
+    action.sa_handler = s_on_sigint; /* no SA_RESTART: the socket's wait must end */
+    sigemptyset (&action.sa_mask);
+    sigaction (SIGINT, &action, NULL);
+}
+
+/* After Ctrl-C: cancels job id, says so, and returns the exit status. */
+static int
+s_cancel_interrupted (gq_client_t *client, int64_t id)
+{
+    zsys_interrupted = 0;
+    signal (SIGINT, SIG_DFL); /* a second Ctrl-C ends gridq at once */
+    json_t *reply = gq_client_call (client, "CANCEL", json_pack ("{s:[I]}", "ids", (json_int_t) id));
+    if (!reply) {
+        return s_call_failed (client);
+    }
+    json_decref (reply);
+    s_warn ("interrupted: job %lld cancelled", (long long) id);
+    return S_EXIT_JOB;
 }
 
 /* What a single job's wait found. */
@@ -711,6 +771,9 @@ s_check_job_extra (json_t *job, const gq_jobspec_t *spec, char *why, size_t whyl
     }
 }
 
+static int s_follow_one (gq_client_t *client, int64_t id, bool json, int64_t max_wait_ms,
+                         bool cancel);
+
 static int
 s_submit_one (gq_client_t *client, s_submit_args_t *args)
 {
@@ -725,6 +788,10 @@ s_submit_one (gq_client_t *client, s_submit_args_t *args)
     }
     json_t *jobs = json_pack ("[O]", args->defaults);
     int64_t id;
+    if (args->stream) {
+        gq_client_set_partial_fn (client, s_on_partial, NULL);
+        s_catch_sigint ();
+    }
     int rc = gq_client_submit (client, jobs, args->wait, &id);
     json_decref (jobs);
     if (rc) {
@@ -735,18 +802,29 @@ s_submit_one (gq_client_t *client, s_submit_args_t *args)
     if (!args->wait) {
         return S_EXIT_OK;
     }
+    return s_follow_one (client, id, args->json, args->max_wait_ms, args->stream);
+}
+
+/* Waits for one job (its partials printed as they come when a partial callback is set) and
+   prints its outcome as --wait does; with cancel, Ctrl-C cancels the job. The exit status. */
+static int
+s_follow_one (gq_client_t *client, int64_t id, bool json, int64_t max_wait_ms, bool cancel)
+{
     s_single_t single = {NULL};
-    rc = gq_client_wait (client, &id, 1, args->max_wait_ms, s_on_single, &single);
+    int rc = gq_client_wait (client, &id, 1, max_wait_ms, s_on_single, &single);
+    if (rc == GQ_EIO && cancel && zsys_interrupted) {
+        return s_cancel_interrupted (client, id);
+    }
     if (rc == GQ_ETIMEOUT) {
         s_warn ("job %lld not finished after %g s; follow it with: gridq wait %lld",
-                (long long) id, args->max_wait_ms / 1000.0, (long long) id);
+                (long long) id, max_wait_ms / 1000.0, (long long) id);
         return S_EXIT_JOB;
     }
     if (rc) {
         return s_call_failed (client);
     }
     json_t *job = single.job;
-    if (args->json || !streq (s_str (job, "state", ""), "done")) {
+    if (json || !streq (s_str (job, "state", ""), "done")) {
         /* FINISHED may leave out the payload; attempts_detail explains a failure. */
         json_t *whole = s_fetch_job (client, id);
         if (whole) {
@@ -754,7 +832,7 @@ s_submit_one (gq_client_t *client, s_submit_args_t *args)
             job = whole;
         }
     }
-    rc = s_print_outcome (job, args->json);
+    rc = s_print_outcome (job, json);
     json_decref (job);
     return rc;
 }
@@ -1495,6 +1573,38 @@ done:
     return rc;
 }
 
+/* ---- watch --------------------------------------------------------------------------------- */
+
+static const char *s_watch_help =
+    "Usage: gridq watch ID [--json] [--max-wait DURATION]\n"
+    "\n"
+    "Follows one job: prints each partial result its engine streams from now on, one JSON line\n"
+    "each as it arrives (partials sent before are not kept: they are never stored), then the\n"
+    "final line as 'gridq submit --wait' does: the result JSON of a done job, or the whole job\n"
+    "with --json. A slow reader may miss partials; the final line always comes.\n"
+    "Exit status: 0 when the job is done, 1 when it failed or was cancelled (or --max-wait\n"
+    "passed). Ctrl-C stops watching; the job goes on.\n"
+    "\n"
+    "Example:\n"
+    "  gridq watch 42\n";
+
+static int
+s_cmd_watch (int argc, char **argv)
+{
+    s_ids_args_t args = {0};
+    int rc;
+    gq_client_t *client = s_ids_start (argc, argv, s_watch_help,
+                                       S_IDS_JSON | S_IDS_MAX_WAIT | S_IDS_ONE, &args, &rc);
+    if (!client) {
+        return rc;
+    }
+    gq_client_set_partial_fn (client, s_on_partial, NULL);
+    rc = s_follow_one (client, args.ids[0], args.json, args.max_wait_ms, false);
+    gq_client_destroy (&client);
+    free (args.ids);
+    return rc;
+}
+
 /* ---- result -------------------------------------------------------------------------------- */
 
 static const char *s_result_help =
@@ -2036,6 +2146,8 @@ static const s_command_t s_commands[] = {
     {"status", s_cmd_status, "show jobs (state, node, attempts; why a job failed)",
      &s_status_help},
     {"wait", s_cmd_wait, "wait for jobs to finish", &s_wait_help},
+    {"watch", s_cmd_watch, "follow a job: its partial results, then its final line",
+     &s_watch_help},
     {"result", s_cmd_result, "print a done job's result", &s_result_help},
     {"cancel", s_cmd_cancel, "cancel jobs", &s_cancel_help},
     {"jobs", s_cmd_jobs, "list recent jobs", &s_jobs_help},

@@ -50,6 +50,8 @@ struct _gq_client_t {
     int errcode;                 /* gq_err_t of the last failure */
     int64_t error_index;         /* input job index named by the last ERROR, or -1 */
     char error[1024];            /* text of the last failure */
+    gq_client_partial_fn *partial_fn; /* where PARTIAL messages go, or NULL (dropped) */
+    void *partial_arg;           /* partial_fn's first argument */
 };
 
 /* ---- Errors -------------------------------------------------------------------------------- */
@@ -348,6 +350,30 @@ s_abandon (gq_client_t *self, int64_t req)
     self->abandoned[self->n_abandoned++ % GQ_CLIENT_ABANDONED] = req;
 }
 
+void
+gq_client_set_partial_fn (gq_client_t *self, gq_client_partial_fn *fn, void *arg)
+{
+    self->partial_fn = fn;
+    self->partial_arg = arg;
+}
+
+/* A PARTIAL: to the callback when its fields are sound, else dropped. */
+static void
+s_partial (gq_client_t *self, gq_msg_t *msg)
+{
+    json_t *body = gq_msg_body (msg);
+    json_t *id = json_object_get (body, "id");
+    json_t *seq = json_object_get (body, "seq");
+    json_t *partial = json_object_get (body, "partial");
+    json_t *dropped = json_object_get (body, "dropped");
+    if (!self->partial_fn || !json_is_integer (id) || !json_is_integer (seq) || !partial) {
+        return;
+    }
+    self->partial_fn (self->partial_arg, (int64_t) json_integer_value (id),
+                      (int64_t) json_integer_value (seq), partial,
+                      json_is_integer (dropped) ? (int64_t) json_integer_value (dropped) : 0);
+}
+
 /* Receives one well-formed message from the broker until deadline_us (monotonic). 0, or
    GQ_ETIMEOUT, or GQ_EIO when interrupted (SIGINT). Bad messages are logged and skipped; late
    replies to abandoned requests are dropped (FINISHED are kept: gq_client_wait matches those by
@@ -386,6 +412,11 @@ s_recv_until (gq_client_t *self, int64_t deadline_us, gq_msg_t **msg_p)
         if (gq_msg_role (msg) != GQ_ROLE_CLIENT) {
             zsys_warning ("client: dropped a %s message with a worker protocol frame",
                           gq_msg_command (msg));
+            gq_msg_destroy (&msg);
+            continue;
+        }
+        if (streq (gq_msg_command (msg), "PARTIAL")) {
+            s_partial (self, msg);
             gq_msg_destroy (&msg);
             continue;
         }

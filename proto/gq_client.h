@@ -89,6 +89,18 @@ typedef int (gq_finished_fn) (void *arg, json_t *job);
 int gq_client_wait (gq_client_t *self, const int64_t *ids, size_t count, int64_t total_timeout_ms,
                     gq_finished_fn *fn, void *arg);
 
+/* Called once per PARTIAL the broker relays (an engine's partial result of a job this client
+   watches: SUBMIT with watch, or WAIT), in the order the engine wrote them and before that
+   job's FINISHED, from whichever call reads the socket (gq_client_wait, gq_client_recv,
+   gq_client_call, gq_client_submit). partial is borrowed for the call (json_incref to keep it);
+   dropped counts partials of the job lost just before this one at the worker (it fell behind).
+   The callback must not call into the client. A slow client may miss partials (the broker
+   never waits for it); FINISHED still comes. */
+typedef void (gq_client_partial_fn) (void *arg, int64_t id, int64_t seq, json_t *partial,
+                                     int64_t dropped);
+/* Sets (fn NULL: clears) the partials' callback. Without one, PARTIAL messages are dropped. */
+void gq_client_set_partial_fn (gq_client_t *self, gq_client_partial_fn *fn, void *arg);
+
 void gq_client_test (bool verbose);
 
 #endif

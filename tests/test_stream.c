@@ -1,0 +1,273 @@
+/*  test_stream.c — partial results streamed from an engine to clients, through a real broker
+    and a worker that runs tests/engine_stream.py with --engine: (a) `gridq submit --stream`
+    prints the first partial while the engine still works (the engine waits for a file that
+    this test creates only after it read that line), then the rest in order, then the result;
+    (b) through the C API, every partial comes in order before the job's FINISHED; (c) bad
+    PARTIAL messages from a raw worker socket (a job it does not run, bad fields) are counted
+    as rejected and the broker goes on; (d) partials are never written to the store; (e) a
+    partial above GQ_MAX_PARTIAL_BYTES fails its job, not the worker. */
+#include <czmq.h>
+#include <sys/wait.h>
+
+#include "harness.h"
+
+/* What the C API's partial callback saw of one job. */
+typedef struct {
+    int64_t seqs[64]; /* seq of each partial, in arrival order */
+    int64_t is[64];   /* its "i" */
+    int n;            /* partials seen */
+    int at_finish;    /* partials seen when FINISHED came, -1 before */
+} s_seen_t;
+
+static void
+s_on_partial (void *arg, int64_t id, int64_t seq, json_t *partial, int64_t dropped)
+{
+    s_seen_t *seen = (s_seen_t *) arg;
+    (void) id;
+    CHECK_EQ (dropped, 0);
+    if (seen->n < 64) {
+        seen->seqs[seen->n] = seq;
+        seen->is[seen->n] = h_int (partial, "i");
+    }
+    seen->n++;
+}
+
+static int
+s_on_finished (void *arg, json_t *job)
+{
+    s_seen_t *seen = (s_seen_t *) arg;
+    CHECK_STR (h_str (job, "state"), "done");
+    seen->at_finish = seen->n;
+    return 0;
+}
+
+/* STATS "rejected". */
+static int64_t
+s_rejected (gq_client_t *client)
+{
+    json_t *stats = gq_client_call (client, "STATS", NULL);
+    CHECK (stats);
+    int64_t rejected = h_int (stats, "rejected");
+    json_decref (stats);
+    return rejected;
+}
+
+typedef struct {
+    gq_client_t *client;
+    int64_t want;
+} s_rejected_t;
+
+static bool
+s_rejected_reached (void *arg)
+{
+    s_rejected_t *r = (s_rejected_t *) arg;
+    return s_rejected (r->client) >= r->want;
+}
+
+/* One line of gridq's stdout (fails the test at end of file), parsed. */
+static json_t *
+s_line (FILE *out)
+{
+    char line[8192];
+    CHECK (fgets (line, sizeof line, out) != NULL);
+    json_error_t error;
+    json_t *json = json_loads (line, JSON_DECODE_ANY, &error);
+    if (!json) {
+        fprintf (stderr, "not JSON from gridq: %s", line);
+        h_fail ();
+    }
+    return json;
+}
+
+/* Sends a worker message (protocol GQW1) with a JSON body on a raw socket. */
+static void
+s_raw_send (zsock_t *sock, const char *command, const char *body)
+{
+    zmsg_t *zmsg = zmsg_new ();
+    zmsg_addstr (zmsg, "GQW1");
+    zmsg_addstr (zmsg, command);
+    zmsg_addstr (zmsg, body);
+    CHECK_EQ (zmsg_send (&zmsg, sock), 0);
+}
+
+/* Waits (5 s at most) for a message with command on a raw socket. */
+static void
+s_raw_expect (zsock_t *sock, const char *command)
+{
+    zpoller_t *poller = zpoller_new (sock, NULL);
+    int64_t deadline = zclock_mono () + 5000;
+    bool found = false;
+    while (!found && zclock_mono () < deadline) {
+        if (!zpoller_wait (poller, (int) (deadline - zclock_mono ()))) {
+            break;
+        }
+        zmsg_t *zmsg = zmsg_recv (sock);
+        zframe_t *frame = zmsg ? zmsg_first (zmsg) : NULL;
+        frame = frame ? zmsg_next (zmsg) : NULL;
+        found = frame && zframe_streq (frame, command);
+        zmsg_destroy (&zmsg);
+    }
+    zpoller_destroy (&poller);
+    CHECK (found);
+}
+
+int
+main (void)
+{
+    h_init ("stream", 80);
+    h_require ("gridq-broker");
+    h_require ("gridq-worker");
+    h_require ("gridq");
+    const char *script = getenv ("GQ_ENGINE_STREAM");
+    if (!script || h_run ("python3 --version >/dev/null 2>&1", NULL) != 0) {
+        printf ("SKIP: python3 or GQ_ENGINE_STREAM (tests/engine_stream.py) missing\n");
+        h_cleanup ();
+        return 77;
+    }
+    const char *dir = h_dir ();
+    char engine[1024];
+    snprintf (engine, sizeof engine, "stream=exec python3 -u %s", script);
+    h_start_broker (NULL, NULL);
+    h_start_worker ("ws", 2, "--engine", engine, NULL);
+    gq_client_t *client = h_client (5000);
+    h_wait_nodes (client, 1, 30000);
+
+    /* (a) gridq submit --stream: the id, the first partial while the engine waits for the gate,
+       then (gate opened) the other partials in order, then the result; exit 0. */
+    char gate[600], command[2048];
+    snprintf (gate, sizeof gate, "%s/gate", dir);
+    snprintf (command, sizeof command,
+              "GRIDQ_BROKER=%s %s/gridq submit --kind stream --max-attempts 1 --payload "
+              "'{\"n\": 5, \"gate\": \"%s\"}' --stream",
+              h_endpoint (), h_bin (), gate);
+    FILE *out = popen (command, "r");
+    CHECK (out);
+    char line[256];
+    CHECK (fgets (line, sizeof line, out) != NULL);
+    int64_t id = strtoll (line, NULL, 10);
+    CHECK (id > 0);
+    json_t *partial = s_line (out);
+    CHECK_EQ (h_int (partial, "i"), 0);
+    CHECK_STR (h_str (partial, "marker"), "PARTIALMARK");
+    json_decref (partial);
+    /* The engine cannot have finished: it waits for the gate, which is not there yet. */
+    json_t *job = h_status (client, id);
+    CHECK_STR (h_str (job, "state"), "running");
+    json_decref (job);
+    FILE *f = fopen (gate, "w");
+    CHECK (f);
+    fclose (f);
+    for (int i = 1; i < 5; i++) {
+        partial = s_line (out);
+        CHECK_EQ (h_int (partial, "i"), i);
+        json_decref (partial);
+    }
+    json_t *result = s_line (out);
+    CHECK_EQ (h_int (result, "n"), 5);
+    json_decref (result);
+    CHECK (fgets (line, sizeof line, out) == NULL);
+    int status = pclose (out);
+    CHECK (WIFEXITED (status));
+    CHECK_EQ (WEXITSTATUS (status), 0);
+
+    /* (b) The C API: a watched SUBMIT sees its 8 partials, seq 0..7 in order, all before
+       FINISHED. */
+    s_seen_t seen = {.at_finish = -1};
+    gq_client_set_partial_fn (client, s_on_partial, &seen);
+    json_t *jobs = json_pack ("[{s:s, s:i, s:{s:i}}]", "kind", "stream", "max_attempts", 1,
+                              "payload", "n", 8);
+    int64_t id_b;
+    CHECK_EQ (gq_client_submit (client, jobs, true, &id_b), GQ_OK);
+    json_decref (jobs);
+    CHECK_EQ (gq_client_wait (client, &id_b, 1, 30000, s_on_finished, &seen), GQ_OK);
+    CHECK_EQ (seen.at_finish, 8);
+    for (int i = 0; i < 8; i++) {
+        CHECK_EQ (seen.seqs[i], i);
+        CHECK_EQ (seen.is[i], i);
+    }
+    gq_client_set_partial_fn (client, NULL, NULL);
+
+    /* (c) A raw worker registers, then sends bad PARTIALs: for a job that runs on ws, for no
+       job, with bad fields. Each is counted as rejected; the broker answers on. */
+    char gate2[600];
+    snprintf (gate2, sizeof gate2, "%s/gate2", dir);
+    json_t *job_c = json_pack ("{s:s, s:i, s:{s:i, s:s}}", "kind", "stream", "max_attempts", 1,
+                               "payload", "n", 2, "gate", gate2);
+    int64_t id_c = h_submit (client, job_c);
+    json_decref (job_c);
+    CHECK (h_wait_state (client, id_c, "running", 20000));
+    zsock_t *raw = zsock_new (ZMQ_DEALER);
+    CHECK (raw);
+    zsock_set_linger (raw, 0);
+    CHECK_EQ (zsock_connect (raw, "%s", h_endpoint ()), 0);
+    s_raw_send (raw, "READY",
+                "{\"spec\":{\"name\":\"raw\",\"vram_total_mb\":1024,\"slots\":1,"
+                "\"kinds\":[\"nothing\"]},\"running\":[]}");
+    s_raw_expect (raw, "WELCOME");
+    int64_t rejected = s_rejected (client);
+    char bad[6][200];
+    snprintf (bad[0], sizeof bad[0], "{\"id\":%lld,\"seq\":0,\"partial\":{\"i\":99}}",
+              (long long) id_c); /* runs on ws, not here */
+    snprintf (bad[1], sizeof bad[1], "{\"id\":999999,\"seq\":0,\"partial\":1}");
+    snprintf (bad[2], sizeof bad[2], "{\"id\":\"x\",\"seq\":0,\"partial\":1}");
+    snprintf (bad[3], sizeof bad[3], "{\"seq\":0,\"partial\":1}");
+    snprintf (bad[4], sizeof bad[4], "{\"id\":%lld,\"seq\":\"a\",\"partial\":1}",
+              (long long) id_c);
+    snprintf (bad[5], sizeof bad[5], "{\"id\":%lld,\"seq\":-1}", (long long) id_c);
+    for (int i = 0; i < 6; i++) {
+        s_raw_send (raw, "PARTIAL", bad[i]);
+    }
+    s_rejected_t want = {client, rejected + 6};
+    CHECK (h_wait_until (s_rejected_reached, &want, 10000));
+    CHECK_EQ (s_rejected (client), rejected + 6);
+    zsock_destroy (&raw);
+    f = fopen (gate2, "w");
+    CHECK (f);
+    fclose (f);
+    CHECK (h_wait_state (client, id_c, "done", 20000));
+    json_t *ping = gq_client_call (client, "PING", NULL);
+    CHECK (ping);
+    json_decref (ping);
+
+    /* (d) The store holds the jobs and their results, not one partial: three rows, a result
+       as long as the result itself, and no marker anywhere in the database's files. */
+    CHECK_EQ (h_sql_settled (NULL, "select count(*) from jobs where result is not null", 3,
+                             10000),
+              3);
+    CHECK_EQ (h_sql_int (NULL, "select count(*) from jobs"), 3);
+    json_t *whole = h_result (client, id_b);
+    char *text = json_dumps (json_object_get (whole, "result"), JSON_COMPACT);
+    char sql[200];
+    snprintf (sql, sizeof sql, "select length(result) from jobs where id = %lld",
+              (long long) id_b);
+    CHECK_EQ (h_sql_int (NULL, sql), (int64_t) strlen (text));
+    free (text);
+    json_decref (whole);
+    char *grep = NULL;
+    snprintf (command, sizeof command,
+              "cat %s/gridq.db %s/gridq.db-wal 2>/dev/null | grep -a -c PARTIALMARK", dir, dir);
+    h_run (command, &grep);
+    CHECK_STR (grep, "0\n");
+    free (grep);
+
+    /* (e) A partial above the limit fails its job ("partial too large"); the worker and its
+       engine go on. */
+    json_t *big = json_pack ("{s:s, s:i, s:{s:i, s:b}}", "kind", "stream", "max_attempts", 1,
+                             "payload", "n", 1, "big", 1);
+    int64_t id_e = h_submit (client, big);
+    json_decref (big);
+    CHECK (h_wait_state (client, id_e, "failed", 20000));
+    json_t *failed = h_result (client, id_e);
+    CHECK (strstr (h_str (failed, "error"), "partial too large"));
+    json_decref (failed);
+    json_t *after = json_pack ("{s:s, s:i, s:{s:i}}", "kind", "stream", "max_attempts", 1,
+                               "payload", "n", 1);
+    int64_t id_after = h_submit (client, after);
+    json_decref (after);
+    CHECK (h_wait_state (client, id_after, "done", 20000));
+
+    gq_client_destroy (&client);
+    h_cleanup ();
+    printf ("stream: ok\n");
+    return 0;
+}
