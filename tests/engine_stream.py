@@ -4,7 +4,8 @@
 It says it is ready (no models), then per job line, payload {"n": N, "gate": PATH?, "big": bool?}: it writes partial
 {"i": 0, "marker": "PARTIALMARK"}, then (with "gate") waits until the file PATH exists (60 s at
 most, then it answers an error), then partials i = 1 .. N-1 with the marker, then the result
-{"n": N, "pid": its pid}. With "big": one partial of 100000 bytes first (above the worker's limit
+{"n": N, "pid": its pid}. With "tick" it writes partial {"tick": k} every 20 ms while it
+waits for the gate (a client that attaches meanwhile sees one soon). With "big": one partial of 100000 bytes first (above the worker's limit
 of 64 KiB), then the rest as above. Jobs are answered one at a time."""
 import json
 import os
@@ -30,8 +31,12 @@ for line in sys.stdin:
     gate = payload.get("gate")
     if gate:
         deadline = time.monotonic() + 60
+        tick = 0
         while not os.path.exists(gate) and time.monotonic() < deadline:
-            time.sleep(0.01)
+            if payload.get("tick"):
+                say({"id": job, "partial": {"tick": tick}})
+                tick += 1
+            time.sleep(0.02)
         if not os.path.exists(gate):
             say({"id": job, "error": "the gate never opened"})
             continue

@@ -5,7 +5,8 @@
     (b) through the C API, every partial comes in order before the job's FINISHED; (c) bad
     PARTIAL messages from a raw worker socket (a job it does not run, bad fields) are counted
     as rejected and the broker goes on; (d) partials are never written to the store; (e) a
-    partial above GQ_MAX_PARTIAL_BYTES fails its job, not the worker. */
+    partial above GQ_MAX_PARTIAL_BYTES fails its job, not the worker; (f) `gridq watch ID`
+    attached to a running job prints its partials from then on, then its result. */
 #include <czmq.h>
 #include <sys/wait.h>
 
@@ -265,6 +266,42 @@ main (void)
     int64_t id_after = h_submit (client, after);
     json_decref (after);
     CHECK (h_wait_state (client, id_after, "done", 20000));
+
+    /* (f) gridq watch on a running job: once it printed a tick (it is attached), the gate
+       opens; the partials after it come in order, then the result; exit 0. */
+    char gate3[600];
+    snprintf (gate3, sizeof gate3, "%s/gate3", dir);
+    json_t *job_f = json_pack ("{s:s, s:i, s:{s:i, s:s, s:b}}", "kind", "stream", "max_attempts",
+                               1, "payload", "n", 3, "gate", gate3, "tick", 1);
+    int64_t id_f = h_submit (client, job_f);
+    json_decref (job_f);
+    CHECK (h_wait_state (client, id_f, "running", 20000));
+    snprintf (command, sizeof command, "GRIDQ_BROKER=%s %s/gridq watch %lld", h_endpoint (),
+              h_bin (), (long long) id_f);
+    out = popen (command, "r");
+    CHECK (out);
+    partial = s_line (out);
+    CHECK (json_object_get (partial, "tick"));
+    json_decref (partial);
+    f = fopen (gate3, "w");
+    CHECK (f);
+    fclose (f);
+    int next = 1;
+    while (next < 3) {
+        partial = s_line (out);
+        if (!json_object_get (partial, "tick")) {
+            CHECK_EQ (h_int (partial, "i"), next);
+            next++;
+        }
+        json_decref (partial);
+    }
+    result = s_line (out);
+    CHECK_EQ (h_int (result, "n"), 3);
+    json_decref (result);
+    CHECK (fgets (line, sizeof line, out) == NULL);
+    status = pclose (out);
+    CHECK (WIFEXITED (status));
+    CHECK_EQ (WEXITSTATUS (status), 0);
 
     gq_client_destroy (&client);
     h_cleanup ();
