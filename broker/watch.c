@@ -319,8 +319,9 @@ gq_watch_partial (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *worker)
     json_t *seq_json = json_object_get (body, "seq");
     json_t *partial = json_object_get (body, "partial");
     json_t *dropped_json = json_object_get (body, "dropped");
-    gq_job_t *job =
-        json_is_integer (id_json) ? gq_broker_job_lookup (self, json_integer_value (id_json)) : NULL;
+    gq_job_t *job = json_is_integer (id_json)
+                        ? gq_broker_job_lookup (self, json_integer_value (id_json))
+                        : NULL;
     /* Only the worker that runs the job speaks for it; anything else is dropped and counted. */
     if (!job || job->state != GQ_JOB_RUNNING || job->node != worker->node ||
         !json_is_integer (seq_json) || json_integer_value (seq_json) < 0 || !partial ||

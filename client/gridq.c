@@ -666,7 +666,8 @@ s_cancel_interrupted (gq_client_t *client, int64_t id)
 {
     zsys_interrupted = 0;
     signal (SIGINT, SIG_DFL); /* a second Ctrl-C ends gridq at once */
-    json_t *reply = gq_client_call (client, "CANCEL", json_pack ("{s:[I]}", "ids", (json_int_t) id));
+    json_t *reply =
+        gq_client_call (client, "CANCEL", json_pack ("{s:[I]}", "ids", (json_int_t) id));
     if (!reply) {
         return s_call_failed (client);
     }

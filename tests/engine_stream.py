@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """engine_stream.py — a streaming gridq engine for tests/test_stream.c.
 
-It says it is ready (no models), then per job line, payload {"n": N, "gate": PATH?, "big": bool?}: it writes partial
-{"i": 0, "marker": "PARTIALMARK"}, then (with "gate") waits until the file PATH exists (60 s at
-most, then it answers an error), then partials i = 1 .. N-1 with the marker, then the result
-{"n": N, "pid": its pid}. With "tick" it writes partial {"tick": k} every 20 ms while it
-waits for the gate (a client that attaches meanwhile sees one soon). With "big": one partial of 100000 bytes first (above the worker's limit
-of 64 KiB), then the rest as above. Jobs are answered one at a time."""
+It says it is ready (no models), then per job line, payload {"n": N, "gate": PATH?,
+"tick": bool?, "big": bool?}: it writes partial {"i": 0, "marker": "PARTIALMARK"}, then (with
+"gate") waits until the file PATH exists (60 s at most, then it answers an error), writing
+partial {"tick": k} every 20 ms meanwhile when "tick" is set (a client that attaches then sees
+one soon), then partials i = 1 .. N-1 with the marker, then the result {"n": N, "pid": its
+pid}. With "big": one partial of 100000 bytes first (above the worker's limit of 64 KiB).
+Jobs are answered one at a time."""
 import json
 import os
 import sys

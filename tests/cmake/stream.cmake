@@ -5,4 +5,5 @@ add_executable(integration_stream ${CMAKE_CURRENT_SOURCE_DIR}/test_stream.c)
 target_link_libraries(integration_stream PRIVATE gq_harness)
 add_test(NAME integration_stream COMMAND integration_stream)
 set_tests_properties(integration_stream PROPERTIES TIMEOUT 90 SKIP_RETURN_CODE 77
-                     ENVIRONMENT "GQ_BIN=${CMAKE_BINARY_DIR}/bin;GQ_ENGINE_STREAM=${CMAKE_CURRENT_SOURCE_DIR}/engine_stream.py")
+                     ENVIRONMENT
+                     "GQ_BIN=${CMAKE_BINARY_DIR}/bin;GQ_ENGINE_STREAM=${CMAKE_CURRENT_SOURCE_DIR}/engine_stream.py")
