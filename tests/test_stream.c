@@ -6,7 +6,8 @@
     PARTIAL messages from a raw worker socket (a job it does not run, bad fields) are counted
     as rejected and the broker goes on; (d) partials are never written to the store; (e) a
     partial above GQ_MAX_PARTIAL_BYTES fails its job, not the worker; (f) `gridq watch ID`
-    attached to a running job prints its partials from then on, then its result. */
+    attached to a running job prints its partials from then on, then its result; (g) Ctrl-C
+    (SIGINT) during `gridq submit --stream` cancels the job. */
 #include <czmq.h>
 #include <sys/wait.h>
 
@@ -78,6 +79,20 @@ s_line (FILE *out)
         h_fail ();
     }
     return json;
+}
+
+/* Whether a file holds a string (arg: {path, string}). */
+static bool
+s_file_has (void *arg)
+{
+    const char **what = (const char **) arg;
+    char *text = NULL;
+    char command[1200];
+    snprintf (command, sizeof command, "cat %s 2>/dev/null", what[0]);
+    h_run (command, &text);
+    bool has = text && strstr (text, what[1]);
+    free (text);
+    return has;
 }
 
 /* Sends a worker message (protocol GQW1) with a JSON body on a raw socket. */
@@ -302,6 +317,26 @@ main (void)
     status = pclose (out);
     CHECK (WIFEXITED (status));
     CHECK_EQ (WEXITSTATUS (status), 0);
+
+    /* (g) Ctrl-C while gridq streams: the job (its engine waiting for a gate that never opens)
+       is cancelled. Last: the engine stays busy with it until its gate's wait ends. */
+    char payload[800], log[600];
+    snprintf (payload, sizeof payload, "{\"n\": 2, \"gate\": \"%s/never\"}", dir);
+    snprintf (log, sizeof log, "%s/stream_cli.log", dir);
+    pid_t cli = h_start ("gridq", "stream_cli", "--broker", h_endpoint (), "submit", "--kind",
+                         "stream", "--max-attempts", "1", "--payload", payload, "--stream", NULL);
+    const char *first_partial[] = {log, "PARTIALMARK"};
+    CHECK (h_wait_until (s_file_has, first_partial, 20000));
+    f = fopen (log, "r");
+    CHECK (f);
+    CHECK (fgets (line, sizeof line, f) != NULL);
+    fclose (f);
+    int64_t id_g = strtoll (line, NULL, 10);
+    CHECK (id_g > 0);
+    h_kill (cli, SIGINT);
+    CHECK (h_wait_state (client, id_g, "cancelled", 10000));
+    const char *said[] = {log, "cancelled"};
+    CHECK (s_file_has (said));
 
     gq_client_destroy (&client);
     h_cleanup ();
