@@ -89,28 +89,32 @@ gq_broker_reject (gq_broker_t *self, gq_msg_t *request, int code, const char *wh
     gq_broker_reply (self, gq_msg_error (request, code, "%s", why));
 }
 
-/* The JSON form of an in-memory job. with_payload includes the payload text. */
+/* The row of an in-memory job, its names filled in (the node of its last attempt once it
+   ended); payload only with with_payload. */
+static void
+s_job_row (gq_broker_t *self, const gq_job_t *job, bool with_payload, gq_job_row_t *row)
+{
+    int32_t node = job->end ? job->end->node : job->node;
+    gq_job_row_from (row, job, gq_matcher_kind_name (self->matcher, job->kind_id),
+                     gq_broker_model_name (self, job), gq_broker_node_name (self, node));
+    if (!with_payload) {
+        row->payload = NULL;
+    }
+}
+
 json_t *
 gq_broker_job_json (gq_broker_t *self, const gq_job_t *job, bool with_payload)
 {
     gq_job_row_t row;
-    int32_t node = job->end ? job->end->node : job->node;
-    gq_job_row_from (&row, job, gq_matcher_kind_name (self->matcher, job->kind_id),
-                     gq_broker_model_name (self, job), gq_broker_node_name (self, node));
-    if (!with_payload) {
-        row.payload = NULL;
-    }
+    s_job_row (self, job, with_payload, &row);
     return gq_job_row_json (&row);
 }
 
 void
-gq_broker_job_text (gq_broker_t *self, const gq_job_t *job, zchunk_t *out)
+gq_broker_job_text (gq_broker_t *self, const gq_job_t *job, bool with_payload, zchunk_t *out)
 {
     gq_job_row_t row;
-    int32_t node = job->end ? job->end->node : job->node;
-    gq_job_row_from (&row, job, gq_matcher_kind_name (self->matcher, job->kind_id),
-                     gq_broker_model_name (self, job), gq_broker_node_name (self, node));
-    row.payload = NULL;
+    s_job_row (self, job, with_payload, &row);
     gq_job_row_text (out, &row);
 }
 

@@ -192,8 +192,10 @@ void gq_broker_reply (gq_broker_t *self, gq_msg_t *reply);
 void gq_broker_reject (gq_broker_t *self, gq_msg_t *request, int code, const char *why);
 /* The JSON form of an in-memory job (new reference). with_payload includes the payload text. */
 json_t *gq_broker_job_json (gq_broker_t *self, const gq_job_t *job, bool with_payload);
-/* Appends the JSON text of an in-memory job, without its payload (as STATUS shows it). */
-void gq_broker_job_text (gq_broker_t *self, const gq_job_t *job, zchunk_t *out);
+/* Appends the JSON text of an in-memory job (gq_job_row_text: the same fields as its JSON);
+   the payload only with with_payload. */
+void gq_broker_job_text (gq_broker_t *self, const gq_job_t *job, bool with_payload,
+                         zchunk_t *out);
 /* Frees a job with its payload, blobs and constraints, releasing its watchers; NULLs *job_p. */
 void gq_broker_job_free (gq_broker_t *self, gq_job_t **job_p);
 /* The request's "ids" (malloc'd, the caller frees), or false after refusing the request. */

@@ -48,7 +48,7 @@ gq_queries_status (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
         gq_job_t *job = gq_broker_job_find (self, ids[i]);
         if (job) {
             gq_read_text_begin (read, ids[i]);
-            gq_broker_job_text (self, job, read->pre);
+            gq_broker_job_text (self, job, false, read->pre);
             gq_read_text_end (read);
         } else if (gq_broker_id_issued (self, ids[i])) {
             gq_read_stored (read, ids[i]);

@@ -105,11 +105,7 @@ s_finished_text (gq_broker_t *self, const gq_job_t *job)
     const gq_job_end_t *end = job->end;
     zchunk_t *out = zchunk_new (
         NULL, 256 + job->payload_len + (end && end->result ? strlen (end->result) : 0));
-    gq_job_row_t row;
-    gq_job_row_from (&row, job, gq_matcher_kind_name (self->matcher, job->kind_id),
-                     gq_broker_model_name (self, job),
-                     gq_broker_node_name (self, end ? end->node : job->node));
-    gq_job_row_text (out, &row);
+    gq_broker_job_text (self, job, true, out);
     return out;
 }
 
