@@ -224,7 +224,7 @@ s_node_json (gq_broker_t *self, gq_link_t *worker)
     json_t *spec = worker->spec;
     json_t *json = json_pack (
         "{s:s, s:s, s:s, s:I, s:I, s:f, s:f, s:i, s:i, s:O, s:O, s:O, s:f, s:s, s:s, s:I, s:I, "
-        "s:f, s:s?}",
+        "s:f, s:s?, s:O?}",
         "name", node->name, "gpu_model", node->gpu_model, "backend",
         spec ? json_string_value (json_object_get (spec, "backend")) ?: "cpu" : "cpu",
         "vram_total_mb", (json_int_t) node->vram_total_mb, "vram_free_mb",
@@ -241,7 +241,8 @@ s_node_json (gq_broker_t *self, gq_link_t *worker)
         "jobs_failed", (json_int_t) node->jobs_failed, "reliability", (double) node->reliability,
         "backoff_until",
         node->backoff_until_ms > gq_now_ms () ? gq_format_time (node->backoff_until_ms, backoff)
-                                              : NULL);
+                                              : NULL,
+        "engines", spec ? json_object_get (spec, "engines") : NULL);
     return json;
 }
 

@@ -1842,7 +1842,8 @@ static const char *s_nodes_help =
     "\n"
     "Lists the fleet as a table: NAME GPU VRAM(free/total) TFLOPS PRICE SLOTS(running/slots)\n"
     "RTT STATUS MODELS (a loaded model is marked *; a failing node that is backed off shows\n"
-    "\"backoff until HH:MM:SS\" in STATUS).\n"
+    "\"backoff until HH:MM:SS\" in STATUS; an engine that is down \"engine KIND restarting\",\n"
+    "an OpenAI server that does not answer \"server KIND unreachable\").\n"
     "  --json   one JSON array of node objects\n"
     "\n"
     "Example:\n"
@@ -1890,14 +1891,26 @@ s_cmd_nodes (int argc, char **argv)
         } else {
             s_table_cell (&table, "-");
         }
-        /* A failing node the broker backs off shows until when (UTC, to the second). */
+        /* A failing node the broker backs off shows until when (UTC, to the second); an
+           engine or a server that is not up, its kind and state. */
+        char status[256];
         const char *backoff = s_str (node, "backoff_until", NULL);
+        int n = snprintf (status, sizeof status, "%s", s_str (node, "status", "?"));
         if (backoff && strlen (backoff) >= 19) {
-            s_table_cell (&table, "%s (backoff until %.8s)", s_str (node, "status", "?"),
-                          backoff + 11);
-        } else {
-            s_table_cell (&table, "%s", s_str (node, "status", "?"));
+            n += snprintf (status + n, sizeof status - (size_t) n, " (backoff until %.8s)",
+                           backoff + 11);
         }
+        size_t e;
+        json_t *engine;
+        json_array_foreach (json_object_get (node, "engines"), e, engine) {
+            const char *state = s_str (engine, "state", "up");
+            if (!streq (state, "up") && n < (int) sizeof status) {
+                n += snprintf (status + n, sizeof status - (size_t) n, " (%s %.32s %.16s)",
+                               streq (s_str (engine, "via", ""), "openai") ? "server" : "engine",
+                               s_str (engine, "kind", "?"), state);
+            }
+        }
+        s_table_cell (&table, "%s", status);
         /* Available models, a loaded one marked with '*'. */
         char models[512] = "";
         size_t len = 0, m;

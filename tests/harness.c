@@ -63,7 +63,9 @@ void
 h_require (const char *program)
 {
     char path[1024];
-    snprintf (path, sizeof path, "%s/%s", s_bin, program);
+    /* A program by absolute path (python3 for a test's server), else one of ours. */
+    snprintf (path, sizeof path, "%s%s%s", program[0] == '/' ? "" : s_bin,
+              program[0] == '/' ? "" : "/", program);
     if (access (path, X_OK) != 0) {
         printf ("SKIP: %s is not built\n", program);
         h_cleanup ();
@@ -92,7 +94,9 @@ static pid_t
 s_spawn (const char *program, const char *logname, char **argv)
 {
     char path[1024], log[512];
-    snprintf (path, sizeof path, "%s/%s", s_bin, program);
+    /* A program by absolute path (python3 for a test's server), else one of ours. */
+    snprintf (path, sizeof path, "%s%s%s", program[0] == '/' ? "" : s_bin,
+              program[0] == '/' ? "" : "/", program);
     snprintf (log, sizeof log, "%s/%s.log", s_dir, logname);
     argv[0] = path;
     pid_t pid = fork ();
@@ -462,6 +466,21 @@ h_node (gq_client_t *client, const char *name)
     }
     json_decref (reply);
     return found;
+}
+
+bool
+h_node_offers (gq_client_t *client, const char *name, const char *kind)
+{
+    json_t *node = h_node (client, name);
+    bool has = false;
+    size_t i;
+    json_t *one;
+    json_array_foreach (json_object_get (node, "kinds"), i, one) {
+        const char *text = json_string_value (one);
+        has = has || (text && strcmp (text, kind) == 0);
+    }
+    json_decref (node);
+    return has;
 }
 
 typedef struct {

@@ -58,8 +58,8 @@ int h_free_port (void);
 /* "tcp://127.0.0.1:PORT" for a port picked once per test. */
 const char *h_endpoint (void);
 
-/* Starts build/bin/PROGRAM with arguments (NULL-terminated), output to DIR/LOGNAME.log.
-   Returns its PID. */
+/* Starts build/bin/PROGRAM (or PROGRAM, given by absolute path) with arguments
+   (NULL-terminated), output to DIR/LOGNAME.log. Returns its PID. */
 pid_t h_start (const char *program, const char *logname, ...) __attribute__ ((sentinel));
 /* Writes DIR/broker.json with json (text) for the broker's --config; returns its path (static,
    valid until the next call). */
@@ -103,6 +103,8 @@ json_t *h_result (gq_client_t *client, int64_t id);
 bool h_running_on (gq_client_t *client, int64_t id, char *node, char *other);
 /* The node called name as NODES reports it (new reference), or NULL. */
 json_t *h_node (gq_client_t *client, const char *name);
+/* Whether node name, as NODES reports it, offers kind. */
+bool h_node_offers (gq_client_t *client, const char *name, const char *kind);
 /* Polls NODES until node name has status ("online", "busy", "offline", ...); false on timeout. */
 bool h_wait_node_status (gq_client_t *client, const char *name, const char *status,
                          int timeout_ms);

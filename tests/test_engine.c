@@ -49,16 +49,7 @@ static bool
 s_offers_eng (void *arg)
 {
     s_offers_t *offers = (s_offers_t *) arg;
-    json_t *node = h_node (offers->client, "wa");
-    bool has = false;
-    size_t i;
-    json_t *kind;
-    json_array_foreach (json_object_get (node, "kinds"), i, kind)
-    {
-        has = has || streq (json_string_value (kind), "eng");
-    }
-    json_decref (node);
-    return has == offers->want;
+    return h_node_offers (offers->client, "wa", "eng") == offers->want;
 }
 
 /* Submits a job of kind eng; returns its id. */

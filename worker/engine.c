@@ -17,6 +17,7 @@
 #include "gq_json.h"
 #include "gq_msg.h"
 #include "handler.h"
+#include "sync.h"
 #include "tuning.h"
 
 
@@ -94,12 +95,7 @@ s_close (int *fd)
 static void
 s_wait_ms (gq_engine_t *self, int64_t ms)
 {
-    struct timespec ts;
-    clock_gettime (CLOCK_MONOTONIC, &ts);
-    int64_t ns = (int64_t) ts.tv_nsec + (ms > 0 ? ms : 0) * 1000000;
-    ts.tv_sec += (time_t) (ns / 1000000000);
-    ts.tv_nsec = (long) (ns % 1000000000);
-    pthread_cond_timedwait (&self->changed, &self->lock, &ts);
+    gq_cond_wait_ms (&self->changed, &self->lock, ms);
 }
 
 static s_call_t *
@@ -634,11 +630,7 @@ gq_engine_new (const char *spec, const gq_engine_opts_t *opts, char *why, size_t
     self->out_buf = malloc (GQ_ENGINE_MAX_LINE_BYTES + 1);
     pthread_mutex_init (&self->lock, NULL);
     pthread_mutex_init (&self->write_lock, NULL);
-    pthread_condattr_t cattr;
-    pthread_condattr_init (&cattr);
-    pthread_condattr_setclock (&cattr, CLOCK_MONOTONIC);
-    pthread_cond_init (&self->changed, &cattr);
-    pthread_condattr_destroy (&cattr);
+    gq_cond_init_monotonic (&self->changed);
     if (!self->command || !self->models || !self->calls || !self->out_buf ||
         (opts->cuda_devices && !self->cuda_devices)) {
         snprintf (why, whylen, "out of memory");
@@ -662,11 +654,7 @@ gq_engine_destroy (gq_engine_t **self_p)
     }
     gq_engine_t *self = *self_p;
     if (self->thread_started) {
-        pthread_mutex_lock (&self->lock);
-        self->stop = true;
-        pthread_cond_broadcast (&self->changed);
-        pthread_mutex_unlock (&self->lock);
-        pthread_join (self->thread, NULL);
+        gq_thread_stop (self->thread, &self->lock, &self->changed, &self->stop);
     }
     for (int i = 0; self->calls && i < self->slots; i++) {
         s_call_release (self, &self->calls[i]);
@@ -736,9 +724,9 @@ gq_engine_pid (gq_engine_t *self)
 
 /* ---- Jobs ------------------------------------------------------------------------------------ */
 
-/* The job's stop, or 0 to go on. */
-static int
-s_stopped (const gq_engine_job_t *job, int64_t deadline_us, char *error, size_t errlen)
+int
+gq_engine_job_stopped (const gq_engine_job_t *job, int64_t deadline_us, char *error,
+                       size_t errlen)
 {
     if (job->cancel && *job->cancel) {
         snprintf (error, errlen, "cancelled");
@@ -769,7 +757,7 @@ s_write_line (gq_engine_t *self, pid_t pid, const char *text, size_t len,
         if (n > 0) {
             done += (size_t) n;
         } else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-            if (done == 0 && job && (rc = s_stopped (job, deadline_us, error, errlen))) {
+            if (done == 0 && job && (rc = gq_engine_job_stopped (job, deadline_us, error, errlen))) {
                 break;
             }
             struct pollfd pfd = {fd, POLLOUT, 0};
@@ -810,7 +798,7 @@ gq_engine_run (gq_engine_t *self, const gq_engine_job_t *job, json_t **result, c
     s_call_t *call = NULL;
     int rc = GQ_OK;
     while (!call) {
-        if ((rc = s_stopped (job, deadline_us, error, errlen))) {
+        if ((rc = gq_engine_job_stopped (job, deadline_us, error, errlen))) {
             break;
         }
         if (self->state == S_DOWN || self->stop) {
@@ -842,7 +830,7 @@ gq_engine_run (gq_engine_t *self, const gq_engine_job_t *job, json_t **result, c
     free (text);
     bool sent = rc == GQ_OK;
     pthread_mutex_lock (&self->lock);
-    while (!rc && !call->done && !(rc = s_stopped (job, deadline_us, error, errlen))) {
+    while (!rc && !call->done && !(rc = gq_engine_job_stopped (job, deadline_us, error, errlen))) {
         if (call->head) {
             s_partials_deliver (self, call, job);
         } else {

@@ -93,6 +93,12 @@ int gq_engine_pid (gq_engine_t *self);
 int gq_engine_run (gq_engine_t *self, const gq_engine_job_t *job, json_t **result, char *error,
                    size_t errlen);
 
+/* Whether the job must stop now: GQ_ESTATE ("cancelled") when its cancel flag is set,
+   GQ_ETIMEOUT ("timed out after N ms") past deadline_us (monotonic; 0: none); else 0. Shared
+   with OpenAI servers (openai.c). */
+int gq_engine_job_stopped (const gq_engine_job_t *job, int64_t deadline_us, char *error,
+                           size_t errlen);
+
 void gq_engine_test (bool verbose);
 
 #ifdef __cplusplus

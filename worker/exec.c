@@ -8,6 +8,7 @@
 
 #include "gq_msg.h"
 #include "engine.h"
+#include "openai.h"
 #include "handler.h"
 #include "model.h"
 #include "tuning.h"
@@ -18,6 +19,13 @@
 static const char *s_builtin_kinds[] = {"echo", "sleep", "matmul", "mlp"};
 #define S_BUILTINS (sizeof s_builtin_kinds / sizeof s_builtin_kinds[0])
 
+/* A kind served by a long-lived server: an engine process or an OpenAI-compatible server (one of
+   the two is set). The runtime asks both the same questions, through the s_server_* below. */
+typedef struct {
+    gq_engine_t *engine;
+    gq_openai_t *openai;
+} s_server_t;
+
 struct _gq_runtime_t {
     const gq_backend_ops_t *ops;             /* the chosen backend */
     gq_bdev_t *dev;                          /* its device, shared by every slot */
@@ -26,8 +34,9 @@ struct _gq_runtime_t {
     gq_model_cache_t *cache;                 /* shared by slots; has its own mutex */
     gq_handler_t *handlers[S_MAX_HANDLERS];  /* fixed before the slots start */
     size_t n_handlers;                       /* how many */
-    gq_engine_t *engines[S_MAX_HANDLERS];    /* fixed before the slots start */
-    size_t n_engines;                        /* how many */
+    s_server_t servers[S_MAX_HANDLERS];      /* engines and OpenAI servers, fixed before the
+                                                slots start */
+    size_t n_servers;                        /* how many */
 };
 
 struct _gq_exec_t {
@@ -136,8 +145,9 @@ gq_runtime_destroy (gq_runtime_t **self_p)
         for (size_t i = 0; i < self->n_handlers; i++) {
             gq_handler_destroy (&self->handlers[i]);
         }
-        for (size_t i = 0; i < self->n_engines; i++) {
-            gq_engine_destroy (&self->engines[i]);
+        for (size_t i = 0; i < self->n_servers; i++) {
+            gq_engine_destroy (&self->servers[i].engine);
+            gq_openai_destroy (&self->servers[i].openai);
         }
         if (self->ops) {
             self->ops->dev_close (&self->dev);
@@ -182,12 +192,30 @@ s_handler_for (gq_runtime_t *self, const char *kind)
     return NULL;
 }
 
-static gq_engine_t *
-s_engine_for (gq_runtime_t *self, const char *kind)
+static const char *
+s_server_kind (const s_server_t *server)
 {
-    for (size_t i = 0; kind && i < self->n_engines; i++) {
-        if (streq (gq_engine_kind (self->engines[i]), kind)) {
-            return self->engines[i];
+    return server->engine ? gq_engine_kind (server->engine) : gq_openai_kind (server->openai);
+}
+
+static bool
+s_server_down (const s_server_t *server)
+{
+    return server->engine ? gq_engine_down (server->engine) : gq_openai_down (server->openai);
+}
+
+static json_t *
+s_server_models (const s_server_t *server)
+{
+    return server->engine ? gq_engine_models (server->engine) : gq_openai_models (server->openai);
+}
+
+static s_server_t *
+s_server_for (gq_runtime_t *self, const char *kind)
+{
+    for (size_t i = 0; kind && i < self->n_servers; i++) {
+        if (streq (s_server_kind (&self->servers[i]), kind)) {
+            return &self->servers[i];
         }
     }
     return NULL;
@@ -204,11 +232,11 @@ s_kind_free (gq_runtime_t *self, const char *kind, char *why, size_t whylen)
             return GQ_EINVAL;
         }
     }
-    if (s_handler_for (self, kind) || s_engine_for (self, kind)) {
+    if (s_handler_for (self, kind) || s_server_for (self, kind)) {
         snprintf (why, whylen, "kind '%s' has a handler or an engine already", kind);
         return GQ_EINVAL;
     }
-    if (self->n_handlers + self->n_engines + S_BUILTINS >= S_MAX_HANDLERS) {
+    if (self->n_handlers + self->n_servers + S_BUILTINS >= S_MAX_HANDLERS) {
         snprintf (why, whylen, "too many kinds (at most %d)", S_MAX_HANDLERS);
         return GQ_EINVAL;
     }
@@ -250,19 +278,42 @@ gq_runtime_add_engine (gq_runtime_t *self, const char *spec, int slots, int64_t 
     if (!engine) {
         return GQ_EINVAL;
     }
-    self->engines[self->n_engines++] = engine;
+    self->servers[self->n_servers++].engine = engine;
     zsys_info ("worker: kind '%s' runs on an engine (%d in flight at most): %s",
                gq_engine_kind (engine), slots, gq_engine_command (engine));
+    return GQ_OK;
+}
+
+int
+gq_runtime_add_openai (gq_runtime_t *self, const char *spec, int slots, int64_t ready_timeout_ms,
+                       char *why, size_t whylen)
+{
+    const char *eq = spec ? strchr (spec, '=') : NULL;
+    char kind[GQ_KIND_MAX];
+    snprintf (kind, sizeof kind, "%.*s", eq ? (int) (eq - spec) : 0, spec ? spec : "");
+    if (eq && s_kind_free (self, kind, why, whylen)) {
+        return GQ_EINVAL;
+    }
+    gq_openai_t *openai = gq_openai_new (spec, slots, ready_timeout_ms, why, whylen);
+    if (!openai) {
+        return GQ_EINVAL;
+    }
+    self->servers[self->n_servers++].openai = openai;
+    zsys_info ("worker: kind '%s' goes to the OpenAI server at %s (%d in flight at most)",
+               gq_openai_kind (openai), gq_openai_url (openai), slots);
     return GQ_OK;
 }
 
 void
 gq_runtime_wait_engines (gq_runtime_t *self)
 {
-    for (size_t i = 0; i < self->n_engines; i++) {
-        if (!gq_engine_wait_ready (self->engines[i])) {
-            zsys_warning ("worker: engine '%s' is not up yet; its jobs fail until it is",
-                          gq_engine_kind (self->engines[i]));
+    for (size_t i = 0; i < self->n_servers; i++) {
+        s_server_t *server = &self->servers[i];
+        bool up = server->engine ? gq_engine_wait_ready (server->engine)
+                                 : gq_openai_wait_ready (server->openai);
+        if (!up) {
+            zsys_warning ("worker: %s '%s' is not up yet; its jobs fail until it is",
+                          server->engine ? "engine" : "OpenAI server", s_server_kind (server));
         }
     }
 }
@@ -271,10 +322,25 @@ uint64_t
 gq_runtime_engines_down (gq_runtime_t *self)
 {
     uint64_t down = 0;
-    for (size_t i = 0; i < self->n_engines; i++) {
-        down |= gq_engine_down (self->engines[i]) ? 1ULL << i : 0;
+    for (size_t i = 0; i < self->n_servers; i++) {
+        down |= s_server_down (&self->servers[i]) ? 1ULL << i : 0;
     }
     return down;
+}
+
+json_t *
+gq_runtime_engines (gq_runtime_t *self)
+{
+    json_t *engines = json_array ();
+    for (size_t i = 0; i < self->n_servers; i++) {
+        s_server_t *server = &self->servers[i];
+        bool down = s_server_down (server);
+        json_array_append_new (
+            engines, json_pack ("{s:s, s:s, s:s}", "kind", s_server_kind (server), "via",
+                                server->engine ? "engine" : "openai", "state",
+                                !down ? "up" : server->engine ? "restarting" : "unreachable"));
+    }
+    return engines;
 }
 
 json_t *
@@ -287,9 +353,9 @@ gq_runtime_kinds (gq_runtime_t *self)
     for (size_t i = 0; i < self->n_handlers; i++) {
         json_array_append_new (kinds, json_string (gq_handler_kind (self->handlers[i])));
     }
-    for (size_t i = 0; i < self->n_engines; i++) {
-        if (!gq_engine_down (self->engines[i])) {
-            json_array_append_new (kinds, json_string (gq_engine_kind (self->engines[i])));
+    for (size_t i = 0; i < self->n_servers; i++) {
+        if (!s_server_down (&self->servers[i])) {
+            json_array_append_new (kinds, json_string (s_server_kind (&self->servers[i])));
         }
     }
     return kinds;
@@ -299,16 +365,23 @@ json_t *
 gq_runtime_models (gq_runtime_t *self)
 {
     json_t *models = gq_model_cache_json (self->cache);
-    /* An engine's models are loaded for as long as it runs: available and loaded (load time
-       unknown: 0). */
+    /* A server's models are loaded for as long as it runs: available and loaded (load time
+       unknown: 0). A server that is down offers none. */
     json_t *available = json_object_get (models, "available");
     json_t *loaded = json_object_get (models, "loaded");
-    for (size_t i = 0; models && i < self->n_engines; i++) {
-        json_t *names = gq_engine_models (self->engines[i]);
+    for (size_t i = 0; models && i < self->n_servers; i++) {
+        if (s_server_down (&self->servers[i])) {
+            continue;
+        }
+        json_t *names = s_server_models (&self->servers[i]);
         size_t j;
         json_t *name;
         json_array_foreach (names, j, name) {
-            if (json_array_size (available) < GQ_MAX_MODELS) {
+            bool listed = false; /* two servers may hold the same model */
+            for (size_t k = 0; k < json_array_size (available) && !listed; k++) {
+                listed = json_equal (json_array_get (available, k), name);
+            }
+            if (!listed && json_array_size (available) < GQ_MAX_MODELS) {
                 json_array_append (available, name);
                 json_array_append_new (loaded, json_pack ("{s:O, s:i, s:i}", "name", name,
                                                           "load_ms", 0, "bytes", 0));
@@ -968,14 +1041,15 @@ s_run_handler (s_job_t *job, gq_handler_t *handler)
 }
 
 static int
-s_run_engine (s_job_t *job, gq_engine_t *engine)
+s_run_server (s_job_t *job, s_server_t *server)
 {
     const gq_task_t *task = job->task;
     if (task->n_blobs) {
         return s_fail (job, GQ_EINVAL,
-                       "kind '%s' runs on an engine, which takes JSON only: this job has %zu "
-                       "binary blob%s",
-                       gq_engine_kind (engine), task->n_blobs, task->n_blobs == 1 ? "" : "s");
+                       "kind '%s' runs on %s, which takes JSON only: this job has %zu binary "
+                       "blob%s",
+                       s_server_kind (server), server->engine ? "an engine" : "an OpenAI server",
+                       task->n_blobs, task->n_blobs == 1 ? "" : "s");
     }
     gq_engine_job_t ejob = {.id = task->id,
                             .kind = task->kind,
@@ -985,8 +1059,10 @@ s_run_engine (s_job_t *job, gq_engine_t *engine)
                             .cancel = task->cancel,
                             .on_partial = task->on_partial,
                             .partial_arg = task->partial_arg};
-    int rc = gq_engine_run (engine, &ejob, &job->out->result, job->out->error,
-                            sizeof job->out->error);
+    int rc = server->engine ? gq_engine_run (server->engine, &ejob, &job->out->result,
+                                             job->out->error, sizeof job->out->error)
+                            : gq_openai_run (server->openai, &ejob, &job->out->result,
+                                             job->out->error, sizeof job->out->error);
     job->out->code = rc;
     return rc;
 }
@@ -1008,7 +1084,7 @@ gq_exec_run (gq_exec_t *self, const gq_task_t *task, gq_outcome_t *out)
     ops->ctx_set_abort (self->ctx, task->cancel, job.deadline_us);
     const char *kind = task->kind ? task->kind : "";
     gq_handler_t *handler = NULL;
-    gq_engine_t *engine = NULL;
+    s_server_t *server = NULL;
     if (s_check_stop (&job)) {
         /* Cancelled before it began. */
     } else if (streq (kind, "echo")) {
@@ -1021,8 +1097,8 @@ gq_exec_run (gq_exec_t *self, const gq_task_t *task, gq_outcome_t *out)
         s_run_mlp (&job);
     } else if ((handler = s_handler_for (self->rt, kind))) {
         s_run_handler (&job, handler);
-    } else if ((engine = s_engine_for (self->rt, kind))) {
-        s_run_engine (&job, engine);
+    } else if ((server = s_server_for (self->rt, kind))) {
+        s_run_server (&job, server);
     } else {
         s_fail (&job, GQ_EUNSUPPORTED, "kind '%.32s' is not offered by this worker", kind);
     }

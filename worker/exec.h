@@ -64,16 +64,27 @@ int gq_runtime_add_handler (gq_runtime_t *self, const char *spec, char *why, siz
    line. 0, or GQ_EINVAL with a reason (bad spec, a kind taken already). See engine.h. */
 int gq_runtime_add_engine (gq_runtime_t *self, const char *spec, int slots,
                            int64_t ready_timeout_ms, char *why, size_t whylen);
-/* Blocks until every engine's first start is settled (ready line, another first line, exit,
-   or its ready timeout); logs those that are not up. Before the worker registers. */
+/* Adds an OpenAI-compatible server "KIND=URL" (before the slots start) and starts probing it:
+   at most slots jobs in flight on it; gq_runtime_wait_engines waits ready_timeout_ms at most
+   for its first answer. 0, or GQ_EINVAL with a reason (bad spec, a kind taken already). See
+   openai.h. Engines and OpenAI servers are "servers" below: long-lived, and down at times. */
+int gq_runtime_add_openai (gq_runtime_t *self, const char *spec, int slots,
+                           int64_t ready_timeout_ms, char *why, size_t whylen);
+/* Blocks until every server's first start is settled (an engine's ready line, another first
+   line, exit, or its ready timeout; an OpenAI server's first answer, or its ready timeout);
+   logs those that are not up. Before the worker registers. */
 void gq_runtime_wait_engines (gq_runtime_t *self);
-/* Which engines are down now: bit i for the i-th engine added. Thread-safe. */
+/* Which servers are down now: bit i for the i-th added. Thread-safe. */
 uint64_t gq_runtime_engines_down (gq_runtime_t *self);
-/* ["echo", "sleep", "matmul", "mlp", handler kinds..., engine kinds...]: a new reference. An
-   engine that is down is left out, so that a READY built now offers only what runs. */
+/* [{"kind", "via": "engine"|"openai", "state": "up"|"restarting"|"unreachable"}], one per
+   server, for READY's spec (gridq nodes shows those not up): a new reference. Thread-safe. */
+json_t *gq_runtime_engines (gq_runtime_t *self);
+/* ["echo", "sleep", "matmul", "mlp", handler kinds..., server kinds...]: a new reference. A
+   server that is down is left out, so that a READY built now offers only what runs. */
 json_t *gq_runtime_kinds (gq_runtime_t *self);
 /* {"available": [model names], "loaded": [{"name", "load_ms", "bytes"}]}: a new reference. The
-   models of the engines' ready lines are in both (load_ms 0). */
+   models of the servers that are up (engines' ready lines, OpenAI servers' lists) are in both
+   (load_ms 0). */
 json_t *gq_runtime_models (gq_runtime_t *self);
 /* The model cache budget in bytes. */
 int64_t gq_runtime_cache_budget (gq_runtime_t *self);

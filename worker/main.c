@@ -31,9 +31,15 @@ s_usage (FILE *out)
              "  --engine KIND=CMD    keep CMD (via /bin/sh) running for jobs of KIND, one JSON\n"
              "                       line per job in, one per answer out (docs/PROTOCOL.md,\n"
              "                       Engines); repeatable\n"
-             "  --engine-slots N     jobs in flight on one engine (default: --slots)\n"
-             "  --engine-ready-timeout MS  wait this long for an engine's ready line before\n"
-             "                       registering (default 60000)\n"
+             "  --openai KIND=URL    send jobs of KIND to the OpenAI-compatible server at URL\n"
+             "                       (vllm serve, llama-server: e.g. chat=http://127.0.0.1:8000/v1),\n"
+             "                       streamed; KIND completion uses URL/completions, any other\n"
+             "                       URL/chat/completions; its models are advertised as loaded;\n"
+             "                       OPENAI_API_KEY, when set, is sent as the bearer token;\n"
+             "                       repeatable\n"
+             "  --engine-slots N     jobs in flight on one engine or server (default: --slots)\n"
+             "  --engine-ready-timeout MS  wait this long for an engine's ready line (a server's\n"
+             "                       first answer) before registering (default 60000)\n"
              "  --stream-window N    partials of one job sent to the broker and not yet\n"
              "                       acknowledged, at most (default 64); past it as many wait,\n"
              "                       and the oldest waiting drop (counted as \"dropped\")\n"
@@ -48,7 +54,8 @@ s_usage (FILE *out)
              "  gridq-worker --name a100-0 --device 0 --slots 4 --price 1.80 --models /srv/models\n"
              "  gridq-worker --backend cpu --gpu-model 'RTX 4090' --vram 24G --tflops 82.6\n"
              "  gridq-worker --handler 'llama=llama-cli -m /srv/llama-7b.gguf -f /dev/stdin'\n"
-             "  gridq-worker --slots 8 --engine 'chat=python3 /srv/engines/chat.py'\n");
+             "  gridq-worker --slots 8 --engine 'chat=python3 /srv/engines/chat.py'\n"
+             "  gridq-worker --slots 16 --openai chat=http://127.0.0.1:8000/v1\n");
 }
 
 static int
@@ -71,9 +78,8 @@ main (int argc, char **argv)
     opts.cert_path = getenv ("GRIDQ_CERT");
     opts.server_cert_path = getenv ("GRIDQ_SERVER_CERT");
     enum { O_BROKER = 1000, O_NAME, O_BACKEND, O_DEVICE, O_SLOTS, O_GPU, O_VRAM, O_TFLOPS,
-           O_PRICE, O_MODELS, O_HANDLER, O_ENGINE, O_ENGINE_SLOTS, O_ENGINE_READY,
-    O_STREAM, O_CERT,
-           O_SERVER_CERT, O_HELP };
+           O_PRICE, O_MODELS, O_HANDLER, O_ENGINE, O_OPENAI, O_ENGINE_SLOTS, O_ENGINE_READY,
+           O_STREAM, O_CERT, O_SERVER_CERT, O_HELP };
     static const struct option options[] = {{"broker", required_argument, 0, O_BROKER},
                                             {"name", required_argument, 0, O_NAME},
                                             {"backend", required_argument, 0, O_BACKEND},
@@ -86,6 +92,7 @@ main (int argc, char **argv)
                                             {"models", required_argument, 0, O_MODELS},
                                             {"handler", required_argument, 0, O_HANDLER},
                                             {"engine", required_argument, 0, O_ENGINE},
+                                            {"openai", required_argument, 0, O_OPENAI},
                                             {"engine-slots", required_argument, 0, O_ENGINE_SLOTS},
                                             {"engine-ready-timeout", required_argument, 0,
                                              O_ENGINE_READY},
@@ -159,6 +166,12 @@ main (int argc, char **argv)
                 return s_fail ("too many --engine options (at most %s)", "32");
             }
             opts.engines[opts.n_engines++] = optarg;
+            break;
+        case O_OPENAI:
+            if (opts.n_openai >= GQ_WORKER_MAX_HANDLERS) {
+                return s_fail ("too many --openai options (at most %s)", "32");
+            }
+            opts.openai[opts.n_openai++] = optarg;
             break;
         case O_ENGINE_SLOTS:
             opts.engine_slots = (int) strtol (optarg, &end, 10);

@@ -8,6 +8,7 @@
 #include "engine.h"
 #include "handler.h"
 #include "model.h"
+#include "openai.h"
 #include "safetensors.h"
 
 void gq_mlp_reference_test (bool verbose);
@@ -20,6 +21,7 @@ static const gq_selftest_t s_tests[] = {
     {"model", gq_model_test, false},
     {"handler", gq_handler_test, false},
     {"engine", gq_engine_test, false},
+    {"openai", gq_openai_test, false},
     {"exec", gq_exec_test, false},
     {"mlp_reference", gq_mlp_reference_test, false},
     {"cuda_errors", gq_cuda_errors_test, false},

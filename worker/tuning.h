@@ -68,6 +68,14 @@
 #define GQ_ENGINE_READ_BYTES           65536  /* read from the engine's pipes at once */
 #define GQ_ENGINE_STDERR_LINE_BYTES    2048   /* a stderr line logged at once, at most */
 
+/* ---- OpenAI-compatible servers (openai.c; back-off and tick as engines) -------------------- */
+#define GQ_OPENAI_PROBE_MS             5000   /* GET URL/models this often while the server is up */
+#define GQ_OPENAI_PROBE_TIMEOUT_MS     2000   /* one probe, at most */
+#define GQ_OPENAI_CONNECT_TIMEOUT_MS   2000   /* a job's connection, at most */
+#define GQ_OPENAI_MAX_BODY_BYTES       (1024 * 1024) /* a models list or an answer that is not a
+                                                 stream (an HTTP error), kept at most */
+#define GQ_OPENAI_MAX_CHOICES          64     /* choices of one completion ("n"), at most */
+
 /* ---- The CPU GEMM's cache blocking (backend_cpu.c) ----------------------------------------- */
 /* Sized for common x86-64 caches; rows and columns must stay multiples of the 6x16 register tile
    (backend_cpu.c checks it). */

@@ -409,13 +409,14 @@ s_spec (gq_worker_t *self)
     }
     json_t *models = gq_runtime_models (self->runtime);
     json_t *spec = json_pack (
-        "{s:s, s:s, s:s, s:I, s:I, s:f, s:f, s:i, s:o, s:O, s:O}", "name", self->name,
+        "{s:s, s:s, s:s, s:I, s:I, s:f, s:f, s:i, s:o, s:O, s:O, s:o}", "name", self->name,
         "gpu_model", o->gpu_model ? o->gpu_model : self->device.name, "backend",
         gq_runtime_backend_name (self->runtime), "vram_total_mb", (json_int_t) total,
         "vram_free_mb", (json_int_t) free_mb, "tflops",
         o->tflops >= 0 ? o->tflops : self->device.tflops, "price_per_hour", o->price, "slots",
         o->slots, "kinds", gq_runtime_kinds (self->runtime), "models_available",
-        json_object_get (models, "available"), "models_loaded", json_object_get (models, "loaded"));
+        json_object_get (models, "available"), "models_loaded", json_object_get (models, "loaded"),
+        "engines", gq_runtime_engines (self->runtime));
     json_decref (models);
     return spec;
 }
@@ -846,9 +847,11 @@ s_on_tick (zloop_t *loop, int timer_id, void *arg)
         s_ready (self);
     } else if (self->registered &&
                gq_runtime_engines_down (self->runtime) != self->engines_down) {
-        /* An engine went down or came back: READY again (the broker takes it as a new spec and
-           keeps this worker's jobs), so that its kind is offered only while it runs. */
-        zsys_info ("worker: an engine went down or came back; registering the kinds that run");
+        /* An engine or a server went down or came back: READY again (the broker takes it as a
+           new spec and keeps this worker's jobs), so that its kind is offered only while it
+           runs. */
+        zsys_info ("worker: an engine or a server went down or came back; registering the kinds "
+                   "that run");
         s_ready (self);
     } else if (self->registered &&
                now_us - self->last_heartbeat_us > 1000LL * self->heartbeat_ms) {
@@ -906,7 +909,15 @@ gq_worker_new (const gq_worker_opts_t *opts, char *why, size_t whylen)
             return NULL;
         }
     }
-    /* Registered only once the engines said which models they hold. */
+    for (size_t i = 0; i < opts->n_openai; i++) {
+        if (gq_runtime_add_openai (self->runtime, opts->openai[i],
+                                   opts->engine_slots > 0 ? opts->engine_slots : opts->slots,
+                                   opts->engine_ready_timeout_ms, why, whylen)) {
+            gq_worker_destroy (&self);
+            return NULL;
+        }
+    }
+    /* Registered only once the engines and servers said which models they hold. */
     gq_runtime_wait_engines (self->runtime);
     gq_runtime_device (self->runtime, &self->device);
     if (opts->name) {

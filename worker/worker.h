@@ -24,8 +24,11 @@ typedef struct {
     size_t n_handlers;
     const char *engines[GQ_WORKER_MAX_HANDLERS]; /* "KIND=COMMAND": persistent engines */
     size_t n_engines;
-    int engine_slots;          /* jobs in flight on one engine; 0: slots */
-    int64_t engine_ready_timeout_ms; /* wait for an engine's ready line this long */
+    const char *openai[GQ_WORKER_MAX_HANDLERS]; /* "KIND=URL": OpenAI-compatible servers */
+    size_t n_openai;
+    int engine_slots;          /* jobs in flight on one engine or server; 0: slots */
+    int64_t engine_ready_timeout_ms; /* wait for an engine's ready line (a server's first
+                                        answer) this long */
     int stream_window;         /* partials of a job sent and not acknowledged, at most */
     const char *cert_path;     /* worker secret certificate (CURVE), or NULL */
     const char *server_cert_path; /* broker public certificate, or NULL */
