@@ -71,6 +71,7 @@ typedef struct {
     int64_t poll;              /* throughput: finished ids (and as many unknown) polled; 0: no */
     int64_t partials;          /* partials: partials in all, over --jobs jobs at once; 0: none */
     int interval_us;           /* partials: between a job's partials in the latency run */
+    int load_interval_us;      /* partials: likewise in the throughput run; 0: no pause */
     int samples;               /* partials: latency samples of each kind; 0: no latency runs */
     int stream_window;         /* partials: the worker's --stream-window; 0: its default */
 } s_opts_t;
@@ -1233,7 +1234,8 @@ s_run_partials (gq_client_t *client, const s_opts_t *opts, s_partials_result_t *
         rc = rc ? rc : s_stream_check (&stream, 1 + opts->warmup + opts->samples, result);
     }
 
-    /* Throughput: --partials in all from --jobs jobs at once, as fast as the engine writes. */
+    /* Throughput: --partials in all from --jobs jobs at once, each as fast as the engine writes
+       or one every --throughput-interval-us. */
     if (rc == 0 && opts->partials) {
         bench_samples_destroy (&samples);
         samples = bench_samples_new ((size_t) opts->partials);
@@ -1246,7 +1248,8 @@ s_run_partials (gq_client_t *client, const s_opts_t *opts, s_partials_result_t *
         json_t *jobs = json_array ();
         for (int64_t i = 0; jobs && i < opts->jobs; i++) {
             int64_t n = opts->partials / opts->jobs + (i < opts->partials % opts->jobs);
-            json_array_append_new (jobs, s_stream_job (n, 0, opts->payload_bytes));
+            json_array_append_new (jobs,
+                                   s_stream_job (n, opts->load_interval_us, opts->payload_bytes));
         }
         int64_t start_us = gq_mono_us ();
         rc = samples ? s_stream_run (client, &stream, jobs, NULL) : -1;
@@ -1273,7 +1276,7 @@ static void
 s_usage (FILE *out)
 {
     fprintf (out,
-             "usage: gridq-bench [--mode throughput|latency|batch|memory] [options]\n"
+             "usage: gridq-bench [--mode throughput|latency|batch|memory|partials] [options]\n"
              "\n"
              "Measures a gridq broker with real workers through the client API. Jobs are of\n"
              "kind echo with a small payload {\"data\": \"xxx...\"}.\n"
@@ -1287,25 +1290,44 @@ s_usage (FILE *out)
              "                     --batch, --window in flight), then gq_client_wait\n"
              "                     memory: (--spawn) queues --jobs with no worker; the broker's\n"
              "                     VmRSS before and after, in bytes per job\n"
+             "                     partials: one worker runs gridq-bench-engine (kind partials),\n"
+             "                     which stamps each partial and result with the wall clock.\n"
+             "                     Latency (--samples each, after --warmup): the PING round\n"
+             "                     trip; one job's partials, one every --interval-us, engine\n"
+             "                     write -> partial callback; jobs with no partial one at a\n"
+             "                     time, engine result write -> FINISHED. Then throughput:\n"
+             "                     --partials from --jobs jobs at once, partials/s received,\n"
+             "                     and those dropped at the worker or lost on the way\n"
              "  --jobs N           jobs (default: throughput and batch 100000, latency 2000,\n"
-             "                     memory 1000000)\n"
+             "                     memory 1000000; partials: jobs at once, 1)\n"
              "  --batch N          jobs per SUBMIT (default 1000; batch and memory 10000)\n"
              "  --window N         SUBMITs in flight (default 4)\n"
-             "  --payload BYTES    length of the payload's string (default 16)\n"
-             "  --warmup N         latency: round trips before measuring (default 100)\n"
+             "  --payload BYTES    length of the payload's string (default 16; partials: of\n"
+             "                     each partial's pad)\n"
+             "  --warmup N         latency and partials: samples not counted first (default 100)\n"
              "  --poll N           throughput: first run N echo jobs to the end; then, during\n"
              "                     the run, a thread with a client of its own sends STATUS\n"
              "                     (5000 ids at most each) for those N finished ids and N\n"
              "                     unknown ones in turn, until the run ends. Reports its\n"
              "                     requests and CPU time, and the broker's CPU time (--spawn),\n"
              "                     each also as a share of wall time x CPUs online\n"
+             "  --partials N       partials: partials in all in the throughput run, over --jobs\n"
+             "                     (default 100000; 0: no throughput run)\n"
+             "  --throughput-interval-us U  partials: microseconds between a job's partials\n"
+             "                     in the throughput run (default 0: as fast as it writes)\n"
+             "  --interval-us U    partials: microseconds between the latency run's partials\n"
+             "                     (default 1000)\n"
+             "  --samples N        partials: samples of each latency (default 2000; 0: no\n"
+             "                     latency runs)\n"
+             "  --stream-window N  partials: the spawned worker's --stream-window (default:\n"
+             "                     its own, 64)\n"
              "  --spawn            start a broker and workers of our own on a free loopback\n"
              "                     port, with the database in a temporary folder; stop them\n"
              "                     by PID at the end\n"
              "  --bin DIR          where gridq-broker and gridq-worker are (default: the\n"
              "                     folder of this program)\n"
              "  --durability D     full (default) or normal: the spawned broker's SQLite mode\n"
-             "  --workers N        worker processes to spawn (default 2; memory: 0)\n"
+             "  --workers N        worker processes to spawn (default 2; memory: 0; partials: 1)\n"
              "  --slots N          slots per spawned worker (default 32)\n"
              "  --tmp DIR          parent of the temporary folder (default $TMPDIR or /tmp)\n"
              "  --keep             keep the temporary folder (database and logs)\n"
@@ -1315,7 +1337,8 @@ s_usage (FILE *out)
              "  --broker EP        without --spawn: the broker to measure (default\n"
              "                     $GRIDQ_BROKER or tcp://127.0.0.1:5555)\n"
              "  --json             print one JSON object: mode, jobs, seconds, jobs_per_s,\n"
-             "                     p50_us, p99_us, p999_us, durability, workers (and more)\n"
+             "                     p50_us, p99_us, p999_us, durability, workers (and more;\n"
+             "                     partials: p50_us.. are engine write -> partial callback)\n"
              "  --help             this text\n"
              "\n"
              "examples:\n"
@@ -1323,6 +1346,7 @@ s_usage (FILE *out)
              "  gridq-bench --spawn --mode latency --jobs 5000 --json\n"
              "  gridq-bench --spawn --mode memory --jobs 1000000\n"
              "  gridq-bench --spawn --jobs 200000 --poll 10000\n"
+             "  gridq-bench --spawn --mode partials --partials 100000 --jobs 8\n"
              "  gridq-bench --broker tcp://10.0.0.5:5555 --jobs 20000 --window 8\n");
 }
 
@@ -1343,7 +1367,7 @@ s_parse (int argc, char **argv, s_opts_t *opts)
 {
     enum { O_MODE = 1000, O_JOBS, O_BATCH, O_WINDOW, O_PAYLOAD, O_WARMUP, O_SPAWN, O_BIN,
            O_DURABILITY, O_WORKERS, O_SLOTS, O_TMP, O_KEEP, O_FULL, O_BROKER, O_JSON, O_POLL,
-           O_PARTIALS, O_INTERVAL, O_SAMPLES, O_STREAM_WINDOW, O_HELP };
+           O_PARTIALS, O_INTERVAL, O_LOAD_INTERVAL, O_SAMPLES, O_STREAM_WINDOW, O_HELP };
     static const struct option options[] = {{"mode", required_argument, 0, O_MODE},
                                             {"jobs", required_argument, 0, O_JOBS},
                                             {"batch", required_argument, 0, O_BATCH},
@@ -1363,6 +1387,8 @@ s_parse (int argc, char **argv, s_opts_t *opts)
                                             {"poll", required_argument, 0, O_POLL},
                                             {"partials", required_argument, 0, O_PARTIALS},
                                             {"interval-us", required_argument, 0, O_INTERVAL},
+                                            {"throughput-interval-us", required_argument, 0,
+                                             O_LOAD_INTERVAL},
                                             {"samples", required_argument, 0, O_SAMPLES},
                                             {"stream-window", required_argument, 0,
                                              O_STREAM_WINDOW},
@@ -1477,6 +1503,13 @@ s_parse (int argc, char **argv, s_opts_t *opts)
                 return s_bad ("--interval-us '%s' must be 0..1000000", optarg);
             }
             opts->interval_us = (int) value;
+            break;
+        case O_LOAD_INTERVAL:
+            partials_options = true;
+            if (gq_parse_int (optarg, 0, 1000000, &value)) {
+                return s_bad ("--throughput-interval-us '%s' must be 0..1000000", optarg);
+            }
+            opts->load_interval_us = (int) value;
             break;
         case O_SAMPLES:
             partials_options = true;
@@ -1737,6 +1770,7 @@ s_report_partials (const s_opts_t *opts, const s_partials_result_t *result, int 
         s_latency_json (out, "loaded", &result->loaded);
         json_object_set_new (out, "samples", json_integer (result->samples));
         json_object_set_new (out, "interval_us", json_integer (opts->interval_us));
+        json_object_set_new (out, "throughput_interval_us", json_integer (opts->load_interval_us));
         s_latency_json (out, "finished", &result->finished);
         s_latency_json (out, "ping", &result->ping);
         json_object_set_new (out, "stream_window", opts->stream_window
@@ -1754,7 +1788,10 @@ s_report_partials (const s_opts_t *opts, const s_partials_result_t *result, int 
     if (opts->stream_window) {
         snprintf (window, sizeof window, "%d", opts->stream_window);
     }
-    char text[128];
+    char text[128], pace[64] = "each as fast as the engine writes";
+    if (opts->load_interval_us) {
+        snprintf (pace, sizeof pace, "each one every %d us", opts->load_interval_us);
+    }
     if (result->samples) {
         printf ("partials: PING round trip (client -> broker -> client): %s\n",
                 bench_latency_text (&result->ping, text, sizeof text));
@@ -1766,11 +1803,11 @@ s_report_partials (const s_opts_t *opts, const s_partials_result_t *result, int 
                 bench_latency_text (&result->finished, text, sizeof text));
     }
     if (opts->partials) {
-        printf ("partials: %lld written by %lld job%s at once, %lld received in %.3f s = %.0f "
+        printf ("partials: %lld written by %lld job%s at once (%s), %lld received in %.3f s = %.0f "
                 "partials/s; dropped at the worker %lld, lost %lld; engine write -> callback "
                 "%s (%d worker%s, stream window %s, durability %s)\n",
                 (long long) result->written, (long long) result->jobs,
-                result->jobs == 1 ? "" : "s", (long long) result->received, result->seconds,
+                result->jobs == 1 ? "" : "s", pace, (long long) result->received, result->seconds,
                 per_s, (long long) result->dropped, (long long) result->lost,
                 bench_latency_text (&result->loaded, text, sizeof text), workers,
                 workers == 1 ? "" : "s", window, durability ? durability : "as configured");
@@ -1782,7 +1819,7 @@ main (int argc, char **argv)
 {
     char self_dir[1024];
     s_opts_t opts = {S_THROUGHPUT, 0, 0, 4, 16, 100, false, NULL, NULL, "full", false, 2, 32,
-                     NULL, false, false, false, 0, 100000, 1000, 2000, 0};
+                     NULL, false, false, false, 0, 100000, 1000, 0, 2000, 0};
     int rc = s_parse (argc, argv, &opts);
     if (rc) {
         return rc;

@@ -39,6 +39,11 @@ foreach(entry ${GQ_BENCH_SMOKE})
            COMMAND gridq-bench --spawn --durability normal --bin ${CMAKE_BINARY_DIR}/bin ${args})
   set_tests_properties(bench_${name} PROPERTIES TIMEOUT 120)
 endforeach()
+# --mode partials, small, its JSON line checked: every partial received or reported dropped.
+add_test(NAME bench_partials
+         COMMAND ${CMAKE_COMMAND} -DBENCH=$<TARGET_FILE:gridq-bench> -DBIN=${CMAKE_BINARY_DIR}/bin
+                 -P ${CMAKE_CURRENT_LIST_DIR}/../bench-partials-check.cmake)
+set_tests_properties(bench_partials PROPERTIES TIMEOUT 120)
 add_test(NAME bench_zmq COMMAND gridq-bench-zmq --jobs 2000 --window 200)
 add_test(NAME bench_zmq_latency COMMAND gridq-bench-zmq --mode latency --jobs 200)
 set_tests_properties(bench_zmq bench_zmq_latency PROPERTIES TIMEOUT 60)
