@@ -1362,12 +1362,53 @@ s_bad (const char *format, const char *value)
     return 2;
 }
 
+/* getopt_long's values of the options. */
+enum { O_MODE = 1000, O_JOBS, O_BATCH, O_WINDOW, O_PAYLOAD, O_WARMUP, O_SPAWN, O_BIN,
+       O_DURABILITY, O_WORKERS, O_SLOTS, O_TMP, O_KEEP, O_FULL, O_BROKER, O_JSON, O_POLL,
+       O_PARTIALS, O_INTERVAL, O_LOAD_INTERVAL, O_SAMPLES, O_STREAM_WINDOW, O_HELP };
+
+/* --mode partials's whole-number options (getopt_long's opt, its arg) into opts; 0, or -1
+   after saying that arg is out of range. */
+static int
+s_parse_partials_option (int opt, const char *arg, s_opts_t *opts)
+{
+    int64_t partials = opts->partials;
+    const struct {
+        int opt;               /* getopt_long's value */
+        const char *name;      /* for the message about a bad value */
+        int64_t lo, hi;        /* the range allowed */
+        int64_t *wide;         /* where it goes, when an int64_t */
+        int *value;            /* where it goes otherwise */
+    } numbers[] = {
+        {O_PARTIALS, "--partials", 0, 1000000000, &partials, NULL},
+        {O_INTERVAL, "--interval-us", 0, 1000000, NULL, &opts->interval_us},
+        {O_LOAD_INTERVAL, "--throughput-interval-us", 0, 1000000, NULL, &opts->load_interval_us},
+        {O_SAMPLES, "--samples", 0, 1000000, NULL, &opts->samples},
+        {O_STREAM_WINDOW, "--stream-window", 1, 1000000, NULL, &opts->stream_window},
+    };
+    for (size_t i = 0; i < sizeof numbers / sizeof numbers[0]; i++) {
+        int64_t value;
+        if (numbers[i].opt != opt) {
+            continue;
+        }
+        if (gq_parse_int (arg, numbers[i].lo, numbers[i].hi, &value)) {
+            fprintf (stderr, "gridq-bench: %s '%s' must be %lld..%lld\n(see gridq-bench --help)\n",
+                     numbers[i].name, arg, (long long) numbers[i].lo, (long long) numbers[i].hi);
+            return -1;
+        }
+        if (numbers[i].wide) {
+            *numbers[i].wide = value;
+        } else {
+            *numbers[i].value = (int) value;
+        }
+    }
+    opts->partials = partials;
+    return 0;
+}
+
 static int
 s_parse (int argc, char **argv, s_opts_t *opts)
 {
-    enum { O_MODE = 1000, O_JOBS, O_BATCH, O_WINDOW, O_PAYLOAD, O_WARMUP, O_SPAWN, O_BIN,
-           O_DURABILITY, O_WORKERS, O_SLOTS, O_TMP, O_KEEP, O_FULL, O_BROKER, O_JSON, O_POLL,
-           O_PARTIALS, O_INTERVAL, O_LOAD_INTERVAL, O_SAMPLES, O_STREAM_WINDOW, O_HELP };
     static const struct option options[] = {{"mode", required_argument, 0, O_MODE},
                                             {"jobs", required_argument, 0, O_JOBS},
                                             {"batch", required_argument, 0, O_BATCH},
@@ -1491,39 +1532,14 @@ s_parse (int argc, char **argv, s_opts_t *opts)
             opts->poll = value;
             break;
         case O_PARTIALS:
-            partials_options = true;
-            if (gq_parse_int (optarg, 0, 1000000000, &value)) {
-                return s_bad ("--partials '%s' must be 0..1000000000", optarg);
-            }
-            opts->partials = value;
-            break;
         case O_INTERVAL:
-            partials_options = true;
-            if (gq_parse_int (optarg, 0, 1000000, &value)) {
-                return s_bad ("--interval-us '%s' must be 0..1000000", optarg);
-            }
-            opts->interval_us = (int) value;
-            break;
         case O_LOAD_INTERVAL:
-            partials_options = true;
-            if (gq_parse_int (optarg, 0, 1000000, &value)) {
-                return s_bad ("--throughput-interval-us '%s' must be 0..1000000", optarg);
-            }
-            opts->load_interval_us = (int) value;
-            break;
         case O_SAMPLES:
-            partials_options = true;
-            if (gq_parse_int (optarg, 0, 1000000, &value)) {
-                return s_bad ("--samples '%s' must be 0..1000000", optarg);
-            }
-            opts->samples = (int) value;
-            break;
         case O_STREAM_WINDOW:
-            partials_options = true;
-            if (gq_parse_int (optarg, 1, 1000000, &value)) {
-                return s_bad ("--stream-window '%s' must be 1..1000000", optarg);
+            if (s_parse_partials_option (opt, optarg, opts)) {
+                return 2;
             }
-            opts->stream_window = (int) value;
+            partials_options = true;
             break;
         case O_HELP:
             s_usage (stdout);
@@ -1549,7 +1565,8 @@ s_parse (int argc, char **argv, s_opts_t *opts)
         workers = 0;
     }
     if (partials_options && opts->mode != S_PARTIALS) {
-        return s_bad ("--partials, --interval-us, --samples and --stream-window are for --mode "
+        return s_bad ("--partials, --interval-us, --throughput-interval-us, --samples and "
+                      "--stream-window are for --mode "
                       "partials%s", NULL);
     }
     if (opts->poll && opts->mode != S_THROUGHPUT) {
