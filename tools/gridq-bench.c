@@ -1566,8 +1566,7 @@ s_parse (int argc, char **argv, s_opts_t *opts)
     }
     if (partials_options && opts->mode != S_PARTIALS) {
         return s_bad ("--partials, --interval-us, --throughput-interval-us, --samples and "
-                      "--stream-window are for --mode "
-                      "partials%s", NULL);
+                      "--stream-window are for --mode partials%s", NULL);
     }
     if (opts->poll && opts->mode != S_THROUGHPUT) {
         return s_bad ("--poll is for --mode throughput%s", NULL);
