@@ -10,10 +10,19 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "gq_common.h"
 #include "tuning.h"
+
+int64_t
+bench_wall_us (void)
+{
+    struct timespec now;
+    clock_gettime (CLOCK_REALTIME, &now);
+    return (int64_t) now.tv_sec * 1000000 + now.tv_nsec / 1000;
+}
 
 /* ---- Latency samples ----------------------------------------------------------------------- */
 

@@ -2,8 +2,8 @@
     and for the two load generators beside gridq-bench (gridq-bench-zmq, gridq-bench-gearman)
     their common options, the line or JSON object that reports a run (tools/bench-peers reads it)
     and child processes that die with them. The clock and whole-number option values are
-    gq_common.h's (gq_mono_us, gq_parse_int). libc, libm and gq_common only:
-    gridq-bench-gearman does not link libgridq. */
+    gq_common.h's (gq_mono_us, gq_parse_int); the wall clock that processes compare stamps by
+    is bench_wall_us. libc, libm and gq_common only: gridq-bench-gearman does not link libgridq. */
 #ifndef GQ_BENCH_COMMON_H_INCLUDED
 #define GQ_BENCH_COMMON_H_INCLUDED
 
@@ -11,6 +11,11 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+
+/* Wall clock (CLOCK_REALTIME) in microseconds since the Unix epoch: a stamp that another
+   process on the same machine subtracts from its own reading (gridq-bench-engine stamps its
+   partials and results with it; an engine in any language can read this clock). */
+int64_t bench_wall_us (void);
 
 /* ---- Latency samples ----------------------------------------------------------------------- */
 

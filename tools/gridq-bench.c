@@ -9,10 +9,15 @@
         latency     one job in flight: SUBMIT with watch, wait for its FINISHED; p50/p99/p999
         batch       one big batch through gq_client_submit, then gq_client_wait for all of it
         memory      (--spawn, no workers) M queued jobs; the broker's VmRSS before and after
+        partials    an engine's partials through the broker to this client (one worker running
+                    gridq-bench-engine): the PING round trip; engine write -> client callback
+                    per partial at a modest rate, and engine result -> FINISHED per job, p50/p99;
+                    then partials/s of --jobs jobs streaming at once, dropped ones counted
 
     With --spawn it starts its own broker (SQLite in a temporary folder) and worker processes on a
     free loopback port, waits for them to register, runs, and stops them by PID. Without it,
-    --broker names a broker that is already running with workers that offer kind echo.
+    --broker names a broker that is already running with workers that offer kind echo (partials:
+    kind partials, from `gridq-worker --engine partials=gridq-bench-engine`).
 
     The client, broker and workers share the machine: on a small one the client's own JSON work
     is part of what is measured, as it would be for any real client. */
@@ -40,9 +45,10 @@
 #include "gq_common.h"
 #include "tuning.h"
 
-typedef enum { S_THROUGHPUT, S_LATENCY, S_BATCH, S_MEMORY } s_mode_t;
+typedef enum { S_THROUGHPUT, S_LATENCY, S_BATCH, S_MEMORY, S_PARTIALS } s_mode_t;
 
-static const char *s_mode_names[] = {"throughput", "latency", "batch", "memory"};
+static const char *s_mode_names[] = {"throughput", "latency", "batch", "memory", "partials"};
+#define S_MODES ((int) (sizeof s_mode_names / sizeof s_mode_names[0]))
 
 typedef struct {
     s_mode_t mode;             /* what to measure */
@@ -63,6 +69,11 @@ typedef struct {
     bool full;                 /* FINISHED with whole jobs rather than brief ones */
     bool json;                 /* one JSON object on stdout */
     int64_t poll;              /* throughput: finished ids (and as many unknown) polled; 0: no */
+    int64_t partials;          /* partials: partials in all, over --jobs jobs at once; 0: none */
+    int interval_us;           /* partials: between a job's partials in the latency run */
+    int load_interval_us;      /* partials: likewise in the throughput run; 0: no pause */
+    int samples;               /* partials: latency samples of each kind; 0: no latency runs */
+    int stream_window;         /* partials: the worker's --stream-window; 0: its default */
 } s_opts_t;
 
 typedef struct {
@@ -327,14 +338,30 @@ s_fleet_start (s_fleet_t *fleet, const s_opts_t *opts)
     if (!s_fleet_wait (fleet, 0)) {
         return -1;
     }
-    char slots[16];
+    char slots[16], engine[1100], window[16];
     snprintf (slots, sizeof slots, "%d", opts->slots);
+    if (opts->mode == S_PARTIALS && strchr (opts->bin, '\'')) {
+        fprintf (stderr, "gridq-bench: --bin '%s': a quote in the path\n", opts->bin);
+        return -1;
+    }
     for (int i = 0; i < opts->workers; i++) {
         char name[32];
         snprintf (name, sizeof name, "bench-%d", i);
         snprintf (log, sizeof log, "%s/worker-%d.log", fleet->dir, i);
         char *worker_argv[] = {NULL,  "--broker", fleet->endpoint, "--name", name, "--backend",
-                               "cpu", "--slots",  slots,           NULL};
+                               "cpu", "--slots",  slots,           NULL,   NULL, NULL, NULL,
+                               NULL};
+        if (opts->mode == S_PARTIALS) {
+            /* The engine beside us, its path quoted for the worker's /bin/sh -c. */
+            snprintf (engine, sizeof engine, "partials='%s/gridq-bench-engine'", opts->bin);
+            worker_argv[9] = "--engine";
+            worker_argv[10] = engine;
+            if (opts->stream_window) {
+                snprintf (window, sizeof window, "%d", opts->stream_window);
+                worker_argv[11] = "--stream-window";
+                worker_argv[12] = window;
+            }
+        }
         pid_t pid = s_spawn (opts->bin, "gridq-worker", worker_argv, log);
         if (pid < 0) {
             return -1;
@@ -971,13 +998,285 @@ s_run_memory (gq_client_t *client, const s_opts_t *opts, pid_t broker, s_result_
     return rc;
 }
 
+/* ---- Partials: an engine's partials through the broker to this client ----------------------- */
+
+/* A job of a partials run, as its partials arrive. */
+typedef struct {
+    int64_t id;                /* the job's id; 0 for a free entry */
+    int64_t received;          /* partials received */
+    int64_t dropped;           /* partials the worker says it dropped ("dropped" of the next) */
+    int64_t next_seq;          /* seq expected next */
+    int64_t disorder;          /* partials with a seq below next_seq (must stay 0) */
+} s_stream_job_t;
+
+/* What the partial callback and a stream run's loop count. */
+typedef struct {
+    s_stream_job_t *jobs;      /* the run's jobs, in the order their first partial came */
+    size_t count;              /* entries of jobs in use */
+    size_t cap;                /* entries of jobs */
+    int64_t skip;              /* a partial whose "i" is below this is not sampled (warm-up) */
+    bench_samples_t *samples;  /* engine write -> callback in us, or NULL */
+    int64_t unstamped;         /* partials without a "t" (must stay 0) */
+    int64_t written;           /* partials the engine says it wrote (results' "partials") */
+    int64_t done;              /* jobs that finished done */
+    int64_t failed;            /* jobs that finished otherwise */
+} s_stream_t;
+
+/* A partials run's figures. */
+typedef struct {
+    bench_latency_t ping;      /* PING round trip */
+    bench_latency_t partial;   /* engine write -> partial callback, one partial every interval */
+    bench_latency_t finished;  /* engine result write -> FINISHED read, one job at a time */
+    int64_t samples;           /* samples of each of the three */
+    int64_t jobs;              /* jobs streaming at once in the throughput run */
+    int64_t written;           /* partials the engine wrote in it */
+    int64_t received;          /* partials received in it */
+    int64_t dropped;           /* partials dropped at the worker (the messages' "dropped") */
+    int64_t lost;              /* written, neither received nor reported dropped */
+    double seconds;            /* SUBMIT to the last FINISHED of the throughput run */
+    bench_latency_t loaded;    /* engine write -> callback in the throughput run (queueing) */
+    int64_t failed;            /* jobs that did not finish done, and broken counts */
+} s_partials_result_t;
+
+/* gq_client_partial_fn: counts the partial for its job and samples its engine -> here time. */
+static void
+s_on_partial (void *arg, int64_t id, int64_t seq, json_t *partial, int64_t dropped)
+{
+    int64_t now_us = bench_wall_us ();
+    s_stream_t *stream = (s_stream_t *) arg;
+    s_stream_job_t *job = NULL;
+    for (size_t i = stream->count; i > 0 && !job; i--) {
+        job = stream->jobs[i - 1].id == id ? &stream->jobs[i - 1] : NULL;
+    }
+    if (!job && stream->count < stream->cap) {
+        job = &stream->jobs[stream->count++];
+        job->id = id;
+    }
+    if (!job) {
+        return; /* not a job of ours: the FINISHED check counts what is missing */
+    }
+    job->received++;
+    job->dropped += dropped;
+    if (seq < job->next_seq) {
+        job->disorder++;
+    }
+    job->next_seq = seq + 1;
+    json_t *stamp = json_object_get (partial, "t");
+    if (!json_is_integer (stamp)) {
+        stream->unstamped++;
+    } else if (stream->samples &&
+               json_integer_value (json_object_get (partial, "i")) >= stream->skip) {
+        bench_samples_add (stream->samples, now_us - (int64_t) json_integer_value (stamp));
+    }
+}
+
+/* The kind partials job: n partials interval_us apart, each with a pad of pad characters. */
+static json_t *
+s_stream_job (int64_t n, int interval_us, int pad)
+{
+    return json_pack ("{s:s, s:{s:I, s:i, s:i}}", "kind", "partials", "payload", "partials",
+                      (json_int_t) n, "interval_us", interval_us, "pad", pad);
+}
+
+/* Submits jobs (taken) with watch and reads until every one has finished, the partials going
+   through s_on_partial to stream. For each job that finished done, its result's "partials"
+   adds to stream->written; with finished (not NULL), its result's stamp gives a sample of
+   engine result -> FINISHED. 0, or -1 after saying why. */
+static int
+s_stream_run (gq_client_t *client, s_stream_t *stream, json_t *jobs, bench_samples_t *finished)
+{
+    int64_t count = (int64_t) json_array_size (jobs);
+    int64_t req = gq_client_send (client, "SUBMIT",
+                                  json_pack ("{s:o, s:b, s:b}", "jobs", jobs, "watch", 1,
+                                             "brief", 1));
+    if (req < 0) {
+        fprintf (stderr, "gridq-bench: submit: %s\n", gq_client_error (client));
+        return -1;
+    }
+    int64_t reported = 0;
+    int rc = 0;
+    while (rc == 0 && reported < count && !s_interrupted) {
+        char command[32];
+        int64_t got_req;
+        json_t *body = NULL;
+        if (gq_client_recv (client, GQ_BENCH_STALL_MS, command, &got_req, &body, NULL)) {
+            fprintf (stderr, "gridq-bench: %s (%lld of %lld jobs finished)\n",
+                     gq_client_error (client), (long long) reported, (long long) count);
+            rc = -1;
+            break;
+        }
+        int64_t now_us = bench_wall_us ();
+        if (streq (command, "ERROR")) {
+            s_report_error ("SUBMIT refused", body);
+            rc = -1;
+        } else if (got_req == req && streq (command, "FINISHED")) {
+            size_t i;
+            json_t *job;
+            json_array_foreach (json_object_get (body, "jobs"), i, job) {
+                const char *state = json_string_value (json_object_get (job, "state"));
+                json_t *result = json_object_get (job, "result");
+                json_t *written = json_object_get (result, "partials");
+                json_t *stamp = json_object_get (result, "t");
+                if (state && streq (state, "done") && json_is_integer (written) &&
+                    json_is_integer (stamp)) {
+                    stream->done++;
+                    stream->written += (int64_t) json_integer_value (written);
+                    if (finished) {
+                        bench_samples_add (finished, now_us - (int64_t) json_integer_value (stamp));
+                    }
+                } else {
+                    char *text = json_dumps (job, JSON_COMPACT);
+                    fprintf (stderr, "gridq-bench: a job did not finish done: %.400s\n",
+                             text ? text : "?");
+                    free (text);
+                    stream->failed++;
+                }
+            }
+            json_t *missing = json_object_get (body, "missing");
+            stream->failed += (int64_t) json_array_size (missing);
+            reported += (int64_t) (json_array_size (json_object_get (body, "jobs")) +
+                                   json_array_size (missing));
+        }
+        json_decref (body);
+    }
+    return s_interrupted ? -1 : rc;
+}
+
+/* The PING round trip, warm-up first. */
+static int
+s_partials_ping (gq_client_t *client, const s_opts_t *opts, bench_latency_t *latency)
+{
+    bench_samples_t *samples = bench_samples_new ((size_t) opts->samples);
+    int rc = samples ? 0 : -1;
+    for (int i = 0; rc == 0 && !s_interrupted && i < opts->warmup + opts->samples; i++) {
+        int64_t t0 = gq_mono_us ();
+        json_t *pong = gq_client_call (client, "PING", NULL);
+        if (!pong) {
+            fprintf (stderr, "gridq-bench: PING: %s\n", gq_client_error (client));
+            rc = -1;
+        } else if (i >= opts->warmup) {
+            bench_samples_add (samples, gq_mono_us () - t0);
+        }
+        json_decref (pong);
+    }
+    if (rc == 0 && !s_interrupted) {
+        *latency = bench_samples_latency (samples);
+    }
+    bench_samples_destroy (&samples);
+    return s_interrupted ? -1 : rc;
+}
+
+/* Checks a stream run's counts: every job done, every partial in order and stamped, and no
+   more received than written. Adds the trouble to result->failed; 0, or -1 when there was some. */
+static int
+s_stream_check (const s_stream_t *stream, int64_t jobs, s_partials_result_t *result)
+{
+    int64_t received = 0, dropped = 0, disorder = 0;
+    for (size_t i = 0; i < stream->count; i++) {
+        received += stream->jobs[i].received;
+        dropped += stream->jobs[i].dropped;
+        disorder += stream->jobs[i].disorder;
+    }
+    int64_t trouble = stream->failed + (jobs - stream->done - stream->failed) + disorder +
+                      stream->unstamped + (received + dropped > stream->written);
+    if (disorder || stream->unstamped || received + dropped > stream->written) {
+        fprintf (stderr,
+                 "gridq-bench: partials: %lld out of order, %lld without a stamp, %lld received "
+                 "+ %lld dropped of %lld written\n",
+                 (long long) disorder, (long long) stream->unstamped, (long long) received,
+                 (long long) dropped, (long long) stream->written);
+    }
+    result->failed += trouble;
+    return trouble ? -1 : 0;
+}
+
+static int
+s_run_partials (gq_client_t *client, const s_opts_t *opts, s_partials_result_t *result)
+{
+    size_t cap = (size_t) (opts->jobs > 1 ? opts->jobs : 1);
+    s_stream_t stream;
+    memset (&stream, 0, sizeof stream);
+    stream.jobs = (s_stream_job_t *) calloc (cap, sizeof *stream.jobs);
+    stream.cap = cap;
+    bench_samples_t *samples = bench_samples_new ((size_t) opts->samples);
+    bench_samples_t *finished = bench_samples_new ((size_t) opts->samples);
+    int rc = stream.jobs && samples && finished ? 0 : -1;
+    gq_client_set_partial_fn (client, s_on_partial, &stream);
+    result->samples = opts->samples;
+    result->jobs = opts->jobs;
+
+    /* Latency: the PING round trip for reference; one job's partials one every interval (no
+       queueing: the engine -> client path itself); then jobs with no partial, one at a time,
+       their result's stamp against their FINISHED. */
+    if (rc == 0 && opts->samples) {
+        rc = s_partials_ping (client, opts, &result->ping);
+        stream.samples = samples;
+        stream.skip = opts->warmup;
+        int64_t n = opts->warmup + opts->samples;
+        json_t *one = json_pack ("[o]", s_stream_job (n, opts->interval_us, opts->payload_bytes));
+        rc = rc ? rc : s_stream_run (client, &stream, one, NULL);
+        result->partial = bench_samples_latency (samples);
+        /* At this pace nothing should wait, let alone drop: a loss here is a finding. */
+        if (rc == 0 && stream.jobs[0].received < n) {
+            fprintf (stderr, "gridq-bench: partials: the latency run received %lld of %lld "
+                     "partials (%lld dropped at the worker)\n",
+                     (long long) stream.jobs[0].received, (long long) n,
+                     (long long) stream.jobs[0].dropped);
+            result->failed++;
+            rc = -1;
+        }
+        stream.samples = NULL;
+        for (int i = 0; rc == 0 && i < opts->warmup + opts->samples; i++) {
+            json_t *none = json_pack ("[o]", s_stream_job (0, 0, 0));
+            rc = s_stream_run (client, &stream, none, i >= opts->warmup ? finished : NULL);
+        }
+        result->finished = bench_samples_latency (finished);
+        rc = rc ? rc : s_stream_check (&stream, 1 + opts->warmup + opts->samples, result);
+    }
+
+    /* Throughput: --partials in all from --jobs jobs at once, each as fast as the engine writes
+       or one every --throughput-interval-us. */
+    if (rc == 0 && opts->partials) {
+        bench_samples_destroy (&samples);
+        samples = bench_samples_new ((size_t) opts->partials);
+        s_stream_job_t *entries = stream.jobs;
+        memset (entries, 0, cap * sizeof *entries);
+        memset (&stream, 0, sizeof stream);
+        stream.jobs = entries;
+        stream.cap = cap;
+        stream.samples = samples;
+        json_t *jobs = json_array ();
+        for (int64_t i = 0; jobs && i < opts->jobs; i++) {
+            int64_t n = opts->partials / opts->jobs + (i < opts->partials % opts->jobs);
+            json_array_append_new (jobs,
+                                   s_stream_job (n, opts->load_interval_us, opts->payload_bytes));
+        }
+        int64_t start_us = gq_mono_us ();
+        rc = samples ? s_stream_run (client, &stream, jobs, NULL) : -1;
+        result->seconds = (gq_mono_us () - start_us) / 1e6;
+        rc = rc ? rc : s_stream_check (&stream, opts->jobs, result);
+        for (size_t i = 0; i < stream.count; i++) {
+            result->received += stream.jobs[i].received;
+            result->dropped += stream.jobs[i].dropped;
+        }
+        result->written = stream.written;
+        result->lost = stream.written - result->received - result->dropped;
+        result->loaded = bench_samples_latency (samples);
+    }
+    gq_client_set_partial_fn (client, NULL, NULL);
+    bench_samples_destroy (&finished);
+    bench_samples_destroy (&samples);
+    free (stream.jobs);
+    return rc;
+}
+
 /* ---- Command line ------------------------------------------------------------------------------ */
 
 static void
 s_usage (FILE *out)
 {
     fprintf (out,
-             "usage: gridq-bench [--mode throughput|latency|batch|memory] [options]\n"
+             "usage: gridq-bench [--mode throughput|latency|batch|memory|partials] [options]\n"
              "\n"
              "Measures a gridq broker with real workers through the client API. Jobs are of\n"
              "kind echo with a small payload {\"data\": \"xxx...\"}.\n"
@@ -991,25 +1290,44 @@ s_usage (FILE *out)
              "                     --batch, --window in flight), then gq_client_wait\n"
              "                     memory: (--spawn) queues --jobs with no worker; the broker's\n"
              "                     VmRSS before and after, in bytes per job\n"
+             "                     partials: one worker runs gridq-bench-engine (kind partials),\n"
+             "                     which stamps each partial and result with the wall clock.\n"
+             "                     Latency (--samples each, after --warmup): the PING round\n"
+             "                     trip; one job's partials, one every --interval-us, engine\n"
+             "                     write -> partial callback; jobs with no partial one at a\n"
+             "                     time, engine result write -> FINISHED. Then throughput:\n"
+             "                     --partials from --jobs jobs at once, partials/s received,\n"
+             "                     and those dropped at the worker or lost on the way\n"
              "  --jobs N           jobs (default: throughput and batch 100000, latency 2000,\n"
-             "                     memory 1000000)\n"
+             "                     memory 1000000; partials: jobs at once, 1)\n"
              "  --batch N          jobs per SUBMIT (default 1000; batch and memory 10000)\n"
              "  --window N         SUBMITs in flight (default 4)\n"
-             "  --payload BYTES    length of the payload's string (default 16)\n"
-             "  --warmup N         latency: round trips before measuring (default 100)\n"
+             "  --payload BYTES    length of the payload's string (default 16; partials: of\n"
+             "                     each partial's pad)\n"
+             "  --warmup N         latency and partials: samples not counted first (default 100)\n"
              "  --poll N           throughput: first run N echo jobs to the end; then, during\n"
              "                     the run, a thread with a client of its own sends STATUS\n"
              "                     (5000 ids at most each) for those N finished ids and N\n"
              "                     unknown ones in turn, until the run ends. Reports its\n"
              "                     requests and CPU time, and the broker's CPU time (--spawn),\n"
              "                     each also as a share of wall time x CPUs online\n"
+             "  --partials N       partials: partials in all in the throughput run, over --jobs\n"
+             "                     (default 100000; 0: no throughput run)\n"
+             "  --throughput-interval-us U  partials: microseconds between a job's partials\n"
+             "                     in the throughput run (default 0: as fast as it writes)\n"
+             "  --interval-us U    partials: microseconds between the latency run's partials\n"
+             "                     (default 1000)\n"
+             "  --samples N        partials: samples of each latency (default 2000; 0: no\n"
+             "                     latency runs)\n"
+             "  --stream-window N  partials: the spawned worker's --stream-window (default:\n"
+             "                     its own, 64)\n"
              "  --spawn            start a broker and workers of our own on a free loopback\n"
              "                     port, with the database in a temporary folder; stop them\n"
              "                     by PID at the end\n"
              "  --bin DIR          where gridq-broker and gridq-worker are (default: the\n"
              "                     folder of this program)\n"
              "  --durability D     full (default) or normal: the spawned broker's SQLite mode\n"
-             "  --workers N        worker processes to spawn (default 2; memory: 0)\n"
+             "  --workers N        worker processes to spawn (default 2; memory: 0; partials: 1)\n"
              "  --slots N          slots per spawned worker (default 32)\n"
              "  --tmp DIR          parent of the temporary folder (default $TMPDIR or /tmp)\n"
              "  --keep             keep the temporary folder (database and logs)\n"
@@ -1019,7 +1337,8 @@ s_usage (FILE *out)
              "  --broker EP        without --spawn: the broker to measure (default\n"
              "                     $GRIDQ_BROKER or tcp://127.0.0.1:5555)\n"
              "  --json             print one JSON object: mode, jobs, seconds, jobs_per_s,\n"
-             "                     p50_us, p99_us, p999_us, durability, workers (and more)\n"
+             "                     p50_us, p99_us, p999_us, durability, workers (and more;\n"
+             "                     partials: p50_us.. are engine write -> partial callback)\n"
              "  --help             this text\n"
              "\n"
              "examples:\n"
@@ -1027,6 +1346,7 @@ s_usage (FILE *out)
              "  gridq-bench --spawn --mode latency --jobs 5000 --json\n"
              "  gridq-bench --spawn --mode memory --jobs 1000000\n"
              "  gridq-bench --spawn --jobs 200000 --poll 10000\n"
+             "  gridq-bench --spawn --mode partials --partials 100000 --jobs 8\n"
              "  gridq-bench --broker tcp://10.0.0.5:5555 --jobs 20000 --window 8\n");
 }
 
@@ -1042,12 +1362,53 @@ s_bad (const char *format, const char *value)
     return 2;
 }
 
+/* getopt_long's values of the options. */
+enum { O_MODE = 1000, O_JOBS, O_BATCH, O_WINDOW, O_PAYLOAD, O_WARMUP, O_SPAWN, O_BIN,
+       O_DURABILITY, O_WORKERS, O_SLOTS, O_TMP, O_KEEP, O_FULL, O_BROKER, O_JSON, O_POLL,
+       O_PARTIALS, O_INTERVAL, O_LOAD_INTERVAL, O_SAMPLES, O_STREAM_WINDOW, O_HELP };
+
+/* --mode partials's whole-number options (getopt_long's opt, its arg) into opts; 0, or -1
+   after saying that arg is out of range. */
+static int
+s_parse_partials_option (int opt, const char *arg, s_opts_t *opts)
+{
+    int64_t partials = opts->partials;
+    const struct {
+        int opt;               /* getopt_long's value */
+        const char *name;      /* for the message about a bad value */
+        int64_t lo, hi;        /* the range allowed */
+        int64_t *wide;         /* where it goes, when an int64_t */
+        int *value;            /* where it goes otherwise */
+    } numbers[] = {
+        {O_PARTIALS, "--partials", 0, 1000000000, &partials, NULL},
+        {O_INTERVAL, "--interval-us", 0, 1000000, NULL, &opts->interval_us},
+        {O_LOAD_INTERVAL, "--throughput-interval-us", 0, 1000000, NULL, &opts->load_interval_us},
+        {O_SAMPLES, "--samples", 0, 1000000, NULL, &opts->samples},
+        {O_STREAM_WINDOW, "--stream-window", 1, 1000000, NULL, &opts->stream_window},
+    };
+    for (size_t i = 0; i < sizeof numbers / sizeof numbers[0]; i++) {
+        int64_t value;
+        if (numbers[i].opt != opt) {
+            continue;
+        }
+        if (gq_parse_int (arg, numbers[i].lo, numbers[i].hi, &value)) {
+            fprintf (stderr, "gridq-bench: %s '%s' must be %lld..%lld\n(see gridq-bench --help)\n",
+                     numbers[i].name, arg, (long long) numbers[i].lo, (long long) numbers[i].hi);
+            return -1;
+        }
+        if (numbers[i].wide) {
+            *numbers[i].wide = value;
+        } else {
+            *numbers[i].value = (int) value;
+        }
+    }
+    opts->partials = partials;
+    return 0;
+}
+
 static int
 s_parse (int argc, char **argv, s_opts_t *opts)
 {
-    enum { O_MODE = 1000, O_JOBS, O_BATCH, O_WINDOW, O_PAYLOAD, O_WARMUP, O_SPAWN, O_BIN,
-           O_DURABILITY, O_WORKERS, O_SLOTS, O_TMP, O_KEEP, O_FULL, O_BROKER, O_JSON, O_POLL,
-           O_HELP };
     static const struct option options[] = {{"mode", required_argument, 0, O_MODE},
                                             {"jobs", required_argument, 0, O_JOBS},
                                             {"batch", required_argument, 0, O_BATCH},
@@ -1065,22 +1426,31 @@ s_parse (int argc, char **argv, s_opts_t *opts)
                                             {"broker", required_argument, 0, O_BROKER},
                                             {"json", no_argument, 0, O_JSON},
                                             {"poll", required_argument, 0, O_POLL},
+                                            {"partials", required_argument, 0, O_PARTIALS},
+                                            {"interval-us", required_argument, 0, O_INTERVAL},
+                                            {"throughput-interval-us", required_argument, 0,
+                                             O_LOAD_INTERVAL},
+                                            {"samples", required_argument, 0, O_SAMPLES},
+                                            {"stream-window", required_argument, 0,
+                                             O_STREAM_WINDOW},
                                             {"help", no_argument, 0, O_HELP},
                                             {0, 0, 0, 0}};
     int workers = -1;
+    bool partials_options = false; /* one of --partials, --interval-us, --samples, --stream-window */
     int opt;
     while ((opt = getopt_long (argc, argv, "", options, NULL)) != -1) {
         int64_t value = 0;
         switch (opt) {
         case O_MODE: {
             int found = -1;
-            for (int m = 0; m < 4; m++) {
+            for (int m = 0; m < S_MODES; m++) {
                 if (streq (optarg, s_mode_names[m])) {
                     found = m;
                 }
             }
             if (found < 0) {
-                return s_bad ("--mode '%s' must be throughput, latency, batch or memory", optarg);
+                return s_bad ("--mode '%s' must be throughput, latency, batch, memory or partials",
+                              optarg);
             }
             opts->mode = (s_mode_t) found;
             break;
@@ -1161,6 +1531,16 @@ s_parse (int argc, char **argv, s_opts_t *opts)
             }
             opts->poll = value;
             break;
+        case O_PARTIALS:
+        case O_INTERVAL:
+        case O_LOAD_INTERVAL:
+        case O_SAMPLES:
+        case O_STREAM_WINDOW:
+            if (s_parse_partials_option (opt, optarg, opts)) {
+                return 2;
+            }
+            partials_options = true;
+            break;
         case O_HELP:
             s_usage (stdout);
             exit (0);
@@ -1184,15 +1564,25 @@ s_parse (int argc, char **argv, s_opts_t *opts)
         }
         workers = 0;
     }
+    if (partials_options && opts->mode != S_PARTIALS) {
+        return s_bad ("--partials, --interval-us, --throughput-interval-us, --samples and "
+                      "--stream-window are for --mode partials%s", NULL);
+    }
     if (opts->poll && opts->mode != S_THROUGHPUT) {
         return s_bad ("--poll is for --mode throughput%s", NULL);
     }
     if (opts->spawn && workers == 0 && opts->mode != S_MEMORY) {
         return s_bad ("--workers 0 would leave the jobs queued forever%s", NULL);
     }
-    opts->workers = workers < 0 ? 2 : workers;
+    if (opts->mode == S_PARTIALS && opts->jobs > GQ_MAX_BATCH_JOBS) {
+        return s_bad ("--mode partials: --jobs (at once, in one SUBMIT) must be 1..10000%s", NULL);
+    }
+    opts->workers = workers < 0 ? (opts->mode == S_PARTIALS ? 1 : 2) : workers;
     if (opts->jobs == 0) {
-        opts->jobs = opts->mode == S_LATENCY ? 2000 : opts->mode == S_MEMORY ? 1000000 : 100000;
+        opts->jobs = opts->mode == S_LATENCY    ? 2000
+                     : opts->mode == S_MEMORY   ? 1000000
+                     : opts->mode == S_PARTIALS ? 1
+                                                : 100000;
     }
     if (opts->batch == 0) {
         opts->batch = opts->mode == S_BATCH || opts->mode == S_MEMORY ? GQ_MAX_BATCH_JOBS : 1000;
@@ -1347,9 +1737,96 @@ s_report (const s_opts_t *opts, const s_result_t *result, int workers)
                 result->bytes_per_job - result->payload_json_bytes, result->payload_json_bytes,
                 setup);
         break;
+    case S_PARTIALS:
+        break; /* s_report_partials */
     }
     if (result->failed) {
         printf ("%lld jobs did not finish done\n", (long long) result->failed);
+    }
+}
+
+/* A latency's three figures as members "NAME_p50_us", "NAME_p99_us", "NAME_p999_us" of out. */
+static void
+s_latency_json (json_t *out, const char *name, const bench_latency_t *latency)
+{
+    const struct {
+        const char *suffix;
+        double value;
+    } figures[] = {{"p50_us", latency->p50_us},
+                   {"p99_us", latency->p99_us},
+                   {"p999_us", latency->p999_us}};
+    for (size_t i = 0; i < sizeof figures / sizeof figures[0]; i++) {
+        char key[64];
+        snprintf (key, sizeof key, "%s%s%s", name, *name ? "_" : "", figures[i].suffix);
+        json_object_set_new (out, key, s_number_or_null (figures[i].value));
+    }
+}
+
+/* --mode partials: four lines, or one JSON object whose p50_us/p99_us/p999_us are engine write
+   -> partial callback at --interval-us. */
+static void
+s_report_partials (const s_opts_t *opts, const s_partials_result_t *result, int workers)
+{
+    double per_s = result->seconds > 0 ? (double) result->received / result->seconds : 0;
+    const char *durability = opts->spawn || opts->durability_given ? opts->durability : NULL;
+    if (opts->json) {
+        json_t *out = json_pack ("{s:s, s:I, s:f, s:n}", "mode", "partials", "jobs",
+                                 (json_int_t) result->jobs, "seconds",
+                                 round (result->seconds * 1e6) / 1e6, "jobs_per_s");
+        s_latency_json (out, "", &result->partial);
+        json_object_set_new (out, "durability",
+                             durability ? json_string (durability) : json_null ());
+        json_object_set_new (out, "workers", workers < 0 ? json_null () : json_integer (workers));
+        json_object_set_new (out, "failed", json_integer (result->failed));
+        json_object_set_new (out, "partials", json_integer (result->written));
+        json_object_set_new (out, "partials_received", json_integer (result->received));
+        json_object_set_new (out, "partials_dropped", json_integer (result->dropped));
+        json_object_set_new (out, "partials_lost", json_integer (result->lost));
+        json_object_set_new (out, "partials_per_s", json_integer ((json_int_t) llround (per_s)));
+        s_latency_json (out, "loaded", &result->loaded);
+        json_object_set_new (out, "samples", json_integer (result->samples));
+        json_object_set_new (out, "interval_us", json_integer (opts->interval_us));
+        json_object_set_new (out, "throughput_interval_us", json_integer (opts->load_interval_us));
+        s_latency_json (out, "finished", &result->finished);
+        s_latency_json (out, "ping", &result->ping);
+        json_object_set_new (out, "stream_window", opts->stream_window
+                                                       ? json_integer (opts->stream_window)
+                                                       : json_null ());
+        json_object_set_new (out, "slots", json_integer (opts->slots));
+        json_object_set_new (out, "payload_bytes", json_integer (opts->payload_bytes));
+        char *text = json_dumps (out, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION (10));
+        printf ("%s\n", text ? text : "{}");
+        free (text);
+        json_decref (out);
+        return;
+    }
+    char window[32] = "the worker's default";
+    if (opts->stream_window) {
+        snprintf (window, sizeof window, "%d", opts->stream_window);
+    }
+    char text[128], pace[64] = "each as fast as the engine writes";
+    if (opts->load_interval_us) {
+        snprintf (pace, sizeof pace, "each one every %d us", opts->load_interval_us);
+    }
+    if (result->samples) {
+        printf ("partials: PING round trip (client -> broker -> client): %s\n",
+                bench_latency_text (&result->ping, text, sizeof text));
+        printf ("partials: engine write -> partial callback, one every %d us: %lld partials: %s\n",
+                opts->interval_us, (long long) result->samples,
+                bench_latency_text (&result->partial, text, sizeof text));
+        printf ("partials: engine result write -> FINISHED, one job at a time: %lld jobs: %s\n",
+                (long long) result->samples,
+                bench_latency_text (&result->finished, text, sizeof text));
+    }
+    if (opts->partials) {
+        printf ("partials: %lld written by %lld job%s at once (%s), %lld received in %.3f s = %.0f "
+                "partials/s; dropped at the worker %lld, lost %lld; engine write -> callback "
+                "%s (%d worker%s, stream window %s, durability %s)\n",
+                (long long) result->written, (long long) result->jobs,
+                result->jobs == 1 ? "" : "s", pace, (long long) result->received, result->seconds,
+                per_s, (long long) result->dropped, (long long) result->lost,
+                bench_latency_text (&result->loaded, text, sizeof text), workers,
+                workers == 1 ? "" : "s", window, durability ? durability : "as configured");
     }
 }
 
@@ -1358,7 +1835,7 @@ main (int argc, char **argv)
 {
     char self_dir[1024];
     s_opts_t opts = {S_THROUGHPUT, 0, 0, 4, 16, 100, false, NULL, NULL, "full", false, 2, 32,
-                     NULL, false, false, false, 0};
+                     NULL, false, false, false, 0, 100000, 1000, 0, 2000, 0};
     int rc = s_parse (argc, argv, &opts);
     if (rc) {
         return rc;
@@ -1396,6 +1873,9 @@ main (int argc, char **argv)
         gq_client_destroy (&probe);
     }
     s_result_t result = {0, 0, 0, 0, bench_latency_none (), 0, 0, 0, 0, 0, 0, 0, 0, NAN};
+    s_partials_result_t partials = {bench_latency_none (), bench_latency_none (),
+                                    bench_latency_none (), 0, 0, 0, 0, 0, 0, 0,
+                                    bench_latency_none (), 0};
     rc = client ? 0 : -1;
     if (rc == 0) {
         switch (opts.mode) {
@@ -1410,6 +1890,10 @@ main (int argc, char **argv)
             break;
         case S_MEMORY:
             rc = s_run_memory (client, &opts, fleet.broker, &result);
+            break;
+        case S_PARTIALS:
+            rc = s_run_partials (client, &opts, &partials);
+            result.failed = partials.failed;
             break;
         }
     }
@@ -1426,7 +1910,9 @@ main (int argc, char **argv)
         fprintf (stderr, "gridq-bench: interrupted\n");
         return 130;
     }
-    if (rc == 0) {
+    if (rc == 0 && opts.mode == S_PARTIALS) {
+        s_report_partials (&opts, &partials, workers);
+    } else if (rc == 0) {
         s_report (&opts, &result, workers);
     }
     return rc == 0 && result.failed == 0 ? 0 : 1;

@@ -5,6 +5,11 @@
 add_executable(gridq-bench ${CMAKE_CURRENT_LIST_DIR}/../gridq-bench.c)
 target_link_libraries(gridq-bench PRIVATE gridq gq_tools)
 
+# gridq-bench-engine: the engine --mode partials runs on its worker (stamps each partial with
+# the wall clock; in C so that an interpreter's cost per line is not what is measured).
+add_executable(gridq-bench-engine ${CMAKE_CURRENT_LIST_DIR}/../bench-engine.c)
+target_link_libraries(gridq-bench-engine PRIVATE gq_tools PkgConfig::JANSSON)
+
 add_executable(gridq-bench-zmq ${CMAKE_CURRENT_LIST_DIR}/../bench-zmq.c)
 target_link_libraries(gridq-bench-zmq PRIVATE gridq gq_tools PkgConfig::ZMQ)
 
@@ -34,7 +39,12 @@ foreach(entry ${GQ_BENCH_SMOKE})
            COMMAND gridq-bench --spawn --durability normal --bin ${CMAKE_BINARY_DIR}/bin ${args})
   set_tests_properties(bench_${name} PROPERTIES TIMEOUT 120)
 endforeach()
+# --mode partials, small, its JSON line checked: every partial received or reported dropped.
+add_test(NAME bench_partials
+         COMMAND ${CMAKE_COMMAND} -DBENCH=$<TARGET_FILE:gridq-bench> -DBIN=${CMAKE_BINARY_DIR}/bin
+                 -P ${CMAKE_CURRENT_LIST_DIR}/../bench-partials-check.cmake)
+set_tests_properties(bench_partials PROPERTIES TIMEOUT 120)
 add_test(NAME bench_zmq COMMAND gridq-bench-zmq --jobs 2000 --window 200)
 add_test(NAME bench_zmq_latency COMMAND gridq-bench-zmq --mode latency --jobs 200)
 set_tests_properties(bench_zmq bench_zmq_latency PROPERTIES TIMEOUT 60)
-install(TARGETS gridq-bench gridq-bench-zmq RUNTIME DESTINATION bin)
+install(TARGETS gridq-bench gridq-bench-engine gridq-bench-zmq RUNTIME DESTINATION bin)
