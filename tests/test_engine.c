@@ -218,6 +218,17 @@ main (void)
     CHECK (h_wait_state (client, id, "failed", 30000));
     s_offers_t offers = {client, false};
     CHECK (h_wait_until (s_offers_eng, &offers, 30000));
+    /* NODES says why, and so does gridq nodes. */
+    node = h_node (client, "wa");
+    json_t *engine = json_array_get (json_object_get (node, "engines"), 0);
+    CHECK_STR (h_str (engine, "kind"), "eng");
+    CHECK_STR (h_str (engine, "state"), "restarting");
+    json_decref (node);
+    char *out = NULL;
+    snprintf (command, sizeof command, "GRIDQ_BROKER=%s %s/gridq nodes", h_endpoint (), h_bin ());
+    CHECK_EQ (h_run (command, &out), 0);
+    CHECK (out && strstr (out, "engine eng restarting"));
+    free (out);
     unlink (s_path);
     offers.want = true;
     CHECK (h_wait_until (s_offers_eng, &offers, 30000));
