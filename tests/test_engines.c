@@ -110,21 +110,6 @@ s_log_has (void *arg)
     return entry != NULL;
 }
 
-/* Submits one job; payload taken; model may be NULL. */
-static int64_t
-s_submit (gq_client_t *client, const char *kind, const char *model, json_t *payload,
-          int max_attempts)
-{
-    json_t *job = json_pack ("{s:s, s:o, s:i}", "kind", kind, "payload", payload,
-                             "max_attempts", max_attempts);
-    if (model) {
-        json_object_set_new (job, "model", json_string (model));
-    }
-    int64_t id = h_submit (client, job);
-    json_decref (job);
-    return id;
-}
-
 /* Waits for job id to end in state and returns RESULT's job (new reference). */
 static json_t *
 s_ended (gq_client_t *client, int64_t id, const char *state)
@@ -240,8 +225,8 @@ s_test_mlp (gq_client_t *client)
     for (int i = 0; i < 20; i++) {
         inputs[i] = json_pack ("[[i, f, f, f, f, f], [f, f, f, f, f, i]]", i, 1.5, -2.0, 0.25,
                                3.0, -i / 4.0, 0.5, 0.0, -1.0, i / 3.0, 2.0, -i);
-        ids[i] = s_submit (client, "torch-mlp", names[i % 3],
-                           json_pack ("{s:O}", "input", inputs[i]), 1);
+        ids[i] = h_submit_payload (client, "torch-mlp", names[i % 3],
+                                   json_pack ("{s:O}", "input", inputs[i]), 1);
     }
     int64_t pid_a = 0;
     for (int i = 0; i < 20; i++) {
@@ -258,18 +243,16 @@ s_test_mlp (gq_client_t *client)
         json_decref (inputs[i]);
     }
     json_t *input = json_pack ("[[f, f, f, f, f, f]]", 1.0, -1.0, 2.0, 0.5, 0.0, 4.0);
-    json_t *job = s_ended (client,
-                           s_submit (client, "torch-mlp", "net16",
-                                     json_pack ("{s:O, s:b}", "input", input, "softmax", 1), 1),
-                           "done");
+    int64_t id = h_submit_payload (client, "torch-mlp", "net16",
+                                   json_pack ("{s:O, s:b}", "input", input, "softmax", 1), 1);
+    json_t *job = s_ended (client, id, "done");
     snprintf (command, sizeof command, "%s/a/net16.safetensors", dir);
     s_check_mlp (json_object_get (job, "result"), command, input, true);
     json_decref (job);
     json_decref (input);
-    job = s_ended (client,
-                   s_submit (client, "torch-mlp", "other",
-                             json_pack ("{s:[[i, i, i, i]]}", "input", 1, 2, 3, 4), 1),
-                   "done");
+    id = h_submit_payload (client, "torch-mlp", "other",
+                           json_pack ("{s:[[i, i, i, i]]}", "input", 1, 2, 3, 4), 1);
+    job = s_ended (client, id, "done");
     CHECK_STR (h_str (job, "node"), "wb");
     CHECK (h_int (json_object_get (job, "result"), "engine_pid") != pid_a);
     json_decref (job);
@@ -289,8 +272,8 @@ s_test_mlp (gq_client_t *client)
          "\"dtype\" must be one of"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        job = s_ended (client, s_submit (client, "torch-mlp", "net32", bad[i].payload, 1),
-                       "failed");
+        id = h_submit_payload (client, "torch-mlp", "net32", bad[i].payload, 1);
+        job = s_ended (client, id, "failed");
         if (!strstr (h_str (job, "error"), bad[i].error)) {
             fprintf (stderr, "error \"%s\", expected \"%s\"\n", h_str (job, "error"),
                      bad[i].error);
@@ -298,10 +281,9 @@ s_test_mlp (gq_client_t *client)
         }
         json_decref (job);
     }
-    job = s_ended (client,
-                   s_submit (client, "torch-mlp", "net32",
-                             json_pack ("{s:[[i, i, i, i, i, i]]}", "input", 1, 2, 3, 4, 5, 6), 1),
-                   "done");
+    id = h_submit_payload (client, "torch-mlp", "net32",
+                           json_pack ("{s:[[i, i, i, i, i, i]]}", "input", 1, 2, 3, 4, 5, 6), 1);
+    job = s_ended (client, id, "done");
     CHECK_EQ (h_int (json_object_get (job, "result"), "engine_pid"), pid_a);
     json_decref (job);
     int64_t pids[4];
@@ -421,8 +403,9 @@ s_test_generate (gq_client_t *client)
     CHECK_EQ (h_int (json_object_get (result, "usage"), "total_tokens"), 29);
     int64_t pid_a = h_int (result, "engine_pid");
     json_decref (job);
-    int64_t other = s_submit (client, "generate", "tiny-b",
-                              json_pack ("{s:s, s:i}", "prompt", "Hello", "max_tokens", 24), 1);
+    int64_t other = h_submit_payload (client, "generate", "tiny-b",
+                                      json_pack ("{s:s, s:i}", "prompt", "Hello", "max_tokens", 24),
+                                      1);
     CHECK_STR (s_text (client, other), seen.text);
     json_t *spelled = json_string (seen.text);
     char *quoted = json_dumps (spelled, JSON_ENCODE_ANY);
@@ -471,8 +454,9 @@ s_test_generate (gq_client_t *client)
     CHECK (tokens >= next && tokens < 2000);
     json_decref (entry);
     /* The engine is free at once (it runs jobs one at a time), in the same process. */
-    int64_t after = s_submit (client, "generate", "tiny-a",
-                              json_pack ("{s:s, s:i}", "prompt", "Hello", "max_tokens", 24), 1);
+    int64_t after = h_submit_payload (client, "generate", "tiny-a",
+                                      json_pack ("{s:s, s:i}", "prompt", "Hello", "max_tokens", 24),
+                                      1);
     CHECK_STR (s_text (client, after), seen.text);
     job = h_result (client, after);
     CHECK_EQ (h_int (json_object_get (job, "result"), "engine_pid"), pid_a);
@@ -486,10 +470,10 @@ s_test_generate (gq_client_t *client)
 
     /* (3) A crash mid-job (after 3 tokens, the first time only): the job succeeds on retry;
        the crashed engine comes back as a new process and serves its model again. */
-    id = s_submit (client, "generate", NULL,
-                   json_pack ("{s:s, s:i, s:i}", "prompt", "crash", "max_tokens", 8, "crash_after",
-                              3),
-                   3);
+    id = h_submit_payload (client, "generate", NULL,
+                           json_pack ("{s:s, s:i, s:i}", "prompt", "crash", "max_tokens", 8,
+                                      "crash_after", 3),
+                           3);
     job = s_ended (client, id, "done");
     CHECK (h_int (job, "attempts") >= 2);
     int64_t retried_pid = h_int (json_object_get (job, "result"), "engine_pid");
@@ -512,8 +496,8 @@ s_test_generate (gq_client_t *client)
     CHECK (h_wait_until (s_log_has, &restarted, 30000));
     CHECK_EQ (s_log_starts (log[w], pids, 4), 2);
     CHECK (pids[1] != crashed_pid);
-    after = s_submit (client, "generate", models[w],
-                      json_pack ("{s:s, s:i}", "prompt", "crash", "max_tokens", 8), 1);
+    after = h_submit_payload (client, "generate", models[w],
+                              json_pack ("{s:s, s:i}", "prompt", "crash", "max_tokens", 8), 1);
     CHECK_STR (s_text (client, after), text);
     job = h_result (client, after);
     CHECK_EQ (h_int (json_object_get (job, "result"), "engine_pid"), pids[1]);
