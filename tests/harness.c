@@ -522,6 +522,20 @@ h_submit (gq_client_t *client, json_t *job)
 }
 
 int64_t
+h_submit_payload (gq_client_t *client, const char *kind, const char *model, json_t *payload,
+                  int max_attempts)
+{
+    json_t *job = json_pack ("{s:s, s:o, s:i}", "kind", kind, "payload", payload,
+                             "max_attempts", max_attempts);
+    if (model) {
+        json_object_set_new (job, "model", json_string (model));
+    }
+    int64_t id = h_submit (client, job);
+    json_decref (job);
+    return id;
+}
+
+int64_t
 h_submit_blobs (gq_client_t *client, json_t *job, zframe_t **blobs, size_t n_blobs)
 {
     enum { S_REQ = 900001 }; /* our SUBMIT's correlation id, far above the client's own */

@@ -110,6 +110,10 @@ bool h_wait_node_status (gq_client_t *client, const char *name, const char *stat
                          int timeout_ms);
 /* Submits one job (borrowed) and returns its id; fails the test when it is refused. */
 int64_t h_submit (gq_client_t *client, json_t *job);
+/* Submits one job of kind with payload (taken), model (NULL: none) and max_attempts; returns its
+   id; fails the test when it is refused. */
+int64_t h_submit_payload (gq_client_t *client, const char *kind, const char *model,
+                          json_t *payload, int max_attempts);
 /* Submits one job (borrowed) with n_blobs binary frames (taken; the job's payload refers to them
    by index) in a SUBMIT built here, since the client API sends JSON only; returns its id; fails
    the test when it is refused. */

@@ -52,20 +52,6 @@ s_offers_eng (void *arg)
     return h_node_offers (offers->client, "wa", "eng") == offers->want;
 }
 
-/* Submits a job of kind eng; returns its id. */
-static int64_t
-s_submit (gq_client_t *client, const char *model, json_t *payload, int max_attempts)
-{
-    json_t *job = json_pack ("{s:s, s:o, s:i}", "kind", "eng", "payload", payload, "max_attempts",
-                             max_attempts);
-    if (model) {
-        json_object_set_new (job, "model", json_string (model));
-    }
-    int64_t id = h_submit (client, job);
-    json_decref (job);
-    return id;
-}
-
 /* Waits for job id to be done and returns RESULT's job (new reference). */
 static json_t *
 s_done (gq_client_t *client, int64_t id)
@@ -117,7 +103,7 @@ main (void)
     /* (1) and (2): ten jobs naming model ma all run on wa, in one engine process. */
     int64_t ids[10];
     for (int i = 0; i < 10; i++) {
-        ids[i] = s_submit (client, "ma", json_pack ("{s:i}", "i", i), 1);
+        ids[i] = h_submit_payload (client, "eng", "ma", json_pack ("{s:i}", "i", i), 1);
     }
     int64_t pid_a = 0;
     for (int i = 0; i < 10; i++) {
@@ -136,14 +122,14 @@ main (void)
     }
     snprintf (s_path, sizeof s_path, "%s/started-ma", dir);
     CHECK_EQ (s_lines (s_path), 1);
-    json_t *job = s_done (client, s_submit (client, "mb", json_object (), 1));
+    json_t *job = s_done (client, h_submit_payload (client, "eng", "mb", json_object (), 1));
     CHECK_STR (h_str (job, "node"), "wb");
     json_decref (job);
     printf ("engine: 10 jobs ran in one engine process (pid %lld) on wa\n", (long long) pid_a);
 
     /* (3) A crash mid-job: the job fails there, runs again on the other worker and succeeds;
        the crashed engine is started again and serves its model's jobs as a new process. */
-    int64_t id = s_submit (client, NULL, json_pack ("{s:b}", "crash_once", 1), 3);
+    int64_t id = h_submit_payload (client, "eng", NULL, json_pack ("{s:b}", "crash_once", 1), 3);
     job = s_done (client, id);
     CHECK_EQ (h_int (job, "attempts"), 2);
     json_decref (job);
@@ -158,7 +144,7 @@ main (void)
     free (crashed);
     snprintf (s_path, sizeof s_path, "%s/started-%s", dir, model);
     CHECK (h_wait_until (s_restarted, s_path, 30000));
-    job = s_done (client, s_submit (client, model, json_object (), 1));
+    job = s_done (client, h_submit_payload (client, "eng", model, json_object (), 1));
     int64_t new_pid = h_int (json_object_get (job, "result"), "pid");
     CHECK (new_pid != crashed_pid);
     CHECK_STR (h_str (job, "node"), streq (model, "ma") ? "wa" : "wb");
@@ -168,7 +154,7 @@ main (void)
             model, crashed_pid, (long long) new_pid);
 
     /* (4) Cancel reaches the engine. */
-    id = s_submit (client, "ma", json_pack ("{s:b}", "hang", 1), 1);
+    id = h_submit_payload (client, "eng", "ma", json_pack ("{s:b}", "hang", 1), 1);
     snprintf (s_path, sizeof s_path, "%s/hanging-%lld", dir, (long long) id);
     CHECK (h_wait_until (s_file_exists, s_path, 30000));
     CHECK_STR (h_cancel (client, id), "cancelled");
@@ -176,7 +162,7 @@ main (void)
     CHECK (h_wait_until (s_file_exists, s_path, 30000));
     CHECK (h_wait_state (client, id, "cancelled", 5000));
     /* The engine goes on: the next job runs in the same process. */
-    job = s_done (client, s_submit (client, "ma", json_object (), 1));
+    job = s_done (client, h_submit_payload (client, "eng", "ma", json_object (), 1));
     CHECK_EQ (h_int (json_object_get (job, "result"), "pid"),
               pid_a == crashed_pid ? new_pid : pid_a);
     json_decref (job);
@@ -214,7 +200,7 @@ main (void)
     FILE *block = fopen (s_path, "w");
     CHECK (block);
     fclose (block);
-    id = s_submit (client, "ma", json_pack ("{s:b}", "exit", 1), 1);
+    id = h_submit_payload (client, "eng", "ma", json_pack ("{s:b}", "exit", 1), 1);
     CHECK (h_wait_state (client, id, "failed", 30000));
     s_offers_t offers = {client, false};
     CHECK (h_wait_until (s_offers_eng, &offers, 30000));
@@ -232,7 +218,7 @@ main (void)
     unlink (s_path);
     offers.want = true;
     CHECK (h_wait_until (s_offers_eng, &offers, 30000));
-    job = s_done (client, s_submit (client, "ma", json_object (), 1));
+    job = s_done (client, h_submit_payload (client, "eng", "ma", json_object (), 1));
     json_decref (job);
     printf (
         "engine: wa stopped offering kind eng while its engine was down, and offers it again\n");
