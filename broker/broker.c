@@ -216,6 +216,7 @@ static const struct {
     {"HEARTBEAT", GQ_ROLE_WORKER, S_LINKED, gq_workers_heartbeat},
     {"RESULT", GQ_ROLE_WORKER, S_ANY_LINK, gq_results_recv},
     {"PARTIAL", GQ_ROLE_WORKER, S_LINKED, gq_watch_partial},
+    {"RECALLED", GQ_ROLE_WORKER, S_LINKED, gq_workers_recalled},
     {"BYE", GQ_ROLE_WORKER, S_FAREWELL, gq_workers_bye},
 };
 
@@ -371,6 +372,7 @@ s_on_cron (zloop_t *loop, int timer_id, void *arg)
         self->next_heartbeat_us = now_us + (int64_t) self->opts.heartbeat_ms * 1000;
         gq_workers_cron (self, now_us, now_ms);
     }
+    gq_workers_recall (self, now_us);
     if (now_us >= self->next_timeouts_us) {
         self->next_timeouts_us = now_us + GQ_TIMEOUTS_PERIOD_MS * 1000;
         gq_results_timeouts (self, now_ms);
@@ -566,6 +568,7 @@ gq_broker_destroy (gq_broker_t **self_p)
             zchunk_destroy (&worker->jobs_out);
             json_decref (worker->spec);
             json_decref (worker->models_loaded);
+            free (worker->run_ms);
             free (worker);
         }
     }

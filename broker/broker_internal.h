@@ -63,6 +63,10 @@ typedef struct {
                               no other key may take the name over */
     int failures_in_row;   /* consecutive failed jobs (backoff) */
     bool dirty;            /* has entries in jobs_out */
+    float *run_ms;         /* per kind id: the average run time of its jobs there (ms), < 0
+                              before the first; NULL before its first result (prefetch) */
+    float short_ms;        /* the average run time there of jobs of its short kinds (ms), 0
+                              before the first */
 } gq_link_t;
 
 /* A job whose able nodes all failed it but one that went offline a moment ago: it waits for
@@ -138,6 +142,7 @@ struct _gq_broker_t {
                                   recorded "running" */
     size_t runs_head, runs_count, runs_size; /* the ring's first entry, entries, allocated */
     int64_t counts[GQ_JOB_STATES];   /* jobs per state (queued/running from memory) */
+    int64_t recalled;          /* prefetched jobs taken back unstarted (counter) */
     int64_t rejected;                /* bad messages dropped or answered with ERROR */
     int64_t started_ms;              /* wall clock at start */
     int64_t next_heartbeat_us, next_timeouts_us, next_retention_us; /* cron periods */
@@ -250,6 +255,21 @@ gq_link_t *gq_workers_link (gq_broker_t *self, int32_t node);
 /* The link of a connection, or NULL when the broker does not know it. */
 gq_link_t *gq_workers_by_connection (gq_broker_t *self, zframe_t *routing_id);
 /* Links a job into (or out of) the list of jobs running on worker. */
+/* A job of kind ran ms on worker (its RESULT): the kind's average there moves, and with it
+   what the node may prefetch. */
+void gq_workers_ran (gq_broker_t *self, gq_link_t *worker, int kind, double ms);
+/* Sets the node's prefetch from its round trip and its short kinds' run time (0 with
+   --prefetch-max 0); indexes follow. */
+void gq_workers_prefetch (gq_broker_t *self, gq_link_t *worker);
+/* Where job stands on its node: 0 when it may have started there (it is among the node's
+   slots oldest jobs: the worker starts them in the order they came), else how many of the
+   node's jobs are ahead of it (it was prefetched and waits for a slot). */
+int32_t gq_workers_queued_behind (gq_broker_t *self, const gq_job_t *job);
+/* Cron: sends RECALL for prefetched jobs that have waited on their node longer than
+   --prefetch-recall-ms while another node could take them now. */
+void gq_workers_recall (gq_broker_t *self, int64_t now_us);
+/* RECALLED from a worker: the jobs it gave back unstarted go back to the queue. */
+void gq_workers_recalled (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *worker);
 void gq_workers_running_link (gq_link_t *worker, gq_job_t *job);
 void gq_workers_running_unlink (gq_link_t *worker, gq_job_t *job);
 /* Sends worker a command with body (taken); nothing when it is offline. */
@@ -272,6 +292,11 @@ void gq_results_attempt_end (gq_broker_t *self, gq_job_t *job, const char *outco
                              const char *reason, int64_t now_ms);
 /* An attempt failed (outcome failed, lost, timeout): the job goes back to the queue without
    that node, or fails for good after max_attempts. */
+/* A prefetched job the node had not started goes back to the queue: no node excluded, no
+   attempt counted against max_attempts. Nothing is recorded, unless its run was recorded
+   "running" already: then that record ends "cancelled" ("recalled before it started") and
+   its number stays taken (job->recalls). */
+void gq_results_attempt_recalled (gq_broker_t *self, gq_job_t *job, int64_t now_ms);
 void gq_results_attempt_failed (gq_broker_t *self, gq_job_t *job, const char *outcome,
                                 const char *reason, bool exclude, int64_t now_ms);
 /* A job reached a final state: recorded, watchers told, buried. result is JSON (borrowed) or

@@ -26,6 +26,7 @@ gq_dispatch_started (gq_broker_t *self, gq_job_t *job, int64_t now_ms)
     job->started_ms = now_ms;
     job->started_mono_ms = gq_mono_us () / 1000;
     job->run_recorded = false;
+    job->recalling = false;
     if (self->runs_count == self->runs_size) {
         size_t size = self->runs_size ? self->runs_size * 2 : 1024;
         gq_run_t *grown = (gq_run_t *) malloc (size * sizeof *grown);
@@ -96,10 +97,12 @@ gq_dispatch_turn (gq_broker_t *self)
                 char head[200];
                 int n = snprintf (head, sizeof head,
                                   "{\"jobs\":[{\"id\":%lld,\"attempt\":%d,\"kind\":\"%s\","
-                                  "\"timeout_ms\":%u,\"blobs\":[0,%zu],\"model\":",
+                                  "\"timeout_ms\":%u,\"priority\":%d,\"blobs\":[0,%zu],"
+                                  "\"model\":",
                                   (long long) job->id, job->attempts,
                                   gq_matcher_kind_name (self->matcher, job->kind_id),
-                                  job->timeout_ms, zlist_size ((zlist_t *) job->blobs));
+                                  job->timeout_ms, job->priority,
+                                  zlist_size ((zlist_t *) job->blobs));
                 zchunk_t *text = zchunk_new (head, (size_t) n);
                 const char *model = gq_broker_model_name (self, job);
                 gq_chunk_printf (text, model ? "\"%s\"" : "null", model ? model : "");
@@ -137,6 +140,8 @@ gq_dispatch_turn (gq_broker_t *self)
             gq_chunk_name (out, ",\"kind\":", gq_matcher_kind_name (self->matcher, job->kind_id));
             gq_chunk_raw (out, ",\"timeout_ms\":");
             gq_chunk_int (out, job->timeout_ms);
+            gq_chunk_raw (out, ",\"priority\":");
+            gq_chunk_int (out, job->priority);
             gq_chunk_name (out, ",\"model\":", model);
             gq_chunk_raw (out, ",\"payload\":");
             zchunk_extend (out, job->payload, job->payload_len);

@@ -71,7 +71,11 @@ struct _gq_job_t {
     uint8_t state;                /* gq_job_state_t */
     uint8_t attempts;             /* attempts started so far */
     uint8_t max_attempts;         /* 1..GQ_MAX_ATTEMPTS_LIMIT */
-    uint8_t run_recorded;         /* its current run is recorded "running" in the store */
+    uint8_t run_recorded : 1;     /* its current run is recorded "running" in the store */
+    uint8_t slow : 1;             /* counted in its node's slow jobs (gq_matcher_assign) */
+    uint8_t recalling : 1;        /* RECALL sent for its current attempt (workers.c) */
+    uint8_t recalls : 4;          /* attempts taken back unstarted but on record (their run was
+                                     recorded "running"): not counted against max_attempts */
     uint32_t model_id;            /* interned model (matcher's table); 0 means none */
     uint32_t owner;               /* submitter, for the per-client cap (guard); 0 for none */
 };

@@ -23,7 +23,8 @@ s_usage (FILE *out)
              "  --liveness N         missed heartbeats before a worker is offline (default 3)\n"
              "  --config FILE        JSON: {\"weights\": {fit, compute, cost, warm, load, latency,\n"
              "                       reliability}, \"aging_ms\", \"backfill_window\",\n"
-             "                       \"reserve_after_ms\", \"backoff_base_ms\", \"node_grace_ms\"}\n"
+             "                       \"reserve_after_ms\", \"backoff_base_ms\", \"node_grace_ms\",\n"
+             "                       \"prefetch_max\", \"prefetch_below_ms\", \"prefetch_recall_ms\"}\n"
              "  --durability MODE    full (fsync per commit, default) or normal\n"
              "  --retention DUR      keep finished jobs this long (default 7d)\n"
              "  --cert FILE --clients-dir DIR --workers-dir DIR   CURVE keys and roles\n"
@@ -32,6 +33,15 @@ s_usage (FILE *out)
              "  --max-queued N       unfinished jobs one client key may have (CURVE; default\n"
              "                       unlimited)\n"
              "  --metrics HOST:PORT  serve Prometheus metrics at /metrics\n"
+             "  --prefetch-max N     jobs a node gets beyond its slots, at most (default 16; 0:\n"
+             "                       none): for kinds measured short there, as many as cover\n"
+             "                       the round trip (RTT / run time), so a slot that frees\n"
+             "                       starts the next job at once\n"
+             "  --prefetch-below MS  a kind counts as short on a node below this measured run\n"
+             "                       time (default 20)\n"
+             "  --prefetch-recall-ms MS  a prefetched job that waited this long on its node\n"
+             "                       goes back to the queue when another node could take it\n"
+             "                       now (default 50)\n"
              "  --help               this text\n"
              "\n"
              "example:\n"
@@ -55,7 +65,7 @@ main (int argc, char **argv)
     const char *config = NULL;
     enum { O_ENDPOINT = 1000, O_DB, O_HB, O_LIVENESS, O_CONFIG, O_DURABILITY, O_RETENTION,
            O_CERT, O_CLIENTS, O_WORKERS, O_INSECURE, O_RATE, O_BURST, O_METRICS, O_MAX_QUEUED,
-           O_HELP };
+           O_PREFETCH_MAX, O_PREFETCH_BELOW, O_PREFETCH_RECALL, O_HELP };
     static const struct option options[] = {
         {"endpoint", required_argument, 0, O_ENDPOINT},
         {"db", required_argument, 0, O_DB},
@@ -71,6 +81,9 @@ main (int argc, char **argv)
         {"rate", required_argument, 0, O_RATE},
         {"burst", required_argument, 0, O_BURST},
         {"metrics", required_argument, 0, O_METRICS},
+        {"prefetch-max", required_argument, 0, O_PREFETCH_MAX},
+        {"prefetch-below", required_argument, 0, O_PREFETCH_BELOW},
+        {"prefetch-recall-ms", required_argument, 0, O_PREFETCH_RECALL},
         {"max-queued", required_argument, 0, O_MAX_QUEUED},
         {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0}};
@@ -164,6 +177,24 @@ main (int argc, char **argv)
             opts.max_queued_per_client = strtoll (optarg, &end, 10);
             if (*end || opts.max_queued_per_client < 1) {
                 return s_fail ("--max-queued '%s' must be a positive number of jobs", optarg);
+            }
+            break;
+        case O_PREFETCH_MAX:
+            opts.prefetch_max = (int) strtol (optarg, &end, 10);
+            if (*end || opts.prefetch_max < 0 || opts.prefetch_max > 1024) {
+                return s_fail ("--prefetch-max '%s' must be 0..1024 jobs", optarg);
+            }
+            break;
+        case O_PREFETCH_BELOW:
+            opts.prefetch_below_ms = strtod (optarg, &end);
+            if (*end || !(opts.prefetch_below_ms >= 0) || opts.prefetch_below_ms > 3600000) {
+                return s_fail ("--prefetch-below '%s' must be 0..3600000 ms", optarg);
+            }
+            break;
+        case O_PREFETCH_RECALL:
+            opts.prefetch_recall_ms = strtoll (optarg, &end, 10);
+            if (*end || opts.prefetch_recall_ms < 0 || opts.prefetch_recall_ms > 3600000) {
+                return s_fail ("--prefetch-recall-ms '%s' must be 0..3600000", optarg);
             }
             break;
         default:

@@ -476,9 +476,12 @@ s_filter (gq_matcher_t *self, int32_t i, const gq_job_t *job, int64_t now_ms, ch
             snprintf (reason, size, "draining: takes no new jobs");
         }
     }
-    else if (n->status == GQ_NODE_BUSY || n->slots <= 0 || n->running >= n->slots) {
+    else if (n->status == GQ_NODE_BUSY || n->slots <= 0 || n->running >= gq_node_capacity (n)) {
         verdict = GQ_FILTER_NO_SLOT;
-        if (reason) {
+        if (reason && gq_node_capacity (n) > n->slots) {
+            snprintf (reason, size, "no free slot (%d of %d running, %d of them prefetched)",
+                      n->running, n->slots, n->running - n->slots);
+        } else if (reason) {
             snprintf (reason, size, "no free slot (%d of %d running)", n->running, n->slots);
         }
     }
@@ -1166,7 +1169,8 @@ gq_matcher_node_changed (gq_matcher_t *self, int32_t index)
         n->status = GQ_NODE_OFFLINE;
     }
     if (n->status == GQ_NODE_ONLINE || n->status == GQ_NODE_BUSY) {
-        n->status = n->slots <= 0 || n->running >= n->slots ? GQ_NODE_BUSY : GQ_NODE_ONLINE;
+        n->status = n->slots <= 0 || n->running >= gq_node_capacity (n) ? GQ_NODE_BUSY
+                                                                          : GQ_NODE_ONLINE;
     }
     if (n->status != GQ_NODE_OFFLINE) {
         s_norms_add (self, n);
@@ -1444,7 +1448,7 @@ gq_matcher_score (gq_matcher_t *self, int32_t node, const gq_job_t *job, int64_t
 }
 
 void
-gq_matcher_assign (gq_matcher_t *self, int32_t node, const gq_job_t *job)
+gq_matcher_assign (gq_matcher_t *self, int32_t node, gq_job_t *job)
 {
     assert (self);
     assert (job);
@@ -1453,12 +1457,14 @@ gq_matcher_assign (gq_matcher_t *self, int32_t node, const gq_job_t *job)
         return;
     }
     n->running++;
+    job->slow = job->kind_id >= 64 || !(n->short_kinds >> job->kind_id & 1);
+    n->slow += job->slow;
     n->vram_free_mb -= s_need_mb (job);
     gq_matcher_node_changed (self, node); /* busy when full */
 }
 
 void
-gq_matcher_release (gq_matcher_t *self, int32_t node, const gq_job_t *job, int64_t now_ms)
+gq_matcher_release (gq_matcher_t *self, int32_t node, gq_job_t *job, int64_t now_ms)
 {
     assert (self);
     assert (job);
@@ -1467,6 +1473,8 @@ gq_matcher_release (gq_matcher_t *self, int32_t node, const gq_job_t *job, int64
         return;
     }
     n->running--;
+    n->slow -= job->slow && n->slow > 0;
+    job->slow = 0;
     n->vram_free_mb += s_need_mb (job);
     if (n->vram_total_mb > 0 && n->vram_free_mb > n->vram_total_mb) {
         n->vram_free_mb = n->vram_total_mb; /* a report in between already gave it back */

@@ -37,7 +37,12 @@ typedef struct {
     float tflops;
     float price_per_hour;
     int32_t slots;           /* concurrent jobs */
-    int32_t running;         /* jobs dispatched and not finished */
+    int32_t running;         /* jobs dispatched and not finished (prefetched ones included) */
+    int32_t prefetch;        /* jobs it may hold beyond slots (set by the broker from its
+                                round trip and run times), while slow < slots */
+    int32_t slow;            /* jobs on it of kinds not in short_kinds when they came */
+    uint64_t short_kinds;    /* bit i: kind i runs short there (prefetch pays; set by the
+                                broker) */
     uint64_t kinds;          /* bit i set: supports kind id i */
     uint32_t *models_available; /* sorted model ids (owned by the matcher) */
     uint32_t *models_loaded;    /* sorted model ids loaded now (owned by the matcher) */
@@ -108,19 +113,28 @@ int gq_matcher_node_set_models (gq_matcher_t *self, int32_t index, const uint32_
                                 size_t n_available, const uint32_t *loaded, size_t n_loaded);
 /* Tells the matcher a node's fields changed, so its indexes follow: O((1 + models) log n),
    cheaper when only rtt, reliability, backoff or idle_since moved, free when nothing did.
-   Normalises status: a connected node (online or busy) is busy when running >= slots, online
-   otherwise; draining and offline stay. */
+   Normalises status: a connected node (online or busy) is busy when running >=
+   gq_node_capacity, online otherwise; draining and offline stay. */
 void gq_matcher_node_changed (gq_matcher_t *self, int32_t index);
 
 /* The best node for job at time now_ms, or -1 when no node passes the filters. Does not change
    any state (beyond internal caches: one thread only). No allocation; O(groups + log n) on a
    typical fleet, never more than the exhaustive scan, and always the same answer as it. */
 int32_t gq_matcher_pick (gq_matcher_t *self, const gq_job_t *job, int64_t now_ms);
-/* Books job on node: running + 1, vram_free - min_vram, status busy when full; indexes follow. */
-void gq_matcher_assign (gq_matcher_t *self, int32_t node, const gq_job_t *job);
-/* Undoes gq_matcher_assign when the job ends: running - 1, vram_free + min_vram (at most
-   vram_total), online again; idle_since = now_ms when running drops to 0. */
-void gq_matcher_release (gq_matcher_t *self, int32_t node, const gq_job_t *job, int64_t now_ms);
+/* Jobs a node takes at once: its slots, plus its prefetch while fewer than slots of its jobs
+   are slow (a slow job holds its slot long: prefetched jobs would wait behind it). */
+static inline int32_t
+gq_node_capacity (const gq_node_t *n)
+{
+    return n->slots + (n->slow < n->slots ? n->prefetch : 0);
+}
+/* Books job on node: running + 1 (slow + 1, and job->slow set, when its kind is not short
+   there), vram_free - min_vram, status busy when full; indexes follow. */
+void gq_matcher_assign (gq_matcher_t *self, int32_t node, gq_job_t *job);
+/* Undoes gq_matcher_assign when the job ends: running - 1 (slow - 1 when job->slow, which is
+   cleared), vram_free + min_vram (at most vram_total), online again; idle_since = now_ms when
+   running drops to 0. */
+void gq_matcher_release (gq_matcher_t *self, int32_t node, gq_job_t *job, int64_t now_ms);
 
 /* The explanation of every node's verdict and the hint of a job that fits nowhere are in
    explain.h. */

@@ -24,6 +24,9 @@ gq_broker_opts_default (gq_broker_opts_t *opts)
     opts->reserve_after_ms = GQ_RESERVE_AFTER_MS;
     opts->backoff_base_ms = GQ_BACKOFF_BASE_MS;
     opts->node_grace_ms = -1;
+    opts->prefetch_max = GQ_PREFETCH_MAX_JOBS;
+    opts->prefetch_below_ms = GQ_PREFETCH_BELOW_MS;
+    opts->prefetch_recall_ms = GQ_PREFETCH_RECALL_MS;
 }
 
 int
@@ -59,7 +62,7 @@ gq_broker_opts_load (gq_broker_opts_t *opts, const char *path, char *why, size_t
             goto done;
         }
     }
-    int64_t aging, window, reserve, heartbeat, liveness, grace;
+    int64_t aging, window, reserve, heartbeat, liveness, grace, prefetch, recall;
     if (gq_json_int (config, "aging_ms", 1, INT64_MAX / 16, opts->aging_ms, &aging, field,
                      sizeof field) ||
         gq_json_int (config, "backfill_window", 0, 1000000, (int64_t) opts->backfill_window, &window,
@@ -72,6 +75,12 @@ gq_broker_opts_load (gq_broker_opts_t *opts, const char *path, char *why, size_t
         gq_json_num (config, "backoff_base_ms", 0, 3600000, opts->backoff_base_ms,
                      &opts->backoff_base_ms, field, sizeof field) ||
         gq_json_int (config, "node_grace_ms", -1, 24LL * 3600000, opts->node_grace_ms, &grace,
+                     field, sizeof field) ||
+        gq_json_int (config, "prefetch_max", 0, GQ_PREFETCH_MAX_LIMIT, opts->prefetch_max,
+                     &prefetch, field, sizeof field) ||
+        gq_json_num (config, "prefetch_below_ms", 0, 3600000, opts->prefetch_below_ms,
+                     &opts->prefetch_below_ms, field, sizeof field) ||
+        gq_json_int (config, "prefetch_recall_ms", 0, 3600000, opts->prefetch_recall_ms, &recall,
                      field, sizeof field)) {
         snprintf (why, whylen, "config %s: %s", path, field);
         goto done;
@@ -82,6 +91,8 @@ gq_broker_opts_load (gq_broker_opts_t *opts, const char *path, char *why, size_t
     opts->heartbeat_ms = (int) heartbeat;
     opts->liveness = (int) liveness;
     opts->node_grace_ms = grace;
+    opts->prefetch_max = (int) prefetch;
+    opts->prefetch_recall_ms = recall;
     rc = GQ_OK;
 done:
     json_decref (config);

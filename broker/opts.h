@@ -45,6 +45,12 @@ typedef struct {
     double backoff_base_ms;        /* first backoff of a failing node; doubles while it fails */
     int64_t node_grace_ms;         /* a job whose able nodes all failed it waits this long for
                                       one that just went offline; -1: the liveness window */
+    int prefetch_max;              /* jobs sent to a node beyond its slots, at most, for kinds
+                                      that run short there (0: no prefetch) */
+    double prefetch_below_ms;      /* a kind runs short on a node when its measured run time
+                                      there is below this */
+    int64_t prefetch_recall_ms;    /* a prefetched job that waited this long on its node is
+                                      recalled when another node could take it */
     const char *cert_path;         /* broker secret certificate (CURVE), or NULL */
     const char *clients_dir;       /* public keys allowed as clients */
     const char *workers_dir;       /* public keys allowed as workers */
@@ -58,7 +64,8 @@ typedef struct {
 /* Fills opts with the defaults of the command-line contract. */
 void gq_broker_opts_default (gq_broker_opts_t *opts);
 /* Reads a JSON config file into opts: {"weights": {fit, compute, ...}, "aging_ms",
-   "backfill_window", "reserve_after_ms", "heartbeat_ms", "liveness", "retention", ...}.
+   "backfill_window", "reserve_after_ms", "heartbeat_ms", "liveness", "prefetch_max",
+   "prefetch_below_ms", "prefetch_recall_ms", ...}.
    0 or GQ_EINVAL with a reason. */
 int gq_broker_opts_load (gq_broker_opts_t *opts, const char *path, char *why, size_t whylen);
 

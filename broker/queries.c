@@ -243,6 +243,9 @@ s_node_json (gq_broker_t *self, gq_link_t *worker)
         node->backoff_until_ms > gq_now_ms () ? gq_format_time (node->backoff_until_ms, backoff)
                                               : NULL,
         "engines", spec ? json_object_get (spec, "engines") : NULL);
+    /* Jobs it may hold beyond its slots now (0 while its slots all hold slow jobs). */
+    json_object_set_new (json, "prefetch",
+                         json_integer (gq_node_capacity (node) - node->slots));
     return json;
 }
 
@@ -313,6 +316,7 @@ gq_queries_stats (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
         (json_int_t) by_status[GQ_NODE_OFFLINE], "queue", "by_priority", by_priority,
         "oldest_wait_ms", (json_int_t) (oldest ? now_ms - oldest : 0), "rejected",
         (json_int_t) self->rejected, "uptime_ms", (json_int_t) (now_ms - self->started_ms));
+    json_object_set_new (body, "recalled", json_integer ((json_int_t) self->recalled));
     json_object_set_new (body, "store", s_store_json (self));
     gq_broker_reply (self, gq_msg_reply (request, "STATS", body));
 }
@@ -408,6 +412,12 @@ gq_queries_explain (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
     json_t *body = json_pack (
         "{s:I, s:s, s:s?, s:s?, s:o, s:s}", "id", (json_int_t) id, "state", state, "ran_on", ran_on,
         "node", best >= 0 ? gq_broker_node_name (self, best) : NULL, "nodes", nodes, "hint", hint);
+    int32_t ahead = stored ? 0 : gq_workers_queued_behind (self, job);
+    if (ahead > 0) {
+        /* Prefetched: placed on its node, waiting there for a slot. */
+        json_object_set_new (body, "prefetched",
+                             json_pack ("{s:s, s:i}", "node", ran_on, "ahead", ahead));
+    }
     json_decref (stored);
     gq_broker_reply (self, gq_msg_reply (request, "EXPLAIN", body));
 }

@@ -176,7 +176,7 @@ gq_results_attempt_failed (gq_broker_t *self, gq_job_t *job, const char *outcome
     int32_t node = job->node;
     gq_results_attempt_end (self, job, outcome, reason, now_ms);
     job->node = -1;
-    if (job->attempts >= job->max_attempts) {
+    if (job->attempts >= job->max_attempts + job->recalls) {
         char error[600];
         snprintf (error, sizeof error, "failed after %d attempt%s; last on %s: %s", job->attempts,
                   job->attempts == 1 ? "" : "s", gq_broker_node_name (self, node), reason);
@@ -202,6 +202,29 @@ gq_results_attempt_failed (gq_broker_t *self, gq_job_t *job, const char *outcome
     job->state = GQ_JOB_QUEUED;
     gq_queue_push (self->queue, job);
     self->counts[GQ_JOB_QUEUED]++;
+}
+
+void
+gq_results_attempt_recalled (gq_broker_t *self, gq_job_t *job, int64_t now_ms)
+{
+    if (job->run_recorded) {
+        /* Its run is on record already (it waited past GQ_RUN_RECORD_AFTER_MS): the record
+           ends, its number stays taken, and it does not count against max_attempts. */
+        gq_results_attempt_end (self, job, "cancelled", "recalled before it started", now_ms);
+        job->recalls += job->recalls < 15;
+    } else {
+        gq_link_t *worker = self->workers[job->node];
+        gq_workers_running_unlink (worker, job);
+        gq_matcher_release (self->matcher, job->node, job, now_ms);
+        self->counts[GQ_JOB_RUNNING]--;
+        job->attempts--;
+        job->started_ms = 0;
+    }
+    job->node = -1;
+    job->state = GQ_JOB_QUEUED;
+    gq_queue_push (self->queue, job);
+    self->counts[GQ_JOB_QUEUED]++;
+    self->recalled++;
 }
 
 /* Updates a node's reliability and backoff after a job outcome on it. */
@@ -346,6 +369,8 @@ gq_results_recv (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *worker)
                                            error ? error : "the job failed", true, now_ms);
                 continue;
             }
+            json_t *ms = json_object_get (item, "ms");
+            gq_workers_ran (self, worker, job->kind_id, json_is_number (ms) ? json_number_value (ms) : -1);
             gq_results_attempt_end (self, job, "ok", NULL, now_ms);
             s_node_outcome (self, worker, true, now_ms);
         } else if (!ok) {

@@ -37,6 +37,14 @@
 #define GQ_BACKOFF_MAX_MS         300000 /* longest backoff */
 #define GQ_RESERVE_AFTER_MS       30000  /* default: a blocked head job gets a node reserved */
 
+/* ---- Prefetch (workers.c): jobs sent beyond a node's slots, for kinds that run short ------- */
+#define GQ_PREFETCH_MAX_JOBS      16     /* default of --prefetch-max */
+#define GQ_PREFETCH_MAX_LIMIT     1024   /* --prefetch-max at most */
+#define GQ_PREFETCH_BELOW_MS      20.0   /* default of --prefetch-below: a kind runs short on a
+                                            node below this measured run time */
+#define GQ_PREFETCH_EWMA_WEIGHT   0.2    /* weight of a new run time in a kind's average */
+#define GQ_PREFETCH_RECALL_MS     50     /* default of --prefetch-recall-ms */
+
 /* ---- The commit pipeline ------------------------------------------------------------------- */
 /* A batch with nothing to acknowledge (results, attempts) waits this long for company before it
    is committed, unless it has GQ_EAGER_COMMIT_WRITES writes already. */

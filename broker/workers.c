@@ -3,6 +3,8 @@
     broker restart), HEARTBEAT (round trip, free VRAM, loaded models), BYE, and liveness. */
 #include "broker_internal.h"
 
+#include <math.h>
+
 #include <string.h>
 
 /* ---- Links ---------------------------------------------------------------------------------- */
@@ -67,6 +69,150 @@ gq_workers_running_unlink (gq_link_t *worker, gq_job_t *job)
     job->qprev = job->qnext = NULL;
 }
 
+/* ---- Prefetch -------------------------------------------------------------------------------
+
+   A node with slots S takes S + prefetch jobs at once; those past its free slots wait in the
+   worker's queue, and start the moment a slot frees, without a round trip to the broker. It
+   pays for kinds whose jobs run short there (their average run time below --prefetch-below):
+   prefetch = min (--prefetch-max, ceil (round trip / that run time)), jobs enough to cover the
+   gap. Kinds not measured there yet, or long, are slow: they take slots but no prefetch, and a
+   node whose slots all hold slow jobs takes nothing beyond them (gq_node_capacity), so no job
+   waits behind a long one. */
+
+void
+gq_workers_prefetch (gq_broker_t *self, gq_link_t *worker)
+{
+    gq_node_t *node = gq_matcher_node (self->matcher, worker->node);
+    int32_t prefetch = 0;
+    if (self->opts.prefetch_max > 0 && worker->short_ms > 0 && node->rtt_ms > 0) {
+        double want = ceil ((double) node->rtt_ms / (double) worker->short_ms);
+        prefetch = want < self->opts.prefetch_max ? (int32_t) want : self->opts.prefetch_max;
+    }
+    if (prefetch != node->prefetch) {
+        node->prefetch = prefetch;
+        gq_matcher_node_changed (self->matcher, worker->node);
+    }
+}
+
+void
+gq_workers_ran (gq_broker_t *self, gq_link_t *worker, int kind, double ms)
+{
+    if (kind < 0 || kind >= GQ_MAX_KINDS || !(ms >= 0) || ms > 1e9) {
+        return;
+    }
+    if (!worker->run_ms) {
+        worker->run_ms = (float *) malloc (GQ_MAX_KINDS * sizeof (float));
+        if (!worker->run_ms) {
+            return;
+        }
+        for (int k = 0; k < GQ_MAX_KINDS; k++) {
+            worker->run_ms[k] = -1;
+        }
+    }
+    float *avg = &worker->run_ms[kind];
+    *avg = *avg < 0 ? (float) ms
+                    : (float) ((1 - GQ_PREFETCH_EWMA_WEIGHT) * *avg + GQ_PREFETCH_EWMA_WEIGHT * ms);
+    gq_node_t *node = gq_matcher_node (self->matcher, worker->node);
+    bool is_short = *avg < self->opts.prefetch_below_ms;
+    uint64_t kinds = is_short ? node->short_kinds | 1ULL << kind : node->short_kinds & ~(1ULL << kind);
+    if (is_short) {
+        worker->short_ms = worker->short_ms > 0 ? (float) ((1 - GQ_PREFETCH_EWMA_WEIGHT) *
+                                                               worker->short_ms +
+                                                           GQ_PREFETCH_EWMA_WEIGHT * ms)
+                                                : (float) ms;
+        if (!(worker->short_ms > 0)) {
+            worker->short_ms = 1e-3f; /* a run too short to time: a microsecond */
+        }
+    }
+    if (kinds != node->short_kinds) {
+        node->short_kinds = kinds;
+        if (!kinds) {
+            worker->short_ms = 0; /* no short kind left: nothing to prefetch */
+        }
+        gq_matcher_node_changed (self->matcher, worker->node);
+    }
+    gq_workers_prefetch (self, worker);
+}
+
+int32_t
+gq_workers_queued_behind (gq_broker_t *self, const gq_job_t *job)
+{
+    if (job->state != GQ_JOB_RUNNING || job->node < 0) {
+        return 0;
+    }
+    gq_link_t *worker = self->workers[job->node];
+    int32_t slots = gq_matcher_node (self->matcher, job->node)->slots;
+    int32_t position = -1, held = 0; /* the list is newest first */
+    for (gq_job_t *other = worker->running; other; other = other->qnext) {
+        position = other == job ? held : position;
+        held++;
+    }
+    int32_t ahead = position >= 0 ? held - 1 - position : 0; /* the older ones */
+    return ahead >= slots ? ahead : 0;
+}
+
+void
+gq_workers_recall (gq_broker_t *self, int64_t now_us)
+{
+    if (!gq_matcher_available_count (self->matcher)) {
+        return; /* no node could take a job now: nowhere better to send one */
+    }
+    int64_t now_mono_ms = now_us / 1000;
+    int64_t now_ms = gq_now_ms ();
+    for (size_t w = 0; w < self->workers_size; w++) {
+        gq_link_t *worker = self->workers[w];
+        gq_node_t *node = worker && worker->routing_id ? gq_matcher_node (self->matcher, worker->node)
+                                                       : NULL;
+        if (!node || node->running <= node->slots) {
+            continue;
+        }
+        /* The newest (running - slots) jobs had not started (gq_workers_queued_behind). */
+        json_t *ids = NULL;
+        int32_t unstarted = node->running - node->slots;
+        for (gq_job_t *job = worker->running; job && unstarted > 0;
+             job = job->qnext, unstarted--) {
+            if (job->recalling ||
+                now_mono_ms - job->started_mono_ms < self->opts.prefetch_recall_ms) {
+                continue;
+            }
+            int32_t better = gq_matcher_pick (self->matcher, job, now_ms);
+            if (better < 0 || better == job->node) {
+                continue;
+            }
+            job->recalling = true;
+            ids = ids ? ids : json_array ();
+            json_array_append_new (ids, json_integer ((json_int_t) job->id));
+        }
+        if (ids) {
+            gq_workers_send (self, worker, "RECALL", json_pack ("{s:o}", "ids", ids));
+        }
+    }
+}
+
+void
+gq_workers_recalled (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *worker)
+{
+    json_t *ids = json_object_get (gq_msg_body (*request_p), "ids");
+    if (!json_is_array (ids)) {
+        gq_broker_reject (self, *request_p, GQ_EINVAL, "\"ids\" must be an array");
+        return;
+    }
+    int64_t now_ms = gq_now_ms ();
+    size_t i;
+    json_t *item;
+    json_array_foreach (ids, i, item) {
+        gq_job_t *job = json_is_integer (item)
+                            ? gq_broker_job_lookup (self, (int64_t) json_integer_value (item))
+                            : NULL;
+        /* Only a job we placed there and asked back: anything else is stale or made up. */
+        if (job && job->state == GQ_JOB_RUNNING && job->node == worker->node && job->recalling) {
+            gq_results_attempt_recalled (self, job, now_ms);
+        } else {
+            self->rejected += job == NULL && !json_is_integer (item);
+        }
+    }
+}
+
 void
 gq_workers_send (gq_broker_t *self, gq_link_t *worker, const char *command, json_t *body)
 {
@@ -94,6 +240,19 @@ gq_workers_lost (gq_broker_t *self, gq_link_t *worker, const char *reason, bool 
     node->status = GQ_NODE_OFFLINE;
     gq_matcher_node_changed (self->matcher, worker->node);
     worker->offline_us = gq_mono_us ();
+    /* The worker starts its jobs in the order they came, at most slots at a time: of the jobs
+       it held, all but the slots oldest had not started: those it had prefetched go back to the
+       queue (gq_results_attempt_recalled), no node excluded. The list is newest first. */
+    int32_t held = 0;
+    for (gq_job_t *job = worker->running; job; job = job->qnext) {
+        held++;
+    }
+    int32_t unstarted = held > node->slots ? held - node->slots : 0;
+    gq_job_t *next;
+    for (gq_job_t *job = worker->running; job && unstarted > 0; job = next, unstarted--) {
+        next = job->qnext;
+        gq_results_attempt_recalled (self, job, now_ms);
+    }
     while (worker->running) {
         gq_job_t *job = worker->running;
         gq_results_attempt_failed (self, job, "lost", reason, exclude, now_ms);
@@ -295,12 +454,14 @@ gq_workers_heartbeat (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *worker
     json_t *echo = json_object_get (body, "echo");
     gq_node_t *node = gq_matcher_node (self->matcher, worker->node);
     bool changed = false;
+    /* "t" is our monotonic clock in microseconds, echoed. */
     json_int_t sent = json_is_integer (echo) ? json_integer_value (echo) : -1;
-    if (sent >= 0 && sent <= now_us / 1000) {
-        double rtt = (double) (now_us / 1000 - sent);
-        if (rtt >= 0 && rtt < 600000) {
+    if (sent >= 0 && sent <= now_us) {
+        double rtt = (double) (now_us - sent) / 1000.0;
+        if (rtt < 600000) {
             node->rtt_ms = node->rtt_ms > 0 ? (float) (0.8 * node->rtt_ms + 0.2 * rtt) : (float) rtt;
             changed = true;
+            gq_workers_prefetch (self, worker);
         }
     }
     int64_t free_mb;
@@ -340,7 +501,7 @@ gq_workers_cron (gq_broker_t *self, int64_t now_us, int64_t now_ms)
 {
     int64_t silence_us = (int64_t) self->opts.heartbeat_ms * self->opts.liveness * 1000;
     char body[64];
-    int n = snprintf (body, sizeof body, "{\"t\":%lld}", (long long) (now_us / 1000));
+    int n = snprintf (body, sizeof body, "{\"t\":%lld}", (long long) now_us);
     for (size_t w = 0; w < self->workers_size; w++) {
         gq_link_t *worker = self->workers[w];
         if (!worker || !worker->routing_id) {

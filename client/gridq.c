@@ -1841,7 +1841,8 @@ static const char *s_nodes_help =
     "Usage: gridq nodes [--json]\n"
     "\n"
     "Lists the fleet as a table: NAME GPU VRAM(free/total) TFLOPS PRICE SLOTS(running/slots)\n"
-    "RTT STATUS MODELS (a loaded model is marked *; a failing node that is backed off shows\n"
+    "RTT STATUS MODELS (SLOTS shows +N when the node may hold N prefetched jobs beyond its\n"
+    "slots; a loaded model is marked *; a failing node that is backed off shows\n"
     "\"backoff until HH:MM:SS\" in STATUS; an engine that is down \"engine KIND restarting\",\n"
     "an OpenAI server that does not answer \"server KIND unreachable\").\n"
     "  --json   one JSON array of node objects\n"
@@ -1883,8 +1884,14 @@ s_cmd_nodes (int argc, char **argv)
         }
         s_table_cell (&table, "%.1f", json_number_value (json_object_get (node, "tflops")));
         s_table_cell (&table, "%.2f", json_number_value (json_object_get (node, "price_per_hour")));
-        s_table_cell (&table, "%lld/%lld", (long long) s_int (node, "running", 0),
-                      (long long) s_int (node, "slots", 0));
+        if (s_int (node, "prefetch", 0) > 0) {
+            s_table_cell (&table, "%lld/%lld+%lld", (long long) s_int (node, "running", 0),
+                          (long long) s_int (node, "slots", 0),
+                          (long long) s_int (node, "prefetch", 0));
+        } else {
+            s_table_cell (&table, "%lld/%lld", (long long) s_int (node, "running", 0),
+                          (long long) s_int (node, "slots", 0));
+        }
         json_t *rtt = json_object_get (node, "rtt_ms");
         if (json_is_number (rtt)) {
             s_table_cell (&table, "%.1fms", json_number_value (rtt));
@@ -2005,6 +2012,12 @@ s_cmd_explain (int argc, char **argv)
         }
         printf (", attempts %lld/%lld", (long long) s_int (job, "attempts", 0),
                 (long long) s_int (job, "max_attempts", GQ_MAX_ATTEMPTS));
+    }
+    json_t *prefetched = json_object_get (reply, "prefetched");
+    if (prefetched) {
+        printf ("\nprefetched on %s: it waits there for a slot, %lld job%s ahead of it",
+                s_str (prefetched, "node", "?"), (long long) s_int (prefetched, "ahead", 0),
+                s_int (prefetched, "ahead", 0) == 1 ? "" : "s");
     }
     printf ("\n\n");
     json_decref (job);

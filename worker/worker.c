@@ -19,6 +19,8 @@
 #include "gq_msg.h"
 #include "tuning.h"
 
+#define S_PRIORITIES 10 /* job priorities 0..9 */
+
 /* One job on its way through a slot. Owned by the socket thread except while a slot runs it. */
 typedef struct {
     gq_task_t task;            /* what gq_exec_run reads */
@@ -31,6 +33,7 @@ typedef struct {
        gets it: the pipe carries the pointer, this the ordering that ThreadSanitizer sees. */
     atomic_uint handoff;
     int slot;                  /* slot running it, -1 while waiting */
+    int priority;              /* 0..9 (the JOB's "priority"): which waiting list it joins */
     int64_t started_us;        /* monotonic start */
     /* Its partials (an engine's), on the socket thread: seq numbers from 0, at most
        opts.stream_window sent and not acknowledged by the broker; the rest wait in unsent. */
@@ -66,7 +69,10 @@ struct _gq_worker_t {
     s_slot_t *slots;           /* n_threads slot threads */
     int n_threads;             /* min (opts.slots, GQ_WORKER_MAX_THREADS): jobs past it wait here */
     zhashx_t *running;         /* job id (as key pointer) -> s_job_t, in a slot or waiting */
-    zlist_t *waiting;          /* s_job_t with no free slot yet */
+    zlist_t *waiting[S_PRIORITIES]; /* s_job_t with no free slot yet, by priority, each in
+                                  the order they came: a free slot takes the first of the
+                                  highest (prefetched jobs never keep a later, more urgent one
+                                  waiting past the jobs that run now) */
     zchunk_t *results;         /* the RESULT text to send at the end of this turn: its head
                                   ({"node":...,"results":[) and n_results entries */
     size_t results_head;       /* bytes of the head */
@@ -484,7 +490,20 @@ s_start (gq_worker_t *self, s_job_t *job)
         }
     }
     job->slot = -1;
-    zlist_append (self->waiting, job);
+    zlist_append (self->waiting[job->priority], job);
+}
+
+/* The next waiting job to start (the first of the highest priority), taken off its list, or
+   NULL. */
+static s_job_t *
+s_waiting_pop (gq_worker_t *self)
+{
+    for (int p = S_PRIORITIES - 1; p >= 0; p--) {
+        if (zlist_size (self->waiting[p])) {
+            return (s_job_t *) zlist_pop (self->waiting[p]);
+        }
+    }
+    return NULL;
 }
 
 static void
@@ -523,6 +542,8 @@ s_on_job (gq_worker_t *self, gq_msg_t *msg)
         job->task.model = model ? job->model : NULL;
         job->task.payload = json_incref (payload ? payload : json_object ());
         job->task.timeout_ms = json_integer_value (json_object_get (item, "timeout_ms"));
+        json_int_t priority = json_integer_value (json_object_get (item, "priority"));
+        job->priority = priority > 0 && priority < S_PRIORITIES ? (int) priority : 0;
         job->task.cancel = &job->cancel;
         job->acked = -1;
         json_t *blobs = json_object_get (item, "blobs");
@@ -556,13 +577,36 @@ s_on_cancel (gq_worker_t *self, gq_msg_t *msg)
         }
         if (job->slot < 0) {
             /* Not started: it simply goes. The broker has freed its slot already. */
-            zlist_remove (self->waiting, job);
+            zlist_remove (self->waiting[job->priority], job);
             zhashx_delete (self->running, S_KEY (job->task.id));
             s_job_free (&job);
         } else {
             job->cancel = 1; /* the slot stops it and reports; the report is then ignored */
         }
     }
+}
+
+/* RECALL: the broker takes back jobs it prefetched here; those not started yet go (as a cancel
+   does), and RECALLED names them, so that the broker places them elsewhere. A job that started
+   meanwhile stays and ends here as usual. */
+static void
+s_on_recall (gq_worker_t *self, gq_msg_t *msg)
+{
+    json_t *ids = json_object_get (gq_msg_body (msg), "ids");
+    json_t *given = json_array ();
+    size_t i;
+    json_t *item;
+    json_array_foreach (ids, i, item) {
+        s_job_t *job = (s_job_t *) zhashx_lookup (self->running,
+                                                  S_KEY (json_integer_value (item)));
+        if (job && job->slot < 0) {
+            json_array_append_new (given, json_integer ((json_int_t) job->task.id));
+            zlist_remove (self->waiting[job->priority], job);
+            zhashx_delete (self->running, S_KEY (job->task.id));
+            s_job_free (&job);
+        }
+    }
+    s_send (self, "RECALLED", json_pack ("{s:o}", "ids", given));
 }
 
 /* Whether the device is lost; says so once, when it is first seen. */
@@ -706,7 +750,7 @@ s_slot_done (gq_worker_t *self, zsock_t *pipe)
     }
     zhashx_delete (self->running, S_KEY (job->task.id));
     s_job_free (&job);
-    s_job_t *next = s_lost (self) ? NULL : (s_job_t *) zlist_pop (self->waiting);
+    s_job_t *next = s_lost (self) ? NULL : s_waiting_pop (self);
     if (next) {
         s_start (self, next);
     }
@@ -778,6 +822,8 @@ s_on_broker (zloop_t *loop, zsock_t *dealer, void *arg)
             s_on_heartbeat (self, msg);
         } else if (streq (command, "CANCEL")) {
             s_on_cancel (self, msg);
+        } else if (streq (command, "RECALL")) {
+            s_on_recall (self, msg);
         } else if (streq (command, "PARTIAL_ACK")) {
             s_on_partial_ack (self, msg);
         } else if (streq (command, "WELCOME")) {
@@ -975,7 +1021,9 @@ gq_worker_new (const gq_worker_opts_t *opts, char *why, size_t whylen)
     zhashx_set_key_comparator (self->running, s_id_compare);
     zhashx_set_key_duplicator (self->running, NULL);
     zhashx_set_key_destructor (self->running, NULL);
-    self->waiting = zlist_new ();
+    for (int p = 0; p < S_PRIORITIES; p++) {
+        self->waiting[p] = zlist_new ();
+    }
     self->results = zchunk_new (NULL, 8192);
     self->keep = zchunk_new (NULL, 8192);
     self->result_blobs = zlist_new ();
@@ -1059,7 +1107,9 @@ gq_worker_destroy (gq_worker_t **self_p)
         }
         zhashx_destroy (&self->running);
     }
-    zlist_destroy (&self->waiting);
+    for (int p = 0; p < S_PRIORITIES; p++) {
+        zlist_destroy (&self->waiting[p]);
+    }
     zchunk_destroy (&self->results);
     zchunk_destroy (&self->keep);
     zframe_t *frame;

@@ -28,3 +28,8 @@ if(MHD_FOUND)
   target_link_libraries(reliability_disk PRIVATE gq_brokercore)
   set_tests_properties(reliability_disk PROPERTIES SKIP_RETURN_CODE 77)
 endif()
+
+# Prefetch by behaviour: none for unmeasured or slow kinds, a prefetched job shown by EXPLAIN,
+# recalled unstarted (no attempt counted) when its worker dies or a free node could take it,
+# cancelled before it runs.
+gq_integration_test(integration_prefetch test_prefetch.c 120)
