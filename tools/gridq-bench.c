@@ -45,9 +45,10 @@
 #include "gq_common.h"
 #include "tuning.h"
 
-typedef enum { S_THROUGHPUT, S_LATENCY, S_BATCH, S_MEMORY, S_PARTIALS } s_mode_t;
+typedef enum { S_THROUGHPUT, S_LATENCY, S_BATCH, S_MEMORY, S_PARTIALS, S_MIXED } s_mode_t;
 
-static const char *s_mode_names[] = {"throughput", "latency", "batch", "memory", "partials"};
+static const char *s_mode_names[] = {"throughput", "latency", "batch", "memory", "partials",
+                                     "mixed"};
 #define S_MODES ((int) (sizeof s_mode_names / sizeof s_mode_names[0]))
 
 typedef struct {
@@ -74,6 +75,8 @@ typedef struct {
     int load_interval_us;      /* partials: likewise in the throughput run; 0: no pause */
     int samples;               /* partials: latency samples of each kind; 0: no latency runs */
     int stream_window;         /* partials: the worker's --stream-window; 0: its default */
+    int64_t long_ms;           /* mixed: the long (sleep) job's length */
+    bool slots_given;          /* --slots on the command line */
 } s_opts_t;
 
 typedef struct {
@@ -1270,13 +1273,181 @@ s_run_partials (gq_client_t *client, const s_opts_t *opts, s_partials_result_t *
     return rc;
 }
 
+/* ---- Mixed: one long job first, short ones right after (placement) --------------------------- */
+
+typedef struct {
+    int64_t jobs;              /* echo jobs measured */
+    int64_t long_ms;           /* the sleep job's length */
+    bench_latency_t echo;      /* echo jobs: their SUBMIT sent -> their FINISHED read */
+    double echo_last_ms;       /* the last echo job's FINISHED, after the long job's SUBMIT */
+    double long_finished_ms;   /* the long job's FINISHED, after its SUBMIT */
+    double long_start_ms;      /* the long job's started_at - submitted_at (broker, to 1 ms) */
+    int64_t echo_after_long;   /* echo jobs whose FINISHED came after the long job's */
+    int64_t echo_on_long_node; /* echo jobs that ran on the long job's node */
+    int64_t failed;            /* jobs that did not finish done */
+} s_mixed_result_t;
+
+/* Milliseconds since the epoch of an RFC 3339 UTC time with milliseconds, or -1. */
+static int64_t
+s_time_ms (json_t *job, const char *key)
+{
+    const char *text = json_string_value (json_object_get (job, key));
+    struct tm tm;
+    int ms;
+    memset (&tm, 0, sizeof tm);
+    if (!text || sscanf (text, "%4d-%2d-%2dT%2d:%2d:%2d.%3dZ", &tm.tm_year, &tm.tm_mon,
+                         &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &ms) != 7) {
+        return -1;
+    }
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    return (int64_t) timegm (&tm) * 1000 + ms;
+}
+
+/* Runs --warmup echo jobs to the end (so that the broker has measured the kind), then sends one
+   sleep job of long_ms and, right after it, --jobs echo jobs in SUBMITs of --batch; every job
+   watched with whole FINISHED jobs (node and times). */
+static int
+s_run_mixed (gq_client_t *client, const s_opts_t *opts, s_mixed_result_t *result)
+{
+    json_t *payload = s_payload (opts->payload_bytes);
+    json_t *warm = opts->warmup ? s_jobs ((size_t) opts->warmup, payload) : NULL;
+    json_t *sleep = json_pack ("[{s:s, s:{s:I}}]", "kind", "sleep", "payload", "ms",
+                               (json_int_t) opts->long_ms);
+    bench_samples_t *samples = bench_samples_new ((size_t) opts->jobs);
+    int64_t *ids = opts->warmup ? (int64_t *) calloc ((size_t) opts->warmup, sizeof *ids) : NULL;
+    int rc = 0;
+    if ((opts->warmup && (!warm || !ids)) || !sleep || !samples || !payload) {
+        fprintf (stderr, "gridq-bench: out of memory\n");
+        rc = -1;
+    }
+    if (rc == 0 && opts->warmup) {
+        s_tally_t tally = {0, 0};
+        rc = gq_client_submit (client, warm, true, ids) ||
+             gq_client_wait (client, ids, (size_t) opts->warmup, -1, s_on_finished, &tally);
+        if (rc || tally.failed) {
+            fprintf (stderr, "gridq-bench: warm-up: %s\n",
+                     rc ? gq_client_error (client) : "a job did not finish done");
+            rc = -1;
+        }
+    }
+    result->long_ms = opts->long_ms;
+    int64_t long_req = -1, long_sent_us = 0, echo_sent = 0;
+    size_t submits = (size_t) (opts->jobs / opts->batch + 2);
+    int64_t *sent_us = (int64_t *) calloc (submits, sizeof *sent_us); /* per echo SUBMIT */
+    int64_t *reqs = (int64_t *) calloc (submits, sizeof *reqs);
+    int n_reqs = 0;
+    if (rc == 0 && (!sent_us || !reqs)) {
+        fprintf (stderr, "gridq-bench: out of memory\n");
+        rc = -1;
+    }
+    if (rc == 0) {
+        long_sent_us = gq_mono_us ();
+        long_req = gq_client_send (client, "SUBMIT",
+                                   json_pack ("{s:O, s:b}", "jobs", sleep, "watch", 1));
+        rc = long_req < 0 ? -1 : 0;
+    }
+    while (rc == 0 && echo_sent < opts->jobs) {
+        size_t count = (size_t) (opts->jobs - echo_sent < opts->batch ? opts->jobs - echo_sent
+                                                                       : opts->batch);
+        json_t *jobs = s_jobs (count, payload);
+        sent_us[n_reqs] = gq_mono_us ();
+        reqs[n_reqs] = jobs ? gq_client_send (client, "SUBMIT",
+                                              json_pack ("{s:o, s:b}", "jobs", jobs, "watch", 1))
+                            : -1;
+        rc = reqs[n_reqs++] < 0 ? -1 : 0;
+        echo_sent += (int64_t) count;
+    }
+    if (rc) {
+        fprintf (stderr, "gridq-bench: submit: %s\n", gq_client_error (client));
+    }
+    const char *long_node = NULL;
+    json_t *long_job = NULL;
+    int64_t long_finished_us = 0, echo_finished = 0, last_echo_us = 0;
+    json_t *echo_nodes = json_array ();
+    while (rc == 0 && !s_interrupted && (echo_finished < opts->jobs || !long_job)) {
+        char command[32];
+        int64_t req;
+        json_t *body = NULL;
+        if (gq_client_recv (client, GQ_BENCH_STALL_MS + (int) opts->long_ms, command, &req,
+                            &body, NULL)) {
+            fprintf (stderr, "gridq-bench: %s (%lld of %lld echo jobs finished)\n",
+                     gq_client_error (client), (long long) echo_finished, (long long) opts->jobs);
+            rc = -1;
+            break;
+        }
+        int64_t now_us = gq_mono_us ();
+        if (streq (command, "ERROR")) {
+            s_report_error ("SUBMIT refused", body);
+            rc = -1;
+        } else if (streq (command, "FINISHED")) {
+            json_t *jobs = json_object_get (body, "jobs");
+            size_t i;
+            json_t *job;
+            result->failed += (int64_t) json_array_size (json_object_get (body, "missing"));
+            json_array_foreach (jobs, i, job) {
+                const char *state = json_string_value (json_object_get (job, "state"));
+                if (!state || !streq (state, "done")) {
+                    result->failed++;
+                }
+                if (req == long_req) {
+                    long_job = json_incref (job);
+                    long_finished_us = now_us;
+                    continue;
+                }
+                int at = 0;
+                while (at < n_reqs && reqs[at] != req) {
+                    at++;
+                }
+                if (at == n_reqs) {
+                    continue; /* not ours */
+                }
+                bench_samples_add (samples, now_us - sent_us[at]);
+                result->echo_after_long += long_job != NULL;
+                json_array_append (echo_nodes, json_object_get (job, "node"));
+                echo_finished++;
+                last_echo_us = now_us;
+            }
+        }
+        json_decref (body);
+    }
+    if (rc == 0 && long_job) {
+        long_node = json_string_value (json_object_get (long_job, "node"));
+        size_t i;
+        json_t *node;
+        json_array_foreach (echo_nodes, i, node) {
+            result->echo_on_long_node +=
+                long_node && json_is_string (node) && streq (json_string_value (node), long_node);
+        }
+        int64_t submitted = s_time_ms (long_job, "submitted_at");
+        int64_t started = s_time_ms (long_job, "started_at");
+        result->long_start_ms = submitted >= 0 && started >= 0 ? (double) (started - submitted)
+                                                               : NAN;
+        result->long_finished_ms = (long_finished_us - long_sent_us) / 1e3;
+        result->echo_last_ms = (last_echo_us - long_sent_us) / 1e3;
+        result->echo = bench_samples_latency (samples);
+        result->jobs = echo_finished;
+    }
+    json_decref (long_job);
+    json_decref (echo_nodes);
+    free (reqs);
+    free (sent_us);
+    free (ids);
+    bench_samples_destroy (&samples);
+    json_decref (sleep);
+    json_decref (warm);
+    json_decref (payload);
+    return rc;
+}
+
 /* ---- Command line ------------------------------------------------------------------------------ */
 
 static void
 s_usage (FILE *out)
 {
     fprintf (out,
-             "usage: gridq-bench [--mode throughput|latency|batch|memory|partials] [options]\n"
+             "usage: gridq-bench [--mode throughput|latency|batch|memory|partials|mixed]\n"
+             "                   [options]\n"
              "\n"
              "Measures a gridq broker with real workers through the client API. Jobs are of\n"
              "kind echo with a small payload {\"data\": \"xxx...\"}.\n"
@@ -1298,8 +1469,15 @@ s_usage (FILE *out)
              "                     time, engine result write -> FINISHED. Then throughput:\n"
              "                     --partials from --jobs jobs at once, partials/s received,\n"
              "                     and those dropped at the worker or lost on the way\n"
+             "                     mixed: placement with a long job in the way. --warmup echo\n"
+             "                     jobs run to the end first; then one sleep job of --long-ms\n"
+             "                     is sent, and --jobs echo jobs right after it (SUBMITs of\n"
+             "                     --batch). Reports whether every echo job finished before\n"
+             "                     the long one, when the long job started after its submit,\n"
+             "                     and the echo jobs' SUBMIT -> FINISHED p50/p99. Exits 1 when\n"
+             "                     an echo job finished after the long one\n"
              "  --jobs N           jobs (default: throughput and batch 100000, latency 2000,\n"
-             "                     memory 1000000; partials: jobs at once, 1)\n"
+             "                     memory 1000000; partials: jobs at once, 1; mixed: 1000)\n"
              "  --batch N          jobs per SUBMIT (default 1000; batch and memory 10000)\n"
              "  --window N         SUBMITs in flight (default 4)\n"
              "  --payload BYTES    length of the payload's string (default 16; partials: of\n"
@@ -1328,7 +1506,8 @@ s_usage (FILE *out)
              "                     folder of this program)\n"
              "  --durability D     full (default) or normal: the spawned broker's SQLite mode\n"
              "  --workers N        worker processes to spawn (default 2; memory: 0; partials: 1)\n"
-             "  --slots N          slots per spawned worker (default 32)\n"
+             "  --slots N          slots per spawned worker (default 32; mixed: 1)\n"
+             "  --long-ms MS       mixed: the long job's length (default 2000)\n"
              "  --tmp DIR          parent of the temporary folder (default $TMPDIR or /tmp)\n"
              "  --keep             keep the temporary folder (database and logs)\n"
              "  --full             throughput and latency: FINISHED with whole jobs (payload,\n"
@@ -1347,6 +1526,7 @@ s_usage (FILE *out)
              "  gridq-bench --spawn --mode memory --jobs 1000000\n"
              "  gridq-bench --spawn --jobs 200000 --poll 10000\n"
              "  gridq-bench --spawn --mode partials --partials 100000 --jobs 8\n"
+             "  gridq-bench --spawn --mode mixed --workers 2 --slots 1\n"
              "  gridq-bench --broker tcp://10.0.0.5:5555 --jobs 20000 --window 8\n");
 }
 
@@ -1365,7 +1545,8 @@ s_bad (const char *format, const char *value)
 /* getopt_long's values of the options. */
 enum { O_MODE = 1000, O_JOBS, O_BATCH, O_WINDOW, O_PAYLOAD, O_WARMUP, O_SPAWN, O_BIN,
        O_DURABILITY, O_WORKERS, O_SLOTS, O_TMP, O_KEEP, O_FULL, O_BROKER, O_JSON, O_POLL,
-       O_PARTIALS, O_INTERVAL, O_LOAD_INTERVAL, O_SAMPLES, O_STREAM_WINDOW, O_HELP };
+       O_PARTIALS, O_INTERVAL, O_LOAD_INTERVAL, O_SAMPLES, O_STREAM_WINDOW, O_LONG_MS,
+       O_HELP };
 
 /* --mode partials's whole-number options (getopt_long's opt, its arg) into opts; 0, or -1
    after saying that arg is out of range. */
@@ -1433,10 +1614,12 @@ s_parse (int argc, char **argv, s_opts_t *opts)
                                             {"samples", required_argument, 0, O_SAMPLES},
                                             {"stream-window", required_argument, 0,
                                              O_STREAM_WINDOW},
+                                            {"long-ms", required_argument, 0, O_LONG_MS},
                                             {"help", no_argument, 0, O_HELP},
                                             {0, 0, 0, 0}};
     int workers = -1;
     bool partials_options = false; /* one of --partials, --interval-us, --samples, --stream-window */
+    bool long_given = false;       /* --long-ms */
     int opt;
     while ((opt = getopt_long (argc, argv, "", options, NULL)) != -1) {
         int64_t value = 0;
@@ -1449,7 +1632,8 @@ s_parse (int argc, char **argv, s_opts_t *opts)
                 }
             }
             if (found < 0) {
-                return s_bad ("--mode '%s' must be throughput, latency, batch, memory or partials",
+                return s_bad ("--mode '%s' must be throughput, latency, batch, memory, partials "
+                              "or mixed",
                               optarg);
             }
             opts->mode = (s_mode_t) found;
@@ -1509,6 +1693,7 @@ s_parse (int argc, char **argv, s_opts_t *opts)
                 return s_bad ("--slots '%s' must be 1..1024", optarg);
             }
             opts->slots = (int) value;
+            opts->slots_given = true;
             break;
         case O_TMP:
             opts->tmp = optarg;
@@ -1541,6 +1726,13 @@ s_parse (int argc, char **argv, s_opts_t *opts)
             }
             partials_options = true;
             break;
+        case O_LONG_MS:
+            if (gq_parse_int (optarg, 1, 3600000, &value)) {
+                return s_bad ("--long-ms '%s' must be 1..3600000", optarg);
+            }
+            opts->long_ms = value;
+            long_given = true;
+            break;
         case O_HELP:
             s_usage (stdout);
             exit (0);
@@ -1568,6 +1760,12 @@ s_parse (int argc, char **argv, s_opts_t *opts)
         return s_bad ("--partials, --interval-us, --throughput-interval-us, --samples and "
                       "--stream-window are for --mode partials%s", NULL);
     }
+    if (long_given && opts->mode != S_MIXED) {
+        return s_bad ("--long-ms is for --mode mixed%s", NULL);
+    }
+    if (opts->mode == S_MIXED && !opts->slots_given) {
+        opts->slots = 1; /* a GPU worker runs one job at a time */
+    }
     if (opts->poll && opts->mode != S_THROUGHPUT) {
         return s_bad ("--poll is for --mode throughput%s", NULL);
     }
@@ -1582,6 +1780,7 @@ s_parse (int argc, char **argv, s_opts_t *opts)
         opts->jobs = opts->mode == S_LATENCY    ? 2000
                      : opts->mode == S_MEMORY   ? 1000000
                      : opts->mode == S_PARTIALS ? 1
+                     : opts->mode == S_MIXED    ? 1000
                                                 : 100000;
     }
     if (opts->batch == 0) {
@@ -1738,7 +1937,8 @@ s_report (const s_opts_t *opts, const s_result_t *result, int workers)
                 setup);
         break;
     case S_PARTIALS:
-        break; /* s_report_partials */
+    case S_MIXED:
+        break; /* s_report_partials, s_report_mixed */
     }
     if (result->failed) {
         printf ("%lld jobs did not finish done\n", (long long) result->failed);
@@ -1830,12 +2030,55 @@ s_report_partials (const s_opts_t *opts, const s_partials_result_t *result, int 
     }
 }
 
+/* --mode mixed: three lines, or one JSON object (p50_us.. are the echo jobs'). */
+static void
+s_report_mixed (const s_opts_t *opts, const s_mixed_result_t *result, int workers)
+{
+    const char *durability = opts->spawn || opts->durability_given ? opts->durability : NULL;
+    if (opts->json) {
+        json_t *out = json_pack ("{s:s, s:I, s:I}", "mode", "mixed", "jobs",
+                                 (json_int_t) result->jobs, "long_ms", (json_int_t) opts->long_ms);
+        s_latency_json (out, "", &result->echo);
+        json_object_set_new (out, "echo_all_before_long", json_boolean (!result->echo_after_long));
+        json_object_set_new (out, "echo_after_long", json_integer (result->echo_after_long));
+        json_object_set_new (out, "echo_on_long_node", json_integer (result->echo_on_long_node));
+        json_object_set_new (out, "echo_last_ms", s_number_or_null (result->echo_last_ms));
+        json_object_set_new (out, "long_start_ms", s_number_or_null (result->long_start_ms));
+        json_object_set_new (out, "long_finished_ms", s_number_or_null (result->long_finished_ms));
+        json_object_set_new (out, "durability",
+                             durability ? json_string (durability) : json_null ());
+        json_object_set_new (out, "workers", workers < 0 ? json_null () : json_integer (workers));
+        json_object_set_new (out, "slots", json_integer (opts->slots));
+        json_object_set_new (out, "batch", json_integer (opts->batch));
+        json_object_set_new (out, "warmup", json_integer (opts->warmup));
+        json_object_set_new (out, "failed", json_integer (result->failed));
+        char *text = json_dumps (out, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION (10));
+        printf ("%s\n", text ? text : "{}");
+        free (text);
+        json_decref (out);
+        return;
+    }
+    char text[128];
+    printf ("mixed: one %lld ms job, then %lld echo jobs (%d worker%s, %d slot%s each, durability "
+            "%s)\n",
+            (long long) opts->long_ms, (long long) result->jobs, workers, workers == 1 ? "" : "s",
+            opts->slots, opts->slots == 1 ? "" : "s", durability ? durability : "as configured");
+    printf ("mixed: every echo job finished before the long one: %s (%lld after it, %lld ran on "
+            "its node); the last echo job finished %.1f ms after the long job's SUBMIT\n",
+            result->echo_after_long ? "NO" : "yes", (long long) result->echo_after_long,
+            (long long) result->echo_on_long_node, result->echo_last_ms);
+    printf ("mixed: the long job started %.0f ms after its submit (broker clock, to 1 ms), "
+            "finished %.1f ms after it; echo SUBMIT -> FINISHED %s\n",
+            result->long_start_ms, result->long_finished_ms,
+            bench_latency_text (&result->echo, text, sizeof text));
+}
+
 int
 main (int argc, char **argv)
 {
     char self_dir[1024];
     s_opts_t opts = {S_THROUGHPUT, 0, 0, 4, 16, 100, false, NULL, NULL, "full", false, 2, 32,
-                     NULL, false, false, false, 0, 100000, 1000, 0, 2000, 0};
+                     NULL, false, false, false, 0, 100000, 1000, 0, 2000, 0, 2000, false};
     int rc = s_parse (argc, argv, &opts);
     if (rc) {
         return rc;
@@ -1876,6 +2119,7 @@ main (int argc, char **argv)
     s_partials_result_t partials = {bench_latency_none (), bench_latency_none (),
                                     bench_latency_none (), 0, 0, 0, 0, 0, 0, 0,
                                     bench_latency_none (), 0};
+    s_mixed_result_t mixed = {0, 0, bench_latency_none (), NAN, NAN, NAN, 0, 0, 0};
     rc = client ? 0 : -1;
     if (rc == 0) {
         switch (opts.mode) {
@@ -1895,6 +2139,10 @@ main (int argc, char **argv)
             rc = s_run_partials (client, &opts, &partials);
             result.failed = partials.failed;
             break;
+        case S_MIXED:
+            rc = s_run_mixed (client, &opts, &mixed);
+            result.failed = mixed.failed;
+            break;
         }
     }
     gq_client_destroy (&client);
@@ -1912,6 +2160,9 @@ main (int argc, char **argv)
     }
     if (rc == 0 && opts.mode == S_PARTIALS) {
         s_report_partials (&opts, &partials, workers);
+    } else if (rc == 0 && opts.mode == S_MIXED) {
+        s_report_mixed (&opts, &mixed, workers);
+        rc = mixed.echo_after_long ? -1 : 0;
     } else if (rc == 0) {
         s_report (&opts, &result, workers);
     }

@@ -29,7 +29,10 @@ set(GQ_BENCH_SMOKE
     "latency|--mode latency --jobs 200 --warmup 20"
     "batch|--mode batch --jobs 2000 --batch 500"
     "memory|--mode memory --jobs 20000"
-    "poll|--jobs 2000 --batch 200 --window 4 --poll 500")
+    "poll|--jobs 2000 --batch 200 --window 4 --poll 500"
+    # Exits 1 when an echo job finishes after the 1 s job: 20 echo jobs on the other worker
+    # take milliseconds, so only a placement that queues them behind it fails.
+    "mixed|--mode mixed --jobs 20 --warmup 5 --long-ms 1000")
 foreach(entry ${GQ_BENCH_SMOKE})
   string(REPLACE "|" ";" parts "${entry}")
   list(GET parts 0 name)
