@@ -443,6 +443,14 @@ gq_workers_ready (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
         self, gq_msg_reply (request, "WELCOME",
                             json_pack ("{s:i, s:i, s:s}", "heartbeat_ms", self->opts.heartbeat_ms,
                                        "liveness", self->opts.liveness, "node", node->name)));
+    /* A heartbeat right behind: its echo gives the round trip now, not a heartbeat later, so
+       prefetch can start with the first short jobs. */
+    gq_msg_t *probe = gq_msg_new (GQ_ROLE_WORKER, "HEARTBEAT",
+                                  json_pack ("{s:I}", "t", (json_int_t) gq_mono_us ()));
+    if (probe) {
+        gq_msg_set_routing_id (probe, worker->routing_id);
+        gq_broker_reply (self, probe); /* after WELCOME, in order */
+    }
 }
 
 void
