@@ -155,9 +155,13 @@ main (void)
     snprintf (s_open, sizeof s_open, "%s/open", dir);
     snprintf (s_release, sizeof s_release, "%s/release", dir);
     char gate[1400], hold[1400];
-    snprintf (gate, sizeof gate, "gate=while [ ! -e %s ]; do sleep 0.01; done; echo '{}'", s_open);
-    snprintf (hold, sizeof hold, "hold=while [ ! -e %s ]; do sleep 0.01; done; echo '{}'",
-              s_release);
+    /* A handler whose worker was killed waits on: it gives up once the test's folder is gone. */
+    snprintf (gate, sizeof gate,
+              "gate=while [ ! -e %s ]; do [ -d %s ] || exit 1; sleep 0.01; done; echo '{}'",
+              s_open, dir);
+    snprintf (hold, sizeof hold,
+              "hold=while [ ! -e %s ]; do [ -d %s ] || exit 1; sleep 0.01; done; echo '{}'",
+              s_release, dir);
     /* Fast heartbeats: the round trip is measured, and a dead worker found, within a second.
        A handler's process start counts as short (--prefetch-below 5000): this is about the
        rules, not about what is short on this machine. */
