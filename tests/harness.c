@@ -468,6 +468,83 @@ h_node (gq_client_t *client, const char *name)
     return found;
 }
 
+zsock_t *
+h_fake_broker (void)
+{
+    zsock_t *router = zsock_new (ZMQ_ROUTER);
+    CHECK (router);
+    zsock_set_linger (router, 0);
+    CHECK (zsock_bind (router, "%s", s_endpoint) >= 0);
+    return router;
+}
+
+zframe_t *
+h_fake_welcome (zsock_t *router, const char *name)
+{
+    zframe_t *worker = NULL;
+    char command[32], welcome[200];
+    json_t *body = h_fake_next (router, &worker, command);
+    CHECK_STR (command, "READY");
+    json_decref (body);
+    snprintf (welcome, sizeof welcome,
+              "{\"heartbeat_ms\":10000,\"liveness\":3,\"node\":\"%s\"}", name);
+    h_fake_send (router, worker, "WELCOME", welcome);
+    return worker;
+}
+
+json_t *
+h_fake_recv (zsock_t *router, zframe_t **from, char *command)
+{
+    zpoller_t *poller = zpoller_new (router, NULL);
+    void *which = zpoller_wait (poller, 10000);
+    zpoller_destroy (&poller);
+    CHECK (which);
+    zmsg_t *zmsg = zmsg_recv (router);
+    CHECK (zmsg && zmsg_size (zmsg) >= 4);
+    zframe_t *id = zmsg_pop (zmsg);
+    if (!*from) {
+        *from = id;
+    } else {
+        zframe_destroy (&id);
+    }
+    char *protocol = zmsg_popstr (zmsg);
+    CHECK_STR (protocol, "GQW1");
+    free (protocol);
+    char *cmd = zmsg_popstr (zmsg);
+    snprintf (command, 32, "%s", cmd);
+    free (cmd);
+    char *text = zmsg_popstr (zmsg);
+    json_t *body = json_loads (text, 0, NULL);
+    free (text);
+    zmsg_destroy (&zmsg);
+    CHECK (body);
+    return body;
+}
+
+json_t *
+h_fake_next (zsock_t *router, zframe_t **from, char *command)
+{
+    for (;;) {
+        json_t *body = h_fake_recv (router, from, command);
+        if (strcmp (command, "HEARTBEAT") != 0 || json_object_get (body, "echo") != NULL) {
+            return body;
+        }
+        json_decref (body);
+    }
+}
+
+void
+h_fake_send (zsock_t *router, zframe_t *to, const char *command, const char *body)
+{
+    zmsg_t *zmsg = zmsg_new ();
+    zframe_t *dup = zframe_dup (to);
+    zmsg_append (zmsg, &dup);
+    zmsg_addstr (zmsg, "GQW1");
+    zmsg_addstr (zmsg, command);
+    zmsg_addstr (zmsg, body);
+    CHECK_EQ (zmsg_send (&zmsg, router), 0);
+}
+
 bool
 h_node_offers (gq_client_t *client, const char *name, const char *kind)
 {

@@ -103,6 +103,21 @@ json_t *h_result (gq_client_t *client, int64_t id);
 bool h_running_on (gq_client_t *client, int64_t id, char *node, char *other);
 /* The node called name as NODES reports it (new reference), or NULL. */
 json_t *h_node (gq_client_t *client, const char *name);
+/* ---- A fake broker: a raw ROUTER socket that a real worker talks to (tests of the worker's
+   own behaviour, exact because the test decides every broker message) ---- */
+/* The fake broker's socket, bound to h_endpoint (). */
+zsock_t *h_fake_broker (void);
+/* Reads the worker's READY and answers WELCOME (heartbeats of 10 s: the worker sends none of
+   its own meanwhile) for node name; returns the worker's routing id (the caller destroys it). */
+zframe_t *h_fake_welcome (zsock_t *router, const char *name);
+/* The next message from the worker within 10 s (fails the test otherwise): its command into
+   command (32 bytes), its body returned (new reference); the routing id into *from once. */
+json_t *h_fake_recv (zsock_t *router, zframe_t **from, char *command);
+/* h_fake_recv, skipping the HEARTBEATs the worker sends of its own (those with no echo). */
+json_t *h_fake_next (zsock_t *router, zframe_t **from, char *command);
+/* Sends the worker a broker message (protocol GQW1) with a JSON body (text). */
+void h_fake_send (zsock_t *router, zframe_t *to, const char *command, const char *body);
+
 /* Whether node name, as NODES reports it, offers kind. */
 bool h_node_offers (gq_client_t *client, const char *name, const char *kind);
 /* Polls NODES until node name has status ("online", "busy", "offline", ...); false on timeout. */

@@ -13,63 +13,6 @@
 
 #define S_N 9 /* partials the engine writes: i = 0..8 */
 
-/* The next message from the worker within 10 s (fails the test otherwise): its command into
-   command (32 bytes), its body returned (new reference); the routing id into *from once. */
-static json_t *
-s_recv (zsock_t *router, zframe_t **from, char *command)
-{
-    zpoller_t *poller = zpoller_new (router, NULL);
-    void *which = zpoller_wait (poller, 10000);
-    zpoller_destroy (&poller);
-    CHECK (which);
-    zmsg_t *zmsg = zmsg_recv (router);
-    CHECK (zmsg && zmsg_size (zmsg) >= 4);
-    zframe_t *id = zmsg_pop (zmsg);
-    if (!*from) {
-        *from = id;
-    } else {
-        zframe_destroy (&id);
-    }
-    char *protocol = zmsg_popstr (zmsg);
-    CHECK_STR (protocol, "GQW1");
-    free (protocol);
-    char *cmd = zmsg_popstr (zmsg);
-    snprintf (command, 32, "%s", cmd);
-    free (cmd);
-    char *text = zmsg_popstr (zmsg);
-    json_t *body = json_loads (text, 0, NULL);
-    free (text);
-    zmsg_destroy (&zmsg);
-    CHECK (body);
-    return body;
-}
-
-/* Sends the worker a broker message (protocol GQW1) with a JSON body (text). */
-static void
-s_send (zsock_t *router, zframe_t *to, const char *command, const char *body)
-{
-    zmsg_t *zmsg = zmsg_new ();
-    zframe_t *dup = zframe_dup (to);
-    zmsg_append (zmsg, &dup);
-    zmsg_addstr (zmsg, "GQW1");
-    zmsg_addstr (zmsg, command);
-    zmsg_addstr (zmsg, body);
-    CHECK_EQ (zmsg_send (&zmsg, router), 0);
-}
-
-/* The next message that is not a HEARTBEAT of the worker's own. */
-static json_t *
-s_next (zsock_t *router, zframe_t **from, char *command)
-{
-    for (;;) {
-        json_t *body = s_recv (router, from, command);
-        if (strcmp (command, "HEARTBEAT") != 0 || json_object_get (body, "echo") != NULL) {
-            return body;
-        }
-        json_decref (body);
-    }
-}
-
 int
 main (void)
 {
@@ -81,39 +24,33 @@ main (void)
         h_cleanup ();
         return 77;
     }
-    zsock_t *router = zsock_new (ZMQ_ROUTER);
-    CHECK (router);
-    zsock_set_linger (router, 0);
-    CHECK (zsock_bind (router, "%s", h_endpoint ()) >= 0);
+    zsock_t *router = h_fake_broker ();
     char engine[1024];
     snprintf (engine, sizeof engine, "stream=exec python3 -u %s", script);
     h_start_worker ("wf", 1, "--engine", engine, "--stream-window", "2", NULL);
 
-    zframe_t *worker = NULL;
+    zframe_t *worker = h_fake_welcome (router, "wf");
     char command[32];
-    json_t *body = s_next (router, &worker, command);
-    CHECK_STR (command, "READY");
-    json_decref (body);
-    s_send (router, worker, "WELCOME", "{\"heartbeat_ms\":10000,\"liveness\":3,\"node\":\"wf\"}");
+    json_t *body;
     char gate[600], job[1024];
     snprintf (gate, sizeof gate, "%s/gate", h_dir ());
     snprintf (job, sizeof job,
               "{\"jobs\":[{\"id\":7,\"attempt\":1,\"kind\":\"stream\",\"model\":null,"
               "\"timeout_ms\":0,\"payload\":{\"n\":%d,\"gate\":\"%s\"}}]}",
               S_N, gate);
-    s_send (router, worker, "JOB", job);
+    h_fake_send (router, worker, "JOB", job);
 
     /* (1) Seq 0, acknowledged; the HEARTBEAT's answer comes after the worker read the ack. */
-    body = s_next (router, &worker, command);
+    body = h_fake_next (router, &worker, command);
     CHECK_STR (command, "PARTIAL");
     CHECK_EQ (h_int (body, "id"), 7);
     CHECK_EQ (h_int (body, "seq"), 0);
     CHECK_EQ (h_int (json_object_get (body, "partial"), "i"), 0);
     CHECK (json_object_get (body, "dropped") == NULL);
     json_decref (body);
-    s_send (router, worker, "PARTIAL_ACK", "{\"id\":7,\"seq\":0}");
-    s_send (router, worker, "HEARTBEAT", "{\"t\":1}");
-    body = s_next (router, &worker, command);
+    h_fake_send (router, worker, "PARTIAL_ACK", "{\"id\":7,\"seq\":0}");
+    h_fake_send (router, worker, "HEARTBEAT", "{\"t\":1}");
+    body = h_fake_next (router, &worker, command);
     CHECK_STR (command, "HEARTBEAT");
     CHECK_EQ (h_int (body, "echo"), 1);
     json_decref (body);
@@ -125,14 +62,14 @@ main (void)
        and 7, 8 wait until the job ends: seq 3 says "dropped": 4, then seq 4, then RESULT. */
     int64_t want_i[] = {1, 2, 7, 8};
     for (int s = 1; s <= 4; s++) {
-        body = s_next (router, &worker, command);
+        body = h_fake_next (router, &worker, command);
         CHECK_STR (command, "PARTIAL");
         CHECK_EQ (h_int (body, "seq"), s);
         CHECK_EQ (h_int (json_object_get (body, "partial"), "i"), want_i[s - 1]);
         CHECK_EQ (h_int (body, "dropped"), s == 3 ? S_N - 5 : 0);
         json_decref (body);
     }
-    body = s_next (router, &worker, command);
+    body = h_fake_next (router, &worker, command);
     CHECK_STR (command, "RESULT");
     json_t *entry = json_array_get (json_object_get (body, "results"), 0);
     CHECK_EQ (h_int (entry, "id"), 7);

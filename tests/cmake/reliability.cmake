@@ -33,3 +33,6 @@ endif()
 # recalled unstarted (no attempt counted) when its worker dies or a free node could take it,
 # cancelled before it runs.
 gq_integration_test(integration_prefetch test_prefetch.c 120)
+# The worker's side of prefetch against a fake broker: waiting jobs start by priority; RECALL
+# gives back only what has not started.
+gq_integration_test(integration_worker_order test_worker_order.c 60)
