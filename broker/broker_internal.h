@@ -143,6 +143,8 @@ struct _gq_broker_t {
     size_t runs_head, runs_count, runs_size; /* the ring's first entry, entries, allocated */
     int64_t counts[GQ_JOB_STATES];   /* jobs per state (queued/running from memory) */
     int64_t recalled;          /* prefetched jobs taken back unstarted (counter) */
+    size_t recall_cursor;      /* the worker gq_workers_recall starts at (its budget ran out
+                                  there last tick) */
     int64_t rejected;                /* bad messages dropped or answered with ERROR */
     int64_t started_ms;              /* wall clock at start */
     int64_t next_heartbeat_us, next_timeouts_us, next_retention_us; /* cron periods */

@@ -44,6 +44,7 @@
                                             node below this measured run time */
 #define GQ_PREFETCH_EWMA_WEIGHT   0.2    /* weight of a new run time in a kind's average */
 #define GQ_PREFETCH_RECALL_MS     50     /* default of --prefetch-recall-ms */
+#define GQ_PREFETCH_RECALL_PICKS  256    /* prefetched jobs weighed for recall per cron tick */
 
 /* ---- The commit pipeline ------------------------------------------------------------------- */
 /* A batch with nothing to acknowledge (results, attempts) waits this long for company before it

@@ -154,12 +154,18 @@ gq_workers_queued_behind (gq_broker_t *self, const gq_job_t *job)
 void
 gq_workers_recall (gq_broker_t *self, int64_t now_us)
 {
-    if (!gq_matcher_available_count (self->matcher)) {
+    if (!gq_matcher_available_count (self->matcher) || !self->workers_size) {
         return; /* no node could take a job now: nowhere better to send one */
     }
+    size_t last = self->recall_cursor;
     int64_t now_mono_ms = now_us / 1000;
     int64_t now_ms = gq_now_ms ();
-    for (size_t w = 0; w < self->workers_size; w++) {
+    /* Each candidate costs a pick: a budget per tick keeps a fleet full of prefetched jobs
+       from turning the cron into a scan; the rest are looked at in the next ticks. */
+    int budget = GQ_PREFETCH_RECALL_PICKS;
+    for (size_t n = 0; n < self->workers_size && budget > 0; n++) {
+        size_t w = (self->recall_cursor + n) % self->workers_size;
+        last = w;
         gq_link_t *worker = self->workers[w];
         gq_node_t *node = worker && worker->routing_id ? gq_matcher_node (self->matcher, worker->node)
                                                        : NULL;
@@ -172,9 +178,11 @@ gq_workers_recall (gq_broker_t *self, int64_t now_us)
         for (gq_job_t *job = worker->running; job && unstarted > 0;
              job = job->qnext, unstarted--) {
             if (job->recalling ||
-                now_mono_ms - job->started_mono_ms < self->opts.prefetch_recall_ms) {
+                now_mono_ms - job->started_mono_ms < self->opts.prefetch_recall_ms ||
+                budget <= 0) {
                 continue;
             }
+            budget--;
             int32_t better = gq_matcher_pick (self->matcher, job, now_ms);
             if (better < 0 || better == job->node) {
                 continue;
@@ -187,6 +195,8 @@ gq_workers_recall (gq_broker_t *self, int64_t now_us)
             gq_workers_send (self, worker, "RECALL", json_pack ("{s:o}", "ids", ids));
         }
     }
+    /* A budget spent: the next tick goes on after the last worker looked at. */
+    self->recall_cursor = budget > 0 ? 0 : (last + 1) % self->workers_size;
 }
 
 void
