@@ -370,7 +370,8 @@ gq_results_recv (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *worker)
                 continue;
             }
             json_t *ms = json_object_get (item, "ms");
-            gq_workers_ran (self, worker, job->kind_id, json_is_number (ms) ? json_number_value (ms) : -1);
+            gq_workers_ran (self, worker, job->kind_id,
+                            json_is_number (ms) ? json_number_value (ms) : -1);
             gq_results_attempt_end (self, job, "ok", NULL, now_ms);
             s_node_outcome (self, worker, true, now_ms);
         } else if (!ok) {

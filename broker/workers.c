@@ -114,7 +114,8 @@ gq_workers_ran (gq_broker_t *self, gq_link_t *worker, int kind, double ms)
                     : (float) ((1 - GQ_PREFETCH_EWMA_WEIGHT) * *avg + GQ_PREFETCH_EWMA_WEIGHT * ms);
     gq_node_t *node = gq_matcher_node (self->matcher, worker->node);
     bool is_short = *avg < self->opts.prefetch_below_ms;
-    uint64_t kinds = is_short ? node->short_kinds | 1ULL << kind : node->short_kinds & ~(1ULL << kind);
+    uint64_t bit = 1ULL << kind;
+    uint64_t kinds = is_short ? node->short_kinds | bit : node->short_kinds & ~bit;
     if (is_short) {
         worker->short_ms = worker->short_ms > 0 ? (float) ((1 - GQ_PREFETCH_EWMA_WEIGHT) *
                                                                worker->short_ms +
@@ -167,8 +168,8 @@ gq_workers_recall (gq_broker_t *self, int64_t now_us)
         size_t w = (self->recall_cursor + n) % self->workers_size;
         last = w;
         gq_link_t *worker = self->workers[w];
-        gq_node_t *node = worker && worker->routing_id ? gq_matcher_node (self->matcher, worker->node)
-                                                       : NULL;
+        gq_node_t *node =
+            worker && worker->routing_id ? gq_matcher_node (self->matcher, worker->node) : NULL;
         if (!node || node->running <= node->slots) {
             continue;
         }
@@ -217,8 +218,8 @@ gq_workers_recalled (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *worker)
         /* Only a job we placed there and asked back: anything else is stale or made up. */
         if (job && job->state == GQ_JOB_RUNNING && job->node == worker->node && job->recalling) {
             gq_results_attempt_recalled (self, job, now_ms);
-        } else {
-            self->rejected += job == NULL && !json_is_integer (item);
+        } else if (!json_is_integer (item)) {
+            self->rejected++;
         }
     }
 }

@@ -757,7 +757,8 @@ s_write_line (gq_engine_t *self, pid_t pid, const char *text, size_t len,
         if (n > 0) {
             done += (size_t) n;
         } else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-            if (done == 0 && job && (rc = gq_engine_job_stopped (job, deadline_us, error, errlen))) {
+            if (done == 0 && job &&
+                (rc = gq_engine_job_stopped (job, deadline_us, error, errlen))) {
                 break;
             }
             struct pollfd pfd = {fd, POLLOUT, 0};
