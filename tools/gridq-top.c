@@ -543,7 +543,7 @@ typedef struct {
     char vram[48];     /* "12.0G/24.0G" */
     char bar[GQ_TOP_BAR_COLS + 3];
     double fraction;   /* VRAM in use, 0..1, NAN when the total is unknown */
-    char slots[24];    /* "2/4" */
+    char slots[24];    /* "2/4", "3/1+16" with prefetch */
     char rtt[24];      /* "0.42ms" */
     char per_min[24];  /* "120.0" */
     char models[256];  /* "llama,mlp" */
@@ -562,8 +562,16 @@ s_row (json_t *node, s_row_t *row)
         snprintf (row->vram, sizeof row->vram, "-");  /* a CPU node: no VRAM to speak of */
     }
     s_fmt_bar (row->fraction, GQ_TOP_BAR_COLS, row->bar, sizeof row->bar);
-    snprintf (row->slots, sizeof row->slots, "%lld/%lld", (long long) s_int (node, "running"),
-              (long long) s_int (node, "slots"));
+    /* A node that prefetches shows "+N": jobs it may hold beyond its slots (docs/PROTOCOL.md,
+       "Prefetch"), so that running above slots reads as it is. */
+    if (s_int (node, "prefetch") > 0) {
+        snprintf (row->slots, sizeof row->slots, "%lld/%lld+%lld",
+                  (long long) s_int (node, "running"), (long long) s_int (node, "slots"),
+                  (long long) s_int (node, "prefetch"));
+    } else {
+        snprintf (row->slots, sizeof row->slots, "%lld/%lld", (long long) s_int (node, "running"),
+                  (long long) s_int (node, "slots"));
+    }
     double rtt = s_num (node, "rtt_ms");
     if (isnan (rtt)) {
         snprintf (row->rtt, sizeof row->rtt, "-");
