@@ -36,6 +36,7 @@ typedef struct {
     zlist_t *partials;    /* PARTIAL messages (gq_msg_t) held with the watch until its SUBMIT is
                              acknowledged (at most GQ_WATCH_HELD_PARTIALS_COUNT), or NULL */
     bool brief;           /* FINISHED carries only id, state, result and error */
+    bool no_partials;     /* "partials": false: its client wants no PARTIAL messages */
     bool held;            /* a SUBMIT's watch before its acknowledgement: nothing is sent */
     bool dead;            /* the SUBMIT was refused: nothing is ever sent */
 } gq_watch_t;

@@ -186,7 +186,8 @@ gq_watch_flush (gq_broker_t *self, gq_watch_t *watch)
 
 /* ---- Client commands ----------------------------------------------------------------------- */
 
-/* A watch for request's client; brief from the request's "brief" (validated by the caller). */
+/* A watch for request's client; brief and partials from the request's "brief" and "partials"
+   (validated by the caller). */
 gq_watch_t *
 gq_watch_new (gq_msg_t *request)
 {
@@ -195,6 +196,7 @@ gq_watch_new (gq_msg_t *request)
         watch->routing_id = zframe_dup (gq_msg_routing_id (request));
         watch->req = gq_msg_req (request);
         watch->brief = json_is_true (json_object_get (gq_msg_body (request), "brief"));
+        watch->no_partials = json_is_false (json_object_get (gq_msg_body (request), "partials"));
     }
     return watch;
 }
@@ -260,8 +262,9 @@ gq_watch_wait (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
     int64_t *ids;
     size_t count;
     char why[200];
-    bool brief;
-    if (gq_json_bool (gq_msg_body (request), "brief", false, &brief, why, sizeof why)) {
+    bool brief, partials;
+    if (gq_json_bool (gq_msg_body (request), "brief", false, &brief, why, sizeof why) ||
+        gq_json_bool (gq_msg_body (request), "partials", true, &partials, why, sizeof why)) {
         gq_broker_reject (self, request, GQ_EINVAL, why);
         return;
     }
@@ -280,7 +283,7 @@ gq_watch_wait (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
 static void
 s_partial_to (gq_broker_t *self, gq_watch_t *watch, const char *text, size_t size)
 {
-    if (watch->dead) {
+    if (watch->dead || watch->no_partials) {
         return;
     }
     zchunk_t *body = zchunk_new (NULL, size + 32);

@@ -663,8 +663,10 @@ s_send_chunk (gq_client_t *self, json_t *jobs, s_chunk_t *chunk, bool watch)
     for (size_t i = 0; i < chunk->count; i++) {
         json_array_append (slice, json_array_get (jobs, chunk->first + i));
     }
-    int64_t req = gq_client_send (
-        self, "SUBMIT", json_pack ("{s:o, s:b}", "jobs", slice, "watch", watch ? 1 : 0));
+    /* A client with no partial callback asks for none: the broker does not send them. */
+    int64_t req = gq_client_send (self, "SUBMIT",
+                                  json_pack ("{s:o, s:b, s:b}", "jobs", slice, "watch", watch ? 1 : 0,
+                                             "partials", self->partial_fn ? 1 : 0));
     if (req < 0) {
         return (int) req;
     }
@@ -917,7 +919,9 @@ s_send_wait (gq_client_t *self, s_waitset_t *set, bool all)
     for (size_t i = 0; i <= set->count; i++) {
         bool flush = i == set->count || json_array_size (ids) == GQ_MAX_IDS;
         if (flush && json_array_size (ids) > 0) {
-            int64_t req = gq_client_send (self, "WAIT", json_pack ("{s:o}", "ids", ids));
+            int64_t req =
+                gq_client_send (self, "WAIT", json_pack ("{s:o, s:b}", "ids", ids, "partials",
+                                                         self->partial_fn ? 1 : 0));
             if (req < 0) {
                 return (int) req;
             }

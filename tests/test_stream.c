@@ -7,7 +7,8 @@
     as rejected and the broker goes on; (d) partials are never written to the store; (e) a
     partial above GQ_MAX_PARTIAL_BYTES fails its job, not the worker; (f) `gridq watch ID`
     attached to a running job prints its partials from then on, then its result; (g) Ctrl-C
-    (SIGINT) during `gridq submit --stream` cancels the job. */
+    (SIGINT) during `gridq submit --stream` cancels the job; (h) a WAIT with "partials": false
+    gets no PARTIAL, one without the field gets them. */
 #include <czmq.h>
 #include <sys/wait.h>
 
@@ -95,12 +96,13 @@ s_file_has (void *arg)
     return has;
 }
 
-/* Sends a worker message (protocol GQW1) with a JSON body on a raw socket. */
+/* Sends a message of protocol (GQW1: a worker's, GQC1: a client's) with a JSON body on a raw
+   socket. */
 static void
-s_raw_send (zsock_t *sock, const char *command, const char *body)
+s_raw_send (zsock_t *sock, const char *protocol, const char *command, const char *body)
 {
     zmsg_t *zmsg = zmsg_new ();
-    zmsg_addstr (zmsg, "GQW1");
+    zmsg_addstr (zmsg, protocol);
     zmsg_addstr (zmsg, command);
     zmsg_addstr (zmsg, body);
     CHECK_EQ (zmsg_send (&zmsg, sock), 0);
@@ -125,6 +127,47 @@ s_raw_expect (zsock_t *sock, const char *command)
     }
     zpoller_destroy (&poller);
     CHECK (found);
+}
+
+/* A client DEALER on the test broker, for messages the C API does not send as such. */
+static zsock_t *
+s_raw_client (void)
+{
+    zsock_t *sock = zsock_new (ZMQ_DEALER);
+    CHECK (sock);
+    zsock_set_linger (sock, 0);
+    CHECK (zsock_connect (sock, "%s", h_endpoint ()) == 0);
+    return sock;
+}
+
+/* The next message on a raw client socket (10 s at most): its command (32 bytes). */
+static void
+s_raw_command (zsock_t *sock, char *command)
+{
+    zpoller_t *poller = zpoller_new (sock, NULL);
+    CHECK (zpoller_wait (poller, 10000));
+    zpoller_destroy (&poller);
+    zmsg_t *zmsg = zmsg_recv (sock);
+    CHECK (zmsg && zmsg_size (zmsg) >= 3);
+    zframe_t *frame = zmsg_first (zmsg); /* the protocol, then the command */
+    frame = zmsg_next (zmsg);
+    snprintf (command, 32, "%.*s", (int) zframe_size (frame), (const char *) zframe_data (frame));
+    zmsg_destroy (&zmsg);
+}
+
+/* PARTIAL messages a raw client got before FINISHED. */
+static int
+s_partials_before_finished (zsock_t *sock)
+{
+    char command[32];
+    int partials = 0;
+    for (;;) {
+        s_raw_command (sock, command);
+        if (streq (command, "FINISHED")) {
+            return partials;
+        }
+        partials += streq (command, "PARTIAL");
+    }
 }
 
 int
@@ -216,7 +259,7 @@ main (void)
     CHECK (raw);
     zsock_set_linger (raw, 0);
     CHECK_EQ (zsock_connect (raw, "%s", h_endpoint ()), 0);
-    s_raw_send (raw, "READY",
+    s_raw_send (raw, "GQW1", "READY",
                 "{\"spec\":{\"name\":\"raw\",\"vram_total_mb\":1024,\"slots\":1,"
                 "\"kinds\":[\"nothing\"]},\"running\":[]}");
     s_raw_expect (raw, "WELCOME");
@@ -231,7 +274,7 @@ main (void)
               (long long) id_c);
     snprintf (bad[5], sizeof bad[5], "{\"id\":%lld,\"seq\":-1}", (long long) id_c);
     for (int i = 0; i < 6; i++) {
-        s_raw_send (raw, "PARTIAL", bad[i]);
+        s_raw_send (raw, "GQW1", "PARTIAL", bad[i]);
     }
     s_rejected_t want = {client, rejected + 6};
     CHECK (h_wait_until (s_rejected_reached, &want, 10000));
@@ -317,6 +360,40 @@ main (void)
     status = pclose (out);
     CHECK (WIFEXITED (status));
     CHECK_EQ (WEXITSTATUS (status), 0);
+
+    /* (h) "partials": false: a WAIT that asks for none gets the job's FINISHED and no PARTIAL;
+       one that does not say gets them. Two raw client sockets wait on one gated job; a PING
+       behind each WAIT (answered in order) makes sure both are in place before the gate
+       opens. */
+    char gate_h[600], wait_body[200];
+    snprintf (gate_h, sizeof gate_h, "%s/gate_h", dir);
+    jobs = json_pack ("[{s:s, s:i, s:{s:i, s:s}}]", "kind", "stream", "max_attempts", 1,
+                      "payload", "n", 4, "gate", gate_h);
+    int64_t id_h;
+    CHECK_EQ (gq_client_submit (client, jobs, false, &id_h), GQ_OK);
+    json_decref (jobs);
+    CHECK (h_wait_state (client, id_h, "running", 10000));
+    zsock_t *quiet = s_raw_client (), *loud = s_raw_client ();
+    snprintf (wait_body, sizeof wait_body, "{\"req\":1,\"ids\":[%lld],\"partials\":false}",
+              (long long) id_h);
+    s_raw_send (quiet, "GQC1", "WAIT", wait_body);
+    snprintf (wait_body, sizeof wait_body, "{\"req\":1,\"ids\":[%lld]}", (long long) id_h);
+    s_raw_send (loud, "GQC1", "WAIT", wait_body);
+    char command_h[32];
+    s_raw_send (quiet, "GQC1", "PING", "{\"req\":2}");
+    s_raw_command (quiet, command_h);
+    CHECK_STR (command_h, "PING");
+    s_raw_send (loud, "GQC1", "PING", "{\"req\":2}");
+    s_raw_command (loud, command_h);
+    CHECK_STR (command_h, "PING");
+    f = fopen (gate_h, "w");
+    CHECK (f);
+    fclose (f);
+    CHECK_EQ (s_partials_before_finished (quiet), 0);
+    CHECK_EQ (s_partials_before_finished (loud), 3); /* i = 1..3, after the gate */
+    zsock_destroy (&quiet);
+    zsock_destroy (&loud);
+    printf ("stream: a WAIT with \"partials\": false got the FINISHED and no partial\n");
 
     /* (g) Ctrl-C while gridq streams: the job (its engine waiting for a gate that never opens)
        is cancelled. Last: the engine stays busy with it until its gate's wait ends. */
