@@ -338,8 +338,8 @@ s_on_request (void *cls, struct MHD_Connection *connection, const char *url, con
             return MHD_NO;
         }
         *state = call;
-        const char *length =
-            MHD_lookup_connection_value (connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        const char *length = MHD_lookup_connection_value (connection, MHD_HEADER_KIND,
+                                                          MHD_HTTP_HEADER_CONTENT_LENGTH);
         int64_t bytes;
         if (length && gq_parse_int (length, 0, INT64_MAX, &bytes) == 0 &&
             (uint64_t) bytes > self->opts.max_body) {

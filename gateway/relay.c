@@ -262,13 +262,14 @@ s_infer_submit (gw_relay_t *self, gw_call_t *call)
     json_t *node;
     bool offered = false;
     json_array_foreach (self->nodes, i, node) {
-        offered |= s_node_online (node) && s_array_has (json_object_get (node, "kinds"), call->kind) &&
+        offered |= s_node_online (node) &&
+                   s_array_has (json_object_get (node, "kinds"), call->kind) &&
                    s_array_has (json_object_get (node, "models_available"), call->model);
     }
     if (!offered) {
         gw_call_error (call, 404, "model_not_found", "model",
-                       "The model '%s' does not exist: no online node serves it for %s", call->model,
-                       call->kind);
+                       "The model '%s' does not exist: no online node serves it for %s",
+                       call->model, call->kind);
         s_finish (self, call);
         return;
     }
@@ -445,7 +446,8 @@ s_on_reply (gw_relay_t *self, gw_call_t *call, const char *command, json_t *body
             /* As gridq status --json: a failed job carries every attempt's reason. */
             json_decref (call->finished);
             call->finished = json_incref (job);
-            s_send (self, call, S_RESULT, "RESULT", json_pack ("{s:I}", "id", (json_int_t) call->id));
+            s_send (self, call, S_RESULT, "RESULT",
+                    json_pack ("{s:I}", "id", (json_int_t) call->id));
             return;
         } else {
             gw_call_reply (call, 200, json_incref (job));
@@ -509,7 +511,8 @@ s_on_job_end (gw_relay_t *self, gw_call_t *call, json_t *job)
     call->watching = false; /* the watch is being taken apart by the caller */
     switch (call->stage) {
     case S_WAITING:
-        s_send (self, call, S_STATUS, "STATUS", json_pack ("{s:[I]}", "ids", (json_int_t) call->id));
+        s_send (self, call, S_STATUS, "STATUS",
+                json_pack ("{s:[I]}", "ids", (json_int_t) call->id));
         break;
     case S_EVENTS_STATUS:
         call->finished = json_incref (job); /* the state event goes first */
