@@ -106,47 +106,21 @@ s_healthy (void *arg)
     return h_run (command, NULL) == 0;
 }
 
-/* The port tests/openai_server.py wrote to its --port-file, once there (0 before). */
-static int
-s_port (const char *path)
-{
-    FILE *file = fopen (path, "r");
-    int port = 0;
-    if (file) {
-        if (fscanf (file, "%d", &port) != 1) {
-            port = 0;
-        }
-        fclose (file);
-    }
-    return port;
-}
-
-static bool
-s_port_ready (void *arg)
-{
-    return s_port ((const char *) arg) > 0;
-}
-
 /* The fleet: an OpenAI server, a broker, a worker, a gateway (--max-body 4096). */
 static gq_client_t *
 s_start_all (const char *server)
 {
-    char port_file[600], events[600], port_arg[16] = "0";
-    snprintf (port_file, sizeof port_file, "%s/server.port", h_dir ());
-    snprintf (events, sizeof events, "%s/server.events", h_dir ());
-    h_start ("/usr/bin/env", "server", "python3", server, "--port", port_arg, "--port-file",
-             port_file, "--model", "tiny-llm", "--log", events, NULL);
-    CHECK (h_wait_until (s_port_ready, port_file, 20000));
+    int port = 0;
+    h_start_openai_server (server, "server", "vllm", "tiny-llm", &port);
     char chat[128], completion[128], engine[600];
-    snprintf (chat, sizeof chat, "chat=http://127.0.0.1:%d/v1", s_port (port_file));
-    snprintf (completion, sizeof completion, "completion=http://127.0.0.1:%d/v1",
-              s_port (port_file));
+    snprintf (chat, sizeof chat, "chat=http://127.0.0.1:%d/v1", port);
+    snprintf (completion, sizeof completion, "completion=http://127.0.0.1:%d/v1", port);
     snprintf (engine, sizeof engine, "stream=exec python3 %s", getenv ("GQ_ENGINE_STREAM"));
     h_start_broker (NULL, NULL);
     h_start_worker ("w1", 4, "--openai", chat, "--openai", completion, "--engine", engine, NULL);
     gq_client_t *client = h_client (5000);
     h_wait_nodes (client, 1, 30000);
-    int port = h_free_port ();
+    port = h_free_port ();
     char listen[64];
     snprintf (listen, sizeof listen, "127.0.0.1:%d", port);
     snprintf (s_base, sizeof s_base, "http://%s", listen);
