@@ -307,67 +307,6 @@ s_on_mhd_log (void *cls, const char *format, va_list args)
 
 /* ---- Construction -------------------------------------------------------------------------- */
 
-/* "HOST:PORT" -> an IPv4 address. HOST is a dotted IPv4 address or "localhost"; PORT 1..65535.
-   0, or -1 with a reason. */
-static int
-s_parse_host_port (const char *text, struct sockaddr_in *addr, char *why, size_t whylen)
-{
-    const char *example = "e.g. 127.0.0.1:9090, or 0.0.0.0:9090 for every interface";
-    const char *colon = strrchr (text, ':');
-    if (!colon || colon == text) {
-        snprintf (why, whylen, "--metrics \"%s\" is not HOST:PORT (%s)", text, example);
-        return -1;
-    }
-    char host[64];
-    size_t hostlen = (size_t) (colon - text);
-    if (hostlen >= sizeof host) {
-        snprintf (why, whylen, "--metrics \"%s\": the host is too long (%s)", text, example);
-        return -1;
-    }
-    memcpy (host, text, hostlen);
-    host[hostlen] = 0;
-    char *end;
-    errno = 0;
-    long port = strtol (colon + 1, &end, 10);
-    if (colon[1] == 0 || *end || errno || port < 1 || port > 65535) {
-        snprintf (why, whylen, "--metrics \"%s\": the port must be a number in 1..65535 (%s)",
-                  text, example);
-        return -1;
-    }
-    memset (addr, 0, sizeof *addr);
-    addr->sin_family = AF_INET;
-    addr->sin_port = htons ((uint16_t) port);
-    if (strcmp (host, "localhost") == 0) {
-        addr->sin_addr.s_addr = htonl (INADDR_LOOPBACK);
-    } else if (inet_pton (AF_INET, host, &addr->sin_addr) != 1) {
-        snprintf (why, whylen,
-                  "--metrics \"%s\": the host must be an IPv4 address or localhost, not a name "
-                  "or an IPv6 address (%s)",
-                  text, example);
-        return -1;
-    }
-    return 0;
-}
-
-#ifdef GQ_HAVE_MHD
-/* Why libmicrohttpd could not listen on addr: it does not tell, so try the bind ourselves. */
-static void
-s_explain_bind (const struct sockaddr_in *addr, const char *host_port, char *why, size_t whylen)
-{
-    int fd = socket (AF_INET, SOCK_STREAM, 0);
-    int one = 1;
-    const char *reason = "libmicrohttpd could not start";
-    if (fd >= 0) {
-        setsockopt (fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (bind (fd, (const struct sockaddr *) addr, sizeof *addr) < 0) {
-            reason = strerror (errno);
-        }
-        close (fd);
-    }
-    snprintf (why, whylen, "cannot serve /metrics on %s: %s%s", host_port, reason,
-              strstr (reason, "in use") ? " (is another broker or exporter there?)" : "");
-}
-#endif
 
 gq_metrics_t *
 gq_metrics_new (const char *host_port, zloop_t *loop, gq_metrics_render_fn *render, void *arg,
@@ -375,7 +314,7 @@ gq_metrics_new (const char *host_port, zloop_t *loop, gq_metrics_render_fn *rend
 {
     struct sockaddr_in addr;
     if (host_port) {
-        if (s_parse_host_port (host_port, &addr, why, whylen)) {
+        if (gq_parse_host_port (host_port, "--metrics", 9090, &addr, why, whylen)) {
             return NULL;
         }
 #ifndef GQ_HAVE_MHD
@@ -466,7 +405,7 @@ gq_metrics_new (const char *host_port, zloop_t *loop, gq_metrics_render_fn *rend
     atomic_store (&self->starting, false);
     pthread_sigmask (SIG_SETMASK, &saved, NULL);
     if (!self->daemon) {
-        s_explain_bind (&addr, host_port, why, whylen);
+        gq_explain_bind (&addr, host_port, "/metrics", why, whylen);
         gq_metrics_destroy (&self);
         return NULL;
     }

@@ -236,6 +236,66 @@ gq_loopback_port (void)
     return port;
 }
 
+int
+gq_parse_host_port (const char *text, const char *option, int example_port,
+                    struct sockaddr_in *addr, char *why, size_t whylen)
+{
+    char example[96];
+    snprintf (example, sizeof example, "e.g. 127.0.0.1:%d, or 0.0.0.0:%d for every interface",
+              example_port, example_port);
+    const char *colon = strrchr (text, ':');
+    if (!colon || colon == text) {
+        return gq_why (why, whylen, GQ_EINVAL, "%s \"%s\" is not HOST:PORT (%s)", option, text,
+                       example);
+    }
+    char host[64];
+    size_t hostlen = (size_t) (colon - text);
+    if (hostlen >= sizeof host) {
+        return gq_why (why, whylen, GQ_EINVAL, "%s \"%s\": the host is too long (%s)", option,
+                       text, example);
+    }
+    memcpy (host, text, hostlen);
+    host[hostlen] = 0;
+    char *end;
+    errno = 0;
+    long port = strtol (colon + 1, &end, 10);
+    if (colon[1] == 0 || *end || errno || port < 1 || port > 65535) {
+        return gq_why (why, whylen, GQ_EINVAL,
+                       "%s \"%s\": the port must be a number in 1..65535 (%s)", option, text,
+                       example);
+    }
+    memset (addr, 0, sizeof *addr);
+    addr->sin_family = AF_INET;
+    addr->sin_port = htons ((uint16_t) port);
+    if (strcmp (host, "localhost") == 0) {
+        addr->sin_addr.s_addr = htonl (INADDR_LOOPBACK);
+    } else if (inet_pton (AF_INET, host, &addr->sin_addr) != 1) {
+        return gq_why (why, whylen, GQ_EINVAL,
+                       "%s \"%s\": the host must be an IPv4 address or localhost, not a name "
+                       "or an IPv6 address (%s)",
+                       option, text, example);
+    }
+    return 0;
+}
+
+void
+gq_explain_bind (const struct sockaddr_in *addr, const char *host_port, const char *what,
+                 char *why, size_t whylen)
+{
+    int fd = socket (AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    const char *reason = "libmicrohttpd could not start";
+    if (fd >= 0) {
+        setsockopt (fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (bind (fd, (const struct sockaddr *) addr, sizeof *addr) < 0) {
+            reason = strerror (errno);
+        }
+        close (fd);
+    }
+    snprintf (why, whylen, "cannot serve %s on %s: %s%s", what, host_port, reason,
+              strstr (reason, "in use") ? " (is another server there?)" : "");
+}
+
 static bool
 s_valid_chars (const char *s, size_t max, const char *extra, bool upper)
 {

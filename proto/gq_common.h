@@ -108,6 +108,18 @@ int gq_parse_duration_ms (const char *text, int64_t *ms);
    which scans up from 49152 and so hands one port to runs started together); -1 on failure. */
 int gq_loopback_port (void);
 
+/* ---- Listening addresses (the broker's --metrics, gridq-gateway's --listen) ---------------- */
+struct sockaddr_in;
+/* "HOST:PORT" -> an IPv4 address (written to addr, a struct sockaddr_in). HOST is a dotted IPv4
+   address or "localhost"; PORT 1..65535. option names the flag in messages ("--metrics"),
+   example_port the port its examples show. 0, or GQ_EINVAL with a reason in why. */
+int gq_parse_host_port (const char *text, const char *option, int example_port,
+                        struct sockaddr_in *addr, char *why, size_t whylen);
+/* Why a server could not listen on addr (host_port as given): it tries the bind itself, since
+   libmicrohttpd does not say. Writes "cannot serve WHAT on HOST:PORT: REASON" into why. */
+void gq_explain_bind (const struct sockaddr_in *addr, const char *host_port, const char *what,
+                      char *why, size_t whylen);
+
 /* ---- Names on the wire --------------------------------------------------------------------- */
 /* A kind: [a-z0-9_.-]{1,31}. A model or node name: [A-Za-z0-9_.:@+-]{1,max-1}. Safe to embed in
    JSON text without escaping; that is why the broker may splice them into messages. */

@@ -717,3 +717,43 @@ h_int (json_t *object, const char *key)
 {
     return (int64_t) json_integer_value (json_object_get (object, key));
 }
+
+/* ---- The OpenAI test server (tests/openai_server.py) ---- */
+
+/* The port a server wrote to its --port-file, once it is there (0 before). */
+static int
+s_port (const char *path)
+{
+    FILE *file = fopen (path, "r");
+    int port = 0;
+    if (file) {
+        if (fscanf (file, "%d", &port) != 1) {
+            port = 0;
+        }
+        fclose (file);
+    }
+    return port;
+}
+
+static bool
+s_port_ready (void *arg)
+{
+    return s_port ((const char *) arg) > 0;
+}
+
+pid_t
+h_start_openai_server (const char *script, const char *name, const char *style,
+                       const char *model, int *port)
+{
+    char port_file[600], log[600], port_arg[16];
+    snprintf (port_file, sizeof port_file, "%s/%s.port", h_dir (), name);
+    snprintf (log, sizeof log, "%s/%s.events", h_dir (), name);
+    snprintf (port_arg, sizeof port_arg, "%d", *port);
+    unlink (port_file);
+    pid_t pid = h_start ("/usr/bin/env", name, "python3", script, "--port", port_arg,
+                         "--port-file", port_file, "--style", style, "--model", model, "--log",
+                         log, NULL);
+    CHECK (h_wait_until (s_port_ready, port_file, 20000));
+    *port = s_port (port_file);
+    return pid;
+}

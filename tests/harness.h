@@ -118,6 +118,12 @@ json_t *h_fake_next (zsock_t *router, zframe_t **from, char *command);
 /* Sends the worker a broker message (protocol GQW1) with a JSON body (text). */
 void h_fake_send (zsock_t *router, zframe_t *to, const char *command, const char *body);
 
+/* Starts tests/openai_server.py (script) as NAME, streaming in style ("vllm", "llamacpp") for
+   model, its events in DIR/NAME.events; returns its pid and, in *port, its port (given 0:
+   any). */
+pid_t h_start_openai_server (const char *script, const char *name, const char *style,
+                             const char *model, int *port);
+
 /* Whether node name, as NODES reports it, offers kind. */
 bool h_node_offers (gq_client_t *client, const char *name, const char *kind);
 /* Polls NODES until node name has status ("online", "busy", "offline", ...); false on timeout. */

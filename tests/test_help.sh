@@ -54,8 +54,8 @@ check_unknown () {
     checked=$((checked + 1))
 }
 
-for program in gridq-broker gridq-worker gridq gridq-top gridq-keygen gridq-model gridq-bench \
-               gridq-bench-engine gridq-bench-match; do
+for program in gridq-broker gridq-worker gridq gridq-gateway gridq-top gridq-keygen gridq-model \
+               gridq-bench gridq-bench-engine gridq-bench-match; do
     if [ ! -x "$BIN/$program" ]; then
         echo "skip: $program is not built"
         continue

@@ -74,45 +74,6 @@ s_run (gq_client_t *client, s_seen_t *seen, const char *kind, const char *model,
     return h_result (client, id);
 }
 
-/* The port a server wrote to its --port-file, once it is there (0 before). */
-static int
-s_port (const char *path)
-{
-    FILE *file = fopen (path, "r");
-    int port = 0;
-    if (file) {
-        if (fscanf (file, "%d", &port) != 1) {
-            port = 0;
-        }
-        fclose (file);
-    }
-    return port;
-}
-
-static bool
-s_port_ready (void *arg)
-{
-    return s_port ((const char *) arg) > 0;
-}
-
-/* Starts tests/openai_server.py; returns its pid and, in *port, its port (port 0: any). */
-static pid_t
-s_start_server (const char *script, const char *name, const char *style, const char *model,
-                int *port)
-{
-    char port_file[600], log[600], port_arg[16];
-    snprintf (port_file, sizeof port_file, "%s/%s.port", h_dir (), name);
-    snprintf (log, sizeof log, "%s/%s.events", h_dir (), name);
-    snprintf (port_arg, sizeof port_arg, "%d", *port);
-    unlink (port_file);
-    pid_t pid = h_start ("/usr/bin/env", name, "python3", script, "--port", port_arg,
-                         "--port-file", port_file, "--style", style, "--model", model, "--log",
-                         log, NULL);
-    CHECK (h_wait_until (s_port_ready, port_file, 20000));
-    *port = s_port (port_file);
-    return pid;
-}
-
 /* Whether a server's event log (DIR/NAME.events) holds a string (arg: {name, string}). */
 static bool
 s_events_have (void *arg)
@@ -164,8 +125,8 @@ main (void)
         return 77;
     }
     int port_v = 0, port_l = 0;
-    s_start_server (script, "vllm", "vllm", "tiny-llm", &port_v);
-    pid_t server_l = s_start_server (script, "llamacpp", "llamacpp", "tiny-cpp", &port_l);
+    h_start_openai_server (script, "vllm", "vllm", "tiny-llm", &port_v);
+    pid_t server_l = h_start_openai_server (script, "llamacpp", "llamacpp", "tiny-cpp", &port_l);
     char chat_v[128], completion_v[128], chat_l[128];
     snprintf (chat_v, sizeof chat_v, "chat=http://127.0.0.1:%d/v1", port_v);
     snprintf (completion_v, sizeof completion_v, "completion=http://127.0.0.1:%d/v1/", port_v);
@@ -305,7 +266,7 @@ main (void)
     CHECK_EQ (h_run (command, &out), 0);
     CHECK (out && strstr (out, "server chat unreachable"));
     free (out);
-    s_start_server (script, "llamacpp", "llamacpp", "tiny-cpp", &port_l);
+    h_start_openai_server (script, "llamacpp", "llamacpp", "tiny-cpp", &port_l);
     offers.want = true;
     CHECK (h_wait_until (s_offers_chat, &offers, 30000));
     job = s_run (client, &seen, "chat", "tiny-cpp",
