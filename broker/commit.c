@@ -223,7 +223,7 @@ gq_commit_back (gq_broker_t *self, gq_batch_t *batch)
     }
     int64_t purged[GQ_JOB_STATES];
     if (gq_batch_purged (batch, purged) > 0) {
-        for (int state = GQ_JOB_DONE; state < GQ_JOB_STATES; state++) {
+        for (int state = GQ_JOB_DONE; state <= GQ_JOB_CANCELLED; state++) {
             self->counts[state] -= purged[state];
         }
         zsys_info ("broker: retention: purged %d finished jobs", gq_batch_purged (batch, NULL));
