@@ -298,8 +298,11 @@ int gq_deps_check (gq_broker_t *self, const gq_jobspec_t *spec, char *why, size_
    not. Takes *wait_p. */
 void gq_deps_join (gq_broker_t *self, gq_job_t *job, gq_wait_t **wait_p);
 /* A job ended (state final): the jobs waiting on it are released or cancelled, and their own
-   dependents in turn. O(its children). */
+   dependents in turn. O(its children). A job released joins the queue when the batch being
+   recorded (which holds that end, or commits after the one that does) is back. */
 void gq_deps_ended (gq_broker_t *self, int64_t id, int state, int64_t now_ms);
+/* A batch is back (committed, or never to be): the jobs it released join the queue. */
+void gq_deps_released (gq_broker_t *self, gq_pending_t *done);
 /* A waiting job leaves that state (it ends, or is withdrawn): its wait is freed and uncounted.
    Nothing for a job that is not waiting. */
 void gq_deps_forget (gq_broker_t *self, gq_job_t *job);

@@ -119,7 +119,7 @@ gq_deps_forget (gq_broker_t *self, gq_job_t *job)
     }
 }
 
-/* Its condition holds: the job joins the queue, at the place its submission time gives it. */
+/* The job joins the queue, at the place its submission time gives it. */
 static void
 s_release (gq_broker_t *self, gq_job_t *job)
 {
@@ -127,6 +127,39 @@ s_release (gq_broker_t *self, gq_job_t *job)
     job->state = GQ_JOB_QUEUED;
     gq_queue_push (self->queue, job);
     self->counts[GQ_JOB_QUEUED]++;
+}
+
+/* Its condition holds: it joins the queue once the batch being recorded is back. That batch
+   holds the end of the parent that released it, or commits after the one that does (batches
+   commit in order): a broker killed before then restarts with the parent not ended, and the
+   child must not have run. It stays waiting meanwhile (open 0). */
+static void
+s_release_later (gq_broker_t *self, gq_job_t *job)
+{
+    gq_pending_t *pending = self->pending;
+    if (pending->released_count == pending->released_size) {
+        size_t size = pending->released_size ? pending->released_size * 2 : 64;
+        int64_t *grown = (int64_t *) realloc (pending->released, size * sizeof *grown);
+        if (!grown) {
+            s_release (self, job); /* out of memory: at once rather than never */
+            return;
+        }
+        pending->released = grown;
+        pending->released_size = size;
+    }
+    pending->released[pending->released_count++] = job->id; /* due now: gq_commit_kick */
+}
+
+void
+gq_deps_released (gq_broker_t *self, gq_pending_t *done)
+{
+    for (size_t i = 0; i < done->released_count; i++) {
+        gq_job_t *job = gq_broker_job_lookup (self, done->released[i]);
+        if (job && job->state == GQ_JOB_WAITING) { /* not cancelled meanwhile */
+            s_release (self, job);
+        }
+    }
+    done->released_count = 0;
 }
 
 /* Parent (kind) of a waiting job ended in state: the edge counts. Returns true when the job's
@@ -210,7 +243,7 @@ s_start (gq_broker_t *self, gq_job_t *job, gq_wait_t *wait, const int *states)
     if (doomed) {
         gq_results_job_end (self, job, GQ_JOB_CANCELLED, NULL, why, -1, gq_now_ms ());
     } else if (wait->open == 0) {
-        s_release (self, job);
+        s_release_later (self, job);
     }
 }
 
@@ -244,7 +277,7 @@ s_parent_ended (gq_broker_t *self, int64_t parent, int state, int64_t now_ms)
         if (s_edge_ended (wait, parent, child->kind, state, why, sizeof why)) {
             gq_results_job_end (self, job, GQ_JOB_CANCELLED, NULL, why, -1, now_ms);
         } else if (wait->open == 0) {
-            s_release (self, job);
+            s_release_later (self, job);
         }
     }
     free (children);
