@@ -234,7 +234,8 @@ s_start (gq_broker_t *self, gq_job_t *job, gq_wait_t *wait, const int *states)
                 doomed = true;
             }
         } else if (state < 0) {
-            snprintf (why, sizeof why, "dependency %lld no longer exists", (long long) edge->parent);
+            snprintf (why, sizeof why, "dependency %lld no longer exists",
+                      (long long) edge->parent);
             doomed = true;
         } else {
             doomed = s_edge_ended (wait, edge->parent, edge->kind, state, why, sizeof why);

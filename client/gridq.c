@@ -2128,8 +2128,9 @@ static const char *s_stats_help =
     "\n"
     "Shows the broker's counters: jobs per state, nodes per status, the queue by priority and\n"
     "its oldest wait, rejected messages, uptime, and whether the store commits.\n"
-    "  --json   the STATS reply as one JSON object: {\"jobs\": {\"waiting\", \"queued\", \"running\",\n"
-    "           \"done\", \"failed\", \"cancelled\"}, \"nodes\": {\"online\", \"busy\", \"draining\", \"offline\"},\n"
+    "  --json   the STATS reply as one JSON object: {\"jobs\": {\"waiting\", \"queued\",\n"
+    "           \"running\", \"done\", \"failed\", \"cancelled\"}, \"nodes\": {\"online\", \"busy\",\n"
+    "           \"draining\", \"offline\"},\n"
     "           \"queue\": {...}, \"rejected\", \"uptime_ms\", \"store\": {\"ok\", \"error\", \"since\",\n"
     "           \"failures\", \"writes_waiting\"}}\n"
     "\n"
@@ -2155,7 +2156,8 @@ s_cmd_stats (int argc, char **argv)
     json_t *queue = json_object_get (reply, "queue");
     printf ("jobs      waiting %lld, queued %lld, running %lld, done %lld, failed %lld, "
             "cancelled %lld\n",
-            (long long) s_int (jobs, "waiting", 0), (long long) s_int (jobs, "queued", 0), (long long) s_int (jobs, "running", 0),
+            (long long) s_int (jobs, "waiting", 0), (long long) s_int (jobs, "queued", 0),
+            (long long) s_int (jobs, "running", 0),
             (long long) s_int (jobs, "done", 0), (long long) s_int (jobs, "failed", 0),
             (long long) s_int (jobs, "cancelled", 0));
     printf ("nodes     online %lld, busy %lld, draining %lld, offline %lld\n",
