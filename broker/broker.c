@@ -418,6 +418,8 @@ gq_broker_new (const gq_broker_opts_t *opts, char *why, size_t whylen)
     self->queue = gq_queue_new (opts->aging_ms);
     self->jobs = zhashx_new ();
     self->ended = zhashx_new ();
+    self->waits = zhashx_new ();
+    self->children = zhashx_new ();
     self->by_connection = zhashx_new ();
     self->replies = zlist_new ();
     self->inflight = zlist_new ();
@@ -432,7 +434,8 @@ gq_broker_new (const gq_broker_opts_t *opts, char *why, size_t whylen)
     self->dirty_watches = zlist_new ();
     self->dirty_workers = zlist_new ();
     self->placed = (gq_dispatch_t *) calloc (GQ_DISPATCH_BATCH_JOBS, sizeof *self->placed);
-    if (!self->matcher || !self->queue || !self->jobs || !self->ended || !self->placed ||
+    if (!self->matcher || !self->queue || !self->jobs || !self->ended || !self->waits ||
+        !self->children || !self->placed ||
         !self->inflight || !self->idem_pending || !self->pending || !self->awaiting) {
         snprintf (why, whylen, "out of memory");
         gq_broker_destroy (&self);
@@ -440,14 +443,13 @@ gq_broker_new (const gq_broker_opts_t *opts, char *why, size_t whylen)
     }
     self->sched =
         gq_sched_new (self->queue, self->matcher, opts->backfill_window, opts->reserve_after_ms);
-    zhashx_set_key_hasher (self->jobs, s_id_hash);
-    zhashx_set_key_comparator (self->jobs, s_id_compare);
-    zhashx_set_key_duplicator (self->jobs, NULL);
-    zhashx_set_key_destructor (self->jobs, NULL);
-    zhashx_set_key_hasher (self->ended, s_id_hash);
-    zhashx_set_key_comparator (self->ended, s_id_compare);
-    zhashx_set_key_duplicator (self->ended, NULL);
-    zhashx_set_key_destructor (self->ended, NULL);
+    zhashx_t *by_id[] = {self->jobs, self->ended, self->waits, self->children};
+    for (size_t t = 0; t < sizeof by_id / sizeof by_id[0]; t++) {
+        zhashx_set_key_hasher (by_id[t], s_id_hash);
+        zhashx_set_key_comparator (by_id[t], s_id_compare);
+        zhashx_set_key_duplicator (by_id[t], NULL);
+        zhashx_set_key_destructor (by_id[t], NULL);
+    }
     zhashx_set_key_duplicator (self->by_connection, NULL);
     zhashx_set_key_destructor (self->by_connection, NULL);
 
@@ -475,6 +477,12 @@ gq_broker_new (const gq_broker_opts_t *opts, char *why, size_t whylen)
     }
     self->counts[GQ_JOB_QUEUED] = (int64_t) gq_queue_size (self->queue);
     self->counts[GQ_JOB_RUNNING] = 0;
+    if (gq_deps_recover (self)) {
+        snprintf (why, whylen, "recovery of dependencies failed: %s",
+                  gq_store_errmsg (self->store));
+        gq_broker_destroy (&self);
+        return NULL;
+    }
     /* Job ids: never one handed out before, even before its commit (see gq_commit_reserve_ids). */
     int64_t max_id = gq_store_max_id (self->store);
     int64_t mark = 0;
@@ -491,8 +499,9 @@ gq_broker_new (const gq_broker_opts_t *opts, char *why, size_t whylen)
         gq_broker_destroy (&self);
         return NULL;
     }
-    if (gq_queue_size (self->queue)) {
-        zsys_info ("broker: recovered %zu unfinished jobs from %s", gq_queue_size (self->queue),
+    if (gq_queue_size (self->queue) || self->counts[GQ_JOB_WAITING]) {
+        zsys_info ("broker: recovered %lld unfinished jobs from %s",
+                   (long long) (gq_queue_size (self->queue) + self->counts[GQ_JOB_WAITING]),
                    opts->db_path);
     }
 
@@ -561,6 +570,7 @@ gq_broker_destroy (gq_broker_t **self_p)
         }
         zhashx_destroy (&self->jobs);
     }
+    gq_deps_destroy (self);
     for (size_t w = 0; w < self->workers_size; w++) {
         gq_link_t *worker = self->workers[w];
         if (worker) {

@@ -5,7 +5,8 @@
     The files, along a job's path: broker.c (the loop: the turn, cron, construction, the table of
     commands), intake.c (SUBMIT, acknowledgements, recovery), dispatch.c (placements out as JOB
     messages), workers.c (READY, HEARTBEAT, BYE, liveness), results.c (RESULT, CANCEL, time
-    limits: how attempts and jobs end), watch.c (clients waiting, FINISHED), queries.c (STATUS,
+    limits: how attempts and jobs end), deps.c (jobs waiting on others: released or cancelled
+    when a parent ends), watch.c (clients waiting, FINISHED), queries.c (STATUS,
     RESULT, JOBS, NODES, STATS, EXPLAIN, PING, /metrics), commit.c (the pending batch, the writer
     thread, job ids: commit.h states the contract). */
 #ifndef GQ_BROKER_INTERNAL_H_INCLUDED
@@ -85,12 +86,50 @@ typedef struct {
     int attempt;             /* its attempt number */
 } gq_run_t;
 
+/* A dependency of a waiting job on one parent. */
+typedef struct {
+    int64_t parent; /* the parent's id */
+    int kind;       /* gq_dep_kind_t */
+} gq_dep_t;
+
+/* The dependencies of a waiting job (deps.c): out of line, so that a job without any costs
+   nothing; the waits table holds it while the job waits. */
+typedef struct {
+    uint32_t count;      /* edges */
+    uint32_t open;       /* edges whose parent has not ended */
+    uint32_t fail_edges; /* after_fail edges */
+    uint32_t fail_open;  /* of which the parent has not ended */
+    uint32_t fail_hit;   /* of which the parent failed or was cancelled */
+    gq_dep_t edges[];    /* in the order of the request (after_ok, after_any, after_fail) */
+} gq_wait_t;
+
+/* A job waiting on a parent, with its condition on that parent. */
+typedef struct {
+    int64_t id; /* the waiting job */
+    int kind;   /* gq_dep_kind_t */
+} gq_child_t;
+
+/* The jobs waiting on one parent (the children index's entry, deps.c). */
+typedef struct {
+    uint32_t count;      /* used entries */
+    uint32_t size;       /* allocated entries */
+    gq_child_t items[];  /* in the order they came (submission order) */
+} gq_children_t;
+
+/* A parent whose end the dependency index has yet to hear (deps.c). */
+typedef struct {
+    int64_t id; /* the job that ended */
+    int state;  /* its final state */
+} gq_ended_t;
+
 /* A SUBMIT waiting for its batch to commit. */
 typedef struct {
     gq_msg_t *request; /* the SUBMIT (routing id, req, blobs; the batch borrows from it) */
     gq_job_t **jobs;   /* its new jobs (NULL entries for idem repeats); owned here until
                           they join memory, borrowed after (see covered) */
     int64_t *ids;      /* the id of each job of the batch */
+    gq_wait_t **waits; /* the dependencies of each job (NULL for none); owned here until the job
+                          joins memory */
     size_t count;
     uint32_t owner;    /* submitter, for the per-client cap */
     int group;         /* its writes' group in the batch (they stand or fall together) */
@@ -130,6 +169,13 @@ struct _gq_broker_t {
     int64_t finished[GQ_JOB_STATES]; /* jobs ended since start, per final state (counters) */
     zhashx_t *jobs;                  /* id -> gq_job_t, every job not ended */
     zhashx_t *ended;           /* id -> gq_job_t that ended, until its end is committed */
+    zhashx_t *waits;           /* id -> gq_wait_t of every waiting job (deps.c) */
+    zhashx_t *children;        /* parent id -> gq_children_t: the jobs waiting on it that its
+                                  end may release; dropped when it ends (deps.c) */
+    gq_ended_t *deps_ended;    /* parents ended whose children are not yet told (a cascade) */
+    size_t deps_ended_count, deps_ended_size; /* its entries, allocated entries */
+    bool deps_releasing;       /* deps.c is telling children: a parent that ends meanwhile
+                                  joins deps_ended, not a recursion */
     zhashx_t *by_connection;         /* routing-id hex -> gq_link_t */
     gq_link_t **workers;             /* by node index */
     size_t workers_size;             /* allocated entries of workers */
@@ -240,6 +286,39 @@ void gq_intake_submit_free (gq_broker_t *self, gq_submit_t **submit_p);
 int gq_intake_recover (void *arg, const gq_job_row_t *row, const char *const *excluded,
                        size_t n_excluded);
 
+/* ---- Dependencies (deps.c) ----------------------------------------------------------------- */
+
+/* The dependencies a job spec names, as a wait (nothing counted yet); NULL when out of memory.
+   The spec's after arrays are validated (gq_jobspec_parse). */
+gq_wait_t *gq_deps_wait_new (const gq_jobspec_t *spec);
+/* Whether every parent a spec names exists (in memory or stored): 0, or GQ_EINVAL / GQ_ESTORE
+   with why naming the field and the id. */
+int gq_deps_check (gq_broker_t *self, const gq_jobspec_t *spec, char *why, size_t whylen);
+/* A job with dependencies joins memory (it is in the jobs table, in no queue, not counted): it
+   waits, joins the queue when its parents ended as it asks, or ends cancelled when they did
+   not. Takes *wait_p. */
+void gq_deps_join (gq_broker_t *self, gq_job_t *job, gq_wait_t **wait_p);
+/* A job ended (state final): the jobs waiting on it are released or cancelled, and their own
+   dependents in turn. O(its children). A job released joins the queue when the batch being
+   recorded (which holds that end, or commits after the one that does) is back. */
+void gq_deps_ended (gq_broker_t *self, int64_t id, int state, int64_t now_ms);
+/* A batch is back (committed, or never to be): the jobs it released join the queue. */
+void gq_deps_released (gq_broker_t *self, gq_pending_t *done);
+/* A waiting job leaves that state (it ends, or is withdrawn): its wait is freed and uncounted.
+   Nothing for a job that is not waiting. */
+void gq_deps_forget (gq_broker_t *self, gq_job_t *job);
+/* At start, after the jobs that had not ended were recovered (queued): those with dependencies
+   wait again, or are released or cancelled by what their parents did meanwhile. 0 or an
+   error of the store. */
+int gq_deps_recover (gq_broker_t *self);
+/* EXPLAIN of a waiting job: [{id, condition, state}] per parent (a new reference), or NULL for a
+   job that does not wait. */
+json_t *gq_deps_explain (gq_broker_t *self, const gq_job_t *job);
+/* Appends the waiting jobs, oldest first, to jobs, until it holds limit. */
+void gq_deps_list (gq_broker_t *self, size_t limit, json_t *jobs);
+/* Frees the waits and the index (at shutdown). */
+void gq_deps_destroy (gq_broker_t *self);
+
 /* ---- Dispatch (dispatch.c) ----------------------------------------------------------------- */
 
 /* Places queued jobs on nodes and sends each worker its JOB messages of this turn. */
@@ -302,8 +381,9 @@ void gq_results_attempt_end (gq_broker_t *self, gq_job_t *job, const char *outco
 void gq_results_attempt_recalled (gq_broker_t *self, gq_job_t *job, int64_t now_ms);
 void gq_results_attempt_failed (gq_broker_t *self, gq_job_t *job, const char *outcome,
                                 const char *reason, bool exclude, int64_t now_ms);
-/* A job reached a final state: recorded, watchers told, buried. result is JSON (borrowed) or
-   NULL; the node of the last attempt stays in the record. */
+/* A job reached a final state: recorded, watchers told, buried, and the jobs waiting on it
+   released or cancelled (gq_deps_ended). result is JSON (borrowed) or NULL; the node of the last
+   attempt stays in the record. */
 void gq_results_job_end (gq_broker_t *self, gq_job_t *job, int state, json_t *result,
                          const char *error, int32_t last_node, int64_t now_ms);
 /* Adds node to the nodes that failed job (the oldest one leaves when it is full). */

@@ -73,6 +73,7 @@ gq_pending_destroy (gq_broker_t *self, gq_pending_t **pending_p)
     zlist_destroy (&pending->dead);
     zlist_destroy (&pending->idems);
     zlist_destroy (&pending->held);
+    free (pending->released);
     gq_batch_destroy (&pending->batch);
     free (pending);
     *pending_p = NULL;
@@ -84,7 +85,7 @@ s_pending_empty (const gq_pending_t *pending)
     return gq_batch_size (pending->batch) == 0 && zlist_size (pending->submits) == 0 &&
            zlist_size (pending->replies) == 0 && zlist_size (pending->dead) == 0 &&
            zlist_size (pending->idems) == 0 && zlist_size (pending->held) == 0 &&
-           gq_batch_status (pending->batch) == GQ_OK;
+           pending->released_count == 0 && gq_batch_status (pending->batch) == GQ_OK;
 }
 
 /* Records a next_job_id ahead of the ids handed out, once they come within half a block of
@@ -223,7 +224,7 @@ gq_commit_back (gq_broker_t *self, gq_batch_t *batch)
     }
     int64_t purged[GQ_JOB_STATES];
     if (gq_batch_purged (batch, purged) > 0) {
-        for (int state = GQ_JOB_DONE; state < GQ_JOB_STATES; state++) {
+        for (int state = GQ_JOB_DONE; state <= GQ_JOB_CANCELLED; state++) {
             self->counts[state] -= purged[state];
         }
         zsys_info ("broker: retention: purged %d finished jobs", gq_batch_purged (batch, NULL));
@@ -254,6 +255,7 @@ gq_commit_back (gq_broker_t *self, gq_batch_t *batch)
         zhashx_delete (self->ended, GQ_ID_KEY (job->id));
         gq_broker_job_free (self, &job);
     }
+    gq_deps_released (self, done);
     s_idems_settled (self, done);
     gq_pending_destroy (self, &done);
 }
@@ -323,6 +325,7 @@ gq_commit_kick (gq_broker_t *self)
         return false; /* batches commit in order: a refused one first */
     }
     bool due = zlist_size (pending->submits) || zlist_size (pending->replies) ||
+               pending->released_count ||
                gq_batch_size (pending->batch) >= GQ_EAGER_COMMIT_WRITES || !pending->opened_us ||
                gq_mono_us () - pending->opened_us >= GQ_LAZY_COMMIT_MS * 1000;
     if (!due) {

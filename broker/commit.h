@@ -33,6 +33,10 @@ typedef struct {
                           one of its idem keys, questions about jobs whose end it commits */
     int64_t id_mark;   /* the next_job_id it records, 0 for none */
     int64_t id_first, id_last; /* the ids of the jobs it inserts (0, 0 for none) */
+    int64_t *released;         /* waiting jobs whose parents all ended as they ask: they join
+                                  the queue when it is back, so that no job runs before the end
+                                  of its parent is committed (deps.c) */
+    size_t released_count, released_size; /* its entries, allocated entries */
     int64_t opened_us;         /* when its first write was recorded */
 } gq_pending_t;
 

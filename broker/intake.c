@@ -64,17 +64,22 @@ s_job_from_spec (gq_broker_t *self, const gq_jobspec_t *spec, gq_msg_t *request,
     return job;
 }
 
-/* An accepted job joins memory and the queue, and its submission's watch. */
+/* An accepted job joins memory and its submission's watch, then the queue, or waits for its
+   dependencies (*wait_p, taken). */
 static void
-s_job_join (gq_broker_t *self, gq_submit_t *submit, gq_job_t *job)
+s_job_join (gq_broker_t *self, gq_submit_t *submit, gq_job_t *job, gq_wait_t **wait_p)
 {
     zhashx_insert (self->jobs, GQ_ID_KEY (job->id), job);
-    gq_queue_push (self->queue, job);
-    self->counts[GQ_JOB_QUEUED]++;
     self->submitted++;
     if (submit->watch) {
         gq_watch_add (job, submit->watch);
     }
+    if (*wait_p) {
+        gq_deps_join (self, job, wait_p);
+        return;
+    }
+    gq_queue_push (self->queue, job);
+    self->counts[GQ_JOB_QUEUED]++;
 }
 
 /* The batch, recorded or not yet committed, that inserts job id (NULL if none does). */
@@ -156,9 +161,12 @@ gq_intake_submit (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
                       specs[i].model, GQ_MAX_MODEL_NAMES);
             rc = GQ_EINVAL;
         }
+        if (rc == GQ_OK && specs[i].n_after) {
+            rc = gq_deps_check (self, &specs[i], why, sizeof why);
+        }
         if (rc) {
             self->rejected++;
-            gq_msg_t *reply = gq_msg_error (request, GQ_EINVAL, "jobs[%zu]: %s", i, why);
+            gq_msg_t *reply = gq_msg_error (request, rc, "jobs[%zu]: %s", i, why);
             json_object_set_new (gq_msg_body (reply), "index", json_integer ((json_int_t) i));
             gq_broker_reply (self, reply);
             free (specs);
@@ -214,11 +222,13 @@ gq_intake_submit (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
         submit->owner = owner;
         submit->jobs = (gq_job_t **) calloc (count, sizeof *submit->jobs);
         submit->ids = (int64_t *) calloc (count, sizeof *submit->ids);
+        submit->waits = (gq_wait_t **) calloc (count, sizeof *submit->waits);
     }
-    if (!submit || !submit->jobs || !submit->ids) {
+    if (!submit || !submit->jobs || !submit->ids || !submit->waits) {
         if (submit) {
             free (submit->jobs);
             free (submit->ids);
+            free (submit->waits);
             free (submit);
         }
         free (specs);
@@ -261,6 +271,10 @@ gq_intake_submit (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
         job->owner = owner;
         submit->jobs[i] = job;
         submit->ids[i] = job->id;
+        if (spec->n_after && !(submit->waits[i] = gq_deps_wait_new (spec))) {
+            rc = GQ_ENOMEM;
+            break;
+        }
         if (spec->idem && (!(job->idem = strdup (spec->idem)) ||
                            zhashx_insert (self->idem_pending, spec->idem,
                                           (void *) (intptr_t) job->id))) {
@@ -325,6 +339,12 @@ gq_intake_submit (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
             self, gq_batch_job_insert (
                       pending->batch, job, gq_matcher_kind_name (self->matcher, job->kind_id),
                       gq_broker_model_name (self, job), specs[i].idem, gq_msg_user_id (request)));
+        gq_wait_t *wait = submit->waits[i];
+        for (uint32_t e = 0; wait && e < wait->count; e++) {
+            gq_commit_recorded (self, gq_batch_dep_insert (pending->batch, job->id,
+                                                           wait->edges[e].parent,
+                                                           wait->edges[e].kind));
+        }
         zlist_t *blobs = (zlist_t *) job->blobs;
         int idx = 0;
         for (zframe_t *frame = blobs ? (zframe_t *) zlist_first (blobs) : NULL; frame;
@@ -338,7 +358,7 @@ gq_intake_submit (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
             zhashx_delete (self->idem_pending, specs[i].idem);
         }
         if (submit->covered) {
-            s_job_join (self, submit, job);
+            s_job_join (self, submit, job, &submit->waits[i]);
         }
     }
     free (specs);
@@ -358,6 +378,10 @@ gq_intake_submit_free (gq_broker_t *self, gq_submit_t **submit_p)
     for (size_t i = 0; i < submit->count && !submit->covered; i++) {
         gq_broker_job_free (self, &submit->jobs[i]);
     }
+    for (size_t i = 0; i < submit->count && submit->waits; i++) {
+        free (submit->waits[i]);
+    }
+    free (submit->waits);
     if (submit->watch) {
         submit->watch->dead = true;
         zchunk_destroy (&submit->watch->pending);
@@ -384,6 +408,8 @@ s_withdraw (gq_broker_t *self, gq_job_t *job, int64_t now_ms)
     if (job->state == GQ_JOB_QUEUED) {
         gq_queue_remove (self->queue, job);
         self->counts[GQ_JOB_QUEUED]--;
+    } else if (job->state == GQ_JOB_WAITING) {
+        gq_deps_forget (self, job); /* the index forgets it when its parents end */
     } else {
         gq_link_t *worker = self->workers[job->node];
         gq_workers_send (self, worker, "CANCEL", json_pack ("{s:[I]}", "ids", (json_int_t) job->id));
@@ -447,7 +473,7 @@ gq_intake_settle (gq_broker_t *self, gq_submit_t *submit, bool committed, const 
         }
         gq_chunk_int (text, submit->ids[i]);
         if (job && !submit->covered) {
-            s_job_join (self, submit, job);
+            s_job_join (self, submit, job, &submit->waits[i]);
             submit->jobs[i] = NULL;
         }
     }

@@ -8,7 +8,7 @@
 #include <string.h>
 
 static const char *s_state_names[GQ_JOB_STATES] = {"queued", "running", "done", "failed",
-                                                   "cancelled"};
+                                                   "cancelled", "waiting"};
 
 const char *
 gq_job_state_name (int state)
@@ -221,6 +221,9 @@ gq_job_test (bool verbose)
     GQ_CHECK_EQ (gq_job_state_parse (NULL), -1);
     GQ_CHECK_EQ (gq_job_state_final (GQ_JOB_RUNNING), 0);
     GQ_CHECK_EQ (gq_job_state_final (GQ_JOB_DONE), 1);
+    GQ_CHECK_EQ (gq_job_state_final (GQ_JOB_CANCELLED), 1);
+    GQ_CHECK_EQ (gq_job_state_final (GQ_JOB_WAITING), 0);
+    GQ_CHECK_STR (gq_job_state_name (GQ_JOB_WAITING), "waiting");
 
     /* A finished stored job with every field set. */
     gq_job_row_t row = {

@@ -15,16 +15,18 @@ typedef enum {
     GQ_JOB_RUNNING = 1,
     GQ_JOB_DONE = 2,
     GQ_JOB_FAILED = 3,
-    GQ_JOB_CANCELLED = 4
+    GQ_JOB_CANCELLED = 4,
+    GQ_JOB_WAITING = 5 /* for its dependencies, out of the queue (deps.c); stored as queued (0):
+                          its deps rows tell it at recovery */
 } gq_job_state_t;
-#define GQ_JOB_STATES 5
+#define GQ_JOB_STATES 6
 
 /* "queued", "running", ... ; NULL for an unknown state. */
 const char *gq_job_state_name (int state);
 /* Inverse of gq_job_state_name; -1 for an unknown name. */
 int gq_job_state_parse (const char *name);
 /* true for done, failed and cancelled. */
-#define gq_job_state_final(s) ((s) >= GQ_JOB_DONE)
+#define gq_job_state_final(s) ((s) >= GQ_JOB_DONE && (s) <= GQ_JOB_CANCELLED)
 
 /* Placement constraints; a job without any has constraints == NULL. */
 typedef struct {

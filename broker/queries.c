@@ -193,11 +193,14 @@ gq_queries_jobs (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
     int state = state_name ? gq_job_state_parse (state_name) : -1;
     if (state_name && state < 0) {
         gq_broker_reject (self, request, GQ_EINVAL,
-                          "\"state\" must be queued, running, done, failed or cancelled");
+                          "\"state\" must be waiting, queued, running, done, failed or "
+                          "cancelled");
         return;
     }
     json_t *jobs = json_array ();
-    if (state == GQ_JOB_QUEUED) {
+    if (state == GQ_JOB_WAITING) {
+        gq_deps_list (self, (size_t) limit, jobs);
+    } else if (state == GQ_JOB_QUEUED) {
         for (gq_job_t *job = gq_queue_first (self->queue);
              job && json_array_size (jobs) < (size_t) limit;
              job = gq_queue_next (self->queue, job)) {
@@ -316,6 +319,8 @@ gq_queries_stats (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
         (json_int_t) by_status[GQ_NODE_OFFLINE], "queue", "by_priority", by_priority,
         "oldest_wait_ms", (json_int_t) (oldest ? now_ms - oldest : 0), "rejected",
         (json_int_t) self->rejected, "uptime_ms", (json_int_t) (now_ms - self->started_ms));
+    json_object_set_new (json_object_get (body, "jobs"), "waiting",
+                         json_integer ((json_int_t) self->counts[GQ_JOB_WAITING]));
     json_object_set_new (body, "recalled", json_integer ((json_int_t) self->recalled));
     json_object_set_new (body, "store", s_store_json (self));
     gq_broker_reply (self, gq_msg_reply (request, "STATS", body));
@@ -418,6 +423,10 @@ gq_queries_explain (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
         json_object_set_new (body, "prefetched",
                              json_pack ("{s:s, s:i}", "node", ran_on, "ahead", ahead));
     }
+    json_t *waiting_for = stored ? NULL : gq_deps_explain (self, job);
+    if (waiting_for) {
+        json_object_set_new (body, "waiting_for", waiting_for);
+    }
     json_decref (stored);
     gq_broker_reply (self, gq_msg_reply (request, "EXPLAIN", body));
 }
@@ -441,7 +450,7 @@ gq_queries_metrics (void *arg, zchunk_t *out)
     gq_chunk_printf (out, "gridq_jobs_submitted_total %lld\n", (long long) self->submitted);
     gq_chunk_raw (out, "# HELP gridq_jobs_finished_total Jobs ended since start, by final state.\n"
                       "# TYPE gridq_jobs_finished_total counter\n");
-    for (int s = GQ_JOB_DONE; s < GQ_JOB_STATES; s++) {
+    for (int s = GQ_JOB_DONE; s <= GQ_JOB_CANCELLED; s++) {
         gq_chunk_printf (out, "gridq_jobs_finished_total{state=\"%s\"} %lld\n",
                         gq_job_state_name (s), (long long) self->finished[s]);
     }

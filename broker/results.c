@@ -38,8 +38,9 @@ gq_results_attempt_end (gq_broker_t *self, gq_job_t *job, const char *outcome,
                                                 true));
 }
 
-/* A job reached a final state: recorded, watchers told, buried. result is JSON (borrowed) or
-   NULL; the node of the last attempt stays in the record. */
+/* A job reached a final state: recorded, watchers told, buried, and the jobs waiting on it
+   released or cancelled (deps.c). result is JSON (borrowed) or NULL; the node of the last
+   attempt stays in the record. */
 void
 gq_results_job_end (gq_broker_t *self, gq_job_t *job, int state, json_t *result,
                     const char *error, int32_t last_node, int64_t now_ms)
@@ -49,6 +50,7 @@ gq_results_job_end (gq_broker_t *self, gq_job_t *job, int state, json_t *result,
         gq_queue_remove (self->queue, job);
         self->counts[GQ_JOB_QUEUED]--;
     }
+    gq_deps_forget (self, job);
     job->state = (uint8_t) state;
     self->counts[state]++;
     self->finished[state]++;
@@ -77,7 +79,10 @@ gq_results_job_end (gq_broker_t *self, gq_job_t *job, int state, json_t *result,
                                                          job->attempts, node, job->started_ms,
                                                          now_ms, end->result, end->error)
                                   : GQ_ENOMEM);
+    int64_t id = job->id;
     s_job_bury (self, job);
+    /* Last: the jobs it releases or cancels see it ended. */
+    gq_deps_ended (self, id, state, now_ms);
 }
 
 void

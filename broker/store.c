@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "gq_schema.h"
+#include "gq_spec.h"
 
 /* ---- Statements ------------------------------------------------------------------------------ */
 
@@ -53,6 +54,8 @@ typedef enum {
     S_MAX_ID,
     S_META_GET,
     S_META_SET,
+    S_DEP_INSERT,
+    S_DEPS_RECOVER,
     S_STMTS
 } s_stmt_t;
 
@@ -126,11 +129,15 @@ static const char *s_sql[S_STMTS] = {
     [S_JOBS_IN_STATE] = "SELECT " S_JOB_COLUMNS ("NULL") " FROM jobs WHERE state = ?2 "
                         "ORDER BY id DESC LIMIT ?1",
     [S_COUNTS] = "SELECT state, count(*) FROM jobs GROUP BY state",
-    /* Oldest first through the finished_at index; the cascade takes attempts and blobs along.
-       The largest id stays: SQLite gives a new row max(id) + 1, so deleting the newest job
-       would hand its id out again. */
+    /* Oldest first through the finished_at index; the cascade takes attempts, blobs and the
+       job's own deps rows along. The largest id stays: SQLite gives a new row max(id) + 1, so
+       deleting the newest job would hand its id out again.
+   A parent stays while a child that has not ended depends on it: the child's recovery needs
+       its outcome (through deps_parent, and only for jobs that were parents). */
 #define S_PURGED "SELECT id FROM jobs WHERE finished_at < ?1 AND state >= 2 "                      \
-                 "AND id < (SELECT max(id) FROM jobs) ORDER BY finished_at LIMIT ?2"
+                 "AND id < (SELECT max(id) FROM jobs) AND NOT EXISTS (SELECT 1 FROM deps d "      \
+                 "JOIN jobs c ON c.id = d.child WHERE d.parent = jobs.id AND c.state < 2) "       \
+                 "ORDER BY finished_at LIMIT ?2"
     [S_PURGE] = "DELETE FROM jobs WHERE id IN (" S_PURGED ")",
     /* What a purge is about to delete, per state: the broker keeps its counts exact. */
     [S_PURGE_COUNTS] = "SELECT state, count(*) FROM jobs WHERE id IN (" S_PURGED ") GROUP BY state",
@@ -138,6 +145,12 @@ static const char *s_sql[S_STMTS] = {
     [S_META_GET] = "SELECT value FROM meta WHERE key = ?1",
     [S_META_SET] = "INSERT INTO meta (key, value) VALUES (?1, ?2) "
                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    [S_DEP_INSERT] = "INSERT INTO deps (child, parent, kind) VALUES (?1, ?2, ?3)",
+    /* The edges of the jobs that had not ended (from the state index, each child's edges by
+       its key), each with its parent's stored state (NULL: no such job). */
+    [S_DEPS_RECOVER] = "SELECT d.child, d.parent, d.kind, p.state FROM jobs c "
+                       "JOIN deps d ON d.child = c.id LEFT JOIN jobs p ON p.id = d.parent "
+                       "WHERE c.state IN (0, 1) ORDER BY d.child, d.parent",
 };
 
 /* Outcomes of an attempt; the first two exclude the node from the job's next attempts after a
@@ -1307,6 +1320,63 @@ gq_store_meta_set (gq_store_t *self, const char *key, int64_t value)
     return s_step_done (self, stmt, "write meta");
 }
 
+/* ---- Dependencies ---------------------------------------------------------------------------- */
+
+int
+gq_store_dep_insert (gq_store_t *self, int64_t child, int64_t parent, int kind)
+{
+    if (child <= 0 || parent <= 0 || kind < 0 || kind >= GQ_DEP_KINDS) {
+        return s_error (self, GQ_EINVAL, "insert dependency", "bad id or kind");
+    }
+    sqlite3_stmt *stmt = self->stmt[S_DEP_INSERT];
+    sqlite3_bind_int64 (stmt, 1, child);
+    sqlite3_bind_int64 (stmt, 2, parent);
+    sqlite3_bind_text (stmt, 3, gq_dep_names[kind], -1, SQLITE_STATIC);
+    return s_step_done (self, stmt, "insert dependency");
+}
+
+int
+gq_store_job_state (gq_store_t *self, int64_t job_id)
+{
+    int64_t state = -1;
+    sqlite3_bind_int64 (self->stmt[S_JOB_STATE], 1, job_id);
+    int found = s_step_int64 (self, self->stmt[S_JOB_STATE], "job state", &state);
+    if (found == 0) {
+        return s_error (self, GQ_ENOTFOUND, "job state", "no such job");
+    }
+    return found < 0 ? found : (int) state;
+}
+
+int
+gq_store_deps_recover (gq_store_t *self, gq_store_dep_fn *fn, void *arg)
+{
+    sqlite3_stmt *stmt = self->stmt[S_DEPS_RECOVER];
+    int rc, err = GQ_OK;
+    while ((rc = sqlite3_step (stmt)) == SQLITE_ROW) {
+        const char *name = (const char *) sqlite3_column_text (stmt, 2);
+        int kind = GQ_DEP_KINDS;
+        for (int k = 0; name && k < GQ_DEP_KINDS && kind == GQ_DEP_KINDS; k++) {
+            kind = streq (name, gq_dep_names[k]) ? k : kind;
+        }
+        int state = sqlite3_column_type (stmt, 3) == SQLITE_NULL ? -1
+                                                                  : sqlite3_column_int (stmt, 3);
+        err = kind < GQ_DEP_KINDS ? fn (arg, sqlite3_column_int64 (stmt, 0),
+                                        sqlite3_column_int64 (stmt, 1), kind, state)
+                                  : GQ_OK; /* the CHECK keeps others out */
+        if (err) {
+            break;
+        }
+    }
+    if (!err && rc != SQLITE_DONE) {
+        err = s_fail (self, "recover dependencies");
+    }
+    sqlite3_reset (stmt);
+    if (!err) {
+        s_ok (self);
+    }
+    return err;
+}
+
 /* ---- Selftest -------------------------------------------------------------------------------- */
 
 #define S_HAS_STR(a, b)                                                                            \
@@ -1374,6 +1444,18 @@ s_raw_exec (const char *path, const char *sql)
         abort ();
     }
     sqlite3_close (db);
+}
+
+/* gq_store_deps_recover's callback for the selftest: "child<parent:kind@state " appended to the
+   text arg points to. */
+static int
+s_edge_cb (void *arg, int64_t child, int64_t parent, int kind, int parent_state)
+{
+    char *text = (char *) arg;
+    size_t len = strlen (text);
+    snprintf (text + len, 8192 - len, "%lld<%lld:%d@%d ", (long long) child, (long long) parent,
+              kind, parent_state);
+    return 0;
 }
 
 /* Every row of sql appended to buf, columns joined by '|', rows by '\n'. */
@@ -1866,6 +1948,43 @@ gq_store_test (bool verbose)
     GQ_CHECK_EQ (gq_store_job_insert (store, &j5, "echo", NULL, NULL, NULL, NULL), 0);
     GQ_CHECK_EQ (j5.id, j4.id + 1);
 
+    /* Dependencies: edges written after their child, read back for the children that have not
+       ended with their parents' stored states (-1: none); retention keeps a parent while a
+       child that has not ended needs its outcome, and takes a child's edges along with it. */
+    s_plan (store, S_DEPS_RECOVER, text, sizeof text);
+    S_HAS_STR (text, "jobs_state");
+    gq_job_t kid = s_job (p2, 1, t + 7);
+    GQ_CHECK_EQ (gq_store_job_insert (store, &kid, "echo", NULL, NULL, NULL, NULL), 0);
+    GQ_CHECK_EQ (gq_store_dep_insert (store, kid.id, j4.id, GQ_DEP_OK), 0);
+    GQ_CHECK_EQ (gq_store_dep_insert (store, kid.id, j5.id, GQ_DEP_FAIL), 0);
+    GQ_CHECK_EQ (gq_store_dep_insert (store, kid.id, 424242, GQ_DEP_ANY), 0);
+    GQ_CHECK_EQ (gq_store_dep_insert (store, kid.id, j4.id, GQ_DEP_ANY), GQ_ESTORE); /* twice */
+    GQ_CHECK_EQ (gq_store_row_fault (store), true);
+    GQ_CHECK_EQ (gq_store_dep_insert (store, 999999, j4.id, GQ_DEP_OK), GQ_ESTORE); /* no child */
+    GQ_CHECK_EQ (gq_store_row_fault (store), true);
+    GQ_CHECK_EQ (gq_store_dep_insert (store, kid.id, j4.id, GQ_DEP_KINDS), GQ_EINVAL);
+    GQ_CHECK_EQ (gq_store_job_state (store, j4.id), GQ_JOB_DONE);
+    GQ_CHECK_EQ (gq_store_job_state (store, j5.id), GQ_JOB_QUEUED);
+    GQ_CHECK_EQ (gq_store_job_state (store, 424242), GQ_ENOTFOUND);
+    text[0] = '\0';
+    GQ_CHECK_EQ (gq_store_deps_recover (store, s_edge_cb, text), 0);
+    snprintf (other, sizeof other, "%lld<%lld:0@2 %lld<%lld:2@0 %lld<424242:1@-1 ",
+              (long long) kid.id, (long long) j4.id, (long long) kid.id, (long long) j5.id,
+              (long long) kid.id);
+    GQ_CHECK_STR (text, other);
+    GQ_CHECK_EQ (gq_store_purge (store, t + 1000, 100, NULL), 0); /* j4: kid needs it */
+    GQ_CHECK_EQ (gq_store_job_finish (store, kid.id, GQ_JOB_CANCELLED, 0, NULL, 0, t + 90, NULL, 0,
+                                      "dependency 424242 no longer exists"),
+                 0);
+    text[0] = '\0';
+    GQ_CHECK_EQ (gq_store_deps_recover (store, s_edge_cb, text), 0);
+    GQ_CHECK_STR (text, ""); /* only the edges of jobs that have not ended */
+    gq_job_t last = s_job (p1, 1, t + 8);
+    GQ_CHECK_EQ (gq_store_job_insert (store, &last, "echo", NULL, NULL, NULL, NULL), 0);
+    GQ_CHECK_EQ (gq_store_purge (store, t + 1000, 100, NULL), 2); /* j4, and kid with its edges */
+    GQ_CHECK_EQ (s_query_int (store->db, "SELECT count(*) FROM deps", &value), SQLITE_OK);
+    GQ_CHECK_EQ (value, 0);
+
     /* A full disk: the write fails with GQ_ESTORE, the turn is rolled back (SQLite may have
        done it itself), and the store works again once there is room. */
     int64_t pages;
@@ -1896,7 +2015,7 @@ gq_store_test (bool verbose)
     gq_job_t fat = s_job (big, 1, t + 6);
     GQ_CHECK_EQ (gq_store_job_insert (store, &fat, "echo", NULL, NULL, NULL, NULL), 0);
     GQ_CHECK_EQ (gq_store_commit (store), 0);
-    GQ_CHECK_EQ (fat.id, j5.id + 1);
+    GQ_CHECK_EQ (fat.id, last.id + 1);
     free (big);
     gq_store_close (&store);
 

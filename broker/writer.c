@@ -25,7 +25,8 @@ typedef enum {
     S_OP_FINISH,
     S_OP_NODE,
     S_OP_META,
-    S_OP_PURGE
+    S_OP_PURGE,
+    S_OP_DEP
 } s_op_type_t;
 
 typedef struct {
@@ -76,6 +77,10 @@ typedef struct {
             int64_t before_ms;
             int limit;
         } purge;
+        struct {
+            int64_t parent; /* job_id is the child */
+            int kind;       /* gq_dep_kind_t */
+        } dep;
     } u;
     char name[GQ_NAME_MAX]; /* node name of an attempt, finish or node; "" for none */
 } s_op_t;
@@ -206,6 +211,18 @@ gq_batch_job_insert (gq_batch_t *self, const gq_job_t *job, const char *kind, co
     op->u.insert.min_vram_mb = job->min_vram_mb;
     op->u.insert.priority = job->priority;
     op->u.insert.max_attempts = job->max_attempts;
+    return GQ_OK;
+}
+
+int
+gq_batch_dep_insert (gq_batch_t *self, int64_t child, int64_t parent, int kind)
+{
+    s_op_t *op = s_op_add (self, S_OP_DEP, child, NULL);
+    if (!op) {
+        return GQ_ENOMEM;
+    }
+    op->u.dep.parent = parent;
+    op->u.dep.kind = kind;
     return GQ_OK;
 }
 
@@ -400,6 +417,9 @@ s_op_apply (gq_batch_t *self, s_op_t *op, gq_store_t *store)
         break;
     case S_OP_META:
         rc = gq_store_meta_set (store, op->u.meta.key, op->u.meta.value);
+        break;
+    case S_OP_DEP:
+        rc = gq_store_dep_insert (store, op->job_id, op->u.dep.parent, op->u.dep.kind);
         break;
     case S_OP_PURGE: {
         int64_t by_state[GQ_JOB_STATES];

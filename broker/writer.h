@@ -50,6 +50,9 @@ size_t gq_batch_size (const gq_batch_t *self);
    kind, model, idem and client are borrowed. */
 int gq_batch_job_insert (gq_batch_t *self, const gq_job_t *job, const char *kind,
                          const char *model, const char *idem, const char *client);
+/* A dependency of job child (inserted before it in the batch, in the same group) on job parent,
+   with condition kind (gq_dep_kind_t). */
+int gq_batch_dep_insert (gq_batch_t *self, int64_t child, int64_t parent, int kind);
 /* An input frame of a job ("in"). Borrows data. */
 int gq_batch_blob_insert (gq_batch_t *self, int64_t job_id, int idx, const void *data,
                           size_t size);

@@ -356,6 +356,9 @@ enum {
     O_TIME_LIMIT,
     O_MAX_ATTEMPTS,
     O_IDEM,
+    O_AFTER_OK,
+    O_AFTER_ANY,
+    O_AFTER_FAIL,
     O_WAIT,
     O_STREAM,
     O_JSON,
@@ -421,6 +424,13 @@ static const char *s_submit_help =
     "  --time-limit DUR    per-attempt time limit: 250ms, 30s, 5m, 2h\n"
     "  --max-attempts N    attempts before the job fails for good, 1..100 (default 3)\n"
     "  --idem KEY          idempotency key: submitting it again returns the first job's id\n"
+    "  --after-ok ID[,ID...]    start only once every one of these jobs is done (Slurm's\n"
+    "                      --dependency=afterok); if one fails or is cancelled, the job ends\n"
+    "                      cancelled (\"dependency ID failed\"), and so do its own dependents\n"
+    "  --after-any ID[,ID...]   start once every one of them ended, whatever the outcome\n"
+    "  --after-fail ID[,ID...]  start once they all ended and one failed or was cancelled\n"
+    "                      (Slurm's afternotok); if all succeed, the job ends cancelled\n"
+    "                      Until then the job is \"waiting\" (gridq explain ID names what for)\n"
     "\n"
     "Other options:\n"
     "  --file JOBS.jsonl   one job object per line (fields as in docs/PROTOCOL.md); every line\n"
@@ -447,7 +457,8 @@ static const char *s_submit_help =
     "Examples:\n"
     "  gridq submit --kind echo --payload '{\"x\": 1}' --wait\n"
     "  gridq submit --kind mlp --model mnist --min-vram 2G --payload @input.json\n"
-    "  gridq submit --file jobs.jsonl --wait --out results.jsonl\n";
+    "  gridq submit --file jobs.jsonl --wait --out results.jsonl\n"
+    "  a=$(gridq submit --kind prep); gridq submit --kind embed --after-ok $a\n";
 
 typedef struct {
     json_t *defaults;       /* job fields given on the command line */
@@ -489,6 +500,36 @@ s_load_payload (const char *text)
     return payload;
 }
 
+/* --after-ok ID[,ID...] (and its kin): the ids join the job's field (an option given twice
+   adds to it). 0, or S_EXIT_USAGE after saying what is wrong. */
+static int
+s_after_parse (const char *text, const char *option, const char *field, json_t *job)
+{
+    json_t *ids = json_object_get (job, field);
+    if (!ids) {
+        ids = json_array ();
+        json_object_set_new (job, field, ids);
+    }
+    const char *start = text;
+    while (true) {
+        const char *comma = strchr (start, ',');
+        size_t len = comma ? (size_t) (comma - start) : strlen (start);
+        char one[32];
+        int64_t id;
+        snprintf (one, sizeof one, "%.*s", (int) (len < sizeof one ? len : sizeof one - 1),
+                  start);
+        if (len == 0 || len >= sizeof one || !s_parse_int (one, 1, INT64_MAX, &id)) {
+            return s_usage ("--%s \"%s\": \"%.*s\" is not a job id (a positive integer)",
+                            option, text, (int) len, start);
+        }
+        json_array_append_new (ids, json_integer (id));
+        if (!comma) {
+            return 0;
+        }
+        start = comma + 1;
+    }
+}
+
 static int
 s_submit_parse (int argc, char **argv, s_submit_args_t *args)
 {
@@ -504,6 +545,9 @@ s_submit_parse (int argc, char **argv, s_submit_args_t *args)
         {"time-limit", required_argument, NULL, O_TIME_LIMIT},
         {"max-attempts", required_argument, NULL, O_MAX_ATTEMPTS},
         {"idem", required_argument, NULL, O_IDEM},
+        {"after-ok", required_argument, NULL, O_AFTER_OK},
+        {"after-any", required_argument, NULL, O_AFTER_ANY},
+        {"after-fail", required_argument, NULL, O_AFTER_FAIL},
         {"wait", no_argument, NULL, O_WAIT},
         {"stream", no_argument, NULL, O_STREAM},
         {"json", no_argument, NULL, O_JSON},
@@ -534,6 +578,16 @@ s_submit_parse (int argc, char **argv, s_submit_args_t *args)
         case O_IDEM:
             json_object_set_new (job, "idem", json_string (optarg));
             break;
+        case O_AFTER_OK:
+        case O_AFTER_ANY:
+        case O_AFTER_FAIL: {
+            int k = option == O_AFTER_OK ? 0 : option == O_AFTER_ANY ? 1 : 2;
+            static const char *const names[] = {"after-ok", "after-any", "after-fail"};
+            if (s_after_parse (optarg, names[k], gq_dep_fields[k], job)) {
+                return S_EXIT_USAGE;
+            }
+            break;
+        }
         case O_MIN_VRAM:
             if (gq_parse_size_mb (optarg, &n)) {
                 return s_usage ("--min-vram \"%s\" is not a size like 512M or 24G", optarg);
@@ -1756,7 +1810,8 @@ static const char *s_jobs_help =
     "Usage: gridq jobs [--state S] [--limit N] [--json]\n"
     "\n"
     "Lists jobs, newest first, as a table.\n"
-    "  --state S   only jobs in state S: queued, running, done, failed or cancelled\n"
+    "  --state S   only jobs in state S: waiting (for dependencies; oldest first), queued (in\n"
+    "              dispatch order), running, done, failed or cancelled\n"
     "  --limit N   at most N jobs, 1..10000 (default 100)\n"
     "  --json      one JSON array of job objects\n"
     "\n"
@@ -1771,7 +1826,8 @@ s_cmd_jobs (int argc, char **argv)
                                             {"json", no_argument, NULL, O_JSON},
                                             {"help", no_argument, NULL, O_HELP},
                                             {NULL, 0, NULL, 0}};
-    static const char *states[] = {"queued", "running", "done", "failed", "cancelled", NULL};
+    static const char *states[] = {"waiting", "queued", "running", "done", "failed", "cancelled",
+                                   NULL};
     json_t *body = json_object ();
     bool json = false;
     int option;
@@ -1789,8 +1845,8 @@ s_cmd_jobs (int argc, char **argv)
                 known = known || streq (*s, optarg);
             }
             if (!known) {
-                rc = s_usage ("--state \"%s\" is not one of queued, running, done, failed, "
-                              "cancelled",
+                rc = s_usage ("--state \"%s\" is not one of waiting, queued, running, done, "
+                              "failed, cancelled",
                               optarg);
             }
             json_object_set_new (body, "state", json_string (optarg));
@@ -1948,7 +2004,8 @@ static const char *s_explain_help =
     "\n"
     "Shows how the matcher sees a job: the job, every node with its verdict (the reason it was\n"
     "filtered out, or its score terms: fit, compute, cost, warm, load, latency, reliability),\n"
-    "the node chosen, and a hint when no node fits.\n"
+    "the node chosen, and a hint when no node fits. A job waiting for its dependencies names\n"
+    "each one, its condition (after_ok, after_any, after_fail) and its state.\n"
     "  --json   the broker's EXPLAIN reply as one JSON object\n"
     "\n"
     "Example:\n"
@@ -2019,6 +2076,16 @@ s_cmd_explain (int argc, char **argv)
                 s_str (prefetched, "node", "?"), (long long) s_int (prefetched, "ahead", 0),
                 s_int (prefetched, "ahead", 0) == 1 ? "" : "s");
     }
+    json_t *waiting_for = json_object_get (reply, "waiting_for");
+    if (json_array_size (waiting_for)) {
+        printf ("\nwaiting for:");
+        size_t w;
+        json_t *dep;
+        json_array_foreach (waiting_for, w, dep) {
+            printf ("%s job %lld (%s, now %s)", w ? "," : "", (long long) s_int (dep, "id", 0),
+                    s_str (dep, "condition", "?"), s_str (dep, "state", "?"));
+        }
+    }
     printf ("\n\n");
     json_decref (job);
 
@@ -2061,8 +2128,9 @@ static const char *s_stats_help =
     "\n"
     "Shows the broker's counters: jobs per state, nodes per status, the queue by priority and\n"
     "its oldest wait, rejected messages, uptime, and whether the store commits.\n"
-    "  --json   the STATS reply as one JSON object: {\"jobs\": {\"queued\", \"running\", \"done\",\n"
-    "           \"failed\", \"cancelled\"}, \"nodes\": {\"online\", \"busy\", \"draining\", \"offline\"},\n"
+    "  --json   the STATS reply as one JSON object: {\"jobs\": {\"waiting\", \"queued\",\n"
+    "           \"running\", \"done\", \"failed\", \"cancelled\"}, \"nodes\": {\"online\", \"busy\",\n"
+    "           \"draining\", \"offline\"},\n"
     "           \"queue\": {...}, \"rejected\", \"uptime_ms\", \"store\": {\"ok\", \"error\", \"since\",\n"
     "           \"failures\", \"writes_waiting\"}}\n"
     "\n"
@@ -2086,8 +2154,10 @@ s_cmd_stats (int argc, char **argv)
     json_t *jobs = json_object_get (reply, "jobs");
     json_t *nodes = json_object_get (reply, "nodes");
     json_t *queue = json_object_get (reply, "queue");
-    printf ("jobs      queued %lld, running %lld, done %lld, failed %lld, cancelled %lld\n",
-            (long long) s_int (jobs, "queued", 0), (long long) s_int (jobs, "running", 0),
+    printf ("jobs      waiting %lld, queued %lld, running %lld, done %lld, failed %lld, "
+            "cancelled %lld\n",
+            (long long) s_int (jobs, "waiting", 0), (long long) s_int (jobs, "queued", 0),
+            (long long) s_int (jobs, "running", 0),
             (long long) s_int (jobs, "done", 0), (long long) s_int (jobs, "failed", 0),
             (long long) s_int (jobs, "cancelled", 0));
     printf ("nodes     online %lld, busy %lld, draining %lld, offline %lld\n",

@@ -70,6 +70,8 @@ int gq_why (char *why, size_t whylen, int code, const char *format, ...)
 #define GQ_MAX_PARTIAL_BYTES    (64 * 1024) /* one partial result (compact JSON) from an engine:
                                            a larger one fails its job at the worker */
 #define GQ_MAX_IDS              10000   /* ids in one STATUS/WAIT/CANCEL */
+#define GQ_MAX_DEPS             1000    /* parents of one job (after_ok, after_any, after_fail
+                                           together) */
 #define GQ_NAME_MAX             64      /* node name, including NUL */
 #define GQ_KIND_MAX             32
 #define GQ_MODEL_MAX            128

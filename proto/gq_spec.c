@@ -9,7 +9,56 @@
 /* Known job fields; anything else is refused so that typos do not pass silently. */
 static const char *s_job_fields[] = {
     "kind", "model", "min_vram_mb", "min_vram", "priority", "gpu", "max_price", "min_tflops",
-    "constraints", "timeout_ms", "time_limit", "max_attempts", "idem", "payload", "blobs", NULL};
+    "constraints", "timeout_ms", "time_limit", "max_attempts", "idem", "payload", "blobs",
+    "after_ok", "after_any", "after_fail", NULL};
+
+const char *const gq_dep_fields[GQ_DEP_KINDS] = {"after_ok", "after_any", "after_fail"};
+const char *const gq_dep_names[GQ_DEP_KINDS] = {"ok", "any", "fail"};
+
+/* The dependency fields: arrays of positive integers, no id twice (in one field or across
+   them: a parent has one condition), GQ_MAX_DEPS in all. */
+static int
+s_after_parse (json_t *obj, gq_jobspec_t *spec, char *why, size_t whylen)
+{
+    for (int k = 0; k < GQ_DEP_KINDS; k++) {
+        json_t *ids = json_object_get (obj, gq_dep_fields[k]);
+        if (!ids || json_is_null (ids)) {
+            continue;
+        }
+        if (!json_is_array (ids)) {
+            return gq_why (why, whylen, GQ_EINVAL, "\"%s\" must be an array of job ids",
+                           gq_dep_fields[k]);
+        }
+        size_t i;
+        json_t *id;
+        json_array_foreach (ids, i, id) {
+            if (!json_is_integer (id) || json_integer_value (id) <= 0) {
+                return gq_why (why, whylen, GQ_EINVAL,
+                               "\"%s\"[%zu] is not a job id (a positive integer)",
+                               gq_dep_fields[k], i);
+            }
+            if (++spec->n_after > GQ_MAX_DEPS) {
+                return gq_why (why, whylen, GQ_EINVAL, "a job may depend on %d jobs at most",
+                               GQ_MAX_DEPS);
+            }
+            /* Quadratic, over at most GQ_MAX_DEPS ids of one job. */
+            for (int j = 0; j <= k; j++) {
+                size_t n = j < k ? json_array_size (spec->after[j]) : i;
+                for (size_t m = 0; m < n; m++) {
+                    if (json_integer_value (json_array_get (j < k ? spec->after[j] : ids, m)) ==
+                        json_integer_value (id)) {
+                        return gq_why (why, whylen, GQ_EINVAL,
+                                       "\"%s\": job %lld is named twice (a parent has one "
+                                       "condition)",
+                                       gq_dep_fields[k], (long long) json_integer_value (id));
+                    }
+                }
+            }
+        }
+        spec->after[k] = json_array_size (ids) ? ids : NULL;
+    }
+    return GQ_OK;
+}
 
 static bool
 s_known (const char *key, const char **fields)
@@ -141,7 +190,7 @@ gq_jobspec_parse (json_t *obj, gq_jobspec_t *spec, char *why, size_t whylen)
         spec->blob_first = count ? (int) first : -1;
         spec->blob_count = (int) count;
     }
-    return GQ_OK;
+    return s_after_parse (obj, spec, why, whylen);
 }
 
 int
@@ -258,6 +307,11 @@ gq_spec_test (bool verbose)
     assert (job.min_vram_mb == 24576 && job.priority == 9 && job.timeout_ms == 30000);
     assert (strcmp (job.gpu_pattern, "A100|H100") == 0 && job.max_price == 2.5);
     assert (job.blob_first == 0 && job.blob_count == 2);
+    assert (job.n_after == 0 && !job.after[GQ_DEP_OK] && !job.after[GQ_DEP_FAIL]);
+    assert (s_parse_job ("{\"after_ok\":[3,4],\"after_any\":[],\"after_fail\":[5]}", &job, why,
+                         sizeof why) == GQ_OK);
+    assert (job.n_after == 3 && json_array_size (job.after[GQ_DEP_OK]) == 2);
+    assert (job.after[GQ_DEP_ANY] == NULL && json_array_size (job.after[GQ_DEP_FAIL]) == 1);
     /* Each bad field is refused with its name in the reason. */
     const char *bad[] = {
         "{\"priority\":99}", "{\"priority\":-1}", "{\"min_vram_mb\":-5}",
@@ -266,7 +320,9 @@ gq_spec_test (bool verbose)
         "{\"time_limit\":\"soon\"}", "{\"min_tflops\":-1}", "{\"constraints\":[1]}",
         "{\"colour\":\"red\"}", "{\"idem\":\"\"}", "{\"blobs\":[0,99]}", "{\"blobs\":\"x\"}",
         "{\"timeout_ms\":1.5}", "{\"min_vram\":\"1G\",\"min_vram_mb\":5}",
-        "{\"time_limit\":\"1s\",\"timeout_ms\":5}", "{\"constraints\":{},\"gpu\":\"A100\"}", NULL};
+        "{\"time_limit\":\"1s\",\"timeout_ms\":5}", "{\"constraints\":{},\"gpu\":\"A100\"}",
+        "{\"after_ok\":5}", "{\"after_ok\":[0]}", "{\"after_any\":[\"7\"]}",
+        "{\"after_ok\":[7,7]}", "{\"after_ok\":[7],\"after_fail\":[7]}", NULL};
     for (const char **b = bad; *b; b++) {
         if (s_parse_job (*b, &job, why, sizeof why) != GQ_EINVAL) {
             fprintf (stderr, "spec: %s was accepted\n", *b);

@@ -7,6 +7,19 @@
 
 #include "gq_common.h"
 
+/* The conditions a job may set on a parent (SUBMIT "after_ok", "after_any", "after_fail"). */
+typedef enum {
+    GQ_DEP_OK = 0,   /* start once the parent is done */
+    GQ_DEP_ANY = 1,  /* once it ended, whatever the outcome */
+    GQ_DEP_FAIL = 2  /* once it ended failed or cancelled (Slurm's afternotok) */
+} gq_dep_kind_t;
+#define GQ_DEP_KINDS 3
+
+/* "after_ok", "after_any", "after_fail": the job fields, by gq_dep_kind_t. */
+extern const char *const gq_dep_fields[GQ_DEP_KINDS];
+/* "ok", "any", "fail": the names the store and EXPLAIN use, by gq_dep_kind_t. */
+extern const char *const gq_dep_names[GQ_DEP_KINDS];
+
 typedef struct {
     const char *kind;        /* "echo" when absent */
     const char *model;       /* NULL when none */
@@ -21,12 +34,17 @@ typedef struct {
     json_t *payload;         /* any JSON value ({} when absent); borrowed */
     int blob_first;          /* first message blob that belongs to this job, -1 for none */
     int blob_count;          /* how many consecutive blobs belong to it */
+    json_t *after[GQ_DEP_KINDS]; /* arrays of parent job ids (positive integers, each id once in
+                                    all three), by gq_dep_kind_t; NULL when absent; borrowed */
+    size_t n_after;          /* parents in all three, 0 .. GQ_MAX_DEPS */
 } gq_jobspec_t;
 
 /* Validates one job object as sent in SUBMIT "jobs" (and as written in a JOBS.jsonl line).
    Accepts min_vram_mb (integer) or min_vram ("24G"), timeout_ms or time_limit ("30s"), and the
    constraints either at top level (gpu, max_price, min_tflops) or under "constraints".
    "blobs": [first, count] names message blobs (0-based) that travel with the job.
+   "after_ok", "after_any", "after_fail": arrays of job ids the job depends on (whether they
+   exist is the broker's to say).
    Returns 0, or GQ_EINVAL with a reason naming the field. */
 int gq_jobspec_parse (json_t *obj, gq_jobspec_t *spec, char *why, size_t whylen);
 

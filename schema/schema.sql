@@ -86,3 +86,18 @@ CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
+
+-- Dependencies: child may start only when its condition on parent holds ('ok': the parent is
+-- done; 'any': it ended; 'fail': it failed or was cancelled). Written with the child's insert, in
+-- its submission's group; kept after the child ends (the edges of a finished pipeline stay, for
+-- a retry of what failed). A job has no row here unless it depends on one. The key serves
+-- recovery (a child's edges); the index on parent serves retention, which keeps a parent while
+-- a child that has not ended still needs its outcome.
+CREATE TABLE deps (
+    child  INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    parent INTEGER NOT NULL,                   -- a job id (no foreign key: retention may purge
+                                               -- a parent once its children ended)
+    kind   TEXT NOT NULL CHECK (kind = 'ok' OR kind = 'any' OR kind = 'fail'),
+    PRIMARY KEY (child, parent)
+) WITHOUT ROWID;
+CREATE INDEX deps_parent ON deps (parent);

@@ -594,9 +594,9 @@ s_print_text (s_top_t *top, FILE *out)
     fprintf (out, "gridq-top  %s  %s  up %s\n", gq_client_endpoint (top->client),
              gq_format_time (top->updated_ms, now_text),
              s_fmt_duration (s_int (top->stats, "uptime_ms"), a, sizeof a));
-    fprintf (out, "Jobs   queued %lld  running %lld  done %lld (%s/s)  failed %lld (%s/s)  "
-                  "cancelled %lld\n",
-             (long long) s_int (jobs, "queued"), (long long) s_int (jobs, "running"),
+    fprintf (out, "Jobs   waiting %lld  queued %lld  running %lld  done %lld (%s/s)  "
+                  "failed %lld (%s/s)  cancelled %lld\n",
+             (long long) s_int (jobs, "waiting"), (long long) s_int (jobs, "queued"), (long long) s_int (jobs, "running"),
              (long long) s_int (jobs, "done"), s_fmt_rate (top->done_per_s, b, sizeof b),
              (long long) s_int (jobs, "failed"), s_fmt_rate (top->failed_per_s, c, sizeof c),
              (long long) s_int (jobs, "cancelled"));
@@ -769,8 +769,9 @@ s_draw (s_top_t *top)
         json_t *fleet = json_object_get (top->stats, "nodes");
         json_t *queue = json_object_get (top->stats, "queue");
         int x = s_put (y, 1, A_BOLD, "Jobs  ");
-        x = s_put (y, x, A_NORMAL, "queued %lld   running %lld   done %lld (%s/s)   ",
-                   (long long) s_int (jobs, "queued"), (long long) s_int (jobs, "running"),
+        x = s_put (y, x, A_NORMAL,
+                   "waiting %lld   queued %lld   running %lld   done %lld (%s/s)   ",
+                   (long long) s_int (jobs, "waiting"), (long long) s_int (jobs, "queued"), (long long) s_int (jobs, "running"),
                    (long long) s_int (jobs, "done"), s_fmt_rate (top->done_per_s, a, sizeof a));
         attr_t failed_attr = s_int (jobs, "failed") && has_colors () ? COLOR_PAIR (S_COLOR_BAD)
                                                                      : A_NORMAL;

@@ -16,3 +16,8 @@ set_tests_properties(cli_refused PROPERTIES TIMEOUT 120 SKIP_RETURN_CODE 77
 add_test(NAME disk_full COMMAND bash ${GQ_CLI_TEST_DIR}/test_disk_full.sh)
 set_tests_properties(disk_full PROPERTIES TIMEOUT 90 SKIP_RETURN_CODE 77
                      ENVIRONMENT "GQ_BIN=${CMAKE_BINARY_DIR}/bin")
+# deps: dependencies through the CLI (--after-ok, --after-any, --after-fail): order, waiting,
+# cancel reasons and their cascade, refusals.
+add_test(NAME cli_deps COMMAND bash ${GQ_CLI_TEST_DIR}/test_deps.sh)
+set_tests_properties(cli_deps PROPERTIES TIMEOUT 120 SKIP_RETURN_CODE 77
+                     ENVIRONMENT "GQ_BIN=${CMAKE_BINARY_DIR}/bin")
