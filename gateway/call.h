@@ -64,6 +64,10 @@ struct _gw_call_t {
     size_t len;               /* bytes in text */
     size_t sent;              /* stream: bytes of text handed to libmicrohttpd */
     atomic_int refs;          /* holders: the HTTP side, the relay, a streamed response */
+    /* Bumped (release) by the thread that posts the call to the relay, read (acquire) by the
+       relay when it takes it: the pipe carries the pointer, this the ordering of everything
+       written before, in terms that the C memory model and ThreadSanitizer see. */
+    atomic_uint handoff;
 
     /* ---- The HTTP thread only ---- */
     int64_t started_us;       /* when the request came (monotonic), for the log line */

@@ -693,6 +693,7 @@ s_on_post (gw_relay_t *self, bool stopping)
     while ((zsock_events (self->pull) & ZMQ_POLLIN) &&
            zsock_recv (self->pull, "sp", &what, &pointer) == 0) {
         gw_call_t *call = (gw_call_t *) pointer;
+        atomic_load_explicit (&call->handoff, memory_order_acquire);
         if (streq (what, "call") && !stopping) {
             s_start (self, call);
         } else if (streq (what, "call")) {
@@ -849,6 +850,7 @@ gw_relay_post (gw_relay_t *self, gw_call_t *call)
     int rc = -1;
     if (!self->stopping) {
         gw_call_ref (call);
+        atomic_fetch_add_explicit (&call->handoff, 1, memory_order_release);
         rc = zsock_send (self->push, "sp", "call", call);
         if (rc != 0) {
             gw_call_unref (&call);
@@ -862,6 +864,7 @@ void
 gw_relay_gone (gw_relay_t *self, gw_call_t **call_p)
 {
     pthread_mutex_lock (&self->push_mutex);
+    atomic_fetch_add_explicit (&(*call_p)->handoff, 1, memory_order_release);
     if (!self->stopping && zsock_send (self->push, "sp", "gone", *call_p) == 0) {
         *call_p = NULL; /* the relay drops the reference */
     }
