@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "gq_common.h"
+#include "tokens.h"
 
 struct MHD_Connection;
 
@@ -49,6 +50,9 @@ struct _gw_call_t {
     char model[GQ_MODEL_MAX];          /* GW_OP_INFER: the body's model */
     char state[16];                    /* GW_OP_LIST: ?state=, or "" */
     int64_t limit;                     /* GW_OP_LIST: ?limit=, or 0 */
+    char token[GW_TOKEN_NAME_MAX];     /* the bearer token's name, "" without --tokens */
+    bool admin;                        /* may see every job, the nodes, the stats (true
+                                          without --tokens) */
 
     /* ---- Shared: under mutex ---- */
     pthread_mutex_t mutex;
@@ -78,6 +82,8 @@ struct _gw_call_t {
     bool too_big;             /* the body passed --max-body: 413 */
     bool posted;              /* handed to the relay */
     const char *allow;        /* the Allow header of a 405, or NULL */
+    char allow_text[32];      /* what allow points at */
+    bool challenge;           /* a 401: WWW-Authenticate: Bearer */
 
     /* ---- The relay only ---- */
     int stage;                /* where the relay is in the op (relay.c) */
@@ -90,6 +96,7 @@ struct _gw_call_t {
     char *held;               /* GW_OP_EVENTS: events that came before the first state */
     json_t *finished;         /* GW_OP_EVENTS: FINISHED's job, held until the state is out */
     void *handle;             /* its item in the relay's list of calls */
+    int64_t submitted;        /* jobs counted against the token's --max-queued, awaiting SUBMIT */
 };
 
 /* A call for a request on connection (borrowed), one reference (the caller's). NULL on OOM. */

@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 
 #include "relay.h"
+#include "tokens.h"
 
 typedef struct _gw_http_t gw_http_t;
 
@@ -12,6 +13,8 @@ typedef struct {
     struct sockaddr_in addr; /* where to listen */
     const char *listen;      /* the same as given ("127.0.0.1:8080"), for messages */
     size_t max_body;         /* request bodies above this many bytes get 413 */
+    unsigned idle_s;         /* a connection idle (not waiting on the relay) this long closes */
+    gw_tokens_t *tokens;     /* bearer tokens (borrowed), or NULL: none needed */
 } gw_http_opts_t;
 
 /* Starts serving; calls go to relay (borrowed; it must outlive the server). NULL with a

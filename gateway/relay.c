@@ -19,6 +19,7 @@
 #include <string.h>
 
 typedef enum {
+    S_OWNER,        /* a client token's call about a job: awaiting STATUS (is it the token's?) */
     S_REPLY,        /* awaiting the reply of the op's one request */
     S_WAITING,      /* GW_OP_STATUS with ?wait=: in the job's watch until it ends or time ends */
     S_STATUS,       /* GW_OP_STATUS: awaiting STATUS */
@@ -44,6 +45,10 @@ struct _gw_relay_t {
     zhashx_t *by_req;             /* "req" -> call awaiting that reply */
     zhashx_t *watches;            /* "job id" -> zlistx_t of calls following that job */
     json_t *nodes;                /* the last NODES reply's nodes, or NULL */
+    zhashx_t *open;               /* --max-queued: "job id" -> its token's name, until it ends */
+    zhashx_t *counts;             /* --max-queued: token name -> jobs in open or being submitted */
+    int64_t recheck_req;          /* the STATUS that asks after the jobs in open, or 0 */
+    int64_t recheck_us;           /* when the next one goes (monotonic) */
     int64_t nodes_us;             /* when it came (monotonic) */
 };
 
@@ -144,7 +149,127 @@ s_finish (gw_relay_t *self, gw_call_t *call)
     }
 }
 
+/* ---- Jobs per token (--max-queued) --------------------------------------------------------- */
+
+static int64_t
+s_count (gw_relay_t *self, const char *name)
+{
+    return (int64_t) (intptr_t) zhashx_lookup (self->counts, name);
+}
+
+static void
+s_count_add (gw_relay_t *self, const char *name, int64_t delta)
+{
+    int64_t count = s_count (self, name) + delta;
+    if (count > 0) {
+        zhashx_update (self->counts, name, (void *) (intptr_t) count);
+    } else {
+        zhashx_delete (self->counts, name);
+    }
+}
+
+/* A job counted for its token ended (or the broker does not know it). */
+static void
+s_open_end (gw_relay_t *self, int64_t id)
+{
+    char key[24];
+    snprintf (key, sizeof key, "%lld", (long long) id);
+    const char *name = (const char *) zhashx_lookup (self->open, key);
+    if (name) {
+        s_count_add (self, name, -1);
+        zhashx_delete (self->open, key);
+    }
+}
+
+/* A submission counted against its token was answered: its jobs are followed until they end,
+   or (refused) no longer counted. An idempotent repeat of a job counted already counts once. */
+static void
+s_open_submitted (gw_relay_t *self, gw_call_t *call, const char *command, json_t *body)
+{
+    int64_t counted = call->submitted;
+    call->submitted = 0;
+    size_t i;
+    json_t *id;
+    json_array_foreach (streq (command, "SUBMIT") ? json_object_get (body, "ids") : NULL, i, id) {
+        char key[24];
+        snprintf (key, sizeof key, "%lld", (long long) json_integer_value (id));
+        if (!zhashx_lookup (self->open, key) &&
+            zhashx_insert (self->open, key, strdup (call->token)) == 0) {
+            counted--;
+        }
+    }
+    s_count_add (self, call->token, -counted);
+}
+
+/* Whether a token may submit n more jobs; else the call is answered 429. Counted when it may. */
+static bool
+s_open_take (gw_relay_t *self, gw_call_t *call, int64_t n)
+{
+    if (!self->opts.max_queued || !*call->token) {
+        return true;
+    }
+    int64_t count = s_count (self, call->token);
+    if (count + n > self->opts.max_queued) {
+        pthread_mutex_lock (&call->mutex);
+        call->retry_after_s = 1;
+        pthread_mutex_unlock (&call->mutex);
+        gw_call_error (call, 429, call->openai ? "rate_limit_exceeded" : "RATE_LIMITED", NULL,
+                       "token %s has %lld jobs that have not ended; --max-queued is %lld",
+                       call->token, (long long) count, (long long) self->opts.max_queued);
+        return false;
+    }
+    s_count_add (self, call->token, n);
+    call->submitted = n;
+    return true;
+}
+
+/* The periodic question about every job counted: those that ended while no watch told us (a
+   broker restart forgets watches) stop counting. */
+static void
+s_open_recheck (gw_relay_t *self)
+{
+    if (self->recheck_req || zhashx_size (self->open) == 0) {
+        return;
+    }
+    json_t *ids = json_array ();
+    for (void *name = zhashx_first (self->open); name && json_array_size (ids) < GQ_MAX_IDS;
+         name = zhashx_next (self->open)) {
+        json_array_append_new (ids, json_integer (atoll ((const char *) zhashx_cursor (self->open))));
+    }
+    int64_t req = gq_client_send (self->client, "STATUS", json_pack ("{s:o}", "ids", ids));
+    self->recheck_req = req > 0 ? req : 0;
+}
+
+static void
+s_open_rechecked (gw_relay_t *self, json_t *body)
+{
+    size_t i;
+    json_t *item;
+    json_array_foreach (json_object_get (body, "jobs"), i, item) {
+        const char *state = json_string_value (json_object_get (item, "state"));
+        if (state && (streq (state, "done") || streq (state, "failed") ||
+                      streq (state, "cancelled"))) {
+            s_open_end (self, json_integer_value (json_object_get (item, "id")));
+        }
+    }
+    json_array_foreach (json_object_get (body, "missing"), i, item) {
+        s_open_end (self, json_integer_value (item));
+    }
+}
+
 /* ---- Answers ------------------------------------------------------------------------------- */
+
+/* A job as the call's client sees it (new reference): with its owner, under tokens. */
+static json_t *
+s_job_out (gw_call_t *call, json_t *job)
+{
+    if (!*call->token || !job) {
+        return json_incref (job);
+    }
+    json_t *copy = json_deep_copy (job);
+    gw_owner_show (copy);
+    return copy;
+}
 
 /* The HTTP status of a broker ERROR code. */
 static unsigned
@@ -273,8 +398,19 @@ s_infer_submit (gw_relay_t *self, gw_call_t *call)
         s_finish (self, call);
         return;
     }
+    if (!s_open_take (self, call, 1)) {
+        s_finish (self, call);
+        return;
+    }
     json_t *job = json_pack ("{s:s, s:s, s:O}", "kind", call->kind, "model", call->model,
                              "payload", call->body);
+    char why[256];
+    if (*call->token && gw_owner_tag (job, call->token, why, sizeof why) != 0) {
+        json_decref (job);
+        gw_call_error (call, 400, "BAD_REQUEST", NULL, "%s", why);
+        s_finish (self, call);
+        return;
+    }
     s_send (self, call, S_SUBMIT, "SUBMIT",
             json_pack ("{s:[o], s:b, s:b}", "jobs", job, "watch", 1, "brief", 1));
 }
@@ -369,7 +505,9 @@ s_events_write (gw_call_t *call, char *event)
 static void
 s_events_done (gw_relay_t *self, gw_call_t *call, json_t *job)
 {
-    s_events_write (call, s_event ("done", -1, job));
+    json_t *shown = s_job_out (call, job);
+    s_events_write (call, s_event ("done", -1, shown));
+    json_decref (shown);
     gw_call_stream_end (call);
     s_finish (self, call);
 }
@@ -390,9 +528,33 @@ s_is_failed (json_t *job)
     return state && streq (state, "failed");
 }
 
+static void s_begin (gw_relay_t *self, gw_call_t *call);
+
+/* GET /v1/jobs: the broker's list, or (a client token) the token's jobs in it. */
+static void
+s_list (gw_call_t *call, json_t *body)
+{
+    json_t *jobs = json_array ();
+    int64_t limit = call->limit ? call->limit : GW_LIST_DEFAULT;
+    size_t i;
+    json_t *job;
+    json_array_foreach (json_object_get (body, "jobs"), i, job) {
+        if ((int64_t) json_array_size (jobs) >= limit) {
+            break;
+        }
+        if (call->admin || gw_owner_is (job, call->token)) {
+            json_array_append_new (jobs, s_job_out (call, job));
+        }
+    }
+    gw_call_reply (call, 200, json_pack ("{s:o}", "jobs", jobs));
+}
+
 static void
 s_on_reply (gw_relay_t *self, gw_call_t *call, const char *command, json_t *body)
 {
+    if (call->submitted) {
+        s_open_submitted (self, call, command, body);
+    }
     if (call->gone) {
         /* A chat whose client left before its SUBMIT reply: the job goes now. */
         if (call->stage == S_SUBMIT && streq (command, "SUBMIT")) {
@@ -411,6 +573,14 @@ s_on_reply (gw_relay_t *self, gw_call_t *call, const char *command, json_t *body
     char message[64];
     snprintf (message, sizeof message, "no job %lld", (long long) call->id);
     switch (call->stage) {
+    case S_OWNER:
+        /* Another token's job is answered as one that does not exist: no hint either way. */
+        if (!job || !gw_owner_is (job, call->token)) {
+            gw_call_error (call, 404, "NOT_FOUND", NULL, "%s", message);
+            break;
+        }
+        s_begin (self, call);
+        return;
     case S_REPLY:
         if (call->op == GW_OP_HEALTH) {
             gw_call_reply (call, 200, json_pack ("{s:s, s:s, s:O}", "status", "ok", "broker",
@@ -429,12 +599,14 @@ s_on_reply (gw_relay_t *self, gw_call_t *call, const char *command, json_t *body
             }
         } else if (call->op == GW_OP_CANCEL) {
             if (job) {
-                gw_call_reply (call, 200, json_incref (job));
+                gw_call_reply (call, 200, s_job_out (call, job));
             } else {
                 gw_call_error (call, 404, "NOT_FOUND", NULL, "%s", message);
             }
         } else if (call->op == GW_OP_MODELS) {
             s_models (call, json_object_get (body, "nodes"));
+        } else if (call->op == GW_OP_LIST) {
+            s_list (call, body);
         } else {
             s_reply_body (call, 200, body);
         }
@@ -450,11 +622,11 @@ s_on_reply (gw_relay_t *self, gw_call_t *call, const char *command, json_t *body
                     json_pack ("{s:I}", "id", (json_int_t) call->id));
             return;
         } else {
-            gw_call_reply (call, 200, json_incref (job));
+            gw_call_reply (call, 200, s_job_out (call, job));
         }
         break;
     case S_RESULT: {
-        json_t *whole = json_copy (call->finished);
+        json_t *whole = s_job_out (call, call->finished);
         json_object_set (whole, "attempts_detail",
                          json_object_get (json_object_get (body, "job"), "attempts_detail"));
         gw_call_reply (call, 200, whole);
@@ -467,7 +639,9 @@ s_on_reply (gw_relay_t *self, gw_call_t *call, const char *command, json_t *body
         }
         gw_call_stream_open (call);
         call->state_sent = true;
-        char *state = s_event ("state", -1, job);
+        json_t *shown = s_job_out (call, job);
+        char *state = s_event ("state", -1, shown);
+        json_decref (shown);
         bool written = state && gw_call_stream_write (call, state) &&
                        (!call->held || gw_call_stream_write (call, call->held));
         free (state);
@@ -550,10 +724,13 @@ s_on_finished (gw_relay_t *self, json_t *body)
     size_t i;
     json_t *item;
     json_array_foreach (json_object_get (body, "jobs"), i, item) {
-        s_end_watch (self, json_integer_value (json_object_get (item, "id")), item);
+        int64_t id = json_integer_value (json_object_get (item, "id"));
+        s_end_watch (self, id, item);
+        s_open_end (self, id);
     }
     json_array_foreach (json_object_get (body, "missing"), i, item) {
         s_end_watch (self, json_integer_value (item), NULL);
+        s_open_end (self, json_integer_value (item));
     }
 }
 
@@ -576,10 +753,10 @@ s_on_partial (void *arg, int64_t id, int64_t seq, json_t *partial, int64_t dropp
 
 /* ---- Calls in ------------------------------------------------------------------------------ */
 
+/* The op's first broker request (after the owner's check, for a client token). */
 static void
-s_start (gw_relay_t *self, gw_call_t *call)
+s_begin (gw_relay_t *self, gw_call_t *call)
 {
-    call->handle = zlistx_add_end (self->calls, call); /* the reference posted with it */
     json_t *ids = json_pack ("{s:[I]}", "ids", (json_int_t) call->id);
     switch (call->op) {
     case GW_OP_HEALTH:
@@ -588,7 +765,19 @@ s_start (gw_relay_t *self, gw_call_t *call)
     case GW_OP_SUBMIT: {
         json_t *jobs = call->batch ? json_incref (json_object_get (call->body, "jobs"))
                                    : json_pack ("[O]", call->body);
-        s_send (self, call, S_REPLY, "SUBMIT", json_pack ("{s:o}", "jobs", jobs));
+        if (!s_open_take (self, call, (int64_t) json_array_size (jobs))) {
+            json_decref (jobs);
+            s_finish (self, call);
+            break;
+        }
+        json_t *submit = json_pack ("{s:o}", "jobs", jobs);
+        if (call->submitted) {
+            /* Counted: FINISHED says when each ends (brief, no partials: the gateway's own). */
+            json_object_set_new (submit, "watch", json_true ());
+            json_object_set_new (submit, "brief", json_true ());
+            json_object_set_new (submit, "partials", json_false ());
+        }
+        s_send (self, call, S_REPLY, "SUBMIT", submit);
         break;
     }
     case GW_OP_STATUS:
@@ -605,7 +794,9 @@ s_start (gw_relay_t *self, gw_call_t *call)
         if (*call->state) {
             json_object_set_new (body, "state", json_string (call->state));
         }
-        if (call->limit) {
+        if (!call->admin) {
+            json_object_set_new (body, "limit", json_integer (GQ_MAX_IDS)); /* filtered here */
+        } else if (call->limit) {
             json_object_set_new (body, "limit", json_integer (call->limit));
         }
         s_send (self, call, S_REPLY, "JOBS", body);
@@ -637,6 +828,19 @@ s_start (gw_relay_t *self, gw_call_t *call)
         break;
     }
     json_decref (ids);
+}
+
+static void
+s_start (gw_relay_t *self, gw_call_t *call)
+{
+    call->handle = zlistx_add_end (self->calls, call); /* the reference posted with it */
+    bool about_a_job = call->op == GW_OP_STATUS || call->op == GW_OP_CANCEL ||
+                       call->op == GW_OP_EXPLAIN || call->op == GW_OP_EVENTS;
+    if (about_a_job && !call->admin) {
+        s_send (self, call, S_OWNER, "STATUS", json_pack ("{s:[I]}", "ids", (json_int_t) call->id));
+    } else {
+        s_begin (self, call);
+    }
 }
 
 /* The HTTP side let go of call: a chat or completion still running is cancelled. */
@@ -671,6 +875,8 @@ s_cron (gw_relay_t *self)
                 s_send (self, call, S_STATUS, "STATUS",
                         json_pack ("{s:[I]}", "ids", (json_int_t) call->id));
             } else {
+                s_count_add (self, call->token, -call->submitted); /* its jobs go uncounted */
+                call->submitted = 0;
                 gw_call_error (call, 504, "timeout", NULL, "the broker did not answer within %d ms",
                                gq_client_timeout (self->client));
                 s_finish (self, call);
@@ -681,6 +887,10 @@ s_cron (gw_relay_t *self)
             gw_call_abort (call); /* the HTTP side ends it, then says it is gone */
         }
         call = next;
+    }
+    if (self->opts.max_queued && now >= self->recheck_us) {
+        s_open_recheck (self);
+        self->recheck_us = now + GW_OPEN_RECHECK_MS * 1000LL;
     }
 }
 
@@ -725,6 +935,9 @@ s_actor (zsock_t *pipe, void *args)
     self->calls = zlistx_new ();
     self->by_req = zhashx_new ();
     self->watches = zhashx_new ();
+    self->open = zhashx_new ();
+    zhashx_set_destructor (self->open, (zhashx_destructor_fn *) zstr_free);
+    self->counts = zhashx_new ();
     zsock_signal (pipe, 0);
     zsock_t *broker = gq_client_socket (self->client);
     zpoller_t *poller = zpoller_new (pipe, self->pull, broker, NULL);
@@ -748,6 +961,9 @@ s_actor (zsock_t *pipe, void *args)
                 gw_call_t *call = (gw_call_t *) zhashx_lookup (self->by_req, s_key (key, req));
                 if (streq (command, "FINISHED")) {
                     s_on_finished (self, body);
+                } else if (req && req == self->recheck_req) {
+                    self->recheck_req = 0;
+                    s_open_rechecked (self, body);
                 } else if (call) {
                     zhashx_delete (self->by_req, key);
                     call->req = 0;
@@ -780,6 +996,8 @@ s_actor (zsock_t *pipe, void *args)
         zlistx_destroy (&list);
     }
     zhashx_destroy (&self->watches);
+    zhashx_destroy (&self->open);
+    zhashx_destroy (&self->counts);
     zhashx_destroy (&self->by_req);
     zlistx_destroy (&self->calls);
     json_decref (self->nodes);

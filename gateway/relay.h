@@ -12,6 +12,7 @@ typedef struct {
     gq_client_opts_t client;         /* broker endpoint, CURVE keys, reply timeout */
     char chat_kind[GQ_KIND_MAX];     /* the job kind of /v1/chat/completions */
     char completion_kind[GQ_KIND_MAX]; /* the job kind of /v1/completions */
+    int64_t max_queued;              /* jobs of one token that have not ended, at most; 0: no cap */
 } gw_relay_opts_t;
 
 /* Starts the relay thread, which connects to the broker. NULL with a reason in why. */
