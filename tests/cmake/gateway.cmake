@@ -20,3 +20,12 @@ GQ_OPENAI_SERVER=${dir}/openai_server.py;GQ_OPENAI_JS=${dir}/openai_client.mjs;\
 GQ_NODE_DIR=${CMAKE_BINARY_DIR}/node")
   endforeach()
 endif()
+# integration_gateway_auth: bearer tokens, roles, ownership, --rate, --max-queued, timeouts
+# (tests/test_gateway_auth.c: curl and three gateways before one broker).
+if(TARGET gridq-gateway)
+  add_executable(integration_gateway_auth ${CMAKE_CURRENT_SOURCE_DIR}/test_gateway_auth.c)
+  target_link_libraries(integration_gateway_auth PRIVATE gq_harness)
+  add_test(NAME integration_gateway_auth COMMAND integration_gateway_auth)
+  set_tests_properties(integration_gateway_auth PROPERTIES TIMEOUT 120 SKIP_RETURN_CODE 77
+                       ENVIRONMENT "GQ_BIN=${CMAKE_BINARY_DIR}/bin")
+endif()
