@@ -108,7 +108,13 @@ gw_call_error (gw_call_t *self, unsigned status, const char *code, const char *f
     va_start (args, format);
     vsnprintf (message, sizeof message, format, args);
     va_end (args);
-    json_t *error = json_pack ("{s:s}", "message", message);
+    /* A message that quotes the client's bytes (a path, a header) may not be UTF-8: those
+       bytes become '?', so that the answer is JSON still (a 4xx, never a 500). */
+    json_t *text = json_string (message);
+    for (char *byte = message; !text && *byte; byte++) {
+        *byte = (unsigned char) *byte >= 0x80 ? '?' : *byte;
+    }
+    json_t *error = json_pack ("{s:o}", "message", text ? text : json_string (message));
     if (self->openai) {
         json_object_set_new (error, "type", json_string (s_openai_type (status)));
         json_object_set_new (error, "param", field ? json_string (field) : json_null ());
