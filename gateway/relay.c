@@ -234,7 +234,8 @@ s_open_recheck (gw_relay_t *self)
     json_t *ids = json_array ();
     for (void *name = zhashx_first (self->open); name && json_array_size (ids) < GQ_MAX_IDS;
          name = zhashx_next (self->open)) {
-        json_array_append_new (ids, json_integer (atoll ((const char *) zhashx_cursor (self->open))));
+        const char *key = (const char *) zhashx_cursor (self->open);
+        json_array_append_new (ids, json_integer (atoll (key)));
     }
     int64_t req = gq_client_send (self->client, "STATUS", json_pack ("{s:o}", "ids", ids));
     self->recheck_req = req > 0 ? req : 0;
