@@ -468,6 +468,37 @@ h_node (gq_client_t *client, const char *name)
     return found;
 }
 
+void
+h_seen_reset (h_seen_t *seen)
+{
+    json_decref (seen->partials);
+    memset (seen, 0, sizeof *seen);
+    seen->partials = json_array ();
+    seen->at_finish = -1;
+}
+
+void
+h_on_partial (void *arg, int64_t id, int64_t seq, json_t *partial, int64_t dropped)
+{
+    h_seen_t *seen = (h_seen_t *) arg;
+    (void) id;
+    CHECK_EQ (dropped, 0);
+    if (seen->n < 64) {
+        seen->seqs[seen->n] = seq;
+    }
+    json_array_append (seen->partials, partial);
+    seen->n++;
+}
+
+int
+h_on_finished (void *arg, json_t *job)
+{
+    h_seen_t *seen = (h_seen_t *) arg;
+    snprintf (seen->state, sizeof seen->state, "%s", h_str (job, "state"));
+    seen->at_finish = seen->n;
+    return 0;
+}
+
 zsock_t *
 h_fake_broker (void)
 {

@@ -103,6 +103,24 @@ json_t *h_result (gq_client_t *client, int64_t id);
 bool h_running_on (gq_client_t *client, int64_t id, char *node, char *other);
 /* The node called name as NODES reports it (new reference), or NULL. */
 json_t *h_node (gq_client_t *client, const char *name);
+/* ---- Partials through the C API ---- */
+/* What the partial and FINISHED callbacks below saw of one job: clear it with h_seen_reset,
+   then gq_client_set_partial_fn (client, h_on_partial, &seen) and gq_client_wait (..,
+   h_on_finished, &seen). */
+typedef struct {
+    int64_t seqs[64];  /* seq of each partial, in arrival order (the first 64) */
+    json_t *partials;  /* every partial, in arrival order */
+    int n;             /* partials seen */
+    int at_finish;     /* partials seen when FINISHED came, -1 before */
+    char state[16];    /* the job's state in its FINISHED */
+} h_seen_t;
+/* Empties seen (its partials freed). */
+void h_seen_reset (h_seen_t *seen);
+/* gq_client_partial_fn recording into an h_seen_t (arg); fails the test on a dropped partial. */
+void h_on_partial (void *arg, int64_t id, int64_t seq, json_t *partial, int64_t dropped);
+/* gq_client_wait's callback recording the FINISHED into an h_seen_t (arg). */
+int h_on_finished (void *arg, json_t *job);
+
 /* ---- A fake broker: a raw ROUTER socket that a real worker talks to (tests of the worker's
    own behaviour, exact because the test decides every broker message) ---- */
 /* The fake broker's socket, bound to h_endpoint (). */

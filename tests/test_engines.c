@@ -297,38 +297,6 @@ s_test_mlp (gq_client_t *client)
 
 /* ---- torch_generate.py ---------------------------------------------------------------------- */
 
-/* What the C API's partial callback saw of one job. */
-typedef struct {
-    int64_t seqs[64];  /* seq of each partial, in arrival order */
-    int64_t index[64]; /* its "index" */
-    char text[65];     /* its tokens */
-    int n;             /* partials seen */
-    int at_finish;     /* partials seen when FINISHED came, -1 before */
-} s_seen_t;
-
-static void
-s_on_partial (void *arg, int64_t id, int64_t seq, json_t *partial, int64_t dropped)
-{
-    s_seen_t *seen = (s_seen_t *) arg;
-    (void) id;
-    CHECK_EQ (dropped, 0);
-    CHECK_EQ (strlen (h_str (partial, "token")), 1);
-    if (seen->n < 64) {
-        seen->seqs[seen->n] = seq;
-        seen->index[seen->n] = h_int (partial, "index");
-        seen->text[seen->n] = h_str (partial, "token")[0];
-    }
-    seen->n++;
-}
-
-static int
-s_on_finished (void *arg, json_t *job)
-{
-    s_seen_t *seen = (s_seen_t *) arg;
-    CHECK_STR (h_str (job, "state"), "done");
-    seen->at_finish = seen->n;
-    return 0;
-}
 
 /* One line of gridq's stdout, parsed; NULL at end of file. */
 static json_t *
@@ -380,24 +348,31 @@ s_test_generate (gq_client_t *client)
 
     /* (1) The C API: 24 partials, seq and index 0..23 in order, before FINISHED; they spell
        the result's text, which the other worker's engine gives too. */
-    s_seen_t seen = {.at_finish = -1};
-    gq_client_set_partial_fn (client, s_on_partial, &seen);
+    h_seen_t seen = {0};
+    h_seen_reset (&seen);
+    gq_client_set_partial_fn (client, h_on_partial, &seen);
     json_t *jobs = json_pack ("[{s:s, s:s, s:i, s:{s:s, s:i}}]", "kind", "generate", "model",
                               "tiny-a", "max_attempts", 1, "payload", "prompt", "Hello",
                               "max_tokens", 24);
     int64_t id;
     CHECK_EQ (gq_client_submit (client, jobs, true, &id), GQ_OK);
     json_decref (jobs);
-    CHECK_EQ (gq_client_wait (client, &id, 1, 60000, s_on_finished, &seen), GQ_OK);
+    CHECK_EQ (gq_client_wait (client, &id, 1, 60000, h_on_finished, &seen), GQ_OK);
     gq_client_set_partial_fn (client, NULL, NULL);
+    CHECK_STR (seen.state, "done");
     CHECK_EQ (seen.at_finish, 24);
+    char spelt[25] = ""; /* the tokens, one character each */
     for (int i = 0; i < 24; i++) {
+        json_t *partial = json_array_get (seen.partials, (size_t) i);
         CHECK_EQ (seen.seqs[i], i);
-        CHECK_EQ (seen.index[i], i);
+        CHECK_EQ (h_int (partial, "index"), i);
+        CHECK_EQ (strlen (h_str (partial, "token")), 1);
+        spelt[i] = h_str (partial, "token")[0];
     }
+    json_decref (seen.partials);
     json_t *job = s_ended (client, id, "done");
     json_t *result = json_object_get (job, "result");
-    CHECK_STR (h_str (result, "text"), seen.text);
+    CHECK_STR (h_str (result, "text"), spelt);
     CHECK_STR (h_str (result, "model"), "tiny-a");
     CHECK_EQ (h_int (json_object_get (result, "usage"), "completion_tokens"), 24);
     CHECK_EQ (h_int (json_object_get (result, "usage"), "total_tokens"), 29);
@@ -406,8 +381,8 @@ s_test_generate (gq_client_t *client)
     int64_t other = h_submit_payload (client, "generate", "tiny-b",
                                       json_pack ("{s:s, s:i}", "prompt", "Hello", "max_tokens", 24),
                                       1);
-    CHECK_STR (s_text (client, other), seen.text);
-    json_t *spelled = json_string (seen.text);
+    CHECK_STR (s_text (client, other), spelt);
+    json_t *spelled = json_string (spelt);
     char *quoted = json_dumps (spelled, JSON_ENCODE_ANY);
     printf ("engines_generate: 24 partials in order before the end, spelling %s\n", quoted);
     free (quoted);
@@ -457,7 +432,7 @@ s_test_generate (gq_client_t *client)
     int64_t after = h_submit_payload (client, "generate", "tiny-a",
                                       json_pack ("{s:s, s:i}", "prompt", "Hello", "max_tokens", 24),
                                       1);
-    CHECK_STR (s_text (client, after), seen.text);
+    CHECK_STR (s_text (client, after), spelt);
     job = h_result (client, after);
     CHECK_EQ (h_int (json_object_get (job, "result"), "engine_pid"), pid_a);
     json_decref (job);

@@ -13,54 +13,43 @@
 
 #include "harness.h"
 
-/* What the C API's partial callback saw of one job. */
-typedef struct {
-    int64_t seqs[64];    /* seq of each partial, in arrival order */
-    char text[1024];     /* the chat deltas' content (or completion text), joined */
-    bool first_has_role; /* the first chunk's delta has role "assistant" */
-    bool usage_seen;     /* a chunk carried usage */
-    int n;               /* partials seen */
-    int at_finish;       /* partials seen when FINISHED came, -1 before */
-} s_seen_t;
-
+/* The chunks' text joined: chat deltas' content, or completions' text. */
 static void
-s_on_partial (void *arg, int64_t id, int64_t seq, json_t *partial, int64_t dropped)
+s_chunks_text (const h_seen_t *seen, char *text, size_t size)
 {
-    s_seen_t *seen = (s_seen_t *) arg;
-    (void) id;
-    CHECK_EQ (dropped, 0);
-    json_t *choice = json_array_get (json_object_get (partial, "choices"), 0);
-    json_t *delta = json_object_get (choice, "delta");
-    if (seen->n == 0) {
-        seen->first_has_role = streq (h_str (delta, "role"), "assistant");
+    text[0] = 0;
+    size_t i;
+    json_t *chunk;
+    json_array_foreach (seen->partials, i, chunk) {
+        json_t *choice = json_array_get (json_object_get (chunk, "choices"), 0);
+        json_t *delta = json_object_get (choice, "delta");
+        const char *piece = delta ? json_string_value (json_object_get (delta, "content"))
+                                  : json_string_value (json_object_get (choice, "text"));
+        size_t len = strlen (text);
+        snprintf (text + len, size - len, "%s", piece ? piece : "");
     }
-    if (seen->n < 64) {
-        seen->seqs[seen->n] = seq;
-    }
-    const char *piece = delta ? json_string_value (json_object_get (delta, "content"))
-                              : json_string_value (json_object_get (choice, "text"));
-    size_t len = strlen (seen->text);
-    snprintf (seen->text + len, sizeof seen->text - len, "%s", piece ? piece : "");
-    seen->usage_seen |= json_is_object (json_object_get (partial, "usage"));
-    seen->n++;
 }
 
-static int
-s_on_finished (void *arg, json_t *job)
+/* Whether some chunk carried usage. */
+static bool
+s_chunks_usage (const h_seen_t *seen)
 {
-    (void) job;
-    ((s_seen_t *) arg)->at_finish = ((s_seen_t *) arg)->n;
-    return 0;
+    bool usage = false;
+    size_t i;
+    json_t *chunk;
+    json_array_foreach (seen->partials, i, chunk) {
+        usage |= json_is_object (json_object_get (chunk, "usage"));
+    }
+    return usage;
 }
 
 /* Submits one job watched through the partial callback, waits for its end, and returns its
    RESULT job (new reference). */
 static json_t *
-s_run (gq_client_t *client, s_seen_t *seen, const char *kind, const char *model, json_t *payload)
+s_run (gq_client_t *client, h_seen_t *seen, const char *kind, const char *model, json_t *payload)
 {
-    memset (seen, 0, sizeof *seen);
-    seen->at_finish = -1;
-    gq_client_set_partial_fn (client, s_on_partial, seen);
+    h_seen_reset (seen);
+    gq_client_set_partial_fn (client, h_on_partial, seen);
     json_t *jobs = json_pack ("[{s:s, s:o, s:i}]", "kind", kind, "payload", payload,
                               "max_attempts", 1);
     if (model) {
@@ -69,7 +58,7 @@ s_run (gq_client_t *client, s_seen_t *seen, const char *kind, const char *model,
     int64_t id;
     CHECK_EQ (gq_client_submit (client, jobs, true, &id), GQ_OK);
     json_decref (jobs);
-    CHECK_EQ (gq_client_wait (client, &id, 1, 30000, s_on_finished, seen), GQ_OK);
+    CHECK_EQ (gq_client_wait (client, &id, 1, 30000, h_on_finished, seen), GQ_OK);
     gq_client_set_partial_fn (client, NULL, NULL);
     return h_result (client, id);
 }
@@ -152,7 +141,8 @@ main (void)
     /* (b) Chat on wv: the partials are the chunks (role chunk first, then the words, then the
        finish chunk and the usage chunk), in order, before FINISHED; the result is the whole
        chat.completion. */
-    s_seen_t seen;
+    h_seen_t seen = {0};
+    char joined[1024];
     json_t *job = s_run (client, &seen, "chat", "tiny-llm",
                          json_pack ("{s:[{s:s, s:s}]}", "messages", "role", "user", "content",
                                     "alpha beta gamma"));
@@ -163,9 +153,12 @@ main (void)
     for (int i = 0; i < seen.n; i++) {
         CHECK_EQ (seen.seqs[i], i);
     }
-    CHECK (seen.first_has_role);
-    CHECK (seen.usage_seen);
-    CHECK_STR (seen.text, "gamma beta alpha");
+    json_t *first = json_array_get (json_object_get (json_array_get (seen.partials, 0), "choices"),
+                                    0);
+    CHECK_STR (h_str (json_object_get (first, "delta"), "role"), "assistant");
+    CHECK (s_chunks_usage (&seen));
+    s_chunks_text (&seen, joined, sizeof joined);
+    CHECK_STR (joined, "gamma beta alpha");
     json_t *result = json_object_get (job, "result");
     CHECK_STR (h_str (result, "object"), "chat.completion");
     CHECK_STR (h_str (result, "model"), "tiny-llm");
@@ -190,7 +183,8 @@ main (void)
     choice = json_array_get (json_object_get (result, "choices"), 0);
     CHECK_STR (h_str (choice, "text"), "four three");
     CHECK_STR (h_str (choice, "finish_reason"), "length");
-    CHECK_STR (seen.text, "four three");
+    s_chunks_text (&seen, joined, sizeof joined);
+    CHECK_STR (joined, "four three");
     json_decref (job);
     const char *path[] = {"vllm", "\"path\": \"/v1/completions\", \"model\": \"tiny-llm\""};
     CHECK (s_events_have (path));
@@ -213,8 +207,8 @@ main (void)
 
     /* (e) Cancel mid-stream: 40 words at 100 ms each; once a word came, cancel; the server
        sees its client go away and stops generating, well before the 40th. */
-    memset (&seen, 0, sizeof seen);
-    gq_client_set_partial_fn (client, s_on_partial, &seen);
+    h_seen_reset (&seen);
+    gq_client_set_partial_fn (client, h_on_partial, &seen);
     char words[400] = "";
     for (int i = 0; i < 40; i++) {
         strcat (words, "w ");
@@ -276,6 +270,8 @@ main (void)
     json_decref (job);
     printf ("openai: wl stopped offering chat while its server was gone, and offers it again\n");
 
+    h_seen_reset (&seen);
+    json_decref (seen.partials);
     gq_client_destroy (&client);
     h_cleanup ();
     return 0;

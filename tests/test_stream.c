@@ -15,35 +15,6 @@
 #include "harness.h"
 
 /* What the C API's partial callback saw of one job. */
-typedef struct {
-    int64_t seqs[64]; /* seq of each partial, in arrival order */
-    int64_t is[64];   /* its "i" */
-    int n;            /* partials seen */
-    int at_finish;    /* partials seen when FINISHED came, -1 before */
-} s_seen_t;
-
-static void
-s_on_partial (void *arg, int64_t id, int64_t seq, json_t *partial, int64_t dropped)
-{
-    s_seen_t *seen = (s_seen_t *) arg;
-    (void) id;
-    CHECK_EQ (dropped, 0);
-    if (seen->n < 64) {
-        seen->seqs[seen->n] = seq;
-        seen->is[seen->n] = h_int (partial, "i");
-    }
-    seen->n++;
-}
-
-static int
-s_on_finished (void *arg, json_t *job)
-{
-    s_seen_t *seen = (s_seen_t *) arg;
-    CHECK_STR (h_str (job, "state"), "done");
-    seen->at_finish = seen->n;
-    return 0;
-}
-
 /* STATS "rejected". */
 static int64_t
 s_rejected (gq_client_t *client)
@@ -231,19 +202,22 @@ main (void)
 
     /* (b) The C API: a watched SUBMIT sees its 8 partials, seq 0..7 in order, all before
        FINISHED. */
-    s_seen_t seen = {.at_finish = -1};
-    gq_client_set_partial_fn (client, s_on_partial, &seen);
+    h_seen_t seen = {0};
+    h_seen_reset (&seen);
+    gq_client_set_partial_fn (client, h_on_partial, &seen);
     json_t *jobs = json_pack ("[{s:s, s:i, s:{s:i}}]", "kind", "stream", "max_attempts", 1,
                               "payload", "n", 8);
     int64_t id_b;
     CHECK_EQ (gq_client_submit (client, jobs, true, &id_b), GQ_OK);
     json_decref (jobs);
-    CHECK_EQ (gq_client_wait (client, &id_b, 1, 30000, s_on_finished, &seen), GQ_OK);
+    CHECK_EQ (gq_client_wait (client, &id_b, 1, 30000, h_on_finished, &seen), GQ_OK);
+    CHECK_STR (seen.state, "done");
     CHECK_EQ (seen.at_finish, 8);
     for (int i = 0; i < 8; i++) {
         CHECK_EQ (seen.seqs[i], i);
-        CHECK_EQ (seen.is[i], i);
+        CHECK_EQ (h_int (json_array_get (seen.partials, (size_t) i), "i"), i);
     }
+    json_decref (seen.partials);
     gq_client_set_partial_fn (client, NULL, NULL);
 
     /* (c) A raw worker registers, then sends bad PARTIALs: for a job that runs on ws, for no
