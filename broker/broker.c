@@ -125,6 +125,9 @@ gq_broker_job_free (gq_broker_t *self, gq_job_t **job_p)
     if (!job) {
         return;
     }
+    if (self->affinity_of && zhashx_size (self->affinity_of)) {
+        zhashx_delete (self->affinity_of, GQ_ID_KEY (job->id));
+    }
     gq_watch_drop_job (self, job);
     if (job->blobs) {
         zlist_t *blobs = (zlist_t *) job->blobs;
@@ -388,6 +391,14 @@ s_on_cron (zloop_t *loop, int timer_id, void *arg)
 
 /* ---- Construction -------------------------------------------------------------------------- */
 
+/* zhashx destructor of malloc'd text. */
+static void
+s_free_text (void **item)
+{
+    free (*item);
+    *item = NULL;
+}
+
 gq_broker_t *
 gq_broker_new (const gq_broker_opts_t *opts, char *why, size_t whylen)
 {
@@ -420,6 +431,8 @@ gq_broker_new (const gq_broker_opts_t *opts, char *why, size_t whylen)
     self->ended = zhashx_new ();
     self->waits = zhashx_new ();
     self->children = zhashx_new ();
+    self->affinity_of = zhashx_new ();
+    self->affinity_node = zhashx_new ();
     self->by_connection = zhashx_new ();
     self->replies = zlist_new ();
     self->inflight = zlist_new ();
@@ -435,7 +448,7 @@ gq_broker_new (const gq_broker_opts_t *opts, char *why, size_t whylen)
     self->dirty_workers = zlist_new ();
     self->placed = (gq_dispatch_t *) calloc (GQ_DISPATCH_BATCH_JOBS, sizeof *self->placed);
     if (!self->matcher || !self->queue || !self->jobs || !self->ended || !self->waits ||
-        !self->children || !self->placed ||
+        !self->children || !self->affinity_of || !self->affinity_node || !self->placed ||
         !self->inflight || !self->idem_pending || !self->pending || !self->awaiting) {
         snprintf (why, whylen, "out of memory");
         gq_broker_destroy (&self);
@@ -443,7 +456,9 @@ gq_broker_new (const gq_broker_opts_t *opts, char *why, size_t whylen)
     }
     self->sched =
         gq_sched_new (self->queue, self->matcher, opts->backfill_window, opts->reserve_after_ms);
-    zhashx_t *by_id[] = {self->jobs, self->ended, self->waits, self->children};
+    gq_sched_set_prefer (self->sched, gq_dispatch_preferred, self, opts->weights.affinity);
+    zhashx_set_destructor (self->affinity_of, s_free_text);
+    zhashx_t *by_id[] = {self->jobs, self->ended, self->waits, self->children, self->affinity_of};
     for (size_t t = 0; t < sizeof by_id / sizeof by_id[0]; t++) {
         zhashx_set_key_hasher (by_id[t], s_id_hash);
         zhashx_set_key_comparator (by_id[t], s_id_compare);
@@ -591,6 +606,8 @@ gq_broker_destroy (gq_broker_t **self_p)
     zlist_destroy (&self->replies);
     gq_pending_destroy (self, &self->pending);
     zhashx_destroy (&self->ended); /* its jobs were freed with the batches that held them */
+    zhashx_destroy (&self->affinity_of);
+    zhashx_destroy (&self->affinity_node);
     zhashx_destroy (&self->idem_pending);
     free (self->runs);
     gq_awaited_t *awaited;

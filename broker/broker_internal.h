@@ -190,6 +190,10 @@ struct _gq_broker_t {
     size_t runs_head, runs_count, runs_size; /* the ring's first entry, entries, allocated */
     int64_t counts[GQ_JOB_STATES];   /* jobs per state (queued/running from memory) */
     int64_t recalled;          /* prefetched jobs taken back unstarted (counter) */
+    zhashx_t *affinity_of;     /* job id -> its affinity key (malloc'd text), for the jobs in
+                                  memory that have one (not stored: a hint, lost at restart) */
+    zhashx_t *affinity_node;   /* affinity key -> 1 + the node that ran its last job; emptied
+                                  when it would pass GQ_AFFINITY_KEYS (a cache of hints) */
     size_t recall_cursor;      /* the worker gq_workers_recall starts at (its budget ran out
                                   there last tick) */
     int64_t rejected;                /* bad messages dropped or answered with ERROR */
@@ -323,6 +327,9 @@ void gq_deps_destroy (gq_broker_t *self);
 
 /* Places queued jobs on nodes and sends each worker its JOB messages of this turn. */
 void gq_dispatch_turn (gq_broker_t *self);
+/* gq_sched_prefer_fn (arg: the broker): the node that ran the last job of job's affinity key,
+   or -1. */
+int32_t gq_dispatch_preferred (void *arg, const gq_job_t *job);
 /* A run of job starts now (dispatched, or taken back from a worker that registered again). */
 void gq_dispatch_started (gq_broker_t *self, gq_job_t *job, int64_t now_ms);
 /* Cron: runs that have lasted GQ_RUN_RECORD_AFTER_MS are recorded "running", so that a broker

@@ -68,6 +68,33 @@ gq_dispatch_record_runs (gq_broker_t *self, int64_t now_mono_ms)
     }
 }
 
+int32_t
+gq_dispatch_preferred (void *arg, const gq_job_t *job)
+{
+    gq_broker_t *self = (gq_broker_t *) arg;
+    if (!zhashx_size (self->affinity_of)) {
+        return -1; /* no job in memory has a key: nothing to look up */
+    }
+    const char *key = (const char *) zhashx_lookup (self->affinity_of, GQ_ID_KEY (job->id));
+    void *node = key ? zhashx_lookup (self->affinity_node, key) : NULL;
+    return node ? (int32_t) ((intptr_t) node - 1) : -1;
+}
+
+/* Job (of an affinity key) was placed on node: the next of its key prefers it. */
+static void
+s_affinity_placed (gq_broker_t *self, const gq_job_t *job, int32_t node)
+{
+    const char *key = (const char *) zhashx_lookup (self->affinity_of, GQ_ID_KEY (job->id));
+    if (!key) {
+        return;
+    }
+    if (zhashx_size (self->affinity_node) >= GQ_AFFINITY_KEYS &&
+        !zhashx_lookup (self->affinity_node, key)) {
+        zhashx_purge (self->affinity_node); /* hints only: start afresh rather than grow */
+    }
+    zhashx_update (self->affinity_node, key, (void *) (intptr_t) (node + 1));
+}
+
 /* Places queued jobs on nodes and appends them to each worker's JOB message of this turn. */
 void
 gq_dispatch_turn (gq_broker_t *self)
@@ -92,6 +119,9 @@ gq_dispatch_turn (gq_broker_t *self)
             job->attempts++;
             gq_dispatch_started (self, job, now_ms);
             gq_workers_running_link (worker, job);
+            if (zhashx_size (self->affinity_of)) {
+                s_affinity_placed (self, job, self->placed[i].node);
+            }
             if (job->blobs) {
                 /* Jobs with blobs travel alone: frames are counted per message. */
                 char head[200];

@@ -275,6 +275,13 @@ gq_intake_submit (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
             rc = GQ_ENOMEM;
             break;
         }
+        char *affinity = spec->affinity ? strdup (spec->affinity) : NULL;
+        if (spec->affinity &&
+            (!affinity || zhashx_insert (self->affinity_of, GQ_ID_KEY (job->id), affinity))) {
+            free (affinity);
+            rc = GQ_ENOMEM;
+            break;
+        }
         if (spec->idem && (!(job->idem = strdup (spec->idem)) ||
                            zhashx_insert (self->idem_pending, spec->idem,
                                           (void *) (intptr_t) job->id))) {

@@ -368,6 +368,10 @@ gq_filter_name (int verdict)
       reliability 0.2  a node failing half its jobs loses 0.1: as much as 0.4 of compute.
       load 0.1  prefers emptier nodes among equals (fit already packs partly used ones).
       latency 0.05  1/(1 + rtt/10 ms): LAN vs WAN is worth ~0.04, a tie-breaker.
+      affinity 0.5  not a term: a bonus sched.c adds to the node that ran the last job of the
+                same affinity key (an LLM conversation: its KV cache is likely still there),
+                when that node has a free slot. Less than warm: a cold model elsewhere costs more
+                than a recomputed prefix; more than load and latency together.
 
     A job that asks for no VRAM needs no GPU at all: its fit is 1 - vram_free / (the fleet's
     largest vram_total), so it goes to the smallest card, a CPU-only box first, and leaves GPUs
@@ -383,6 +387,7 @@ gq_weights_default (gq_weights_t *w)
     w->load = 0.1;
     w->latency = 0.05;
     w->reliability = 0.2;
+    w->affinity = 0.5;
 }
 
 /* The job-independent terms of a node. */
@@ -816,8 +821,8 @@ s_refresh (gq_matcher_t *self)
 static void
 s_weights_sanitise (gq_weights_t *w)
 {
-    double *v[] = {&w->fit, &w->compute, &w->cost, &w->warm,
-                   &w->load, &w->latency, &w->reliability};
+    double *v[] = {&w->fit,     &w->compute,     &w->cost,    &w->warm,
+                   &w->load,    &w->latency,     &w->reliability, &w->affinity};
     for (size_t k = 0; k < sizeof v / sizeof v[0]; k++) {
         /* The bounds assume weights >= 0; NaN or infinity would break every order. */
         if (!(*v[k] >= 0)) {

@@ -54,7 +54,8 @@ gq_broker_opts_load (gq_broker_opts_t *opts, const char *path, char *why, size_t
                  {"warm", &opts->weights.warm},
                  {"load", &opts->weights.load},
                  {"latency", &opts->weights.latency},
-                 {"reliability", &opts->weights.reliability}};
+                 {"reliability", &opts->weights.reliability},
+                 {"affinity", &opts->weights.affinity}};
     for (size_t i = 0; weights && i < sizeof terms / sizeof terms[0]; i++) {
         if (gq_json_num (weights, terms[i].name, 0, 100, *terms[i].value, terms[i].value, field,
                          sizeof field)) {

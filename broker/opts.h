@@ -29,6 +29,8 @@ typedef struct {
     double load;        /* free slots over slots */
     double latency;     /* low heartbeat round trip */
     double reliability; /* recent success ratio */
+    double affinity;    /* a bonus, not a term: the node that ran the last job of the same
+                           affinity key gains this much, when it has a free slot (sched.c) */
 } gq_weights_t;
 
 typedef struct {

@@ -389,6 +389,10 @@ gq_queries_explain (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
         return;
     }
     size_t n = gq_matcher_explain (self->matcher, job, now_ms, rows, total);
+    /* The placement as dispatch makes it: the matcher's pick, or the job's preferred node
+       (affinity) with its bonus (sched.c). */
+    int32_t preferred = -1;
+    int32_t best = gq_sched_pick (self->sched, job, now_ms, &preferred);
     json_t *nodes = json_array ();
     for (size_t i = 0; i < n && i < total; i++) {
         json_t *row = json_pack ("{s:s, s:s, s:s}", "node",
@@ -401,11 +405,14 @@ gq_queries_explain (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
                                             s->fit, "compute", s->compute, "cost", s->cost, "warm",
                                             s->warm, "load", s->load, "latency", s->latency,
                                             "reliability", s->reliability, "total", s->total));
+            if (rows[i].node == preferred) {
+                json_object_set_new (json_object_get (row, "score"), "affinity",
+                                     json_real (self->opts.weights.affinity));
+            }
         }
         json_array_append_new (nodes, row);
     }
     free (rows);
-    int32_t best = gq_matcher_pick (self->matcher, job, now_ms);
     char hint[300] = "";
     if (best < 0) {
         gq_matcher_hint (self->matcher, job, now_ms, hint, sizeof hint);
@@ -422,6 +429,16 @@ gq_queries_explain (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
         /* Prefetched: placed on its node, waiting there for a slot. */
         json_object_set_new (body, "prefetched",
                              json_pack ("{s:s, s:i}", "node", ran_on, "ahead", ahead));
+    }
+    const char *key = stored ? NULL
+                             : (const char *) zhashx_lookup (self->affinity_of, GQ_ID_KEY (id));
+    if (key) {
+        /* Its affinity key, and the node that ran the last job of that key (null: none yet). */
+        json_object_set_new (body, "affinity",
+                             json_pack ("{s:s, s:s?, s:f}", "key", key, "node",
+                                        preferred >= 0 ? gq_broker_node_name (self, preferred)
+                                                       : NULL,
+                                        "bonus", self->opts.weights.affinity));
     }
     json_t *waiting_for = stored ? NULL : gq_deps_explain (self, job);
     if (waiting_for) {

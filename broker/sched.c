@@ -46,6 +46,9 @@ struct _gq_sched_t {
     int64_t miss_job;         /* a job for which no node could be reserved, 0 for none */
     int64_t miss_ms;          /* when that was found */
     size_t miss_nodes;        /* how many nodes the matcher had then */
+    gq_sched_prefer_fn *prefer; /* the node a job prefers (affinity), or NULL */
+    void *prefer_arg;         /* prefer's first argument */
+    double prefer_bonus;      /* what the preferred node's score gains */
 };
 
 gq_sched_t *
@@ -124,6 +127,39 @@ s_reserve_for (gq_sched_t *self, gq_job_t *job, int64_t now_ms)
     }
 }
 
+void
+gq_sched_set_prefer (gq_sched_t *self, gq_sched_prefer_fn *fn, void *arg, double bonus)
+{
+    self->prefer = fn;
+    self->prefer_arg = arg;
+    self->prefer_bonus = bonus > 0 ? bonus : 0;
+}
+
+int32_t
+gq_sched_pick (gq_sched_t *self, const gq_job_t *job, int64_t now_ms, int32_t *preferred)
+{
+    int32_t best = gq_matcher_pick (self->matcher, job, now_ms);
+    int32_t want = self->prefer ? self->prefer (self->prefer_arg, job) : -1;
+    if (preferred) {
+        *preferred = want;
+    }
+    if (want < 0 || want == best || best < 0) {
+        return best; /* no node can take it now, so the preferred one cannot either */
+    }
+    /* The bonus is bounded, and never goes to a node that cannot run the job (every filter,
+       reservations included) or whose slots are all taken (prefetched jobs would wait there):
+       then the matcher's choice stands. The answer is the best of (every node's score, the
+       preferred one's plus the bonus), as if the bonus were a term of that node alone. */
+    gq_score_t pref, top;
+    const gq_node_t *node = gq_matcher_node (self->matcher, want);
+    if (!node || node->running >= node->slots ||
+        gq_matcher_score (self->matcher, want, job, now_ms, &pref, NULL, 0) != GQ_FILTER_OK ||
+        gq_matcher_score (self->matcher, best, job, now_ms, &top, NULL, 0) != GQ_FILTER_OK) {
+        return best;
+    }
+    return pref.total + self->prefer_bonus > top.total ? want : best;
+}
+
 size_t
 gq_sched_run (gq_sched_t *self, int64_t now_ms, gq_dispatch_t *out, size_t max)
 {
@@ -144,7 +180,7 @@ gq_sched_run (gq_sched_t *self, int64_t now_ms, gq_dispatch_t *out, size_t max)
         if (job->id == self->resv_job) {
             holder_seen = true;
         }
-        int32_t node = gq_matcher_pick (self->matcher, job, now_ms);
+        int32_t node = gq_sched_pick (self, job, now_ms, NULL);
         if (node >= 0) {
             gq_queue_remove (self->queue, job);
             gq_matcher_assign (self->matcher, node, job);
@@ -224,6 +260,14 @@ s_job (gq_job_t *job, int64_t id, int priority, int vram_gb, int64_t submitted_m
     job->node = -1;
     job->kind_id = (uint16_t) kind;
     job->max_attempts = 3;
+}
+
+/* A preference for the node arg points at, whatever the job. */
+static int32_t
+s_test_prefer (void *arg, const gq_job_t *job)
+{
+    (void) job;
+    return *(const int32_t *) arg;
 }
 
 void
@@ -447,7 +491,39 @@ gq_sched_test (bool verbose)
         gq_queue_destroy (&queue);
         gq_matcher_destroy (&matcher);
     }
+    /* Preference (affinity): two like nodes, the job prefers "b" though "a" leads (idle
+       longer): b wins by the bonus; b full, or a bonus of 0: a. */
+    {
+        gq_matcher_t *matcher = gq_matcher_new (NULL);
+        gq_queue_t *queue = gq_queue_new (GQ_AGING_MS);
+        gq_sched_t *sched = gq_sched_new (queue, matcher, GQ_BACKFILL_WINDOW, -1);
+        GQ_CHECK_EQ (matcher && queue && sched, 1);
+        int kind = gq_matcher_kind_id (matcher, "echo", true);
+        int32_t a = s_node (matcher, "a", 24, 2, kind);
+        int32_t b = s_node (matcher, "b", 24, 2, kind);
+        gq_matcher_node (matcher, a)->idle_since_ms = t0 - 1000;
+        gq_matcher_node (matcher, b)->idle_since_ms = t0;
+        gq_matcher_node_changed (matcher, a);
+        gq_matcher_node_changed (matcher, b);
+        s_job (&jobs[0], 1, 5, 0, t0, kind);
+        int32_t preferred = -2;
+        GQ_CHECK_EQ (gq_sched_pick (sched, &jobs[0], t0, &preferred), a);
+        GQ_CHECK_EQ (preferred, -1);
+        gq_sched_set_prefer (sched, s_test_prefer, &b, 0.5);
+        GQ_CHECK_EQ (gq_sched_pick (sched, &jobs[0], t0, &preferred), b);
+        GQ_CHECK_EQ (preferred, b);
+        gq_matcher_node (matcher, b)->running = 2; /* full: never over it */
+        gq_matcher_node_changed (matcher, b);
+        GQ_CHECK_EQ (gq_sched_pick (sched, &jobs[0], t0, NULL), a);
+        gq_matcher_node (matcher, b)->running = 0;
+        gq_matcher_node_changed (matcher, b);
+        gq_sched_set_prefer (sched, s_test_prefer, &b, 0);
+        GQ_CHECK_EQ (gq_sched_pick (sched, &jobs[0], t0, NULL), a);
+        gq_sched_destroy (&sched);
+        gq_queue_destroy (&queue);
+        gq_matcher_destroy (&matcher);
+    }
     if (verbose) {
-        printf ("(sched: backfill, reservation, window, priority, parked) ");
+        printf ("(sched: backfill, reservation, window, priority, parked, affinity) ");
     }
 }

@@ -36,6 +36,18 @@ gq_sched_t *gq_sched_new (gq_queue_t *queue, gq_matcher_t *matcher, size_t backf
 /* Releases the reservation it holds (the matcher must still exist) and frees it. */
 void gq_sched_destroy (gq_sched_t **self_p);
 
+/* The node a job would rather run on (affinity: the node that ran the last job of its key), or
+   -1. Called once per pick; must be cheap. */
+typedef int32_t (gq_sched_prefer_fn) (void *arg, const gq_job_t *job);
+/* Sets where preferences come from (fn NULL: none) and the bonus a preferred node's score
+   gains (weights.affinity). */
+void gq_sched_set_prefer (gq_sched_t *self, gq_sched_prefer_fn *fn, void *arg, double bonus);
+/* The node for job now: the matcher's pick, or the job's preferred node when its score plus
+   the bonus beats the pick's, it passes every filter and has a free slot. *preferred (may be
+   NULL) gets the preferred node, -1 for none. -1 when no node can take the job. */
+int32_t gq_sched_pick (gq_sched_t *self, const gq_job_t *job, int64_t now_ms,
+                       int32_t *preferred);
+
 /* Places what can be placed now: each job placed is removed from the queue, booked on its node
    (gq_matcher_assign), gets node, started_ms = now_ms and state running, and is appended to
    out. Returns the number of dispatches (at most max). O(1) when no node has a free slot. */

@@ -46,6 +46,9 @@
 #define GQ_PREFETCH_RECALL_MS     50     /* default of --prefetch-recall-ms */
 #define GQ_PREFETCH_RECALL_PICKS  256    /* prefetched jobs weighed for recall per cron tick */
 
+/* ---- Affinity (dispatch.c) ------------------------------------------------------------------ */
+#define GQ_AFFINITY_KEYS          100000 /* keys whose last node is remembered, at most */
+
 /* ---- The commit pipeline ------------------------------------------------------------------- */
 /* A batch with nothing to acknowledge (results, attempts) waits this long for company before it
    is committed, unless it has GQ_EAGER_COMMIT_WRITES writes already. */

@@ -356,6 +356,7 @@ enum {
     O_TIME_LIMIT,
     O_MAX_ATTEMPTS,
     O_IDEM,
+    O_AFFINITY,
     O_AFTER_OK,
     O_AFTER_ANY,
     O_AFTER_FAIL,
@@ -424,6 +425,8 @@ static const char *s_submit_help =
     "  --time-limit DUR    per-attempt time limit: 250ms, 30s, 5m, 2h\n"
     "  --max-attempts N    attempts before the job fails for good, 1..100 (default 3)\n"
     "  --idem KEY          idempotency key: submitting it again returns the first job's id\n"
+    "  --affinity KEY      cache-affinity key: jobs of one key prefer the node that ran the\n"
+    "                      last of them (an LLM conversation keeps its KV cache warm)\n"
     "  --after-ok ID[,ID...]    start only once every one of these jobs is done (Slurm's\n"
     "                      --dependency=afterok); if one fails or is cancelled, the job ends\n"
     "                      cancelled (\"dependency ID failed\"), and so do its own dependents\n"
@@ -545,6 +548,7 @@ s_submit_parse (int argc, char **argv, s_submit_args_t *args)
         {"time-limit", required_argument, NULL, O_TIME_LIMIT},
         {"max-attempts", required_argument, NULL, O_MAX_ATTEMPTS},
         {"idem", required_argument, NULL, O_IDEM},
+        {"affinity", required_argument, NULL, O_AFFINITY},
         {"after-ok", required_argument, NULL, O_AFTER_OK},
         {"after-any", required_argument, NULL, O_AFTER_ANY},
         {"after-fail", required_argument, NULL, O_AFTER_FAIL},
@@ -574,6 +578,9 @@ s_submit_parse (int argc, char **argv, s_submit_args_t *args)
             break;
         case O_GPU:
             json_object_set_new (job, "gpu", json_string (optarg));
+            break;
+        case O_AFFINITY:
+            json_object_set_new (job, "affinity", json_string (optarg));
             break;
         case O_IDEM:
             json_object_set_new (job, "idem", json_string (optarg));
@@ -2005,7 +2012,9 @@ static const char *s_explain_help =
     "Shows how the matcher sees a job: the job, every node with its verdict (the reason it was\n"
     "filtered out, or its score terms: fit, compute, cost, warm, load, latency, reliability),\n"
     "the node chosen, and a hint when no node fits. A job waiting for its dependencies names\n"
-    "each one, its condition (after_ok, after_any, after_fail) and its state.\n"
+    "each one, its condition (after_ok, after_any, after_fail) and its state. A job with an\n"
+    "affinity key names the node that ran the last job of its key, which gets the AFFINITY\n"
+    "bonus (when it has a free slot).\n"
     "  --json   the broker's EXPLAIN reply as one JSON object\n"
     "\n"
     "Example:\n"
@@ -2070,6 +2079,16 @@ s_cmd_explain (int argc, char **argv)
         printf (", attempts %lld/%lld", (long long) s_int (job, "attempts", 0),
                 (long long) s_int (job, "max_attempts", GQ_MAX_ATTEMPTS));
     }
+    json_t *affinity = json_object_get (reply, "affinity");
+    if (affinity) {
+        printf ("\naffinity %s: %s", s_str (affinity, "key", "?"),
+                s_str (affinity, "node", NULL) ? "prefers the node that ran its last job, "
+                                               : "no job of this key has run yet");
+        if (s_str (affinity, "node", NULL)) {
+            printf ("%s (+%.2f when it has a free slot)", s_str (affinity, "node", "?"),
+                    json_number_value (json_object_get (affinity, "bonus")));
+        }
+    }
     json_t *prefetched = json_object_get (reply, "prefetched");
     if (prefetched) {
         printf ("\nprefetched on %s: it waits there for a slot, %lld job%s ahead of it",
@@ -2089,11 +2108,12 @@ s_cmd_explain (int argc, char **argv)
     printf ("\n\n");
     json_decref (job);
 
-    static const char *const head[] = {"NODE", "VERDICT", "TOTAL", "FIT", "COMPUTE", "COST",
-                                       "WARM", "LOAD", "LATENCY", "RELIABILITY", "REASON"};
-    const char *terms[] = {"total", "fit", "compute", "cost", "warm", "load", "latency",
-                           "reliability"};
-    s_table_t table = s_table_new (head, 11);
+    static const char *const head[] = {"NODE",    "VERDICT",     "TOTAL",    "FIT",
+                                       "COMPUTE", "COST",        "WARM",     "LOAD",
+                                       "LATENCY", "RELIABILITY", "AFFINITY", "REASON"};
+    const char *terms[] = {"total", "fit",     "compute",     "cost",    "warm",
+                           "load",  "latency", "reliability", "affinity"};
+    s_table_t table = s_table_new (head, 12);
     const char *chosen = s_str (reply, "node", NULL);
     size_t i;
     json_t *node;

@@ -48,6 +48,7 @@ struct _gw_call_t {
     bool usage_asked;                  /* GW_OP_INFER: stream_options.include_usage given */
     char kind[GQ_KIND_MAX];            /* GW_OP_INFER: the job's kind */
     char model[GQ_MODEL_MAX];          /* GW_OP_INFER: the body's model */
+    char affinity[GQ_AFFINITY_MAX];    /* GW_OP_INFER: the job's affinity key, or "" */
     char state[16];                    /* GW_OP_LIST: ?state=, or "" */
     int64_t limit;                     /* GW_OP_LIST: ?limit=, or 0 */
     char token[GW_TOKEN_NAME_MAX];     /* the bearer token's name, "" without --tokens */

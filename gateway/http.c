@@ -235,6 +235,7 @@ gw_http_new (const gw_http_opts_t *opts, gw_relay_t *relay, char *why, size_t wh
     self->rules.max_body = opts->max_body;
     self->rules.chat_kind = gw_relay_kind (relay, true);
     self->rules.completion_kind = gw_relay_kind (relay, false);
+    self->rules.affinity = (gw_affinity_t) opts->affinity;
     struct sockaddr_in addr = opts->addr;
     self->daemon = MHD_start_daemon (
         MHD_USE_AUTO_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG,

@@ -15,6 +15,7 @@ typedef struct {
     size_t max_body;         /* request bodies above this many bytes get 413 */
     unsigned idle_s;         /* a connection idle (not waiting on the relay) this long closes */
     gw_tokens_t *tokens;     /* bearer tokens (borrowed), or NULL: none needed */
+    int affinity;            /* gw_affinity_t (request.h): chat requests' affinity keys */
 } gw_http_opts_t;
 
 /* Starts serving; calls go to relay (borrowed; it must outlive the server). NULL with a

@@ -14,6 +14,7 @@
 
 #include "http.h"
 #include "relay.h"
+#include "request.h"
 #include "tool.h"
 #include "tuning.h"
 
@@ -43,6 +44,10 @@ s_help (void)
         "  --server-cert FILE   broker public certificate (or $GRIDQ_SERVER_CERT)\n"
         "  --kind-map MAP       job kinds of the OpenAI paths (default chat=chat,completion=\n"
         "                       completion): e.g. chat=llama,completion=llama-text\n"
+        "  --affinity MODE      chat requests' cache-affinity key, so that a conversation's\n"
+        "                       turns go to the node that holds its KV cache: prefix (default:\n"
+        "                       X-Session-Id when given, else a hash of the system prompt and\n"
+        "                       first user message), session (X-Session-Id only), or off\n"
         "  --max-body SIZE      largest request body, bytes or 64K, 16M (default 16M): 413\n"
         "  --timeout DURATION   how long a broker reply may take (default 10s): 504\n"
         "  --help               this text\n"
@@ -121,7 +126,8 @@ main (int argc, char **argv)
     const char *tokens_path = NULL, *add_name = NULL, *add_role = NULL;
     double rate_per_s = 0, burst = 0;
     enum { O_BROKER = 1000, O_LISTEN, O_CERT, O_SERVER_CERT, O_KIND_MAP, O_MAX_BODY, O_TIMEOUT,
-           O_TOKENS, O_ADD_TOKEN, O_RATE, O_BURST, O_MAX_QUEUED, O_IDLE_TIMEOUT, O_HELP };
+           O_TOKENS, O_ADD_TOKEN, O_RATE, O_BURST, O_MAX_QUEUED, O_IDLE_TIMEOUT, O_AFFINITY,
+           O_HELP };
     static const struct option options[] = {{"broker", required_argument, NULL, O_BROKER},
                                             {"listen", required_argument, NULL, O_LISTEN},
                                             {"cert", required_argument, NULL, O_CERT},
@@ -136,6 +142,7 @@ main (int argc, char **argv)
                                             {"max-queued", required_argument, NULL, O_MAX_QUEUED},
                                             {"idle-timeout", required_argument, NULL,
                                              O_IDLE_TIMEOUT},
+                                            {"affinity", required_argument, NULL, O_AFFINITY},
                                             {"help", no_argument, NULL, O_HELP},
                                             {NULL, 0, NULL, 0}};
     opterr = 0;
@@ -177,6 +184,17 @@ main (int argc, char **argv)
                 return tool_usage ("--idle-timeout \"%s\" is not a duration in 1s..24h", optarg);
             }
             http_opts.idle_s = (unsigned) (ms / 1000);
+            break;
+        case O_AFFINITY:
+            if (streq (optarg, "prefix")) {
+                http_opts.affinity = GW_AFFINITY_PREFIX;
+            } else if (streq (optarg, "session")) {
+                http_opts.affinity = GW_AFFINITY_SESSION;
+            } else if (streq (optarg, "off")) {
+                http_opts.affinity = GW_AFFINITY_OFF;
+            } else {
+                return tool_usage ("--affinity \"%s\" must be prefix, session or off", optarg);
+            }
             break;
         case O_BROKER:
             relay_opts.client.endpoint = optarg;

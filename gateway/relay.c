@@ -405,6 +405,9 @@ s_infer_submit (gw_relay_t *self, gw_call_t *call)
     }
     json_t *job = json_pack ("{s:s, s:s, s:O}", "kind", call->kind, "model", call->model,
                              "payload", call->body);
+    if (*call->affinity) {
+        json_object_set_new (job, "affinity", json_string (call->affinity));
+    }
     char why[256];
     if (*call->token && gw_owner_tag (job, call->token, why, sizeof why) != 0) {
         json_decref (job);

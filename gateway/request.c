@@ -116,6 +116,45 @@ s_tag_jobs (gw_call_t *call)
     return true;
 }
 
+/* A chat request's affinity key, as LLM routers make one (so that a conversation's turns go
+   where its KV cache is): "session:" and X-Session-Id when the client gives one, else (in
+   prefix mode) "prefix:" and the SHA-256 of its leading messages, up to and with the first
+   user message: the system prompt and the opening, the same for every turn. */
+static void
+s_affinity (const gw_rules_t *rules, const gw_request_t *request, gw_call_t *call, bool chat)
+{
+    call->affinity[0] = 0;
+    if (rules->affinity == GW_AFFINITY_OFF) {
+        return;
+    }
+    const char *session = request->header (request->cls, "X-Session-Id");
+    if (session && *session) {
+        snprintf (call->affinity, sizeof call->affinity, "session:%s", session);
+        return;
+    }
+    json_t *messages = json_object_get (call->body, "messages");
+    if (rules->affinity != GW_AFFINITY_PREFIX || !chat || !json_is_array (messages)) {
+        return;
+    }
+    json_t *leading = json_array ();
+    size_t i;
+    json_t *message;
+    json_array_foreach (messages, i, message) {
+        json_array_append (leading, message);
+        if (streq (json_string_value (json_object_get (message, "role")) ?: "", "user")) {
+            break;
+        }
+    }
+    char *text = json_dumps (leading, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref (leading);
+    if (text) {
+        char hex[65];
+        gw_sha256_hex (text, strlen (text), hex);
+        snprintf (call->affinity, sizeof call->affinity, "prefix:%s", hex);
+        free (text);
+    }
+}
+
 /* What an op needs of the request, checked; false after answering. */
 static bool
 s_prepare (const gw_rules_t *rules, const gw_request_t *request, gw_call_t *call,
@@ -200,6 +239,7 @@ s_prepare (const gw_rules_t *rules, const gw_request_t *request, gw_call_t *call
         call->stream = json_is_true (json_object_get (call->body, "stream"));
         call->usage_asked = json_is_true (
             json_object_get (json_object_get (call->body, "stream_options"), "include_usage"));
+        s_affinity (rules, request, call, chat);
         return true;
     }
     default:

@@ -17,12 +17,20 @@ typedef struct {
     void *cls;                                           /* for header and arg */
 } gw_request_t;
 
+/* Where a chat request's affinity key comes from (--affinity). */
+typedef enum {
+    GW_AFFINITY_PREFIX,  /* X-Session-Id when given, else the conversation's leading messages */
+    GW_AFFINITY_SESSION, /* X-Session-Id only */
+    GW_AFFINITY_OFF      /* none */
+} gw_affinity_t;
+
 /* What the checks depend on (borrowed). */
 typedef struct {
     gw_tokens_t *tokens;         /* NULL: no tokens, every request may do everything */
     size_t max_body;             /* for the 413's message */
     const char *chat_kind;       /* the job kind of /v1/chat/completions */
     const char *completion_kind; /* the job kind of /v1/completions */
+    gw_affinity_t affinity;      /* how chat requests get their affinity key */
 } gw_rules_t;
 
 /* Checks request against rules and fills in call (its upload and too_big are set already: the

@@ -40,6 +40,16 @@ s_sha256 (const char *text, size_t len, uint8_t out[32])
     sha256_digest (&ctx, SHA256_DIGEST_SIZE, out);
 }
 
+void
+gw_sha256_hex (const char *text, size_t len, char out[65])
+{
+    uint8_t hash[SHA256_DIGEST_SIZE];
+    s_sha256 (text, len, hash);
+    for (int i = 0; i < SHA256_DIGEST_SIZE; i++) {
+        snprintf (out + 2 * i, 3, "%02x", hash[i]);
+    }
+}
+
 /* A token's name: [A-Za-z0-9_.@+-]{1,63}, so that it sits in an owner tag unescaped. */
 static bool
 s_valid_name (const char *name)

@@ -36,6 +36,8 @@ void gw_tokens_set_rate (gw_tokens_t *self, double rate_per_s, double burst);
 /* The token that an Authorization header's value ("Bearer TOKEN") names, or NULL (none, or not
    known). Every entry is compared, in constant time: the answer's time says nothing. */
 gw_token_t *gw_tokens_check (gw_tokens_t *self, const char *authorization);
+/* The SHA-256 of len bytes of text, as 64 hex digits and a NUL. */
+void gw_sha256_hex (const char *text, size_t len, char out[65]);
 /* Takes one request from token's bucket: 0 when it may go, else the seconds until it may. */
 int64_t gw_tokens_take (gw_tokens_t *self, gw_token_t *token, int64_t now_us);
 

@@ -78,6 +78,7 @@ int gq_why (char *why, size_t whylen, int code, const char *format, ...)
 #define GQ_GPU_MODEL_MAX        64
 #define GQ_PATTERN_MAX          128
 #define GQ_IDEM_MAX             256
+#define GQ_AFFINITY_MAX         256     /* a job's affinity key, bytes with the NUL */
 #define GQ_MAX_SLOTS            1024
 #define GQ_MAX_NODES            250000  /* distinct node names a broker remembers */
 #define GQ_MAX_MODEL_NAMES      100000  /* distinct model names a broker remembers */

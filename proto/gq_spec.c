@@ -10,7 +10,7 @@
 static const char *s_job_fields[] = {
     "kind", "model", "min_vram_mb", "min_vram", "priority", "gpu", "max_price", "min_tflops",
     "constraints", "timeout_ms", "time_limit", "max_attempts", "idem", "payload", "blobs",
-    "after_ok", "after_any", "after_fail", NULL};
+    "after_ok", "after_any", "after_fail", "affinity", NULL};
 
 const char *const gq_dep_fields[GQ_DEP_KINDS] = {"after_ok", "after_any", "after_fail"};
 const char *const gq_dep_names[GQ_DEP_KINDS] = {"ok", "any", "fail"};
@@ -172,6 +172,12 @@ gq_jobspec_parse (json_t *obj, gq_jobspec_t *spec, char *why, size_t whylen)
     }
     if (spec->idem && !*spec->idem) {
         return gq_why (why, whylen, GQ_EINVAL, "\"idem\" must not be empty");
+    }
+    if (gq_json_str (obj, "affinity", GQ_AFFINITY_MAX, NULL, &spec->affinity, why, whylen)) {
+        return GQ_EINVAL;
+    }
+    if (spec->affinity && !*spec->affinity) {
+        return gq_why (why, whylen, GQ_EINVAL, "\"affinity\" must not be empty");
     }
     spec->payload = json_object_get (obj, "payload");
     json_t *blobs = json_object_get (obj, "blobs");

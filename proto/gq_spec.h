@@ -31,6 +31,8 @@ typedef struct {
     int64_t timeout_ms;      /* 0 when none */
     int max_attempts;        /* 1 .. GQ_MAX_ATTEMPTS_LIMIT, default GQ_MAX_ATTEMPTS */
     const char *idem;        /* NULL when none */
+    const char *affinity;    /* a cache-affinity key (1 .. GQ_AFFINITY_MAX - 1 bytes), or NULL:
+                                jobs of one key prefer the node that ran the last of them */
     json_t *payload;         /* any JSON value ({} when absent); borrowed */
     int blob_first;          /* first message blob that belongs to this job, -1 for none */
     int blob_count;          /* how many consecutive blobs belong to it */

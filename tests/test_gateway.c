@@ -371,6 +371,28 @@ s_chat_cancelled (void *arg)
     return found;
 }
 
+/* The affinity key EXPLAIN gives for the running chat job (a static buffer; "" for none). */
+static const char *
+s_running_affinity (gq_client_t *client)
+{
+    static char key[300];
+    key[0] = 0;
+    json_t *reply = gq_client_call (client, "JOBS", json_pack ("{s:s}", "state", "running"));
+    size_t i;
+    json_t *job;
+    json_array_foreach (json_object_get (reply, "jobs"), i, job) {
+        if (streq (h_str (job, "kind"), "chat")) {
+            json_t *explain = gq_client_call (
+                client, "EXPLAIN", json_pack ("{s:I}", "id", (json_int_t) h_int (job, "id")));
+            snprintf (key, sizeof key, "%s",
+                      h_str (json_object_get (explain, "affinity"), "key"));
+            json_decref (explain);
+        }
+    }
+    json_decref (reply);
+    return key;
+}
+
 static void
 s_leave (gq_client_t *client)
 {
@@ -384,16 +406,28 @@ s_leave (gq_client_t *client)
               words);
     snprintf (url, sizeof url, "%s/v1/chat/completions", s_base);
     pid_t curl = h_start ("/usr/bin/env", "leave", "curl", "-s", "-N", "-H",
-                          "Content-Type: application/json", "-d", body, url, NULL);
+                          "Content-Type: application/json", "-H", "X-Session-Id: conv-7", "-d",
+                          body, url, NULL);
     snprintf (log, sizeof log, "%s/leave.log", h_dir ());
     const char *word[] = {log, "\"content\":\"w\""};
     CHECK (h_wait_until (s_file_has, word, 20000));
+    /* Its job carries the session's affinity key. */
+    CHECK_STR (s_running_affinity (client), "session:conv-7");
     h_kill (curl, SIGKILL);
     CHECK (h_wait_until (s_chat_cancelled, client, 20000));
     snprintf (events, sizeof events, "%s/server.events", h_dir ());
     const char *gone[] = {events, "\"disconnected\""};
     CHECK (h_wait_until (s_file_has, gone, 20000));
     printf ("gateway: the client left mid-stream: its job was cancelled, the server saw it go\n");
+    /* Without X-Session-Id the key is the hash of the leading messages. */
+    curl = h_start ("/usr/bin/env", "leave2", "curl", "-s", "-N", "-H",
+                    "Content-Type: application/json", "-d", body, url, NULL);
+    snprintf (log, sizeof log, "%s/leave2.log", h_dir ());
+    CHECK (h_wait_until (s_file_has, word, 20000));
+    const char *key = s_running_affinity (client);
+    CHECK (strncmp (key, "prefix:", 7) == 0 && strlen (key) == 7 + 64);
+    h_kill (curl, SIGKILL);
+    printf ("gateway: chat jobs carry an affinity key: the session's, or %.15s...\n", key);
 }
 
 static int

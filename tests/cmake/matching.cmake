@@ -8,3 +8,7 @@ set_tests_properties(matching_cli PROPERTIES TIMEOUT 120 SKIP_RETURN_CODE 77
                      ENVIRONMENT "GQ_BIN=${CMAKE_BINARY_DIR}/bin")
 gq_integration_test(matching_warm_routing test_warm_routing.c 120)
 target_link_libraries(matching_warm_routing PRIVATE m)
+
+# Cache affinity: conversations stay on their node with a key, spread without; EXPLAIN names
+# the preferred node.
+gq_integration_test(matching_affinity test_affinity.c 90)
