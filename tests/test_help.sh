@@ -55,7 +55,7 @@ check_unknown () {
 }
 
 for program in gridq-broker gridq-worker gridq gridq-gateway gridq-top gridq-keygen gridq-model \
-               gridq-bench gridq-bench-engine gridq-bench-match; do
+               gridq-bench gridq-bench-engine gridq-bench-match gridq-bench-affinity; do
     if [ ! -x "$BIN/$program" ]; then
         echo "skip: $program is not built"
         continue

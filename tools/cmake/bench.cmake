@@ -51,3 +51,12 @@ add_test(NAME bench_zmq COMMAND gridq-bench-zmq --jobs 2000 --window 200)
 add_test(NAME bench_zmq_latency COMMAND gridq-bench-zmq --mode latency --jobs 200)
 set_tests_properties(bench_zmq bench_zmq_latency PROPERTIES TIMEOUT 60)
 install(TARGETS gridq-bench gridq-bench-engine gridq-bench-zmq RUNTIME DESTINATION bin)
+
+# gridq-bench-affinity: conversations' turns with and without affinity keys, against a running
+# broker (tools/bench-affinity starts one and four workers); issue 16's cache-affinity figure.
+add_executable(gridq-bench-affinity ${CMAKE_CURRENT_LIST_DIR}/../bench-affinity.c)
+target_link_libraries(gridq-bench-affinity PRIVATE gridq gq_tools)
+add_test(NAME bench_affinity
+         COMMAND ${CMAKE_CURRENT_LIST_DIR}/../bench-affinity --rounds 1 --conversations 20)
+set_tests_properties(bench_affinity PROPERTIES TIMEOUT 60
+                     ENVIRONMENT "GQ_BIN=${CMAKE_BINARY_DIR}/bin")
