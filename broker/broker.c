@@ -128,6 +128,9 @@ gq_broker_job_free (gq_broker_t *self, gq_job_t **job_p)
     if (self->affinity_of && zhashx_size (self->affinity_of)) {
         zhashx_delete (self->affinity_of, GQ_ID_KEY (job->id));
     }
+    if (self->kept) {
+        gq_watch_forget (self, job->id);
+    }
     gq_watch_drop_job (self, job);
     if (job->blobs) {
         zlist_t *blobs = (zlist_t *) job->blobs;
@@ -432,6 +435,7 @@ gq_broker_new (const gq_broker_opts_t *opts, char *why, size_t whylen)
     self->waits = zhashx_new ();
     self->children = zhashx_new ();
     self->affinity_of = zhashx_new ();
+    self->kept = zhashx_new ();
     self->affinity_node = zhashx_new ();
     self->by_connection = zhashx_new ();
     self->replies = zlist_new ();
@@ -448,7 +452,8 @@ gq_broker_new (const gq_broker_opts_t *opts, char *why, size_t whylen)
     self->dirty_workers = zlist_new ();
     self->placed = (gq_dispatch_t *) calloc (GQ_DISPATCH_BATCH_JOBS, sizeof *self->placed);
     if (!self->matcher || !self->queue || !self->jobs || !self->ended || !self->waits ||
-        !self->children || !self->affinity_of || !self->affinity_node || !self->placed ||
+        !self->children || !self->affinity_of || !self->affinity_node || !self->kept ||
+        !self->placed ||
         !self->inflight || !self->idem_pending || !self->pending || !self->awaiting) {
         snprintf (why, whylen, "out of memory");
         gq_broker_destroy (&self);
@@ -458,7 +463,9 @@ gq_broker_new (const gq_broker_opts_t *opts, char *why, size_t whylen)
         gq_sched_new (self->queue, self->matcher, opts->backfill_window, opts->reserve_after_ms);
     gq_sched_set_prefer (self->sched, gq_dispatch_preferred, self, opts->weights.affinity);
     zhashx_set_destructor (self->affinity_of, s_free_text);
-    zhashx_t *by_id[] = {self->jobs, self->ended, self->waits, self->children, self->affinity_of};
+    zhashx_set_destructor (self->kept, gq_watch_kept_free);
+    zhashx_t *by_id[] = {self->jobs,     self->ended,       self->waits,
+                         self->children, self->affinity_of, self->kept};
     for (size_t t = 0; t < sizeof by_id / sizeof by_id[0]; t++) {
         zhashx_set_key_hasher (by_id[t], s_id_hash);
         zhashx_set_key_comparator (by_id[t], s_id_compare);
@@ -607,6 +614,7 @@ gq_broker_destroy (gq_broker_t **self_p)
     gq_pending_destroy (self, &self->pending);
     zhashx_destroy (&self->ended); /* its jobs were freed with the batches that held them */
     zhashx_destroy (&self->affinity_of);
+    zhashx_destroy (&self->kept);
     zhashx_destroy (&self->affinity_node);
     zhashx_destroy (&self->idem_pending);
     free (self->runs);

@@ -38,6 +38,7 @@ typedef struct {
                              acknowledged (at most GQ_WATCH_HELD_PARTIALS_COUNT), or NULL */
     bool brief;           /* FINISHED carries only id, state, result and error */
     bool no_partials;     /* "partials": false: its client wants no PARTIAL messages */
+    bool states;          /* "states": true: its client gets STATE when a job changes state */
     bool held;            /* a SUBMIT's watch before its acknowledgement: nothing is sent */
     bool dead;            /* the SUBMIT was refused: nothing is ever sent */
 } gq_watch_t;
@@ -190,6 +191,8 @@ struct _gq_broker_t {
     size_t runs_head, runs_count, runs_size; /* the ring's first entry, entries, allocated */
     int64_t counts[GQ_JOB_STATES];   /* jobs per state (queued/running from memory) */
     int64_t recalled;          /* prefetched jobs taken back unstarted (counter) */
+    zhashx_t *kept;            /* job id -> gq_kept_t: the last partials of a running job, for
+                                  a WAIT that resumes after a seq ("after_seq") */
     zhashx_t *affinity_of;     /* job id -> its affinity key (malloc'd text), for the jobs in
                                   memory that have one (not stored: a hint, lost at restart) */
     zhashx_t *affinity_node;   /* affinity key -> 1 + the node that ran its last job; emptied
@@ -422,6 +425,13 @@ bool gq_watch_job (gq_broker_t *self, gq_watch_t *watch, int64_t id);
 void gq_watch_notify (gq_broker_t *self, gq_watch_t *watch, json_t *job_json);
 /* Sends a watch's pending FINISHED notices; frees it when no job points at it any more. */
 void gq_watch_flush (gq_broker_t *self, gq_watch_t *watch);
+/* job's state changed (queued, running): STATE {"req", "id", "state", "node"?} to each of its
+   watches that asked for states. Cheap when none did. */
+void gq_watch_state (gq_broker_t *self, const gq_job_t *job);
+/* Frees what is kept of job's partials (when it leaves memory). */
+void gq_watch_forget (gq_broker_t *self, int64_t id);
+/* The destructor of the kept table's entries. */
+void gq_watch_kept_free (void **item);
 /* WAIT. */
 gq_handler_fn gq_watch_wait;
 /* PARTIAL from a worker: relayed at once to every client watching the job (never stored),

@@ -127,6 +127,7 @@ s_release (gq_broker_t *self, gq_job_t *job)
     job->state = GQ_JOB_QUEUED;
     gq_queue_push (self->queue, job);
     self->counts[GQ_JOB_QUEUED]++;
+    gq_watch_state (self, job);
 }
 
 /* Its condition holds: it joins the queue once the batch being recorded is back. That batch

@@ -119,6 +119,9 @@ gq_dispatch_turn (gq_broker_t *self)
             job->attempts++;
             gq_dispatch_started (self, job, now_ms);
             gq_workers_running_link (worker, job);
+            if (job->watchers) {
+                gq_watch_state (self, job);
+            }
             if (zhashx_size (self->affinity_of)) {
                 s_affinity_placed (self, job, self->placed[i].node);
             }

@@ -114,10 +114,11 @@ gq_intake_submit (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
         gq_broker_reject (self, request, GQ_EINVAL, "\"jobs\" must be an array of 1..10000 jobs");
         return;
     }
-    bool brief, partials;
+    bool brief, partials, states;
     if (gq_json_bool (body, "watch", false, &submit_watch, why, sizeof why) ||
         gq_json_bool (body, "brief", false, &brief, why, sizeof why) ||
-        gq_json_bool (body, "partials", true, &partials, why, sizeof why)) {
+        gq_json_bool (body, "partials", true, &partials, why, sizeof why) ||
+        gq_json_bool (body, "states", false, &states, why, sizeof why)) {
         gq_broker_reject (self, request, GQ_EINVAL, why);
         return;
     }

@@ -207,6 +207,7 @@ gq_results_attempt_failed (gq_broker_t *self, gq_job_t *job, const char *outcome
     job->state = GQ_JOB_QUEUED;
     gq_queue_push (self->queue, job);
     self->counts[GQ_JOB_QUEUED]++;
+    gq_watch_state (self, job);
 }
 
 void
@@ -229,6 +230,7 @@ gq_results_attempt_recalled (gq_broker_t *self, gq_job_t *job, int64_t now_ms)
     job->state = GQ_JOB_QUEUED;
     gq_queue_push (self->queue, job);
     self->counts[GQ_JOB_QUEUED]++;
+    gq_watch_state (self, job);
     self->recalled++;
 }
 

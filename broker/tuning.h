@@ -46,6 +46,10 @@
 #define GQ_PREFETCH_RECALL_MS     50     /* default of --prefetch-recall-ms */
 #define GQ_PREFETCH_RECALL_PICKS  256    /* prefetched jobs weighed for recall per cron tick */
 
+/* ---- Partials kept for a resuming watch (watch.c) --------------------------------------- */
+#define GQ_PARTIALS_KEPT_COUNT    64     /* a running job's last partials kept, at most */
+#define GQ_PARTIALS_KEPT_BYTES    (256 * 1024) /* and at most these bytes of them */
+
 /* ---- Affinity (dispatch.c) ------------------------------------------------------------------ */
 #define GQ_AFFINITY_KEYS          100000 /* keys whose last node is remembered, at most */
 

@@ -197,6 +197,7 @@ gq_watch_new (gq_msg_t *request)
         watch->req = gq_msg_req (request);
         watch->brief = json_is_true (json_object_get (gq_msg_body (request), "brief"));
         watch->no_partials = json_is_false (json_object_get (gq_msg_body (request), "partials"));
+        watch->states = json_is_true (json_object_get (gq_msg_body (request), "states"));
     }
     return watch;
 }
@@ -227,10 +228,13 @@ gq_watch_job (gq_broker_t *self, gq_watch_t *watch, int64_t id)
     return stored != NULL;
 }
 
+static void s_replay (gq_broker_t *self, gq_watch_t *watch, int64_t id, int64_t after);
+
 /* Makes request's client wait for ids: those ended come at once, the others when they end,
    unknown ones in "missing". */
 static void
-s_watch_ids (gq_broker_t *self, gq_msg_t *request, const int64_t *ids, size_t count)
+s_watch_ids (gq_broker_t *self, gq_msg_t *request, const int64_t *ids, size_t count,
+             int64_t after_seq)
 {
     gq_watch_t *watch = gq_watch_new (request);
     if (!watch) {
@@ -242,6 +246,8 @@ s_watch_ids (gq_broker_t *self, gq_msg_t *request, const int64_t *ids, size_t co
     for (size_t i = 0; i < count; i++) {
         if (!gq_watch_job (self, watch, ids[i])) {
             json_array_append_new (missing, json_integer (ids[i]));
+        } else if (after_seq >= -1) {
+            s_replay (self, watch, ids[i], after_seq); /* what it missed, still kept */
         }
     }
     if (json_array_size (missing)) {
@@ -262,16 +268,20 @@ gq_watch_wait (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
     int64_t *ids;
     size_t count;
     char why[200];
-    bool brief, partials;
-    if (gq_json_bool (gq_msg_body (request), "brief", false, &brief, why, sizeof why) ||
-        gq_json_bool (gq_msg_body (request), "partials", true, &partials, why, sizeof why)) {
+    bool brief, partials, states;
+    int64_t after_seq;
+    json_t *body = gq_msg_body (request);
+    if (gq_json_bool (body, "brief", false, &brief, why, sizeof why) ||
+        gq_json_bool (body, "partials", true, &partials, why, sizeof why) ||
+        gq_json_bool (body, "states", false, &states, why, sizeof why) ||
+        gq_json_int (body, "after_seq", -1, INT64_MAX / 2, -2, &after_seq, why, sizeof why)) {
         gq_broker_reject (self, request, GQ_EINVAL, why);
         return;
     }
     if (!gq_broker_request_ids (self, request, &ids, &count)) {
         return;
     }
-    s_watch_ids (self, request, ids, count);
+    s_watch_ids (self, request, ids, count, after_seq);
     free (ids);
 }
 
@@ -306,6 +316,113 @@ s_partial_to (gq_broker_t *self, gq_watch_t *watch, const char *text, size_t siz
     if (!watch->partials || zlist_size (watch->partials) >= GQ_WATCH_HELD_PARTIALS_COUNT ||
         zlist_append (watch->partials, msg)) {
         gq_msg_destroy (&msg);
+    }
+}
+
+/* ---- The last partials of a running job, for a watch that resumes --------------------------- */
+
+/* One partial as relayed: the PARTIAL body after its "req" ("id", "seq", ..., "partial"}). */
+typedef struct {
+    int64_t seq;
+    char *text;
+    size_t len;
+} s_kept_partial_t;
+
+/* A ring of the last partials of a job (at most GQ_PARTIALS_KEPT_COUNT, and _BYTES). */
+typedef struct {
+    size_t head, count, bytes;
+    s_kept_partial_t items[GQ_PARTIALS_KEPT_COUNT];
+} gq_kept_t;
+
+void
+gq_watch_kept_free (void **item)
+{
+    gq_kept_t *kept = (gq_kept_t *) *item;
+    for (size_t i = 0; kept && i < kept->count; i++) {
+        free (kept->items[(kept->head + i) % GQ_PARTIALS_KEPT_COUNT].text);
+    }
+    free (kept);
+    *item = NULL;
+}
+
+/* Keeps a relayed partial of job id, dropping the oldest past either bound. */
+static void
+s_keep (gq_broker_t *self, int64_t id, int64_t seq, const char *text, size_t len)
+{
+    gq_kept_t *kept = (gq_kept_t *) zhashx_lookup (self->kept, GQ_ID_KEY (id));
+    if (!kept) {
+        kept = (gq_kept_t *) calloc (1, sizeof *kept);
+        if (!kept || zhashx_insert (self->kept, GQ_ID_KEY (id), kept)) {
+            free (kept);
+            return;
+        }
+    }
+    char *copy = (char *) malloc (len);
+    if (!copy) {
+        return;
+    }
+    memcpy (copy, text, len);
+    while (kept->count && (kept->count == GQ_PARTIALS_KEPT_COUNT ||
+                           kept->bytes + len > GQ_PARTIALS_KEPT_BYTES)) {
+        s_kept_partial_t *old = &kept->items[kept->head];
+        kept->bytes -= old->len;
+        free (old->text);
+        kept->head = (kept->head + 1) % GQ_PARTIALS_KEPT_COUNT;
+        kept->count--;
+    }
+    kept->items[(kept->head + kept->count) % GQ_PARTIALS_KEPT_COUNT] =
+        (s_kept_partial_t) {seq, copy, len};
+    kept->count++;
+    kept->bytes += len;
+}
+
+/* Sends watch the kept partials of job id with a seq above after, oldest first. */
+static void
+s_replay (gq_broker_t *self, gq_watch_t *watch, int64_t id, int64_t after)
+{
+    gq_kept_t *kept = (gq_kept_t *) zhashx_lookup (self->kept, GQ_ID_KEY (id));
+    for (size_t i = 0; kept && i < kept->count; i++) {
+        s_kept_partial_t *item = &kept->items[(kept->head + i) % GQ_PARTIALS_KEPT_COUNT];
+        if (item->seq > after) {
+            s_partial_to (self, watch, item->text, item->len);
+        }
+    }
+}
+
+void
+gq_watch_forget (gq_broker_t *self, int64_t id)
+{
+    if (zhashx_size (self->kept)) {
+        zhashx_delete (self->kept, GQ_ID_KEY (id));
+    }
+}
+
+void
+gq_watch_state (gq_broker_t *self, const gq_job_t *job)
+{
+    if (job->state == GQ_JOB_QUEUED) {
+        gq_watch_forget (self, job->id); /* a new attempt numbers its partials from 0 again */
+    }
+    gq_watchers_t *list = (gq_watchers_t *) job->watchers;
+    for (size_t i = 0; list && i < list->count; i++) {
+        gq_watch_t *watch = list->items[i];
+        if (!watch->states || watch->dead || watch->held) {
+            continue;
+        }
+        char body[256];
+        const char *node = job->node >= 0 ? gq_broker_node_name (self, job->node) : NULL;
+        /* Node names are valid names (gq_valid_name): they go into JSON as they are. */
+        int n = snprintf (body, sizeof body, "{\"req\":%lld,\"id\":%lld,\"state\":\"%s\"%s%s%s}",
+                          (long long) watch->req, (long long) job->id,
+                          gq_job_state_name (job->state), node ? ",\"node\":\"" : "",
+                          node ? node : "", node ? "\"" : "");
+        gq_msg_t *msg = n > 0 && (size_t) n < sizeof body
+                            ? gq_msg_new_raw (GQ_ROLE_CLIENT, "STATE", body, (size_t) n)
+                            : NULL;
+        if (msg) {
+            gq_msg_set_routing_id (msg, watch->routing_id);
+            gq_msg_send (&msg, self->router);
+        }
     }
 }
 
@@ -349,6 +466,7 @@ gq_watch_partial (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *worker)
     gq_chunk_raw (rest, text);
     gq_chunk_raw (rest, "}");
     free (text);
+    s_keep (self, job->id, seq, (const char *) zchunk_data (rest), zchunk_size (rest));
     gq_watchers_t *list = (gq_watchers_t *) job->watchers;
     for (size_t i = 0; list && i < list->count; i++) {
         s_partial_to (self, list->items[i], (const char *) zchunk_data (rest), zchunk_size (rest));

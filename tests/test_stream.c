@@ -8,7 +8,9 @@
     partial above GQ_MAX_PARTIAL_BYTES fails its job, not the worker; (f) `gridq watch ID`
     attached to a running job prints its partials from then on, then its result; (g) Ctrl-C
     (SIGINT) during `gridq submit --stream` cancels the job; (h) a WAIT with "partials": false
-    gets no PARTIAL, one without the field gets them. */
+    gets no PARTIAL, one without the field gets them; (i) a WAIT with "after_seq" gets the
+    partials the broker keeps of a running job, then the rest; (j) a WAIT with "states" gets
+    STATE queued and running of a job released by its parent, then its FINISHED. */
 #include <czmq.h>
 #include <sys/wait.h>
 
@@ -111,19 +113,31 @@ s_raw_client (void)
     return sock;
 }
 
-/* The next message on a raw client socket (10 s at most): its command (32 bytes). */
-static void
-s_raw_command (zsock_t *sock, char *command)
+/* The next message on a raw client socket (10 s at most): its command (32 bytes), and its
+   body returned (new reference). */
+static json_t *
+s_raw_next (zsock_t *sock, char *command)
 {
     zpoller_t *poller = zpoller_new (sock, NULL);
     CHECK (zpoller_wait (poller, 10000));
     zpoller_destroy (&poller);
     zmsg_t *zmsg = zmsg_recv (sock);
     CHECK (zmsg && zmsg_size (zmsg) >= 3);
-    zframe_t *frame = zmsg_first (zmsg); /* the protocol, then the command */
+    zframe_t *frame = zmsg_first (zmsg); /* the protocol, then the command, then the body */
     frame = zmsg_next (zmsg);
     snprintf (command, 32, "%.*s", (int) zframe_size (frame), (const char *) zframe_data (frame));
+    frame = zmsg_next (zmsg);
+    json_t *body = json_loadb ((const char *) zframe_data (frame), zframe_size (frame), 0, NULL);
     zmsg_destroy (&zmsg);
+    CHECK (body);
+    return body;
+}
+
+/* The next message's command only. */
+static void
+s_raw_command (zsock_t *sock, char *command)
+{
+    json_decref (s_raw_next (sock, command));
 }
 
 /* PARTIAL messages a raw client got before FINISHED. */
@@ -368,6 +382,92 @@ main (void)
     zsock_destroy (&quiet);
     zsock_destroy (&loud);
     printf ("stream: a WAIT with \"partials\": false got the FINISHED and no partial\n");
+
+    /* (i) A WAIT that resumes ("after_seq": -1) gets the partials the broker still keeps of
+       a running job, then the rest: partial 0 came before it attached, 1..3 after. */
+    char gate_i[600];
+    snprintf (gate_i, sizeof gate_i, "%s/gate_i", dir);
+    h_seen_t seen_i = {0};
+    h_seen_reset (&seen_i);
+    gq_client_set_partial_fn (client, h_on_partial, &seen_i);
+    jobs = json_pack ("[{s:s, s:i, s:{s:i, s:s}}]", "kind", "stream", "max_attempts", 1,
+                      "payload", "n", 4, "gate", gate_i);
+    int64_t id_i;
+    CHECK_EQ (gq_client_submit (client, jobs, true, &id_i), GQ_OK);
+    json_decref (jobs);
+    int64_t deadline = zclock_mono () + 20000;
+    while (seen_i.n < 1 && zclock_mono () < deadline) {
+        json_decref (gq_client_call (client, "PING", NULL)); /* partials come in on calls */
+        zclock_sleep (10);
+    }
+    CHECK_EQ (seen_i.n, 1); /* partial 0 was relayed before the resuming WAIT */
+    gq_client_set_partial_fn (client, NULL, NULL);
+    json_decref (seen_i.partials);
+    zsock_t *late = s_raw_client ();
+    snprintf (wait_body, sizeof wait_body, "{\"req\":1,\"ids\":[%lld],\"after_seq\":-1}",
+              (long long) id_i);
+    s_raw_send (late, "GQC1", "WAIT", wait_body);
+    s_raw_send (late, "GQC1", "PING", "{\"req\":2}");
+    json_t *msg = s_raw_next (late, command_h);
+    CHECK_STR (command_h, "PARTIAL");
+    CHECK_EQ (h_int (msg, "seq"), 0);
+    json_decref (msg);
+    msg = s_raw_next (late, command_h);
+    CHECK_STR (command_h, "PING");
+    json_decref (msg);
+    f = fopen (gate_i, "w");
+    CHECK (f);
+    fclose (f);
+    for (int s = 1; s < 4; s++) {
+        msg = s_raw_next (late, command_h);
+        CHECK_STR (command_h, "PARTIAL");
+        CHECK_EQ (h_int (msg, "seq"), s);
+        json_decref (msg);
+    }
+    msg = s_raw_next (late, command_h);
+    CHECK_STR (command_h, "FINISHED");
+    json_decref (msg);
+    zsock_destroy (&late);
+    printf ("stream: a WAIT with after_seq got the kept partial 0, then 1..3, then FINISHED\n");
+
+    /* (j) "states": true: a job waiting on a parent (the gate of (i) is open: it ends done)
+       is watched from its waiting state; it says queued, then running, then FINISHED. */
+    char gate_j[600];
+    snprintf (gate_j, sizeof gate_j, "%s/gate_j", dir);
+    jobs = json_pack ("[{s:s, s:i, s:{s:i, s:s}}]", "kind", "stream", "max_attempts", 1,
+                      "payload", "n", 1, "gate", gate_j);
+    int64_t parent;
+    CHECK_EQ (gq_client_submit (client, jobs, false, &parent), GQ_OK);
+    json_decref (jobs);
+    jobs = json_pack ("[{s:s, s:i, s:{s:i}, s:[I]}]", "kind", "stream", "max_attempts", 1,
+                      "payload", "n", 1, "after_ok", (json_int_t) parent);
+    int64_t child;
+    CHECK_EQ (gq_client_submit (client, jobs, false, &child), GQ_OK);
+    json_decref (jobs);
+    zsock_t *states = s_raw_client ();
+    snprintf (wait_body, sizeof wait_body,
+              "{\"req\":1,\"ids\":[%lld],\"states\":true,\"partials\":false}",
+              (long long) child);
+    s_raw_send (states, "GQC1", "WAIT", wait_body);
+    s_raw_send (states, "GQC1", "PING", "{\"req\":2}");
+    s_raw_command (states, command_h);
+    CHECK_STR (command_h, "PING");
+    f = fopen (gate_j, "w");
+    CHECK (f);
+    fclose (f);
+    const char *want_states[] = {"queued", "running"};
+    for (int k = 0; k < 2; k++) {
+        msg = s_raw_next (states, command_h);
+        CHECK_STR (command_h, "STATE");
+        CHECK_EQ (h_int (msg, "id"), child);
+        CHECK_STR (h_str (msg, "state"), want_states[k]);
+        json_decref (msg);
+    }
+    msg = s_raw_next (states, command_h);
+    CHECK_STR (command_h, "FINISHED");
+    json_decref (msg);
+    zsock_destroy (&states);
+    printf ("stream: a WAIT with states got STATE queued, running, then FINISHED\n");
 
     /* (g) Ctrl-C while gridq streams: the job (its engine waiting for a gate that never opens)
        is cancelled. Last: the engine stays busy with it until its gate's wait ends. */
