@@ -22,6 +22,8 @@ gw_call_new (struct MHD_Connection *connection, const char *method, const char *
         return NULL;
     }
     atomic_init (&self->refs, 1);
+    self->after_seq = -2;
+    self->last_seq = -1;
     self->connection = connection;
     self->started_us = gq_mono_us ();
     snprintf (self->method, sizeof self->method, "%s", method);

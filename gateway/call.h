@@ -42,6 +42,8 @@ struct _gw_call_t {
     bool openai;                       /* errors in OpenAI's shape */
     int64_t id;                        /* the job id in the path, or 0 */
     int64_t wait_ms;                   /* GW_OP_STATUS: ?wait=, 0 for none */
+    int64_t after_seq;                 /* GW_OP_EVENTS: Last-Event-ID (the partials after it are
+                                          replayed, as far as the broker keeps them), -2 none */
     json_t *body;                      /* the request's JSON (owned), or NULL */
     bool batch;                        /* GW_OP_SUBMIT: {"jobs": [...]} */
     bool stream;                       /* GW_OP_INFER: "stream": true */
@@ -94,6 +96,8 @@ struct _gw_call_t {
     bool watching;            /* in the watch of job */
     bool gone;                /* the HTTP side is done with it (the client left, or it ended) */
     bool state_sent;          /* GW_OP_EVENTS: the first "state" event is out */
+    int64_t last_seq;         /* the seq of the last partial passed on, -1 before: a partial
+                                 that comes twice (two broker watches of one job) goes once */
     char *held;               /* GW_OP_EVENTS: events that came before the first state */
     json_t *finished;         /* GW_OP_EVENTS: FINISHED's job, held until the state is out */
     void *handle;             /* its item in the relay's list of calls */

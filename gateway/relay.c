@@ -96,20 +96,30 @@ s_send_forget (gw_relay_t *self, const char *command, json_t *body)
     }
 }
 
-/* Joins the watch of job; the first call to follow it asks the broker (WAIT) unless ask is
-   false (a SUBMIT with watch asked already). */
+/* Joins the watch of job; the first call to follow it asks the broker (WAIT, with the job's
+   states) unless ask is false (a SUBMIT with watch asked already). A call that resumes (events
+   with Last-Event-ID) asks again, with "after_seq": the broker replays the partials it keeps
+   after it; the partials that then come twice go once to each call (last_seq). */
 static void
 s_watch (gw_relay_t *self, gw_call_t *call, int64_t job, bool ask)
 {
     char key[24];
     zlistx_t *list = (zlistx_t *) zhashx_lookup (self->watches, s_key (key, job));
+    bool resume = call->op == GW_OP_EVENTS && call->after_seq >= -1;
     if (!list) {
         list = zlistx_new ();
         zlistx_set_comparator (list, s_same_pointer);
         zhashx_insert (self->watches, key, list);
-        if (ask) {
-            s_send_forget (self, "WAIT", json_pack ("{s:[I]}", "ids", (json_int_t) job));
+    } else {
+        ask = false; /* the broker's watch of the job is there already */
+    }
+    if (ask || resume) {
+        json_t *wait = json_pack ("{s:[I], s:b}", "ids", (json_int_t) job, "states", 1);
+        if (resume) {
+            json_object_set_new (wait, "after_seq", json_integer (call->after_seq));
+            call->last_seq = call->after_seq;
         }
+        s_send_forget (self, "WAIT", wait);
     }
     zlistx_add_end (list, call);
     call->job = job;
@@ -415,8 +425,10 @@ s_infer_submit (gw_relay_t *self, gw_call_t *call)
         s_finish (self, call);
         return;
     }
+    /* With states: a job queued again (a new attempt) numbers its partials from 0 again. */
     s_send (self, call, S_SUBMIT, "SUBMIT",
-            json_pack ("{s:[o], s:b, s:b}", "jobs", job, "watch", 1, "brief", 1));
+            json_pack ("{s:[o], s:b, s:b, s:b}", "jobs", job, "watch", 1, "brief", 1, "states",
+                       1));
 }
 
 /* A partial of a streamed chat or completion: one SSE data line. The usage-only chunk that
@@ -747,12 +759,38 @@ s_on_partial (void *arg, int64_t id, int64_t seq, json_t *partial, int64_t dropp
     (void) dropped;
     for (gw_call_t *call = list ? (gw_call_t *) zlistx_first (list) : NULL; call;
          call = (gw_call_t *) zlistx_next (list)) {
+        if (seq <= call->last_seq) {
+            continue; /* it came twice: two broker watches of the job (s_watch) */
+        }
+        call->last_seq = seq;
         if (call->op == GW_OP_EVENTS) {
             s_events_write (call, s_event ("partial", seq, partial));
         } else if (call->op == GW_OP_INFER) {
             s_infer_partial (call, partial);
         }
     }
+}
+
+/* STATE: a watched job was queued again or started. Each events stream gets "event: state"
+   with {id, state, node?}; a job queued again starts a new attempt, whose partials count
+   from 0 again. */
+static void
+s_on_state (gw_relay_t *self, json_t *body)
+{
+    char key[24];
+    int64_t id = (int64_t) json_integer_value (json_object_get (body, "id"));
+    zlistx_t *list = (zlistx_t *) zhashx_lookup (self->watches, s_key (key, id));
+    json_t *shown = json_deep_copy (body);
+    json_object_del (shown, "req");
+    bool again = streq (json_string_value (json_object_get (body, "state")) ?: "", "queued");
+    for (gw_call_t *call = list ? (gw_call_t *) zlistx_first (list) : NULL; call;
+         call = (gw_call_t *) zlistx_next (list)) {
+        call->last_seq = again ? -1 : call->last_seq;
+        if (call->op == GW_OP_EVENTS) {
+            s_events_write (call, s_event ("state", -1, shown));
+        }
+    }
+    json_decref (shown);
 }
 
 /* ---- Calls in ------------------------------------------------------------------------------ */
@@ -965,6 +1003,8 @@ s_actor (zsock_t *pipe, void *args)
                 gw_call_t *call = (gw_call_t *) zhashx_lookup (self->by_req, s_key (key, req));
                 if (streq (command, "FINISHED")) {
                     s_on_finished (self, body);
+                } else if (streq (command, "STATE")) {
+                    s_on_state (self, body);
                 } else if (req && req == self->recheck_req) {
                     self->recheck_req = 0;
                     s_open_rechecked (self, body);

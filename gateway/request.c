@@ -184,6 +184,17 @@ s_prepare (const gw_rules_t *rules, const gw_request_t *request, gw_call_t *call
             call->batch = true;
         }
         return !*call->token || s_tag_jobs (call);
+    case GW_OP_EVENTS:
+        /* A client that reconnects resumes after the last event it got (EventSource sends
+           its id back). */
+        call->after_seq = -2;
+        if ((text = request->header (request->cls, "Last-Event-ID")) &&
+            gq_parse_int (text, -1, INT64_MAX / 2, &call->after_seq) != 0) {
+            gw_call_error (call, 400, "BAD_REQUEST", "Last-Event-ID",
+                           "Last-Event-ID: %.40s is not a partial's id", text);
+            return false;
+        }
+        return true;
     case GW_OP_STATUS:
         if ((text = request->arg (request->cls, "wait"))) {
             if (gq_parse_duration_ms (text, &call->wait_ms) != 0 || call->wait_ms < 0) {

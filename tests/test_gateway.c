@@ -213,33 +213,58 @@ s_rest (gq_client_t *client)
     printf ("gateway: REST endpoints answered 201, 200, 400, 404, 405, 413, 415 as they should\n");
 }
 
+/* POSTs one job (JSON text) to /v1/jobs; returns its id (201, or the test fails). */
+static int64_t
+s_post_id (const char *job)
+{
+    json_t *json;
+    CHECK_EQ (s_post ("/v1/jobs", job, &json), 201);
+    int64_t id = h_int (json, "id");
+    json_decref (json);
+    return id;
+}
+
+/* Creates the file at path (a gate the test engine waits for). */
+static void
+s_touch (const char *path)
+{
+    FILE *file = fopen (path, "w");
+    CHECK (file);
+    fclose (file);
+}
+
+/* Starts curl on job id's events (header: one more request header, or NULL), its output in
+   DIR/NAME.log (into log, 600 bytes); returns its pid. */
+static pid_t
+s_follow (int64_t id, const char *name, const char *header, char *log)
+{
+    char url[256];
+    snprintf (url, sizeof url, "%s/v1/jobs/%lld/events", s_base, (long long) id);
+    snprintf (log, 600, "%s/%s.log", h_dir (), name);
+    return header ? h_start ("/usr/bin/env", name, "curl", "-s", "-N", "-H", header, url, NULL)
+                  : h_start ("/usr/bin/env", name, "curl", "-s", "-N", url, NULL);
+}
+
 /* ---- (c) SSE of a job ---------------------------------------------------------------------- */
 
 static void
 s_events (gq_client_t *client)
 {
-    char gate[600], job[800], log[600], url[256];
+    char gate[600], job[800], log[600];
     snprintf (gate, sizeof gate, "%s/gate", h_dir ());
     snprintf (job, sizeof job,
               "{\"kind\": \"stream\", \"payload\": {\"n\": 5, \"tick\": true, \"gate\": \"%s\"}}",
               gate);
-    json_t *json;
-    CHECK_EQ (s_post ("/v1/jobs", job, &json), 201);
-    int64_t id = h_int (json, "id");
-    json_decref (json);
+    int64_t id = s_post_id (job);
     CHECK (h_wait_state (client, id, "running", 20000));
-    snprintf (url, sizeof url, "%s/v1/jobs/%lld/events", s_base, (long long) id);
-    pid_t curl = h_start ("/usr/bin/env", "events", "curl", "-s", "-N", url, NULL);
-    snprintf (log, sizeof log, "%s/events.log", h_dir ());
+    pid_t curl = s_follow (id, "events", NULL, log);
     const char *tick[] = {log, "\"tick\""};
     CHECK (h_wait_until (s_file_has, tick, 20000));
-    FILE *file = fopen (gate, "w");
-    CHECK (file);
-    fclose (file);
+    s_touch (gate);
     CHECK (h_wait_until (s_dead, &curl, 20000));
 
     /* Line by line: state, partials (ticks, then i = 1..4) with ids counting up, done. */
-    file = fopen (log, "r");
+    FILE *file = fopen (log, "r");
     CHECK (file);
     char line[4096], event[4096] = "";
     int64_t last_id = -1, seen_i = 0;
@@ -281,6 +306,89 @@ s_events (gq_client_t *client)
     CHECK_EQ (seen_i, 4);
     CHECK_EQ (dones, 1);
     printf ("gateway: SSE gave the state, %d partials in order, then done\n", partials);
+}
+
+/* The events of an SSE log, in order: "state:waiting", "partial:0", "done" ... (a JSON array
+   of strings, new reference). */
+static json_t *
+s_event_list (const char *log)
+{
+    json_t *list = json_array ();
+    FILE *file = fopen (log, "r");
+    CHECK (file);
+    char line[4096], event[64] = "";
+    int64_t id = -1;
+    size_t width = sizeof event - 1;
+    while (fgets (line, sizeof line, file)) {
+        line[strcspn (line, "\n")] = 0;
+        if (strncmp (line, "event: ", 7) == 0) {
+            snprintf (event, sizeof event, "%.*s", (int) width, line + 7);
+            id = -1;
+        } else if (strncmp (line, "id: ", 4) == 0) {
+            id = atoll (line + 4);
+        } else if (strncmp (line, "data: ", 6) == 0) {
+            json_t *data = json_loads (line + 6, 0, NULL);
+            CHECK (data);
+            char item[128];
+            if (streq (event, "state")) {
+                snprintf (item, sizeof item, "state:%s", h_str (data, "state"));
+            } else if (streq (event, "partial")) {
+                snprintf (item, sizeof item, "partial:%lld", (long long) id);
+            } else {
+                snprintf (item, sizeof item, "%s", event);
+            }
+            json_array_append_new (list, json_string (item));
+            json_decref (data);
+        }
+    }
+    fclose (file);
+    return list;
+}
+
+/* (c2) States and resume: job J waits on a gated parent; a first client follows J from its
+   waiting state, and sees it queued, running, its partial 0; a second client then attaches with
+   Last-Event-ID: -1 and gets partial 0 all the same (the broker keeps a running job's last
+   partials); J's gate opens: both get partials 1 and 2, then done. */
+static void
+s_events_resume (gq_client_t *client)
+{
+    char gate_p[600], gate_j[600], job[900], first[600], second[600];
+    snprintf (gate_p, sizeof gate_p, "%s/gate_parent", h_dir ());
+    snprintf (gate_j, sizeof gate_j, "%s/gate_job", h_dir ());
+    snprintf (job, sizeof job,
+              "{\"kind\": \"stream\", \"payload\": {\"n\": 1, \"gate\": \"%s\"}}", gate_p);
+    int64_t parent = s_post_id (job);
+    snprintf (job, sizeof job,
+              "{\"kind\": \"stream\", \"payload\": {\"n\": 3, \"gate\": \"%s\"}, "
+              "\"after_ok\": [%lld]}",
+              gate_j, (long long) parent);
+    int64_t id = s_post_id (job);
+    CHECK (h_wait_state (client, id, "waiting", 20000));
+    pid_t one = s_follow (id, "follow1", NULL, first);
+    const char *waiting[] = {first, "\"waiting\""};
+    CHECK (h_wait_until (s_file_has, waiting, 20000));
+    s_touch (gate_p);
+    const char *zero[] = {first, "id: 0"};
+    CHECK (h_wait_until (s_file_has, zero, 20000));
+    pid_t two = s_follow (id, "follow2", "Last-Event-ID: -1", second);
+    const char *replayed[] = {second, "id: 0"};
+    CHECK (h_wait_until (s_file_has, replayed, 20000));
+    s_touch (gate_j);
+    CHECK (h_wait_until (s_dead, &one, 20000));
+    CHECK (h_wait_until (s_dead, &two, 20000));
+    json_t *events = s_event_list (first);
+    char *text = json_dumps (events, JSON_COMPACT);
+    CHECK_STR (text, "[\"state:waiting\",\"state:queued\",\"state:running\",\"partial:0\","
+                     "\"partial:1\",\"partial:2\",\"done\"]");
+    free (text);
+    json_decref (events);
+    events = s_event_list (second);
+    text = json_dumps (events, JSON_COMPACT);
+    CHECK_STR (text, "[\"state:running\",\"partial:0\",\"partial:1\",\"partial:2\",\"done\"]");
+    free (text);
+    json_decref (events);
+    printf ("gateway: SSE followed a job's states (waiting, queued, running); Last-Event-ID: -1 "
+            "replayed the partial a late client had missed\n");
 }
 
 /* ---- (d) OpenAI ---------------------------------------------------------------------------- */
@@ -490,6 +598,7 @@ main (int argc, char **argv)
         CHECK_EQ (h_run (command, NULL), 0);
         s_rest (client);
         s_events (client);
+        s_events_resume (client);
         s_openai ();
         s_leave (client);
         /* (f) Without tokens, loopback only. */
