@@ -297,6 +297,13 @@ s_test_mlp (gq_client_t *client)
 
 /* ---- torch_generate.py ---------------------------------------------------------------------- */
 
+/* Whether a shell command (arg) succeeds. */
+static bool
+s_succeeds (void *arg)
+{
+    return h_run ((const char *) arg, NULL) == 0;
+}
+
 
 /* One line of gridq's stdout, parsed; NULL at end of file. */
 static json_t *
@@ -480,6 +487,61 @@ s_test_generate (gq_client_t *client)
     printf ("engines_generate: %s's engine crashed mid-job (pid %lld); the job succeeded on "
             "retry; the engine came back as pid %lld\n",
             workers[w], (long long) crashed_pid, (long long) pids[1]);
+
+    /* (4) Through gridq-gateway (where it is built): an OpenAI chat request, streamed, runs as
+       a generate job; its chunks are OpenAI's (a role chunk, a delta per token, a finish
+       chunk, then [DONE]) and spell the text of (1): the same model, prompt and length. */
+    char gateway[700], url[128], listen[64];
+    snprintf (gateway, sizeof gateway, "%s/gridq-gateway", h_bin ());
+    if (access (gateway, X_OK) != 0 || h_run ("curl --version >/dev/null 2>&1", NULL) != 0) {
+        printf ("engines_generate: no gridq-gateway or curl here: the chat step is skipped\n");
+        return;
+    }
+    snprintf (listen, sizeof listen, "127.0.0.1:%d", h_free_port ());
+    snprintf (url, sizeof url, "http://%s", listen);
+    h_start ("gridq-gateway", "gateway", "--broker", h_endpoint (), "--listen", listen,
+             "--kind-map", "chat=generate,completion=generate", NULL);
+    snprintf (command, sizeof command, "curl -sf %s/healthz >/dev/null", url);
+    CHECK (h_wait_until (s_succeeds, command, 20000));
+    snprintf (command, sizeof command,
+              "curl -sN %s/v1/chat/completions -H 'Content-Type: application/json' -d "
+              "'{\"model\": \"tiny-a\", \"max_tokens\": 24, \"stream\": true, \"messages\": "
+              "[{\"role\": \"system\", \"content\": \"Be brief.\"}, {\"role\": \"user\", "
+              "\"content\": \"Hello\"}]}'",
+              url);
+    char *answer = NULL;
+    CHECK_EQ (h_run (command, &answer), 0);
+    char joined[64] = "";
+    int chunks = 0;
+    bool role = false, finished = false, done = false;
+    for (char *line = strtok (answer, "\n"); line; line = strtok (NULL, "\n")) {
+        if (strncmp (line, "data: ", 6) != 0) {
+            continue;
+        }
+        CHECK (!done); /* nothing after [DONE] */
+        if (streq (line + 6, "[DONE]")) {
+            done = true;
+            continue;
+        }
+        json_t *chunk = json_loads (line + 6, 0, NULL);
+        CHECK (chunk);
+        CHECK_STR (h_str (chunk, "object"), "chat.completion.chunk");
+        json_t *choice = json_array_get (json_object_get (chunk, "choices"), 0);
+        json_t *delta = json_object_get (choice, "delta");
+        role |= chunks == 0 && streq (h_str (delta, "role"), "assistant");
+        finished |= streq (h_str (choice, "finish_reason"), "length");
+        size_t len = strlen (joined);
+        snprintf (joined + len, sizeof joined - len, "%s", h_str (delta, "content"));
+        chunks++;
+        json_decref (chunk);
+    }
+    free (answer);
+    CHECK (role && finished && done);
+    CHECK_EQ (chunks, 24 + 2);
+    CHECK_STR (joined, spelt);
+    printf ("engines_generate: a streamed OpenAI chat through gridq-gateway: %d chunks spelling "
+            "the same text, then [DONE]\n",
+            chunks);
 }
 
 int

@@ -18,6 +18,11 @@ The model (vocabulary: newline and printable ASCII; hidden size 64): h = tanh(em
   result   {"text", "prompt", "finish_reason": "length", "engine_pid", "model",
             "usage": {"prompt_tokens", "completion_tokens", "total_tokens"}}
 
+An OpenAI chat request as the payload (what gridq-gateway sends for /v1/chat/completions,
+with --kind-map chat=generate) is answered in OpenAI's shapes: the prompt is the last user
+message's content; the partials are chat.completion.chunk objects (a role chunk, a content
+delta per token, a finish chunk) and the result is the chat.completion, usage included.
+
 max_tokens is 1..4096, delay_ms (a pause after each token, for demos and tests) 0..60000. A
 cancel line stops the job between two tokens: it is not answered, and --log records how many
 tokens it made. "crash_after": K (tests only) needs --crash-marker FILE: the first engine to
@@ -29,6 +34,7 @@ at a time, in order.
 import argparse
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gridq_engine  # noqa: E402
@@ -94,6 +100,34 @@ def crash_now(marker):
     return True
 
 
+def chat_prompt(payload):
+    """The prompt of an OpenAI chat request: its last user message's text."""
+    for message in reversed(payload["messages"]):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            raise gridq_engine.JobError("the user message's content must be a string")
+    raise gridq_engine.JobError('"messages" has no user message')
+
+
+class ChatShape:
+    """OpenAI's chat shapes for one job: the chunks (partials) and the whole (result)."""
+
+    def __init__(self, job, name):
+        self.head = {"id": "chatcmpl-%d" % job.id, "object": "chat.completion.chunk",
+                     "created": int(time.time()), "model": name}
+
+    def chunk(self, delta, finish=None):
+        return dict(self.head, choices=[{"index": 0, "delta": delta, "logprobs": None,
+                                         "finish_reason": finish}])
+
+    def whole(self, text, usage):
+        return dict(self.head, object="chat.completion", usage=usage, choices=[{
+            "index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
+            "finish_reason": "length"}])
+
+
 def make_handler(model, name, crash_marker):
     def handle(job):
         payload = job.payload if job.payload is not None else {}
@@ -102,7 +136,8 @@ def make_handler(model, name, crash_marker):
         if job.model not in (None, name):
             raise gridq_engine.JobError("model '%s' is not served here (this engine serves "
                                         "'%s')" % (job.model, name))
-        prompt = payload.get("prompt", "")
+        chat = ChatShape(job, name) if isinstance(payload.get("messages"), list) else None
+        prompt = chat_prompt(payload) if chat else payload.get("prompt", "")
         if not isinstance(prompt, str) or len(prompt) > MAX_PROMPT:
             raise gridq_engine.JobError('"prompt" must be a string of %d characters at most'
                                         % MAX_PROMPT)
@@ -119,6 +154,8 @@ def make_handler(model, name, crash_marker):
                                         '--crash-marker')
         text = []
         job.stats["tokens"] = 0
+        if chat:
+            job.partial(chat.chunk({"role": "assistant", "content": ""}))
         with torch.no_grad():
             h = torch.zeros(HIDDEN, device=model.dev)
             token = 0  # the newline starts every text
@@ -133,13 +170,17 @@ def make_handler(model, name, crash_marker):
                 h, token = model.step(h, token)
                 text.append(VOCAB[token])
                 job.stats["tokens"] = i + 1
-                job.partial({"token": VOCAB[token], "index": i})
+                job.partial(chat.chunk({"content": VOCAB[token]}) if chat
+                            else {"token": VOCAB[token], "index": i})
                 if job.cancelled() or (delay and job.wait(delay)):
                     return None  # cancelled between two tokens: not answered
+        usage = {"prompt_tokens": len(prompt), "completion_tokens": len(text),
+                 "total_tokens": len(prompt) + len(text)}
+        if chat:
+            job.partial(chat.chunk({}, "length"))
+            return chat.whole("".join(text), usage)
         return {"text": "".join(text), "prompt": prompt, "finish_reason": "length",
-                "usage": {"prompt_tokens": len(prompt), "completion_tokens": len(text),
-                          "total_tokens": len(prompt) + len(text)},
-                "engine_pid": os.getpid(), "model": name}
+                "usage": usage, "engine_pid": os.getpid(), "model": name}
     return handle
 
 
