@@ -499,6 +499,42 @@ h_on_finished (void *arg, json_t *job)
     return 0;
 }
 
+json_t *
+h_sse_chunks (char *text)
+{
+    json_t *chunks = json_array ();
+    bool done = false;
+    for (char *line = strtok (text, "\n"); line; line = strtok (NULL, "\n")) {
+        if (strncmp (line, "data: ", 6) != 0) {
+            continue;
+        }
+        CHECK (!done); /* nothing after [DONE] */
+        if (streq (line + 6, "[DONE]")) {
+            done = true;
+            continue;
+        }
+        json_t *chunk = json_loads (line + 6, 0, NULL);
+        CHECK (chunk);
+        CHECK_STR (h_str (chunk, "object"), "chat.completion.chunk");
+        json_array_append_new (chunks, chunk);
+    }
+    CHECK (done);
+    return chunks;
+}
+
+void
+h_sse_text (json_t *chunks, char *out, size_t size)
+{
+    out[0] = 0;
+    size_t i;
+    json_t *chunk;
+    json_array_foreach (chunks, i, chunk) {
+        json_t *choice = json_array_get (json_object_get (chunk, "choices"), 0);
+        size_t len = strlen (out);
+        snprintf (out + len, size - len, "%s", h_str (json_object_get (choice, "delta"), "content"));
+    }
+}
+
 zsock_t *
 h_fake_broker (void)
 {

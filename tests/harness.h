@@ -121,6 +121,15 @@ void h_on_partial (void *arg, int64_t id, int64_t seq, json_t *partial, int64_t 
 /* gq_client_wait's callback recording the FINISHED into an h_seen_t (arg). */
 int h_on_finished (void *arg, json_t *job);
 
+/* ---- OpenAI streams ---- */
+/* The chunks of an OpenAI SSE answer (text: its "data: " lines; blank lines and others
+   skipped), as a JSON array of chat.completion.chunk objects (new reference). The test fails
+   when a chunk is not JSON, is not a chat.completion.chunk, anything follows "data: [DONE]",
+   or [DONE] never comes. text is cut into lines (strtok). */
+json_t *h_sse_chunks (char *text);
+/* The chunks' delta contents joined, into out (size bytes). */
+void h_sse_text (json_t *chunks, char *out, size_t size);
+
 /* ---- A fake broker: a raw ROUTER socket that a real worker talks to (tests of the worker's
    own behaviour, exact because the test decides every broker message) ---- */
 /* The fake broker's socket, bound to h_endpoint (). */

@@ -511,35 +511,20 @@ s_test_generate (gq_client_t *client)
               url);
     char *answer = NULL;
     CHECK_EQ (h_run (command, &answer), 0);
-    char joined[64] = "";
-    int chunks = 0;
-    bool role = false, finished = false, done = false;
-    for (char *line = strtok (answer, "\n"); line; line = strtok (NULL, "\n")) {
-        if (strncmp (line, "data: ", 6) != 0) {
-            continue;
-        }
-        CHECK (!done); /* nothing after [DONE] */
-        if (streq (line + 6, "[DONE]")) {
-            done = true;
-            continue;
-        }
-        json_t *chunk = json_loads (line + 6, 0, NULL);
-        CHECK (chunk);
-        CHECK_STR (h_str (chunk, "object"), "chat.completion.chunk");
-        json_t *choice = json_array_get (json_object_get (chunk, "choices"), 0);
-        json_t *delta = json_object_get (choice, "delta");
-        role |= chunks == 0 && streq (h_str (delta, "role"), "assistant");
-        finished |= streq (h_str (choice, "finish_reason"), "length");
-        size_t len = strlen (joined);
-        snprintf (joined + len, sizeof joined - len, "%s", h_str (delta, "content"));
-        chunks++;
-        json_decref (chunk);
-    }
+    json_t *list = h_sse_chunks (answer);
     free (answer);
-    CHECK (role && finished && done);
+    size_t chunks = json_array_size (list);
+    json_t *first = json_array_get (json_object_get (json_array_get (list, 0), "choices"), 0);
+    json_t *last =
+        json_array_get (json_object_get (json_array_get (list, chunks - 1), "choices"), 0);
+    CHECK_STR (h_str (json_object_get (first, "delta"), "role"), "assistant");
+    CHECK_STR (h_str (last, "finish_reason"), "length");
+    char joined[64];
+    h_sse_text (list, joined, sizeof joined);
+    json_decref (list);
     CHECK_EQ (chunks, 24 + 2);
     CHECK_STR (joined, spelt);
-    printf ("engines_generate: a streamed OpenAI chat through gridq-gateway: %d chunks spelling "
+    printf ("engines_generate: a streamed OpenAI chat through gridq-gateway: %zu chunks spelling "
             "the same text, then [DONE]\n",
             chunks);
 }

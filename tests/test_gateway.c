@@ -434,32 +434,20 @@ s_openai (void)
                              "%s/v1/chat/completions",
                       body, s_base),
               200);
-    char joined[256] = "";
-    int chunks = 0;
-    bool done = false;
-    for (char *line = strtok (text, "\n"); line; line = strtok (NULL, "\n")) {
-        CHECK (strncmp (line, "data: ", 6) == 0);
-        CHECK (!done);
-        if (streq (line + 6, "[DONE]")) {
-            done = true;
-            continue;
-        }
-        json_t *chunk = json_loads (line + 6, 0, NULL);
-        CHECK (chunk);
-        CHECK_STR (h_str (chunk, "object"), "chat.completion.chunk");
-        json_t *choices = json_object_get (chunk, "choices");
-        CHECK_EQ (json_array_size (choices), 1);
-        const char *piece = h_str (json_object_get (json_array_get (choices, 0), "delta"),
-                                   "content");
-        strncat (joined, piece, sizeof joined - strlen (joined) - 1);
-        chunks++;
-        json_decref (chunk);
-    }
+    json_t *list = h_sse_chunks (text);
     free (text);
-    CHECK (done);
+    char joined[256];
+    h_sse_text (list, joined, sizeof joined);
+    size_t chunks = json_array_size (list);
+    size_t i;
+    json_t *chunk;
+    json_array_foreach (list, i, chunk) {
+        CHECK_EQ (json_array_size (json_object_get (chunk, "choices")), 1);
+    }
+    json_decref (list);
     CHECK_EQ (chunks, 5); /* role, three words, finish */
     CHECK_STR (joined, "gamma beta alpha");
-    printf ("gateway: OpenAI chat answered whole and as %d chunks then [DONE]\n", chunks);
+    printf ("gateway: OpenAI chat answered whole and as %zu chunks then [DONE]\n", chunks);
 }
 
 /* ---- (e) A client that leaves ----------------------------------------------------------- */
