@@ -420,6 +420,7 @@ gq_broker_new (const gq_broker_opts_t *opts, char *why, size_t whylen)
     self->ended = zhashx_new ();
     self->waits = zhashx_new ();
     self->children = zhashx_new ();
+    self->arrays = zhashx_new ();
     self->by_connection = zhashx_new ();
     self->replies = zlist_new ();
     self->inflight = zlist_new ();
@@ -435,7 +436,7 @@ gq_broker_new (const gq_broker_opts_t *opts, char *why, size_t whylen)
     self->dirty_workers = zlist_new ();
     self->placed = (gq_dispatch_t *) calloc (GQ_DISPATCH_BATCH_JOBS, sizeof *self->placed);
     if (!self->matcher || !self->queue || !self->jobs || !self->ended || !self->waits ||
-        !self->children || !self->placed ||
+        !self->children || !self->arrays || !self->placed ||
         !self->inflight || !self->idem_pending || !self->pending || !self->awaiting) {
         snprintf (why, whylen, "out of memory");
         gq_broker_destroy (&self);
@@ -443,7 +444,7 @@ gq_broker_new (const gq_broker_opts_t *opts, char *why, size_t whylen)
     }
     self->sched =
         gq_sched_new (self->queue, self->matcher, opts->backfill_window, opts->reserve_after_ms);
-    zhashx_t *by_id[] = {self->jobs, self->ended, self->waits, self->children};
+    zhashx_t *by_id[] = {self->jobs, self->ended, self->waits, self->children, self->arrays};
     for (size_t t = 0; t < sizeof by_id / sizeof by_id[0]; t++) {
         zhashx_set_key_hasher (by_id[t], s_id_hash);
         zhashx_set_key_comparator (by_id[t], s_id_compare);
@@ -469,7 +470,7 @@ gq_broker_new (const gq_broker_opts_t *opts, char *why, size_t whylen)
         gq_broker_destroy (&self);
         return NULL;
     }
-    if (gq_store_counts (self->store, self->counts) ||
+    if (gq_store_counts (self->store, self->counts) || gq_arrays_recover (self) ||
         gq_store_recover (self->store, gq_intake_recover, self)) {
         snprintf (why, whylen, "recovery failed: %s", gq_store_errmsg (self->store));
         gq_broker_destroy (&self);
@@ -483,6 +484,7 @@ gq_broker_new (const gq_broker_opts_t *opts, char *why, size_t whylen)
         gq_broker_destroy (&self);
         return NULL;
     }
+    gq_arrays_recover_limits (self);
     /* Job ids: never one handed out before, even before its commit (see gq_commit_reserve_ids). */
     int64_t max_id = gq_store_max_id (self->store);
     int64_t mark = 0;
@@ -571,6 +573,7 @@ gq_broker_destroy (gq_broker_t **self_p)
         zhashx_destroy (&self->jobs);
     }
     gq_deps_destroy (self);
+    gq_arrays_destroy (self);
     for (size_t w = 0; w < self->workers_size; w++) {
         gq_link_t *worker = self->workers[w];
         if (worker) {

@@ -122,6 +122,21 @@ typedef struct {
     int state;  /* its final state */
 } gq_ended_t;
 
+/* A job array (arrays.c): its elements are the jobs first .. first + count - 1, in index order.
+   Elements beyond the limit are held out of the queue (state waiting) and admitted one by one as
+   admitted ones end, so that never more than limit run at once. */
+typedef struct {
+    int64_t id;             /* the array's id (first - 1; names no job) */
+    int64_t first, count;   /* its elements */
+    int64_t submitted_ms;   /* wall clock at submission */
+    int64_t active;         /* elements admitted (queued or running) and not ended */
+    int64_t ended[GQ_JOB_STATES]; /* elements ended, by final state */
+    int64_t *held;          /* ids of elements held back by the limit, a ring (FIFO) */
+    size_t held_head, held_count, held_size; /* the ring's first entry, entries, allocated */
+    char *text;             /* the spec as submitted (malloc'd): stored, and shown */
+    gq_arrayspec_t spec;    /* indexes and limit */
+} gq_array_t;
+
 /* A SUBMIT waiting for its batch to commit. */
 typedef struct {
     gq_msg_t *request; /* the SUBMIT (routing id, req, blobs; the batch borrows from it) */
@@ -130,7 +145,11 @@ typedef struct {
     int64_t *ids;      /* the id of each job of the batch */
     gq_wait_t **waits; /* the dependencies of each job (NULL for none); owned here until the job
                           joins memory */
-    size_t count;
+    size_t count;      /* jobs (an array's elements count one each) */
+    int64_t *entry_ids; /* the id of each entry of the request (a job's, or an array's) */
+    size_t n_entries;  /* entries of the request */
+    int64_t *arrays;   /* ids of the arrays it made (their elements are among jobs), or NULL */
+    size_t n_arrays;   /* entries of arrays */
     uint32_t owner;    /* submitter, for the per-client cap */
     int group;         /* its writes' group in the batch (they stand or fall together) */
     gq_watch_t *watch; /* SUBMIT with watch: held until the acknowledgement, or NULL */
@@ -176,6 +195,10 @@ struct _gq_broker_t {
     size_t deps_ended_count, deps_ended_size; /* its entries, allocated entries */
     bool deps_releasing;       /* deps.c is telling children: a parent that ends meanwhile
                                   joins deps_ended, not a recursion */
+    zhashx_t *arrays;          /* array id -> gq_array_t (arrays.c) */
+    gq_array_t **array_list;   /* the same, by id (so by first element): an element's array by
+                                  binary search */
+    size_t array_count, array_size; /* entries of array_list, allocated entries */
     zhashx_t *by_connection;         /* routing-id hex -> gq_link_t */
     gq_link_t **workers;             /* by node index */
     size_t workers_size;             /* allocated entries of workers */
@@ -318,6 +341,41 @@ json_t *gq_deps_explain (gq_broker_t *self, const gq_job_t *job);
 void gq_deps_list (gq_broker_t *self, size_t limit, json_t *jobs);
 /* Frees the waits and the index (at shutdown). */
 void gq_deps_destroy (gq_broker_t *self);
+
+/* ---- Arrays (arrays.c) ------------------------------------------------------------------- */
+
+/* A new array id with elements id + 1 .. id + spec->count (text borrowed, copied); NULL when out
+   of memory. */
+gq_array_t *gq_arrays_new (gq_broker_t *self, int64_t id, const char *text,
+                           const gq_arrayspec_t *spec, int64_t submitted_ms);
+/* Forgets array id (its submission was refused). */
+void gq_arrays_forget (gq_broker_t *self, int64_t id);
+/* The array of that id, or NULL. */
+gq_array_t *gq_arrays_find (gq_broker_t *self, int64_t id);
+/* The array job is an element of, or NULL. */
+gq_array_t *gq_arrays_of (gq_broker_t *self, const gq_job_t *job);
+/* The index of element job_id of array. */
+int64_t gq_arrays_index (const gq_array_t *array, int64_t job_id);
+/* A job ready to run (not ended, in no queue, not counted) joins the queue; an element of an
+   array at its limit is held instead (waiting) until an element of its array ends. */
+void gq_arrays_queue (gq_broker_t *self, gq_job_t *job);
+/* Element id of an array ended in state; admitted: it was queued or running (so it counted
+   against the limit). The next held elements are admitted; the array's own end (all elements
+   ended) reaches the jobs that depend on it. */
+void gq_arrays_ended (gq_broker_t *self, int64_t id, bool admitted, int state, int64_t now_ms);
+/* The array's state as a parent: queued while an element has not ended; then done when every
+   one is done, failed when one failed, else cancelled. */
+int gq_arrays_state (const gq_array_t *array);
+/* {id, spec, first, count, limit, counts {waiting, queued, running, done, failed, cancelled},
+   state, submitted_at}: a new reference. */
+json_t *gq_arrays_summary (gq_broker_t *self, const gq_array_t *array);
+/* At start, before the jobs: the stored arrays join memory. 0 or an error of the store. */
+int gq_arrays_recover (gq_broker_t *self);
+/* At start, after the jobs and their dependencies: each array's limit holds again (the
+   elements queued past it are held). */
+void gq_arrays_recover_limits (gq_broker_t *self);
+/* Frees the arrays (at shutdown). */
+void gq_arrays_destroy (gq_broker_t *self);
 
 /* ---- Dispatch (dispatch.c) ----------------------------------------------------------------- */
 

@@ -78,7 +78,7 @@ gq_deps_check (gq_broker_t *self, const gq_jobspec_t *spec, char *why, size_t wh
         json_t *item;
         json_array_foreach (spec->after[k], i, item) {
             int64_t id = (int64_t) json_integer_value (item);
-            if (gq_broker_job_find (self, id)) {
+            if (gq_broker_job_find (self, id) || gq_arrays_find (self, id)) {
                 continue;
             }
             int state = gq_broker_id_issued (self, id) ? gq_store_job_state (self->store, id)
@@ -119,14 +119,13 @@ gq_deps_forget (gq_broker_t *self, gq_job_t *job)
     }
 }
 
-/* The job joins the queue, at the place its submission time gives it. */
+/* The job joins the queue, at the place its submission time gives it (an element of an array
+   at its limit is held by its array instead). */
 static void
 s_release (gq_broker_t *self, gq_job_t *job)
 {
     s_unwait (self, job);
-    job->state = GQ_JOB_QUEUED;
-    gq_queue_push (self->queue, job);
-    self->counts[GQ_JOB_QUEUED]++;
+    gq_arrays_queue (self, job);
 }
 
 /* Its condition holds: it joins the queue once the batch being recorded is back. That batch
@@ -186,14 +185,18 @@ s_edge_ended (gq_wait_t *wait, int64_t parent, int kind, int state, char *why, s
 }
 
 /* The state of parent as far as this broker knows: from memory (GQ_JOB_QUEUED for any that has
-   not ended), else stored (stored_state, or read now when it is INT_MIN); -1 when there is no
-   such job. */
+   not ended; an array's as gq_arrays_state says), else stored (stored_state, or read now when it
+   is INT_MIN); -1 when there is no such job. */
 static int
 s_parent_state (gq_broker_t *self, int64_t parent, int stored_state)
 {
     gq_job_t *job = gq_broker_job_find (self, parent);
     if (job) {
         return job->end ? job->state : GQ_JOB_QUEUED;
+    }
+    gq_array_t *array = gq_arrays_find (self, parent);
+    if (array) {
+        return gq_arrays_state (array);
     }
     return stored_state != INT_MIN ? stored_state : gq_store_job_state (self->store, parent);
 }
@@ -412,7 +415,10 @@ gq_deps_explain (gq_broker_t *self, const gq_job_t *job)
     for (uint32_t e = 0; e < wait->count; e++) {
         gq_dep_t *edge = &wait->edges[e];
         gq_job_t *parent = gq_broker_job_find (self, edge->parent);
-        int state = parent ? parent->state : gq_store_job_state (self->store, edge->parent);
+        gq_array_t *array = parent ? NULL : gq_arrays_find (self, edge->parent);
+        int state = parent  ? parent->state
+                    : array ? gq_arrays_state (array)
+                            : gq_store_job_state (self->store, edge->parent);
         json_array_append_new (list, json_pack ("{s:I, s:s, s:s}", "id", (json_int_t) edge->parent,
                                                 "condition", gq_dep_fields[edge->kind], "state",
                                                 gq_job_state_name (state) ?: "unknown"));

@@ -46,10 +46,22 @@ gq_queries_status (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
     }
     for (size_t i = 0; i < count; i++) {
         gq_job_t *job = gq_broker_job_find (self, ids[i]);
+        gq_array_t *array = job ? NULL : gq_arrays_find (self, ids[i]);
         if (job) {
             gq_read_text_begin (read, ids[i]);
             gq_broker_job_text (self, job, false, read->pre);
             gq_read_text_end (read);
+        } else if (array) {
+            /* An array: {"id", "state", "array": summary} among the jobs. */
+            json_t *summary = gq_arrays_summary (self, array);
+            json_t *entry = json_pack ("{s:I, s:O, s:o}", "id", (json_int_t) ids[i], "state",
+                                       json_object_get (summary, "state"), "array", summary);
+            char *text = entry ? json_dumps (entry, JSON_COMPACT) : NULL;
+            json_decref (entry);
+            gq_read_text_begin (read, ids[i]);
+            gq_chunk_raw (read->pre, text ? text : "null");
+            gq_read_text_end (read);
+            free (text);
         } else if (gq_broker_id_issued (self, ids[i])) {
             gq_read_stored (read, ids[i]);
         } else {

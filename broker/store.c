@@ -56,6 +56,9 @@ typedef enum {
     S_META_SET,
     S_DEP_INSERT,
     S_DEPS_RECOVER,
+    S_ARRAY_INSERT,
+    S_ARRAYS,
+    S_ARRAY_ENDED,
     S_STMTS
 } s_stmt_t;
 
@@ -151,6 +154,12 @@ static const char *s_sql[S_STMTS] = {
     [S_DEPS_RECOVER] = "SELECT d.child, d.parent, d.kind, p.state FROM jobs c "
                        "JOIN deps d ON d.child = c.id LEFT JOIN jobs p ON p.id = d.parent "
                        "WHERE c.state IN (0, 1) ORDER BY d.child, d.parent",
+    [S_ARRAY_INSERT] = "INSERT INTO arrays (id, first, count, spec, submitted_at) "
+                       "VALUES (?1, ?2, ?3, ?4, ?5)",
+    [S_ARRAYS] = "SELECT id, first, count, spec, submitted_at FROM arrays ORDER BY id",
+    /* Through the primary key: the elements' range, not the table. */
+    [S_ARRAY_ENDED] = "SELECT state, count(*) FROM jobs WHERE id BETWEEN ?1 AND ?2 "
+                      "AND state >= 2 GROUP BY state",
 };
 
 /* Outcomes of an attempt; the first two exclude the node from the job's next attempts after a
@@ -1345,6 +1354,61 @@ gq_store_job_state (gq_store_t *self, int64_t job_id)
         return s_error (self, GQ_ENOTFOUND, "job state", "no such job");
     }
     return found < 0 ? found : (int) state;
+}
+
+int
+gq_store_array_insert (gq_store_t *self, int64_t id, int64_t first, int64_t count,
+                       const char *spec, int64_t submitted_ms)
+{
+    if (id <= 0 || first <= id || count <= 0 || !spec) {
+        return s_error (self, GQ_EINVAL, "insert array", "bad id, range or spec");
+    }
+    sqlite3_stmt *stmt = self->stmt[S_ARRAY_INSERT];
+    sqlite3_bind_int64 (stmt, 1, id);
+    sqlite3_bind_int64 (stmt, 2, first);
+    sqlite3_bind_int64 (stmt, 3, count);
+    sqlite3_bind_text (stmt, 4, spec, -1, SQLITE_STATIC);
+    sqlite3_bind_int64 (stmt, 5, submitted_ms);
+    return s_step_done (self, stmt, "insert array");
+}
+
+int
+gq_store_arrays_recover (gq_store_t *self, gq_store_array_fn *fn, void *arg)
+{
+    sqlite3_stmt *stmt = self->stmt[S_ARRAYS];
+    sqlite3_stmt *ended = self->stmt[S_ARRAY_ENDED];
+    int rc, err = GQ_OK;
+    while (!err && (rc = sqlite3_step (stmt)) == SQLITE_ROW) {
+        int64_t first = sqlite3_column_int64 (stmt, 1), count = sqlite3_column_int64 (stmt, 2);
+        int64_t by_state[GQ_JOB_STATES] = {0};
+        sqlite3_bind_int64 (ended, 1, first);
+        sqlite3_bind_int64 (ended, 2, first + count - 1);
+        int erc;
+        while ((erc = sqlite3_step (ended)) == SQLITE_ROW) {
+            int state = sqlite3_column_int (ended, 0);
+            if (state >= 0 && state < GQ_JOB_STATES) {
+                by_state[state] = sqlite3_column_int64 (ended, 1);
+            }
+        }
+        if (erc != SQLITE_DONE) {
+            err = s_fail (self, "recover arrays");
+            rc = SQLITE_DONE;
+        }
+        sqlite3_reset (ended);
+        if (!err) {
+            err = fn (arg, sqlite3_column_int64 (stmt, 0), first, count,
+                      (const char *) sqlite3_column_text (stmt, 3), sqlite3_column_int64 (stmt, 4),
+                      by_state);
+        }
+    }
+    if (!err && rc != SQLITE_DONE) {
+        err = s_fail (self, "recover arrays");
+    }
+    sqlite3_reset (stmt);
+    if (!err) {
+        s_ok (self);
+    }
+    return err;
 }
 
 int

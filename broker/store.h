@@ -195,6 +195,19 @@ typedef int (gq_store_dep_fn) (void *arg, int64_t child, int64_t parent, int kin
                                int parent_state);
 int gq_store_deps_recover (gq_store_t *self, gq_store_dep_fn *fn, void *arg);
 
+/* Arrays (arrays.c keeps them in memory). Records array id, whose elements are the jobs first
+   .. first + count - 1 (inserted after it, in the same group); spec is borrowed. 0, GQ_EINVAL or
+   GQ_ESTORE. */
+int gq_store_array_insert (gq_store_t *self, int64_t id, int64_t first, int64_t count,
+                           const char *spec, int64_t submitted_ms);
+/* Recovery of arrays, before the jobs': fn is called once per array, in id order, with how many
+   of its elements ended, by state (the other entries 0). fn returning non-zero stops the walk
+   with that code. 0 or GQ_ESTORE. */
+typedef int (gq_store_array_fn) (void *arg, int64_t id, int64_t first, int64_t count,
+                                 const char *spec, int64_t submitted_ms,
+                                 const int64_t *ended_by_state);
+int gq_store_arrays_recover (gq_store_t *self, gq_store_array_fn *fn, void *arg);
+
 /* Selftest: uses a temporary directory under /tmp and removes it. */
 void gq_store_test (bool verbose);
 

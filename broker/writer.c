@@ -26,7 +26,8 @@ typedef enum {
     S_OP_NODE,
     S_OP_META,
     S_OP_PURGE,
-    S_OP_DEP
+    S_OP_DEP,
+    S_OP_ARRAY
 } s_op_type_t;
 
 typedef struct {
@@ -81,6 +82,10 @@ typedef struct {
             int64_t parent; /* job_id is the child */
             int kind;       /* gq_dep_kind_t */
         } dep;
+        struct {
+            int64_t first, count, submitted_ms; /* job_id is the array's id */
+            const char *spec;                   /* borrowed from the broker's array */
+        } array;
     } u;
     char name[GQ_NAME_MAX]; /* node name of an attempt, finish or node; "" for none */
 } s_op_t;
@@ -223,6 +228,21 @@ gq_batch_dep_insert (gq_batch_t *self, int64_t child, int64_t parent, int kind)
     }
     op->u.dep.parent = parent;
     op->u.dep.kind = kind;
+    return GQ_OK;
+}
+
+int
+gq_batch_array_insert (gq_batch_t *self, int64_t id, int64_t first, int64_t count,
+                       const char *spec, int64_t submitted_ms)
+{
+    s_op_t *op = s_op_add (self, S_OP_ARRAY, id, NULL);
+    if (!op) {
+        return GQ_ENOMEM;
+    }
+    op->u.array.first = first;
+    op->u.array.count = count;
+    op->u.array.spec = spec;
+    op->u.array.submitted_ms = submitted_ms;
     return GQ_OK;
 }
 
@@ -420,6 +440,10 @@ s_op_apply (gq_batch_t *self, s_op_t *op, gq_store_t *store)
         break;
     case S_OP_DEP:
         rc = gq_store_dep_insert (store, op->job_id, op->u.dep.parent, op->u.dep.kind);
+        break;
+    case S_OP_ARRAY:
+        rc = gq_store_array_insert (store, op->job_id, op->u.array.first, op->u.array.count,
+                                    op->u.array.spec, op->u.array.submitted_ms);
         break;
     case S_OP_PURGE: {
         int64_t by_state[GQ_JOB_STATES];

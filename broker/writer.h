@@ -53,6 +53,10 @@ int gq_batch_job_insert (gq_batch_t *self, const gq_job_t *job, const char *kind
 /* A dependency of job child (inserted before it in the batch, in the same group) on job parent,
    with condition kind (gq_dep_kind_t). */
 int gq_batch_dep_insert (gq_batch_t *self, int64_t child, int64_t parent, int kind);
+/* Array id with elements first .. first + count - 1 (inserted after it, in the same group); spec
+   is borrowed until the batch is applied. */
+int gq_batch_array_insert (gq_batch_t *self, int64_t id, int64_t first, int64_t count,
+                           const char *spec, int64_t submitted_ms);
 /* An input frame of a job ("in"). Borrows data. */
 int gq_batch_blob_insert (gq_batch_t *self, int64_t job_id, int idx, const void *data,
                           size_t size);

@@ -366,6 +366,8 @@ enum {
     O_OUT,
     O_MAX_WAIT,
     O_RATE_RETRIES,
+    O_ARRAY,
+    O_QUIET,
     O_STATE,
     O_LIMIT,
     O_BROKER,
@@ -430,6 +432,12 @@ static const char *s_submit_help =
     "  --after-any ID[,ID...]   start once every one of them ended, whatever the outcome\n"
     "  --after-fail ID[,ID...]  start once they all ended and one failed or was cancelled\n"
     "                      (Slurm's afternotok); if all succeed, the job ends cancelled\n"
+    "                      (an ID may be an array's: all its elements)\n"
+    "  --array SPEC        an array of jobs, as Slurm's --array: 0-999, 1,3,5, 0-99:5, with\n"
+    "                      %K for at most K elements running at once (0-999%16); each\n"
+    "                      element's payload gets \"array_index\". Prints the array's id,\n"
+    "                      then each element's id\n"
+    "  --quiet             with --array, print the array's id alone\n"
     "                      Until then the job is \"waiting\" (gridq explain ID names what for)\n"
     "\n"
     "Other options:\n"
@@ -469,6 +477,7 @@ typedef struct {
     bool json;              /* --json */
     int64_t max_wait_ms;    /* --max-wait, or -1 for no limit */
     int64_t rate_retries;   /* --rate-retries */
+    bool quiet;             /* --quiet */
 } s_submit_args_t;
 
 /* Reads --payload: inline JSON text, @FILE or @- (stdin). */
@@ -555,6 +564,8 @@ s_submit_parse (int argc, char **argv, s_submit_args_t *args)
         {"out", required_argument, NULL, O_OUT},
         {"max-wait", required_argument, NULL, O_MAX_WAIT},
         {"rate-retries", required_argument, NULL, O_RATE_RETRIES},
+        {"array", required_argument, NULL, O_ARRAY},
+        {"quiet", no_argument, NULL, O_QUIET},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0}};
     json_t *job = args->defaults;
@@ -651,6 +662,12 @@ s_submit_parse (int argc, char **argv, s_submit_args_t *args)
                 return s_usage ("--max-wait \"%s\" is not a duration like 30s or 5m", optarg);
             }
             break;
+        case O_ARRAY:
+            json_object_set_new (job, "array", json_string (optarg));
+            break;
+        case O_QUIET:
+            args->quiet = true;
+            break;
         case O_RATE_RETRIES:
             if (!s_parse_int (optarg, 0, INT32_MAX, &args->rate_retries)) {
                 return s_usage ("--rate-retries \"%s\" is not a number of retries", optarg);
@@ -675,6 +692,13 @@ s_submit_parse (int argc, char **argv, s_submit_args_t *args)
     }
     if (args->max_wait_ms >= 0 && !args->wait) {
         return s_usage ("--max-wait needs --wait");
+    }
+    if (json_object_get (job, "array") && (args->file || args->stream || args->json)) {
+        return s_usage ("--array makes an array of one job's options: not with --file, "
+                        "--stream or --json (put \"array\" on a line of the file instead)");
+    }
+    if (args->quiet && !json_object_get (job, "array")) {
+        return s_usage ("--quiet is for --array");
     }
     if (args->stream && args->file) {
         return s_usage ("--stream is for a single job, not --file");
@@ -828,6 +852,7 @@ s_check_job_extra (json_t *job, const gq_jobspec_t *spec, char *why, size_t whyl
 
 static int s_follow_one (gq_client_t *client, int64_t id, bool json, int64_t max_wait_ms,
                          bool cancel);
+static int s_wait_array (gq_client_t *client, int64_t id, int64_t count, int64_t max_wait_ms);
 
 static int
 s_submit_one (gq_client_t *client, s_submit_args_t *args)
@@ -853,6 +878,15 @@ s_submit_one (gq_client_t *client, s_submit_args_t *args)
         return s_call_failed (client);
     }
     printf ("%lld\n", (long long) id);
+    if (spec.array) {
+        /* The elements' ids follow the array's, in index order. */
+        for (int64_t k = 1; k <= spec.array_count && !args->quiet; k++) {
+            printf ("%lld\n", (long long) (id + k));
+        }
+        fflush (stdout);
+        return args->wait ? s_wait_array (client, id, spec.array_count, args->max_wait_ms)
+                          : S_EXIT_OK;
+    }
     fflush (stdout);
     if (!args->wait) {
         return S_EXIT_OK;
@@ -1482,6 +1516,28 @@ s_job_table (void)
     return s_table_new (head, 9);
 }
 
+/* An array as STATUS summarises it: "array 41 (0-199%3): 200 elements, 42..241: 150 done, ...". */
+static void
+s_array_line (FILE *out, json_t *array)
+{
+    static const char *const states[] = {"done", "running", "queued", "waiting", "failed",
+                                         "cancelled"};
+    int64_t first = s_int (array, "first", 0), count = s_int (array, "count", 0);
+    fprintf (out, "array %lld (%s): %lld elements, %lld..%lld:", (long long) s_int (array, "id", 0),
+             s_str (array, "spec", "?"), (long long) count, (long long) first,
+             (long long) (first + count - 1));
+    json_t *counts = json_object_get (array, "counts");
+    const char *sep = " ";
+    for (size_t i = 0; i < sizeof states / sizeof states[0]; i++) {
+        int64_t n = s_int (counts, states[i], 0);
+        if (n) {
+            fprintf (out, "%s%lld %s", sep, (long long) n, states[i]);
+            sep = ", ";
+        }
+    }
+    fprintf (out, "\n");
+}
+
 static int
 s_cmd_status (int argc, char **argv)
 {
@@ -1520,6 +1576,11 @@ s_cmd_status (int argc, char **argv)
         }
         json_object_set_new (shown, id, json_true ());
         json_t *detail = json_object_get (details, id);
+        json_t *array = json_object_get (job, "array");
+        if (array && !args.json) {
+            s_array_line (stdout, array);
+            continue;
+        }
         if (args.json) {
             json_t *line = json_copy (job);
             if (detail) {
@@ -1532,7 +1593,7 @@ s_cmd_status (int argc, char **argv)
             s_job_row (&table, job);
         }
     }
-    if (!args.json && json_object_size (shown)) {
+    if (!args.json && table.cells > table.cols) {
         s_table_print (&table, stdout);
         json_object_foreach (details, key, job) {
             printf ("\njob %s failed: %s\n", key, s_str (job, "error", "(no error recorded)"));
@@ -1608,11 +1669,37 @@ s_cmd_wait (int argc, char **argv)
         rc = s_call_failed (client);
         goto done;
     }
+    /* An array's id stands for its elements (its summary says which). */
+    size_t count = 0, size = args.count;
+    int64_t *ids = (int64_t *) malloc (size * sizeof *ids);
+    for (size_t i = 0; ids && i < args.count; i++) {
+        json_t *array = json_object_get (s_map_get (map, args.ids[i]), "array");
+        int64_t first = array ? s_int (array, "first", 0) : args.ids[i];
+        int64_t n = array ? s_int (array, "count", 0) : 1;
+        if (count + (size_t) n > size) {
+            size = count + (size_t) n + size;
+            int64_t *grown = (int64_t *) realloc (ids, size * sizeof *ids);
+            if (!grown) {
+                free (ids);
+                ids = NULL;
+                break;
+            }
+            ids = grown;
+        }
+        for (int64_t k = 0; k < n; k++) {
+            ids[count++] = first + k;
+        }
+    }
     json_decref (map);
     json_decref (missing);
+    if (!ids) {
+        s_warn ("out of memory");
+        rc = S_EXIT_JOB;
+        goto done;
+    }
     s_waiting_t waiting = {.json = args.json};
-    int waited = gq_client_wait (client, args.ids, args.count, args.max_wait_ms, s_on_wait,
-                                 &waiting);
+    int waited = gq_client_wait (client, ids, count, args.max_wait_ms, s_on_wait, &waiting);
+    free (ids);
     if (waited == GQ_ETIMEOUT) {
         s_warn ("%s", gq_client_error (client));
         rc = S_EXIT_JOB;
@@ -1626,6 +1713,31 @@ done:
     gq_client_destroy (&client);
     free (args.ids);
     return rc;
+}
+
+/* submit --array --wait: waits for the elements (ids id + 1 .. id + count) as gridq wait does. */
+static int
+s_wait_array (gq_client_t *client, int64_t id, int64_t count, int64_t max_wait_ms)
+{
+    int64_t *ids = (int64_t *) malloc ((size_t) count * sizeof *ids);
+    if (!ids) {
+        s_warn ("out of memory");
+        return S_EXIT_JOB;
+    }
+    for (int64_t k = 0; k < count; k++) {
+        ids[k] = id + 1 + k;
+    }
+    s_waiting_t waiting = {.json = false};
+    int waited = gq_client_wait (client, ids, (size_t) count, max_wait_ms, s_on_wait, &waiting);
+    free (ids);
+    if (waited == GQ_ETIMEOUT) {
+        s_warn ("%s", gq_client_error (client));
+        return S_EXIT_JOB;
+    }
+    if (waited) {
+        return s_call_failed (client);
+    }
+    return waiting.done == waiting.finished ? S_EXIT_OK : S_EXIT_JOB;
 }
 
 /* ---- watch --------------------------------------------------------------------------------- */
@@ -1729,7 +1841,11 @@ s_cmd_cancel (int argc, char **argv)
             if (!state) {
                 continue;
             }
-            if (streq (state, "cancelled")) {
+            json_t *entry = json_object_get (jobs, key);
+            if (json_object_get (entry, "cancelled")) {
+                printf ("%s array: %lld elements cancelled\n", key,
+                        (long long) s_int (entry, "cancelled", 0));
+            } else if (streq (state, "cancelled")) {
                 printf ("%s cancelled\n", key);
             } else if (streq (state, "done") || streq (state, "failed")) {
                 printf ("%s already %s\n", key, state);

@@ -10,7 +10,7 @@
 static const char *s_job_fields[] = {
     "kind", "model", "min_vram_mb", "min_vram", "priority", "gpu", "max_price", "min_tflops",
     "constraints", "timeout_ms", "time_limit", "max_attempts", "idem", "payload", "blobs",
-    "after_ok", "after_any", "after_fail", NULL};
+    "after_ok", "after_any", "after_fail", "array", NULL};
 
 const char *const gq_dep_fields[GQ_DEP_KINDS] = {"after_ok", "after_any", "after_fail"};
 const char *const gq_dep_names[GQ_DEP_KINDS] = {"ok", "any", "fail"};
@@ -58,6 +58,97 @@ s_after_parse (json_t *obj, gq_jobspec_t *spec, char *why, size_t whylen)
         spec->after[k] = json_array_size (ids) ? ids : NULL;
     }
     return GQ_OK;
+}
+
+/* A decimal number at *p, 0 .. max; advances p. -1 when there is none or it is too large. */
+static int64_t
+s_number (const char **p, int64_t max)
+{
+    const char *s = *p;
+    int64_t n = 0;
+    if (*s < '0' || *s > '9') {
+        return -1;
+    }
+    while (*s >= '0' && *s <= '9') {
+        n = n * 10 + (*s++ - '0');
+        if (n > max) {
+            return -1;
+        }
+    }
+    *p = s;
+    return n;
+}
+
+int
+gq_arrayspec_parse (const char *text, gq_arrayspec_t *spec, char *why, size_t whylen)
+{
+    memset (spec, 0, sizeof *spec);
+    const char *p = text;
+    int64_t next = 0; /* the lowest index the next part may start at */
+    while (true) {
+        if (spec->parts == GQ_MAX_ARRAY_PARTS) {
+            return gq_why (why, whylen, GQ_EINVAL, "array \"%s\": more than %d parts", text,
+                           GQ_MAX_ARRAY_PARTS);
+        }
+        int64_t first = s_number (&p, GQ_MAX_ARRAY_INDEX), last = first, step = 1;
+        if (first >= 0 && *p == '-') {
+            p++;
+            last = s_number (&p, GQ_MAX_ARRAY_INDEX);
+            if (last >= 0 && *p == ':') {
+                p++;
+                step = s_number (&p, GQ_MAX_ARRAY_INDEX);
+            }
+        }
+        if (first < 0 || last < 0 || step <= 0) {
+            return gq_why (why, whylen, GQ_EINVAL,
+                           "array \"%s\" is not a spec like 0-999, 1,3,5, 0-99:5 or 0-999%%16",
+                           text);
+        }
+        if (last < first || first < next) {
+            return gq_why (why, whylen, GQ_EINVAL,
+                           "array \"%s\": indexes must go up (each part above the one before)",
+                           text);
+        }
+        int64_t count = (last - first) / step + 1;
+        if (spec->count + count > GQ_MAX_ARRAY_ELEMENTS) {
+            return gq_why (why, whylen, GQ_EINVAL, "array \"%s\": more than %d elements", text,
+                           GQ_MAX_ARRAY_ELEMENTS);
+        }
+        spec->part[spec->parts].first = first;
+        spec->part[spec->parts].step = step;
+        spec->part[spec->parts++].count = count;
+        spec->count += count;
+        next = first + (count - 1) * step + 1;
+        if (*p != ',') {
+            break;
+        }
+        p++;
+    }
+    if (*p == '%') {
+        p++;
+        spec->limit = s_number (&p, GQ_MAX_ARRAY_ELEMENTS);
+        if (spec->limit <= 0) {
+            return gq_why (why, whylen, GQ_EINVAL,
+                           "array \"%s\": %%K must be a number of elements, 1 or more", text);
+        }
+    }
+    if (*p) {
+        return gq_why (why, whylen, GQ_EINVAL,
+                       "array \"%s\" is not a spec like 0-999, 1,3,5, 0-99:5 or 0-999%%16", text);
+    }
+    return GQ_OK;
+}
+
+int64_t
+gq_arrayspec_index (const gq_arrayspec_t *spec, int64_t k)
+{
+    for (int i = 0; i < spec->parts && k >= 0; i++) {
+        if (k < spec->part[i].count) {
+            return spec->part[i].first + k * spec->part[i].step;
+        }
+        k -= spec->part[i].count;
+    }
+    return -1;
 }
 
 static bool
@@ -190,6 +281,26 @@ gq_jobspec_parse (json_t *obj, gq_jobspec_t *spec, char *why, size_t whylen)
         spec->blob_first = count ? (int) first : -1;
         spec->blob_count = (int) count;
     }
+    if (gq_json_str (obj, "array", 1024, NULL, &spec->array, why, whylen)) {
+        return GQ_EINVAL;
+    }
+    if (spec->array) {
+        gq_arrayspec_t array;
+        if (gq_arrayspec_parse (spec->array, &array, why, whylen)) {
+            return GQ_EINVAL;
+        }
+        spec->array_count = array.count;
+        if (spec->idem || spec->blob_first >= 0) {
+            return gq_why (why, whylen, GQ_EINVAL, "an array takes no \"%s\"",
+                           spec->idem ? "idem" : "blobs");
+        }
+        if (spec->payload && (!json_is_object (spec->payload) ||
+                              json_object_get (spec->payload, "array_index"))) {
+            return gq_why (why, whylen, GQ_EINVAL,
+                           "an array's \"payload\" must be an object without \"array_index\" "
+                           "(each element's gets its index there)");
+        }
+    }
     return s_after_parse (obj, spec, why, whylen);
 }
 
@@ -312,6 +423,17 @@ gq_spec_test (bool verbose)
                          sizeof why) == GQ_OK);
     assert (job.n_after == 3 && json_array_size (job.after[GQ_DEP_OK]) == 2);
     assert (job.after[GQ_DEP_ANY] == NULL && json_array_size (job.after[GQ_DEP_FAIL]) == 1);
+    assert (s_parse_job ("{\"array\":\"0-999%16\"}", &job, why, sizeof why) == GQ_OK);
+    assert (job.array_count == 1000 && strcmp (job.array, "0-999%16") == 0);
+    gq_arrayspec_t array;
+    assert (gq_arrayspec_parse ("1,3,10-20:5,30%2", &array, why, sizeof why) == GQ_OK);
+    assert (array.count == 6 && array.limit == 2 && array.parts == 4);
+    int64_t want[] = {1, 3, 10, 15, 20, 30, -1};
+    for (int k = 0; k < 7; k++) {
+        assert (gq_arrayspec_index (&array, k) == want[k]);
+    }
+    assert (gq_arrayspec_parse ("0-99:5", &array, why, sizeof why) == GQ_OK && array.count == 20);
+    assert (gq_arrayspec_index (&array, 19) == 95 && array.limit == 0);
     /* Each bad field is refused with its name in the reason. */
     const char *bad[] = {
         "{\"priority\":99}", "{\"priority\":-1}", "{\"min_vram_mb\":-5}",
@@ -322,7 +444,11 @@ gq_spec_test (bool verbose)
         "{\"timeout_ms\":1.5}", "{\"min_vram\":\"1G\",\"min_vram_mb\":5}",
         "{\"time_limit\":\"1s\",\"timeout_ms\":5}", "{\"constraints\":{},\"gpu\":\"A100\"}",
         "{\"after_ok\":5}", "{\"after_ok\":[0]}", "{\"after_any\":[\"7\"]}",
-        "{\"after_ok\":[7,7]}", "{\"after_ok\":[7],\"after_fail\":[7]}", NULL};
+        "{\"after_ok\":[7,7]}", "{\"after_ok\":[7],\"after_fail\":[7]}",
+        "{\"array\":\"5-1\"}", "{\"array\":\"1,1\"}", "{\"array\":\"0-9%0\"}",
+        "{\"array\":\"0-2000000\"}", "{\"array\":\"x\"}", "{\"array\":\"0-9:0\"}",
+        "{\"array\":\"0-9\",\"idem\":\"k\"}", "{\"array\":\"0-9\",\"payload\":[1]}",
+        "{\"array\":\"0-9\",\"payload\":{\"array_index\":1}}", NULL};
     for (const char **b = bad; *b; b++) {
         if (s_parse_job (*b, &job, why, sizeof why) != GQ_EINVAL) {
             fprintf (stderr, "spec: %s was accepted\n", *b);

@@ -538,6 +538,9 @@ s_on_job (gq_worker_t *self, gq_msg_t *msg)
         snprintf (job->model, sizeof job->model, "%s", model ? model : "");
         job->task.id = id;
         job->task.attempt = attempt;
+        json_t *array = json_object_get (item, "array");
+        job->task.array_id = json_integer_value (json_object_get (array, "id"));
+        job->task.array_index = json_integer_value (json_object_get (array, "index"));
         job->task.kind = job->kind;
         job->task.model = model ? job->model : NULL;
         job->task.payload = json_incref (payload ? payload : json_object ());
