@@ -90,8 +90,19 @@ static char *
 s_element_payload (const char *base, int64_t index)
 {
     bool empty = streq (base, "{}");
-    return zsys_sprintf ("{\"array_index\":%lld%s%s", (long long) index, empty ? "" : ",",
-                         empty ? "}" : base + 1);
+    /* Sized exactly (not zsys_sprintf, which keeps a 256-byte buffer): a million of these stay
+       queued. */
+    char head[40];
+    int n = snprintf (head, sizeof head, "{\"array_index\":%lld%s", (long long) index,
+                      empty ? "}" : ",");
+    size_t rest = empty ? 0 : strlen (base + 1);
+    char *text = (char *) malloc ((size_t) n + rest + 1);
+    if (text) {
+        memcpy (text, head, (size_t) n);
+        memcpy (text + n, base + 1, rest);
+        text[(size_t) n + rest] = 0;
+    }
+    return text;
 }
 
 /* The batch, recorded or not yet committed, that inserts job id (NULL if none does). */
