@@ -100,6 +100,7 @@ typedef struct {
     uint32_t fail_edges; /* after_fail edges */
     uint32_t fail_open;  /* of which the parent has not ended */
     uint32_t fail_hit;   /* of which the parent failed or was cancelled */
+    uint32_t inputs;     /* 1: on release its payload gets its parents' results ("inputs") */
     gq_dep_t edges[];    /* in the order of the request (after_ok, after_any, after_fail) */
 } gq_wait_t;
 
@@ -312,10 +313,11 @@ int gq_intake_recover (void *arg, const gq_job_row_t *row, const char *const *ex
 /* ---- Dependencies (deps.c) ----------------------------------------------------------------- */
 
 /* The dependencies a job spec names, as a wait (nothing counted yet); NULL when out of memory.
-   The spec's after arrays are validated (gq_jobspec_parse). */
-gq_wait_t *gq_deps_wait_new (const gq_jobspec_t *spec);
-/* Whether every parent a spec names exists (in memory or stored): 0, or GQ_EINVAL / GQ_ESTORE
-   with why naming the field and the id. */
+   The spec's after arrays are validated (gq_jobspec_parse), and a name there is a key of names
+   (name -> the id of the job of the same SUBMIT that has it). */
+gq_wait_t *gq_deps_wait_new (const gq_jobspec_t *spec, zhashx_t *names);
+/* Whether every parent a spec names by id exists (in memory or stored; names are the SUBMIT's
+   to check): 0, or GQ_EINVAL / GQ_ESTORE with why naming the field and the id. */
 int gq_deps_check (gq_broker_t *self, const gq_jobspec_t *spec, char *why, size_t whylen);
 /* A job with dependencies joins memory (it is in the jobs table, in no queue, not counted): it
    waits, joins the queue when its parents ended as it asks, or ends cancelled when they did

@@ -53,7 +53,7 @@ s_index_add (gq_broker_t *self, int64_t parent, int64_t child, int kind)
 /* ---- A waiting job ------------------------------------------------------------------------- */
 
 gq_wait_t *
-gq_deps_wait_new (const gq_jobspec_t *spec)
+gq_deps_wait_new (const gq_jobspec_t *spec, zhashx_t *names)
 {
     gq_wait_t *wait =
         (gq_wait_t *) calloc (1, sizeof *wait + spec->n_after * sizeof wait->edges[0]);
@@ -64,9 +64,14 @@ gq_deps_wait_new (const gq_jobspec_t *spec)
         size_t i;
         json_t *id;
         json_array_foreach (spec->after[k], i, id) {
-            wait->edges[wait->count++] = (gq_dep_t) {(int64_t) json_integer_value (id), k};
+            int64_t parent = json_is_string (id) && names
+                                 ? (int64_t) (intptr_t) zhashx_lookup (names,
+                                                                       json_string_value (id))
+                                 : (int64_t) json_integer_value (id);
+            wait->edges[wait->count++] = (gq_dep_t) {parent, k};
         }
     }
+    wait->inputs = spec->inputs;
     return wait;
 }
 
@@ -78,7 +83,8 @@ gq_deps_check (gq_broker_t *self, const gq_jobspec_t *spec, char *why, size_t wh
         json_t *item;
         json_array_foreach (spec->after[k], i, item) {
             int64_t id = (int64_t) json_integer_value (item);
-            if (gq_broker_job_find (self, id) || gq_arrays_find (self, id)) {
+            if (json_is_string (item) || gq_broker_job_find (self, id) ||
+                gq_arrays_find (self, id)) {
                 continue;
             }
             int state = gq_broker_id_issued (self, id) ? gq_store_job_state (self->store, id)
@@ -119,12 +125,42 @@ gq_deps_forget (gq_broker_t *self, gq_job_t *job)
     }
 }
 
+/* "inputs": "after": the parents' results go into the job's payload, {"inputs": {NAME: result}}
+   (NAME the one its SUBMIT gave the parent, else the parent's id). Read from the store: the job
+   is released once the ends of its parents are committed, and so is it after a restart. */
+static void
+s_inputs (gq_broker_t *self, gq_job_t *job)
+{
+    json_t *inputs = gq_store_dep_inputs (self->store, job->id);
+    json_t *payload = json_loads (job->payload, 0, NULL);
+    char *text = NULL;
+    if (inputs && json_is_object (payload) &&
+        json_object_set_new (payload, "inputs", json_incref (inputs)) == 0) {
+        text = json_dumps (payload, JSON_COMPACT);
+    }
+    if (text) {
+        free (job->payload);
+        job->payload = text;
+        job->payload_len = (uint32_t) strlen (text);
+    } else {
+        zsys_error ("broker: job %lld runs without its inputs: %s", (long long) job->id,
+                    inputs ? "out of memory" : gq_store_errmsg (self->store));
+    }
+    json_decref (inputs);
+    json_decref (payload);
+}
+
 /* The job joins the queue, at the place its submission time gives it (an element of an array
    at its limit is held by its array instead). */
 static void
 s_release (gq_broker_t *self, gq_job_t *job)
 {
+    gq_wait_t *wait = (gq_wait_t *) zhashx_lookup (self->waits, GQ_ID_KEY (job->id));
+    bool inputs = wait && wait->inputs;
     s_unwait (self, job);
+    if (inputs) {
+        s_inputs (self, job);
+    }
     gq_arrays_queue (self, job);
 }
 
@@ -347,7 +383,7 @@ s_recovered (s_recovery_t *r)
 }
 
 static int
-s_recover_edge (void *arg, int64_t child, int64_t parent, int kind, int parent_state)
+s_recover_edge (void *arg, int64_t child, int64_t parent, int kind, int parent_state, bool inputs)
 {
     s_recovery_t *r = (s_recovery_t *) arg;
     if (child != r->child) {
@@ -378,6 +414,7 @@ s_recover_edge (void *arg, int64_t child, int64_t parent, int kind, int parent_s
         return GQ_ENOMEM;
     }
     uint32_t count = r->wait->count;
+    r->wait->inputs = inputs;
     r->states[count] = parent_state;
     r->wait->edges[r->wait->count++] = (gq_dep_t) {parent, kind};
     return GQ_OK;

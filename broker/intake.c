@@ -124,13 +124,48 @@ s_idem_owner (gq_broker_t *self, int64_t id)
     return NULL;
 }
 
+/* A pipeline's names in a SUBMIT: each name an entry gives is new, and each name it depends on
+   was given by an entry before it (so no cycle can form). *names is made on first use. 0 or
+   GQ_EINVAL with why. */
+static int
+s_names_check (zhashx_t **names, const gq_jobspec_t *spec, size_t index, char *why,
+               size_t whylen)
+{
+    if (!*names && !(*names = zhashx_new ())) {
+        snprintf (why, whylen, "out of memory");
+        return GQ_ENOMEM;
+    }
+    for (int k = 0; k < GQ_DEP_KINDS; k++) {
+        size_t i;
+        json_t *item;
+        json_array_foreach (spec->after[k], i, item) {
+            if (json_is_string (item) && !zhashx_lookup (*names, json_string_value (item))) {
+                snprintf (why, whylen, "\"%s\": no job named \"%s\" before this one in the "
+                          "request (a job may depend only on jobs given before it)",
+                          gq_dep_fields[k], json_string_value (item));
+                return GQ_EINVAL;
+            }
+        }
+    }
+    if (spec->name && zhashx_lookup (*names, spec->name)) {
+        snprintf (why, whylen, "name \"%s\" is given twice (jobs[%zu] has it already)",
+                  spec->name, (size_t) (intptr_t) zhashx_lookup (*names, spec->name) - 1);
+        return GQ_EINVAL;
+    }
+    if (spec->name && zhashx_insert (*names, spec->name, (void *) (intptr_t) (index + 1))) {
+        snprintf (why, whylen, "out of memory");
+        return GQ_ENOMEM;
+    }
+    return GQ_OK;
+}
+
 /* The elements of an array entry: the array takes the next id, its elements the ones after, in
    index order, each with its index in its payload; they go to submit->jobs from job `at`, their
    spec to job_spec. 0 or GQ_ENOMEM. */
 static int
 s_array_jobs (gq_broker_t *self, gq_submit_t *submit, const gq_jobspec_t *spec,
               const gq_jobspec_t **job_spec, size_t at, uint32_t owner, int64_t now_ms,
-              char *why, size_t whylen)
+              zhashx_t *names, char *why, size_t whylen)
 {
     gq_arrayspec_t aspec;
     if (gq_arrayspec_parse (spec->array, &aspec, why, whylen)) {
@@ -161,7 +196,7 @@ s_array_jobs (gq_broker_t *self, gq_submit_t *submit, const gq_jobspec_t *spec,
         job->owner = owner;
         submit->jobs[i] = job;
         submit->ids[i] = job->id;
-        if (spec->n_after && !(submit->waits[i] = gq_deps_wait_new (spec))) {
+        if (spec->n_after && !(submit->waits[i] = gq_deps_wait_new (spec, names))) {
             rc = GQ_ENOMEM;
         }
     }
@@ -203,6 +238,7 @@ gq_intake_submit (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
     const char *new_kinds[GQ_MAX_KINDS];
     size_t n_new_kinds = 0;
     size_t new_models = 0; /* unknown model names in the batch (repeats counted: a bound) */
+    zhashx_t *names = NULL; /* a pipeline's names: name -> entry index + 1, then its id */
     for (size_t i = 0; i < n_entries; i++) {
         int rc = gq_jobspec_parse (json_array_get (jobs, i), &specs[i], why, sizeof why);
         count += specs[i].array ? (size_t) specs[i].array_count : 1;
@@ -239,12 +275,16 @@ gq_intake_submit (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
         if (rc == GQ_OK && specs[i].n_after) {
             rc = gq_deps_check (self, &specs[i], why, sizeof why);
         }
+        if (rc == GQ_OK && (specs[i].name || specs[i].n_named)) {
+            rc = s_names_check (&names, &specs[i], i, why, sizeof why);
+        }
         if (rc) {
             self->rejected++;
             gq_msg_t *reply = gq_msg_error (request, rc, "jobs[%zu]: %s", i, why);
             json_object_set_new (gq_msg_body (reply), "index", json_integer ((json_int_t) i));
             gq_broker_reply (self, reply);
             free (specs);
+            zhashx_destroy (&names);
             return;
         }
     }
@@ -256,12 +296,14 @@ gq_intake_submit (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
         if (owner && zlist_append (owner->held, request) == 0) {
             *request_p = NULL;
             free (specs);
+            zhashx_destroy (&names);
             return;
         }
     }
     if (self->store_down_ms) {
         /* Nothing can be committed: refused now rather than after a batch that fails. */
         free (specs);
+        zhashx_destroy (&names);
         self->rejected++;
         gq_broker_reply (self, gq_msg_error (request, GQ_ESTORE,
                                              "the broker cannot write its store (%s); nothing "
@@ -272,6 +314,7 @@ gq_intake_submit (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
     int64_t retry_after_ms = 0;
     if (gq_guard_take (self->guard, request, n_entries, gq_mono_us (), &retry_after_ms)) {
         free (specs);
+        zhashx_destroy (&names);
         self->rejected++;
         gq_msg_t *reply = gq_msg_error (request, GQ_ERATE, "too many submissions; retry in %lld ms",
                                         (long long) retry_after_ms);
@@ -284,6 +327,7 @@ gq_intake_submit (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
     int capped = gq_guard_queued (self->guard, owner, (int64_t) count, true, why, sizeof why);
     if (capped) {
         free (specs);
+        zhashx_destroy (&names);
         self->rejected++;
         gq_msg_t *reply = gq_msg_error (request, capped, "%s", why);
         if (capped == GQ_ERATE) {
@@ -315,6 +359,7 @@ gq_intake_submit (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
         }
         free (job_spec);
         free (specs);
+        zhashx_destroy (&names);
         gq_guard_queued (self->guard, owner, -(int64_t) count, false, why, sizeof why);
         gq_broker_reject (self, request, GQ_ENOMEM, "out of memory");
         return;
@@ -333,9 +378,12 @@ gq_intake_submit (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
     for (size_t e = 0; e < n_entries && rc == GQ_OK; e++) {
         gq_jobspec_t *spec = &specs[e];
         if (spec->array) {
-            rc = s_array_jobs (self, submit, spec, &job_spec[i], i, owner, now_ms, why,
+            rc = s_array_jobs (self, submit, spec, &job_spec[i], i, owner, now_ms, names, why,
                                sizeof why);
-            submit->entry_ids[e] = submit->arrays[submit->n_arrays - 1];
+            submit->entry_ids[e] = submit->n_arrays ? submit->arrays[submit->n_arrays - 1] : 0;
+            if (spec->name) {
+                zhashx_update (names, spec->name, (void *) (intptr_t) submit->entry_ids[e]);
+            }
             i += (size_t) spec->array_count;
             continue;
         }
@@ -350,6 +398,9 @@ gq_intake_submit (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
             }
             if (found) { /* idempotent repeat: the first job's id, nothing new */
                 submit->ids[i] = submit->entry_ids[e] = existing;
+                if (spec->name) {
+                    zhashx_update (names, spec->name, (void *) (intptr_t) existing);
+                }
                 repeats++;
                 i++;
                 continue;
@@ -365,7 +416,10 @@ gq_intake_submit (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
         job->owner = owner;
         submit->jobs[i] = job;
         submit->ids[i] = submit->entry_ids[e] = job->id;
-        if (spec->n_after && !(submit->waits[i] = gq_deps_wait_new (spec))) {
+        if (spec->name) {
+            zhashx_update (names, spec->name, (void *) (intptr_t) job->id);
+        }
+        if (spec->n_after && !(submit->waits[i] = gq_deps_wait_new (spec, names))) {
             rc = GQ_ENOMEM;
             break;
         }
@@ -406,6 +460,7 @@ gq_intake_submit (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
         gq_broker_reply (self, reply);
         gq_intake_submit_free (self, &submit);
         free (specs);
+        zhashx_destroy (&names);
         return;
     }
     if (repeats) {
@@ -446,10 +501,18 @@ gq_intake_submit (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
                       gq_broker_model_name (self, job), job_spec[i]->idem,
                       gq_msg_user_id (request)));
         gq_wait_t *wait = submit->waits[i];
-        for (uint32_t e = 0; wait && e < wait->count; e++) {
-            gq_commit_recorded (self, gq_batch_dep_insert (pending->batch, job->id,
-                                                           wait->edges[e].parent,
-                                                           wait->edges[e].kind));
+        uint32_t e = 0; /* the edges are the after arrays' items, in order */
+        for (int k = 0; wait && k < GQ_DEP_KINDS; k++) {
+            size_t n;
+            json_t *item;
+            json_array_foreach (job_spec[i]->after[k], n, item) {
+                gq_commit_recorded (self, gq_batch_dep_insert (pending->batch, job->id,
+                                                               wait->edges[e].parent,
+                                                               wait->edges[e].kind,
+                                                               json_string_value (item),
+                                                               wait->inputs));
+                e++;
+            }
         }
         zlist_t *blobs = (zlist_t *) job->blobs;
         int idx = 0;
@@ -469,6 +532,7 @@ gq_intake_submit (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
     }
     free (job_spec);
     free (specs);
+    zhashx_destroy (&names);
     zlist_append (pending->submits, submit);
     gq_commit_recorded (self, gq_batch_group_end (pending->batch));
 }

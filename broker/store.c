@@ -56,6 +56,7 @@ typedef enum {
     S_META_SET,
     S_DEP_INSERT,
     S_DEPS_RECOVER,
+    S_DEP_INPUTS,
     S_ARRAY_INSERT,
     S_ARRAYS,
     S_ARRAY_ENDED,
@@ -148,10 +149,14 @@ static const char *s_sql[S_STMTS] = {
     [S_META_GET] = "SELECT value FROM meta WHERE key = ?1",
     [S_META_SET] = "INSERT INTO meta (key, value) VALUES (?1, ?2) "
                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-    [S_DEP_INSERT] = "INSERT INTO deps (child, parent, kind) VALUES (?1, ?2, ?3)",
+    [S_DEP_INSERT] = "INSERT INTO deps (child, parent, kind, name, inputs) "
+                     "VALUES (?1, ?2, ?3, ?4, ?5)",
+    /* A child's parents with their names and results. */
+    [S_DEP_INPUTS] = "SELECT d.parent, d.name, p.result FROM deps d LEFT JOIN jobs p "
+                     "ON p.id = d.parent WHERE d.child = ?1 ORDER BY d.parent",
     /* The edges of the jobs that had not ended (from the state index, each child's edges by
        its key), each with its parent's stored state (NULL: no such job). */
-    [S_DEPS_RECOVER] = "SELECT d.child, d.parent, d.kind, p.state FROM jobs c "
+    [S_DEPS_RECOVER] = "SELECT d.child, d.parent, d.kind, p.state, d.inputs FROM jobs c "
                        "JOIN deps d ON d.child = c.id LEFT JOIN jobs p ON p.id = d.parent "
                        "WHERE c.state IN (0, 1) ORDER BY d.child, d.parent",
     [S_ARRAY_INSERT] = "INSERT INTO arrays (id, first, count, spec, submitted_at) "
@@ -1332,7 +1337,8 @@ gq_store_meta_set (gq_store_t *self, const char *key, int64_t value)
 /* ---- Dependencies ---------------------------------------------------------------------------- */
 
 int
-gq_store_dep_insert (gq_store_t *self, int64_t child, int64_t parent, int kind)
+gq_store_dep_insert (gq_store_t *self, int64_t child, int64_t parent, int kind, const char *name,
+                     bool inputs)
 {
     if (child <= 0 || parent <= 0 || kind < 0 || kind >= GQ_DEP_KINDS) {
         return s_error (self, GQ_EINVAL, "insert dependency", "bad id or kind");
@@ -1341,7 +1347,40 @@ gq_store_dep_insert (gq_store_t *self, int64_t child, int64_t parent, int kind)
     sqlite3_bind_int64 (stmt, 1, child);
     sqlite3_bind_int64 (stmt, 2, parent);
     sqlite3_bind_text (stmt, 3, gq_dep_names[kind], -1, SQLITE_STATIC);
+    if (name && *name) {
+        sqlite3_bind_text (stmt, 4, name, -1, SQLITE_STATIC);
+    } else {
+        sqlite3_bind_null (stmt, 4);
+    }
+    sqlite3_bind_int (stmt, 5, inputs);
     return s_step_done (self, stmt, "insert dependency");
+}
+
+json_t *
+gq_store_dep_inputs (gq_store_t *self, int64_t child)
+{
+    sqlite3_stmt *stmt = self->stmt[S_DEP_INPUTS];
+    sqlite3_bind_int64 (stmt, 1, child);
+    json_t *inputs = json_object ();
+    int rc = SQLITE_DONE;
+    while (inputs && (rc = sqlite3_step (stmt)) == SQLITE_ROW) {
+        char key[32];
+        const char *name = (const char *) sqlite3_column_text (stmt, 1);
+        if (!name) {
+            snprintf (key, sizeof key, "%lld", (long long) sqlite3_column_int64 (stmt, 0));
+            name = key;
+        }
+        const char *text = (const char *) sqlite3_column_text (stmt, 2);
+        json_t *result = text ? json_loads (text, JSON_DECODE_ANY, NULL) : NULL;
+        json_object_set_new (inputs, name, result ? result : json_null ());
+    }
+    if (inputs && rc != SQLITE_DONE) {
+        s_fail (self, "read inputs");
+        json_decref (inputs);
+        inputs = NULL;
+    }
+    sqlite3_reset (stmt);
+    return inputs;
 }
 
 int
@@ -1425,7 +1464,8 @@ gq_store_deps_recover (gq_store_t *self, gq_store_dep_fn *fn, void *arg)
         int state = sqlite3_column_type (stmt, 3) == SQLITE_NULL ? -1
                                                                   : sqlite3_column_int (stmt, 3);
         err = kind < GQ_DEP_KINDS ? fn (arg, sqlite3_column_int64 (stmt, 0),
-                                        sqlite3_column_int64 (stmt, 1), kind, state)
+                                        sqlite3_column_int64 (stmt, 1), kind, state,
+                                        sqlite3_column_int (stmt, 4) != 0)
                                   : GQ_OK; /* the CHECK keeps others out */
         if (err) {
             break;
@@ -1513,12 +1553,12 @@ s_raw_exec (const char *path, const char *sql)
 /* gq_store_deps_recover's callback for the selftest: "child<parent:kind@state " appended to the
    text arg points to. */
 static int
-s_edge_cb (void *arg, int64_t child, int64_t parent, int kind, int parent_state)
+s_edge_cb (void *arg, int64_t child, int64_t parent, int kind, int parent_state, bool inputs)
 {
     char *text = (char *) arg;
     size_t len = strlen (text);
-    snprintf (text + len, 8192 - len, "%lld<%lld:%d@%d ", (long long) child, (long long) parent,
-              kind, parent_state);
+    snprintf (text + len, 8192 - len, "%lld<%lld:%d@%d%s ", (long long) child, (long long) parent,
+              kind, parent_state, inputs ? "+in" : "");
     return 0;
 }
 
@@ -2019,20 +2059,29 @@ gq_store_test (bool verbose)
     S_HAS_STR (text, "jobs_state");
     gq_job_t kid = s_job (p2, 1, t + 7);
     GQ_CHECK_EQ (gq_store_job_insert (store, &kid, "echo", NULL, NULL, NULL, NULL), 0);
-    GQ_CHECK_EQ (gq_store_dep_insert (store, kid.id, j4.id, GQ_DEP_OK), 0);
-    GQ_CHECK_EQ (gq_store_dep_insert (store, kid.id, j5.id, GQ_DEP_FAIL), 0);
-    GQ_CHECK_EQ (gq_store_dep_insert (store, kid.id, 424242, GQ_DEP_ANY), 0);
-    GQ_CHECK_EQ (gq_store_dep_insert (store, kid.id, j4.id, GQ_DEP_ANY), GQ_ESTORE); /* twice */
+    GQ_CHECK_EQ (gq_store_dep_insert (store, kid.id, j4.id, GQ_DEP_OK, "four", true), 0);
+    GQ_CHECK_EQ (gq_store_dep_insert (store, kid.id, j5.id, GQ_DEP_FAIL, NULL, true), 0);
+    GQ_CHECK_EQ (gq_store_dep_insert (store, kid.id, 424242, GQ_DEP_ANY, NULL, true), 0);
+    GQ_CHECK_EQ (gq_store_dep_insert (store, kid.id, j4.id, GQ_DEP_ANY, NULL, true),
+                 GQ_ESTORE); /* twice */
     GQ_CHECK_EQ (gq_store_row_fault (store), true);
-    GQ_CHECK_EQ (gq_store_dep_insert (store, 999999, j4.id, GQ_DEP_OK), GQ_ESTORE); /* no child */
+    GQ_CHECK_EQ (gq_store_dep_insert (store, 999999, j4.id, GQ_DEP_OK, NULL, false),
+                 GQ_ESTORE); /* no child */
     GQ_CHECK_EQ (gq_store_row_fault (store), true);
-    GQ_CHECK_EQ (gq_store_dep_insert (store, kid.id, j4.id, GQ_DEP_KINDS), GQ_EINVAL);
+    GQ_CHECK_EQ (gq_store_dep_insert (store, kid.id, j4.id, GQ_DEP_KINDS, NULL, false), GQ_EINVAL);
+    /* Its inputs: each parent's result under the name the child gave it, else its id. */
+    json_t *inputs = gq_store_dep_inputs (store, kid.id);
+    GQ_CHECK_EQ (inputs != NULL, 1);
+    GQ_CHECK_EQ (json_object_size (inputs), 3);
+    GQ_CHECK_EQ (json_object_get (inputs, "four") != NULL, 1);
+    GQ_CHECK_EQ (json_is_null (json_object_get (inputs, "424242")), 1);
+    json_decref (inputs);
     GQ_CHECK_EQ (gq_store_job_state (store, j4.id), GQ_JOB_DONE);
     GQ_CHECK_EQ (gq_store_job_state (store, j5.id), GQ_JOB_QUEUED);
     GQ_CHECK_EQ (gq_store_job_state (store, 424242), GQ_ENOTFOUND);
     text[0] = '\0';
     GQ_CHECK_EQ (gq_store_deps_recover (store, s_edge_cb, text), 0);
-    snprintf (other, sizeof other, "%lld<%lld:0@2 %lld<%lld:2@0 %lld<424242:1@-1 ",
+    snprintf (other, sizeof other, "%lld<%lld:0@2+in %lld<%lld:2@0+in %lld<424242:1@-1+in ",
               (long long) kid.id, (long long) j4.id, (long long) kid.id, (long long) j5.id,
               (long long) kid.id);
     GQ_CHECK_STR (text, other);

@@ -81,6 +81,7 @@ typedef struct {
         struct {
             int64_t parent; /* job_id is the child */
             int kind;       /* gq_dep_kind_t */
+            bool inputs;    /* the child takes its parents' results; name: the parent's */
         } dep;
         struct {
             int64_t first, count, submitted_ms; /* job_id is the array's id */
@@ -220,14 +221,16 @@ gq_batch_job_insert (gq_batch_t *self, const gq_job_t *job, const char *kind, co
 }
 
 int
-gq_batch_dep_insert (gq_batch_t *self, int64_t child, int64_t parent, int kind)
+gq_batch_dep_insert (gq_batch_t *self, int64_t child, int64_t parent, int kind, const char *name,
+                     bool inputs)
 {
-    s_op_t *op = s_op_add (self, S_OP_DEP, child, NULL);
+    s_op_t *op = s_op_add (self, S_OP_DEP, child, name); /* the name is copied */
     if (!op) {
         return GQ_ENOMEM;
     }
     op->u.dep.parent = parent;
     op->u.dep.kind = kind;
+    op->u.dep.inputs = inputs;
     return GQ_OK;
 }
 
@@ -439,7 +442,8 @@ s_op_apply (gq_batch_t *self, s_op_t *op, gq_store_t *store)
         rc = gq_store_meta_set (store, op->u.meta.key, op->u.meta.value);
         break;
     case S_OP_DEP:
-        rc = gq_store_dep_insert (store, op->job_id, op->u.dep.parent, op->u.dep.kind);
+        rc = gq_store_dep_insert (store, op->job_id, op->u.dep.parent, op->u.dep.kind,
+                                  op->name[0] ? op->name : NULL, op->u.dep.inputs);
         break;
     case S_OP_ARRAY:
         rc = gq_store_array_insert (store, op->job_id, op->u.array.first, op->u.array.count,

@@ -930,7 +930,142 @@ s_follow_one (gq_client_t *client, int64_t id, bool json, int64_t max_wait_ms, b
 typedef struct {
     json_t *jobs;           /* array of job objects */
     size_t *lines;          /* line number of each job */
+    bool pipeline;          /* lines name each other ("name", names in "after_ok"...): the file
+                               goes as one SUBMIT, whose names the broker resolves */
 } s_jobfile_t;
+
+/* The name a job depends on as its k-th dependency field's i-th item, or NULL (an id). */
+static const char *
+s_dep_name (json_t *job, int k, size_t i)
+{
+    return json_string_value (json_array_get (json_object_get (job, gq_dep_fields[k]), i));
+}
+
+/* A pipeline file's names: each given once, each named dependency given by a line before the
+   one that names it; a cycle is named as one. Reports on stderr as FILE:LINE: reason. The number
+   of problems. */
+static size_t
+s_check_names (const char *path, s_jobfile_t *file)
+{
+    size_t count = json_array_size (file->jobs), bad = 0;
+    json_t *index = json_object (); /* name -> the first job that gives it */
+    for (size_t j = 0; j < count; j++) {
+        const char *name = json_string_value (json_object_get (json_array_get (file->jobs, j),
+                                                               "name"));
+        json_t *first = name ? json_object_get (index, name) : NULL;
+        if (first) {
+            fprintf (stderr, "%s:%zu: name \"%s\" is given twice (line %zu first)\n", path,
+                     file->lines[j], name, file->lines[json_integer_value (first)]);
+            bad++;
+        } else if (name) {
+            json_object_set_new (index, name, json_integer ((json_int_t) j));
+            file->pipeline = true;
+        }
+    }
+    /* The named edges, job -> the jobs it names (by index), as lists in one array. */
+    size_t *first = (size_t *) calloc (count + 1, sizeof *first);
+    size_t n_edges = 0, cap = 64;
+    size_t *to = (size_t *) malloc (cap * sizeof *to);
+    assert (first && to);
+    for (size_t j = 0; j < count; j++) {
+        json_t *job = json_array_get (file->jobs, j);
+        first[j] = n_edges;
+        for (int k = 0; k < GQ_DEP_KINDS; k++) {
+            for (size_t i = 0; i < json_array_size (json_object_get (job, gq_dep_fields[k]));
+                 i++) {
+                const char *name = s_dep_name (job, k, i);
+                if (!name) {
+                    continue;
+                }
+                file->pipeline = true;
+                json_t *at = json_object_get (index, name);
+                if (!at) {
+                    fprintf (stderr, "%s:%zu: \"%s\" names \"%s\", which no line of the file "
+                             "gives as its \"name\"\n",
+                             path, file->lines[j], gq_dep_fields[k], name);
+                    bad++;
+                    continue;
+                }
+                if (n_edges == cap) {
+                    cap *= 2;
+                    to = (size_t *) realloc (to, cap * sizeof *to);
+                    assert (to);
+                }
+                to[n_edges++] = (size_t) json_integer_value (at);
+            }
+        }
+    }
+    first[count] = n_edges;
+    /* A cycle, by depth-first search (iterative: a file may hold 10,000 lines in a chain):
+       reaching a job that is on the path closes one. */
+    uint8_t *colour = (uint8_t *) calloc (count ? count : 1, 1); /* 0, 1 on the path, 2 done */
+    size_t *path_jobs = (size_t *) malloc ((count ? count : 1) * sizeof *path_jobs);
+    size_t *next = (size_t *) malloc ((count ? count : 1) * sizeof *next);
+    assert (colour && path_jobs && next);
+    bool cycle = false;
+    for (size_t root = 0; root < count && !cycle; root++) {
+        if (colour[root]) {
+            continue;
+        }
+        size_t depth = 0;
+        path_jobs[depth] = root;
+        next[depth++] = first[root];
+        colour[root] = 1;
+        while (depth && !cycle) {
+            size_t v = path_jobs[depth - 1];
+            if (next[depth - 1] == first[v + 1]) {
+                colour[v] = 2;
+                depth--;
+                continue;
+            }
+            size_t u = to[next[depth - 1]++];
+            if (colour[u] == 1) {
+                char text[600] = "";
+                size_t len = 0, d = depth;
+                while (d > 0 && path_jobs[d - 1] != u) {
+                    d--;
+                }
+                for (size_t p = d - 1; p < depth && len < sizeof text; p++) {
+                    const char *name = json_string_value (
+                        json_object_get (json_array_get (file->jobs, path_jobs[p]), "name"));
+                    len += (size_t) snprintf (text + len, sizeof text - len,
+                                              "%s (line %zu) needs ", name ? name : "?",
+                                              file->lines[path_jobs[p]]);
+                }
+                fprintf (stderr, "%s: a cycle: %s%s\n", path, text,
+                         json_string_value (json_object_get (json_array_get (file->jobs, u),
+                                                             "name")));
+                bad++;
+                cycle = true;
+            } else if (colour[u] == 0) {
+                colour[u] = 1;
+                path_jobs[depth] = u;
+                next[depth++] = first[u];
+            }
+        }
+    }
+    /* Without a cycle, a job named before the line that gives it. */
+    for (size_t j = 0; j < count && !cycle; j++) {
+        for (size_t e = first[j]; e < first[j + 1]; e++) {
+            if (to[e] >= j) {
+                fprintf (stderr, "%s:%zu: names \"%s\", given later (line %zu): a line may "
+                         "depend only on lines before it\n",
+                         path, file->lines[j],
+                         json_string_value (json_object_get (json_array_get (file->jobs, to[e]),
+                                                             "name")),
+                         file->lines[to[e]]);
+                bad++;
+            }
+        }
+    }
+    free (colour);
+    free (path_jobs);
+    free (next);
+    free (first);
+    free (to);
+    json_decref (index);
+    return bad;
+}
 
 /* Reads and checks every line; reports each bad one as FILE:LINE: reason. */
 static int
@@ -1009,6 +1144,25 @@ s_read_jobfile (const char *path, json_t *defaults, s_jobfile_t *file)
     }
     if (json_array_size (file->jobs) == 0) {
         return s_usage ("%s holds no jobs", path);
+    }
+    size_t problems = s_check_names (path, file);
+    if (problems) {
+        return s_usage ("%zu problem%s with the names in %s; nothing was sent", problems,
+                        problems == 1 ? "" : "s", path);
+    }
+    if (file->pipeline) {
+        /* One SUBMIT: the broker resolves the names within it, all or nothing. */
+        int64_t bytes = 0;
+        size_t i;
+        json_t *job;
+        json_array_foreach (file->jobs, i, job) {
+            bytes += gq_client_job_bytes (job) + 1;
+        }
+        if (json_array_size (file->jobs) > GQ_MAX_BATCH_JOBS || bytes >= GQ_CLIENT_SUBMIT_BYTES) {
+            return s_usage ("%s: a pipeline (lines that name each other) goes as one request: "
+                            "at most %d lines and %d bytes of JSON; nothing was sent",
+                            path, GQ_MAX_BATCH_JOBS, GQ_CLIENT_SUBMIT_BYTES);
+        }
     }
     return S_EXIT_OK;
 }
@@ -1230,7 +1384,7 @@ s_on_batch (void *arg, json_t *job)
 static int
 s_submit_file (gq_client_t *client, s_submit_args_t *args)
 {
-    s_jobfile_t file = {NULL, NULL};
+    s_jobfile_t file = {NULL, NULL, false};
     int rc = s_read_jobfile (args->file, args->defaults, &file);
     if (rc) {
         json_decref (file.jobs);
@@ -1238,6 +1392,16 @@ s_submit_file (gq_client_t *client, s_submit_args_t *args)
         return rc;
     }
     size_t count = json_array_size (file.jobs);
+    for (size_t i = 0; i < count && args->wait; i++) {
+        if (json_object_get (json_array_get (file.jobs, i), "array")) {
+            rc = s_usage ("%s:%zu: an array in a file is not waited for by --wait (its line "
+                          "prints the array's id: gridq wait ID waits for its elements)",
+                          args->file, file.lines[i]);
+            json_decref (file.jobs);
+            free (file.lines);
+            return rc;
+        }
+    }
     int64_t *ids = (int64_t *) calloc (count, sizeof *ids);
     FILE *out = NULL;
     if (args->out) {
@@ -1248,7 +1412,8 @@ s_submit_file (gq_client_t *client, s_submit_args_t *args)
         }
     }
     int64_t start_us = gq_mono_us ();
-    gq_client_set_submit_window (client, GQ_CLI_FILE_CHUNK_JOBS, GQ_CLI_FILE_WINDOW_SUBMITS);
+    gq_client_set_submit_window (client, file.pipeline ? GQ_MAX_BATCH_JOBS : GQ_CLI_FILE_CHUNK_JOBS,
+                                 GQ_CLI_FILE_WINDOW_SUBMITS);
     /* With watch, the broker reports each job as it finishes, whatever the order in which our
        chunks were acknowledged: no job can finish between our SUBMIT and our WAIT unseen. */
     bool partial = gq_client_submit (client, file.jobs, args->wait, ids) != GQ_OK;

@@ -98,6 +98,10 @@ CREATE TABLE deps (
     parent INTEGER NOT NULL,                   -- a job id (no foreign key: retention may purge
                                                -- a parent once its children ended)
     kind   TEXT NOT NULL CHECK (kind = 'ok' OR kind = 'any' OR kind = 'fail'),
+    name   TEXT,                               -- the parent's name in the child's SUBMIT (a
+                                               -- pipeline), NULL when named by id
+    inputs INTEGER NOT NULL DEFAULT 0,         -- 1: the child takes its parents' results
+                                               -- (on every edge of that child)
     PRIMARY KEY (child, parent)
 ) WITHOUT ROWID;
 CREATE INDEX deps_parent ON deps (parent);

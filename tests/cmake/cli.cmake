@@ -25,3 +25,7 @@ set_tests_properties(cli_deps PROPERTIES TIMEOUT 120 SKIP_RETURN_CODE 77
 add_test(NAME cli_arrays COMMAND bash ${GQ_CLI_TEST_DIR}/test_arrays.sh)
 set_tests_properties(cli_arrays PROPERTIES TIMEOUT 150 SKIP_RETURN_CODE 77
                      ENVIRONMENT "GQ_BIN=${CMAKE_BINARY_DIR}/bin")
+# pipeline: a pipeline in one JOBS.jsonl (names, after_ok by name, inputs), its failure and retry.
+add_test(NAME cli_pipeline COMMAND bash ${GQ_CLI_TEST_DIR}/test_pipeline.sh)
+set_tests_properties(cli_pipeline PROPERTIES TIMEOUT 120 SKIP_RETURN_CODE 77
+                     ENVIRONMENT "GQ_BIN=${CMAKE_BINARY_DIR}/bin")
