@@ -176,6 +176,29 @@ s_admit_held (gq_broker_t *self, gq_array_t *array)
     }
 }
 
+void
+gq_arrays_adopt (gq_broker_t *self, gq_job_t *job)
+{
+    gq_array_t *array = gq_arrays_of (self, job);
+    if (!array || job->state != GQ_JOB_WAITING ||
+        zhashx_lookup (self->waits, GQ_ID_KEY (job->id))) {
+        return; /* not held by its array (waiting for its dependencies) */
+    }
+    /* The admitted element queued last gives way (a scan, at a worker's registration only). */
+    for (int64_t id = array->first + array->count - 1; id >= array->first; id--) {
+        gq_job_t *other = gq_broker_job_lookup (self, id);
+        if (other && other->state == GQ_JOB_QUEUED) {
+            gq_queue_remove (self->queue, other);
+            self->counts[GQ_JOB_QUEUED]--;
+            gq_arrays_queue (self, other); /* held: the array is at its limit */
+            array->active--;               /* other's place ... */
+            self->counts[GQ_JOB_WAITING]--;
+            s_admit (self, array, job);    /* ... is job's; its id in the ring is skipped */
+            return;
+        }
+    }
+}
+
 int
 gq_arrays_state (const gq_array_t *array)
 {

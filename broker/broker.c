@@ -207,6 +207,7 @@ static const struct {
     {"WAIT", GQ_ROLE_CLIENT, 0, gq_watch_wait},
     {"RESULT", GQ_ROLE_CLIENT, 0, gq_queries_result},
     {"CANCEL", GQ_ROLE_CLIENT, 0, gq_results_cancel},
+    {"RETRY", GQ_ROLE_CLIENT, 0, gq_retry_request},
     {"JOBS", GQ_ROLE_CLIENT, 0, gq_queries_jobs},
     {"NODES", GQ_ROLE_CLIENT, 0, gq_queries_nodes},
     {"STATS", GQ_ROLE_CLIENT, 0, gq_queries_stats},

@@ -336,6 +336,10 @@ void gq_deps_forget (gq_broker_t *self, gq_job_t *job);
    wait again, or are released or cancelled by what their parents did meanwhile. 0 or an
    error of the store. */
 int gq_deps_recover (gq_broker_t *self);
+/* A job made queued again (retry.c) takes up its stored dependencies: it waits, is released,
+   or ends cancelled, as at recovery. 1 when it had some, 0 when none, or an error of the
+   store. */
+int gq_deps_restart (gq_broker_t *self, gq_job_t *job);
 /* EXPLAIN of a waiting job: [{id, condition, state}] per parent (a new reference), or NULL for a
    job that does not wait. */
 json_t *gq_deps_explain (gq_broker_t *self, const gq_job_t *job);
@@ -361,6 +365,11 @@ int64_t gq_arrays_index (const gq_array_t *array, int64_t job_id);
 /* A job ready to run (not ended, in no queue, not counted) joins the queue; an element of an
    array at its limit is held instead (waiting) until an element of its array ends. */
 void gq_arrays_queue (gq_broker_t *self, gq_job_t *job);
+/* A worker that registered again runs element job, held by its array's limit (the broker
+   restarted and admitted others): it takes the place of an admitted element still queued,
+   which is held instead, so that the run goes on and the limit holds. Nothing when job is not
+   a held element or every admitted one runs. */
+void gq_arrays_adopt (gq_broker_t *self, gq_job_t *job);
 /* Element id of an array ended in state; admitted: it was queued or running (so it counted
    against the limit). The next held elements are admitted; the array's own end (all elements
    ended) reaches the jobs that depend on it. */
@@ -451,6 +460,9 @@ void gq_results_exclude (gq_job_t *job, int32_t node);
 /* RESULT from a worker, CANCEL from a client. */
 gq_handler_fn gq_results_recv;
 gq_handler_fn gq_results_cancel;
+/* RETRY (retry.c): failed and cancelled jobs, an array's, and the dependents their failures
+   cancelled, run again as the same jobs. */
+gq_handler_fn gq_retry_request;
 /* Cron: running jobs past their time limit fail their attempt (on the monotonic clock); jobs
    that waited in vain for a node to come back fail. */
 void gq_results_timeouts (gq_broker_t *self, int64_t now_ms);

@@ -437,6 +437,20 @@ gq_deps_recover (gq_broker_t *self)
     return rc;
 }
 
+int
+gq_deps_restart (gq_broker_t *self, gq_job_t *job)
+{
+    s_recovery_t r = {self, job->id, NULL, NULL, 0};
+    int rc = gq_store_deps_of (self->store, job->id, s_recover_edge, &r);
+    bool edges = r.wait != NULL;
+    if (rc == GQ_OK) {
+        s_recovered (&r);
+    }
+    free (r.wait);
+    free (r.states);
+    return rc ? rc : edges;
+}
+
 /* ---- Questions ----------------------------------------------------------------------------- */
 
 json_t *

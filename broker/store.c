@@ -57,6 +57,9 @@ typedef enum {
     S_DEP_INSERT,
     S_DEPS_RECOVER,
     S_DEP_INPUTS,
+    S_DEP_CHILDREN,
+    S_DEPS_OF,
+    S_JOB_RETRY,
     S_ARRAY_INSERT,
     S_ARRAYS,
     S_ARRAY_ENDED,
@@ -159,6 +162,15 @@ static const char *s_sql[S_STMTS] = {
     [S_DEPS_RECOVER] = "SELECT d.child, d.parent, d.kind, p.state, d.inputs FROM jobs c "
                        "JOIN deps d ON d.child = c.id LEFT JOIN jobs p ON p.id = d.parent "
                        "WHERE c.state IN (0, 1) ORDER BY d.child, d.parent",
+    /* Retry (a rescue DAG): the children of a parent, with their states and errors; the edges
+       of one child; a job that ended failed or cancelled becomes queued again. */
+    [S_DEP_CHILDREN] = "SELECT d.child, c.state, c.error FROM deps d JOIN jobs c ON c.id = "
+                       "d.child WHERE d.parent = ?1 ORDER BY d.child",
+    [S_DEPS_OF] = "SELECT d.child, d.parent, d.kind, p.state, d.inputs FROM deps d LEFT JOIN "
+                  "jobs p ON p.id = d.parent WHERE d.child = ?1 ORDER BY d.parent",
+    [S_JOB_RETRY] = "UPDATE jobs SET state = 0, started_at = NULL, finished_at = NULL, "
+                    "result = NULL, error = NULL, max_attempts = ?2 WHERE id = ?1 AND state IN "
+                    "(3, 4)",
     [S_ARRAY_INSERT] = "INSERT INTO arrays (id, first, count, spec, submitted_at) "
                        "VALUES (?1, ?2, ?3, ?4, ?5)",
     [S_ARRAYS] = "SELECT id, first, count, spec, submitted_at FROM arrays ORDER BY id",
@@ -1409,6 +1421,97 @@ gq_store_array_insert (gq_store_t *self, int64_t id, int64_t first, int64_t coun
     sqlite3_bind_text (stmt, 4, spec, -1, SQLITE_STATIC);
     sqlite3_bind_int64 (stmt, 5, submitted_ms);
     return s_step_done (self, stmt, "insert array");
+}
+
+int
+gq_store_job_reload (gq_store_t *self, int64_t id, gq_store_recover_fn *fn, void *arg)
+{
+    s_attempts_t *attempts = malloc (sizeof *attempts);
+    if (!attempts) {
+        return s_error (self, GQ_ENOMEM, "reload", "out of memory");
+    }
+    sqlite3_stmt *stmt = self->stmt[S_JOB_GET];
+    sqlite3_bind_int64 (stmt, 1, id);
+    sqlite3_bind_int (stmt, 2, 1);
+    int rc = sqlite3_step (stmt), err = GQ_OK;
+    if (rc == SQLITE_ROW) {
+        gq_job_row_t row;
+        s_row_read (stmt, &row);
+        err = s_attempts_read (self, row.id, attempts);
+        if (!err) {
+            if (attempts->count > row.attempts) {
+                row.attempts = attempts->count;
+            }
+            err = fn (arg, &row, attempts->excluded, attempts->n_excluded);
+        }
+    } else {
+        err = rc == SQLITE_DONE ? s_error (self, GQ_ENOTFOUND, "reload", "no such job")
+                                : s_fail (self, "reload");
+    }
+    sqlite3_reset (stmt);
+    free (attempts);
+    if (!err) {
+        s_ok (self);
+    }
+    return err;
+}
+
+int
+gq_store_dep_children (gq_store_t *self, int64_t parent, gq_store_child_fn *fn, void *arg)
+{
+    sqlite3_stmt *stmt = self->stmt[S_DEP_CHILDREN];
+    sqlite3_bind_int64 (stmt, 1, parent);
+    int rc, err = GQ_OK;
+    while (!err && (rc = sqlite3_step (stmt)) == SQLITE_ROW) {
+        err = fn (arg, sqlite3_column_int64 (stmt, 0), sqlite3_column_int (stmt, 1),
+                  (const char *) sqlite3_column_text (stmt, 2));
+    }
+    if (!err && rc != SQLITE_DONE) {
+        err = s_fail (self, "dependents");
+    }
+    sqlite3_reset (stmt);
+    if (!err) {
+        s_ok (self);
+    }
+    return err;
+}
+
+int
+gq_store_deps_of (gq_store_t *self, int64_t child, gq_store_dep_fn *fn, void *arg)
+{
+    sqlite3_stmt *stmt = self->stmt[S_DEPS_OF];
+    sqlite3_bind_int64 (stmt, 1, child);
+    int rc, err = GQ_OK;
+    while (!err && (rc = sqlite3_step (stmt)) == SQLITE_ROW) {
+        const char *name = (const char *) sqlite3_column_text (stmt, 2);
+        int kind = GQ_DEP_KINDS;
+        for (int k = 0; name && k < GQ_DEP_KINDS && kind == GQ_DEP_KINDS; k++) {
+            kind = streq (name, gq_dep_names[k]) ? k : kind;
+        }
+        int state = sqlite3_column_type (stmt, 3) == SQLITE_NULL ? -1
+                                                                  : sqlite3_column_int (stmt, 3);
+        if (kind < GQ_DEP_KINDS) {
+            err = fn (arg, child, sqlite3_column_int64 (stmt, 1), kind, state,
+                      sqlite3_column_int (stmt, 4) != 0);
+        }
+    }
+    if (!err && rc != SQLITE_DONE) {
+        err = s_fail (self, "dependencies of a job");
+    }
+    sqlite3_reset (stmt);
+    if (!err) {
+        s_ok (self);
+    }
+    return err;
+}
+
+int
+gq_store_job_retry (gq_store_t *self, int64_t id, int max_attempts)
+{
+    sqlite3_stmt *stmt = self->stmt[S_JOB_RETRY];
+    sqlite3_bind_int64 (stmt, 1, id);
+    sqlite3_bind_int (stmt, 2, max_attempts);
+    return s_step_done (self, stmt, "retry");
 }
 
 int

@@ -201,6 +201,19 @@ typedef int (gq_store_dep_fn) (void *arg, int64_t child, int64_t parent, int kin
                                int parent_state, bool inputs);
 int gq_store_deps_recover (gq_store_t *self, gq_store_dep_fn *fn, void *arg);
 
+/* Retry (retry.c). Calls fn (as gq_store_recover does) with the stored row of job id, whatever
+   its state; GQ_ENOTFOUND when there is none. */
+int gq_store_job_reload (gq_store_t *self, int64_t id, gq_store_recover_fn *fn, void *arg);
+/* Calls fn for each job that depends on parent, in id order, with its stored state and error
+   (NULL when none). fn returning non-zero stops the walk with that code. 0 or GQ_ESTORE. */
+typedef int (gq_store_child_fn) (void *arg, int64_t child, int state, const char *error);
+int gq_store_dep_children (gq_store_t *self, int64_t parent, gq_store_child_fn *fn, void *arg);
+/* Calls fn for each edge of job child, as gq_store_deps_recover does. 0 or GQ_ESTORE. */
+int gq_store_deps_of (gq_store_t *self, int64_t child, gq_store_dep_fn *fn, void *arg);
+/* Job id, failed or cancelled, is queued again with max_attempts (its attempts so far plus a
+   new budget); nothing for a job in another state. 0 or GQ_ESTORE. */
+int gq_store_job_retry (gq_store_t *self, int64_t id, int max_attempts);
+
 /* Arrays (arrays.c keeps them in memory). Records array id, whose elements are the jobs first
    .. first + count - 1 (inserted after it, in the same group); spec is borrowed. 0, GQ_EINVAL or
    GQ_ESTORE. */

@@ -27,7 +27,8 @@ typedef enum {
     S_OP_META,
     S_OP_PURGE,
     S_OP_DEP,
-    S_OP_ARRAY
+    S_OP_ARRAY,
+    S_OP_RETRY
 } s_op_type_t;
 
 typedef struct {
@@ -83,6 +84,9 @@ typedef struct {
             int kind;       /* gq_dep_kind_t */
             bool inputs;    /* the child takes its parents' results; name: the parent's */
         } dep;
+        struct {
+            int max_attempts; /* the job's new budget */
+        } retry;
         struct {
             int64_t first, count, submitted_ms; /* job_id is the array's id */
             const char *spec;                   /* borrowed from the broker's array */
@@ -246,6 +250,17 @@ gq_batch_array_insert (gq_batch_t *self, int64_t id, int64_t first, int64_t coun
     op->u.array.count = count;
     op->u.array.spec = spec;
     op->u.array.submitted_ms = submitted_ms;
+    return GQ_OK;
+}
+
+int
+gq_batch_job_retry (gq_batch_t *self, int64_t id, int max_attempts)
+{
+    s_op_t *op = s_op_add (self, S_OP_RETRY, id, NULL);
+    if (!op) {
+        return GQ_ENOMEM;
+    }
+    op->u.retry.max_attempts = max_attempts;
     return GQ_OK;
 }
 
@@ -444,6 +459,9 @@ s_op_apply (gq_batch_t *self, s_op_t *op, gq_store_t *store)
     case S_OP_DEP:
         rc = gq_store_dep_insert (store, op->job_id, op->u.dep.parent, op->u.dep.kind,
                                   op->name[0] ? op->name : NULL, op->u.dep.inputs);
+        break;
+    case S_OP_RETRY:
+        rc = gq_store_job_retry (store, op->job_id, op->u.retry.max_attempts);
         break;
     case S_OP_ARRAY:
         rc = gq_store_array_insert (store, op->job_id, op->u.array.first, op->u.array.count,

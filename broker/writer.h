@@ -55,6 +55,8 @@ int gq_batch_job_insert (gq_batch_t *self, const gq_job_t *job, const char *kind
    in the child's SUBMIT or NULL, inputs whether the child takes its parents' results. */
 int gq_batch_dep_insert (gq_batch_t *self, int64_t child, int64_t parent, int kind,
                          const char *name, bool inputs);
+/* Job id (failed or cancelled) is queued again with max_attempts (retry.c). */
+int gq_batch_job_retry (gq_batch_t *self, int64_t id, int max_attempts);
 /* Array id with elements first .. first + count - 1 (inserted after it, in the same group); spec
    is borrowed until the batch is applied. */
 int gq_batch_array_insert (gq_batch_t *self, int64_t id, int64_t first, int64_t count,

@@ -2031,6 +2031,63 @@ s_cmd_cancel (int argc, char **argv)
     return rc;
 }
 
+/* ---- retry --------------------------------------------------------------------------------- */
+
+static const char *s_retry_help =
+    "Usage: gridq retry ID...\n"
+    "\n"
+    "Runs failed and cancelled jobs again, as new attempts of the same jobs (the same ids, a new\n"
+    "budget of --max-attempts), keeping what succeeded: HTCondor DAGMan's rescue DAG. An array's\n"
+    "id retries its failed and cancelled elements. The jobs that a failure cancelled\n"
+    "(\"dependency N failed\") run again too, after it, down the chain. Prints \"ID queued again\"\n"
+    "for each job that runs again, then, for an ID with nothing to retry, its state.\n"
+    "Exit status: 0 when every id exists; 1 when some id is unknown.\n"
+    "\n"
+    "Example:\n"
+    "  gridq submit --file pipeline.jsonl --wait || gridq retry 43   # c failed; c and d again\n";
+
+static int
+s_cmd_retry (int argc, char **argv)
+{
+    s_ids_args_t args = {0};
+    int rc;
+    gq_client_t *client = s_ids_start (argc, argv, s_retry_help, 0, &args, &rc);
+    if (!client) {
+        return rc;
+    }
+    json_t *ids = json_array ();
+    for (size_t i = 0; i < args.count; i++) {
+        json_array_append_new (ids, json_integer (args.ids[i]));
+    }
+    json_t *reply = gq_client_call (client, "RETRY", json_pack ("{s:o}", "ids", ids));
+    if (!reply) {
+        rc = s_call_failed (client);
+    } else {
+        size_t i;
+        json_t *item;
+        json_array_foreach (json_object_get (reply, "retried"), i, item) {
+            printf ("%lld queued again\n", (long long) json_integer_value (item));
+        }
+        json_array_foreach (json_object_get (reply, "jobs"), i, item) {
+            if (s_int (item, "retried", 0) == 0) {
+                printf ("%lld is %s: nothing to retry\n", (long long) s_int (item, "id", 0),
+                        s_str (item, "state", "?"));
+            }
+        }
+        if (s_str (reply, "error", NULL)) {
+            s_warn ("the broker stopped part way: %s", s_str (reply, "error", ""));
+        }
+        rc = s_report_missing (json_object_get (reply, "missing"));
+        if (rc == S_EXIT_OK && s_str (reply, "error", NULL)) {
+            rc = S_EXIT_JOB;
+        }
+    }
+    json_decref (reply);
+    gq_client_destroy (&client);
+    free (args.ids);
+    return rc;
+}
+
 /* ---- Commands without ids ------------------------------------------------------------------ */
 
 /* Parses "[--json]" and nothing else. 0, -1 after --help, or an exit code. */
@@ -2531,6 +2588,7 @@ static const s_command_t s_commands[] = {
      &s_watch_help},
     {"result", s_cmd_result, "print a done job's result", &s_result_help},
     {"cancel", s_cmd_cancel, "cancel jobs", &s_cancel_help},
+    {"retry", s_cmd_retry, "run failed and cancelled jobs again (the same ids)", &s_retry_help},
     {"jobs", s_cmd_jobs, "list recent jobs", &s_jobs_help},
     {"nodes", s_cmd_nodes, "list the fleet", &s_nodes_help},
     {"explain", s_cmd_explain, "show how the matcher placed (or could not place) a job",

@@ -66,6 +66,36 @@ is_state "$D2" cancelled || fail "d is $(state "$D2")"
 is_state "$B2" done || fail "b is $(state "$B2")"
 step "c failing cancels d with the reason"
 
+rm "$TMP/fail"
+gq 0 retry "$C2"
+[ "$(cat "$TMP/out")" = "$C2 queued again
+$D2 queued again" ] || fail "retry printed: $(cat "$TMP/out")"
+gq 0 wait "$D2"
+is_state "$C2" done || fail "c is $(state "$C2") after retry"
+[ "$(field "$D2" result.inputs)" = '{"b":{"step":"b"},"c":{"step":"c"}}' ] ||
+    fail "d's inputs after retry: $(field "$D2" result)"
+after "$C2" "$D2"
+[ "$(field "$C2" attempts)" = 2 ] || fail "c's attempts: $(field "$C2" attempts)"
+for kept in "$A2" "$B2"; do
+    [ "$(field "$kept" attempts)" = 1 ] || fail "job $kept ran again"
+done
+gq 0 retry "$A2"
+grep -qF "$A2 is done: nothing to retry" "$TMP/out" || fail "retry of a done job: $(cat "$TMP/out")"
+step "gridq retry runs c and the d it cancelled again (same ids), not a or b: the pipeline completes"
+
+# ---- an array's failed elements ------------------------------------------------------------------
+touch "$TMP/fail"
+gq 0 submit --array '0-2%2' --kind flaky --max-attempts 1 --payload '{"n": 1}' --quiet
+R=$(cat "$TMP/out")
+gq 1 wait "$R"
+[ "$(field "$R" array.counts.failed)" = 3 ] || fail "array $R: $(field "$R" array.counts)"
+rm "$TMP/fail"
+gq 0 retry "$R"
+[ "$(grep -c 'queued again' "$TMP/out")" = 3 ] || fail "retry of the array: $(cat "$TMP/out")"
+gq 0 wait "$R"
+[ "$(field "$R" array.counts.done)" = 3 ] || fail "array $R after retry: $(field "$R" array.counts)"
+step "gridq retry ARRAY runs its failed elements again"
+
 # ---- refusals, before anything is sent ----------------------------------------------------------
 jobs_before=$(gq 0 stats --json; jq '.jobs | add' "$TMP/out")
 printf '%s\n' '{"name": "a", "after_ok": ["c"]}' '{"name": "b", "after_ok": ["a"]}' \
