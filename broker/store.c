@@ -1477,35 +1477,6 @@ gq_store_dep_children (gq_store_t *self, int64_t parent, gq_store_child_fn *fn, 
 }
 
 int
-gq_store_deps_of (gq_store_t *self, int64_t child, gq_store_dep_fn *fn, void *arg)
-{
-    sqlite3_stmt *stmt = self->stmt[S_DEPS_OF];
-    sqlite3_bind_int64 (stmt, 1, child);
-    int rc, err = GQ_OK;
-    while (!err && (rc = sqlite3_step (stmt)) == SQLITE_ROW) {
-        const char *name = (const char *) sqlite3_column_text (stmt, 2);
-        int kind = GQ_DEP_KINDS;
-        for (int k = 0; name && k < GQ_DEP_KINDS && kind == GQ_DEP_KINDS; k++) {
-            kind = streq (name, gq_dep_names[k]) ? k : kind;
-        }
-        int state = sqlite3_column_type (stmt, 3) == SQLITE_NULL ? -1
-                                                                  : sqlite3_column_int (stmt, 3);
-        if (kind < GQ_DEP_KINDS) {
-            err = fn (arg, child, sqlite3_column_int64 (stmt, 1), kind, state,
-                      sqlite3_column_int (stmt, 4) != 0);
-        }
-    }
-    if (!err && rc != SQLITE_DONE) {
-        err = s_fail (self, "dependencies of a job");
-    }
-    sqlite3_reset (stmt);
-    if (!err) {
-        s_ok (self);
-    }
-    return err;
-}
-
-int
 gq_store_job_retry (gq_store_t *self, int64_t id, int max_attempts)
 {
     sqlite3_stmt *stmt = self->stmt[S_JOB_RETRY];
@@ -1553,10 +1524,11 @@ gq_store_arrays_recover (gq_store_t *self, gq_store_array_fn *fn, void *arg)
     return err;
 }
 
-int
-gq_store_deps_recover (gq_store_t *self, gq_store_dep_fn *fn, void *arg)
+/* Calls fn for each row of stmt (child, parent, kind, parent's state or NULL, inputs), then
+   resets it. 0, fn's code, or GQ_ESTORE. */
+static int
+s_edges (gq_store_t *self, sqlite3_stmt *stmt, gq_store_dep_fn *fn, void *arg, const char *what)
 {
-    sqlite3_stmt *stmt = self->stmt[S_DEPS_RECOVER];
     int rc, err = GQ_OK;
     while ((rc = sqlite3_step (stmt)) == SQLITE_ROW) {
         const char *name = (const char *) sqlite3_column_text (stmt, 2);
@@ -1575,13 +1547,26 @@ gq_store_deps_recover (gq_store_t *self, gq_store_dep_fn *fn, void *arg)
         }
     }
     if (!err && rc != SQLITE_DONE) {
-        err = s_fail (self, "recover dependencies");
+        err = s_fail (self, what);
     }
     sqlite3_reset (stmt);
     if (!err) {
         s_ok (self);
     }
     return err;
+}
+
+int
+gq_store_deps_recover (gq_store_t *self, gq_store_dep_fn *fn, void *arg)
+{
+    return s_edges (self, self->stmt[S_DEPS_RECOVER], fn, arg, "recover dependencies");
+}
+
+int
+gq_store_deps_of (gq_store_t *self, int64_t child, gq_store_dep_fn *fn, void *arg)
+{
+    sqlite3_bind_int64 (self->stmt[S_DEPS_OF], 1, child);
+    return s_edges (self, self->stmt[S_DEPS_OF], fn, arg, "dependencies of a job");
 }
 
 /* ---- Selftest -------------------------------------------------------------------------------- */

@@ -18,15 +18,6 @@ field () {
 }
 state () { field "$1" state | tr -d '"'; }
 is_state () { [ "$(state "$1")" = "$2" ]; }
-# after PARENT CHILD: the child started no earlier than the parent finished.
-after () {
-    local finished started
-    finished=$(field "$1" finished_at)
-    started=$(field "$2" started_at)
-    [ "$finished" != null ] && [ "$started" != null ] || fail "job $1 or $2 has no times"
-    [[ ! "$started" < "$finished" ]] ||
-        fail "job $2 started at $started, before its parent $1 finished at $finished"
-}
 
 start_broker --durability normal
 # step: answers its payload after a moment; flaky: fails while $TMP/fail exists.
