@@ -261,6 +261,24 @@ gq_arrays_summary (gq_broker_t *self, const gq_array_t *array)
                       "submitted_at", at);
 }
 
+size_t
+gq_arrays_held (gq_broker_t *self, int64_t *ids, size_t max)
+{
+    size_t n = 0;
+    for (size_t a = 0; a < self->array_count; a++) {
+        gq_array_t *array = self->array_list[a];
+        for (size_t i = 0; i < array->held_count && n < max; i++) {
+            int64_t id = array->held[(array->held_head + i) % array->held_size];
+            gq_job_t *job = gq_broker_job_lookup (self, id);
+            if (job && job->state == GQ_JOB_WAITING &&
+                !zhashx_lookup (self->waits, GQ_ID_KEY (id))) {
+                ids[n++] = id;
+            }
+        }
+    }
+    return n;
+}
+
 /* ---- Recovery ------------------------------------------------------------------------------ */
 
 static int

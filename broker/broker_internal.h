@@ -385,6 +385,9 @@ int gq_arrays_recover (gq_broker_t *self);
 /* At start, after the jobs and their dependencies: each array's limit holds again (the
    elements queued past it are held). */
 void gq_arrays_recover_limits (gq_broker_t *self);
+/* Writes the ids of the elements held by their arrays' limits into ids (at most max of them);
+   returns how many. */
+size_t gq_arrays_held (gq_broker_t *self, int64_t *ids, size_t max);
 /* Frees the arrays (at shutdown). */
 void gq_arrays_destroy (gq_broker_t *self);
 

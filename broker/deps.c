@@ -487,7 +487,9 @@ s_oldest_first (const void *a, const void *b)
 void
 gq_deps_list (gq_broker_t *self, size_t limit, json_t *jobs)
 {
-    size_t count = zhashx_size (self->waits);
+    /* Those waiting for their dependencies, and the elements their arrays' limits hold. */
+    size_t count = (size_t) (self->counts[GQ_JOB_WAITING] > 0 ? self->counts[GQ_JOB_WAITING] : 0);
+    count = count > zhashx_size (self->waits) ? count : zhashx_size (self->waits);
     int64_t *ids = (int64_t *) malloc ((count ? count : 1) * sizeof *ids);
     if (!ids) {
         return;
@@ -497,6 +499,7 @@ gq_deps_list (gq_broker_t *self, size_t limit, json_t *jobs)
          wait = zhashx_next (self->waits)) {
         ids[n++] = (int64_t) (uintptr_t) zhashx_cursor (self->waits);
     }
+    n += gq_arrays_held (self, ids + n, count - n);
     qsort (ids, n, sizeof *ids, s_oldest_first);
     for (size_t i = 0; i < n && json_array_size (jobs) < limit; i++) {
         gq_job_t *job = gq_broker_job_lookup (self, ids[i]);

@@ -439,6 +439,16 @@ gq_queries_explain (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
     if (waiting_for) {
         json_object_set_new (body, "waiting_for", waiting_for);
     }
+    gq_array_t *array = stored ? NULL : gq_arrays_of (self, job);
+    if (array) {
+        /* held: waiting for a place under its array's limit (not for dependencies) */
+        json_object_set_new (
+            body, "array",
+            json_pack ("{s:I, s:I, s:I, s:I, s:b}", "id", (json_int_t) array->id, "index",
+                       (json_int_t) gq_arrays_index (array, job->id), "limit",
+                       (json_int_t) array->spec.limit, "active", (json_int_t) array->active,
+                       "held", job->state == GQ_JOB_WAITING && !waiting_for));
+    }
     json_decref (stored);
     gq_broker_reply (self, gq_msg_reply (request, "EXPLAIN", body));
 }

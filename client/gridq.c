@@ -2422,6 +2422,15 @@ s_cmd_explain (int argc, char **argv)
                 s_str (prefetched, "node", "?"), (long long) s_int (prefetched, "ahead", 0),
                 s_int (prefetched, "ahead", 0) == 1 ? "" : "s");
     }
+    json_t *array = json_object_get (reply, "array");
+    if (array) {
+        printf ("\nelement %lld of array %lld", (long long) s_int (array, "index", 0),
+                (long long) s_int (array, "id", 0));
+        if (json_is_true (json_object_get (array, "held"))) {
+            printf (": held by the array's limit (%lld of at most %lld queued or running)",
+                    (long long) s_int (array, "active", 0), (long long) s_int (array, "limit", 0));
+        }
+    }
     json_t *waiting_for = json_object_get (reply, "waiting_for");
     if (json_array_size (waiting_for)) {
         printf ("\nwaiting for:");

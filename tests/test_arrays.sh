@@ -84,6 +84,12 @@ C=$(cat "$TMP/out")
 poll 50 eval '[ "$(field "$C" array.counts.running)" = 2 ]' ||
     fail "array $C: $(field "$C" array.counts)"
 [ "$(field "$C" array.counts.waiting)" = 48 ] || fail "held elements: $(field "$C" array.counts)"
+gq 0 jobs --state waiting --json
+[ "$(jq "map(select(.id > $C and .id <= $C + 50)) | length" "$TMP/out")" = 48 ] ||
+    fail "jobs --state waiting: $(head -c 300 "$TMP/out")"
+gq 0 explain "$((C + 50))"
+grep -qF "element 49 of array $C: held by the array's limit (2 of at most 2 queued or running)" \
+    "$TMP/out" || fail "explain of a held element: $(cat "$TMP/out")"
 gq 0 cancel "$C"
 grep -qF "$C array: 50 elements cancelled" "$TMP/out" || fail "cancel: $(cat "$TMP/out")"
 gq 1 wait "$C"
