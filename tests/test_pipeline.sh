@@ -87,6 +87,21 @@ gq 0 wait "$R"
 [ "$(field "$R" array.counts.done)" = 3 ] || fail "array $R after retry: $(field "$R" array.counts)"
 step "gridq retry ARRAY runs its failed elements again"
 
+# ---- an array as a parent: its failure cancels the child; retry of the array runs both --------
+touch "$TMP/fail"
+gq 0 submit --array '0-1' --kind flaky --max-attempts 1 --quiet
+R2=$(cat "$TMP/out")
+gq 0 submit --kind echo --payload '{"merge": 1}' --after-ok "$R2"
+M=$(cat "$TMP/out")
+poll 100 is_state "$M" cancelled || fail "the child of a failed array is $(state "$M")"
+[ "$(field "$M" error)" = "\"dependency $R2 failed\"" ] || fail "its error: $(field "$M" error)"
+rm "$TMP/fail"
+gq 0 retry "$R2"
+grep -qF "$M queued again" "$TMP/out" || fail "retry of the array: $(cat "$TMP/out")"
+gq 0 wait "$M"
+after "$((R2 + 2))" "$M"
+step "an array's failure cancels its after-ok child; retry of the array runs the child after it"
+
 # ---- refusals, before anything is sent ----------------------------------------------------------
 jobs_before=$(gq 0 stats --json; jq '.jobs | add' "$TMP/out")
 printf '%s\n' '{"name": "a", "after_ok": ["c"]}' '{"name": "b", "after_ok": ["a"]}' \
