@@ -2152,10 +2152,78 @@ s_json_only_call (int argc, char **argv, const char *help, const char *command, 
     return s_simple_call (command, NULL, rc);
 }
 
+/* jobs --array: the array's summary line, then its elements (in state, when not NULL) in index
+   order, at most limit of them, asked by STATUS in requests of GQ_MAX_IDS. The exit code. */
+static int
+s_array_jobs (int64_t id, const char *state, int64_t limit, bool json)
+{
+    int rc = S_EXIT_OK;
+    gq_client_t *client = s_connect (&rc);
+    if (!client) {
+        return rc;
+    }
+    json_t *missing;
+    json_t *map = s_ids_call (client, "STATUS", &id, 1, &missing);
+    json_t *summary = map ? json_object_get (s_map_get (map, id), "array") : NULL;
+    json_t *jobs = json_array ();
+    if (!map) {
+        rc = s_call_failed (client);
+    } else if (!summary) {
+        s_warn ("%lld is not an array", (long long) id);
+        rc = S_EXIT_JOB;
+    }
+    int64_t first = s_int (summary, "first", 0), count = s_int (summary, "count", 0);
+    int64_t *ids = (int64_t *) malloc (GQ_MAX_IDS * sizeof *ids);
+    for (int64_t at = 0; summary && ids && at < count && (int64_t) json_array_size (jobs) < limit;
+         at += GQ_MAX_IDS) {
+        size_t n = 0;
+        for (; n < GQ_MAX_IDS && at + (int64_t) n < count; n++) {
+            ids[n] = first + at + (int64_t) n;
+        }
+        json_t *lost;
+        json_t *chunk = s_ids_call (client, "STATUS", ids, n, &lost);
+        json_decref (lost);
+        if (!chunk) {
+            rc = s_call_failed (client);
+            break;
+        }
+        for (size_t i = 0; i < n && (int64_t) json_array_size (jobs) < limit; i++) {
+            json_t *job = s_map_get (chunk, ids[i]);
+            if (job && (!state || streq (s_str (job, "state", ""), state))) {
+                json_array_append (jobs, job);
+            }
+        }
+        json_decref (chunk);
+    }
+    if (rc == S_EXIT_OK && json) {
+        s_print_json (stdout, jobs);
+    } else if (rc == S_EXIT_OK) {
+        s_array_line (stdout, summary);
+        s_table_t table = s_job_table ();
+        size_t i;
+        json_t *job;
+        json_array_foreach (jobs, i, job) {
+            s_job_row (&table, job);
+        }
+        if (json_array_size (jobs)) {
+            s_table_print (&table, stdout);
+        }
+        s_table_destroy (&table);
+    }
+    free (ids);
+    json_decref (jobs);
+    json_decref (map);
+    json_decref (missing);
+    gq_client_destroy (&client);
+    return rc;
+}
+
 static const char *s_jobs_help =
-    "Usage: gridq jobs [--state S] [--limit N] [--json]\n"
+    "Usage: gridq jobs [--state S] [--limit N] [--array ID] [--json]\n"
     "\n"
     "Lists jobs, newest first, as a table.\n"
+    "  --array ID  the elements of array ID instead, in index order, after a line that counts\n"
+    "              them per state (with --state: the elements in that state)\n"
     "  --state S   only jobs in state S: waiting (for dependencies; oldest first), queued (in\n"
     "              dispatch order), running, done, failed or cancelled\n"
     "  --limit N   at most N jobs, 1..10000 (default 100)\n"
@@ -2169,6 +2237,7 @@ s_cmd_jobs (int argc, char **argv)
 {
     static const struct option options[] = {{"state", required_argument, NULL, O_STATE},
                                             {"limit", required_argument, NULL, O_LIMIT},
+                                            {"array", required_argument, NULL, O_ARRAY},
                                             {"json", no_argument, NULL, O_JSON},
                                             {"help", no_argument, NULL, O_HELP},
                                             {NULL, 0, NULL, 0}};
@@ -2176,6 +2245,7 @@ s_cmd_jobs (int argc, char **argv)
                                    NULL};
     json_t *body = json_object ();
     bool json = false;
+    int64_t array = 0;
     int option;
     int rc = S_EXIT_OK;
     while (rc == S_EXIT_OK && (option = s_getopt (argc, argv, options)) != -1) {
@@ -2207,6 +2277,11 @@ s_cmd_jobs (int argc, char **argv)
         case O_JSON:
             json = true;
             break;
+        case O_ARRAY:
+            if (!s_parse_int (optarg, 1, INT64_MAX, &array)) {
+                rc = s_usage ("--array \"%s\" is not an array id", optarg);
+            }
+            break;
         default:
             rc = S_EXIT_USAGE;
         }
@@ -2215,6 +2290,11 @@ s_cmd_jobs (int argc, char **argv)
         rc = s_usage ("unexpected argument \"%s\"", argv[optind]);
     }
     if (rc) {
+        json_decref (body);
+        return rc;
+    }
+    if (array) {
+        rc = s_array_jobs (array, s_str (body, "state", NULL), s_int (body, "limit", 100), json);
         json_decref (body);
         return rc;
     }

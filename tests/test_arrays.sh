@@ -3,7 +3,7 @@
 # of 8 slots. An array 0-199%3 never has more than 3 elements running at once (from the
 # attempts' start and end times in the store) and every element sees its own index (payload,
 # GRIDQ_ARRAY_INDEX, GRIDQ_ARRAY_ID); submit prints the array id then the elements' ids (and
-# --quiet the array id alone); status summarises an array; wait waits for all its elements;
+# --quiet the array id alone); status summarises an array, jobs --array lists its elements; wait waits for all its elements;
 # cancel cancels every element not ended; an array id in --after-ok stands for all its
 # elements; Slurm's spec forms give the right indexes; bad specs are refused.
 # Bounded (120 s); needs build/bin/{gridq,gridq-broker,gridq-worker} ($GQ_BIN), jq and sqlite3,
@@ -62,7 +62,15 @@ grep -qF "array $A (0-199%3): 200 elements, $F..$L: 200 done" "$TMP/out" ||
 gq 0 status "$A" --json
 jq -e '.array.counts.done == 200 and .array.limit == 3 and .state == "done"' "$TMP/out" \
     >/dev/null || fail "status --json: $(cat "$TMP/out")"
-step "status of an array summarises its elements"
+gq 0 jobs --array "$A" --state done --limit 5 --json
+[ "$(jq -c 'map(.id)' "$TMP/out")" = "[$F,$((F + 1)),$((F + 2)),$((F + 3)),$((F + 4))]" ] ||
+    fail "jobs --array: $(jq -c 'map(.id)' "$TMP/out")"
+gq 0 jobs --array "$A" --limit 3
+grep -qF "array $A (0-199%3): 200 elements" "$TMP/out" && [ "$(grep -c ' done ' "$TMP/out")" = 3 ] ||
+    fail "jobs --array text: $(cat "$TMP/out")"
+gq 1 jobs --array "$F"
+grep -qF "$F is not an array" "$TMP/err" || fail "jobs --array of a job: $(cat "$TMP/err")"
+step "status of an array summarises its elements; jobs --array lists them"
 
 # ---- Slurm's forms, --quiet, and an array as a dependency --------------------------------------
 gq 0 submit --array '1,3,10-20:5' --kind echo --quiet
