@@ -213,6 +213,7 @@ static const struct {
     {"WAIT", GQ_ROLE_CLIENT, 0, gq_watch_wait},
     {"RESULT", GQ_ROLE_CLIENT, 0, gq_queries_result},
     {"CANCEL", GQ_ROLE_CLIENT, 0, gq_results_cancel},
+    {"RETRY", GQ_ROLE_CLIENT, 0, gq_retry_request},
     {"JOBS", GQ_ROLE_CLIENT, 0, gq_queries_jobs},
     {"NODES", GQ_ROLE_CLIENT, 0, gq_queries_nodes},
     {"STATS", GQ_ROLE_CLIENT, 0, gq_queries_stats},
@@ -437,6 +438,7 @@ gq_broker_new (const gq_broker_opts_t *opts, char *why, size_t whylen)
     self->affinity_of = zhashx_new ();
     self->kept = zhashx_new ();
     self->affinity_node = zhashx_new ();
+    self->arrays = zhashx_new ();
     self->by_connection = zhashx_new ();
     self->replies = zlist_new ();
     self->inflight = zlist_new ();
@@ -453,7 +455,7 @@ gq_broker_new (const gq_broker_opts_t *opts, char *why, size_t whylen)
     self->placed = (gq_dispatch_t *) calloc (GQ_DISPATCH_BATCH_JOBS, sizeof *self->placed);
     if (!self->matcher || !self->queue || !self->jobs || !self->ended || !self->waits ||
         !self->children || !self->affinity_of || !self->affinity_node || !self->kept ||
-        !self->placed ||
+        !self->arrays || !self->placed ||
         !self->inflight || !self->idem_pending || !self->pending || !self->awaiting) {
         snprintf (why, whylen, "out of memory");
         gq_broker_destroy (&self);
@@ -464,8 +466,8 @@ gq_broker_new (const gq_broker_opts_t *opts, char *why, size_t whylen)
     gq_sched_set_prefer (self->sched, gq_dispatch_preferred, self, opts->weights.affinity);
     zhashx_set_destructor (self->affinity_of, s_free_text);
     zhashx_set_destructor (self->kept, gq_watch_kept_free);
-    zhashx_t *by_id[] = {self->jobs,     self->ended,       self->waits,
-                         self->children, self->affinity_of, self->kept};
+    zhashx_t *by_id[] = {self->jobs,        self->ended, self->waits, self->children,
+                         self->affinity_of, self->kept,  self->arrays};
     for (size_t t = 0; t < sizeof by_id / sizeof by_id[0]; t++) {
         zhashx_set_key_hasher (by_id[t], s_id_hash);
         zhashx_set_key_comparator (by_id[t], s_id_compare);
@@ -491,7 +493,7 @@ gq_broker_new (const gq_broker_opts_t *opts, char *why, size_t whylen)
         gq_broker_destroy (&self);
         return NULL;
     }
-    if (gq_store_counts (self->store, self->counts) ||
+    if (gq_store_counts (self->store, self->counts) || gq_arrays_recover (self) ||
         gq_store_recover (self->store, gq_intake_recover, self)) {
         snprintf (why, whylen, "recovery failed: %s", gq_store_errmsg (self->store));
         gq_broker_destroy (&self);
@@ -505,6 +507,7 @@ gq_broker_new (const gq_broker_opts_t *opts, char *why, size_t whylen)
         gq_broker_destroy (&self);
         return NULL;
     }
+    gq_arrays_recover_limits (self);
     /* Job ids: never one handed out before, even before its commit (see gq_commit_reserve_ids). */
     int64_t max_id = gq_store_max_id (self->store);
     int64_t mark = 0;
@@ -593,6 +596,7 @@ gq_broker_destroy (gq_broker_t **self_p)
         zhashx_destroy (&self->jobs);
     }
     gq_deps_destroy (self);
+    gq_arrays_destroy (self);
     for (size_t w = 0; w < self->workers_size; w++) {
         gq_link_t *worker = self->workers[w];
         if (worker) {

@@ -101,6 +101,7 @@ typedef struct {
     uint32_t fail_edges; /* after_fail edges */
     uint32_t fail_open;  /* of which the parent has not ended */
     uint32_t fail_hit;   /* of which the parent failed or was cancelled */
+    uint32_t inputs;     /* 1: on release its payload gets its parents' results ("inputs") */
     gq_dep_t edges[];    /* in the order of the request (after_ok, after_any, after_fail) */
 } gq_wait_t;
 
@@ -123,6 +124,21 @@ typedef struct {
     int state;  /* its final state */
 } gq_ended_t;
 
+/* A job array (arrays.c): its elements are the jobs first .. first + count - 1, in index order.
+   Elements beyond the limit are held out of the queue (state waiting) and admitted one by one as
+   admitted ones end, so that never more than limit run at once. */
+typedef struct {
+    int64_t id;             /* the array's id (first - 1; names no job) */
+    int64_t first, count;   /* its elements */
+    int64_t submitted_ms;   /* wall clock at submission */
+    int64_t active;         /* elements admitted (queued or running) and not ended */
+    int64_t ended[GQ_JOB_STATES]; /* elements ended, by final state */
+    int64_t *held;          /* ids of elements held back by the limit, a ring (FIFO) */
+    size_t held_head, held_count, held_size; /* the ring's first entry, entries, allocated */
+    char *text;             /* the spec as submitted (malloc'd): stored, and shown */
+    gq_arrayspec_t spec;    /* indexes and limit */
+} gq_array_t;
+
 /* A SUBMIT waiting for its batch to commit. */
 typedef struct {
     gq_msg_t *request; /* the SUBMIT (routing id, req, blobs; the batch borrows from it) */
@@ -131,7 +147,11 @@ typedef struct {
     int64_t *ids;      /* the id of each job of the batch */
     gq_wait_t **waits; /* the dependencies of each job (NULL for none); owned here until the job
                           joins memory */
-    size_t count;
+    size_t count;      /* jobs (an array's elements count one each) */
+    int64_t *entry_ids; /* the id of each entry of the request (a job's, or an array's) */
+    size_t n_entries;  /* entries of the request */
+    int64_t *arrays;   /* ids of the arrays it made (their elements are among jobs), or NULL */
+    size_t n_arrays;   /* entries of arrays */
     uint32_t owner;    /* submitter, for the per-client cap */
     int group;         /* its writes' group in the batch (they stand or fall together) */
     gq_watch_t *watch; /* SUBMIT with watch: held until the acknowledgement, or NULL */
@@ -177,6 +197,10 @@ struct _gq_broker_t {
     size_t deps_ended_count, deps_ended_size; /* its entries, allocated entries */
     bool deps_releasing;       /* deps.c is telling children: a parent that ends meanwhile
                                   joins deps_ended, not a recursion */
+    zhashx_t *arrays;          /* array id -> gq_array_t (arrays.c) */
+    gq_array_t **array_list;   /* the same, by id (so by first element): an element's array by
+                                  binary search */
+    size_t array_count, array_size; /* entries of array_list, allocated entries */
     zhashx_t *by_connection;         /* routing-id hex -> gq_link_t */
     gq_link_t **workers;             /* by node index */
     size_t workers_size;             /* allocated entries of workers */
@@ -296,10 +320,11 @@ int gq_intake_recover (void *arg, const gq_job_row_t *row, const char *const *ex
 /* ---- Dependencies (deps.c) ----------------------------------------------------------------- */
 
 /* The dependencies a job spec names, as a wait (nothing counted yet); NULL when out of memory.
-   The spec's after arrays are validated (gq_jobspec_parse). */
-gq_wait_t *gq_deps_wait_new (const gq_jobspec_t *spec);
-/* Whether every parent a spec names exists (in memory or stored): 0, or GQ_EINVAL / GQ_ESTORE
-   with why naming the field and the id. */
+   The spec's after arrays are validated (gq_jobspec_parse), and a name there is a key of names
+   (name -> the id of the job of the same SUBMIT that has it). */
+gq_wait_t *gq_deps_wait_new (const gq_jobspec_t *spec, zhashx_t *names);
+/* Whether every parent a spec names by id exists (in memory or stored; names are the SUBMIT's
+   to check): 0, or GQ_EINVAL / GQ_ESTORE with why naming the field and the id. */
 int gq_deps_check (gq_broker_t *self, const gq_jobspec_t *spec, char *why, size_t whylen);
 /* A job with dependencies joins memory (it is in the jobs table, in no queue, not counted): it
    waits, joins the queue when its parents ended as it asks, or ends cancelled when they did
@@ -318,6 +343,10 @@ void gq_deps_forget (gq_broker_t *self, gq_job_t *job);
    wait again, or are released or cancelled by what their parents did meanwhile. 0 or an
    error of the store. */
 int gq_deps_recover (gq_broker_t *self);
+/* A job made queued again (retry.c) takes up its stored dependencies: it waits, is released,
+   or ends cancelled, as at recovery. 1 when it had some, 0 when none, or an error of the
+   store. */
+int gq_deps_restart (gq_broker_t *self, gq_job_t *job);
 /* EXPLAIN of a waiting job: [{id, condition, state}] per parent (a new reference), or NULL for a
    job that does not wait. */
 json_t *gq_deps_explain (gq_broker_t *self, const gq_job_t *job);
@@ -325,6 +354,49 @@ json_t *gq_deps_explain (gq_broker_t *self, const gq_job_t *job);
 void gq_deps_list (gq_broker_t *self, size_t limit, json_t *jobs);
 /* Frees the waits and the index (at shutdown). */
 void gq_deps_destroy (gq_broker_t *self);
+
+/* ---- Arrays (arrays.c) ------------------------------------------------------------------- */
+
+/* A new array id with elements id + 1 .. id + spec->count (text borrowed, copied); NULL when out
+   of memory. */
+gq_array_t *gq_arrays_new (gq_broker_t *self, int64_t id, const char *text,
+                           const gq_arrayspec_t *spec, int64_t submitted_ms);
+/* Forgets array id (its submission was refused). */
+void gq_arrays_forget (gq_broker_t *self, int64_t id);
+/* The array of that id, or NULL. */
+gq_array_t *gq_arrays_find (gq_broker_t *self, int64_t id);
+/* The array job is an element of, or NULL. */
+gq_array_t *gq_arrays_of (gq_broker_t *self, const gq_job_t *job);
+/* The index of element job_id of array. */
+int64_t gq_arrays_index (const gq_array_t *array, int64_t job_id);
+/* A job ready to run (not ended, in no queue, not counted) joins the queue; an element of an
+   array at its limit is held instead (waiting) until an element of its array ends. */
+void gq_arrays_queue (gq_broker_t *self, gq_job_t *job);
+/* A worker that registered again runs element job, held by its array's limit (the broker
+   restarted and admitted others): it takes the place of an admitted element still queued,
+   which is held instead, so that the run goes on and the limit holds. Nothing when job is not
+   a held element or every admitted one runs. */
+void gq_arrays_adopt (gq_broker_t *self, gq_job_t *job);
+/* Element id of an array ended in state; admitted: it was queued or running (so it counted
+   against the limit). The next held elements are admitted; the array's own end (all elements
+   ended) reaches the jobs that depend on it. */
+void gq_arrays_ended (gq_broker_t *self, int64_t id, bool admitted, int state, int64_t now_ms);
+/* The array's state as a parent: queued while an element has not ended; then done when every
+   one is done, failed when one failed, else cancelled. */
+int gq_arrays_state (const gq_array_t *array);
+/* {id, spec, first, count, limit, counts {waiting, queued, running, done, failed, cancelled},
+   state, submitted_at}: a new reference. */
+json_t *gq_arrays_summary (gq_broker_t *self, const gq_array_t *array);
+/* At start, before the jobs: the stored arrays join memory. 0 or an error of the store. */
+int gq_arrays_recover (gq_broker_t *self);
+/* At start, after the jobs and their dependencies: each array's limit holds again (the
+   elements queued past it are held). */
+void gq_arrays_recover_limits (gq_broker_t *self);
+/* Writes the ids of the elements held by their arrays' limits into ids (at most max of them);
+   returns how many. */
+size_t gq_arrays_held (gq_broker_t *self, int64_t *ids, size_t max);
+/* Frees the arrays (at shutdown). */
+void gq_arrays_destroy (gq_broker_t *self);
 
 /* ---- Dispatch (dispatch.c) ----------------------------------------------------------------- */
 
@@ -401,6 +473,9 @@ void gq_results_exclude (gq_job_t *job, int32_t node);
 /* RESULT from a worker, CANCEL from a client. */
 gq_handler_fn gq_results_recv;
 gq_handler_fn gq_results_cancel;
+/* RETRY (retry.c): failed and cancelled jobs, an array's, and the dependents their failures
+   cancelled, run again as the same jobs. */
+gq_handler_fn gq_retry_request;
 /* Cron: running jobs past their time limit fail their attempt (on the monotonic clock); jobs
    that waited in vain for a node to come back fail. */
 void gq_results_timeouts (gq_broker_t *self, int64_t now_ms);

@@ -53,7 +53,7 @@ s_index_add (gq_broker_t *self, int64_t parent, int64_t child, int kind)
 /* ---- A waiting job ------------------------------------------------------------------------- */
 
 gq_wait_t *
-gq_deps_wait_new (const gq_jobspec_t *spec)
+gq_deps_wait_new (const gq_jobspec_t *spec, zhashx_t *names)
 {
     gq_wait_t *wait =
         (gq_wait_t *) calloc (1, sizeof *wait + spec->n_after * sizeof wait->edges[0]);
@@ -64,9 +64,14 @@ gq_deps_wait_new (const gq_jobspec_t *spec)
         size_t i;
         json_t *id;
         json_array_foreach (spec->after[k], i, id) {
-            wait->edges[wait->count++] = (gq_dep_t) {(int64_t) json_integer_value (id), k};
+            int64_t parent = json_is_string (id) && names
+                                 ? (int64_t) (intptr_t) zhashx_lookup (names,
+                                                                       json_string_value (id))
+                                 : (int64_t) json_integer_value (id);
+            wait->edges[wait->count++] = (gq_dep_t) {parent, k};
         }
     }
+    wait->inputs = spec->inputs;
     return wait;
 }
 
@@ -78,7 +83,8 @@ gq_deps_check (gq_broker_t *self, const gq_jobspec_t *spec, char *why, size_t wh
         json_t *item;
         json_array_foreach (spec->after[k], i, item) {
             int64_t id = (int64_t) json_integer_value (item);
-            if (gq_broker_job_find (self, id)) {
+            if (json_is_string (item) || gq_broker_job_find (self, id) ||
+                gq_arrays_find (self, id)) {
                 continue;
             }
             int state = gq_broker_id_issued (self, id) ? gq_store_job_state (self->store, id)
@@ -119,15 +125,43 @@ gq_deps_forget (gq_broker_t *self, gq_job_t *job)
     }
 }
 
-/* The job joins the queue, at the place its submission time gives it. */
+/* "inputs": "after": the parents' results go into the job's payload, {"inputs": {NAME: result}}
+   (NAME the one its SUBMIT gave the parent, else the parent's id). Read from the store: the job
+   is released once the ends of its parents are committed, and so is it after a restart. */
+static void
+s_inputs (gq_broker_t *self, gq_job_t *job)
+{
+    json_t *inputs = gq_store_dep_inputs (self->store, job->id);
+    json_t *payload = json_loads (job->payload, 0, NULL);
+    char *text = NULL;
+    if (inputs && json_is_object (payload) &&
+        json_object_set_new (payload, "inputs", json_incref (inputs)) == 0) {
+        text = json_dumps (payload, JSON_COMPACT);
+    }
+    if (text) {
+        free (job->payload);
+        job->payload = text;
+        job->payload_len = (uint32_t) strlen (text);
+    } else {
+        zsys_error ("broker: job %lld runs without its inputs: %s", (long long) job->id,
+                    inputs ? "out of memory" : gq_store_errmsg (self->store));
+    }
+    json_decref (inputs);
+    json_decref (payload);
+}
+
+/* The job joins the queue, at the place its submission time gives it (an element of an array
+   at its limit is held by its array instead). */
 static void
 s_release (gq_broker_t *self, gq_job_t *job)
 {
+    gq_wait_t *wait = (gq_wait_t *) zhashx_lookup (self->waits, GQ_ID_KEY (job->id));
+    bool inputs = wait && wait->inputs;
     s_unwait (self, job);
-    job->state = GQ_JOB_QUEUED;
-    gq_queue_push (self->queue, job);
-    self->counts[GQ_JOB_QUEUED]++;
-    gq_watch_state (self, job);
+    if (inputs) {
+        s_inputs (self, job);
+    }
+    gq_arrays_queue (self, job);
 }
 
 /* Its condition holds: it joins the queue once the batch being recorded is back. That batch
@@ -187,14 +221,18 @@ s_edge_ended (gq_wait_t *wait, int64_t parent, int kind, int state, char *why, s
 }
 
 /* The state of parent as far as this broker knows: from memory (GQ_JOB_QUEUED for any that has
-   not ended), else stored (stored_state, or read now when it is INT_MIN); -1 when there is no
-   such job. */
+   not ended; an array's as gq_arrays_state says), else stored (stored_state, or read now when it
+   is INT_MIN); -1 when there is no such job. */
 static int
 s_parent_state (gq_broker_t *self, int64_t parent, int stored_state)
 {
     gq_job_t *job = gq_broker_job_find (self, parent);
     if (job) {
         return job->end ? job->state : GQ_JOB_QUEUED;
+    }
+    gq_array_t *array = gq_arrays_find (self, parent);
+    if (array) {
+        return gq_arrays_state (array);
     }
     return stored_state != INT_MIN ? stored_state : gq_store_job_state (self->store, parent);
 }
@@ -345,7 +383,7 @@ s_recovered (s_recovery_t *r)
 }
 
 static int
-s_recover_edge (void *arg, int64_t child, int64_t parent, int kind, int parent_state)
+s_recover_edge (void *arg, int64_t child, int64_t parent, int kind, int parent_state, bool inputs)
 {
     s_recovery_t *r = (s_recovery_t *) arg;
     if (child != r->child) {
@@ -376,6 +414,7 @@ s_recover_edge (void *arg, int64_t child, int64_t parent, int kind, int parent_s
         return GQ_ENOMEM;
     }
     uint32_t count = r->wait->count;
+    r->wait->inputs = inputs;
     r->states[count] = parent_state;
     r->wait->edges[r->wait->count++] = (gq_dep_t) {parent, kind};
     return GQ_OK;
@@ -398,6 +437,20 @@ gq_deps_recover (gq_broker_t *self)
     return rc;
 }
 
+int
+gq_deps_restart (gq_broker_t *self, gq_job_t *job)
+{
+    s_recovery_t r = {self, job->id, NULL, NULL, 0};
+    int rc = gq_store_deps_of (self->store, job->id, s_recover_edge, &r);
+    bool edges = r.wait != NULL;
+    if (rc == GQ_OK) {
+        s_recovered (&r);
+    }
+    free (r.wait);
+    free (r.states);
+    return rc ? rc : edges;
+}
+
 /* ---- Questions ----------------------------------------------------------------------------- */
 
 json_t *
@@ -413,7 +466,10 @@ gq_deps_explain (gq_broker_t *self, const gq_job_t *job)
     for (uint32_t e = 0; e < wait->count; e++) {
         gq_dep_t *edge = &wait->edges[e];
         gq_job_t *parent = gq_broker_job_find (self, edge->parent);
-        int state = parent ? parent->state : gq_store_job_state (self->store, edge->parent);
+        gq_array_t *array = parent ? NULL : gq_arrays_find (self, edge->parent);
+        int state = parent  ? parent->state
+                    : array ? gq_arrays_state (array)
+                            : gq_store_job_state (self->store, edge->parent);
         json_array_append_new (list, json_pack ("{s:I, s:s, s:s}", "id", (json_int_t) edge->parent,
                                                 "condition", gq_dep_fields[edge->kind], "state",
                                                 gq_job_state_name (state) ?: "unknown"));
@@ -431,7 +487,9 @@ s_oldest_first (const void *a, const void *b)
 void
 gq_deps_list (gq_broker_t *self, size_t limit, json_t *jobs)
 {
-    size_t count = zhashx_size (self->waits);
+    /* Those waiting for their dependencies, and the elements their arrays' limits hold. */
+    size_t count = (size_t) (self->counts[GQ_JOB_WAITING] > 0 ? self->counts[GQ_JOB_WAITING] : 0);
+    count = count > zhashx_size (self->waits) ? count : zhashx_size (self->waits);
     int64_t *ids = (int64_t *) malloc ((count ? count : 1) * sizeof *ids);
     if (!ids) {
         return;
@@ -441,6 +499,7 @@ gq_deps_list (gq_broker_t *self, size_t limit, json_t *jobs)
          wait = zhashx_next (self->waits)) {
         ids[n++] = (int64_t) (uintptr_t) zhashx_cursor (self->waits);
     }
+    n += gq_arrays_held (self, ids + n, count - n);
     qsort (ids, n, sizeof *ids, s_oldest_first);
     for (size_t i = 0; i < n && json_array_size (jobs) < limit; i++) {
         gq_job_t *job = gq_broker_job_lookup (self, ids[i]);

@@ -96,6 +96,21 @@ s_affinity_placed (gq_broker_t *self, const gq_job_t *job, int32_t node)
 }
 
 /* Places queued jobs on nodes and appends them to each worker's JOB message of this turn. */
+/* An array's element carries its array: ,"array":{"id":A,"index":i} (the worker hands both to
+   handlers as GRIDQ_ARRAY_ID and GRIDQ_ARRAY_INDEX). Nothing for other jobs. */
+static void
+s_array_field (gq_broker_t *self, const gq_job_t *job, zchunk_t *out)
+{
+    gq_array_t *array = gq_arrays_of (self, job);
+    if (array) {
+        gq_chunk_raw (out, ",\"array\":{\"id\":");
+        gq_chunk_int (out, array->id);
+        gq_chunk_raw (out, ",\"index\":");
+        gq_chunk_int (out, gq_arrays_index (array, job->id));
+        gq_chunk_raw (out, "}");
+    }
+}
+
 void
 gq_dispatch_turn (gq_broker_t *self)
 {
@@ -139,6 +154,7 @@ gq_dispatch_turn (gq_broker_t *self)
                 zchunk_t *text = zchunk_new (head, (size_t) n);
                 const char *model = gq_broker_model_name (self, job);
                 gq_chunk_printf (text, model ? "\"%s\"" : "null", model ? model : "");
+                s_array_field (self, job, text);
                 gq_chunk_raw (text, ",\"payload\":");
                 zchunk_extend (text, job->payload, job->payload_len);
                 gq_chunk_raw (text, "}]}");
@@ -176,6 +192,7 @@ gq_dispatch_turn (gq_broker_t *self)
             gq_chunk_raw (out, ",\"priority\":");
             gq_chunk_int (out, job->priority);
             gq_chunk_name (out, ",\"model\":", model);
+            s_array_field (self, job, out);
             gq_chunk_raw (out, ",\"payload\":");
             zchunk_extend (out, job->payload, job->payload_len);
             zchunk_extend (out, "}", 1);

@@ -7,8 +7,9 @@
 
 /* ---- SUBMIT ---------------------------------------------------------------------------------- */
 
+/* A job as spec says; its payload is payload (taken) when not NULL, else the spec's. */
 static gq_job_t *
-s_job_from_spec (gq_broker_t *self, const gq_jobspec_t *spec, gq_msg_t *request,
+s_job_from_spec (gq_broker_t *self, const gq_jobspec_t *spec, gq_msg_t *request, char *payload,
                  char *why, size_t whylen)
 {
     int kind = gq_matcher_kind_id (self->matcher, spec->kind, true);
@@ -23,11 +24,13 @@ s_job_from_spec (gq_broker_t *self, const gq_jobspec_t *spec, gq_msg_t *request,
     }
     gq_job_t *job = (gq_job_t *) calloc (1, sizeof *job);
     if (!job) {
+        free (payload);
         snprintf (why, whylen, "out of memory");
         return NULL;
     }
-    job->payload =
-        spec->payload ? json_dumps (spec->payload, JSON_COMPACT | JSON_ENCODE_ANY) : strdup ("{}");
+    job->payload = payload                 ? payload
+                   : spec->payload ? json_dumps (spec->payload, JSON_COMPACT | JSON_ENCODE_ANY)
+                                   : strdup ("{}");
     if (!job->payload) {
         free (job);
         snprintf (why, whylen, "out of memory");
@@ -78,8 +81,28 @@ s_job_join (gq_broker_t *self, gq_submit_t *submit, gq_job_t *job, gq_wait_t **w
         gq_deps_join (self, job, wait_p);
         return;
     }
-    gq_queue_push (self->queue, job);
-    self->counts[GQ_JOB_QUEUED]++;
+    gq_arrays_queue (self, job);
+}
+
+/* The payload of an array's element: base (the array's payload, an object as compact JSON) with
+   "array_index" first. A new string, or NULL when out of memory. */
+static char *
+s_element_payload (const char *base, int64_t index)
+{
+    bool empty = streq (base, "{}");
+    /* Sized exactly (not zsys_sprintf, which keeps a 256-byte buffer): a million of these stay
+       queued. */
+    char head[40];
+    int n = snprintf (head, sizeof head, "{\"array_index\":%lld%s", (long long) index,
+                      empty ? "}" : ",");
+    size_t rest = empty ? 0 : strlen (base + 1);
+    char *text = (char *) malloc ((size_t) n + rest + 1);
+    if (text) {
+        memcpy (text, head, (size_t) n);
+        memcpy (text + n, base + 1, rest);
+        text[(size_t) n + rest] = 0;
+    }
+    return text;
 }
 
 /* The batch, recorded or not yet committed, that inserts job id (NULL if none does). */
@@ -99,6 +122,86 @@ s_idem_owner (gq_broker_t *self, int64_t id)
         }
     }
     return NULL;
+}
+
+/* A pipeline's names in a SUBMIT: each name an entry gives is new, and each name it depends on
+   was given by an entry before it (so no cycle can form). *names is made on first use. 0 or
+   GQ_EINVAL with why. */
+static int
+s_names_check (zhashx_t **names, const gq_jobspec_t *spec, size_t index, char *why,
+               size_t whylen)
+{
+    if (!*names && !(*names = zhashx_new ())) {
+        snprintf (why, whylen, "out of memory");
+        return GQ_ENOMEM;
+    }
+    for (int k = 0; k < GQ_DEP_KINDS; k++) {
+        size_t i;
+        json_t *item;
+        json_array_foreach (spec->after[k], i, item) {
+            if (json_is_string (item) && !zhashx_lookup (*names, json_string_value (item))) {
+                snprintf (why, whylen, "\"%s\": no job named \"%s\" before this one in the "
+                          "request (a job may depend only on jobs given before it)",
+                          gq_dep_fields[k], json_string_value (item));
+                return GQ_EINVAL;
+            }
+        }
+    }
+    if (spec->name && zhashx_lookup (*names, spec->name)) {
+        snprintf (why, whylen, "name \"%s\" is given twice (jobs[%zu] has it already)",
+                  spec->name, (size_t) (intptr_t) zhashx_lookup (*names, spec->name) - 1);
+        return GQ_EINVAL;
+    }
+    if (spec->name && zhashx_insert (*names, spec->name, (void *) (intptr_t) (index + 1))) {
+        snprintf (why, whylen, "out of memory");
+        return GQ_ENOMEM;
+    }
+    return GQ_OK;
+}
+
+/* The elements of an array entry: the array takes the next id, its elements the ones after, in
+   index order, each with its index in its payload; they go to submit->jobs from job `at`, their
+   spec to job_spec. 0 or GQ_ENOMEM. */
+static int
+s_array_jobs (gq_broker_t *self, gq_submit_t *submit, const gq_jobspec_t *spec,
+              const gq_jobspec_t **job_spec, size_t at, uint32_t owner, int64_t now_ms,
+              zhashx_t *names, char *why, size_t whylen)
+{
+    gq_arrayspec_t aspec;
+    if (gq_arrayspec_parse (spec->array, &aspec, why, whylen)) {
+        return GQ_EINVAL; /* validated already */
+    }
+    char *base =
+        spec->payload ? json_dumps (spec->payload, JSON_COMPACT) : strdup ("{}");
+    int64_t id = self->next_id++;
+    gq_array_t *array = base ? gq_arrays_new (self, id, spec->array, &aspec, now_ms) : NULL;
+    if (!array) {
+        free (base);
+        return GQ_ENOMEM;
+    }
+    submit->arrays[submit->n_arrays++] = id;
+    int rc = GQ_OK;
+    for (int64_t k = 0; k < aspec.count && rc == GQ_OK; k++) {
+        size_t i = at + (size_t) k;
+        job_spec[i] = spec;
+        char *payload = s_element_payload (base, gq_arrayspec_index (&aspec, k));
+        gq_job_t *job = payload ? s_job_from_spec (self, spec, NULL, payload, why, whylen) : NULL;
+        if (!job) {
+            rc = GQ_ENOMEM;
+            break;
+        }
+        job->id = self->next_id++;
+        job->in_array = 1;
+        job->submitted_ms = now_ms;
+        job->owner = owner;
+        submit->jobs[i] = job;
+        submit->ids[i] = job->id;
+        if (spec->n_after && !(submit->waits[i] = gq_deps_wait_new (spec, names))) {
+            rc = GQ_ENOMEM;
+        }
+    }
+    free (base);
+    return rc;
 }
 
 void
@@ -122,10 +225,11 @@ gq_intake_submit (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
         gq_broker_reject (self, request, GQ_EINVAL, why);
         return;
     }
-    size_t count = json_array_size (jobs);
+    size_t n_entries = json_array_size (jobs);
+    size_t count = 0; /* jobs: an array's elements count one each */
     /* Validate the whole batch first: a batch is all or nothing. The specs borrow from the
        request's JSON, which lives until the batch is settled. */
-    gq_jobspec_t *specs = (gq_jobspec_t *) malloc (count * sizeof *specs);
+    gq_jobspec_t *specs = (gq_jobspec_t *) malloc (n_entries * sizeof *specs);
     if (!specs) {
         gq_broker_reject (self, request, GQ_ENOMEM, "out of memory");
         return;
@@ -135,8 +239,15 @@ gq_intake_submit (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
     const char *new_kinds[GQ_MAX_KINDS];
     size_t n_new_kinds = 0;
     size_t new_models = 0; /* unknown model names in the batch (repeats counted: a bound) */
-    for (size_t i = 0; i < count; i++) {
+    zhashx_t *names = NULL; /* a pipeline's names: name -> entry index + 1, then its id */
+    for (size_t i = 0; i < n_entries; i++) {
         int rc = gq_jobspec_parse (json_array_get (jobs, i), &specs[i], why, sizeof why);
+        count += specs[i].array ? (size_t) specs[i].array_count : 1;
+        if (rc == GQ_OK && count > GQ_MAX_ARRAY_ELEMENTS) {
+            snprintf (why, sizeof why, "one SUBMIT makes %d jobs at most (array elements count "
+                      "one each)", GQ_MAX_ARRAY_ELEMENTS);
+            rc = GQ_EINVAL;
+        }
         if (rc == GQ_OK && specs[i].blob_first >= 0 &&
             (size_t) (specs[i].blob_first + specs[i].blob_count) > gq_msg_blobs (request)) {
             snprintf (why, sizeof why, "\"blobs\" names frames the message does not have");
@@ -165,29 +276,35 @@ gq_intake_submit (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
         if (rc == GQ_OK && specs[i].n_after) {
             rc = gq_deps_check (self, &specs[i], why, sizeof why);
         }
+        if (rc == GQ_OK && (specs[i].name || specs[i].n_named)) {
+            rc = s_names_check (&names, &specs[i], i, why, sizeof why);
+        }
         if (rc) {
             self->rejected++;
             gq_msg_t *reply = gq_msg_error (request, rc, "jobs[%zu]: %s", i, why);
             json_object_set_new (gq_msg_body (reply), "index", json_integer ((json_int_t) i));
             gq_broker_reply (self, reply);
             free (specs);
+            zhashx_destroy (&names);
             return;
         }
     }
     /* A key that a submission not yet committed holds: this one waits for that outcome, and is
        handled anew when it is known (then the key is stored, or free again). */
-    for (size_t i = 0; i < count; i++) {
+    for (size_t i = 0; i < n_entries; i++) {
         void *hit = specs[i].idem ? zhashx_lookup (self->idem_pending, specs[i].idem) : NULL;
         gq_pending_t *owner = hit ? s_idem_owner (self, (int64_t) (intptr_t) hit) : NULL;
         if (owner && zlist_append (owner->held, request) == 0) {
             *request_p = NULL;
             free (specs);
+            zhashx_destroy (&names);
             return;
         }
     }
     if (self->store_down_ms) {
         /* Nothing can be committed: refused now rather than after a batch that fails. */
         free (specs);
+        zhashx_destroy (&names);
         self->rejected++;
         gq_broker_reply (self, gq_msg_error (request, GQ_ESTORE,
                                              "the broker cannot write its store (%s); nothing "
@@ -196,8 +313,9 @@ gq_intake_submit (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
         return;
     }
     int64_t retry_after_ms = 0;
-    if (gq_guard_take (self->guard, request, count, gq_mono_us (), &retry_after_ms)) {
+    if (gq_guard_take (self->guard, request, n_entries, gq_mono_us (), &retry_after_ms)) {
         free (specs);
+        zhashx_destroy (&names);
         self->rejected++;
         gq_msg_t *reply = gq_msg_error (request, GQ_ERATE, "too many submissions; retry in %lld ms",
                                         (long long) retry_after_ms);
@@ -210,6 +328,7 @@ gq_intake_submit (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
     int capped = gq_guard_queued (self->guard, owner, (int64_t) count, true, why, sizeof why);
     if (capped) {
         free (specs);
+        zhashx_destroy (&names);
         self->rejected++;
         gq_msg_t *reply = gq_msg_error (request, capped, "%s", why);
         if (capped == GQ_ERATE) {
@@ -224,20 +343,30 @@ gq_intake_submit (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
         submit->jobs = (gq_job_t **) calloc (count, sizeof *submit->jobs);
         submit->ids = (int64_t *) calloc (count, sizeof *submit->ids);
         submit->waits = (gq_wait_t **) calloc (count, sizeof *submit->waits);
+        submit->entry_ids = (int64_t *) calloc (n_entries, sizeof *submit->entry_ids);
+        submit->arrays = (int64_t *) calloc (n_entries, sizeof *submit->arrays);
     }
-    if (!submit || !submit->jobs || !submit->ids || !submit->waits) {
+    /* The spec of each job (an array's elements share theirs). */
+    const gq_jobspec_t **job_spec = (const gq_jobspec_t **) malloc (count * sizeof *job_spec);
+    if (!submit || !submit->jobs || !submit->ids || !submit->waits || !submit->entry_ids ||
+        !submit->arrays || !job_spec) {
         if (submit) {
             free (submit->jobs);
             free (submit->ids);
             free (submit->waits);
+            free (submit->entry_ids);
+            free (submit->arrays);
             free (submit);
         }
+        free (job_spec);
         free (specs);
+        zhashx_destroy (&names);
         gq_guard_queued (self->guard, owner, -(int64_t) count, false, why, sizeof why);
         gq_broker_reject (self, request, GQ_ENOMEM, "out of memory");
         return;
     }
     submit->count = count;
+    submit->n_entries = n_entries;
     submit->request = request;
     *request_p = NULL;
     int64_t now_ms = gq_now_ms ();
@@ -246,8 +375,20 @@ gq_intake_submit (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
        submission (idem_pending: the repeat gets its id) or a stored one. */
     int rc = GQ_OK;
     size_t repeats = 0;
-    for (size_t i = 0; i < count && rc == GQ_OK; i++) {
-        gq_jobspec_t *spec = &specs[i];
+    size_t i = 0; /* the job */
+    for (size_t e = 0; e < n_entries && rc == GQ_OK; e++) {
+        gq_jobspec_t *spec = &specs[e];
+        if (spec->array) {
+            rc = s_array_jobs (self, submit, spec, &job_spec[i], i, owner, now_ms, names, why,
+                               sizeof why);
+            submit->entry_ids[e] = submit->n_arrays ? submit->arrays[submit->n_arrays - 1] : 0;
+            if (spec->name) {
+                zhashx_update (names, spec->name, (void *) (intptr_t) submit->entry_ids[e]);
+            }
+            i += (size_t) spec->array_count;
+            continue;
+        }
+        job_spec[i] = spec;
         if (spec->idem) {
             void *hit = zhashx_lookup (self->idem_pending, spec->idem);
             int64_t existing = (int64_t) (intptr_t) hit;
@@ -257,12 +398,16 @@ gq_intake_submit (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
                 break;
             }
             if (found) { /* idempotent repeat: the first job's id, nothing new */
-                submit->ids[i] = existing;
+                submit->ids[i] = submit->entry_ids[e] = existing;
+                if (spec->name) {
+                    zhashx_update (names, spec->name, (void *) (intptr_t) existing);
+                }
                 repeats++;
+                i++;
                 continue;
             }
         }
-        gq_job_t *job = s_job_from_spec (self, spec, request, why, sizeof why);
+        gq_job_t *job = s_job_from_spec (self, spec, request, NULL, why, sizeof why);
         if (!job) {
             rc = GQ_ENOMEM;
             break;
@@ -271,8 +416,11 @@ gq_intake_submit (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
         job->submitted_ms = now_ms;
         job->owner = owner;
         submit->jobs[i] = job;
-        submit->ids[i] = job->id;
-        if (spec->n_after && !(submit->waits[i] = gq_deps_wait_new (spec))) {
+        submit->ids[i] = submit->entry_ids[e] = job->id;
+        if (spec->name) {
+            zhashx_update (names, spec->name, (void *) (intptr_t) job->id);
+        }
+        if (spec->n_after && !(submit->waits[i] = gq_deps_wait_new (spec, names))) {
             rc = GQ_ENOMEM;
             break;
         }
@@ -288,6 +436,7 @@ gq_intake_submit (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
                                           (void *) (intptr_t) job->id))) {
             rc = GQ_ENOMEM;
         }
+        i++;
     }
     if (rc == GQ_OK && submit_watch) {
         submit->watch = gq_watch_new (submit->request);
@@ -300,9 +449,13 @@ gq_intake_submit (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
     }
     if (rc) {
         for (size_t i = 0; i < count; i++) {
-            if (submit->jobs[i] && specs[i].idem) {
-                zhashx_delete (self->idem_pending, specs[i].idem);
+            if (submit->jobs[i] && job_spec[i]->idem) {
+                zhashx_delete (self->idem_pending, job_spec[i]->idem);
             }
+        }
+        free (job_spec);
+        for (size_t a = 0; a < submit->n_arrays; a++) {
+            gq_arrays_forget (self, submit->arrays[a]);
         }
         gq_guard_queued (self->guard, owner, -(int64_t) count, false, why, sizeof why);
         self->rejected++;
@@ -315,6 +468,7 @@ gq_intake_submit (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
         gq_broker_reply (self, reply);
         gq_intake_submit_free (self, &submit);
         free (specs);
+        zhashx_destroy (&names);
         return;
     }
     if (repeats) {
@@ -339,19 +493,34 @@ gq_intake_submit (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
         if (!job) {
             continue;
         }
+        gq_array_t *array = job->in_array ? gq_arrays_find (self, job->id - 1) : NULL;
         if (!pending->id_first) {
-            pending->id_first = job->id;
+            pending->id_first = array ? array->id : job->id;
         }
         pending->id_last = job->id;
+        if (array) { /* its first element: the array's row comes first */
+            gq_commit_recorded (self, gq_batch_array_insert (pending->batch, array->id,
+                                                             array->first, array->count,
+                                                             array->text, array->submitted_ms));
+        }
         gq_commit_recorded (
             self, gq_batch_job_insert (
                       pending->batch, job, gq_matcher_kind_name (self->matcher, job->kind_id),
-                      gq_broker_model_name (self, job), specs[i].idem, gq_msg_user_id (request)));
+                      gq_broker_model_name (self, job), job_spec[i]->idem,
+                      gq_msg_user_id (request)));
         gq_wait_t *wait = submit->waits[i];
-        for (uint32_t e = 0; wait && e < wait->count; e++) {
-            gq_commit_recorded (self, gq_batch_dep_insert (pending->batch, job->id,
-                                                           wait->edges[e].parent,
-                                                           wait->edges[e].kind));
+        uint32_t e = 0; /* the edges are the after arrays' items, in order */
+        for (int k = 0; wait && k < GQ_DEP_KINDS; k++) {
+            size_t n;
+            json_t *item;
+            json_array_foreach (job_spec[i]->after[k], n, item) {
+                gq_commit_recorded (self, gq_batch_dep_insert (pending->batch, job->id,
+                                                               wait->edges[e].parent,
+                                                               wait->edges[e].kind,
+                                                               json_string_value (item),
+                                                               wait->inputs));
+                e++;
+            }
         }
         zlist_t *blobs = (zlist_t *) job->blobs;
         int idx = 0;
@@ -361,15 +530,17 @@ gq_intake_submit (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
                                 gq_batch_blob_insert (pending->batch, job->id, idx,
                                                       zframe_data (frame), zframe_size (frame)));
         }
-        if (specs[i].idem && zlist_append (pending->idems, (void *) specs[i].idem)) {
+        if (job_spec[i]->idem && zlist_append (pending->idems, (void *) job_spec[i]->idem)) {
             /* Out of memory: not kept as pending (the unique index still guards the key). */
-            zhashx_delete (self->idem_pending, specs[i].idem);
+            zhashx_delete (self->idem_pending, job_spec[i]->idem);
         }
         if (submit->covered) {
             s_job_join (self, submit, job, &submit->waits[i]);
         }
     }
+    free (job_spec);
     free (specs);
+    zhashx_destroy (&names);
     zlist_append (pending->submits, submit);
     gq_commit_recorded (self, gq_batch_group_end (pending->batch));
 }
@@ -390,6 +561,8 @@ gq_intake_submit_free (gq_broker_t *self, gq_submit_t **submit_p)
         free (submit->waits[i]);
     }
     free (submit->waits);
+    free (submit->entry_ids);
+    free (submit->arrays);
     if (submit->watch) {
         submit->watch->dead = true;
         zchunk_destroy (&submit->watch->pending);
@@ -443,6 +616,9 @@ gq_intake_id_range (const gq_submit_t *submit, int64_t *first, int64_t *last)
             *last = submit->ids[i];
         }
     }
+    if (submit->n_arrays && (!*first || submit->arrays[0] < *first)) {
+        *first = submit->arrays[0]; /* an array's id comes before its elements' */
+    }
 }
 
 /* A SUBMIT's batch is back: acknowledged (its jobs join memory if they had to wait, its watch
@@ -469,19 +645,23 @@ gq_intake_settle (gq_broker_t *self, gq_submit_t *submit, bool committed, const 
                 gq_guard_queued (self->guard, job->owner, -1, false, why, sizeof why);
             }
         }
+        for (size_t a = 0; a < submit->n_arrays; a++) {
+            gq_arrays_forget (self, submit->arrays[a]);
+        }
         gq_intake_submit_free (self, &submit);
         return;
     }
-    zchunk_t *text = zchunk_new (NULL, 32 + 12 * submit->count);
+    zchunk_t *text = zchunk_new (NULL, 32 + 12 * submit->n_entries);
     gq_chunk_printf (text, "{\"req\":%lld,\"ids\":[", (long long) gq_msg_req (submit->request));
-    for (size_t i = 0; i < submit->count; i++) {
-        gq_job_t *job = submit->jobs[i];
-        if (i) {
+    for (size_t e = 0; e < submit->n_entries; e++) {
+        if (e) {
             zchunk_extend (text, ",", 1);
         }
-        gq_chunk_int (text, submit->ids[i]);
-        if (job && !submit->covered) {
-            s_job_join (self, submit, job, &submit->waits[i]);
+        gq_chunk_int (text, submit->entry_ids[e]);
+    }
+    for (size_t i = 0; i < submit->count && !submit->covered; i++) {
+        if (submit->jobs[i]) {
+            s_job_join (self, submit, submit->jobs[i], &submit->waits[i]);
             submit->jobs[i] = NULL;
         }
     }
@@ -521,7 +701,7 @@ gq_intake_recover (void *arg, const gq_job_row_t *row, const char *const *exclud
     spec.max_attempts = row->max_attempts;
     spec.blob_first = -1;
     char why[200];
-    gq_job_t *job = s_job_from_spec (self, &spec, NULL, why, sizeof why);
+    gq_job_t *job = s_job_from_spec (self, &spec, NULL, NULL, why, sizeof why);
     if (!job) {
         zsys_error ("broker: recovery of job %lld: %s", (long long) row->id, why);
         return GQ_ENOMEM;
@@ -534,6 +714,8 @@ gq_intake_recover (void *arg, const gq_job_row_t *row, const char *const *exclud
     }
     job->payload_len = (uint32_t) strlen (job->payload);
     job->id = row->id;
+    job->in_array = 1;
+    job->in_array = gq_arrays_of (self, job) != NULL;
     job->submitted_ms = row->submitted_ms;
     job->owner = gq_guard_owner (self->guard, row->client);
     if (job->owner) {

@@ -78,6 +78,8 @@ struct _gq_job_t {
     uint8_t recalling : 1;        /* RECALL sent for its current attempt (workers.c) */
     uint8_t recalls : 4;          /* attempts taken back unstarted but on record (their run was
                                      recorded "running"): not counted against max_attempts */
+    uint8_t in_array : 1;         /* an element of an array (arrays.c keeps the rest out of
+                                     line: the job grows by nothing) */
     uint32_t model_id;            /* interned model (matcher's table); 0 means none */
     uint32_t owner;               /* submitter, for the per-client cap (guard); 0 for none */
 };

@@ -46,10 +46,22 @@ gq_queries_status (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
     }
     for (size_t i = 0; i < count; i++) {
         gq_job_t *job = gq_broker_job_find (self, ids[i]);
+        gq_array_t *array = job ? NULL : gq_arrays_find (self, ids[i]);
         if (job) {
             gq_read_text_begin (read, ids[i]);
             gq_broker_job_text (self, job, false, read->pre);
             gq_read_text_end (read);
+        } else if (array) {
+            /* An array: {"id", "state", "array": summary} among the jobs. */
+            json_t *summary = gq_arrays_summary (self, array);
+            json_t *entry = json_pack ("{s:I, s:O, s:o}", "id", (json_int_t) ids[i], "state",
+                                       json_object_get (summary, "state"), "array", summary);
+            char *text = entry ? json_dumps (entry, JSON_COMPACT) : NULL;
+            json_decref (entry);
+            gq_read_text_begin (read, ids[i]);
+            gq_chunk_raw (read->pre, text ? text : "null");
+            gq_read_text_end (read);
+            free (text);
         } else if (gq_broker_id_issued (self, ids[i])) {
             gq_read_stored (read, ids[i]);
         } else {
@@ -443,6 +455,16 @@ gq_queries_explain (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
     json_t *waiting_for = stored ? NULL : gq_deps_explain (self, job);
     if (waiting_for) {
         json_object_set_new (body, "waiting_for", waiting_for);
+    }
+    gq_array_t *array = stored ? NULL : gq_arrays_of (self, job);
+    if (array) {
+        /* held: waiting for a place under its array's limit (not for dependencies) */
+        json_object_set_new (
+            body, "array",
+            json_pack ("{s:I, s:I, s:I, s:I, s:b}", "id", (json_int_t) array->id, "index",
+                       (json_int_t) gq_arrays_index (array, job->id), "limit",
+                       (json_int_t) array->spec.limit, "active", (json_int_t) array->active,
+                       "held", job->state == GQ_JOB_WAITING && !waiting_for));
     }
     json_decref (stored);
     gq_broker_reply (self, gq_msg_reply (request, "EXPLAIN", body));

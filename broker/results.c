@@ -46,6 +46,8 @@ gq_results_job_end (gq_broker_t *self, gq_job_t *job, int state, json_t *result,
                     const char *error, int32_t last_node, int64_t now_ms)
 {
     char *text = result ? json_dumps (result, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    bool element = job->in_array;
+    bool admitted = job->state == GQ_JOB_QUEUED || job->state == GQ_JOB_RUNNING;
     if (job->state == GQ_JOB_QUEUED) {
         gq_queue_remove (self->queue, job);
         self->counts[GQ_JOB_QUEUED]--;
@@ -81,8 +83,11 @@ gq_results_job_end (gq_broker_t *self, gq_job_t *job, int state, json_t *result,
                                   : GQ_ENOMEM);
     int64_t id = job->id;
     s_job_bury (self, job);
-    /* Last: the jobs it releases or cancels see it ended. */
+    /* Last: the jobs it releases or cancels see it ended; its array admits the next. */
     gq_deps_ended (self, id, state, now_ms);
+    if (element) {
+        gq_arrays_ended (self, id, admitted, state, now_ms);
+    }
 }
 
 void
@@ -262,6 +267,21 @@ s_node_outcome (gq_broker_t *self, gq_link_t *worker, bool ok, int64_t now_ms)
     gq_matcher_node_changed (self->matcher, worker->node);
 }
 
+/* A client cancels job (not ended). */
+static void
+s_cancel_one (gq_broker_t *self, gq_job_t *job, int64_t now_ms)
+{
+    int32_t node = job->node;
+    if (job->state == GQ_JOB_RUNNING) {
+        /* The slot is free on the broker at once; the worker kills the job. */
+        gq_workers_send (self, self->workers[node], "CANCEL",
+                         json_pack ("{s:[I]}", "ids", (json_int_t) job->id));
+        gq_results_attempt_end (self, job, "cancelled", "cancelled by a client", now_ms);
+    }
+    gq_results_job_end (self, job, GQ_JOB_CANCELLED, NULL, "cancelled by a client", node,
+                        now_ms);
+}
+
 void
 gq_results_cancel (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
 {
@@ -276,16 +296,29 @@ gq_results_cancel (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
     int64_t now_ms = gq_now_ms ();
     for (size_t i = 0; i < count; i++) {
         gq_job_t *job = gq_broker_job_find (self, ids[i]);
-        if (job && !job->end) {
-            int32_t node = job->node;
-            if (job->state == GQ_JOB_RUNNING) {
-                /* The slot is free on the broker at once; the worker kills the job. */
-                gq_workers_send (self, self->workers[node], "CANCEL",
-                                 json_pack ("{s:[I]}", "ids", (json_int_t) job->id));
-                gq_results_attempt_end (self, job, "cancelled", "cancelled by a client", now_ms);
+        gq_array_t *array = job ? NULL : gq_arrays_find (self, ids[i]);
+        if (array) {
+            /* Every element not ended yet; held ones first (in reverse), so that no element is
+               admitted by the end of another only to be cancelled next. */
+            int64_t cancelled = 0;
+            for (int pass = 0; pass < 2; pass++) {
+                for (int64_t id = array->first + array->count - 1; id >= array->first; id--) {
+                    gq_job_t *element = gq_broker_job_lookup (self, id);
+                    if (element && !element->end &&
+                        (pass == 1 || element->state == GQ_JOB_WAITING)) {
+                        s_cancel_one (self, element, now_ms);
+                        cancelled++;
+                    }
+                }
             }
-            gq_results_job_end (self, job, GQ_JOB_CANCELLED, NULL, "cancelled by a client", node,
-                                now_ms);
+            json_array_append_new (jobs, json_pack ("{s:I, s:s, s:I}", "id", (json_int_t) ids[i],
+                                                    "state",
+                                                    gq_job_state_name (gq_arrays_state (array)),
+                                                    "cancelled", (json_int_t) cancelled));
+            continue;
+        }
+        if (job && !job->end) {
+            s_cancel_one (self, job, now_ms);
             json_array_append_new (
                 jobs, json_pack ("{s:I, s:s}", "id", (json_int_t) ids[i], "state", "cancelled"));
             continue;
@@ -398,10 +431,19 @@ gq_results_recv (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *worker)
             int64_t attempt = json_integer_value (json_object_get (item, "attempt"));
             int number = attempt >= 1 && attempt < 255 ? (int) attempt : job->attempts + 1;
             job->attempts = (uint8_t) (number > job->attempts ? number : job->attempts);
-            job->started_ms = now_ms - (int64_t) json_number_value (json_object_get (item, "ms"));
+            /* A run that ended a while ago (sent again after we restarted) is recorded at its
+               own time, as the worker's clock gives it ("at"), when that is plausible. */
+            json_t *at = json_object_get (item, "at");
+            int64_t ended_ms = json_is_integer (at) && json_integer_value (at) <= now_ms &&
+                                       json_integer_value (at) > now_ms - GQ_LATE_RESULT_MAX_MS
+                                   ? (int64_t) json_integer_value (at)
+                                   : now_ms;
+            job->started_ms =
+                ended_ms - (int64_t) json_number_value (json_object_get (item, "ms"));
             gq_commit_recorded (self, gq_batch_attempt (self->pending->batch, job->id, number,
                                                         gq_broker_node_name (self, from),
-                                                        job->started_ms, now_ms, "ok", NULL, true));
+                                                        job->started_ms, ended_ms, "ok", NULL,
+                                                        true));
             gq_link_t *named = gq_workers_link (self, from);
             if (named) {
                 s_node_outcome (self, named, true, now_ms);

@@ -56,6 +56,13 @@ typedef enum {
     S_META_SET,
     S_DEP_INSERT,
     S_DEPS_RECOVER,
+    S_DEP_INPUTS,
+    S_DEP_CHILDREN,
+    S_DEPS_OF,
+    S_JOB_RETRY,
+    S_ARRAY_INSERT,
+    S_ARRAYS,
+    S_ARRAY_ENDED,
     S_STMTS
 } s_stmt_t;
 
@@ -145,12 +152,31 @@ static const char *s_sql[S_STMTS] = {
     [S_META_GET] = "SELECT value FROM meta WHERE key = ?1",
     [S_META_SET] = "INSERT INTO meta (key, value) VALUES (?1, ?2) "
                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-    [S_DEP_INSERT] = "INSERT INTO deps (child, parent, kind) VALUES (?1, ?2, ?3)",
+    [S_DEP_INSERT] = "INSERT INTO deps (child, parent, kind, name, inputs) "
+                     "VALUES (?1, ?2, ?3, ?4, ?5)",
+    /* A child's parents with their names and results. */
+    [S_DEP_INPUTS] = "SELECT d.parent, d.name, p.result FROM deps d LEFT JOIN jobs p "
+                     "ON p.id = d.parent WHERE d.child = ?1 ORDER BY d.parent",
     /* The edges of the jobs that had not ended (from the state index, each child's edges by
        its key), each with its parent's stored state (NULL: no such job). */
-    [S_DEPS_RECOVER] = "SELECT d.child, d.parent, d.kind, p.state FROM jobs c "
+    [S_DEPS_RECOVER] = "SELECT d.child, d.parent, d.kind, p.state, d.inputs FROM jobs c "
                        "JOIN deps d ON d.child = c.id LEFT JOIN jobs p ON p.id = d.parent "
                        "WHERE c.state IN (0, 1) ORDER BY d.child, d.parent",
+    /* Retry (a rescue DAG): the children of a parent, with their states and errors; the edges
+       of one child; a job that ended failed or cancelled becomes queued again. */
+    [S_DEP_CHILDREN] = "SELECT d.child, c.state, c.error FROM deps d JOIN jobs c ON c.id = "
+                       "d.child WHERE d.parent = ?1 ORDER BY d.child",
+    [S_DEPS_OF] = "SELECT d.child, d.parent, d.kind, p.state, d.inputs FROM deps d LEFT JOIN "
+                  "jobs p ON p.id = d.parent WHERE d.child = ?1 ORDER BY d.parent",
+    [S_JOB_RETRY] = "UPDATE jobs SET state = 0, started_at = NULL, finished_at = NULL, "
+                    "result = NULL, error = NULL, max_attempts = ?2 WHERE id = ?1 AND state IN "
+                    "(3, 4)",
+    [S_ARRAY_INSERT] = "INSERT INTO arrays (id, first, count, spec, submitted_at) "
+                       "VALUES (?1, ?2, ?3, ?4, ?5)",
+    [S_ARRAYS] = "SELECT id, first, count, spec, submitted_at FROM arrays ORDER BY id",
+    /* Through the primary key: the elements' range, not the table. */
+    [S_ARRAY_ENDED] = "SELECT state, count(*) FROM jobs WHERE id BETWEEN ?1 AND ?2 "
+                      "AND state >= 2 GROUP BY state",
 };
 
 /* Outcomes of an attempt; the first two exclude the node from the job's next attempts after a
@@ -1323,7 +1349,8 @@ gq_store_meta_set (gq_store_t *self, const char *key, int64_t value)
 /* ---- Dependencies ---------------------------------------------------------------------------- */
 
 int
-gq_store_dep_insert (gq_store_t *self, int64_t child, int64_t parent, int kind)
+gq_store_dep_insert (gq_store_t *self, int64_t child, int64_t parent, int kind, const char *name,
+                     bool inputs)
 {
     if (child <= 0 || parent <= 0 || kind < 0 || kind >= GQ_DEP_KINDS) {
         return s_error (self, GQ_EINVAL, "insert dependency", "bad id or kind");
@@ -1332,7 +1359,40 @@ gq_store_dep_insert (gq_store_t *self, int64_t child, int64_t parent, int kind)
     sqlite3_bind_int64 (stmt, 1, child);
     sqlite3_bind_int64 (stmt, 2, parent);
     sqlite3_bind_text (stmt, 3, gq_dep_names[kind], -1, SQLITE_STATIC);
+    if (name && *name) {
+        sqlite3_bind_text (stmt, 4, name, -1, SQLITE_STATIC);
+    } else {
+        sqlite3_bind_null (stmt, 4);
+    }
+    sqlite3_bind_int (stmt, 5, inputs);
     return s_step_done (self, stmt, "insert dependency");
+}
+
+json_t *
+gq_store_dep_inputs (gq_store_t *self, int64_t child)
+{
+    sqlite3_stmt *stmt = self->stmt[S_DEP_INPUTS];
+    sqlite3_bind_int64 (stmt, 1, child);
+    json_t *inputs = json_object ();
+    int rc = SQLITE_DONE;
+    while (inputs && (rc = sqlite3_step (stmt)) == SQLITE_ROW) {
+        char key[32];
+        const char *name = (const char *) sqlite3_column_text (stmt, 1);
+        if (!name) {
+            snprintf (key, sizeof key, "%lld", (long long) sqlite3_column_int64 (stmt, 0));
+            name = key;
+        }
+        const char *text = (const char *) sqlite3_column_text (stmt, 2);
+        json_t *result = text ? json_loads (text, JSON_DECODE_ANY, NULL) : NULL;
+        json_object_set_new (inputs, name, result ? result : json_null ());
+    }
+    if (inputs && rc != SQLITE_DONE) {
+        s_fail (self, "read inputs");
+        json_decref (inputs);
+        inputs = NULL;
+    }
+    sqlite3_reset (stmt);
+    return inputs;
 }
 
 int
@@ -1348,9 +1408,127 @@ gq_store_job_state (gq_store_t *self, int64_t job_id)
 }
 
 int
-gq_store_deps_recover (gq_store_t *self, gq_store_dep_fn *fn, void *arg)
+gq_store_array_insert (gq_store_t *self, int64_t id, int64_t first, int64_t count,
+                       const char *spec, int64_t submitted_ms)
 {
-    sqlite3_stmt *stmt = self->stmt[S_DEPS_RECOVER];
+    if (id <= 0 || first <= id || count <= 0 || !spec) {
+        return s_error (self, GQ_EINVAL, "insert array", "bad id, range or spec");
+    }
+    sqlite3_stmt *stmt = self->stmt[S_ARRAY_INSERT];
+    sqlite3_bind_int64 (stmt, 1, id);
+    sqlite3_bind_int64 (stmt, 2, first);
+    sqlite3_bind_int64 (stmt, 3, count);
+    sqlite3_bind_text (stmt, 4, spec, -1, SQLITE_STATIC);
+    sqlite3_bind_int64 (stmt, 5, submitted_ms);
+    return s_step_done (self, stmt, "insert array");
+}
+
+int
+gq_store_job_reload (gq_store_t *self, int64_t id, gq_store_recover_fn *fn, void *arg)
+{
+    s_attempts_t *attempts = malloc (sizeof *attempts);
+    if (!attempts) {
+        return s_error (self, GQ_ENOMEM, "reload", "out of memory");
+    }
+    sqlite3_stmt *stmt = self->stmt[S_JOB_GET];
+    sqlite3_bind_int64 (stmt, 1, id);
+    sqlite3_bind_int (stmt, 2, 1);
+    int rc = sqlite3_step (stmt), err = GQ_OK;
+    if (rc == SQLITE_ROW) {
+        gq_job_row_t row;
+        s_row_read (stmt, &row);
+        err = s_attempts_read (self, row.id, attempts);
+        if (!err) {
+            if (attempts->count > row.attempts) {
+                row.attempts = attempts->count;
+            }
+            err = fn (arg, &row, attempts->excluded, attempts->n_excluded);
+        }
+    } else {
+        err = rc == SQLITE_DONE ? s_error (self, GQ_ENOTFOUND, "reload", "no such job")
+                                : s_fail (self, "reload");
+    }
+    sqlite3_reset (stmt);
+    free (attempts);
+    if (!err) {
+        s_ok (self);
+    }
+    return err;
+}
+
+int
+gq_store_dep_children (gq_store_t *self, int64_t parent, gq_store_child_fn *fn, void *arg)
+{
+    sqlite3_stmt *stmt = self->stmt[S_DEP_CHILDREN];
+    sqlite3_bind_int64 (stmt, 1, parent);
+    int rc, err = GQ_OK;
+    while (!err && (rc = sqlite3_step (stmt)) == SQLITE_ROW) {
+        err = fn (arg, sqlite3_column_int64 (stmt, 0), sqlite3_column_int (stmt, 1),
+                  (const char *) sqlite3_column_text (stmt, 2));
+    }
+    if (!err && rc != SQLITE_DONE) {
+        err = s_fail (self, "dependents");
+    }
+    sqlite3_reset (stmt);
+    if (!err) {
+        s_ok (self);
+    }
+    return err;
+}
+
+int
+gq_store_job_retry (gq_store_t *self, int64_t id, int max_attempts)
+{
+    sqlite3_stmt *stmt = self->stmt[S_JOB_RETRY];
+    sqlite3_bind_int64 (stmt, 1, id);
+    sqlite3_bind_int (stmt, 2, max_attempts);
+    return s_step_done (self, stmt, "retry");
+}
+
+int
+gq_store_arrays_recover (gq_store_t *self, gq_store_array_fn *fn, void *arg)
+{
+    sqlite3_stmt *stmt = self->stmt[S_ARRAYS];
+    sqlite3_stmt *ended = self->stmt[S_ARRAY_ENDED];
+    int rc, err = GQ_OK;
+    while (!err && (rc = sqlite3_step (stmt)) == SQLITE_ROW) {
+        int64_t first = sqlite3_column_int64 (stmt, 1), count = sqlite3_column_int64 (stmt, 2);
+        int64_t by_state[GQ_JOB_STATES] = {0};
+        sqlite3_bind_int64 (ended, 1, first);
+        sqlite3_bind_int64 (ended, 2, first + count - 1);
+        int erc;
+        while ((erc = sqlite3_step (ended)) == SQLITE_ROW) {
+            int state = sqlite3_column_int (ended, 0);
+            if (state >= 0 && state < GQ_JOB_STATES) {
+                by_state[state] = sqlite3_column_int64 (ended, 1);
+            }
+        }
+        if (erc != SQLITE_DONE) {
+            err = s_fail (self, "recover arrays");
+            rc = SQLITE_DONE;
+        }
+        sqlite3_reset (ended);
+        if (!err) {
+            err = fn (arg, sqlite3_column_int64 (stmt, 0), first, count,
+                      (const char *) sqlite3_column_text (stmt, 3), sqlite3_column_int64 (stmt, 4),
+                      by_state);
+        }
+    }
+    if (!err && rc != SQLITE_DONE) {
+        err = s_fail (self, "recover arrays");
+    }
+    sqlite3_reset (stmt);
+    if (!err) {
+        s_ok (self);
+    }
+    return err;
+}
+
+/* Calls fn for each row of stmt (child, parent, kind, parent's state or NULL, inputs), then
+   resets it. 0, fn's code, or GQ_ESTORE. */
+static int
+s_edges (gq_store_t *self, sqlite3_stmt *stmt, gq_store_dep_fn *fn, void *arg, const char *what)
+{
     int rc, err = GQ_OK;
     while ((rc = sqlite3_step (stmt)) == SQLITE_ROW) {
         const char *name = (const char *) sqlite3_column_text (stmt, 2);
@@ -1361,20 +1539,34 @@ gq_store_deps_recover (gq_store_t *self, gq_store_dep_fn *fn, void *arg)
         int state = sqlite3_column_type (stmt, 3) == SQLITE_NULL ? -1
                                                                   : sqlite3_column_int (stmt, 3);
         err = kind < GQ_DEP_KINDS ? fn (arg, sqlite3_column_int64 (stmt, 0),
-                                        sqlite3_column_int64 (stmt, 1), kind, state)
+                                        sqlite3_column_int64 (stmt, 1), kind, state,
+                                        sqlite3_column_int (stmt, 4) != 0)
                                   : GQ_OK; /* the CHECK keeps others out */
         if (err) {
             break;
         }
     }
     if (!err && rc != SQLITE_DONE) {
-        err = s_fail (self, "recover dependencies");
+        err = s_fail (self, what);
     }
     sqlite3_reset (stmt);
     if (!err) {
         s_ok (self);
     }
     return err;
+}
+
+int
+gq_store_deps_recover (gq_store_t *self, gq_store_dep_fn *fn, void *arg)
+{
+    return s_edges (self, self->stmt[S_DEPS_RECOVER], fn, arg, "recover dependencies");
+}
+
+int
+gq_store_deps_of (gq_store_t *self, int64_t child, gq_store_dep_fn *fn, void *arg)
+{
+    sqlite3_bind_int64 (self->stmt[S_DEPS_OF], 1, child);
+    return s_edges (self, self->stmt[S_DEPS_OF], fn, arg, "dependencies of a job");
 }
 
 /* ---- Selftest -------------------------------------------------------------------------------- */
@@ -1449,12 +1641,12 @@ s_raw_exec (const char *path, const char *sql)
 /* gq_store_deps_recover's callback for the selftest: "child<parent:kind@state " appended to the
    text arg points to. */
 static int
-s_edge_cb (void *arg, int64_t child, int64_t parent, int kind, int parent_state)
+s_edge_cb (void *arg, int64_t child, int64_t parent, int kind, int parent_state, bool inputs)
 {
     char *text = (char *) arg;
     size_t len = strlen (text);
-    snprintf (text + len, 8192 - len, "%lld<%lld:%d@%d ", (long long) child, (long long) parent,
-              kind, parent_state);
+    snprintf (text + len, 8192 - len, "%lld<%lld:%d@%d%s ", (long long) child, (long long) parent,
+              kind, parent_state, inputs ? "+in" : "");
     return 0;
 }
 
@@ -1955,20 +2147,29 @@ gq_store_test (bool verbose)
     S_HAS_STR (text, "jobs_state");
     gq_job_t kid = s_job (p2, 1, t + 7);
     GQ_CHECK_EQ (gq_store_job_insert (store, &kid, "echo", NULL, NULL, NULL, NULL), 0);
-    GQ_CHECK_EQ (gq_store_dep_insert (store, kid.id, j4.id, GQ_DEP_OK), 0);
-    GQ_CHECK_EQ (gq_store_dep_insert (store, kid.id, j5.id, GQ_DEP_FAIL), 0);
-    GQ_CHECK_EQ (gq_store_dep_insert (store, kid.id, 424242, GQ_DEP_ANY), 0);
-    GQ_CHECK_EQ (gq_store_dep_insert (store, kid.id, j4.id, GQ_DEP_ANY), GQ_ESTORE); /* twice */
+    GQ_CHECK_EQ (gq_store_dep_insert (store, kid.id, j4.id, GQ_DEP_OK, "four", true), 0);
+    GQ_CHECK_EQ (gq_store_dep_insert (store, kid.id, j5.id, GQ_DEP_FAIL, NULL, true), 0);
+    GQ_CHECK_EQ (gq_store_dep_insert (store, kid.id, 424242, GQ_DEP_ANY, NULL, true), 0);
+    GQ_CHECK_EQ (gq_store_dep_insert (store, kid.id, j4.id, GQ_DEP_ANY, NULL, true),
+                 GQ_ESTORE); /* twice */
     GQ_CHECK_EQ (gq_store_row_fault (store), true);
-    GQ_CHECK_EQ (gq_store_dep_insert (store, 999999, j4.id, GQ_DEP_OK), GQ_ESTORE); /* no child */
+    GQ_CHECK_EQ (gq_store_dep_insert (store, 999999, j4.id, GQ_DEP_OK, NULL, false),
+                 GQ_ESTORE); /* no child */
     GQ_CHECK_EQ (gq_store_row_fault (store), true);
-    GQ_CHECK_EQ (gq_store_dep_insert (store, kid.id, j4.id, GQ_DEP_KINDS), GQ_EINVAL);
+    GQ_CHECK_EQ (gq_store_dep_insert (store, kid.id, j4.id, GQ_DEP_KINDS, NULL, false), GQ_EINVAL);
+    /* Its inputs: each parent's result under the name the child gave it, else its id. */
+    json_t *inputs = gq_store_dep_inputs (store, kid.id);
+    GQ_CHECK_EQ (inputs != NULL, 1);
+    GQ_CHECK_EQ (json_object_size (inputs), 3);
+    GQ_CHECK_EQ (json_object_get (inputs, "four") != NULL, 1);
+    GQ_CHECK_EQ (json_is_null (json_object_get (inputs, "424242")), 1);
+    json_decref (inputs);
     GQ_CHECK_EQ (gq_store_job_state (store, j4.id), GQ_JOB_DONE);
     GQ_CHECK_EQ (gq_store_job_state (store, j5.id), GQ_JOB_QUEUED);
     GQ_CHECK_EQ (gq_store_job_state (store, 424242), GQ_ENOTFOUND);
     text[0] = '\0';
     GQ_CHECK_EQ (gq_store_deps_recover (store, s_edge_cb, text), 0);
-    snprintf (other, sizeof other, "%lld<%lld:0@2 %lld<%lld:2@0 %lld<424242:1@-1 ",
+    snprintf (other, sizeof other, "%lld<%lld:0@2+in %lld<%lld:2@0+in %lld<424242:1@-1+in ",
               (long long) kid.id, (long long) j4.id, (long long) kid.id, (long long) j5.id,
               (long long) kid.id);
     GQ_CHECK_STR (text, other);

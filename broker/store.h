@@ -181,19 +181,51 @@ int gq_store_schema_version (gq_store_t *self);
 
 /* Dependencies (deps.c keeps them in memory). Records that job child may start only when its
    condition kind (gq_dep_kind_t) on job parent holds; written in the child's group, after its
-   insert. 0, GQ_EINVAL or GQ_ESTORE (also for a child that does not exist, or an edge stored
-   already). */
-int gq_store_dep_insert (gq_store_t *self, int64_t child, int64_t parent, int kind);
+   insert; name is the parent's name in the child's SUBMIT (NULL when named by id), inputs
+   whether the child takes its parents' results. 0, GQ_EINVAL or GQ_ESTORE (also for a child
+   that does not exist, or an edge stored already). */
+int gq_store_dep_insert (gq_store_t *self, int64_t child, int64_t parent, int kind,
+                         const char *name, bool inputs);
+/* The inputs of child ("inputs": "after"): {name: result} per parent (the name the child gave
+   it, else its id as text; result null when the parent has none, or is an array). A new
+   reference, or NULL when the store fails. */
+json_t *gq_store_dep_inputs (gq_store_t *self, int64_t child);
 /* The stored state of a job (a gq_job_state_t: queued for every job that has not ended), or
    GQ_ENOTFOUND (never stored, or purged), or GQ_ESTORE. */
 int gq_store_job_state (gq_store_t *self, int64_t job_id);
 /* Recovery of dependencies, after gq_store_recover: fn is called once per edge of a job that had
    not ended, ordered by child then parent, with the parent's stored state (-1 when the store has
-   no such job). fn returns 0 to go on; any other value stops the walk and is returned.
+   no such job) and whether the child takes its parents' results. fn returns 0 to go on; any other value stops the walk and is returned.
    Otherwise 0 or GQ_ESTORE. */
 typedef int (gq_store_dep_fn) (void *arg, int64_t child, int64_t parent, int kind,
-                               int parent_state);
+                               int parent_state, bool inputs);
 int gq_store_deps_recover (gq_store_t *self, gq_store_dep_fn *fn, void *arg);
+
+/* Retry (retry.c). Calls fn (as gq_store_recover does) with the stored row of job id, whatever
+   its state; GQ_ENOTFOUND when there is none. */
+int gq_store_job_reload (gq_store_t *self, int64_t id, gq_store_recover_fn *fn, void *arg);
+/* Calls fn for each job that depends on parent, in id order, with its stored state and error
+   (NULL when none). fn returning non-zero stops the walk with that code. 0 or GQ_ESTORE. */
+typedef int (gq_store_child_fn) (void *arg, int64_t child, int state, const char *error);
+int gq_store_dep_children (gq_store_t *self, int64_t parent, gq_store_child_fn *fn, void *arg);
+/* Calls fn for each edge of job child, as gq_store_deps_recover does. 0 or GQ_ESTORE. */
+int gq_store_deps_of (gq_store_t *self, int64_t child, gq_store_dep_fn *fn, void *arg);
+/* Job id, failed or cancelled, is queued again with max_attempts (its attempts so far plus a
+   new budget); nothing for a job in another state. 0 or GQ_ESTORE. */
+int gq_store_job_retry (gq_store_t *self, int64_t id, int max_attempts);
+
+/* Arrays (arrays.c keeps them in memory). Records array id, whose elements are the jobs first
+   .. first + count - 1 (inserted after it, in the same group); spec is borrowed. 0, GQ_EINVAL or
+   GQ_ESTORE. */
+int gq_store_array_insert (gq_store_t *self, int64_t id, int64_t first, int64_t count,
+                           const char *spec, int64_t submitted_ms);
+/* Recovery of arrays, before the jobs': fn is called once per array, in id order, with how many
+   of its elements ended, by state (the other entries 0). fn returning non-zero stops the walk
+   with that code. 0 or GQ_ESTORE. */
+typedef int (gq_store_array_fn) (void *arg, int64_t id, int64_t first, int64_t count,
+                                 const char *spec, int64_t submitted_ms,
+                                 const int64_t *ended_by_state);
+int gq_store_arrays_recover (gq_store_t *self, gq_store_array_fn *fn, void *arg);
 
 /* Selftest: uses a temporary directory under /tmp and removes it. */
 void gq_store_test (bool verbose);

@@ -50,6 +50,9 @@
 #define GQ_PARTIALS_KEPT_COUNT    64     /* a running job's last partials kept, at most */
 #define GQ_PARTIALS_KEPT_BYTES    (256 * 1024) /* and at most these bytes of them */
 
+/* A late result's own end time ("at", the worker's clock) is trusted up to this far back. */
+#define GQ_LATE_RESULT_MAX_MS     (24LL * 3600 * 1000)
+
 /* ---- Affinity (dispatch.c) ------------------------------------------------------------------ */
 #define GQ_AFFINITY_KEYS          100000 /* keys whose last node is remembered, at most */
 

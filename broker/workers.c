@@ -415,6 +415,10 @@ gq_workers_ready (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
         int64_t id = (int64_t) json_integer_value (json_object_get (item, "id"));
         int64_t attempt = json_integer_value (json_object_get (item, "attempt"));
         gq_job_t *job = gq_broker_job_find (self, id);
+        if (job && job->state == GQ_JOB_WAITING && attempt >= job->attempts && attempt < 256 &&
+            node->running < node->slots) {
+            gq_arrays_adopt (self, job); /* a held element takes an admitted one's place */
+        }
         if (job && job->state == GQ_JOB_QUEUED && attempt >= job->attempts && attempt < 256 &&
             node->running < node->slots) {
             gq_queue_remove (self->queue, job);

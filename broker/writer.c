@@ -26,7 +26,9 @@ typedef enum {
     S_OP_NODE,
     S_OP_META,
     S_OP_PURGE,
-    S_OP_DEP
+    S_OP_DEP,
+    S_OP_ARRAY,
+    S_OP_RETRY
 } s_op_type_t;
 
 typedef struct {
@@ -80,7 +82,15 @@ typedef struct {
         struct {
             int64_t parent; /* job_id is the child */
             int kind;       /* gq_dep_kind_t */
+            bool inputs;    /* the child takes its parents' results; name: the parent's */
         } dep;
+        struct {
+            int max_attempts; /* the job's new budget */
+        } retry;
+        struct {
+            int64_t first, count, submitted_ms; /* job_id is the array's id */
+            const char *spec;                   /* borrowed from the broker's array */
+        } array;
     } u;
     char name[GQ_NAME_MAX]; /* node name of an attempt, finish or node; "" for none */
 } s_op_t;
@@ -215,14 +225,42 @@ gq_batch_job_insert (gq_batch_t *self, const gq_job_t *job, const char *kind, co
 }
 
 int
-gq_batch_dep_insert (gq_batch_t *self, int64_t child, int64_t parent, int kind)
+gq_batch_dep_insert (gq_batch_t *self, int64_t child, int64_t parent, int kind, const char *name,
+                     bool inputs)
 {
-    s_op_t *op = s_op_add (self, S_OP_DEP, child, NULL);
+    s_op_t *op = s_op_add (self, S_OP_DEP, child, name); /* the name is copied */
     if (!op) {
         return GQ_ENOMEM;
     }
     op->u.dep.parent = parent;
     op->u.dep.kind = kind;
+    op->u.dep.inputs = inputs;
+    return GQ_OK;
+}
+
+int
+gq_batch_array_insert (gq_batch_t *self, int64_t id, int64_t first, int64_t count,
+                       const char *spec, int64_t submitted_ms)
+{
+    s_op_t *op = s_op_add (self, S_OP_ARRAY, id, NULL);
+    if (!op) {
+        return GQ_ENOMEM;
+    }
+    op->u.array.first = first;
+    op->u.array.count = count;
+    op->u.array.spec = spec;
+    op->u.array.submitted_ms = submitted_ms;
+    return GQ_OK;
+}
+
+int
+gq_batch_job_retry (gq_batch_t *self, int64_t id, int max_attempts)
+{
+    s_op_t *op = s_op_add (self, S_OP_RETRY, id, NULL);
+    if (!op) {
+        return GQ_ENOMEM;
+    }
+    op->u.retry.max_attempts = max_attempts;
     return GQ_OK;
 }
 
@@ -419,7 +457,15 @@ s_op_apply (gq_batch_t *self, s_op_t *op, gq_store_t *store)
         rc = gq_store_meta_set (store, op->u.meta.key, op->u.meta.value);
         break;
     case S_OP_DEP:
-        rc = gq_store_dep_insert (store, op->job_id, op->u.dep.parent, op->u.dep.kind);
+        rc = gq_store_dep_insert (store, op->job_id, op->u.dep.parent, op->u.dep.kind,
+                                  op->name[0] ? op->name : NULL, op->u.dep.inputs);
+        break;
+    case S_OP_RETRY:
+        rc = gq_store_job_retry (store, op->job_id, op->u.retry.max_attempts);
+        break;
+    case S_OP_ARRAY:
+        rc = gq_store_array_insert (store, op->job_id, op->u.array.first, op->u.array.count,
+                                    op->u.array.spec, op->u.array.submitted_ms);
         break;
     case S_OP_PURGE: {
         int64_t by_state[GQ_JOB_STATES];

@@ -51,8 +51,16 @@ size_t gq_batch_size (const gq_batch_t *self);
 int gq_batch_job_insert (gq_batch_t *self, const gq_job_t *job, const char *kind,
                          const char *model, const char *idem, const char *client);
 /* A dependency of job child (inserted before it in the batch, in the same group) on job parent,
-   with condition kind (gq_dep_kind_t). */
-int gq_batch_dep_insert (gq_batch_t *self, int64_t child, int64_t parent, int kind);
+   with condition kind (gq_dep_kind_t); name (copied, < GQ_NAME_MAX bytes) is the parent's name
+   in the child's SUBMIT or NULL, inputs whether the child takes its parents' results. */
+int gq_batch_dep_insert (gq_batch_t *self, int64_t child, int64_t parent, int kind,
+                         const char *name, bool inputs);
+/* Job id (failed or cancelled) is queued again with max_attempts (retry.c). */
+int gq_batch_job_retry (gq_batch_t *self, int64_t id, int max_attempts);
+/* Array id with elements first .. first + count - 1 (inserted after it, in the same group); spec
+   is borrowed until the batch is applied. */
+int gq_batch_array_insert (gq_batch_t *self, int64_t id, int64_t first, int64_t count,
+                           const char *spec, int64_t submitted_ms);
 /* An input frame of a job ("in"). Borrows data. */
 int gq_batch_blob_insert (gq_batch_t *self, int64_t job_id, int idx, const void *data,
                           size_t size);

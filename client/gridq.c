@@ -367,6 +367,8 @@ enum {
     O_OUT,
     O_MAX_WAIT,
     O_RATE_RETRIES,
+    O_ARRAY,
+    O_QUIET,
     O_STATE,
     O_LIMIT,
     O_BROKER,
@@ -433,6 +435,12 @@ static const char *s_submit_help =
     "  --after-any ID[,ID...]   start once every one of them ended, whatever the outcome\n"
     "  --after-fail ID[,ID...]  start once they all ended and one failed or was cancelled\n"
     "                      (Slurm's afternotok); if all succeed, the job ends cancelled\n"
+    "                      (an ID may be an array's: all its elements)\n"
+    "  --array SPEC        an array of jobs, as Slurm's --array: 0-999, 1,3,5, 0-99:5, with\n"
+    "                      %K for at most K elements running at once (0-999%16); each\n"
+    "                      element's payload gets \"array_index\". Prints the array's id,\n"
+    "                      then each element's id\n"
+    "  --quiet             with --array, print the array's id alone\n"
     "                      Until then the job is \"waiting\" (gridq explain ID names what for)\n"
     "\n"
     "Other options:\n"
@@ -451,6 +459,11 @@ static const char *s_submit_help =
     "                      (RATE_LIMITED) are sent again after the wait it names; give up\n"
     "                      after N refusals in a row with nothing accepted meanwhile (default\n"
     "                      " S_TEXT (GQ_CLI_RATE_RETRIES) "; 0: only within --timeout)\n"
+    "\n"
+    "A line of --file may have \"name\" and name earlier lines in \"after_ok\" (\"after_any\",\n"
+    "\"after_fail\"), and \"inputs\": \"after\" to get their results in its payload: a pipeline\n"
+    "in one file, checked whole (unknown names, names used before their line, cycles) before\n"
+    "anything is sent, and sent as one request. gridq retry runs its failed part again.\n"
     "\n"
     "With --file --wait, progress is shown on stderr when it is a terminal, and a one-line\n"
     "summary ends the run. When the broker refuses part of a file (RATE_LIMITED past the\n"
@@ -472,6 +485,7 @@ typedef struct {
     bool json;              /* --json */
     int64_t max_wait_ms;    /* --max-wait, or -1 for no limit */
     int64_t rate_retries;   /* --rate-retries */
+    bool quiet;             /* --quiet */
 } s_submit_args_t;
 
 /* Reads --payload: inline JSON text, @FILE or @- (stdin). */
@@ -559,6 +573,8 @@ s_submit_parse (int argc, char **argv, s_submit_args_t *args)
         {"out", required_argument, NULL, O_OUT},
         {"max-wait", required_argument, NULL, O_MAX_WAIT},
         {"rate-retries", required_argument, NULL, O_RATE_RETRIES},
+        {"array", required_argument, NULL, O_ARRAY},
+        {"quiet", no_argument, NULL, O_QUIET},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0}};
     json_t *job = args->defaults;
@@ -658,6 +674,12 @@ s_submit_parse (int argc, char **argv, s_submit_args_t *args)
                 return s_usage ("--max-wait \"%s\" is not a duration like 30s or 5m", optarg);
             }
             break;
+        case O_ARRAY:
+            json_object_set_new (job, "array", json_string (optarg));
+            break;
+        case O_QUIET:
+            args->quiet = true;
+            break;
         case O_RATE_RETRIES:
             if (!s_parse_int (optarg, 0, INT32_MAX, &args->rate_retries)) {
                 return s_usage ("--rate-retries \"%s\" is not a number of retries", optarg);
@@ -682,6 +704,13 @@ s_submit_parse (int argc, char **argv, s_submit_args_t *args)
     }
     if (args->max_wait_ms >= 0 && !args->wait) {
         return s_usage ("--max-wait needs --wait");
+    }
+    if (json_object_get (job, "array") && (args->file || args->stream || args->json)) {
+        return s_usage ("--array makes an array of one job's options: not with --file, "
+                        "--stream or --json (put \"array\" on a line of the file instead)");
+    }
+    if (args->quiet && !json_object_get (job, "array")) {
+        return s_usage ("--quiet is for --array");
     }
     if (args->stream && args->file) {
         return s_usage ("--stream is for a single job, not --file");
@@ -835,6 +864,7 @@ s_check_job_extra (json_t *job, const gq_jobspec_t *spec, char *why, size_t whyl
 
 static int s_follow_one (gq_client_t *client, int64_t id, bool json, int64_t max_wait_ms,
                          bool cancel);
+static int s_wait_array (gq_client_t *client, int64_t id, int64_t count, int64_t max_wait_ms);
 
 static int
 s_submit_one (gq_client_t *client, s_submit_args_t *args)
@@ -860,6 +890,15 @@ s_submit_one (gq_client_t *client, s_submit_args_t *args)
         return s_call_failed (client);
     }
     printf ("%lld\n", (long long) id);
+    if (spec.array) {
+        /* The elements' ids follow the array's, in index order. */
+        for (int64_t k = 1; k <= spec.array_count && !args->quiet; k++) {
+            printf ("%lld\n", (long long) (id + k));
+        }
+        fflush (stdout);
+        return args->wait ? s_wait_array (client, id, spec.array_count, args->max_wait_ms)
+                          : S_EXIT_OK;
+    }
     fflush (stdout);
     if (!args->wait) {
         return S_EXIT_OK;
@@ -903,7 +942,142 @@ s_follow_one (gq_client_t *client, int64_t id, bool json, int64_t max_wait_ms, b
 typedef struct {
     json_t *jobs;           /* array of job objects */
     size_t *lines;          /* line number of each job */
+    bool pipeline;          /* lines name each other ("name", names in "after_ok"...): the file
+                               goes as one SUBMIT, whose names the broker resolves */
 } s_jobfile_t;
+
+/* The name a job depends on as its k-th dependency field's i-th item, or NULL (an id). */
+static const char *
+s_dep_name (json_t *job, int k, size_t i)
+{
+    return json_string_value (json_array_get (json_object_get (job, gq_dep_fields[k]), i));
+}
+
+/* A pipeline file's names: each given once, each named dependency given by a line before the
+   one that names it; a cycle is named as one. Reports on stderr as FILE:LINE: reason. The number
+   of problems. */
+static size_t
+s_check_names (const char *path, s_jobfile_t *file)
+{
+    size_t count = json_array_size (file->jobs), bad = 0;
+    json_t *index = json_object (); /* name -> the first job that gives it */
+    for (size_t j = 0; j < count; j++) {
+        const char *name = json_string_value (json_object_get (json_array_get (file->jobs, j),
+                                                               "name"));
+        json_t *first = name ? json_object_get (index, name) : NULL;
+        if (first) {
+            fprintf (stderr, "%s:%zu: name \"%s\" is given twice (line %zu first)\n", path,
+                     file->lines[j], name, file->lines[json_integer_value (first)]);
+            bad++;
+        } else if (name) {
+            json_object_set_new (index, name, json_integer ((json_int_t) j));
+            file->pipeline = true;
+        }
+    }
+    /* The named edges, job -> the jobs it names (by index), as lists in one array. */
+    size_t *first = (size_t *) calloc (count + 1, sizeof *first);
+    size_t n_edges = 0, cap = 64;
+    size_t *to = (size_t *) malloc (cap * sizeof *to);
+    assert (first && to);
+    for (size_t j = 0; j < count; j++) {
+        json_t *job = json_array_get (file->jobs, j);
+        first[j] = n_edges;
+        for (int k = 0; k < GQ_DEP_KINDS; k++) {
+            for (size_t i = 0; i < json_array_size (json_object_get (job, gq_dep_fields[k]));
+                 i++) {
+                const char *name = s_dep_name (job, k, i);
+                if (!name) {
+                    continue;
+                }
+                file->pipeline = true;
+                json_t *at = json_object_get (index, name);
+                if (!at) {
+                    fprintf (stderr, "%s:%zu: \"%s\" names \"%s\", which no line of the file "
+                             "gives as its \"name\"\n",
+                             path, file->lines[j], gq_dep_fields[k], name);
+                    bad++;
+                    continue;
+                }
+                if (n_edges == cap) {
+                    cap *= 2;
+                    to = (size_t *) realloc (to, cap * sizeof *to);
+                    assert (to);
+                }
+                to[n_edges++] = (size_t) json_integer_value (at);
+            }
+        }
+    }
+    first[count] = n_edges;
+    /* A cycle, by depth-first search (iterative: a file may hold 10,000 lines in a chain):
+       reaching a job that is on the path closes one. */
+    uint8_t *colour = (uint8_t *) calloc (count ? count : 1, 1); /* 0, 1 on the path, 2 done */
+    size_t *path_jobs = (size_t *) malloc ((count ? count : 1) * sizeof *path_jobs);
+    size_t *next = (size_t *) malloc ((count ? count : 1) * sizeof *next);
+    assert (colour && path_jobs && next);
+    bool cycle = false;
+    for (size_t root = 0; root < count && !cycle; root++) {
+        if (colour[root]) {
+            continue;
+        }
+        size_t depth = 0;
+        path_jobs[depth] = root;
+        next[depth++] = first[root];
+        colour[root] = 1;
+        while (depth && !cycle) {
+            size_t v = path_jobs[depth - 1];
+            if (next[depth - 1] == first[v + 1]) {
+                colour[v] = 2;
+                depth--;
+                continue;
+            }
+            size_t u = to[next[depth - 1]++];
+            if (colour[u] == 1) {
+                char text[600] = "";
+                size_t len = 0, d = depth;
+                while (d > 0 && path_jobs[d - 1] != u) {
+                    d--;
+                }
+                for (size_t p = d - 1; p < depth && len < sizeof text; p++) {
+                    const char *name = json_string_value (
+                        json_object_get (json_array_get (file->jobs, path_jobs[p]), "name"));
+                    len += (size_t) snprintf (text + len, sizeof text - len,
+                                              "%s (line %zu) needs ", name ? name : "?",
+                                              file->lines[path_jobs[p]]);
+                }
+                fprintf (stderr, "%s: a cycle: %s%s\n", path, text,
+                         json_string_value (json_object_get (json_array_get (file->jobs, u),
+                                                             "name")));
+                bad++;
+                cycle = true;
+            } else if (colour[u] == 0) {
+                colour[u] = 1;
+                path_jobs[depth] = u;
+                next[depth++] = first[u];
+            }
+        }
+    }
+    /* Without a cycle, a job named before the line that gives it. */
+    for (size_t j = 0; j < count && !cycle; j++) {
+        for (size_t e = first[j]; e < first[j + 1]; e++) {
+            if (to[e] >= j) {
+                fprintf (stderr, "%s:%zu: names \"%s\", given later (line %zu): a line may "
+                         "depend only on lines before it\n",
+                         path, file->lines[j],
+                         json_string_value (json_object_get (json_array_get (file->jobs, to[e]),
+                                                             "name")),
+                         file->lines[to[e]]);
+                bad++;
+            }
+        }
+    }
+    free (colour);
+    free (path_jobs);
+    free (next);
+    free (first);
+    free (to);
+    json_decref (index);
+    return bad;
+}
 
 /* Reads and checks every line; reports each bad one as FILE:LINE: reason. */
 static int
@@ -982,6 +1156,25 @@ s_read_jobfile (const char *path, json_t *defaults, s_jobfile_t *file)
     }
     if (json_array_size (file->jobs) == 0) {
         return s_usage ("%s holds no jobs", path);
+    }
+    size_t problems = s_check_names (path, file);
+    if (problems) {
+        return s_usage ("%zu problem%s with the names in %s; nothing was sent", problems,
+                        problems == 1 ? "" : "s", path);
+    }
+    if (file->pipeline) {
+        /* One SUBMIT: the broker resolves the names within it, all or nothing. */
+        int64_t bytes = 0;
+        size_t i;
+        json_t *job;
+        json_array_foreach (file->jobs, i, job) {
+            bytes += gq_client_job_bytes (job) + 1;
+        }
+        if (json_array_size (file->jobs) > GQ_MAX_BATCH_JOBS || bytes >= GQ_CLIENT_SUBMIT_BYTES) {
+            return s_usage ("%s: a pipeline (lines that name each other) goes as one request: "
+                            "at most %d lines and %d bytes of JSON; nothing was sent",
+                            path, GQ_MAX_BATCH_JOBS, GQ_CLIENT_SUBMIT_BYTES);
+        }
     }
     return S_EXIT_OK;
 }
@@ -1203,7 +1396,7 @@ s_on_batch (void *arg, json_t *job)
 static int
 s_submit_file (gq_client_t *client, s_submit_args_t *args)
 {
-    s_jobfile_t file = {NULL, NULL};
+    s_jobfile_t file = {NULL, NULL, false};
     int rc = s_read_jobfile (args->file, args->defaults, &file);
     if (rc) {
         json_decref (file.jobs);
@@ -1211,6 +1404,16 @@ s_submit_file (gq_client_t *client, s_submit_args_t *args)
         return rc;
     }
     size_t count = json_array_size (file.jobs);
+    for (size_t i = 0; i < count && args->wait; i++) {
+        if (json_object_get (json_array_get (file.jobs, i), "array")) {
+            rc = s_usage ("%s:%zu: an array in a file is not waited for by --wait (its line "
+                          "prints the array's id: gridq wait ID waits for its elements)",
+                          args->file, file.lines[i]);
+            json_decref (file.jobs);
+            free (file.lines);
+            return rc;
+        }
+    }
     int64_t *ids = (int64_t *) calloc (count, sizeof *ids);
     FILE *out = NULL;
     if (args->out) {
@@ -1221,7 +1424,8 @@ s_submit_file (gq_client_t *client, s_submit_args_t *args)
         }
     }
     int64_t start_us = gq_mono_us ();
-    gq_client_set_submit_window (client, GQ_CLI_FILE_CHUNK_JOBS, GQ_CLI_FILE_WINDOW_SUBMITS);
+    gq_client_set_submit_window (client, file.pipeline ? GQ_MAX_BATCH_JOBS : GQ_CLI_FILE_CHUNK_JOBS,
+                                 GQ_CLI_FILE_WINDOW_SUBMITS);
     /* With watch, the broker reports each job as it finishes, whatever the order in which our
        chunks were acknowledged: no job can finish between our SUBMIT and our WAIT unseen. */
     bool partial = gq_client_submit (client, file.jobs, args->wait, ids) != GQ_OK;
@@ -1453,7 +1657,8 @@ static const char *s_status_help =
     "Usage: gridq status ID... [--json]\n"
     "\n"
     "Shows jobs as a table: ID STATE KIND MODEL PRI NODE ATTEMPTS SUBMITTED RUNTIME; a failed\n"
-    "job is followed by its error and every attempt's outcome and reason.\n"
+    "job is followed by its error and every attempt's outcome and reason. An array's id shows\n"
+    "one line: its spec, its elements' ids and how many are in each state.\n"
     "  --json   one job object per line, in the order given (failed jobs carry\n"
     "           attempts_detail)\n"
     "Exit status: 0 when every job exists, 1 when some id is unknown.\n"
@@ -1487,6 +1692,28 @@ s_job_table (void)
     static const char *const head[] = {"ID",   "STATE",    "KIND",            "MODEL",  "PRI",
                                        "NODE", "ATTEMPTS", "SUBMITTED (UTC)", "RUNTIME"};
     return s_table_new (head, 9);
+}
+
+/* An array as STATUS summarises it: "array 41 (0-199%3): 200 elements, 42..241: 150 done, ...". */
+static void
+s_array_line (FILE *out, json_t *array)
+{
+    static const char *const states[] = {"done", "running", "queued", "waiting", "failed",
+                                         "cancelled"};
+    int64_t first = s_int (array, "first", 0), count = s_int (array, "count", 0);
+    fprintf (out, "array %lld (%s): %lld elements, %lld..%lld:", (long long) s_int (array, "id", 0),
+             s_str (array, "spec", "?"), (long long) count, (long long) first,
+             (long long) (first + count - 1));
+    json_t *counts = json_object_get (array, "counts");
+    const char *sep = " ";
+    for (size_t i = 0; i < sizeof states / sizeof states[0]; i++) {
+        int64_t n = s_int (counts, states[i], 0);
+        if (n) {
+            fprintf (out, "%s%lld %s", sep, (long long) n, states[i]);
+            sep = ", ";
+        }
+    }
+    fprintf (out, "\n");
 }
 
 static int
@@ -1527,6 +1754,11 @@ s_cmd_status (int argc, char **argv)
         }
         json_object_set_new (shown, id, json_true ());
         json_t *detail = json_object_get (details, id);
+        json_t *array = json_object_get (job, "array");
+        if (array && !args.json) {
+            s_array_line (stdout, array);
+            continue;
+        }
         if (args.json) {
             json_t *line = json_copy (job);
             if (detail) {
@@ -1539,7 +1771,7 @@ s_cmd_status (int argc, char **argv)
             s_job_row (&table, job);
         }
     }
-    if (!args.json && json_object_size (shown)) {
+    if (!args.json && table.cells > table.cols) {
         s_table_print (&table, stdout);
         json_object_foreach (details, key, job) {
             printf ("\njob %s failed: %s\n", key, s_str (job, "error", "(no error recorded)"));
@@ -1564,7 +1796,8 @@ static const char *s_wait_help =
     "Usage: gridq wait ID... [--json] [--max-wait DURATION]\n"
     "\n"
     "Waits for jobs to finish and prints each one's id and state as it finishes (with the\n"
-    "error of a failed job). Rides through a broker restart.\n"
+    "error of a failed job). Rides through a broker restart. An array's id waits for every\n"
+    "one of its elements.\n"
     "  --json          print each finished job as a JSON object, one per line\n"
     "  --max-wait DUR  stop waiting after DUR (default: as long as it takes)\n"
     "Exit status: 0 when every job is done; 1 when one failed, was cancelled, is unknown or\n"
@@ -1615,11 +1848,37 @@ s_cmd_wait (int argc, char **argv)
         rc = s_call_failed (client);
         goto done;
     }
+    /* An array's id stands for its elements (its summary says which). */
+    size_t count = 0, size = args.count;
+    int64_t *ids = (int64_t *) malloc (size * sizeof *ids);
+    for (size_t i = 0; ids && i < args.count; i++) {
+        json_t *array = json_object_get (s_map_get (map, args.ids[i]), "array");
+        int64_t first = array ? s_int (array, "first", 0) : args.ids[i];
+        int64_t n = array ? s_int (array, "count", 0) : 1;
+        if (count + (size_t) n > size) {
+            size = count + (size_t) n + size;
+            int64_t *grown = (int64_t *) realloc (ids, size * sizeof *ids);
+            if (!grown) {
+                free (ids);
+                ids = NULL;
+                break;
+            }
+            ids = grown;
+        }
+        for (int64_t k = 0; k < n; k++) {
+            ids[count++] = first + k;
+        }
+    }
     json_decref (map);
     json_decref (missing);
+    if (!ids) {
+        s_warn ("out of memory");
+        rc = S_EXIT_JOB;
+        goto done;
+    }
     s_waiting_t waiting = {.json = args.json};
-    int waited = gq_client_wait (client, args.ids, args.count, args.max_wait_ms, s_on_wait,
-                                 &waiting);
+    int waited = gq_client_wait (client, ids, count, args.max_wait_ms, s_on_wait, &waiting);
+    free (ids);
     if (waited == GQ_ETIMEOUT) {
         s_warn ("%s", gq_client_error (client));
         rc = S_EXIT_JOB;
@@ -1633,6 +1892,31 @@ done:
     gq_client_destroy (&client);
     free (args.ids);
     return rc;
+}
+
+/* submit --array --wait: waits for the elements (ids id + 1 .. id + count) as gridq wait does. */
+static int
+s_wait_array (gq_client_t *client, int64_t id, int64_t count, int64_t max_wait_ms)
+{
+    int64_t *ids = (int64_t *) malloc ((size_t) count * sizeof *ids);
+    if (!ids) {
+        s_warn ("out of memory");
+        return S_EXIT_JOB;
+    }
+    for (int64_t k = 0; k < count; k++) {
+        ids[k] = id + 1 + k;
+    }
+    s_waiting_t waiting = {.json = false};
+    int waited = gq_client_wait (client, ids, (size_t) count, max_wait_ms, s_on_wait, &waiting);
+    free (ids);
+    if (waited == GQ_ETIMEOUT) {
+        s_warn ("%s", gq_client_error (client));
+        return S_EXIT_JOB;
+    }
+    if (waited) {
+        return s_call_failed (client);
+    }
+    return waiting.done == waiting.finished ? S_EXIT_OK : S_EXIT_JOB;
 }
 
 /* ---- watch --------------------------------------------------------------------------------- */
@@ -1708,7 +1992,8 @@ static const char *s_cancel_help =
     "Usage: gridq cancel ID...\n"
     "\n"
     "Cancels queued or running jobs and prints, per job, \"ID cancelled\" or the final state it\n"
-    "had already (\"ID already done\", \"ID already failed\").\n"
+    "had already (\"ID already done\", \"ID already failed\"). An array's id cancels every\n"
+    "element not ended yet (\"ID array: N elements cancelled\").\n"
     "Exit status: 0 when every job is now final; 1 when some id is unknown.\n"
     "\n"
     "Example:\n"
@@ -1736,7 +2021,11 @@ s_cmd_cancel (int argc, char **argv)
             if (!state) {
                 continue;
             }
-            if (streq (state, "cancelled")) {
+            json_t *entry = json_object_get (jobs, key);
+            if (json_object_get (entry, "cancelled")) {
+                printf ("%s array: %lld elements cancelled\n", key,
+                        (long long) s_int (entry, "cancelled", 0));
+            } else if (streq (state, "cancelled")) {
                 printf ("%s cancelled\n", key);
             } else if (streq (state, "done") || streq (state, "failed")) {
                 printf ("%s already %s\n", key, state);
@@ -1749,6 +2038,63 @@ s_cmd_cancel (int argc, char **argv)
     }
     json_decref (jobs);
     json_decref (missing);
+    gq_client_destroy (&client);
+    free (args.ids);
+    return rc;
+}
+
+/* ---- retry --------------------------------------------------------------------------------- */
+
+static const char *s_retry_help =
+    "Usage: gridq retry ID...\n"
+    "\n"
+    "Runs failed and cancelled jobs again, as new attempts of the same jobs (the same ids, a new\n"
+    "budget of --max-attempts), keeping what succeeded: HTCondor DAGMan's rescue DAG. An array's\n"
+    "id retries its failed and cancelled elements. The jobs that a failure cancelled\n"
+    "(\"dependency N failed\") run again too, after it, down the chain. Prints \"ID queued again\"\n"
+    "for each job that runs again, then, for an ID with nothing to retry, its state.\n"
+    "Exit status: 0 when every id exists; 1 when some id is unknown.\n"
+    "\n"
+    "Example:\n"
+    "  gridq submit --file pipeline.jsonl --wait || gridq retry 43   # c failed; c and d again\n";
+
+static int
+s_cmd_retry (int argc, char **argv)
+{
+    s_ids_args_t args = {0};
+    int rc;
+    gq_client_t *client = s_ids_start (argc, argv, s_retry_help, 0, &args, &rc);
+    if (!client) {
+        return rc;
+    }
+    json_t *ids = json_array ();
+    for (size_t i = 0; i < args.count; i++) {
+        json_array_append_new (ids, json_integer (args.ids[i]));
+    }
+    json_t *reply = gq_client_call (client, "RETRY", json_pack ("{s:o}", "ids", ids));
+    if (!reply) {
+        rc = s_call_failed (client);
+    } else {
+        size_t i;
+        json_t *item;
+        json_array_foreach (json_object_get (reply, "retried"), i, item) {
+            printf ("%lld queued again\n", (long long) json_integer_value (item));
+        }
+        json_array_foreach (json_object_get (reply, "jobs"), i, item) {
+            if (s_int (item, "retried", 0) == 0) {
+                printf ("%lld is %s: nothing to retry\n", (long long) s_int (item, "id", 0),
+                        s_str (item, "state", "?"));
+            }
+        }
+        if (s_str (reply, "error", NULL)) {
+            s_warn ("the broker stopped part way: %s", s_str (reply, "error", ""));
+        }
+        rc = s_report_missing (json_object_get (reply, "missing"));
+        if (rc == S_EXIT_OK && s_str (reply, "error", NULL)) {
+            rc = S_EXIT_JOB;
+        }
+    }
+    json_decref (reply);
     gq_client_destroy (&client);
     free (args.ids);
     return rc;
@@ -1813,10 +2159,78 @@ s_json_only_call (int argc, char **argv, const char *help, const char *command, 
     return s_simple_call (command, NULL, rc);
 }
 
+/* jobs --array: the array's summary line, then its elements (in state, when not NULL) in index
+   order, at most limit of them, asked by STATUS in requests of GQ_MAX_IDS. The exit code. */
+static int
+s_array_jobs (int64_t id, const char *state, int64_t limit, bool json)
+{
+    int rc = S_EXIT_OK;
+    gq_client_t *client = s_connect (&rc);
+    if (!client) {
+        return rc;
+    }
+    json_t *missing;
+    json_t *map = s_ids_call (client, "STATUS", &id, 1, &missing);
+    json_t *summary = map ? json_object_get (s_map_get (map, id), "array") : NULL;
+    json_t *jobs = json_array ();
+    if (!map) {
+        rc = s_call_failed (client);
+    } else if (!summary) {
+        s_warn ("%lld is not an array", (long long) id);
+        rc = S_EXIT_JOB;
+    }
+    int64_t first = s_int (summary, "first", 0), count = s_int (summary, "count", 0);
+    int64_t *ids = (int64_t *) malloc (GQ_MAX_IDS * sizeof *ids);
+    for (int64_t at = 0; summary && ids && at < count && (int64_t) json_array_size (jobs) < limit;
+         at += GQ_MAX_IDS) {
+        size_t n = 0;
+        for (; n < GQ_MAX_IDS && at + (int64_t) n < count; n++) {
+            ids[n] = first + at + (int64_t) n;
+        }
+        json_t *lost;
+        json_t *chunk = s_ids_call (client, "STATUS", ids, n, &lost);
+        json_decref (lost);
+        if (!chunk) {
+            rc = s_call_failed (client);
+            break;
+        }
+        for (size_t i = 0; i < n && (int64_t) json_array_size (jobs) < limit; i++) {
+            json_t *job = s_map_get (chunk, ids[i]);
+            if (job && (!state || streq (s_str (job, "state", ""), state))) {
+                json_array_append (jobs, job);
+            }
+        }
+        json_decref (chunk);
+    }
+    if (rc == S_EXIT_OK && json) {
+        s_print_json (stdout, jobs);
+    } else if (rc == S_EXIT_OK) {
+        s_array_line (stdout, summary);
+        s_table_t table = s_job_table ();
+        size_t i;
+        json_t *job;
+        json_array_foreach (jobs, i, job) {
+            s_job_row (&table, job);
+        }
+        if (json_array_size (jobs)) {
+            s_table_print (&table, stdout);
+        }
+        s_table_destroy (&table);
+    }
+    free (ids);
+    json_decref (jobs);
+    json_decref (map);
+    json_decref (missing);
+    gq_client_destroy (&client);
+    return rc;
+}
+
 static const char *s_jobs_help =
-    "Usage: gridq jobs [--state S] [--limit N] [--json]\n"
+    "Usage: gridq jobs [--state S] [--limit N] [--array ID] [--json]\n"
     "\n"
     "Lists jobs, newest first, as a table.\n"
+    "  --array ID  the elements of array ID instead, in index order, after a line that counts\n"
+    "              them per state (with --state: the elements in that state)\n"
     "  --state S   only jobs in state S: waiting (for dependencies; oldest first), queued (in\n"
     "              dispatch order), running, done, failed or cancelled\n"
     "  --limit N   at most N jobs, 1..10000 (default 100)\n"
@@ -1830,6 +2244,7 @@ s_cmd_jobs (int argc, char **argv)
 {
     static const struct option options[] = {{"state", required_argument, NULL, O_STATE},
                                             {"limit", required_argument, NULL, O_LIMIT},
+                                            {"array", required_argument, NULL, O_ARRAY},
                                             {"json", no_argument, NULL, O_JSON},
                                             {"help", no_argument, NULL, O_HELP},
                                             {NULL, 0, NULL, 0}};
@@ -1837,6 +2252,7 @@ s_cmd_jobs (int argc, char **argv)
                                    NULL};
     json_t *body = json_object ();
     bool json = false;
+    int64_t array = 0;
     int option;
     int rc = S_EXIT_OK;
     while (rc == S_EXIT_OK && (option = s_getopt (argc, argv, options)) != -1) {
@@ -1868,6 +2284,11 @@ s_cmd_jobs (int argc, char **argv)
         case O_JSON:
             json = true;
             break;
+        case O_ARRAY:
+            if (!s_parse_int (optarg, 1, INT64_MAX, &array)) {
+                rc = s_usage ("--array \"%s\" is not an array id", optarg);
+            }
+            break;
         default:
             rc = S_EXIT_USAGE;
         }
@@ -1876,6 +2297,11 @@ s_cmd_jobs (int argc, char **argv)
         rc = s_usage ("unexpected argument \"%s\"", argv[optind]);
     }
     if (rc) {
+        json_decref (body);
+        return rc;
+    }
+    if (array) {
+        rc = s_array_jobs (array, s_str (body, "state", NULL), s_int (body, "limit", 100), json);
         json_decref (body);
         return rc;
     }
@@ -2095,6 +2521,15 @@ s_cmd_explain (int argc, char **argv)
                 s_str (prefetched, "node", "?"), (long long) s_int (prefetched, "ahead", 0),
                 s_int (prefetched, "ahead", 0) == 1 ? "" : "s");
     }
+    json_t *array = json_object_get (reply, "array");
+    if (array) {
+        printf ("\nelement %lld of array %lld", (long long) s_int (array, "index", 0),
+                (long long) s_int (array, "id", 0));
+        if (json_is_true (json_object_get (array, "held"))) {
+            printf (": held by the array's limit (%lld of at most %lld queued or running)",
+                    (long long) s_int (array, "active", 0), (long long) s_int (array, "limit", 0));
+        }
+    }
     json_t *waiting_for = json_object_get (reply, "waiting_for");
     if (json_array_size (waiting_for)) {
         printf ("\nwaiting for:");
@@ -2267,6 +2702,7 @@ static const s_command_t s_commands[] = {
      &s_watch_help},
     {"result", s_cmd_result, "print a done job's result", &s_result_help},
     {"cancel", s_cmd_cancel, "cancel jobs", &s_cancel_help},
+    {"retry", s_cmd_retry, "run failed and cancelled jobs again (the same ids)", &s_retry_help},
     {"jobs", s_cmd_jobs, "list recent jobs", &s_jobs_help},
     {"nodes", s_cmd_nodes, "list the fleet", &s_nodes_help},
     {"explain", s_cmd_explain, "show how the matcher placed (or could not place) a job",

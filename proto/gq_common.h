@@ -72,6 +72,10 @@ int gq_why (char *why, size_t whylen, int code, const char *format, ...)
 #define GQ_MAX_IDS              10000   /* ids in one STATUS/WAIT/CANCEL */
 #define GQ_MAX_DEPS             1000    /* parents of one job (after_ok, after_any, after_fail
                                            together) */
+#define GQ_JOB_NAME_MAX         64      /* a job's name within a SUBMIT, including NUL */
+#define GQ_MAX_ARRAY_ELEMENTS   1000000 /* elements of one array, and of one SUBMIT in all */
+#define GQ_MAX_ARRAY_PARTS      64      /* comma-separated parts of an array spec ("1,3,5-9") */
+#define GQ_MAX_ARRAY_INDEX      2147483647 /* largest array index */
 #define GQ_NAME_MAX             64      /* node name, including NUL */
 #define GQ_KIND_MAX             32
 #define GQ_MODEL_MAX            128

@@ -10,13 +10,14 @@
 static const char *s_job_fields[] = {
     "kind", "model", "min_vram_mb", "min_vram", "priority", "gpu", "max_price", "min_tflops",
     "constraints", "timeout_ms", "time_limit", "max_attempts", "idem", "payload", "blobs",
-    "after_ok", "after_any", "after_fail", "affinity", NULL};
+    "after_ok", "after_any", "after_fail", "affinity", "array", "name", "inputs", NULL};
 
 const char *const gq_dep_fields[GQ_DEP_KINDS] = {"after_ok", "after_any", "after_fail"};
 const char *const gq_dep_names[GQ_DEP_KINDS] = {"ok", "any", "fail"};
 
-/* The dependency fields: arrays of positive integers, no id twice (in one field or across
-   them: a parent has one condition), GQ_MAX_DEPS in all. */
+/* The dependency fields: arrays of positive integers (job or array ids) and names (of jobs of
+   the same SUBMIT), no parent twice (in one field or across them: a parent has one condition),
+   GQ_MAX_DEPS in all. */
 static int
 s_after_parse (json_t *obj, gq_jobspec_t *spec, char *why, size_t whylen)
 {
@@ -32,10 +33,18 @@ s_after_parse (json_t *obj, gq_jobspec_t *spec, char *why, size_t whylen)
         size_t i;
         json_t *id;
         json_array_foreach (ids, i, id) {
-            if (!json_is_integer (id) || json_integer_value (id) <= 0) {
+            if (json_is_string (id)) {
+                if (!gq_valid_job_name (json_string_value (id))) {
+                    return gq_why (why, whylen, GQ_EINVAL,
+                                   "\"%s\"[%zu] is not a job name ([A-Za-z0-9_.-]{1,63}, "
+                                   "not starting with a digit)",
+                                   gq_dep_fields[k], i);
+                }
+                spec->n_named++;
+            } else if (!json_is_integer (id) || json_integer_value (id) <= 0) {
                 return gq_why (why, whylen, GQ_EINVAL,
-                               "\"%s\"[%zu] is not a job id (a positive integer)",
-                               gq_dep_fields[k], i);
+                               "\"%s\"[%zu] is neither a job id (a positive integer) nor a "
+                               "job name", gq_dep_fields[k], i);
             }
             if (++spec->n_after > GQ_MAX_DEPS) {
                 return gq_why (why, whylen, GQ_EINVAL, "a job may depend on %d jobs at most",
@@ -45,12 +54,18 @@ s_after_parse (json_t *obj, gq_jobspec_t *spec, char *why, size_t whylen)
             for (int j = 0; j <= k; j++) {
                 size_t n = j < k ? json_array_size (spec->after[j]) : i;
                 for (size_t m = 0; m < n; m++) {
-                    if (json_integer_value (json_array_get (j < k ? spec->after[j] : ids, m)) ==
-                        json_integer_value (id)) {
+                    if (json_equal (json_array_get (j < k ? spec->after[j] : ids, m), id)) {
+                        char what[80];
+                        if (json_is_string (id)) {
+                            snprintf (what, sizeof what, "\"%s\"", json_string_value (id));
+                        } else {
+                            snprintf (what, sizeof what, "%lld",
+                                      (long long) json_integer_value (id));
+                        }
                         return gq_why (why, whylen, GQ_EINVAL,
-                                       "\"%s\": job %lld is named twice (a parent has one "
+                                       "\"%s\": job %s is named twice (a parent has one "
                                        "condition)",
-                                       gq_dep_fields[k], (long long) json_integer_value (id));
+                                       gq_dep_fields[k], what);
                     }
                 }
             }
@@ -58,6 +73,114 @@ s_after_parse (json_t *obj, gq_jobspec_t *spec, char *why, size_t whylen)
         spec->after[k] = json_array_size (ids) ? ids : NULL;
     }
     return GQ_OK;
+}
+
+/* A decimal number at *p, 0 .. max; advances p. -1 when there is none or it is too large. */
+static int64_t
+s_number (const char **p, int64_t max)
+{
+    const char *s = *p;
+    int64_t n = 0;
+    if (*s < '0' || *s > '9') {
+        return -1;
+    }
+    while (*s >= '0' && *s <= '9') {
+        n = n * 10 + (*s++ - '0');
+        if (n > max) {
+            return -1;
+        }
+    }
+    *p = s;
+    return n;
+}
+
+int
+gq_arrayspec_parse (const char *text, gq_arrayspec_t *spec, char *why, size_t whylen)
+{
+    memset (spec, 0, sizeof *spec);
+    const char *p = text;
+    int64_t next = 0; /* the lowest index the next part may start at */
+    while (true) {
+        if (spec->parts == GQ_MAX_ARRAY_PARTS) {
+            return gq_why (why, whylen, GQ_EINVAL, "array \"%s\": more than %d parts", text,
+                           GQ_MAX_ARRAY_PARTS);
+        }
+        int64_t first = s_number (&p, GQ_MAX_ARRAY_INDEX), last = first, step = 1;
+        if (first >= 0 && *p == '-') {
+            p++;
+            last = s_number (&p, GQ_MAX_ARRAY_INDEX);
+            if (last >= 0 && *p == ':') {
+                p++;
+                step = s_number (&p, GQ_MAX_ARRAY_INDEX);
+            }
+        }
+        if (first < 0 || last < 0 || step <= 0) {
+            return gq_why (why, whylen, GQ_EINVAL,
+                           "array \"%s\" is not a spec like 0-999, 1,3,5, 0-99:5 or 0-999%%16",
+                           text);
+        }
+        if (last < first || first < next) {
+            return gq_why (why, whylen, GQ_EINVAL,
+                           "array \"%s\": indexes must go up (each part above the one before)",
+                           text);
+        }
+        int64_t count = (last - first) / step + 1;
+        if (spec->count + count > GQ_MAX_ARRAY_ELEMENTS) {
+            return gq_why (why, whylen, GQ_EINVAL, "array \"%s\": more than %d elements", text,
+                           GQ_MAX_ARRAY_ELEMENTS);
+        }
+        spec->part[spec->parts].first = first;
+        spec->part[spec->parts].step = step;
+        spec->part[spec->parts++].count = count;
+        spec->count += count;
+        next = first + (count - 1) * step + 1;
+        if (*p != ',') {
+            break;
+        }
+        p++;
+    }
+    if (*p == '%') {
+        p++;
+        spec->limit = s_number (&p, GQ_MAX_ARRAY_ELEMENTS);
+        if (spec->limit <= 0) {
+            return gq_why (why, whylen, GQ_EINVAL,
+                           "array \"%s\": %%K must be a number of elements, 1 or more", text);
+        }
+    }
+    if (*p) {
+        return gq_why (why, whylen, GQ_EINVAL,
+                       "array \"%s\" is not a spec like 0-999, 1,3,5, 0-99:5 or 0-999%%16", text);
+    }
+    return GQ_OK;
+}
+
+int64_t
+gq_arrayspec_index (const gq_arrayspec_t *spec, int64_t k)
+{
+    for (int i = 0; i < spec->parts && k >= 0; i++) {
+        if (k < spec->part[i].count) {
+            return spec->part[i].first + k * spec->part[i].step;
+        }
+        k -= spec->part[i].count;
+    }
+    return -1;
+}
+
+bool
+gq_valid_job_name (const char *name)
+{
+    size_t n = 0;
+    if (!name || (name[0] >= '0' && name[0] <= '9')) {
+        return false; /* "7" would read as job 7 */
+    }
+    for (; name[n]; n++) {
+        char c = name[n];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '.' || c == '-')) {
+            return false;
+        }
+    }
+    return n >= 1 && n < GQ_JOB_NAME_MAX;
 }
 
 static bool
@@ -76,6 +199,7 @@ gq_jobspec_parse (json_t *obj, gq_jobspec_t *spec, char *why, size_t whylen)
 {
     memset (spec, 0, sizeof *spec);
     spec->blob_first = -1;
+    const char *inputs = NULL;
     if (!json_is_object (obj)) {
         return gq_why (why, whylen, GQ_EINVAL, "a job must be a JSON object");
     }
@@ -196,7 +320,51 @@ gq_jobspec_parse (json_t *obj, gq_jobspec_t *spec, char *why, size_t whylen)
         spec->blob_first = count ? (int) first : -1;
         spec->blob_count = (int) count;
     }
-    return s_after_parse (obj, spec, why, whylen);
+    if (gq_json_str (obj, "array", 1024, NULL, &spec->array, why, whylen) ||
+        gq_json_str (obj, "name", GQ_JOB_NAME_MAX, NULL, &spec->name, why, whylen) ||
+        gq_json_str (obj, "inputs", 16, NULL, &inputs, why, whylen)) {
+        return GQ_EINVAL;
+    }
+    if (spec->name && !gq_valid_job_name (spec->name)) {
+        return gq_why (why, whylen, GQ_EINVAL,
+                       "name \"%s\" is not a job name ([A-Za-z0-9_.-]{1,63}, not starting "
+                       "with a digit)",
+                       spec->name);
+    }
+    if (inputs && !streq (inputs, "after")) {
+        return gq_why (why, whylen, GQ_EINVAL, "\"inputs\" must be \"after\" (the parents' results)");
+    }
+    spec->inputs = inputs != NULL;
+    if (spec->array) {
+        gq_arrayspec_t array;
+        if (gq_arrayspec_parse (spec->array, &array, why, whylen)) {
+            return GQ_EINVAL;
+        }
+        spec->array_count = array.count;
+        if (spec->idem || spec->blob_first >= 0) {
+            return gq_why (why, whylen, GQ_EINVAL, "an array takes no \"%s\"",
+                           spec->idem ? "idem" : "blobs");
+        }
+        if (spec->payload && (!json_is_object (spec->payload) ||
+                              json_object_get (spec->payload, "array_index"))) {
+            return gq_why (why, whylen, GQ_EINVAL,
+                           "an array's \"payload\" must be an object without \"array_index\" "
+                           "(each element's gets its index there)");
+        }
+    }
+    if (s_after_parse (obj, spec, why, whylen)) {
+        return GQ_EINVAL;
+    }
+    if (spec->inputs && !spec->n_after) {
+        return gq_why (why, whylen, GQ_EINVAL,
+                       "\"inputs\": \"after\" needs after_ok, after_any or after_fail");
+    }
+    if (spec->inputs && spec->payload && !json_is_object (spec->payload)) {
+        return gq_why (why, whylen, GQ_EINVAL,
+                       "\"inputs\": \"after\" needs an object \"payload\" (its \"inputs\" "
+                       "are added there)");
+    }
+    return GQ_OK;
 }
 
 int
@@ -318,6 +486,20 @@ gq_spec_test (bool verbose)
                          sizeof why) == GQ_OK);
     assert (job.n_after == 3 && json_array_size (job.after[GQ_DEP_OK]) == 2);
     assert (job.after[GQ_DEP_ANY] == NULL && json_array_size (job.after[GQ_DEP_FAIL]) == 1);
+    assert (s_parse_job ("{\"array\":\"0-999%16\"}", &job, why, sizeof why) == GQ_OK);
+    assert (job.array_count == 1000 && strcmp (job.array, "0-999%16") == 0);
+    assert (s_parse_job ("{\"name\":\"d\",\"after_ok\":[\"b\",7,\"c\"],\"inputs\":\"after\"}",
+                         &job, why, sizeof why) == GQ_OK);
+    assert (job.n_after == 3 && job.n_named == 2 && job.inputs && strcmp (job.name, "d") == 0);
+    gq_arrayspec_t array;
+    assert (gq_arrayspec_parse ("1,3,10-20:5,30%2", &array, why, sizeof why) == GQ_OK);
+    assert (array.count == 6 && array.limit == 2 && array.parts == 4);
+    int64_t want[] = {1, 3, 10, 15, 20, 30, -1};
+    for (int k = 0; k < 7; k++) {
+        assert (gq_arrayspec_index (&array, k) == want[k]);
+    }
+    assert (gq_arrayspec_parse ("0-99:5", &array, why, sizeof why) == GQ_OK && array.count == 20);
+    assert (gq_arrayspec_index (&array, 19) == 95 && array.limit == 0);
     /* Each bad field is refused with its name in the reason. */
     const char *bad[] = {
         "{\"priority\":99}", "{\"priority\":-1}", "{\"min_vram_mb\":-5}",
@@ -328,7 +510,13 @@ gq_spec_test (bool verbose)
         "{\"timeout_ms\":1.5}", "{\"min_vram\":\"1G\",\"min_vram_mb\":5}",
         "{\"time_limit\":\"1s\",\"timeout_ms\":5}", "{\"constraints\":{},\"gpu\":\"A100\"}",
         "{\"after_ok\":5}", "{\"after_ok\":[0]}", "{\"after_any\":[\"7\"]}",
-        "{\"after_ok\":[7,7]}", "{\"after_ok\":[7],\"after_fail\":[7]}", NULL};
+        "{\"after_ok\":[7,7]}", "{\"after_ok\":[7],\"after_fail\":[7]}",
+        "{\"array\":\"5-1\"}", "{\"array\":\"1,1\"}", "{\"array\":\"0-9%0\"}",
+        "{\"array\":\"0-2000000\"}", "{\"array\":\"x\"}", "{\"array\":\"0-9:0\"}",
+        "{\"array\":\"0-9\",\"idem\":\"k\"}", "{\"array\":\"0-9\",\"payload\":[1]}",
+        "{\"array\":\"0-9\",\"payload\":{\"array_index\":1}}", "{\"name\":\"a b\"}",
+        "{\"after_ok\":[\"a\",\"a\"]}", "{\"after_ok\":[\"\"]}", "{\"inputs\":\"after\"}",
+        "{\"inputs\":\"before\",\"after_ok\":[1]}", NULL};
     for (const char **b = bad; *b; b++) {
         if (s_parse_job (*b, &job, why, sizeof why) != GQ_EINVAL) {
             fprintf (stderr, "spec: %s was accepted\n", *b);

@@ -39,7 +39,34 @@ typedef struct {
     json_t *after[GQ_DEP_KINDS]; /* arrays of parent job ids (positive integers, each id once in
                                     all three), by gq_dep_kind_t; NULL when absent; borrowed */
     size_t n_after;          /* parents in all three, 0 .. GQ_MAX_DEPS */
+    size_t n_named;          /* of which names (strings) of jobs of the same SUBMIT */
+    const char *name;        /* the job's name within its SUBMIT (a pipeline), or NULL */
+    bool inputs;             /* "inputs": "after": the parents' results go into its payload */
+    const char *array;       /* an array's spec ("0-999%16"), NULL for one job; borrowed */
+    int64_t array_count;     /* its elements (1 .. GQ_MAX_ARRAY_ELEMENTS), 0 for one job */
 } gq_jobspec_t;
+
+/* An array spec as Slurm's --array takes it: comma-separated parts, each an index ("7"), a range
+   ("0-999") or a range with a step ("0-99:5"), then optionally "%K" (at most K elements running
+   at once). Parts go up: each starts above the last index of the one before, so no index is
+   named twice. */
+typedef struct {
+    int64_t count;  /* elements, 1 .. GQ_MAX_ARRAY_ELEMENTS */
+    int64_t limit;  /* %K, 0 when none */
+    int parts;      /* used entries of part */
+    struct {
+        int64_t first, step, count; /* indexes first, first + step, ... (count of them) */
+    } part[GQ_MAX_ARRAY_PARTS];
+} gq_arrayspec_t;
+
+/* true for a job name: [A-Za-z0-9_.-], 1 .. GQ_JOB_NAME_MAX - 1 bytes, not starting with a digit
+   (a name and a job id never look alike). */
+bool gq_valid_job_name (const char *name);
+
+/* Parses text into spec. 0, or GQ_EINVAL with a reason. */
+int gq_arrayspec_parse (const char *text, gq_arrayspec_t *spec, char *why, size_t whylen);
+/* The index of element k (0 .. count - 1), in order; -1 when k is out of range. */
+int64_t gq_arrayspec_index (const gq_arrayspec_t *spec, int64_t k);
 
 /* Validates one job object as sent in SUBMIT "jobs" (and as written in a JOBS.jsonl line).
    Accepts min_vram_mb (integer) or min_vram ("24G"), timeout_ms or time_limit ("30s"), and the
@@ -47,6 +74,12 @@ typedef struct {
    "blobs": [first, count] names message blobs (0-based) that travel with the job.
    "after_ok", "after_any", "after_fail": arrays of job ids the job depends on (whether they
    exist is the broker's to say).
+   "name": the job's name, which later jobs of the same SUBMIT may name in their after_*
+   fields (strings there); "inputs": "after" (only with after_*): the parents' results go into
+   its payload as "inputs" when it is released.
+   "array": an array spec (gq_arrayspec_t): the job stands for that many elements; then
+   "payload" must be an object without "array_index" (each element's gets its index there), and
+   "idem" and "blobs" are refused.
    Returns 0, or GQ_EINVAL with a reason naming the field. */
 int gq_jobspec_parse (json_t *obj, gq_jobspec_t *spec, char *why, size_t whylen);
 

@@ -98,6 +98,22 @@ CREATE TABLE deps (
     parent INTEGER NOT NULL,                   -- a job id (no foreign key: retention may purge
                                                -- a parent once its children ended)
     kind   TEXT NOT NULL CHECK (kind = 'ok' OR kind = 'any' OR kind = 'fail'),
+    name   TEXT,                               -- the parent's name in the child's SUBMIT (a
+                                               -- pipeline), NULL when named by id
+    inputs INTEGER NOT NULL DEFAULT 0,         -- 1: the child takes its parents' results
+                                               -- (on every edge of that child)
     PRIMARY KEY (child, parent)
 ) WITHOUT ROWID;
 CREATE INDEX deps_parent ON deps (parent);
+
+-- Job arrays: an array's elements are the jobs first .. first + count - 1, whose ids follow the
+-- array's own (first = id + 1); spec is the array as submitted ("0-999%16"): the elements'
+-- indexes, in order, and the limit on elements running at once. The array's id comes from the
+-- jobs' sequence and names no job.
+CREATE TABLE arrays (
+    id           INTEGER PRIMARY KEY,
+    first        INTEGER NOT NULL,
+    count        INTEGER NOT NULL CHECK (count > 0),
+    spec         TEXT NOT NULL,
+    submitted_at INTEGER NOT NULL
+);

@@ -98,6 +98,22 @@ gq () {
 }
 
 
+# job_field ID NAME: one field of the job's STATUS JSON, as jq -r prints it.
+job_field () {
+    timeout 10 "$BIN/gridq" --broker "$EP" status "$1" --json | jq -r ".$2"
+}
+
+# after PARENT CHILD: the child started no earlier than the parent finished (RFC 3339 times
+# with milliseconds, which sort as strings).
+after () {
+    local finished started
+    finished=$(job_field "$1" finished_at)
+    started=$(job_field "$2" started_at)
+    [ "$finished" != null ] && [ "$started" != null ] || fail "job $1 or $2 has no times"
+    [[ ! "$started" < "$finished" ]] ||
+        fail "job $2 started at $started, before its parent $1 finished at $finished"
+}
+
 poll () {
     local tries=$1 t1 t2
     shift

@@ -24,16 +24,6 @@ submit () {
     gq 0 submit "$@"
     ID=$(head -n 1 "$TMP/out")
 }
-# after PARENT CHILD: the child started no earlier than the parent finished (RFC 3339 times
-# with milliseconds, which sort as strings).
-after () {
-    local finished started
-    finished=$(field "$1" finished_at)
-    started=$(field "$2" started_at)
-    [ "$finished" != null ] && [ "$started" != null ] || fail "job $1 or $2 has no times"
-    [[ ! "$started" < "$finished" ]] ||
-        fail "job $2 started at $started, before its parent $1 finished at $finished"
-}
 
 start_broker --durability normal
 

@@ -785,6 +785,11 @@ gq_engine_run (gq_engine_t *self, const gq_engine_job_t *job, json_t **result, c
     json_t *line = json_pack ("{s:I, s:s, s:s?, s:O?}", "id", (json_int_t) job->id, "kind",
                               job->kind ? job->kind : self->kind, "model", job->model, "payload",
                               job->payload);
+    if (line && job->array_id) {
+        json_object_set_new (line, "array", json_pack ("{s:I, s:I}", "id",
+                                                       (json_int_t) job->array_id, "index",
+                                                       (json_int_t) job->array_index));
+    }
     char *text = line ? json_dumps (line, JSON_COMPACT) : NULL;
     json_decref (line);
     if (!text) {

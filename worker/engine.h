@@ -52,6 +52,9 @@ typedef void (gq_partial_fn) (void *arg, int64_t id, char *text, int64_t dropped
 /* One job; everything borrowed for the duration of gq_engine_run. */
 typedef struct {
     int64_t id;         /* job id: the line's "id" */
+    int64_t array_id;   /* the line's "array": {"id", "index"}, for an array's element (an
+                           engine serves many jobs: they cannot be in its environment) */
+    int64_t array_index;
     const char *kind;   /* the line's "kind" (NULL: the engine's kind) */
     const char *model;  /* the line's "model", or NULL */
     json_t *payload;    /* the line's "payload" (NULL: null) */

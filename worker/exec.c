@@ -1026,6 +1026,8 @@ s_run_handler (s_job_t *job, gq_handler_t *handler)
     gq_runtime_t *rt = job->exec->rt;
     gq_handler_job_t hjob = {.id = task->id,
                              .attempt = task->attempt,
+                             .array_id = task->array_id,
+                             .array_index = task->array_index,
                              .kind = task->kind,
                              .model = task->model,
                              .cuda_devices = rt->is_gpu ? rt->cuda_devices : NULL,
@@ -1052,6 +1054,8 @@ s_run_server (s_job_t *job, s_server_t *server)
                        task->n_blobs, task->n_blobs == 1 ? "" : "s");
     }
     gq_engine_job_t ejob = {.id = task->id,
+                            .array_id = task->array_id,
+                            .array_index = task->array_index,
                             .kind = task->kind,
                             .model = task->model,
                             .payload = task->payload,

@@ -95,6 +95,8 @@ int64_t gq_runtime_cache_budget (gq_runtime_t *self);
 typedef struct {
     int64_t id;           /* job id (handlers see GRIDQ_JOB_ID) */
     int attempt;          /* attempt number (GRIDQ_ATTEMPT) */
+    int64_t array_id;     /* the job's array (GRIDQ_ARRAY_ID), 0 when it is none's element */
+    int64_t array_index;  /* its index there (GRIDQ_ARRAY_INDEX) */
     const char *kind;     /* "echo", "sleep", "matmul", "mlp", a handler's or an engine's kind */
     const char *model;    /* model name for mlp (NULL: the payload's "model", if any) */
     json_t *payload;      /* the job's JSON payload */

@@ -261,9 +261,9 @@ static char **
 s_environment (const gq_handler_job_t *job, const char *kind, const char *blob_dir)
 {
     /* CUDA_VISIBLE_DEVICES last: it alone stays as inherited when the job sets no device. */
-    static const char *ours[] = {"GRIDQ_JOB_ID=",   "GRIDQ_ATTEMPT=", "GRIDQ_KIND=",
-                                 "GRIDQ_MODEL=",    "GRIDQ_BLOB_DIR=", "GRIDQ_BLOBS=",
-                                 "CUDA_VISIBLE_DEVICES="};
+    static const char *ours[] = {"GRIDQ_JOB_ID=",   "GRIDQ_ATTEMPT=",     "GRIDQ_KIND=",
+                                 "GRIDQ_MODEL=",    "GRIDQ_BLOB_DIR=",    "GRIDQ_BLOBS=",
+                                 "GRIDQ_ARRAY_ID=", "GRIDQ_ARRAY_INDEX=", "CUDA_VISIBLE_DEVICES="};
     const size_t n_ours = sizeof ours / sizeof ours[0];
     size_t n = 0;
     char **env =
@@ -276,6 +276,10 @@ s_environment (const gq_handler_job_t *job, const char *kind, const char *blob_d
     env[n++] = zsys_sprintf ("GRIDQ_KIND=%s", job->kind ? job->kind : kind);
     if (job->model) {
         env[n++] = zsys_sprintf ("GRIDQ_MODEL=%s", job->model);
+    }
+    if (job->array_id) {
+        env[n++] = zsys_sprintf ("GRIDQ_ARRAY_ID=%" PRId64, job->array_id);
+        env[n++] = zsys_sprintf ("GRIDQ_ARRAY_INDEX=%" PRId64, job->array_index);
     }
     if (*blob_dir) {
         env[n++] = zsys_sprintf ("GRIDQ_BLOB_DIR=%s", blob_dir);

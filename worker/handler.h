@@ -41,6 +41,8 @@ typedef struct _gq_handler_t gq_handler_t;
 typedef struct {
     int64_t id;           /* job id: GRIDQ_JOB_ID */
     int attempt;          /* attempt number: GRIDQ_ATTEMPT */
+    int64_t array_id;     /* GRIDQ_ARRAY_ID, 0 (unset) for a job of no array */
+    int64_t array_index;  /* GRIDQ_ARRAY_INDEX */
     const char *kind;     /* GRIDQ_KIND (NULL: the handler's kind) */
     const char *model;    /* GRIDQ_MODEL, or NULL */
     const char *cuda_devices; /* CUDA_VISIBLE_DEVICES, or NULL to leave it as inherited */

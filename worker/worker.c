@@ -267,6 +267,10 @@ s_result (gq_worker_t *self, int64_t id, int attempt, json_t *result, const char
     gq_chunk_int (out, attempt);
     gq_chunk_raw (out, error ? ",\"ok\":false,\"ms\":" : ",\"ok\":true,\"ms\":");
     gq_chunk_ms (out, ms);
+    /* When it ended (wall clock): a result sent again to a broker that restarted records its
+       run at its own time, not at the time it arrived. */
+    gq_chunk_raw (out, ",\"at\":");
+    gq_chunk_int (out, gq_now_ms ());
     if (!error) {
         gq_chunk_raw (out, ",\"result\":");
         if (!result) {
@@ -538,6 +542,9 @@ s_on_job (gq_worker_t *self, gq_msg_t *msg)
         snprintf (job->model, sizeof job->model, "%s", model ? model : "");
         job->task.id = id;
         job->task.attempt = attempt;
+        json_t *array = json_object_get (item, "array");
+        job->task.array_id = json_integer_value (json_object_get (array, "id"));
+        job->task.array_index = json_integer_value (json_object_get (array, "index"));
         job->task.kind = job->kind;
         job->task.model = model ? job->model : NULL;
         job->task.payload = json_incref (payload ? payload : json_object ());

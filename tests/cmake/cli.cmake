@@ -21,3 +21,11 @@ set_tests_properties(disk_full PROPERTIES TIMEOUT 90 SKIP_RETURN_CODE 77
 add_test(NAME cli_deps COMMAND bash ${GQ_CLI_TEST_DIR}/test_deps.sh)
 set_tests_properties(cli_deps PROPERTIES TIMEOUT 120 SKIP_RETURN_CODE 77
                      ENVIRONMENT "GQ_BIN=${CMAKE_BINARY_DIR}/bin")
+# arrays: job arrays through the CLI (--array with %K, status, wait, cancel, --after-ok ARRAY).
+add_test(NAME cli_arrays COMMAND bash ${GQ_CLI_TEST_DIR}/test_arrays.sh)
+set_tests_properties(cli_arrays PROPERTIES TIMEOUT 150 SKIP_RETURN_CODE 77
+                     ENVIRONMENT "GQ_BIN=${CMAKE_BINARY_DIR}/bin")
+# pipeline: a pipeline in one JOBS.jsonl (names, after_ok by name, inputs), its failure and retry.
+add_test(NAME cli_pipeline COMMAND bash ${GQ_CLI_TEST_DIR}/test_pipeline.sh)
+set_tests_properties(cli_pipeline PROPERTIES TIMEOUT 120 SKIP_RETURN_CODE 77
+                     ENVIRONMENT "GQ_BIN=${CMAKE_BINARY_DIR}/bin")

@@ -16,7 +16,8 @@ foreach(scenario
         flap            # l: a worker frozen on attempt 2: lost, then its late run is one row
         runs            # n: broker SIGKILL while runs go: every run executed is recorded
         grace           # o: a job waits a grace period for an able node that just went offline
-        deps)           # p: SIGKILL the broker mid 3-stage chain -> all done once, in order
+        deps            # p: SIGKILL the broker mid 3-stage chain -> all done once, in order
+        arrays)         # q: SIGKILL the broker mid array -> every element done once
   if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/test_reliability_${scenario}.c)
     gq_integration_test(reliability_${scenario} test_reliability_${scenario}.c 90)
   endif()
