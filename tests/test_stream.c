@@ -147,11 +147,16 @@ s_partials_before_finished (zsock_t *sock)
     char command[32];
     int partials = 0;
     for (;;) {
-        s_raw_command (sock, command);
-        if (streq (command, "FINISHED")) {
+        json_t *body = s_raw_next (sock, command);
+        bool finished = streq (command, "FINISHED");
+        /* Partial 0 may come or not: the engine writes it as the job starts, which may be
+           before or after the WAIT is in place. The others come after the gate. */
+        partials += streq (command, "PARTIAL") &&
+                    h_int (json_object_get (body, "partial"), "i") >= 1;
+        json_decref (body);
+        if (finished) {
             return partials;
         }
-        partials += streq (command, "PARTIAL");
     }
 }
 
