@@ -95,7 +95,6 @@ s_affinity_placed (gq_broker_t *self, const gq_job_t *job, int32_t node)
     zhashx_update (self->affinity_node, key, (void *) (intptr_t) (node + 1));
 }
 
-/* Places queued jobs on nodes and appends them to each worker's JOB message of this turn. */
 /* An array's element carries its array: ,"array":{"id":A,"index":i} (the worker hands both to
    handlers as GRIDQ_ARRAY_ID and GRIDQ_ARRAY_INDEX). Nothing for other jobs. */
 static void
@@ -111,6 +110,7 @@ s_array_field (gq_broker_t *self, const gq_job_t *job, zchunk_t *out)
     }
 }
 
+/* Places queued jobs on nodes and appends them to each worker's JOB message of this turn. */
 void
 gq_dispatch_turn (gq_broker_t *self)
 {
