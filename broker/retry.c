@@ -179,7 +179,9 @@ gq_retry_request (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
         /* Asked again once the ends being recorded are stored. */
         *request_p = NULL;
     } else {
-        qsort (r.ids, r.count, sizeof *r.ids, s_by_id);
+        if (r.count > 1) {
+            qsort (r.ids, r.count, sizeof *r.ids, s_by_id); /* (ids is NULL when none) */
+        }
         json_t *retried = json_array ();
         int rc = GQ_OK;
         for (size_t i = 0; i < r.count && rc == GQ_OK; i++) {
