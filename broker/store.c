@@ -51,6 +51,7 @@ typedef enum {
     S_COUNTS,
     S_PURGE,
     S_PURGE_COUNTS,
+    S_PURGE_ARRAYS,
     S_MAX_ID,
     S_META_GET,
     S_META_SET,
@@ -148,6 +149,9 @@ static const char *s_sql[S_STMTS] = {
     [S_PURGE] = "DELETE FROM jobs WHERE id IN (" S_PURGED ")",
     /* What a purge is about to delete, per state: the broker keeps its counts exact. */
     [S_PURGE_COUNTS] = "SELECT state, count(*) FROM jobs WHERE id IN (" S_PURGED ") GROUP BY state",
+    /* An array goes with the last of its elements: no row of it remains to be recovered. */
+    [S_PURGE_ARRAYS] = "DELETE FROM arrays WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.id "
+                       "BETWEEN arrays.first AND arrays.first + arrays.count - 1)",
     [S_MAX_ID] = "SELECT max(id) FROM jobs",
     [S_META_GET] = "SELECT value FROM meta WHERE key = ?1",
     [S_META_SET] = "INSERT INTO meta (key, value) VALUES (?1, ?2) "
@@ -1308,7 +1312,11 @@ gq_store_purge (gq_store_t *self, int64_t before_ms, int limit, int64_t purged[G
     sqlite3_bind_int (stmt, 2, limit);
     int err = s_step_done (self, stmt, "purge");
     /* sqlite3_changes counts the jobs only, not the cascaded attempts and blobs. */
-    return err ? err : sqlite3_changes (self->db);
+    int jobs = err ? 0 : sqlite3_changes (self->db);
+    if (!err && jobs > 0) {
+        err = s_step_done (self, self->stmt[S_PURGE_ARRAYS], "purge: arrays");
+    }
+    return err ? err : jobs;
 }
 
 int64_t
@@ -2109,7 +2117,17 @@ gq_store_test (bool verbose)
     /* Retention: oldest first, in chunks, attempts and blobs with them; the newest job stays
        even when it is old, so its id is never handed out again. */
     GQ_CHECK_EQ (gq_store_purge (store, t + 1000, 0, NULL), 0);
+    /* An array of j2 alone, and one of j2 and j3: the first goes with j2, the second stays
+       while j3 does. */
+    char arrays[200];
+    snprintf (arrays, sizeof arrays,
+              "INSERT INTO arrays VALUES (9001, %lld, 1, '0', 0), (9002, %lld, 2, '0-1', 0)",
+              (long long) j2.id, (long long) j2.id);
+    GQ_CHECK_EQ (s_exec (store->db, arrays), SQLITE_OK);
     GQ_CHECK_EQ (gq_store_purge (store, t + 26, 5, NULL), 1);           /* j2 ended at t+25, j3 at t+30 */
+    GQ_CHECK_EQ (s_query_int (store->db, "SELECT group_concat(id) FROM arrays", &value),
+                 SQLITE_OK);
+    GQ_CHECK_EQ (value, 9002);
     GQ_CHECK_EQ (gq_store_job_json (store, j2.id, false) == NULL, 1);
     GQ_CHECK_EQ (s_query_int (store->db, "SELECT count(*) FROM attempts "
                                       "WHERE job_id NOT IN (SELECT id FROM jobs)",
@@ -2130,6 +2148,8 @@ gq_store_test (bool verbose)
     GQ_CHECK_EQ (gq_store_purge (store, t + 1000, 1, by_state), 1);
     GQ_CHECK_EQ (by_state[GQ_JOB_DONE] + by_state[GQ_JOB_FAILED] + by_state[GQ_JOB_CANCELLED], 1);
     GQ_CHECK_EQ (gq_store_purge (store, t + 1000, 100, NULL), 1);
+    GQ_CHECK_EQ (s_query_int (store->db, "SELECT count(*) FROM arrays", &value), SQLITE_OK);
+    GQ_CHECK_EQ (value, 0); /* j3 went: the second array with it */
     GQ_CHECK_EQ (gq_store_purge (store, t + 1000, 100, by_state), 0);
     GQ_CHECK_EQ (by_state[GQ_JOB_DONE], 0);
     GQ_CHECK_EQ (gq_store_counts (store, counts), 0);
