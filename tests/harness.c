@@ -535,6 +535,14 @@ h_sse_text (json_t *chunks, char *out, size_t size)
     }
 }
 
+void
+h_touch (const char *path)
+{
+    FILE *file = fopen (path, "w");
+    CHECK (file);
+    fclose (file);
+}
+
 zsock_t *
 h_fake_broker (void)
 {

@@ -180,6 +180,8 @@ int64_t h_sql_int (const char *db, const char *sql);
    result before the batch that records it commits (milliseconds later): a test that reads the
    store right after FINISHED waits for it with this. */
 int64_t h_sql_settled (const char *db, const char *sql, int64_t want, int timeout_ms);
+/* Creates (or truncates) the file at path: a gate a test engine or handler waits for. */
+void h_touch (const char *path);
 /* A string member of a JSON object, or "" (never NULL). */
 const char *h_str (json_t *object, const char *key);
 /* An integer member of a JSON object, or 0. */

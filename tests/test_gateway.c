@@ -224,15 +224,6 @@ s_post_id (const char *job)
     return id;
 }
 
-/* Creates the file at path (a gate the test engine waits for). */
-static void
-s_touch (const char *path)
-{
-    FILE *file = fopen (path, "w");
-    CHECK (file);
-    fclose (file);
-}
-
 /* Starts curl on job id's events (header: one more request header, or NULL), its output in
    DIR/NAME.log (into log, 600 bytes); returns its pid. */
 static pid_t
@@ -260,7 +251,7 @@ s_events (gq_client_t *client)
     pid_t curl = s_follow (id, "events", NULL, log);
     const char *tick[] = {log, "\"tick\""};
     CHECK (h_wait_until (s_file_has, tick, 20000));
-    s_touch (gate);
+    h_touch (gate);
     CHECK (h_wait_until (s_dead, &curl, 20000));
 
     /* Line by line: state, partials (ticks, then i = 1..4) with ids counting up, done. */
@@ -367,13 +358,13 @@ s_events_resume (gq_client_t *client)
     pid_t one = s_follow (id, "follow1", NULL, first);
     const char *waiting[] = {first, "\"waiting\""};
     CHECK (h_wait_until (s_file_has, waiting, 20000));
-    s_touch (gate_p);
+    h_touch (gate_p);
     const char *zero[] = {first, "id: 0"};
     CHECK (h_wait_until (s_file_has, zero, 20000));
     pid_t two = s_follow (id, "follow2", "Last-Event-ID: -1", second);
     const char *replayed[] = {second, "id: 0"};
     CHECK (h_wait_until (s_file_has, replayed, 20000));
-    s_touch (gate_j);
+    h_touch (gate_j);
     CHECK (h_wait_until (s_dead, &one, 20000));
     CHECK (h_wait_until (s_dead, &two, 20000));
     json_t *events = s_event_list (first);

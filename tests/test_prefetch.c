@@ -19,14 +19,6 @@
 static char s_open[600];    /* DIR/open: gate jobs pass */
 static char s_release[600]; /* DIR/release: hold jobs pass */
 
-static void
-s_touch (const char *path)
-{
-    FILE *file = fopen (path, "w");
-    CHECK (file);
-    fclose (file);
-}
-
 /* Submits one job of kind at priority, one attempt at most; returns its id. */
 static int64_t
 s_submit (gq_client_t *client, const char *kind, int priority)
@@ -87,7 +79,7 @@ s_runs_on (void *arg)
 static void
 s_warm_up (gq_client_t *client, const char *node)
 {
-    s_touch (s_open);
+    h_touch (s_open);
     s_prefetch_t want = {client, node, true};
     for (int i = 0; i < 50 && !s_prefetch_is (&want); i++) {
         int64_t id = s_submit (client, "gate", 5);
@@ -190,7 +182,7 @@ main (void)
         CHECK_STR (h_str (job, "state"), "queued");
         json_decref (job);
     }
-    s_touch (s_release);
+    h_touch (s_release);
     for (int i = 0; i < 2; i++) {
         CHECK (h_wait_state (client, behind[i], "done", 20000));
     }
@@ -217,7 +209,7 @@ main (void)
     json_t *stats = gq_client_call (client, "STATS", NULL);
     CHECK (h_int (stats, "recalled") >= 1);
     json_decref (stats);
-    s_touch (s_open);
+    h_touch (s_open);
     h_start_worker ("w2", 1, "--handler", gate, "--handler", hold, NULL);
     CHECK (h_wait_state (client, waiting, "done", 20000));
     s_check_ran_once (client, waiting, "w2");
@@ -226,7 +218,7 @@ main (void)
     /* (d) Cancel of a prefetched job. */
     s_block_and_prefetch (client, "w2", &running, &waiting);
     CHECK_STR (h_cancel (client, waiting), "cancelled");
-    s_touch (s_open);
+    h_touch (s_open);
     CHECK (h_wait_state (client, running, "done", 20000));
     json_t *job = h_result (client, waiting);
     CHECK_STR (h_str (job, "state"), "cancelled");
@@ -239,7 +231,7 @@ main (void)
     h_start_worker ("w3", 1, "--handler", gate, "--handler", hold, NULL);
     on = (s_on_t) {client, waiting, "w3"};
     CHECK (h_wait_until (s_runs_on, &on, 20000));
-    s_touch (s_open);
+    h_touch (s_open);
     CHECK (h_wait_state (client, waiting, "done", 20000));
     CHECK (h_wait_state (client, running, "done", 20000));
     s_check_ran_once (client, waiting, "w3");

@@ -160,6 +160,38 @@ s_partials_before_finished (zsock_t *sock)
     }
 }
 
+/* Submits one stream job of n partials (gate: the file its engine waits for, or NULL; parent:
+   a job it waits on (after_ok), or 0), one attempt; returns its id. */
+static int64_t
+s_submit_stream (gq_client_t *client, bool watch, int n, const char *gate, int64_t parent)
+{
+    json_t *job = json_pack ("{s:s, s:i, s:{s:i}}", "kind", "stream", "max_attempts", 1,
+                             "payload", "n", n);
+    if (gate) {
+        json_object_set_new (json_object_get (job, "payload"), "gate", json_string (gate));
+    }
+    if (parent) {
+        json_object_set_new (job, "after_ok", json_pack ("[I]", (json_int_t) parent));
+    }
+    json_t *jobs = json_pack ("[o]", job);
+    int64_t id;
+    CHECK_EQ (gq_client_submit (client, jobs, watch, &id), GQ_OK);
+    json_decref (jobs);
+    return id;
+}
+
+/* Sends a raw client's WAIT (body: its JSON) and makes sure the broker has it in place: a PING
+   behind it is answered in order, and nothing comes before that answer. */
+static void
+s_raw_watch (zsock_t *sock, const char *body)
+{
+    char command[32];
+    s_raw_send (sock, "GQC1", "WAIT", body);
+    s_raw_send (sock, "GQC1", "PING", "{\"req\":2}");
+    s_raw_command (sock, command);
+    CHECK_STR (command, "PING");
+}
+
 int
 main (void)
 {
@@ -203,9 +235,7 @@ main (void)
     json_t *job = h_status (client, id);
     CHECK_STR (h_str (job, "state"), "running");
     json_decref (job);
-    FILE *f = fopen (gate, "w");
-    CHECK (f);
-    fclose (f);
+    h_touch (gate);
     for (int i = 1; i < 5; i++) {
         partial = s_line (out);
         CHECK_EQ (h_int (partial, "i"), i);
@@ -224,11 +254,7 @@ main (void)
     h_seen_t seen = {0};
     h_seen_reset (&seen);
     gq_client_set_partial_fn (client, h_on_partial, &seen);
-    json_t *jobs = json_pack ("[{s:s, s:i, s:{s:i}}]", "kind", "stream", "max_attempts", 1,
-                              "payload", "n", 8);
-    int64_t id_b;
-    CHECK_EQ (gq_client_submit (client, jobs, true, &id_b), GQ_OK);
-    json_decref (jobs);
+    int64_t id_b = s_submit_stream (client, true, 8, NULL, 0);
     CHECK_EQ (gq_client_wait (client, &id_b, 1, 30000, h_on_finished, &seen), GQ_OK);
     CHECK_STR (seen.state, "done");
     CHECK_EQ (seen.at_finish, 8);
@@ -273,9 +299,7 @@ main (void)
     CHECK (h_wait_until (s_rejected_reached, &want, 10000));
     CHECK_EQ (s_rejected (client), rejected + 6);
     zsock_destroy (&raw);
-    f = fopen (gate2, "w");
-    CHECK (f);
-    fclose (f);
+    h_touch (gate2);
     CHECK (h_wait_state (client, id_c, "done", 20000));
     json_t *ping = gq_client_call (client, "PING", NULL);
     CHECK (ping);
@@ -334,9 +358,7 @@ main (void)
     partial = s_line (out);
     CHECK (json_object_get (partial, "tick"));
     json_decref (partial);
-    f = fopen (gate3, "w");
-    CHECK (f);
-    fclose (f);
+    h_touch (gate3);
     int next = 1;
     while (next < 3) {
         partial = s_line (out);
@@ -360,28 +382,15 @@ main (void)
        opens. */
     char gate_h[600], wait_body[200];
     snprintf (gate_h, sizeof gate_h, "%s/gate_h", dir);
-    jobs = json_pack ("[{s:s, s:i, s:{s:i, s:s}}]", "kind", "stream", "max_attempts", 1,
-                      "payload", "n", 4, "gate", gate_h);
-    int64_t id_h;
-    CHECK_EQ (gq_client_submit (client, jobs, false, &id_h), GQ_OK);
-    json_decref (jobs);
+    int64_t id_h = s_submit_stream (client, false, 4, gate_h, 0);
     CHECK (h_wait_state (client, id_h, "running", 10000));
     zsock_t *quiet = s_raw_client (), *loud = s_raw_client ();
     snprintf (wait_body, sizeof wait_body, "{\"req\":1,\"ids\":[%lld],\"partials\":false}",
               (long long) id_h);
-    s_raw_send (quiet, "GQC1", "WAIT", wait_body);
+    s_raw_watch (quiet, wait_body);
     snprintf (wait_body, sizeof wait_body, "{\"req\":1,\"ids\":[%lld]}", (long long) id_h);
-    s_raw_send (loud, "GQC1", "WAIT", wait_body);
-    char command_h[32];
-    s_raw_send (quiet, "GQC1", "PING", "{\"req\":2}");
-    s_raw_command (quiet, command_h);
-    CHECK_STR (command_h, "PING");
-    s_raw_send (loud, "GQC1", "PING", "{\"req\":2}");
-    s_raw_command (loud, command_h);
-    CHECK_STR (command_h, "PING");
-    f = fopen (gate_h, "w");
-    CHECK (f);
-    fclose (f);
+    s_raw_watch (loud, wait_body);
+    h_touch (gate_h);
     CHECK_EQ (s_partials_before_finished (quiet), 0);
     CHECK_EQ (s_partials_before_finished (loud), 3); /* i = 1..3, after the gate */
     zsock_destroy (&quiet);
@@ -395,11 +404,7 @@ main (void)
     h_seen_t seen_i = {0};
     h_seen_reset (&seen_i);
     gq_client_set_partial_fn (client, h_on_partial, &seen_i);
-    jobs = json_pack ("[{s:s, s:i, s:{s:i, s:s}}]", "kind", "stream", "max_attempts", 1,
-                      "payload", "n", 4, "gate", gate_i);
-    int64_t id_i;
-    CHECK_EQ (gq_client_submit (client, jobs, true, &id_i), GQ_OK);
-    json_decref (jobs);
+    int64_t id_i = s_submit_stream (client, true, 4, gate_i, 0);
     int64_t deadline = zclock_mono () + 20000;
     while (seen_i.n < 1 && zclock_mono () < deadline) {
         json_decref (gq_client_call (client, "PING", NULL)); /* partials come in on calls */
@@ -409,6 +414,7 @@ main (void)
     gq_client_set_partial_fn (client, NULL, NULL);
     json_decref (seen_i.partials);
     zsock_t *late = s_raw_client ();
+    char command_h[32];
     snprintf (wait_body, sizeof wait_body, "{\"req\":1,\"ids\":[%lld],\"after_seq\":-1}",
               (long long) id_i);
     s_raw_send (late, "GQC1", "WAIT", wait_body);
@@ -420,9 +426,7 @@ main (void)
     msg = s_raw_next (late, command_h);
     CHECK_STR (command_h, "PING");
     json_decref (msg);
-    f = fopen (gate_i, "w");
-    CHECK (f);
-    fclose (f);
+    h_touch (gate_i);
     for (int s = 1; s < 4; s++) {
         msg = s_raw_next (late, command_h);
         CHECK_STR (command_h, "PARTIAL");
@@ -439,27 +443,14 @@ main (void)
        is watched from its waiting state; it says queued, then running, then FINISHED. */
     char gate_j[600];
     snprintf (gate_j, sizeof gate_j, "%s/gate_j", dir);
-    jobs = json_pack ("[{s:s, s:i, s:{s:i, s:s}}]", "kind", "stream", "max_attempts", 1,
-                      "payload", "n", 1, "gate", gate_j);
-    int64_t parent;
-    CHECK_EQ (gq_client_submit (client, jobs, false, &parent), GQ_OK);
-    json_decref (jobs);
-    jobs = json_pack ("[{s:s, s:i, s:{s:i}, s:[I]}]", "kind", "stream", "max_attempts", 1,
-                      "payload", "n", 1, "after_ok", (json_int_t) parent);
-    int64_t child;
-    CHECK_EQ (gq_client_submit (client, jobs, false, &child), GQ_OK);
-    json_decref (jobs);
+    int64_t parent = s_submit_stream (client, false, 1, gate_j, 0);
+    int64_t child = s_submit_stream (client, false, 1, NULL, parent);
     zsock_t *states = s_raw_client ();
     snprintf (wait_body, sizeof wait_body,
               "{\"req\":1,\"ids\":[%lld],\"states\":true,\"partials\":false}",
               (long long) child);
-    s_raw_send (states, "GQC1", "WAIT", wait_body);
-    s_raw_send (states, "GQC1", "PING", "{\"req\":2}");
-    s_raw_command (states, command_h);
-    CHECK_STR (command_h, "PING");
-    f = fopen (gate_j, "w");
-    CHECK (f);
-    fclose (f);
+    s_raw_watch (states, wait_body);
+    h_touch (gate_j);
     const char *want_states[] = {"queued", "running"};
     for (int k = 0; k < 2; k++) {
         msg = s_raw_next (states, command_h);
@@ -483,7 +474,7 @@ main (void)
                          "stream", "--max-attempts", "1", "--payload", payload, "--stream", NULL);
     const char *first_partial[] = {log, "PARTIALMARK"};
     CHECK (h_wait_until (s_file_has, first_partial, 20000));
-    f = fopen (log, "r");
+    FILE *f = fopen (log, "r");
     CHECK (f);
     CHECK (fgets (line, sizeof line, f) != NULL);
     fclose (f);

@@ -11,3 +11,10 @@ function(gq_integration_test name source timeout)
   set_tests_properties(${name} PROPERTIES TIMEOUT ${timeout}
                        ENVIRONMENT "GQ_BIN=${CMAKE_BINARY_DIR}/bin")
 endfunction()
+
+# gq_shell_test(NAME SCRIPT TIMEOUT): tests/SCRIPT run by bash with GQ_BIN set; 77 is a skip.
+function(gq_shell_test name script timeout)
+  add_test(NAME ${name} COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/${script})
+  set_tests_properties(${name} PROPERTIES TIMEOUT ${timeout} SKIP_RETURN_CODE 77
+                       ENVIRONMENT "GQ_BIN=${CMAKE_BINARY_DIR}/bin")
+endfunction()

@@ -3,9 +3,7 @@
 # gridq CLI against a broker and CPU workers on a loopback port of its own (bash and jq; skipped,
 # 77, without them). matching_warm_routing: at equal specs the node with the model loaded wins,
 # and mlp outputs match gridq-model run. Both bound themselves below the ctest timeout.
-add_test(NAME matching_cli COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_matching_cli.sh)
-set_tests_properties(matching_cli PROPERTIES TIMEOUT 120 SKIP_RETURN_CODE 77
-                     ENVIRONMENT "GQ_BIN=${CMAKE_BINARY_DIR}/bin")
+gq_shell_test(matching_cli test_matching_cli.sh 120)
 gq_integration_test(matching_warm_routing test_warm_routing.c 120)
 target_link_libraries(matching_warm_routing PRIVATE m)
 

@@ -23,5 +23,4 @@ target_link_libraries(integration_batch PRIVATE util)
 set_tests_properties(integration_batch PROPERTIES SKIP_RETURN_CODE 77)
 
 # Every program's --help, and an unknown option refused.
-add_test(NAME help_all COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_help.sh)
-set_tests_properties(help_all PROPERTIES TIMEOUT 120 ENVIRONMENT "GQ_BIN=${CMAKE_BINARY_DIR}/bin")
+gq_shell_test(help_all test_help.sh 120)
