@@ -340,7 +340,8 @@ s_on_router (zloop_t *loop, zsock_t *router, void *arg)
         }
         gq_msg_t *msg = NULL;
         char why[300];
-        int rc = gq_msg_decode (&zmsg, true, &msg, why, sizeof why);
+        /* RESULT stays text: gq_results_recv takes its usual shape apart without a tree. */
+        int rc = gq_msg_decode_lazy (&zmsg, true, "RESULT", &msg, why, sizeof why);
         if (rc) {
             self->rejected++;
             if (msg) {

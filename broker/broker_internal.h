@@ -34,6 +34,7 @@ typedef struct {
     int64_t req;          /* the request the FINISHED messages answer */
     size_t refs;          /* jobs still pointing at this watch */
     zchunk_t *pending;    /* finished jobs (JSON objects, comma-separated) to send, or NULL */
+    zlist_t *pages;       /* earlier parts of pending that filled a message (zchunk_t), or NULL */
     zlist_t *partials;    /* PARTIAL messages (gq_msg_t) held with the watch until its SUBMIT is
                              acknowledged (at most GQ_WATCH_HELD_PARTIALS_COUNT), or NULL */
     bool brief;           /* FINISHED carries only id, state, result and error */
@@ -464,9 +465,9 @@ void gq_results_attempt_recalled (gq_broker_t *self, gq_job_t *job, int64_t now_
 void gq_results_attempt_failed (gq_broker_t *self, gq_job_t *job, const char *outcome,
                                 const char *reason, bool exclude, int64_t now_ms);
 /* A job reached a final state: recorded, watchers told, buried, and the jobs waiting on it
-   released or cancelled (gq_deps_ended). result is JSON (borrowed) or NULL; the node of the last
-   attempt stays in the record. */
-void gq_results_job_end (gq_broker_t *self, gq_job_t *job, int state, json_t *result,
+   released or cancelled (gq_deps_ended). text is the result's JSON text (taken: malloc'd) or
+   NULL; the node of the last attempt stays in the record. */
+void gq_results_job_end (gq_broker_t *self, gq_job_t *job, int state, char *text,
                          const char *error, int32_t last_node, int64_t now_ms);
 /* Adds node to the nodes that failed job (the oldest one leaves when it is full). */
 void gq_results_exclude (gq_job_t *job, int32_t node);
@@ -500,6 +501,8 @@ bool gq_watch_job (gq_broker_t *self, gq_watch_t *watch, int64_t id);
 void gq_watch_notify (gq_broker_t *self, gq_watch_t *watch, json_t *job_json);
 /* Sends a watch's pending FINISHED notices; frees it when no job points at it any more. */
 void gq_watch_flush (gq_broker_t *self, gq_watch_t *watch);
+/* Drops the FINISHED notices a watch had to send (its SUBMIT was refused). */
+void gq_watch_drop_pending (gq_watch_t *watch);
 /* job's state changed (queued, running): STATE {"req", "id", "state", "node"?} to each of its
    watches that asked for states. Cheap when none did. */
 void gq_watch_state (gq_broker_t *self, const gq_job_t *job);

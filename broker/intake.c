@@ -565,7 +565,7 @@ gq_intake_submit_free (gq_broker_t *self, gq_submit_t **submit_p)
     free (submit->arrays);
     if (submit->watch) {
         submit->watch->dead = true;
-        zchunk_destroy (&submit->watch->pending);
+        gq_watch_drop_pending (submit->watch);
         gq_watch_release (self, submit->watch);
     }
     free (submit->jobs);

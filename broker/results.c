@@ -2,6 +2,7 @@
     broker lost track of is an attempt of its own), CANCEL from clients, time limits; exclusions
     of nodes that failed a job, and each node's reliability and backoff. */
 #include "broker_internal.h"
+#include "gq_result.h"
 
 #include <math.h>
 #include <string.h>
@@ -39,13 +40,12 @@ gq_results_attempt_end (gq_broker_t *self, gq_job_t *job, const char *outcome,
 }
 
 /* A job reached a final state: recorded, watchers told, buried, and the jobs waiting on it
-   released or cancelled (deps.c). result is JSON (borrowed) or NULL; the node of the last
-   attempt stays in the record. */
+   released or cancelled (deps.c). text is the result's JSON text (taken) or NULL; the node of
+   the last attempt stays in the record. */
 void
-gq_results_job_end (gq_broker_t *self, gq_job_t *job, int state, json_t *result,
+gq_results_job_end (gq_broker_t *self, gq_job_t *job, int state, char *text,
                     const char *error, int32_t last_node, int64_t now_ms)
 {
-    char *text = result ? json_dumps (result, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
     bool element = job->in_array;
     bool admitted = job->state == GQ_JOB_QUEUED || job->state == GQ_JOB_RUNNING;
     if (job->state == GQ_JOB_QUEUED) {
@@ -347,110 +347,188 @@ gq_results_cancel (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
     gq_broker_reply_jobs (self, request, "CANCEL", jobs, missing);
 }
 
+/* One RESULT entry, read from the scanned text (gq_result.h) or from the parsed tree. */
+typedef struct {
+    bool has_id;        /* false: "id" is not an integer (the entry is refused) */
+    int64_t id;
+    bool ok;
+    const char *error;  /* of a failed run, or NULL */
+    double ms;          /* the run's length; < 0 when not given */
+    int64_t attempt;    /* 0 when not given */
+    bool has_at;        /* "at" is an integer */
+    int64_t at;
+    json_t *result;     /* parsed: the result (borrowed), or NULL */
+    const char *text;   /* scanned: the result's JSON text (text_size bytes), or NULL */
+    size_t text_size;
+} s_entry_t;
+
+/* The entry's result as text the job's end takes (malloc'd), or NULL when it has none. */
+static char *
+s_entry_result (const s_entry_t *e)
+{
+    if (e->text) {
+        char *text = (char *) malloc (e->text_size + 1);
+        if (text) {
+            memcpy (text, e->text, e->text_size);
+            text[e->text_size] = 0;
+        }
+        return text;
+    }
+    return e->result ? json_dumps (e->result, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+}
+
+/* The node an attempt is recorded on: the worker's, or, for a connection we do not know (we
+   restarted and it has not registered yet), the node it names in "node"; -1 for none. */
+static int32_t
+s_reporting_node (gq_broker_t *self, gq_msg_t *request, gq_link_t *worker, const char *name,
+                  bool reports)
+{
+    if (worker) {
+        return worker->node;
+    }
+    int32_t named =
+        name && gq_valid_name (name, GQ_NAME_MAX) ? gq_matcher_node_find (self->matcher, name) : -1;
+    gq_link_t *known =
+        named >= 0 && (size_t) named < self->workers_size ? self->workers[named] : NULL;
+    if (known && known->spec) {
+        /* Only the key that registered that name may report for it. */
+        return streq (known->owner_key, gq_msg_user_id (request)) ? named : -1;
+    }
+    if (name && gq_valid_name (name, GQ_NAME_MAX) && reports &&
+        (named >= 0 || gq_matcher_nodes (self->matcher) < GQ_MAX_NODES)) {
+        /* A name we have not seen since we restarted: remember it, offline until it registers,
+           so the attempt it reports is recorded there. */
+        return gq_matcher_node_find_or_add (self->matcher, name);
+    }
+    return -1;
+}
+
+static void
+s_entry (gq_broker_t *self, gq_link_t *worker, int32_t from, const s_entry_t *e, int64_t now_ms)
+{
+    if (!e->has_id) {
+        self->rejected++;
+        return;
+    }
+    gq_job_t *job = gq_broker_job_lookup (self, e->id);
+    if (!job) {
+        return; /* ended already (cancelled, or a result recorded first): ignore */
+    }
+    /* Ours: the attempt we placed there. Otherwise a run we lost track of (we restarted, or
+       requeued it when the node fell silent) that finished all the same. */
+    bool mine = worker && job->state == GQ_JOB_RUNNING && job->node == from;
+    if (mine) {
+        if (!e->ok) {
+            /* The worker enforces the time limit too, and often first: that is the attempt's
+               timeout, not a failure of the node. */
+            bool timed_out = job->timeout_ms && gq_mono_us () / 1000 - job->started_mono_ms >=
+                                                    (int64_t) job->timeout_ms;
+            if (!timed_out) {
+                s_node_outcome (self, worker, false, now_ms);
+            }
+            gq_results_attempt_failed (self, job, timed_out ? "timeout" : "failed",
+                                       e->error ? e->error : "the job failed", true, now_ms);
+            return;
+        }
+        gq_workers_ran (self, worker, job->kind_id, e->ms);
+        gq_results_attempt_end (self, job, "ok", NULL, now_ms);
+        s_node_outcome (self, worker, true, now_ms);
+    } else if (!e->ok) {
+        return; /* a failure of an attempt that was requeued anyway */
+    } else if (job->state == GQ_JOB_RUNNING) {
+        /* Requeued (node lost, broker restart) and running elsewhere now, but its first run
+           finished: the first result wins, the other run is stopped. */
+        gq_workers_send (self, self->workers[job->node], "CANCEL",
+                         json_pack ("{s:[I]}", "ids", (json_int_t) job->id));
+        gq_results_attempt_end (self, job, "cancelled", "another node finished it first", now_ms);
+    }
+    if (!mine && from >= 0) {
+        /* Its run is recorded under its own number: a run recorded lost on that node is that
+           run, which finished after all (one row, now ok); a number another node's run holds
+           makes it an attempt after the last (gq_store_attempt_record). */
+        int number = e->attempt >= 1 && e->attempt < 255 ? (int) e->attempt : job->attempts + 1;
+        job->attempts = (uint8_t) (number > job->attempts ? number : job->attempts);
+        /* A run that ended a while ago (sent again after we restarted) is recorded at its own
+           time, as the worker's clock gives it ("at"), when that is plausible. */
+        int64_t ended_ms =
+            e->has_at && e->at <= now_ms && e->at > now_ms - GQ_LATE_RESULT_MAX_MS ? e->at : now_ms;
+        job->started_ms = ended_ms - (int64_t) (e->ms > 0 ? e->ms : 0);
+        gq_commit_recorded (self, gq_batch_attempt (self->pending->batch, job->id, number,
+                                                    gq_broker_node_name (self, from),
+                                                    job->started_ms, ended_ms, "ok", NULL, true));
+        gq_link_t *named = gq_workers_link (self, from);
+        if (named) {
+            s_node_outcome (self, named, true, now_ms);
+        }
+    }
+    gq_results_job_end (self, job, GQ_JOB_DONE, s_entry_result (e), NULL, from, now_ms);
+}
+
+/* A RESULT of the usual shape, taken apart without a tree; false when it has another. */
+static bool
+s_recv_scanned (gq_broker_t *self, gq_msg_t *request, gq_link_t *worker, int64_t now_ms)
+{
+    size_t size;
+    const char *text = gq_msg_text (request, &size);
+    gq_result_entry_t scanned[GQ_RESULT_SCAN_ENTRIES];
+    char name[GQ_NAME_MAX];
+    size_t count;
+    /* R sits three levels down: the body, "results", the entry. */
+    if (!text || !gq_result_scan (text, size, GQ_MAX_JSON_DEPTH - 3, name, sizeof name, scanned,
+                                  GQ_RESULT_SCAN_ENTRIES, &count)) {
+        return false;
+    }
+    int32_t from = s_reporting_node (self, request, worker, name, count > 0);
+    for (size_t i = 0; i < count; i++) {
+        s_entry_t e = {.has_id = true, .id = scanned[i].id, .ok = true, .ms = scanned[i].ms,
+                       .attempt = scanned[i].attempt, .has_at = true, .at = scanned[i].at,
+                       .text = scanned[i].result, .text_size = scanned[i].result_size};
+        s_entry (self, worker, from, &e, now_ms);
+    }
+    return true;
+}
+
 void
 gq_results_recv (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *worker)
 {
     gq_msg_t *request = *request_p;
     int64_t now_ms = gq_now_ms ();
+    if (s_recv_scanned (self, request, worker, now_ms)) {
+        return;
+    }
+    char why[300];
+    int rc = gq_msg_parse (request, why, sizeof why);
+    if (rc) {
+        self->rejected++;
+        gq_broker_reply (self, gq_msg_error (request, rc, "%s", why));
+        return;
+    }
     json_t *body = gq_msg_body (request);
     json_t *results = json_object_get (body, "results");
     if (!json_is_array (results)) {
         gq_broker_reject (self, request, GQ_EINVAL, "\"results\" must be an array");
         return;
     }
-    /* A connection we do not know (we restarted and it has not registered yet) names its node
-       in "node": the attempt it reports is recorded there. */
-    int32_t from = worker ? worker->node : -1;
-    if (!worker) {
-        const char *name = json_string_value (json_object_get (body, "node"));
-        int32_t named = name && gq_valid_name (name, GQ_NAME_MAX)
-                            ? gq_matcher_node_find (self->matcher, name)
-                            : -1;
-        gq_link_t *known =
-            named >= 0 && (size_t) named < self->workers_size ? self->workers[named] : NULL;
-        if (known && known->spec) {
-            /* Only the key that registered that name may report for it. */
-            from = streq (known->owner_key, gq_msg_user_id (request)) ? named : -1;
-        } else if (name && gq_valid_name (name, GQ_NAME_MAX) && json_array_size (results) &&
-                   (named >= 0 || gq_matcher_nodes (self->matcher) < GQ_MAX_NODES)) {
-            /* A name we have not seen since we restarted: remember it, offline until it
-               registers, so the attempt it reports is recorded there. */
-            from = gq_matcher_node_find_or_add (self->matcher, name);
-        }
-    }
+    int32_t from = s_reporting_node (self, request, worker,
+                                     json_string_value (json_object_get (body, "node")),
+                                     json_array_size (results) > 0);
     size_t i;
     json_t *item;
     json_array_foreach (results, i, item)
     {
-        json_t *id_json = json_object_get (item, "id");
-        if (!json_is_integer (id_json)) {
-            self->rejected++;
-            continue;
-        }
-        gq_job_t *job = gq_broker_job_lookup (self, (int64_t) json_integer_value (id_json));
-        if (!job) {
-            continue; /* ended already (cancelled, or a result recorded first): ignore */
-        }
-        bool ok = json_is_true (json_object_get (item, "ok"));
-        /* Ours: the attempt we placed there. Otherwise a run we lost track of (we restarted,
-           or requeued it when the node fell silent) that finished all the same. */
-        bool mine = worker && job->state == GQ_JOB_RUNNING && job->node == from;
-        if (mine) {
-            if (!ok) {
-                const char *error = json_string_value (json_object_get (item, "error"));
-                /* The worker enforces the time limit too, and often first: that is the
-                   attempt's timeout, not a failure of the node. */
-                bool timed_out = job->timeout_ms && gq_mono_us () / 1000 - job->started_mono_ms >=
-                                                        (int64_t) job->timeout_ms;
-                if (!timed_out) {
-                    s_node_outcome (self, worker, false, now_ms);
-                }
-                gq_results_attempt_failed (self, job, timed_out ? "timeout" : "failed",
-                                           error ? error : "the job failed", true, now_ms);
-                continue;
-            }
-            json_t *ms = json_object_get (item, "ms");
-            gq_workers_ran (self, worker, job->kind_id,
-                            json_is_number (ms) ? json_number_value (ms) : -1);
-            gq_results_attempt_end (self, job, "ok", NULL, now_ms);
-            s_node_outcome (self, worker, true, now_ms);
-        } else if (!ok) {
-            continue; /* a failure of an attempt that was requeued anyway */
-        } else if (job->state == GQ_JOB_RUNNING) {
-            /* Requeued (node lost, broker restart) and running elsewhere now, but its first run
-               finished: the first result wins, the other run is stopped. */
-            gq_workers_send (self, self->workers[job->node], "CANCEL",
-                             json_pack ("{s:[I]}", "ids", (json_int_t) job->id));
-            gq_results_attempt_end (self, job, "cancelled", "another node finished it first",
-                                    now_ms);
-        }
-        if (!mine && from >= 0) {
-            /* Its run is recorded under its own number: a run recorded lost on that node is
-               that run, which finished after all (one row, now ok); a number another node's
-               run holds makes it an attempt after the last (gq_store_attempt_record). */
-            int64_t attempt = json_integer_value (json_object_get (item, "attempt"));
-            int number = attempt >= 1 && attempt < 255 ? (int) attempt : job->attempts + 1;
-            job->attempts = (uint8_t) (number > job->attempts ? number : job->attempts);
-            /* A run that ended a while ago (sent again after we restarted) is recorded at its
-               own time, as the worker's clock gives it ("at"), when that is plausible. */
-            json_t *at = json_object_get (item, "at");
-            int64_t ended_ms = json_is_integer (at) && json_integer_value (at) <= now_ms &&
-                                       json_integer_value (at) > now_ms - GQ_LATE_RESULT_MAX_MS
-                                   ? (int64_t) json_integer_value (at)
-                                   : now_ms;
-            job->started_ms =
-                ended_ms - (int64_t) json_number_value (json_object_get (item, "ms"));
-            gq_commit_recorded (self, gq_batch_attempt (self->pending->batch, job->id, number,
-                                                        gq_broker_node_name (self, from),
-                                                        job->started_ms, ended_ms, "ok", NULL,
-                                                        true));
-            gq_link_t *named = gq_workers_link (self, from);
-            if (named) {
-                s_node_outcome (self, named, true, now_ms);
-            }
-        }
-        gq_results_job_end (self, job, GQ_JOB_DONE, json_object_get (item, "result"), NULL, from,
-                            now_ms);
+        json_t *id = json_object_get (item, "id");
+        json_t *ms = json_object_get (item, "ms");
+        json_t *at = json_object_get (item, "at");
+        s_entry_t e = {.has_id = json_is_integer (id),
+                       .id = (int64_t) json_integer_value (id),
+                       .ok = json_is_true (json_object_get (item, "ok")),
+                       .error = json_string_value (json_object_get (item, "error")),
+                       .ms = json_is_number (ms) ? json_number_value (ms) : -1,
+                       .attempt = (int64_t) json_integer_value (json_object_get (item, "attempt")),
+                       .has_at = json_is_integer (at),
+                       .at = (int64_t) json_integer_value (at),
+                       .result = json_object_get (item, "result")};
+        s_entry (self, worker, from, &e, now_ms);
     }
 }
 

@@ -29,6 +29,8 @@
 /* A STATUS reply holds jobs up to about this much JSON (the wire's limit is GQ_MAX_JSON_BYTES);
    the ids past it are returned in "more", for the client to ask again. */
 #define GQ_REPLY_BUDGET_BYTES     (3 * 1024 * 1024)
+/* A FINISHED message holds jobs up to about this much JSON; more go in the next message. */
+#define GQ_FINISHED_BUDGET_BYTES  (3 * 1024 * 1024)
 
 /* ---- Node health --------------------------------------------------------------------------- */
 #define GQ_RELIABILITY_EWMA_WEIGHT 0.1   /* weight of the newest outcome in a node's reliability */
@@ -52,6 +54,9 @@
 
 /* A late result's own end time ("at", the worker's clock) is trusted up to this far back. */
 #define GQ_LATE_RESULT_MAX_MS     (24LL * 3600 * 1000)
+/* Entries of one RESULT taken apart without a tree (gq_result.h); a RESULT with more is parsed
+   whole. gridq-worker sends at most 64 per message, more only when it resends after a restart. */
+#define GQ_RESULT_SCAN_ENTRIES    64
 
 /* ---- Affinity (dispatch.c) ------------------------------------------------------------------ */
 #define GQ_AFFINITY_KEYS          100000 /* keys whose last node is remembered, at most */

@@ -6,9 +6,21 @@
 
 #include <string.h>
 
+void
+gq_watch_drop_pending (gq_watch_t *watch)
+{
+    zchunk_t *page;
+    while (watch->pages && (page = (zchunk_t *) zlist_pop (watch->pages))) {
+        zchunk_destroy (&page);
+    }
+    zlist_destroy (&watch->pages);
+    zchunk_destroy (&watch->pending);
+}
+
 static void
 s_watch_free (gq_watch_t *watch)
 {
+    gq_watch_drop_pending (watch);
     gq_msg_t *msg;
     while (watch->partials && (msg = (gq_msg_t *) zlist_pop (watch->partials))) {
         gq_msg_destroy (&msg);
@@ -61,7 +73,15 @@ s_notify_text (gq_broker_t *self, gq_watch_t *watch, const char *text, size_t si
     if (watch->dead) {
         return;
     }
-    if (!watch->pending) {
+    if (watch->pending && zchunk_size (watch->pending) + size > GQ_FINISHED_BUDGET_BYTES) {
+        /* A message would pass the wire's limit (a client drops such a message): this job
+           starts the next one. */
+        if (!watch->pages) {
+            watch->pages = zlist_new ();
+        }
+        zlist_append (watch->pages, watch->pending);
+        watch->pending = zchunk_new (NULL, size + 64);
+    } else if (!watch->pending) {
         watch->pending = zchunk_new (NULL, size + 64);
         if (!watch->held) {
             zlist_append (self->dirty_watches, watch);
@@ -167,18 +187,25 @@ gq_watch_flush (gq_broker_t *self, gq_watch_t *watch)
     while (watch->partials && (partial = (gq_msg_t *) zlist_pop (watch->partials))) {
         gq_msg_send (&partial, self->router);
     }
-    if (watch->pending) {
-        zchunk_t *text = zchunk_new (NULL, zchunk_size (watch->pending) + 48);
+    zchunk_t *page;
+    while (watch->pending) {
+        page = watch->pages ? (zchunk_t *) zlist_pop (watch->pages) : NULL;
+        if (!page) {
+            page = watch->pending;
+            watch->pending = NULL;
+        }
+        zchunk_t *text = zchunk_new (NULL, zchunk_size (page) + 48);
         gq_chunk_printf (text, "{\"req\":%lld,\"jobs\":[", (long long) watch->req);
-        zchunk_extend (text, zchunk_data (watch->pending), zchunk_size (watch->pending));
+        zchunk_extend (text, zchunk_data (page), zchunk_size (page));
         gq_chunk_raw (text, "]}");
-        zchunk_destroy (&watch->pending);
+        zchunk_destroy (&page);
         gq_msg_t *msg = gq_msg_new_raw (GQ_ROLE_CLIENT, "FINISHED",
                                         (const char *) zchunk_data (text), zchunk_size (text));
         zchunk_destroy (&text);
         gq_msg_set_routing_id (msg, watch->routing_id);
         gq_msg_send (&msg, self->router);
     }
+    zlist_destroy (&watch->pages);
     if (watch->refs == 0) {
         s_watch_free (watch);
     }

@@ -12,6 +12,8 @@ struct _gq_msg_t {
     json_t *body;                 /* parsed JSON object; NULL for a raw message */
     char *raw;                    /* trusted JSON text of a raw message, or NULL */
     size_t raw_size;              /* bytes of raw */
+    zframe_t *text;               /* a received JSON frame not parsed yet (gq_msg_decode_lazy),
+                                     untrusted; NULL once parsed */
     zframe_t *routing_id;         /* ROUTER routing id, or NULL */
     char user_id[48];             /* CURVE public key of the sender (Z85), or "" */
     zframe_t *blobs[GQ_MAX_BLOBS];/* binary frames after the JSON */
@@ -84,6 +86,7 @@ gq_msg_destroy (gq_msg_t **self_p)
     gq_msg_t *self = *self_p;
     json_decref (self->body);
     free (self->raw);
+    zframe_destroy (&self->text);
     zframe_destroy (&self->routing_id);
     for (size_t i = 0; i < self->n_blobs; i++) {
         zframe_destroy (&self->blobs[i]);
@@ -121,8 +124,36 @@ gq_json_depth (json_t *value)
     return 0;
 }
 
+/* The JSON frame's checks: an object, nested at most GQ_MAX_JSON_DEPTH deep; sets self->body. */
+static int
+s_parse (gq_msg_t *self, const char *json, size_t size, char *why, size_t whylen)
+{
+    json_error_t error;
+    json_t *body = json_loadb (json, size, JSON_REJECT_DUPLICATES, &error);
+    if (!body) {
+        return gq_why (why, whylen, GQ_EINVAL, "JSON frame: %s at byte %d", error.text,
+                       error.position);
+    }
+    if (!json_is_object (body)) {
+        json_decref (body);
+        return gq_why (why, whylen, GQ_EINVAL, "JSON frame is not an object");
+    }
+    self->body = body;
+    if (gq_json_depth (body) > GQ_MAX_JSON_DEPTH) {
+        return gq_why (why, whylen, GQ_ETOOBIG, "JSON nesting deeper than %d", GQ_MAX_JSON_DEPTH);
+    }
+    return GQ_OK;
+}
+
 int
 gq_msg_decode (zmsg_t **zmsg_p, bool routed, gq_msg_t **msg_p, char *why, size_t whylen)
+{
+    return gq_msg_decode_lazy (zmsg_p, routed, NULL, msg_p, why, whylen);
+}
+
+int
+gq_msg_decode_lazy (zmsg_t **zmsg_p, bool routed, const char *lazy, gq_msg_t **msg_p, char *why,
+                    size_t whylen)
 {
     zmsg_t *zmsg = *zmsg_p;
     *zmsg_p = NULL;
@@ -209,24 +240,14 @@ gq_msg_decode (zmsg_t **zmsg_p, bool routed, gq_msg_t **msg_p, char *why, size_t
                      GQ_MAX_JSON_BYTES);
         goto done;
     }
-    json_error_t error;
-    json_t *body = json_loadb ((const char *) zframe_data (json), jsize,
-                              JSON_REJECT_DUPLICATES, &error);
-    zframe_destroy (&json);
-    if (!body) {
-        rc = gq_why (why, whylen, GQ_EINVAL, "JSON frame: %s at byte %d", error.text,
-                     error.position);
-        goto done;
-    }
-    if (!json_is_object (body)) {
-        json_decref (body);
-        rc = gq_why (why, whylen, GQ_EINVAL, "JSON frame is not an object");
-        goto done;
-    }
-    self->body = body;
-    if (gq_json_depth (body) > GQ_MAX_JSON_DEPTH) {
-        rc = gq_why (why, whylen, GQ_ETOOBIG, "JSON nesting deeper than %d", GQ_MAX_JSON_DEPTH);
-        goto done;
+    if (lazy && role == GQ_ROLE_WORKER && streq (name, lazy)) {
+        self->text = json; /* parsed by gq_msg_parse, or read by a scanner of its own shape */
+    } else {
+        rc = s_parse (self, (const char *) zframe_data (json), jsize, why, whylen);
+        zframe_destroy (&json);
+        if (rc) {
+            goto done;
+        }
     }
     zframe_t *blob;
     while ((blob = zmsg_pop (zmsg))) {
@@ -275,7 +296,8 @@ gq_msg_send (gq_msg_t **self_p, void *sock)
     if (self->raw) {
         zmsg_addmem (zmsg, self->raw, self->raw_size);
     } else {
-        char *text = json_dumps (self->body, JSON_COMPACT);
+        /* A message received unparsed is not sent on: it has no body to send. */
+        char *text = self->body ? json_dumps (self->body, JSON_COMPACT) : NULL;
         if (!text) {
             zmsg_destroy (&zmsg);
             gq_msg_destroy (&self);
@@ -308,6 +330,27 @@ json_t *
 gq_msg_body (const gq_msg_t *self)
 {
     return self->body;
+}
+
+const char *
+gq_msg_text (const gq_msg_t *self, size_t *size)
+{
+    if (size) {
+        *size = self->text ? zframe_size (self->text) : 0;
+    }
+    return self->text ? (const char *) zframe_data (self->text) : NULL;
+}
+
+int
+gq_msg_parse (gq_msg_t *self, char *why, size_t whylen)
+{
+    if (!self->text) {
+        return GQ_OK;
+    }
+    int rc = s_parse (self, (const char *) zframe_data (self->text), zframe_size (self->text), why,
+                      whylen);
+    zframe_destroy (&self->text);
+    return rc;
 }
 
 const char *

@@ -38,6 +38,12 @@ void gq_msg_destroy (gq_msg_t **self_p);
    reason in why. On error *msg_p is still set when a reply can be addressed (routing id and role
    readable, command may be ""), so the caller can answer ERROR; else it is NULL. */
 int gq_msg_decode (zmsg_t **zmsg_p, bool routed, gq_msg_t **msg_p, char *why, size_t whylen);
+/* As gq_msg_decode, but a worker's message of command `lazy` (NULL: none) keeps its JSON frame
+   as text, checked for size only: gq_msg_text reads it, gq_msg_parse parses it (as
+   gq_msg_decode would), and gq_msg_body is NULL until then. For a hot message whose usual shape
+   a reader of its own takes apart without a tree (gq_result.h: RESULT). */
+int gq_msg_decode_lazy (zmsg_t **zmsg_p, bool routed, const char *lazy, gq_msg_t **msg_p,
+                        char *why, size_t whylen);
 /* Receives one message from sock (blocking per the socket's timeout) and decodes it. */
 int gq_msg_recv (void *sock, bool routed, gq_msg_t **msg_p, char *why, size_t whylen);
 /* Encodes and sends; destroys the message whatever happens. 0 or GQ_EIO. */
@@ -48,6 +54,11 @@ gq_role_t gq_msg_role (const gq_msg_t *self);
 const char *gq_msg_command (const gq_msg_t *self);
 json_t *gq_msg_body (const gq_msg_t *self);        /* parsed body (NULL for a raw message) */
 const char *gq_msg_raw (const gq_msg_t *self, size_t *size); /* raw text of a raw message */
+/* The JSON text of a message decoded lazily and not parsed yet (not NUL-terminated), or NULL. */
+const char *gq_msg_text (const gq_msg_t *self, size_t *size);
+/* Parses the text of a lazily decoded message into its body, with gq_msg_decode's checks: 0,
+   or the gq_err_t and reason gq_msg_decode would have given. 0 at once when already parsed. */
+int gq_msg_parse (gq_msg_t *self, char *why, size_t whylen);
 zframe_t *gq_msg_routing_id (const gq_msg_t *self); /* NULL unless routed */
 const char *gq_msg_user_id (const gq_msg_t *self);  /* CURVE public key (Z85) or "" */
 size_t gq_msg_blobs (const gq_msg_t *self);

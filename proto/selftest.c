@@ -2,6 +2,7 @@
 #include "gq_client.h"
 #include "gq_json.h"
 #include "gq_msg.h"
+#include "gq_result.h"
 #include "gq_selftest.h"
 #include "gq_spec.h"
 
@@ -11,6 +12,7 @@ static const gq_selftest_t s_tests[] = {
     {"common", gq_common_test, false},
     {"json", gq_json_test, false},
     {"msg", gq_msg_test, false},
+    {"result", gq_result_test, false},
     {"spec", gq_spec_test, false},
     {"client", gq_client_test, false},
 };

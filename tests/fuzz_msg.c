@@ -6,14 +6,17 @@
     big-endian length and that many bytes (a short last frame takes what is left). The first
     frame is the routing id. At most S_MAX_FRAMES frames are used.
 
-    Besides the sanitizers, the target checks two promises: an error reply always carries its
-    code and message, and a message that decodes has a valid command and a JSON object body
-    within the depth limit. Built with -DGRIDQ_FUZZ=ON and clang; run by tools/fuzz. */
+    Besides the sanitizers, the target checks three promises: an error reply always carries its
+    code and message; a message that decodes has a valid command and a JSON object body within
+    the depth limit; and the JSON frame, when RESULT's scanner (gq_result.h) takes it apart, is
+    one jansson parses within the limits, to the same node, entries and results. Built with -DGRIDQ_FUZZ=ON and clang; run by tools/fuzz. */
 #include <czmq.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
 #include "gq_msg.h"
+#include "gq_result.h"
 #include "gq_spec.h"
 
 #define S_MAX_FRAMES (GQ_MAX_FRAMES + 8)
@@ -134,6 +137,40 @@ s_validate (gq_msg_t *msg, json_t *body)
     gq_json_bool (body, "watch", false, &b, why, sizeof why);
 }
 
+/* The scanner against the parser: what scans parses, to the same values. */
+static void
+s_check_scan (const char *text, size_t size)
+{
+    gq_result_entry_t entries[8];
+    char node[GQ_NAME_MAX];
+    size_t count;
+    if (!gq_result_scan (text, size, GQ_MAX_JSON_DEPTH - 3, node, sizeof node, entries, 8,
+                         &count)) {
+        return;
+    }
+    json_error_t error;
+    json_t *body = json_loadb (text, size, JSON_REJECT_DUPLICATES, &error);
+    s_check (body && json_is_object (body), "scanned, but jansson refuses it");
+    s_check (gq_json_depth (body) <= GQ_MAX_JSON_DEPTH, "scanned, but too deep");
+    s_check (streq (json_string_value (json_object_get (body, "node")), node), "scanned node");
+    json_t *results = json_object_get (body, "results");
+    s_check (json_array_size (results) == count, "scanned entries");
+    for (size_t i = 0; i < count; i++) {
+        json_t *item = json_array_get (results, i);
+        s_check (json_integer_value (json_object_get (item, "id")) == entries[i].id, "id");
+        s_check (json_integer_value (json_object_get (item, "attempt")) == entries[i].attempt,
+                 "attempt");
+        s_check (json_integer_value (json_object_get (item, "at")) == entries[i].at, "at");
+        double ms = json_number_value (json_object_get (item, "ms"));
+        s_check (fabs (ms - entries[i].ms) <= 1e-9 * (1 + fabs (ms)), "ms");
+        json_t *result = json_loadb (entries[i].result, entries[i].result_size,
+                                     JSON_REJECT_DUPLICATES, &error);
+        s_check (json_equal (result, json_object_get (item, "result")), "result text");
+        json_decref (result);
+    }
+    json_decref (body);
+}
+
 int
 LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 {
@@ -144,6 +181,13 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
         initialized = true;
     }
     zmsg_t *zmsg = s_frames (data, size);
+    zframe_t *json = zmsg_size (zmsg) > 3 ? zmsg_next (zmsg) : NULL;
+    for (int f = 0; json && f < 3; f++) {
+        json = zmsg_next (zmsg);
+    }
+    if (json) {
+        s_check_scan ((const char *) zframe_data (json), zframe_size (json));
+    }
     gq_msg_t *msg = NULL;
     char why[300] = "";
     int rc = gq_msg_decode (&zmsg, true, &msg, why, sizeof why);

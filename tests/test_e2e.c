@@ -267,6 +267,30 @@ main (void)
     CHECK_EQ (h_run (command, &lines), 0);
     CHECK_EQ (atoi (lines ? lines : "0"), S_BIG);
     free (lines);
+    /* A WAIT for all of them (whole jobs, ~8 MB of FINISHED in one turn): the notices come in
+       several messages, each within the wire's limit (a client drops a larger one), and every
+       job is told once. */
+    req = gq_client_send (client, "WAIT", json_pack ("{s:O}", "ids", ask));
+    CHECK (req > 0);
+    int told = 0, messages = 0;
+    while (told < S_BIG) {
+        char got_command[32];
+        int64_t got_req;
+        json_t *body = NULL;
+        CHECK_EQ (gq_client_recv (client, 10000, got_command, &got_req, &body, NULL), 0);
+        if (got_req == req) {
+            CHECK_STR (got_command, "FINISHED");
+            json_t *jobs_told = json_object_get (body, "jobs");
+            CHECK (json_array_size (jobs_told) > 0);
+            CHECK_EQ (json_integer_value (json_object_get (json_array_get (jobs_told, 0), "id")),
+                      big_ids[told]);
+            told += (int) json_array_size (jobs_told);
+            messages++;
+        }
+        json_decref (body);
+    }
+    CHECK_EQ (told, S_BIG);
+    CHECK (messages >= 3);
     free (big_ids);
     json_decref (ask);
     json_decref (big);

@@ -175,7 +175,10 @@ main (void)
     json_decref (limited);
     CHECK (h_wait_state (client, id, "failed", 30000));
     job = h_result (client, id);
-    CHECK (strstr (h_str (job, "error"), "timed out"));
+    /* The worker's deadline says "timed out after 300 ms", the broker's "time limit of 300 ms
+       exceeded": whichever comes first is the recorded reason (a loaded machine decides). */
+    const char *error = h_str (job, "error");
+    CHECK (strstr (error, "timed out") || strstr (error, "time limit"));
     json_decref (job);
     snprintf (s_path, sizeof s_path, "%s/cancel-%lld", dir, (long long) id);
     CHECK (h_wait_until (s_file_exists, s_path, 30000));

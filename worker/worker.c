@@ -17,6 +17,7 @@
 #include "exec.h"
 #include "gq_json.h"
 #include "gq_msg.h"
+#include "gq_result.h"
 #include "tuning.h"
 
 #define S_PRIORITIES 10 /* job priorities 0..9 */
@@ -261,16 +262,10 @@ s_result (gq_worker_t *self, int64_t id, int attempt, json_t *result, const char
         gq_chunk_raw (out, ",");
     }
     size_t entry = zchunk_size (out);
-    gq_chunk_raw (out, "{\"id\":");
-    gq_chunk_int (out, id);
-    gq_chunk_raw (out, ",\"attempt\":");
-    gq_chunk_int (out, attempt);
-    gq_chunk_raw (out, error ? ",\"ok\":false,\"ms\":" : ",\"ok\":true,\"ms\":");
-    gq_chunk_ms (out, ms);
-    /* When it ended (wall clock): a result sent again to a broker that restarted records its
-       run at its own time, not at the time it arrived. */
-    gq_chunk_raw (out, ",\"at\":");
-    gq_chunk_int (out, gq_now_ms ());
+    /* The shape the broker reads without a tree (gq_result.h). "at", when it ended (wall
+       clock): a result sent again to a broker that restarted records its run at its own time,
+       not at the time it arrived. */
+    gq_result_head (out, id, attempt, !error, ms, gq_now_ms ());
     if (!error) {
         gq_chunk_raw (out, ",\"result\":");
         if (!result) {

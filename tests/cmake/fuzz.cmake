@@ -10,6 +10,8 @@ if(GRIDQ_FUZZ)
   # uninstrumented libgridq.
   add_executable(gridq-fuzz-msg ${CMAKE_CURRENT_SOURCE_DIR}/fuzz_msg.c
                                 ${CMAKE_SOURCE_DIR}/proto/gq_msg.c
+                                ${CMAKE_SOURCE_DIR}/proto/gq_json.c
+                                ${CMAKE_SOURCE_DIR}/proto/gq_result.c
                                 ${CMAKE_SOURCE_DIR}/proto/gq_spec.c
                                 ${CMAKE_SOURCE_DIR}/proto/gq_common.c)
   target_include_directories(gridq-fuzz-msg PRIVATE ${CMAKE_SOURCE_DIR}/proto)
