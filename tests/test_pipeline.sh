@@ -2,10 +2,11 @@
 # test_pipeline.sh — pipelines in one file through the CLI (issue 18) against a real broker and a
 # CPU worker. A diamond a -> b, c -> d in one JOBS.jsonl (names, "after_ok" naming earlier
 # lines, "inputs": "after") runs in order (from STATUS's times) and d's payload holds b's and
-# c's results; with c failing, d ends cancelled with the reason, and `gridq retry` of c then
-# runs c and d again (the same ids) and completes the pipeline without running a or b again;
-# a cycle, an unknown name, a name given twice and a name used before its line are refused
-# with the lines named, before anything is sent.
+# c's results; a child of an array gets the elements' results, in index order; with c failing,
+# d ends cancelled with the reason, and `gridq retry` of c then runs c and d again (the same
+# ids) and completes the pipeline without running a or b again; a cycle, an unknown name, a name
+# given twice and a name used before its line are refused with the lines named, before anything
+# is sent.
 # Bounded (90 s); needs build/bin/{gridq,gridq-broker,gridq-worker} ($GQ_BIN) and jq, else
 # exits 77 (skipped).
 GQ_TEST=pipeline
@@ -43,6 +44,22 @@ done
 [ "$(field "$D" result.inputs)" = '{"b":{"step":"b"},"c":{"step":"c"}}' ] ||
     fail "d's inputs: $(field "$D" result)"
 step "diamond in one file: in order, d got b's and c's results"
+
+# ---- an array as a parent with inputs: its elements' results, in index order --------------------
+cat >"$TMP/sweep.jsonl" <<'X'
+{"name": "sweep", "kind": "step", "array": "0-6:3", "payload": {"p": 1}}
+{"name": "merge", "kind": "step", "after_ok": ["sweep"], "inputs": "after"}
+X
+gq 0 submit --file "$TMP/sweep.jsonl"
+read -r S M < <(tr '\n' ' ' <"$TMP/out")
+gq 0 wait "$M"
+want='[{"array_index":0,"p":1},{"array_index":3,"p":1},{"array_index":6,"p":1}]'
+[ "$(field "$M" result.inputs.sweep)" = "$want" ] ||
+    fail "merge's inputs: $(field "$M" result)"
+for element in $((S + 1)) $((S + 2)) $((S + 3)); do
+    after "$element" "$M"
+done
+step "a child of an array gets the elements' results as a JSON array, in index order"
 
 # ---- c fails: d is cancelled with the reason; retry completes it ---------------------------------
 sed -e 's/"step", "payload": {"step": "c"}/"flaky", "max_attempts": 1, "payload": {"step": "c"}/' \
