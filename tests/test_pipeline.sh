@@ -2,7 +2,8 @@
 # test_pipeline.sh — pipelines in one file through the CLI (issue 18) against a real broker and a
 # CPU worker. A diamond a -> b, c -> d in one JOBS.jsonl (names, "after_ok" naming earlier
 # lines, "inputs": "after") runs in order (from STATUS's times) and d's payload holds b's and
-# c's results; a child of an array gets the elements' results, in index order; with c failing,
+# c's results; a child of an array gets the elements' results, in index order (inputs too large
+# to carry fail the child, saying so); with c failing,
 # d ends cancelled with the reason, and `gridq retry` of c then runs c and d again (the same
 # ids) and completes the pipeline without running a or b again; a cycle, an unknown name, a name
 # given twice and a name used before its line are refused with the lines named, before anything
@@ -60,6 +61,20 @@ for element in $((S + 1)) $((S + 2)) $((S + 3)); do
     after "$element" "$M"
 done
 step "a child of an array gets the elements' results as a JSON array, in index order"
+
+# ---- inputs too large for a JOB message: the child fails, saying so ------------------------------
+{ printf '{"big": "'; head -c 2100000 /dev/zero | tr '\0' x; printf '"}'; } >"$TMP/big.json"
+gq 0 submit --kind echo --payload @"$TMP/big.json"
+P1=$(cat "$TMP/out")
+gq 0 submit --kind echo --payload @"$TMP/big.json"
+P2=$(cat "$TMP/out")
+echo "{\"kind\": \"echo\", \"after_ok\": [$P1, $P2], \"inputs\": \"after\"}" >"$TMP/fat.jsonl"
+gq 1 submit --file "$TMP/fat.jsonl" --wait
+F=$(head -n 1 "$TMP/out")
+is_state "$F" failed || fail "the child of two 2 MB results is $(state "$F")"
+field "$F" error | grep -q 'results (\\"inputs\\") is 42000[0-9]* bytes, past the' ||
+    fail "its error: $(field "$F" error)"
+step "inputs too large to carry to a worker fail the child with the reason"
 
 # ---- c fails: d is cancelled with the reason; retry completes it ---------------------------------
 sed -e 's/"step", "payload": {"step": "c"}/"flaky", "max_attempts": 1, "payload": {"step": "c"}/' \
