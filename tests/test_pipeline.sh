@@ -48,11 +48,12 @@ step "diamond in one file: in order, d got b's and c's results"
 
 # ---- an array as a parent with inputs: its elements' results, in index order --------------------
 cat >"$TMP/sweep.jsonl" <<'X'
-{"name": "sweep", "kind": "step", "array": "0-6:3", "payload": {"p": 1}}
+{"name": "seed", "kind": "step", "payload": {"seed": 7}}
+{"name": "sweep", "kind": "step", "array": "0-6:3", "payload": {"p": 1}, "after_ok": ["seed"]}
 {"name": "merge", "kind": "step", "after_ok": ["sweep"], "inputs": "after"}
 X
 gq 0 submit --file "$TMP/sweep.jsonl"
-read -r S M < <(tr '\n' ' ' <"$TMP/out")
+read -r _ S M < <(tr '\n' ' ' <"$TMP/out")
 gq 0 wait "$M"
 want='[{"array_index":0,"p":1},{"array_index":3,"p":1},{"array_index":6,"p":1}]'
 [ "$(field "$M" result.inputs.sweep)" = "$want" ] ||
