@@ -52,9 +52,19 @@ cat >"$TMP/sweep.jsonl" <<'X'
 {"name": "sweep", "kind": "step", "array": "0-6:3", "payload": {"p": 1}, "after_ok": ["seed"]}
 {"name": "merge", "kind": "step", "after_ok": ["sweep"], "inputs": "after"}
 X
-gq 0 submit --file "$TMP/sweep.jsonl"
-read -r _ S M < <(tr '\n' ' ' <"$TMP/out")
-gq 0 wait "$M"
+gq 0 submit --file "$TMP/sweep.jsonl" --wait --out "$TMP/sweep.out"
+read -r SEED S M < <(tr '\n' ' ' <"$TMP/out")
+grep -qF "5 jobs: 5 done, 0 failed" "$TMP/err" || fail "the summary: $(cat "$TMP/err")"
+# --out: a line for each job, each element's with its array and index (its payload as it ran).
+[ "$(wc -l <"$TMP/sweep.out")" = 5 ] || fail "--out has $(wc -l <"$TMP/sweep.out") lines"
+got=$(jq -c 'select(.array) | [.id - .array.id, .array.index, .payload.array_index, .state]' \
+    "$TMP/sweep.out" | sort | tr '\n' ' ')
+[ "$got" = '[1,0,0,"done"] [2,3,3,"done"] [3,6,6,"done"] ' ] || fail "--out's elements: $got"
+[ "$(jq -c 'select(.array) | .array.id' "$TMP/sweep.out" | sort -u)" = "$S" ] ||
+    fail "--out's array ids: $(jq -c .array "$TMP/sweep.out")"
+others=$(jq -c 'select(.array | not) | .id' "$TMP/sweep.out" | sort -n | tr '\n' ' ')
+[ "$others" = "$SEED $M " ] || fail "--out's other lines: $others"
+step "submit --file --wait --out waits for each element of an array line, one line each"
 want='[{"array_index":0,"p":1},{"array_index":3,"p":1},{"array_index":6,"p":1}]'
 [ "$(field "$M" result.inputs.sweep)" = "$want" ] ||
     fail "merge's inputs: $(field "$M" result)"
