@@ -99,17 +99,11 @@ main (void)
     h_wait_broker (client, 10000);
 
     /* Everything ends, and ends done: no parent failed, so no child was cancelled. */
-    CHECK_EQ (h_sql_settled (NULL, "select count(*) from jobs where state = 2",
-                             S_STAGES * S_WIDTH, 60000),
-              S_STAGES * S_WIDTH);
-    CHECK_EQ (h_sql_int (NULL, "select count(*) from jobs"), S_STAGES * S_WIDTH);
-    CHECK_EQ (h_sql_int (NULL, "select count(*) from deps"), (S_STAGES - 1) * S_WIDTH);
+    h_sql_all_done (S_STAGES * S_WIDTH, (S_STAGES - 1) * S_WIDTH, 60000);
     /* One successful run per job: its one 'ok' row, or none when its first attempt succeeded
        (the job's row tells that one). A run the kill cut short is 'lost' (execution is at
        least once); no run failed. */
-    CHECK_EQ (h_sql_int (NULL, "select count(*) from (select job_id from attempts where outcome "
-                               "= 'ok' group by job_id having count(*) > 1)"),
-              0);
+    CHECK_EQ (h_sql_int (NULL, H_SQL_RUN_TWICE), 0);
     CHECK_EQ (h_sql_int (NULL, "select count(*) from jobs j where attempts != 1 and not exists "
                                "(select 1 from attempts a where a.job_id = j.id and a.outcome = "
                                "'ok')"),
@@ -119,11 +113,7 @@ main (void)
               0);
     /* In order: no run of a child (its job row's, or any recorded attempt's) started before
        its parent's end was recorded. */
-    CHECK_EQ (h_sql_int (NULL, "select count(*) from deps d join jobs p on p.id = d.parent "
-                               "join jobs c on c.id = d.child where p.finished_at is null or "
-                               "c.started_at < p.finished_at or exists (select 1 from attempts "
-                               "a where a.job_id = c.id and a.started_at < p.finished_at)"),
-              0);
+    CHECK_EQ (h_sql_int (NULL, H_SQL_CHILD_EARLY), 0);
     /* Each stage-2 job ran with its parent's result as its input (its result is the payload it
        ran with), under the parent's name; each result is its own job's. */
     CHECK_EQ (h_sql_int (NULL, "select count(*) from deps d join jobs c on c.id = d.child "
