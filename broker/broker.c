@@ -311,7 +311,7 @@ s_on_writer (zloop_t *loop, zsock_t *sock, void *arg)
     return 0;
 }
 
-/* The reader handed reads back: their replies go. */
+/* The reader handed reads back: their replies go, their jobs join the queue. */
 static int
 s_on_reader (zloop_t *loop, zsock_t *sock, void *arg)
 {
@@ -321,7 +321,11 @@ s_on_reader (zloop_t *loop, zsock_t *sock, void *arg)
         if (!read) {
             break;
         }
-        gq_queries_status_back (self, read);
+        if (read->kind == GQ_READ_INPUTS) {
+            gq_deps_inputs_back (self, read);
+        } else {
+            gq_queries_status_back (self, read);
+        }
     }
     gq_broker_turn_end (self);
     return 0;
@@ -571,6 +575,8 @@ gq_broker_destroy (gq_broker_t **self_p)
             zsys_warning ("broker: %s", gq_store_errmsg (self->store));
         }
     }
+    /* Reads in flight are dropped: STATUS goes unanswered, and the jobs waiting for their inputs
+       are stored queued, released again after a restart. */
     gq_read_t *read;
     while (self->reader && gq_lane_busy (self->reader) &&
            (read = gq_lane_recv (self->reader))) {

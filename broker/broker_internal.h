@@ -103,6 +103,8 @@ typedef struct {
     uint32_t fail_open;  /* of which the parent has not ended */
     uint32_t fail_hit;   /* of which the parent failed or was cancelled */
     uint32_t inputs;     /* 1: on release its payload gets its parents' results ("inputs") */
+    uint32_t reading;    /* 1: released, its inputs being read (the reader thread): it waits
+                            for them */
     gq_dep_t edges[];    /* in the order of the request (after_ok, after_any, after_fail) */
 } gq_wait_t;
 
@@ -166,7 +168,7 @@ struct _gq_broker_t {
     zloop_t *loop;                   /* its event loop */
     gq_store_t *store;               /* SQLite: start, reads, and the shutdown's next_job_id */
     gq_lane_t *writer;               /* the thread that commits batches */
-    gq_lane_t *reader;         /* the thread that reads stored jobs for STATUS */
+    gq_lane_t *reader;         /* the thread that reads the store for STATUS and inputs */
     gq_pending_t *pending;           /* the batch being recorded */
     zlist_t *inflight;               /* gq_pending_t handed to the writer, oldest first */
     zhashx_t *idem_pending;    /* idem key -> the gq_pending_t that inserts it (not committed) */
@@ -335,8 +337,13 @@ void gq_deps_join (gq_broker_t *self, gq_job_t *job, gq_wait_t **wait_p);
    dependents in turn. O(its children). A job released joins the queue when the batch being
    recorded (which holds that end, or commits after the one that does) is back. */
 void gq_deps_ended (gq_broker_t *self, int64_t id, int state, int64_t now_ms);
-/* A batch is back (committed, or never to be): the jobs it released join the queue. */
+/* A batch is back (committed, or never to be): the jobs it released join the queue; those that
+   take their parents' results ("inputs") once the reader thread has read them. */
 void gq_deps_released (gq_broker_t *self, gq_pending_t *done);
+/* An inputs read is back (reader.h): each job still waiting for it gets its new payload and
+   joins the queue, or fails with the read's error (the parents' results could not be read, or
+   are too large to carry). Frees read. */
+void gq_deps_inputs_back (gq_broker_t *self, gq_read_t *read);
 /* A waiting job leaves that state (it ends, or is withdrawn): its wait is freed and uncounted.
    Nothing for a job that is not waiting. */
 void gq_deps_forget (gq_broker_t *self, gq_job_t *job);

@@ -125,42 +125,12 @@ gq_deps_forget (gq_broker_t *self, gq_job_t *job)
     }
 }
 
-/* "inputs": "after": the parents' results go into the job's payload, {"inputs": {NAME: result}}
-   (NAME the one its SUBMIT gave the parent, else the parent's id). Read from the store: the job
-   is released once the ends of its parents are committed, and so is it after a restart. */
-static void
-s_inputs (gq_broker_t *self, gq_job_t *job)
-{
-    json_t *inputs = gq_store_dep_inputs (self->store, job->id);
-    json_t *payload = json_loads (job->payload, 0, NULL);
-    char *text = NULL;
-    if (inputs && json_is_object (payload) &&
-        json_object_set_new (payload, "inputs", json_incref (inputs)) == 0) {
-        text = json_dumps (payload, JSON_COMPACT);
-    }
-    if (text) {
-        free (job->payload);
-        job->payload = text;
-        job->payload_len = (uint32_t) strlen (text);
-    } else {
-        zsys_error ("broker: job %lld runs without its inputs: %s", (long long) job->id,
-                    inputs ? "out of memory" : gq_store_errmsg (self->store));
-    }
-    json_decref (inputs);
-    json_decref (payload);
-}
-
 /* The job joins the queue, at the place its submission time gives it (an element of an array
    at its limit is held by its array instead). */
 static void
 s_release (gq_broker_t *self, gq_job_t *job)
 {
-    gq_wait_t *wait = (gq_wait_t *) zhashx_lookup (self->waits, GQ_ID_KEY (job->id));
-    bool inputs = wait && wait->inputs;
     s_unwait (self, job);
-    if (inputs) {
-        s_inputs (self, job);
-    }
     gq_arrays_queue (self, job);
 }
 
@@ -176,7 +146,9 @@ s_release_later (gq_broker_t *self, gq_job_t *job)
         size_t size = pending->released_size ? pending->released_size * 2 : 64;
         int64_t *grown = (int64_t *) realloc (pending->released, size * sizeof *grown);
         if (!grown) {
-            s_release (self, job); /* out of memory: at once rather than never */
+            /* Out of memory: at once rather than never. */
+            gq_pending_t one = {.released = &job->id, .released_count = 1};
+            gq_deps_released (self, &one);
             return;
         }
         pending->released = grown;
@@ -185,16 +157,81 @@ s_release_later (gq_broker_t *self, gq_job_t *job)
     pending->released[pending->released_count++] = job->id; /* due now: gq_commit_kick */
 }
 
+/* "inputs": "after": the parents' results go into the payloads of jobs released (waiting, their
+   condition held), {"inputs": {NAME: result}} (NAME the one its SUBMIT gave the parent, else
+   the parent's id). The reader thread reads them from the store (gq_store_dep_inputs), where
+   the parents' ends are committed by now, as they are after a restart; each job stays waiting,
+   marked reading, until its payload is back (gq_deps_inputs_back). The loop reads the store
+   itself only when the reader cannot be reached. */
+static const char *s_inputs_no_memory =
+    "its parents' results could not be read (out of memory); gridq retry runs it again";
+
+static void
+s_inputs_read (gq_broker_t *self, gq_read_t *read)
+{
+    if (!self->reader || gq_lane_send (self->reader, read)) {
+        gq_read_run (read, self->store);
+        gq_deps_inputs_back (self, read);
+    }
+}
+
+void
+gq_deps_inputs_back (gq_broker_t *self, gq_read_t *read)
+{
+    int64_t now_ms = gq_now_ms ();
+    for (size_t i = 0; i < read->count; i++) {
+        gq_read_entry_t *entry = &read->entries[i];
+        gq_job_t *job = gq_broker_job_lookup (self, entry->id);
+        gq_wait_t *wait = job && job->state == GQ_JOB_WAITING
+                              ? (gq_wait_t *) zhashx_lookup (self->waits, GQ_ID_KEY (job->id))
+                              : NULL;
+        if (!wait || !wait->reading) {
+            continue; /* cancelled meanwhile */
+        }
+        if (!entry->payload) {
+            gq_results_job_end (self, job, GQ_JOB_FAILED, NULL,
+                                entry->error ? entry->error : s_inputs_no_memory, -1, now_ms);
+            continue;
+        }
+        free (job->payload);
+        job->payload = entry->payload;
+        job->payload_len = (uint32_t) strlen (entry->payload);
+        entry->payload = NULL;
+        s_release (self, job);
+    }
+    gq_read_destroy (&read);
+}
+
 void
 gq_deps_released (gq_broker_t *self, gq_pending_t *done)
 {
+    gq_read_t *read = NULL;
     for (size_t i = 0; i < done->released_count; i++) {
         gq_job_t *job = gq_broker_job_lookup (self, done->released[i]);
-        if (job && job->state == GQ_JOB_WAITING) { /* not cancelled meanwhile */
-            s_release (self, job);
+        gq_wait_t *wait = job && job->state == GQ_JOB_WAITING /* not cancelled meanwhile */
+                              ? (gq_wait_t *) zhashx_lookup (self->waits, GQ_ID_KEY (job->id))
+                              : NULL;
+        if (!wait || wait->reading) {
+            continue; /* cancelled meanwhile, or its inputs being read already */
         }
+        if (!wait->inputs) {
+            s_release (self, job);
+            continue;
+        }
+        if (!read && !(read = gq_read_inputs_new (done->released_count - i))) {
+            gq_results_job_end (self, job, GQ_JOB_FAILED, NULL, s_inputs_no_memory, -1,
+                                gq_now_ms ());
+            continue;
+        }
+        wait->reading = 1;
+        gq_read_text_begin (read, job->id);
+        zchunk_extend (read->pre, job->payload, job->payload_len);
+        gq_read_text_end (read);
     }
     done->released_count = 0;
+    if (read) {
+        s_inputs_read (self, read);
+    }
 }
 
 /* Parent (kind) of a waiting job ended in state: the edge counts. Returns true when the job's

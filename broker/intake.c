@@ -379,7 +379,7 @@ gq_intake_submit (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
     for (size_t e = 0; e < n_entries && rc == GQ_OK; e++) {
         gq_jobspec_t *spec = &specs[e];
         if (spec->array) {
-            rc = s_array_jobs (self, submit, spec, &job_spec[i], i, owner, now_ms, names, why,
+            rc = s_array_jobs (self, submit, spec, job_spec, i, owner, now_ms, names, why,
                                sizeof why);
             submit->entry_ids[e] = submit->n_arrays ? submit->arrays[submit->n_arrays - 1] : 0;
             if (spec->name) {

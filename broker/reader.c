@@ -1,5 +1,6 @@
 /*  reader.c — the store's reader thread (reader.h): a lane (lane.h) that makes each STATUS's
-    reply parts, reading the stored jobs with a connection of its own. */
+    reply parts, reading the stored jobs with a connection of its own, and the payloads of jobs
+    released with their parents' results. */
 #include "reader.h"
 
 #include <assert.h>
@@ -7,6 +8,8 @@
 
 #include "gq_check.h"
 #include "gq_json.h"
+#include "gq_spec.h"
+#include "tuning.h"
 
 /* ---- Reads --------------------------------------------------------------------------------- */
 
@@ -32,6 +35,16 @@ gq_read_new (void *request, size_t capacity, size_t budget_bytes)
     return self;
 }
 
+gq_read_t *
+gq_read_inputs_new (size_t capacity)
+{
+    gq_read_t *self = gq_read_new (NULL, capacity, 0);
+    if (self) {
+        self->kind = GQ_READ_INPUTS;
+    }
+    return self;
+}
+
 void
 gq_read_destroy (gq_read_t **self_p)
 {
@@ -39,6 +52,10 @@ gq_read_destroy (gq_read_t **self_p)
         return;
     }
     gq_read_t *self = *self_p;
+    for (size_t i = 0; i < self->count; i++) {
+        free (self->entries[i].payload);
+        free (self->entries[i].error);
+    }
     free (self->entries);
     zchunk_destroy (&self->pre);
     zchunk_destroy (&self->jobs);
@@ -94,9 +111,46 @@ s_list_add (zchunk_t *list, int64_t id)
     gq_chunk_int (list, id);
 }
 
+/* An inputs read's entry: its payload (an object: gq_jobspec_parse allows no other with
+   inputs) with "inputs" set to its parents' results, or why not. */
+static void
+s_inputs (gq_read_t *self, gq_read_entry_t *entry, gq_store_t *store)
+{
+    char why[300] = "";
+    json_t *inputs = gq_store_dep_inputs (store, entry->id);
+    json_t *payload = json_loadb ((const char *) zchunk_data (self->pre) + entry->offset,
+                                  entry->length, 0, NULL);
+    if (!inputs) {
+        snprintf (why, sizeof why, "its parents' results could not be read (%s); gridq retry "
+                  "runs it again", gq_store_errmsg (store));
+    } else if (!json_is_object (payload) ||
+               json_object_set (payload, "inputs", inputs) ||
+               !(entry->payload = json_dumps (payload, JSON_COMPACT))) {
+        snprintf (why, sizeof why, "its parents' results could not be put in its payload (out "
+                  "of memory, or a payload that is no object)");
+    } else if (strlen (entry->payload) > GQ_INPUTS_MAX_BYTES) {
+        snprintf (why, sizeof why, "its payload with its parents' results (\"inputs\") is %zu "
+                  "bytes, past the %d a job may carry to a worker",
+                  strlen (entry->payload), GQ_INPUTS_MAX_BYTES);
+        free (entry->payload);
+        entry->payload = NULL;
+    }
+    if (why[0]) {
+        entry->error = strdup (why); /* NULL, with no payload either: out of memory */
+    }
+    json_decref (inputs);
+    json_decref (payload);
+}
+
 void
 gq_read_run (gq_read_t *self, gq_store_t *store)
 {
+    if (self->kind == GQ_READ_INPUTS) {
+        for (size_t i = 0; i < self->count; i++) {
+            s_inputs (self, &self->entries[i], store);
+        }
+        return;
+    }
     for (size_t i = 0; i < self->count; i++) {
         gq_read_entry_t *entry = &self->entries[i];
         if (zchunk_size (self->jobs) > self->budget_bytes) {
@@ -216,6 +270,44 @@ gq_reader_test (bool verbose)
     GQ_CHECK_EQ (zchunk_size (read->more), 4); /* "99,6" */
     GQ_CHECK_EQ (memcmp (zchunk_data (read->more), "99,6", 4), 0);
     GQ_CHECK_EQ (read->n_missing, 0);
+    gq_read_destroy (&read);
+
+    /* Inputs: job 1 takes job 2's result under the name "two", job 3 job 1's (none yet) by id;
+       each payload comes back with "inputs" set, in the order given. A result too large to
+       carry, or a payload that is no object, is an error instead. */
+    GQ_CHECK_EQ (gq_store_dep_insert (store, 1, 2, GQ_DEP_OK, "two", true), 0);
+    GQ_CHECK_EQ (gq_store_dep_insert (store, 3, 1, GQ_DEP_ANY, NULL, true), 0);
+    read = gq_read_inputs_new (3);
+    const char *payloads[] = {"{\"n\":1}", "{\"n\":3}", "[1]"};
+    for (int i = 0; i < 3; i++) {
+        gq_read_text_begin (read, i < 2 ? 1 + 2 * i : 1);
+        gq_chunk_raw (read->pre, payloads[i]);
+        gq_read_text_end (read);
+    }
+    GQ_CHECK_EQ (gq_lane_send (reader, read), 0);
+    GQ_CHECK_EQ (gq_lane_recv (reader) == read, 1);
+    GQ_CHECK_STR (read->entries[0].payload, "{\"n\":1,\"inputs\":{\"two\":{\"r\":2}}}");
+    GQ_CHECK_STR (read->entries[1].payload, "{\"n\":3,\"inputs\":{\"1\":null}}");
+    GQ_CHECK_EQ (read->entries[2].payload == NULL, 1);
+    GQ_CHECK_EQ (strstr (read->entries[2].error, "no object") != NULL, 1);
+    gq_read_destroy (&read);
+    size_t big = GQ_INPUTS_MAX_BYTES;
+    char *result = (char *) malloc (big + 3);
+    GQ_CHECK_EQ (result != NULL, 1);
+    memset (result, 'x', big + 2);
+    result[0] = result[big + 1] = '"';
+    result[big + 2] = '\0';
+    GQ_CHECK_EQ (gq_store_job_finish (store, 1, GQ_JOB_DONE, 1, "w1", t, t + 9, result, big + 2,
+                                      NULL),
+                 0);
+    free (result);
+    read = gq_read_inputs_new (1);
+    gq_read_text_begin (read, 3);
+    gq_chunk_raw (read->pre, "{}");
+    gq_read_text_end (read);
+    gq_read_run (read, store);
+    GQ_CHECK_EQ (read->entries[0].payload == NULL, 1);
+    GQ_CHECK_EQ (strstr (read->entries[0].error, "past the") != NULL, 1);
     gq_read_destroy (&read);
 
     gq_lane_destroy (&reader);

@@ -49,8 +49,11 @@ typedef enum {
     S_JOBS_ALL,
     S_JOBS_IN_STATE,
     S_COUNTS,
-    S_PURGE,
+    S_PURGE_CLEAR,
+    S_PURGE_PICK,
     S_PURGE_COUNTS,
+    S_PURGE_TALLY,
+    S_PURGE,
     S_PURGE_ARRAYS,
     S_MAX_ID,
     S_META_GET,
@@ -58,6 +61,7 @@ typedef enum {
     S_DEP_INSERT,
     S_DEPS_RECOVER,
     S_DEP_INPUTS,
+    S_ARRAY_RESULTS,
     S_DEP_CHILDREN,
     S_DEPS_OF,
     S_JOB_RETRY,
@@ -137,18 +141,36 @@ static const char *s_sql[S_STMTS] = {
     [S_JOBS_IN_STATE] = "SELECT " S_JOB_COLUMNS ("NULL") " FROM jobs WHERE state = ?2 "
                         "ORDER BY id DESC LIMIT ?1",
     [S_COUNTS] = "SELECT state, count(*) FROM jobs GROUP BY state",
-    /* Oldest first through the finished_at index; the cascade takes attempts, blobs and the
-       job's own deps rows along. The largest id stays: SQLite gives a new row max(id) + 1, so
-       deleting the newest job would hand its id out again.
-   A parent stays while a child that has not ended depends on it: the child's recovery needs
-       its outcome (through deps_parent, and only for jobs that were parents). */
-#define S_PURGED "SELECT id FROM jobs WHERE finished_at < ?1 AND state >= 2 "                      \
-                 "AND id < (SELECT max(id) FROM jobs) AND NOT EXISTS (SELECT 1 FROM deps d "      \
-                 "JOIN jobs c ON c.id = d.child WHERE d.parent = jobs.id AND c.state < 2) "       \
-                 "ORDER BY finished_at LIMIT ?2"
-    [S_PURGE] = "DELETE FROM jobs WHERE id IN (" S_PURGED ")",
+    /* Oldest first through the finished_at index, chosen once into the temporary table purging
+       (gq_store_open makes it), so that the counts, the arrays' tallies and the delete all see
+       the same jobs; the cascade takes attempts, blobs and the job's own deps rows along. The
+       largest id stays: SQLite gives a new row max(id) + 1, so deleting the newest job would
+       hand its id out again. A parent stays while a child that has not ended depends on it (the
+       child's recovery needs its outcome, its inputs its result): a job through deps_parent,
+       an array's elements through their array (the one with the largest id below theirs). */
+    [S_PURGE_CLEAR] = "DELETE FROM temp.purging",
+    [S_PURGE_PICK] = "INSERT INTO temp.purging (id, state) SELECT id, state FROM jobs "
+                     "WHERE finished_at < ?1 AND state >= 2 AND id < (SELECT max(id) FROM jobs) "
+                     "AND NOT EXISTS (SELECT 1 FROM deps d JOIN jobs c ON c.id = d.child "
+                     "WHERE d.parent = jobs.id AND c.state < 2) "
+                     "AND NOT EXISTS (SELECT 1 FROM arrays a JOIN deps d ON d.parent = a.id "
+                     "JOIN jobs c ON c.id = d.child WHERE a.id = (SELECT max(id) FROM arrays "
+                     "WHERE id < jobs.id) AND jobs.id < a.first + a.count AND c.state < 2) "
+                     "ORDER BY finished_at LIMIT ?2",
     /* What a purge is about to delete, per state: the broker keeps its counts exact. */
-    [S_PURGE_COUNTS] = "SELECT state, count(*) FROM jobs WHERE id IN (" S_PURGED ") GROUP BY state",
+    [S_PURGE_COUNTS] = "SELECT state, count(*) FROM temp.purging GROUP BY state",
+    /* An array keeps count of its elements purged, by state: a restarted broker adds them to
+       those it finds (gq_store_arrays_recover). */
+    [S_PURGE_TALLY] =
+        "UPDATE arrays SET purged_done = purged_done + (SELECT count(*) FROM temp.purging p "
+        "WHERE p.id BETWEEN arrays.first AND arrays.first + arrays.count - 1 AND p.state = 2), "
+        "purged_failed = purged_failed + (SELECT count(*) FROM temp.purging p WHERE p.id "
+        "BETWEEN arrays.first AND arrays.first + arrays.count - 1 AND p.state = 3), "
+        "purged_cancelled = purged_cancelled + (SELECT count(*) FROM temp.purging p WHERE p.id "
+        "BETWEEN arrays.first AND arrays.first + arrays.count - 1 AND p.state = 4) "
+        "WHERE id IN (SELECT a.id FROM temp.purging p JOIN arrays a ON a.id = (SELECT max(id) "
+        "FROM arrays WHERE id < p.id) WHERE p.id < a.first + a.count)",
+    [S_PURGE] = "DELETE FROM jobs WHERE id IN (SELECT id FROM temp.purging)",
     /* An array goes with the last of its elements: no row of it remains to be recovered. */
     [S_PURGE_ARRAYS] = "DELETE FROM arrays WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.id "
                        "BETWEEN arrays.first AND arrays.first + arrays.count - 1)",
@@ -158,9 +180,12 @@ static const char *s_sql[S_STMTS] = {
                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
     [S_DEP_INSERT] = "INSERT INTO deps (child, parent, kind, name, inputs) "
                      "VALUES (?1, ?2, ?3, ?4, ?5)",
-    /* A child's parents with their names and results. */
-    [S_DEP_INPUTS] = "SELECT d.parent, d.name, p.result FROM deps d LEFT JOIN jobs p "
-                     "ON p.id = d.parent WHERE d.child = ?1 ORDER BY d.parent",
+    /* A child's parents with their names and results; an array's range instead of a result. */
+    [S_DEP_INPUTS] = "SELECT d.parent, d.name, p.result, a.first, a.count FROM deps d "
+                     "LEFT JOIN jobs p ON p.id = d.parent LEFT JOIN arrays a ON a.id = d.parent "
+                     "WHERE d.child = ?1 ORDER BY d.parent",
+    /* An array's results, through the primary key: the elements' range, in index order. */
+    [S_ARRAY_RESULTS] = "SELECT id, result FROM jobs WHERE id BETWEEN ?1 AND ?2 ORDER BY id",
     /* The edges of the jobs that had not ended (from the state index, each child's edges by
        its key), each with its parent's stored state (NULL: no such job). */
     [S_DEPS_RECOVER] = "SELECT d.child, d.parent, d.kind, p.state, d.inputs FROM jobs c "
@@ -177,7 +202,8 @@ static const char *s_sql[S_STMTS] = {
                     "(3, 4)",
     [S_ARRAY_INSERT] = "INSERT INTO arrays (id, first, count, spec, submitted_at) "
                        "VALUES (?1, ?2, ?3, ?4, ?5)",
-    [S_ARRAYS] = "SELECT id, first, count, spec, submitted_at FROM arrays ORDER BY id",
+    [S_ARRAYS] = "SELECT id, first, count, spec, submitted_at, purged_done, purged_failed, "
+                 "purged_cancelled FROM arrays ORDER BY id",
     /* Through the primary key: the elements' range, not the table. */
     [S_ARRAY_ENDED] = "SELECT state, count(*) FROM jobs WHERE id BETWEEN ?1 AND ?2 "
                       "AND state >= 2 GROUP BY state",
@@ -544,6 +570,13 @@ gq_store_open (const char *path, gq_durability_t durability, char *why, size_t w
     /* On only now: the cascade deletes attempts and blobs with their job (retention), and an
        attempt or blob of a job that does not exist is refused. */
     if (s_exec (self->db, "PRAGMA foreign_keys = ON") != SQLITE_OK) {
+        snprintf (why, whylen, "store: cannot open %s: %s", path, sqlite3_errmsg (self->db));
+        gq_store_close (&self);
+        return NULL;
+    }
+    /* The jobs a retention run chose (S_PURGE_PICK): this connection's own, in memory. */
+    if (s_exec (self->db, "CREATE TEMP TABLE purging (id INTEGER PRIMARY KEY, "
+                          "state INTEGER NOT NULL)") != SQLITE_OK) {
         snprintf (why, whylen, "store: cannot open %s: %s", path, sqlite3_errmsg (self->db));
         gq_store_close (&self);
         return NULL;
@@ -1290,10 +1323,13 @@ gq_store_purge (gq_store_t *self, int64_t before_ms, int limit, int64_t purged[G
     if (limit <= 0) {
         return s_ok (self);
     }
-    if (purged) {
+    sqlite3_stmt *pick = self->stmt[S_PURGE_PICK];
+    sqlite3_bind_int64 (pick, 1, before_ms);
+    sqlite3_bind_int (pick, 2, limit);
+    int err = s_step_done (self, self->stmt[S_PURGE_CLEAR], "purge: clear");
+    err = err ? err : s_step_done (self, pick, "purge: pick");
+    if (!err && purged) {
         sqlite3_stmt *stmt = self->stmt[S_PURGE_COUNTS];
-        sqlite3_bind_int64 (stmt, 1, before_ms);
-        sqlite3_bind_int (stmt, 2, limit);
         int rc;
         while ((rc = sqlite3_step (stmt)) == SQLITE_ROW) {
             int state = sqlite3_column_int (stmt, 0);
@@ -1301,16 +1337,11 @@ gq_store_purge (gq_store_t *self, int64_t before_ms, int limit, int64_t purged[G
                 purged[state] = sqlite3_column_int64 (stmt, 1);
             }
         }
-        int err = rc == SQLITE_DONE ? GQ_OK : s_fail (self, "purge: count");
+        err = rc == SQLITE_DONE ? GQ_OK : s_fail (self, "purge: count");
         sqlite3_reset (stmt);
-        if (err) {
-            return err;
-        }
     }
-    sqlite3_stmt *stmt = self->stmt[S_PURGE];
-    sqlite3_bind_int64 (stmt, 1, before_ms);
-    sqlite3_bind_int (stmt, 2, limit);
-    int err = s_step_done (self, stmt, "purge");
+    err = err ? err : s_step_done (self, self->stmt[S_PURGE_TALLY], "purge: arrays' tallies");
+    err = err ? err : s_step_done (self, self->stmt[S_PURGE], "purge");
     /* sqlite3_changes counts the jobs only, not the cascaded attempts and blobs. */
     int jobs = err ? 0 : sqlite3_changes (self->db);
     if (!err && jobs > 0) {
@@ -1376,6 +1407,39 @@ gq_store_dep_insert (gq_store_t *self, int64_t child, int64_t parent, int kind, 
     return s_step_done (self, stmt, "insert dependency");
 }
 
+/* The results of the elements first .. first + count - 1 of an array, in index order (null for
+   an element without one, or purged). A new reference, or NULL when the store fails. */
+static json_t *
+s_array_results (gq_store_t *self, int64_t first, int64_t count)
+{
+    json_t *results = json_array ();
+    for (int64_t k = 0; results && k < count; k++) {
+        if (json_array_append_new (results, json_null ())) {
+            json_decref (results);
+            results = NULL;
+        }
+    }
+    sqlite3_stmt *stmt = self->stmt[S_ARRAY_RESULTS];
+    sqlite3_bind_int64 (stmt, 1, first);
+    sqlite3_bind_int64 (stmt, 2, first + count - 1);
+    int rc = SQLITE_DONE;
+    while (results && (rc = sqlite3_step (stmt)) == SQLITE_ROW) {
+        const char *text = (const char *) sqlite3_column_text (stmt, 1);
+        json_t *result = text ? json_loads (text, JSON_DECODE_ANY, NULL) : NULL;
+        if (result) {
+            json_array_set_new (results, (size_t) (sqlite3_column_int64 (stmt, 0) - first),
+                                result);
+        }
+    }
+    if (results && rc != SQLITE_DONE) {
+        s_fail (self, "read an array's results");
+        json_decref (results);
+        results = NULL;
+    }
+    sqlite3_reset (stmt);
+    return results;
+}
+
 json_t *
 gq_store_dep_inputs (gq_store_t *self, int64_t child)
 {
@@ -1391,7 +1455,19 @@ gq_store_dep_inputs (gq_store_t *self, int64_t child)
             name = key;
         }
         const char *text = (const char *) sqlite3_column_text (stmt, 2);
-        json_t *result = text ? json_loads (text, JSON_DECODE_ANY, NULL) : NULL;
+        json_t *result = NULL;
+        if (sqlite3_column_type (stmt, 3) != SQLITE_NULL) {
+            /* An array: its elements' results. The statement waits, open, meanwhile. */
+            result = s_array_results (self, sqlite3_column_int64 (stmt, 3),
+                                      sqlite3_column_int64 (stmt, 4));
+            if (!result) {
+                json_decref (inputs);
+                inputs = NULL;
+                break;
+            }
+        } else if (text) {
+            result = json_loads (text, JSON_DECODE_ANY, NULL);
+        }
         json_object_set_new (inputs, name, result ? result : json_null ());
     }
     if (inputs && rc != SQLITE_DONE) {
@@ -1516,6 +1592,10 @@ gq_store_arrays_recover (gq_store_t *self, gq_store_array_fn *fn, void *arg)
             rc = SQLITE_DONE;
         }
         sqlite3_reset (ended);
+        /* The elements retention purged are counted in the array's row. */
+        for (int state = GQ_JOB_DONE; state <= GQ_JOB_CANCELLED; state++) {
+            by_state[state] += sqlite3_column_int64 (stmt, 5 + state - GQ_JOB_DONE);
+        }
         if (!err) {
             err = fn (arg, sqlite3_column_int64 (stmt, 0), first, count,
                       (const char *) sqlite3_column_text (stmt, 3), sqlite3_column_int64 (stmt, 4),
@@ -1655,6 +1735,21 @@ s_edge_cb (void *arg, int64_t child, int64_t parent, int kind, int parent_state,
     size_t len = strlen (text);
     snprintf (text + len, 8192 - len, "%lld<%lld:%d@%d%s ", (long long) child, (long long) parent,
               kind, parent_state, inputs ? "+in" : "");
+    return 0;
+}
+
+/* gq_store_arrays_recover's callback for the selftest: "id first+count spec ended d/f/c" and a
+   newline appended to the text arg points to. */
+static int
+s_array_cb (void *arg, int64_t id, int64_t first, int64_t count, const char *spec,
+            int64_t submitted_ms, const int64_t *ended)
+{
+    (void) submitted_ms;
+    char *text = (char *) arg;
+    size_t len = strlen (text);
+    snprintf (text + len, 8192 - len, "%lld %lld+%lld %s ended %lld/%lld/%lld\n", (long long) id,
+              (long long) first, (long long) count, spec, (long long) ended[GQ_JOB_DONE],
+              (long long) ended[GQ_JOB_FAILED], (long long) ended[GQ_JOB_CANCELLED]);
     return 0;
 }
 
@@ -1869,7 +1964,7 @@ gq_store_test (bool verbose)
     /* The statements that must not scan: recovery, retention, idem lookups, listings. */
     s_plan (store, S_RECOVER, text, sizeof text);
     S_HAS_STR (text, "USING COVERING INDEX jobs_state");
-    s_plan (store, S_PURGE, text, sizeof text);
+    s_plan (store, S_PURGE_PICK, text, sizeof text);
     S_HAS_STR (text, "USING INDEX jobs_finished");
     s_plan (store, S_JOB_BY_IDEM, text, sizeof text);
     S_HAS_STR (text, "jobs_idem");
@@ -2121,7 +2216,8 @@ gq_store_test (bool verbose)
        while j3 does. */
     char arrays[200];
     snprintf (arrays, sizeof arrays,
-              "INSERT INTO arrays VALUES (9001, %lld, 1, '0', 0), (9002, %lld, 2, '0-1', 0)",
+              "INSERT INTO arrays (id, first, count, spec, submitted_at) "
+              "VALUES (9001, %lld, 1, '0', 0), (9002, %lld, 2, '0-1', 0)",
               (long long) j2.id, (long long) j2.id);
     GQ_CHECK_EQ (s_exec (store->db, arrays), SQLITE_OK);
     GQ_CHECK_EQ (gq_store_purge (store, t + 26, 5, NULL), 1);           /* j2 ended at t+25, j3 at t+30 */
@@ -2238,6 +2334,59 @@ gq_store_test (bool verbose)
     GQ_CHECK_EQ (gq_store_commit (store), 0);
     GQ_CHECK_EQ (fat.id, last.id + 1);
     free (big);
+
+    /* Arrays: a child of an array takes its elements' results, in index order, as its inputs;
+       retention keeps the elements while the child has not ended, and counts in the array's row
+       those it purges, so that recovery still finds every ended element. */
+    int64_t arr = fat.id + 10;
+    snprintf (other, sizeof other,
+              "INSERT INTO arrays (id, first, count, spec, submitted_at) "
+              "VALUES (%lld, %lld, 4, '0-6:2', %lld)",
+              (long long) arr, (long long) arr + 1, (long long) t);
+    GQ_CHECK_EQ (s_exec (store->db, other), SQLITE_OK);
+    for (int64_t id = arr + 1; id <= arr + 6; id++) { /* 4 elements, the child, the newest */
+        gq_job_t job = s_job (p1, 1, t);
+        job.id = id;
+        GQ_CHECK_EQ (gq_store_job_insert (store, &job, "echo", NULL, NULL, NULL, NULL), 0);
+    }
+    int64_t child = arr + 5;
+    GQ_CHECK_EQ (gq_store_dep_insert (store, child, arr, GQ_DEP_ANY, "sweep", true), 0);
+    const char *element_results[] = {"10", NULL, "[3]", NULL};
+    const int element_states[] = {GQ_JOB_DONE, GQ_JOB_FAILED, GQ_JOB_DONE, GQ_JOB_CANCELLED};
+    for (int k = 0; k < 4; k++) {
+        const char *result = element_results[k];
+        GQ_CHECK_EQ (gq_store_job_finish (store, arr + 1 + k, element_states[k], 1, "a", t,
+                                          t + 100 + k, result, result ? strlen (result) : 0,
+                                          NULL),
+                     0);
+    }
+    inputs = gq_store_dep_inputs (store, child);
+    dump = json_dumps (inputs, JSON_COMPACT);
+    GQ_CHECK_STR (dump, "{\"sweep\":[10,null,[3],null]}");
+    free (dump);
+    json_decref (inputs);
+    GQ_CHECK_EQ (gq_store_purge (store, t + 1000, 100, NULL), 0); /* the child needs them */
+    GQ_CHECK_EQ (gq_store_job_finish (store, child, GQ_JOB_DONE, 1, "a", t, t + 200, NULL, 0,
+                                      NULL),
+                 0);
+    GQ_CHECK_EQ (gq_store_purge (store, t + 1000, 3, by_state), 3); /* the first 3 elements */
+    GQ_CHECK_EQ (by_state[GQ_JOB_DONE], 2);
+    GQ_CHECK_EQ (by_state[GQ_JOB_FAILED], 1);
+    text[0] = '\0';
+    s_append_rows (store->db, "SELECT purged_done, purged_failed, purged_cancelled FROM arrays",
+                   text, sizeof text);
+    GQ_CHECK_STR (text, "2|1|0\n");
+    gq_store_close (&store);
+    store = gq_store_open (path, GQ_DURABILITY_NORMAL, why, sizeof why);
+    S_OPENED (store, why);
+    text[0] = '\0';
+    GQ_CHECK_EQ (gq_store_arrays_recover (store, s_array_cb, text), 0);
+    snprintf (other, sizeof other, "%lld %lld+4 0-6:2 ended 2/1/1\n", (long long) arr,
+              (long long) arr + 1);
+    GQ_CHECK_STR (text, other);
+    GQ_CHECK_EQ (gq_store_purge (store, t + 1000, 100, NULL), 2); /* the last, and the child */
+    GQ_CHECK_EQ (s_query_int (store->db, "SELECT count(*) FROM arrays", &value), SQLITE_OK);
+    GQ_CHECK_EQ (value, 0);
     gq_store_close (&store);
 
     /* The fresh schema's shape, to compare the migrated one against. */

@@ -163,8 +163,10 @@ int gq_store_counts (gq_store_t *self, int64_t counts[GQ_JOB_STATES]);
 /* Retention: deletes at most limit ended jobs (with their attempts and blobs) that finished
    before before_ms, oldest first, and returns how many (>= 0) or GQ_ESTORE. Call it in small
    chunks from a timer so the loop never stalls. The job with the largest id is always kept, so
-   SQLite never hands out an id that a client may still hold. purged (may be NULL) gets how many
-   jobs of each state were deleted. */
+   SQLite never hands out an id that a client may still hold; a parent is kept while a child
+   that has not ended depends on it (an array's elements while one depends on the array). An
+   array counts its elements deleted, by state, in its row; its row goes with the last of them.
+   purged (may be NULL) gets how many jobs of each state were deleted. */
 int gq_store_purge (gq_store_t *self, int64_t before_ms, int limit,
                     int64_t purged[GQ_JOB_STATES]);
 /* The id of the stored job with idempotency key idem: 1 with *id set, 0 when there is none,
@@ -187,7 +189,8 @@ int gq_store_schema_version (gq_store_t *self);
 int gq_store_dep_insert (gq_store_t *self, int64_t child, int64_t parent, int kind,
                          const char *name, bool inputs);
 /* The inputs of child ("inputs": "after"): {name: result} per parent (the name the child gave
-   it, else its id as text; result null when the parent has none, or is an array). A new
+   it, else its id as text; result null when the parent has none); an array parent's result is
+   the array of its elements' results, in index order (null for an element without one). A new
    reference, or NULL when the store fails. */
 json_t *gq_store_dep_inputs (gq_store_t *self, int64_t child);
 /* The stored state of a job (a gq_job_state_t: queued for every job that has not ended), or
@@ -220,7 +223,8 @@ int gq_store_job_retry (gq_store_t *self, int64_t id, int max_attempts);
 int gq_store_array_insert (gq_store_t *self, int64_t id, int64_t first, int64_t count,
                            const char *spec, int64_t submitted_ms);
 /* Recovery of arrays, before the jobs': fn is called once per array, in id order, with how many
-   of its elements ended, by state (the other entries 0). fn returning non-zero stops the walk
+   of its elements ended, by state (the other entries 0): those stored and those retention
+   purged. fn returning non-zero stops the walk
    with that code. 0 or GQ_ESTORE. */
 typedef int (gq_store_array_fn) (void *arg, int64_t id, int64_t first, int64_t count,
                                  const char *spec, int64_t submitted_ms,

@@ -31,6 +31,9 @@
 #define GQ_REPLY_BUDGET_BYTES     (3 * 1024 * 1024)
 /* A FINISHED message holds jobs up to about this much JSON; more go in the next message. */
 #define GQ_FINISHED_BUDGET_BYTES  (3 * 1024 * 1024)
+/* A payload with its parents' results ("inputs": "after") past this fails its job: a JOB message
+   (GQ_MAX_JSON_BYTES of JSON) could not carry it to a worker. */
+#define GQ_INPUTS_MAX_BYTES       (GQ_MAX_JSON_BYTES - 64 * 1024)
 
 /* ---- Node health --------------------------------------------------------------------------- */
 #define GQ_RELIABILITY_EWMA_WEIGHT 0.1   /* weight of the newest outcome in a node's reliability */

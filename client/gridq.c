@@ -446,14 +446,17 @@ static const char *s_submit_help =
     "Other options:\n"
     "  --file JOBS.jsonl   one job object per line (fields as in docs/PROTOCOL.md); every line\n"
     "                      is checked before anything is sent ('-' reads stdin)\n"
-    "  --wait              wait for the jobs; exit 0 only if every one is done. A single job\n"
-    "                      then prints its result JSON (the whole job with --json)\n"
+    "  --wait              wait for the jobs (an array: its elements); exit 0 only if every\n"
+    "                      one is done. A single job then prints its result JSON (the whole\n"
+    "                      job with --json)\n"
     "  --stream            a single job: as --wait, and first print each partial result its\n"
     "                      engine streams, one JSON line each as it arrives (a slow reader may\n"
     "                      miss some; the final line always comes). Ctrl-C cancels the job\n"
     "  --json              with --wait, print the whole job as JSON, not just its result\n"
     "  --out FILE          with --file --wait: write each finished job (JSON, with payload and\n"
-    "                      result) to FILE, one per line, as it finishes ('-' is stdout)\n"
+    "                      result) to FILE, one per line, as it finishes ('-' is stdout); an\n"
+    "                      array's line gives a line per element, with \"array\": {\"id\",\n"
+    "                      \"index\"}\n"
     "  --max-wait DUR      stop waiting after DUR (default: wait as long as it takes)\n"
     "  --rate-retries N    jobs the broker refuses for its rate limit or per-client cap\n"
     "                      (RATE_LIMITED) are sent again after the wait it names; give up\n"
@@ -1288,7 +1291,8 @@ s_jobfile_keep_accepted (s_jobfile_t *file, int64_t *ids)
 typedef struct {
     gq_client_t *client;    /* for RESULT when a payload must be fetched */
     s_jobfile_t *file;      /* the input */
-    const int64_t *ids;     /* one per input job */
+    const int64_t *ids;     /* one per input job (an array's line: the array's id) */
+    gq_arrayspec_t **specs; /* per input job: its array's spec (malloc'd), NULL for one job */
     int64_t *order;         /* input indexes sorted by id, for the payload lookup */
     size_t total;           /* distinct jobs */
     size_t finished;        /* of which finished (any state) */
@@ -1309,24 +1313,48 @@ s_cmp_by_id (const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* The input index of a job id, or -1. */
+/* The input index of a job id, or -1: the line with the largest id at or below it, which is the
+   job's own line or the array it is an element of. *element gets its place in that array (0
+   for its first element), -1 for a line that is no array. */
 static int64_t
-s_batch_index (s_batch_t *batch, int64_t id)
+s_batch_index (s_batch_t *batch, int64_t id, int64_t *element)
 {
     size_t lo = 0, hi = json_array_size (batch->file->jobs);
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
-        int64_t at = batch->ids[batch->order[mid]];
-        if (at == id) {
-            return batch->order[mid];
-        }
-        if (at < id) {
+        if (batch->ids[batch->order[mid]] <= id) {
             lo = mid + 1;
         } else {
             hi = mid;
         }
     }
-    return -1;
+    *element = -1;
+    int64_t at = lo ? batch->order[lo - 1] : -1;
+    const gq_arrayspec_t *spec = at >= 0 ? batch->specs[at] : NULL;
+    if (spec && id > batch->ids[at] && id <= batch->ids[at] + spec->count) {
+        *element = id - batch->ids[at] - 1;
+        return at;
+    }
+    return at >= 0 && !spec && batch->ids[at] == id ? at : -1;
+}
+
+/* An array element's --out object: the job as FINISHED gave it, its payload (when FINISHED left
+   it out: the line's, with "array_index" first, as the broker made it) and "array": {"id",
+   "index"}. A new reference. */
+static json_t *
+s_element_json (json_t *job, json_t *line, const gq_arrayspec_t *spec, int64_t array_id,
+                int64_t element)
+{
+    json_t *whole = json_copy (job);
+    json_int_t index = (json_int_t) gq_arrayspec_index (spec, element);
+    if (!json_object_get (whole, "payload")) {
+        json_t *payload = json_pack ("{s:I}", "array_index", index);
+        json_object_update (payload, json_object_get (line, "payload"));
+        json_object_set_new (whole, "payload", payload);
+    }
+    json_object_set_new (whole, "array",
+                         json_pack ("{s:I, s:I}", "id", (json_int_t) array_id, "index", index));
+    return whole;
 }
 
 static void
@@ -1372,11 +1400,14 @@ s_on_batch (void *arg, json_t *job)
     }
     if (batch->out && !streq (state, "missing")) {
         json_t *whole = NULL;
-        if (!json_object_get (job, "payload")) {
+        int64_t element;
+        int64_t at = s_batch_index (batch, s_int (job, "id", 0), &element);
+        json_t *input = at >= 0 ? json_array_get (batch->file->jobs, (size_t) at) : NULL;
+        if (element >= 0) {
+            whole = s_element_json (job, input, batch->specs[at], batch->ids[at], element);
+        } else if (!json_object_get (job, "payload")) {
             /* The payload is what we sent, unless an idem key made this another line's job:
                then the broker's copy is the truth. */
-            int64_t at = s_batch_index (batch, s_int (job, "id", 0));
-            json_t *input = at >= 0 ? json_array_get (batch->file->jobs, (size_t) at) : NULL;
             if (input && !json_object_get (input, "idem")) {
                 whole = json_copy (job);
                 json_t *payload = json_object_get (input, "payload");
@@ -1393,6 +1424,16 @@ s_on_batch (void *arg, json_t *job)
     return 0;
 }
 
+static void
+s_batch_free (s_batch_t *batch, size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        free (batch->specs[i]);
+    }
+    free (batch->specs);
+    free (batch->order);
+}
+
 static int
 s_submit_file (gq_client_t *client, s_submit_args_t *args)
 {
@@ -1404,16 +1445,6 @@ s_submit_file (gq_client_t *client, s_submit_args_t *args)
         return rc;
     }
     size_t count = json_array_size (file.jobs);
-    for (size_t i = 0; i < count && args->wait; i++) {
-        if (json_object_get (json_array_get (file.jobs, i), "array")) {
-            rc = s_usage ("%s:%zu: an array in a file is not waited for by --wait (its line "
-                          "prints the array's id: gridq wait ID waits for its elements)",
-                          args->file, file.lines[i]);
-            json_decref (file.jobs);
-            free (file.lines);
-            return rc;
-        }
-    }
     int64_t *ids = (int64_t *) calloc (count, sizeof *ids);
     FILE *out = NULL;
     if (args->out) {
@@ -1461,16 +1492,42 @@ s_submit_file (gq_client_t *client, s_submit_args_t *args)
     s_batch_t batch = {.client = client, .file = &file, .ids = ids, .out = out,
                        .tty = isatty (STDERR_FILENO), .start_us = start_us};
     batch.order = (int64_t *) malloc (count * sizeof *batch.order);
+    batch.specs = (gq_arrayspec_t **) calloc (count, sizeof *batch.specs);
+    assert (batch.order && batch.specs);
     for (size_t i = 0; i < count; i++) {
         batch.order[i] = (int64_t) i;
     }
     s_sort_ids = ids;
     qsort (batch.order, count, sizeof *batch.order, s_cmp_by_id);
+    /* What is waited for: each line's job, or each element of an array's line (its ids follow
+       the array's), each id once. */
+    size_t n_wait = 0;
     for (size_t i = 0; i < count; i++) {
-        batch.total += i == 0 || ids[batch.order[i]] != ids[batch.order[i - 1]];
+        const char *array = json_string_value (json_object_get (json_array_get (file.jobs, i),
+                                                                "array"));
+        char why[128];
+        if (array) {
+            batch.specs[i] = (gq_arrayspec_t *) malloc (sizeof **batch.specs);
+            assert (batch.specs[i]);
+            gq_arrayspec_parse (array, batch.specs[i], why, sizeof why); /* checked on read */
+        }
+        n_wait += array ? (size_t) batch.specs[i]->count : 1;
+    }
+    int64_t *waited_ids = (int64_t *) malloc (n_wait * sizeof *waited_ids);
+    assert (waited_ids);
+    for (size_t i = 0; i < count; i++) {
+        int64_t line = batch.order[i];
+        for (int64_t k = 1; batch.specs[line] && k <= batch.specs[line]->count; k++) {
+            waited_ids[batch.total++] = ids[line] + k;
+        }
+        if (!batch.specs[line] && (i == 0 || ids[line] != ids[batch.order[i - 1]])) {
+            waited_ids[batch.total++] = ids[line];
+        }
     }
     batch.wait_us = batch.drawn_us = gq_mono_us ();
-    int waited = gq_client_wait (client, ids, count, args->max_wait_ms, s_on_batch, &batch);
+    int waited = gq_client_wait (client, waited_ids, batch.total, args->max_wait_ms, s_on_batch,
+                                 &batch);
+    free (waited_ids);
     s_batch_progress (&batch, true);
     if (batch.tty) {
         fprintf (stderr, "\r\033[K");
@@ -1480,7 +1537,7 @@ s_submit_file (gq_client_t *client, s_submit_args_t *args)
         if (partial) {
             s_refusal_print (&refusal);
         }
-        free (batch.order);
+        s_batch_free (&batch, count);
         goto done;
     }
     fprintf (stderr, "%zu jobs: %zu done, %zu failed", batch.total, batch.done, batch.failed);
@@ -1499,7 +1556,7 @@ s_submit_file (gq_client_t *client, s_submit_args_t *args)
         s_refusal_print (&refusal);
         rc = S_EXIT_REFUSED;
     }
-    free (batch.order);
+    s_batch_free (&batch, count);
 done:
     if (out && out != stdout) {
         if (fclose (out) != 0) {

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "gq_msg.h"
+#include "gq_spec.h"
 
 /* A WAIT is sent again after this much silence (or the client timeout, if longer); the period
    doubles while nothing arrives, up to GQ_CLIENT_REWAIT_MAX_MS, so that a long job does not make
@@ -588,6 +589,27 @@ s_watch (gq_client_t *self, const int64_t *ids, size_t count)
     self->n_watched += count;
 }
 
+/* The elements of the arrays among jobs that the broker accepted (ids): watched too, since the
+   broker's watch of a SUBMIT covers them (an array's own id names no job). */
+static void
+s_watch_elements (gq_client_t *self, json_t *jobs, const int64_t *ids)
+{
+    size_t i;
+    json_t *job;
+    json_array_foreach (jobs, i, job) {
+        gq_arrayspec_t spec;
+        char why[128];
+        const char *text = json_string_value (json_object_get (job, "array"));
+        if (!ids[i] || !text || gq_arrayspec_parse (text, &spec, why, sizeof why)) {
+            continue;
+        }
+        for (int64_t k = 1; k <= spec.count; k++) {
+            int64_t id = ids[i] + k;
+            s_watch (self, &id, 1);
+        }
+    }
+}
+
 typedef enum { S_CHUNK_UNSENT, S_CHUNK_SENT, S_CHUNK_DONE } s_chunk_state_t;
 
 typedef struct {
@@ -874,6 +896,9 @@ gq_client_submit (gq_client_t *self, json_t *jobs, bool watch, int64_t *ids)
         }
     }
     free (chunks);
+    if (watch) {
+        s_watch_elements (self, jobs, ids);
+    }
     return rc;
 }
 

@@ -71,11 +71,11 @@ int gq_client_recv (gq_client_t *self, int timeout_ms, char command[32], int64_t
 json_t *gq_client_call (gq_client_t *self, const char *command, json_t *body);
 
 /* Submits jobs (a JSON array of job objects; borrowed). ids receives one id per job (caller
-   allocates json_array_size(jobs)). With watch, FINISHED messages for these jobs follow (read
-   them with gq_client_wait). Batches above GQ_MAX_BATCH_JOBS (or GQ_MAX_JSON_BYTES of JSON)
-   are split, and the parts pipelined (gq_client_set_submit_window). A submit whose reply
-   timed out is sent again when every job carries an idem key (so it cannot run twice).
-   0 or a gq_err_t. */
+   allocates json_array_size(jobs)). With watch, FINISHED messages for these jobs follow (an
+   array's: one per element, ids[i] + 1 ...; read them with gq_client_wait). Batches above
+   GQ_MAX_BATCH_JOBS (or GQ_MAX_JSON_BYTES of JSON) are split, and the parts pipelined
+   (gq_client_set_submit_window). A submit whose reply timed out is sent again when every job
+   carries an idem key (so it cannot run twice). 0 or a gq_err_t. */
 int gq_client_submit (gq_client_t *self, json_t *jobs, bool watch, int64_t *ids);
 
 /* Called once per finished job (borrowed JSON); return non-zero to stop waiting. */

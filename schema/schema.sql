@@ -109,11 +109,15 @@ CREATE INDEX deps_parent ON deps (parent);
 -- Job arrays: an array's elements are the jobs first .. first + count - 1, whose ids follow the
 -- array's own (first = id + 1); spec is the array as submitted ("0-999%16"): the elements'
 -- indexes, in order, and the limit on elements running at once. The array's id comes from the
--- jobs' sequence and names no job.
+-- jobs' sequence and names no job. Retention purges ended elements one by one; the purged_*
+-- columns count them by final state, so that the array's counts (and its end) survive it.
 CREATE TABLE arrays (
-    id           INTEGER PRIMARY KEY,
-    first        INTEGER NOT NULL,
-    count        INTEGER NOT NULL CHECK (count > 0),
-    spec         TEXT NOT NULL,
-    submitted_at INTEGER NOT NULL
+    id               INTEGER PRIMARY KEY,
+    first            INTEGER NOT NULL,
+    count            INTEGER NOT NULL CHECK (count > 0),
+    spec             TEXT NOT NULL,
+    submitted_at     INTEGER NOT NULL,
+    purged_done      INTEGER NOT NULL DEFAULT 0,
+    purged_failed    INTEGER NOT NULL DEFAULT 0,
+    purged_cancelled INTEGER NOT NULL DEFAULT 0
 );

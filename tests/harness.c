@@ -780,6 +780,16 @@ h_sql_settled (const char *db, const char *sql, int64_t want, int timeout_ms)
     return value;
 }
 
+void
+h_sql_all_done (int64_t jobs, int64_t edges, int timeout_ms)
+{
+    int64_t done = h_sql_settled (NULL, "select count(*) from jobs where state = 2", jobs,
+                                  timeout_ms);
+    CHECK_EQ (done, jobs);
+    CHECK_EQ (h_sql_int (NULL, "select count(*) from jobs"), jobs);
+    CHECK_EQ (h_sql_int (NULL, "select count(*) from deps"), edges);
+}
+
 const char *
 h_str (json_t *object, const char *key)
 {

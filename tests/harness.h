@@ -180,6 +180,20 @@ int64_t h_sql_int (const char *db, const char *sql);
    result before the batch that records it commits (milliseconds later): a test that reads the
    store right after FINISHED waits for it with this. */
 int64_t h_sql_settled (const char *db, const char *sql, int64_t want, int timeout_ms);
+/* Waits (at most timeout_ms) until the store (DIR/gridq.db) holds jobs jobs, every one done,
+   and edges dependency rows; fails the test otherwise. */
+void h_sql_all_done (int64_t jobs, int64_t edges, int timeout_ms);
+/* For h_sql_int after a broker was killed and restarted: the jobs with more than one successful
+   run (each result is recorded once; a run the kill cut short is "lost", not "ok"). */
+#define H_SQL_RUN_TWICE                                                                       \
+    "select count(*) from (select job_id from attempts where outcome = 'ok' group by job_id " \
+    "having count(*) > 1)"
+/* The same: the edges whose child ran (its job row's run, or any recorded attempt) before its
+   parent's end was recorded. */
+#define H_SQL_CHILD_EARLY                                                                     \
+    "select count(*) from deps d join jobs p on p.id = d.parent join jobs c on c.id = "       \
+    "d.child where p.finished_at is null or c.started_at < p.finished_at or exists (select " \
+    "1 from attempts a where a.job_id = c.id and a.started_at < p.finished_at)"
 /* Creates (or truncates) the file at path: a gate a test engine or handler waits for. */
 void h_touch (const char *path);
 /* A string member of a JSON object, or "" (never NULL). */

@@ -2,10 +2,12 @@
 # test_pipeline.sh — pipelines in one file through the CLI (issue 18) against a real broker and a
 # CPU worker. A diamond a -> b, c -> d in one JOBS.jsonl (names, "after_ok" naming earlier
 # lines, "inputs": "after") runs in order (from STATUS's times) and d's payload holds b's and
-# c's results; with c failing, d ends cancelled with the reason, and `gridq retry` of c then
-# runs c and d again (the same ids) and completes the pipeline without running a or b again;
-# a cycle, an unknown name, a name given twice and a name used before its line are refused
-# with the lines named, before anything is sent.
+# c's results; a child of an array gets the elements' results, in index order (inputs too large
+# to carry fail the child, saying so); with c failing,
+# d ends cancelled with the reason, and `gridq retry` of c then runs c and d again (the same
+# ids) and completes the pipeline without running a or b again; a cycle, an unknown name, a name
+# given twice and a name used before its line are refused with the lines named, before anything
+# is sent.
 # Bounded (90 s); needs build/bin/{gridq,gridq-broker,gridq-worker} ($GQ_BIN) and jq, else
 # exits 77 (skipped).
 GQ_TEST=pipeline
@@ -43,6 +45,47 @@ done
 [ "$(field "$D" result.inputs)" = '{"b":{"step":"b"},"c":{"step":"c"}}' ] ||
     fail "d's inputs: $(field "$D" result)"
 step "diamond in one file: in order, d got b's and c's results"
+
+# ---- an array as a parent with inputs: its elements' results, in index order --------------------
+cat >"$TMP/sweep.jsonl" <<'X'
+{"name": "seed", "kind": "step", "payload": {"seed": 7}}
+{"name": "sweep", "kind": "step", "array": "0-6:3", "payload": {"p": 1}, "after_ok": ["seed"]}
+{"name": "merge", "kind": "step", "after_ok": ["sweep"], "inputs": "after"}
+X
+gq 0 submit --file "$TMP/sweep.jsonl" --wait --out "$TMP/sweep.out"
+read -r SEED S M < <(tr '\n' ' ' <"$TMP/out")
+grep -qF "5 jobs: 5 done, 0 failed" "$TMP/err" || fail "the summary: $(cat "$TMP/err")"
+# --out: a line for each job, each element's with its array and index (its payload as it ran).
+[ "$(wc -l <"$TMP/sweep.out")" = 5 ] || fail "--out has $(wc -l <"$TMP/sweep.out") lines"
+got=$(jq -c 'select(.array) | [.id - .array.id, .array.index, .payload.array_index, .state]' \
+    "$TMP/sweep.out" | sort | tr '\n' ' ')
+[ "$got" = '[1,0,0,"done"] [2,3,3,"done"] [3,6,6,"done"] ' ] || fail "--out's elements: $got"
+[ "$(jq -c 'select(.array) | .array.id' "$TMP/sweep.out" | sort -u)" = "$S" ] ||
+    fail "--out's array ids: $(jq -c .array "$TMP/sweep.out")"
+others=$(jq -c 'select(.array | not) | .id' "$TMP/sweep.out" | sort -n | tr '\n' ' ')
+[ "$others" = "$SEED $M " ] || fail "--out's other lines: $others"
+step "submit --file --wait --out waits for each element of an array line, one line each"
+want='[{"array_index":0,"p":1},{"array_index":3,"p":1},{"array_index":6,"p":1}]'
+[ "$(field "$M" result.inputs.sweep)" = "$want" ] ||
+    fail "merge's inputs: $(field "$M" result)"
+for element in $((S + 1)) $((S + 2)) $((S + 3)); do
+    after "$element" "$M"
+done
+step "a child of an array gets the elements' results as a JSON array, in index order"
+
+# ---- inputs too large for a JOB message: the child fails, saying so ------------------------------
+{ printf '{"big": "'; head -c 2100000 /dev/zero | tr '\0' x; printf '"}'; } >"$TMP/big.json"
+gq 0 submit --kind echo --payload @"$TMP/big.json"
+P1=$(cat "$TMP/out")
+gq 0 submit --kind echo --payload @"$TMP/big.json"
+P2=$(cat "$TMP/out")
+echo "{\"kind\": \"echo\", \"after_ok\": [$P1, $P2], \"inputs\": \"after\"}" >"$TMP/fat.jsonl"
+gq 1 submit --file "$TMP/fat.jsonl" --wait
+F=$(head -n 1 "$TMP/out")
+is_state "$F" failed || fail "the child of two 2 MB results is $(state "$F")"
+field "$F" error | grep -q 'results (\\"inputs\\") is 42000[0-9]* bytes, past the' ||
+    fail "its error: $(field "$F" error)"
+step "inputs too large to carry to a worker fail the child with the reason"
 
 # ---- c fails: d is cancelled with the reason; retry completes it ---------------------------------
 sed -e 's/"step", "payload": {"step": "c"}/"flaky", "max_attempts": 1, "payload": {"step": "c"}/' \

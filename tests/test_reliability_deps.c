@@ -69,22 +69,12 @@ main (void)
     h_wait_broker (client, 10000);
 
     /* Everything ends, and ends done: no parent failed, so no child was cancelled. */
-    CHECK_EQ (h_sql_settled (NULL, "select count(*) from jobs where state = 2",
-                             S_STAGES * S_WIDTH, 60000),
-              S_STAGES * S_WIDTH);
-    CHECK_EQ (h_sql_int (NULL, "select count(*) from jobs"), S_STAGES * S_WIDTH);
-    CHECK_EQ (h_sql_int (NULL, "select count(*) from deps"), (S_STAGES - 1) * S_WIDTH);
+    h_sql_all_done (S_STAGES * S_WIDTH, (S_STAGES - 1) * S_WIDTH, 60000);
     /* Each result recorded once: at most one successful run per job. */
-    CHECK_EQ (h_sql_int (NULL, "select count(*) from (select job_id from attempts where outcome "
-                               "= 'ok' group by job_id having count(*) > 1)"),
-              0);
+    CHECK_EQ (h_sql_int (NULL, H_SQL_RUN_TWICE), 0);
     /* In order: no run of a child (its job row's, or any recorded attempt's) started before
        its parent's end was recorded. */
-    CHECK_EQ (h_sql_int (NULL, "select count(*) from deps d join jobs p on p.id = d.parent "
-                               "join jobs c on c.id = d.child where p.finished_at is null or "
-                               "c.started_at < p.finished_at or exists (select 1 from attempts "
-                               "a where a.job_id = c.id and a.started_at < p.finished_at)"),
-              0);
+    CHECK_EQ (h_sql_int (NULL, H_SQL_CHILD_EARLY), 0);
     /* Every job's result is its own (echo of stage 3 names its own index). */
     for (int j = 0; j < S_WIDTH; j++) {
         json_t *job = h_status (client, ids[2][j]);

@@ -17,7 +17,9 @@ foreach(scenario
         runs            # n: broker SIGKILL while runs go: every run executed is recorded
         grace           # o: a job waits a grace period for an able node that just went offline
         deps            # p: SIGKILL the broker mid 3-stage chain -> all done once, in order
-        arrays)         # q: SIGKILL the broker mid array -> every element done once
+        arrays          # q: SIGKILL the broker mid array -> every element done once
+        pipeline)       # r: SIGKILL the broker mid 300-job 3-stage pipeline -> done once, in
+                        #    order, stage 2 with its parents' results as inputs
   if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/test_reliability_${scenario}.c)
     gq_integration_test(reliability_${scenario} test_reliability_${scenario}.c 90)
   endif()
