@@ -175,7 +175,7 @@ s_array_jobs (gq_broker_t *self, gq_submit_t *submit, const gq_jobspec_t *spec,
         spec->payload ? json_dumps (spec->payload, JSON_COMPACT) : strdup ("{}");
     int64_t id = self->next_id++;
     gq_array_t *array = base ? gq_arrays_new (self, id, spec->array, &aspec, now_ms) : NULL;
-    if (!array) {
+    if (!array || gq_arrays_describe (array, spec->kind, spec->model, spec->priority)) {
         free (base);
         return GQ_ENOMEM;
     }
@@ -596,7 +596,7 @@ s_withdraw (gq_broker_t *self, gq_job_t *job, int64_t now_ms)
         gq_workers_send (self, worker, "CANCEL", json_pack ("{s:[I]}", "ids", (json_int_t) job->id));
         gq_workers_running_unlink (worker, job);
         gq_matcher_release (self->matcher, job->node, job, now_ms);
-        self->counts[GQ_JOB_RUNNING]--;
+        gq_broker_count_running (self, job, -1);
     }
     if (job->owner) {
         char why[100];
