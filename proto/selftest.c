@@ -1,4 +1,5 @@
 /*  selftest.c — runs one protocol module's selftest by name: gridq-proto-selftest msg [-v] */
+#include "gq_arrayview.h"
 #include "gq_client.h"
 #include "gq_json.h"
 #include "gq_msg.h"
@@ -13,6 +14,7 @@ static const gq_selftest_t s_tests[] = {
     {"msg", gq_msg_test, false},
     {"spec", gq_spec_test, false},
     {"client", gq_client_test, false},
+    {"arrayview", gq_arrayview_test, false},
 };
 
 int
