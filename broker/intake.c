@@ -161,7 +161,8 @@ s_names_check (zhashx_t **names, const gq_jobspec_t *spec, size_t index, char *w
 
 /* The elements of an array entry: the array takes the next id, its elements the ones after, in
    index order, each with its index in its payload; they go to submit->jobs from job `at`, their
-   spec to job_spec. 0 or GQ_ENOMEM. */
+   spec to job_spec from the same place (both indexed from the submission's first job). 0 or
+   GQ_ENOMEM. */
 static int
 s_array_jobs (gq_broker_t *self, gq_submit_t *submit, const gq_jobspec_t *spec,
               const gq_jobspec_t **job_spec, size_t at, uint32_t owner, int64_t now_ms,
@@ -379,7 +380,7 @@ gq_intake_submit (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
     for (size_t e = 0; e < n_entries && rc == GQ_OK; e++) {
         gq_jobspec_t *spec = &specs[e];
         if (spec->array) {
-            rc = s_array_jobs (self, submit, spec, &job_spec[i], i, owner, now_ms, names, why,
+            rc = s_array_jobs (self, submit, spec, job_spec, i, owner, now_ms, names, why,
                                sizeof why);
             submit->entry_ids[e] = submit->n_arrays ? submit->arrays[submit->n_arrays - 1] : 0;
             if (spec->name) {

@@ -116,7 +116,8 @@ gq 0 jobs --expand --limit 12
 # The array's row, then its ten elements under it (newest first), then the child: 12 rows.
 [ "$(wc -l <"$TMP/out")" = 13 ] || fail "jobs --expand --limit 12 printed $(wc -l <"$TMP/out")"
 [ "$(sed -n '3,12p' "$TMP/out" | awk '{print $1}' | tr '\n' ' ')" = \
-    "$(seq $((D + 10)) -1 $((D + 1)) | tr '\n' ' ')" ] || fail "elements under $D: $(cat "$TMP/out")"
+    "$(seq $((D + 10)) -1 $((D + 1)) | tr '\n' ' ')" ] ||
+    fail "elements under $D: $(cat "$TMP/out")"
 [ "$(sed -n '3,12p' "$TMP/out" | grep -c '^  [0-9]')" = 10 ] || fail "elements not indented"
 gq 0 jobs --json
 jqt out "length == 4 and .[0].id == $D and .[0].array.counts.done == 6 and
@@ -125,13 +126,25 @@ jqt out "length == 4 and .[0].id == $D and .[0].array.counts.done == 6 and
     .[3].array.counts.done == 200"
 gq 0 jobs --state failed --expand --json
 jqt out "length == 1 and .[0].id == $D and (.[0].elements | map(.id)) ==
-    [$((D + 10)), $((D + 7)), $((D + 4)), $((D + 1))] and all(.[0].elements[]; .state == \"failed\")"
+    [$((D + 10)), $((D + 7)), $((D + 4)), $((D + 1))] and
+    all(.[0].elements[]; .state == \"failed\")"
 gq 0 jobs --state failed
 [ "$(wc -l <"$TMP/out")" = 2 ] && grep -qF "${D}_[0-9] " "$TMP/out" || fail "--state failed rows"
 gq 0 jobs --state done --limit 3
 [ "$(awk 'NR > 1 {print $1}' "$TMP/out" | tr '\n' ' ')" = \
     "${D}_[0-9] $CHILD_LAST ${B}_[1,3,10-20:5] " ] || fail "--state done: $(cat "$TMP/out")"
 step "jobs: one row per array with its bar and counts; --expand, --json and --state"
+
+# ---- an array after a job in one submission (the broker once crashed there) ----------------------
+printf '{"kind": "echo", "payload": {"lone": 1}}\n{"kind": "echo", "array": "0-2"}\n' \
+    >"$TMP/mixed.jsonl"
+gq 0 submit --file "$TMP/mixed.jsonl"
+M=$(sed -n 2p "$TMP/out")
+gq 0 wait $((M + 1)) $((M + 2)) $((M + 3))
+[ "$(sql "select group_concat(json_extract(payload, '$.array_index')) from (select payload
+    from jobs where id between $((M + 1)) and $((M + 3)) order by id)")" = "0,1,2" ] ||
+    fail "elements of an array after a job: $(sql "select id, payload from jobs where id >= $M")"
+step "an array after a job in one submission"
 
 # ---- cancel --------------------------------------------------------------------------------------
 gq 0 submit --array '0-49%2' --kind sleep --payload '{"ms": 20000}' --quiet
