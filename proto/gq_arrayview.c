@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "gq_check.h"
+#include "gq_spec.h"
 
 /* The element states in the bar's order (GQ_ARRAYVIEW_CELLS gives each its cell). */
 static const char *const s_states[] = {"done", "failed", "cancelled", "running", "queued",
@@ -26,6 +27,25 @@ gq_arrayview_label (json_t *summary, char *buf, size_t size)
     const char *spec = json_string_value (json_object_get (summary, "spec"));
     snprintf (buf, size, "%lld_[%s]",
               (long long) json_integer_value (json_object_get (summary, "id")), spec ? spec : "?");
+    return buf;
+}
+
+char *
+gq_arrayview_task (json_t *summary, long long job_id, char *buf, size_t size)
+{
+    gq_arrayspec_t spec;
+    char why[100];
+    const char *text = json_string_value (json_object_get (summary, "spec"));
+    long long first = json_integer_value (json_object_get (summary, "first"));
+    int64_t index = text && !gq_arrayspec_parse (text, &spec, why, sizeof why)
+                        ? gq_arrayspec_index (&spec, job_id - first)
+                        : -1;
+    long long id = json_integer_value (json_object_get (summary, "id"));
+    if (index < 0) {
+        snprintf (buf, size, "%lld_?", id);
+    } else {
+        snprintf (buf, size, "%lld_%lld", id, (long long) index);
+    }
     return buf;
 }
 
@@ -134,11 +154,11 @@ static json_t *
 s_array (long long count, long long done, long long failed, long long cancelled,
          long long running, long long queued, long long waiting)
 {
-    return json_pack ("{s:i, s:s, s:I, s:{s:I, s:I, s:I, s:I, s:I, s:I}, s:s}", "id", 41, "spec",
-                      "0-9%2", "count", (json_int_t) count, "counts", "done", (json_int_t) done,
-                      "failed", (json_int_t) failed, "cancelled", (json_int_t) cancelled,
-                      "running", (json_int_t) running, "queued", (json_int_t) queued, "waiting",
-                      (json_int_t) waiting, "state", "queued");
+    return json_pack ("{s:i, s:s, s:i, s:I, s:{s:I, s:I, s:I, s:I, s:I, s:I}, s:s}", "id", 41,
+                      "spec", "0-9%2", "first", 42, "count", (json_int_t) count, "counts",
+                      "done", (json_int_t) done, "failed", (json_int_t) failed, "cancelled",
+                      (json_int_t) cancelled, "running", (json_int_t) running, "queued",
+                      (json_int_t) queued, "waiting", (json_int_t) waiting, "state", "queued");
 }
 
 void
@@ -153,6 +173,13 @@ gq_arrayview_test (bool verbose)
                   "6/10: 4 done, 2 failed, 1 running, 1 queued, 2 waiting");
     GQ_CHECK_STR (gq_arrayview_label (a, buf, sizeof buf), "41_[0-9%2]");
     GQ_CHECK_STR (gq_arrayview_state (a), "running");
+    GQ_CHECK_STR (gq_arrayview_task (a, 45, buf, sizeof buf), "41_3");
+    GQ_CHECK_STR (gq_arrayview_task (a, 52, buf, sizeof buf), "41_?");
+    json_decref (a);
+    /* Slurm's forms: the task is the element's index, not its place. */
+    a = json_pack ("{s:i, s:s, s:i, s:i}", "id", 7, "spec", "1,3,10-20:5", "first", 8, "count", 5);
+    GQ_CHECK_STR (gq_arrayview_task (a, 11, buf, sizeof buf), "7_15");
+    GQ_CHECK_STR (gq_arrayview_label (a, buf, sizeof buf), "7_[1,3,10-20:5]");
     json_decref (a);
     /* One failure among a thousand still shows; the bar stays its width. */
     a = s_array (1000, 999, 1, 0, 0, 0, 0);

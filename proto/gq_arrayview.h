@@ -16,6 +16,9 @@
 
 /* "41_[0-9%2]": the array's id and spec, as squeue writes an array. Returns buf. */
 char *gq_arrayview_label (json_t *summary, char *buf, size_t size);
+/* "41_3": an element of the array (job job_id) as squeue writes an array's task, by its index;
+   "41_?" when job_id is not one of the array's. Returns buf. */
+char *gq_arrayview_task (json_t *summary, long long job_id, char *buf, size_t size);
 /* The state the array's line shows: running while an element runs, else queued while one is
    queued, else waiting while one waits, else the array's own final state. */
 const char *gq_arrayview_state (json_t *summary);
