@@ -487,9 +487,15 @@ s_oldest_first (const void *a, const void *b)
 size_t
 gq_deps_waiting (gq_broker_t *self, size_t per_array, int64_t **ids_p)
 {
-    /* Those waiting for their dependencies, and the elements their arrays' limits hold. */
-    size_t count = (size_t) (self->counts[GQ_JOB_WAITING] > 0 ? self->counts[GQ_JOB_WAITING] : 0);
-    count = count > zhashx_size (self->waits) ? count : zhashx_size (self->waits);
+    /* Those waiting for their dependencies, and the elements their arrays' limits hold (no
+       more than per_array of each: a listing of arrays does not copy a million ids). */
+    size_t waits = zhashx_size (self->waits);
+    size_t waiting = (size_t) (self->counts[GQ_JOB_WAITING] > 0 ? self->counts[GQ_JOB_WAITING] : 0);
+    size_t held = waiting > waits ? waiting - waits : 0;
+    if (self->array_count && per_array < held / self->array_count) {
+        held = per_array * self->array_count;
+    }
+    size_t count = waits + held;
     int64_t *ids = (int64_t *) malloc ((count ? count : 1) * sizeof *ids);
     *ids_p = ids;
     if (!ids) {

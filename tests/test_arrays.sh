@@ -169,6 +169,9 @@ grep -qF "$C array: 50 elements cancelled" "$TMP/out" || fail "cancel: $(cat "$T
 gq 1 wait "$C"
 [ "$(grep -c ' cancelled' "$TMP/out")" = 50 ] || fail "wait after cancel: $(head -3 "$TMP/out")"
 [ "$(field "$C" array.counts.cancelled)" = 50 ] || fail "after cancel: $(field "$C" array.counts)"
+# The array's books: nothing left running, queued or waiting once all ended.
+[ "$(field "$C" 'array.counts | .running + .queued + .waiting')" = 0 ] ||
+    fail "after cancel: $(field "$C" array.counts)"
 [ "$(sql "select count(*) from attempts where job_id between $((C + 1)) and $((C + 50))")" -le 2 ] ||
     fail "cancelled elements ran: $(sql "select count(*) from attempts where job_id > $C")"
 step "cancel of an array cancels every element; wait sees them all"
