@@ -61,7 +61,20 @@ s_array_free (gq_array_t *array)
 {
     free (array->held);
     free (array->text);
+    free (array->kind);
+    free (array->model);
     free (array);
+}
+
+int
+gq_arrays_describe (gq_array_t *array, const char *kind, const char *model, int priority)
+{
+    free (array->kind);
+    free (array->model);
+    array->kind = kind ? strdup (kind) : NULL;
+    array->model = model ? strdup (model) : NULL;
+    array->priority = priority;
+    return (kind && !array->kind) || (model && !array->model) ? GQ_ENOMEM : GQ_OK;
 }
 
 void
@@ -108,6 +121,13 @@ gq_arrays_of (gq_broker_t *self, const gq_job_t *job)
         }
     }
     return NULL;
+}
+
+gq_array_t *
+gq_arrays_holding (gq_broker_t *self, int64_t id)
+{
+    gq_job_t probe = {.id = id, .in_array = 1};
+    return gq_arrays_of (self, &probe);
 }
 
 int64_t
@@ -216,8 +236,7 @@ gq_arrays_state (const gq_array_t *array)
 void
 gq_arrays_ended (gq_broker_t *self, int64_t id, bool admitted, int state, int64_t now_ms)
 {
-    gq_job_t probe = {.id = id, .in_array = 1};
-    gq_array_t *array = gq_arrays_of (self, &probe);
+    gq_array_t *array = gq_arrays_holding (self, id);
     if (!array) {
         return;
     }
@@ -235,40 +254,55 @@ gq_arrays_ended (gq_broker_t *self, int64_t id, bool admitted, int state, int64_
 
 /* ---- Questions ----------------------------------------------------------------------------- */
 
-json_t *
-gq_arrays_summary (gq_broker_t *self, const gq_array_t *array)
+void
+gq_arrays_counts (const gq_array_t *array, int64_t counts[GQ_JOB_STATES])
 {
-    int64_t counts[GQ_JOB_STATES] = {0};
-    for (int s = GQ_JOB_DONE; s <= GQ_JOB_CANCELLED; s++) {
-        counts[s] = array->ended[s];
+    int64_t ended = 0;
+    for (int s = 0; s < GQ_JOB_STATES; s++) {
+        counts[s] = gq_job_state_final (s) ? array->ended[s] : 0;
+        ended += counts[s];
     }
-    /* The elements that have not ended are in memory: one look each. */
-    for (int64_t id = array->first; id < array->first + array->count; id++) {
-        gq_job_t *job = gq_broker_job_lookup (self, id);
-        if (job && !gq_job_state_final (job->state)) {
-            counts[job->state]++;
-        }
-    }
+    counts[GQ_JOB_RUNNING] = array->running;
+    counts[GQ_JOB_QUEUED] = array->active > array->running ? array->active - array->running : 0;
+    int64_t waiting = array->count - ended - array->active;
+    counts[GQ_JOB_WAITING] = waiting > 0 ? waiting : 0;
+}
+
+json_t *
+gq_arrays_summary (const gq_array_t *array)
+{
+    int64_t counts[GQ_JOB_STATES];
+    gq_arrays_counts (array, counts);
     json_t *by_state = json_object ();
     for (int s = 0; s < GQ_JOB_STATES; s++) {
         json_object_set_new (by_state, gq_job_state_name (s), json_integer (counts[s]));
     }
     char at[40];
     gq_format_time (array->submitted_ms, at);
-    return json_pack ("{s:I, s:s, s:I, s:I, s:I, s:o, s:s, s:s}", "id", (json_int_t) array->id,
-                      "spec", array->text, "first", (json_int_t) array->first, "count",
-                      (json_int_t) array->count, "limit", (json_int_t) array->spec.limit,
-                      "counts", by_state, "state", gq_job_state_name (gq_arrays_state (array)),
-                      "submitted_at", at);
+    return json_pack ("{s:I, s:s, s:I, s:I, s:I, s:s?, s:s?, s:i, s:o, s:s, s:s}", "id",
+                      (json_int_t) array->id, "spec", array->text, "first",
+                      (json_int_t) array->first, "count", (json_int_t) array->count, "limit",
+                      (json_int_t) array->spec.limit, "kind", array->kind, "model",
+                      array->model, "priority", array->priority, "counts", by_state, "state",
+                      gq_job_state_name (gq_arrays_state (array)), "submitted_at", at);
+}
+
+json_t *
+gq_arrays_entry (const gq_array_t *array)
+{
+    json_t *summary = gq_arrays_summary (array);
+    return json_pack ("{s:I, s:O, s:o}", "id", (json_int_t) array->id, "state",
+                      json_object_get (summary, "state"), "array", summary);
 }
 
 size_t
-gq_arrays_held (gq_broker_t *self, int64_t *ids, size_t max)
+gq_arrays_held (gq_broker_t *self, int64_t *ids, size_t max, size_t per_array)
 {
     size_t n = 0;
     for (size_t a = 0; a < self->array_count; a++) {
         gq_array_t *array = self->array_list[a];
-        for (size_t i = 0; i < array->held_count && n < max; i++) {
+        size_t until = max - n > per_array ? n + per_array : max;
+        for (size_t i = 0; i < array->held_count && n < until; i++) {
             int64_t id = array->held[(array->held_head + i) % array->held_size];
             gq_job_t *job = gq_broker_job_lookup (self, id);
             if (job && job->state == GQ_JOB_WAITING &&
@@ -302,7 +336,18 @@ s_recover_array (void *arg, int64_t id, int64_t first, int64_t count, const char
     for (int s = GQ_JOB_DONE; s <= GQ_JOB_CANCELLED; s++) {
         array->ended[s] = ended_by_state[s];
     }
-    return GQ_OK;
+    /* What its elements share, from its newest element left (retention may have taken some). */
+    json_t *newest = gq_store_jobs_json (self->store, -1, first + count, 1);
+    json_t *element = json_array_get (newest, 0);
+    int rc = GQ_OK;
+    if (element && json_integer_value (json_object_get (element, "id")) >= first) {
+        rc = gq_arrays_describe (
+            array, json_string_value (json_object_get (element, "kind")),
+            json_string_value (json_object_get (element, "model")),
+            (int) json_integer_value (json_object_get (element, "priority")));
+    }
+    json_decref (newest);
+    return rc;
 }
 
 int

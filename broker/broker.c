@@ -62,6 +62,15 @@ s_id_compare (const void *a, const void *b)
 
 #define GQ_ID_KEY(id) ((void *) (uintptr_t) (id))
 
+void
+gq_broker_id_keys (zhashx_t *table)
+{
+    zhashx_set_key_hasher (table, s_id_hash);
+    zhashx_set_key_comparator (table, s_id_compare);
+    zhashx_set_key_duplicator (table, NULL);
+    zhashx_set_key_destructor (table, NULL);
+}
+
 const char *
 gq_broker_node_name (gq_broker_t *self, int32_t node)
 {
@@ -150,6 +159,16 @@ gq_broker_job_free (gq_broker_t *self, gq_job_t **job_p)
     free (job->idem);
     free (job);
     *job_p = NULL;
+}
+
+void
+gq_broker_count_running (gq_broker_t *self, const gq_job_t *job, int delta)
+{
+    self->counts[GQ_JOB_RUNNING] += delta;
+    gq_array_t *array = gq_arrays_of (self, job);
+    if (array) {
+        array->running += delta;
+    }
 }
 
 /* The request's "ids" (malloc'd), or false after refusing the request. */
@@ -474,10 +493,7 @@ gq_broker_new (const gq_broker_opts_t *opts, char *why, size_t whylen)
     zhashx_t *by_id[] = {self->jobs,        self->ended, self->waits, self->children,
                          self->affinity_of, self->kept,  self->arrays};
     for (size_t t = 0; t < sizeof by_id / sizeof by_id[0]; t++) {
-        zhashx_set_key_hasher (by_id[t], s_id_hash);
-        zhashx_set_key_comparator (by_id[t], s_id_compare);
-        zhashx_set_key_duplicator (by_id[t], NULL);
-        zhashx_set_key_destructor (by_id[t], NULL);
+        gq_broker_id_keys (by_id[t]);
     }
     zhashx_set_key_duplicator (self->by_connection, NULL);
     zhashx_set_key_destructor (self->by_connection, NULL);

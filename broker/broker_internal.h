@@ -135,11 +135,15 @@ typedef struct {
     int64_t first, count;   /* its elements */
     int64_t submitted_ms;   /* wall clock at submission */
     int64_t active;         /* elements admitted (queued or running) and not ended */
+    int64_t running;        /* of which running (so the rest of them are queued) */
     int64_t ended[GQ_JOB_STATES]; /* elements ended, by final state */
     int64_t *held;          /* ids of elements held back by the limit, a ring (FIFO) */
     size_t held_head, held_count, held_size; /* the ring's first entry, entries, allocated */
     char *text;             /* the spec as submitted (malloc'd): stored, and shown */
     gq_arrayspec_t spec;    /* indexes and limit */
+    char *kind, *model;     /* what its elements share, for listings (malloc'd; model NULL for
+                               none, kind NULL when unknown: no element was left at recovery) */
+    int priority;           /* its elements' priority */
 } gq_array_t;
 
 /* A SUBMIT waiting for its batch to commit. */
@@ -286,6 +290,10 @@ void gq_broker_job_text (gq_broker_t *self, const gq_job_t *job, bool with_paylo
                          zchunk_t *out);
 /* Frees a job with its payload, blobs and constraints, releasing its watchers; NULLs *job_p. */
 void gq_broker_job_free (gq_broker_t *self, gq_job_t **job_p);
+/* job starts (delta 1) or stops (-1) running: the broker's count, and its array's. */
+void gq_broker_count_running (gq_broker_t *self, const gq_job_t *job, int delta);
+/* Makes table's keys ids (GQ_ID_KEY), as the broker's own tables of jobs are. */
+void gq_broker_id_keys (zhashx_t *table);
 /* The request's "ids" (malloc'd, the caller frees), or false after refusing the request. */
 bool gq_broker_request_ids (gq_broker_t *self, gq_msg_t *request, int64_t **ids, size_t *count);
 /* Counts unknown ids a client asked about against its rate limit (a poller of ids that do not
@@ -358,8 +366,10 @@ int gq_deps_restart (gq_broker_t *self, gq_job_t *job);
 /* EXPLAIN of a waiting job: [{id, condition, state}] per parent (a new reference), or NULL for a
    job that does not wait. */
 json_t *gq_deps_explain (gq_broker_t *self, const gq_job_t *job);
-/* Appends the waiting jobs, oldest first, to jobs, until it holds limit. */
-void gq_deps_list (gq_broker_t *self, size_t limit, json_t *jobs);
+/* The ids of the waiting jobs, oldest first, into *ids_p (malloc'd, the caller frees; NULL
+   when out of memory): those waiting for their dependencies, and at most per_array of the
+   elements each array's limit holds. Returns how many. */
+size_t gq_deps_waiting (gq_broker_t *self, size_t per_array, int64_t **ids_p);
 /* Frees the waits and the index (at shutdown). */
 void gq_deps_destroy (gq_broker_t *self);
 
@@ -373,8 +383,13 @@ gq_array_t *gq_arrays_new (gq_broker_t *self, int64_t id, const char *text,
 void gq_arrays_forget (gq_broker_t *self, int64_t id);
 /* The array of that id, or NULL. */
 gq_array_t *gq_arrays_find (gq_broker_t *self, int64_t id);
+/* Sets what an array's elements share, for listings (copied; model NULL for none). GQ_OK or
+   GQ_ENOMEM. */
+int gq_arrays_describe (gq_array_t *array, const char *kind, const char *model, int priority);
 /* The array job is an element of, or NULL. */
 gq_array_t *gq_arrays_of (gq_broker_t *self, const gq_job_t *job);
+/* The array whose element job id is (a job in memory or not), or NULL. */
+gq_array_t *gq_arrays_holding (gq_broker_t *self, int64_t id);
 /* The index of element job_id of array. */
 int64_t gq_arrays_index (const gq_array_t *array, int64_t job_id);
 /* A job ready to run (not ended, in no queue, not counted) joins the queue; an element of an
@@ -392,17 +407,23 @@ void gq_arrays_ended (gq_broker_t *self, int64_t id, bool admitted, int state, i
 /* The array's state as a parent: queued while an element has not ended; then done when every
    one is done, failed when one failed, else cancelled. */
 int gq_arrays_state (const gq_array_t *array);
-/* {id, spec, first, count, limit, counts {waiting, queued, running, done, failed, cancelled},
-   state, submitted_at}: a new reference. */
-json_t *gq_arrays_summary (gq_broker_t *self, const gq_array_t *array);
+/* The array's elements by state, from its books (no element is looked at): the ended ones by
+   their final state, the admitted ones running or queued, the rest waiting (held by the limit,
+   or by their dependencies). */
+void gq_arrays_counts (const gq_array_t *array, int64_t counts[GQ_JOB_STATES]);
+/* {id, spec, first, count, limit, kind, model, priority, counts {waiting, queued, running, done,
+   failed, cancelled}, state, submitted_at}: a new reference. */
+json_t *gq_arrays_summary (const gq_array_t *array);
+/* The array as STATUS and JOBS list it among jobs: {id, state, array: its summary}. */
+json_t *gq_arrays_entry (const gq_array_t *array);
 /* At start, before the jobs: the stored arrays join memory. 0 or an error of the store. */
 int gq_arrays_recover (gq_broker_t *self);
 /* At start, after the jobs and their dependencies: each array's limit holds again (the
    elements queued past it are held). */
 void gq_arrays_recover_limits (gq_broker_t *self);
-/* Writes the ids of the elements held by their arrays' limits into ids (at most max of them);
-   returns how many. */
-size_t gq_arrays_held (gq_broker_t *self, int64_t *ids, size_t max);
+/* Writes the ids of the elements held by their arrays' limits into ids (at most max of them,
+   and at most per_array of each array, in the order they are admitted); returns how many. */
+size_t gq_arrays_held (gq_broker_t *self, int64_t *ids, size_t max, size_t per_array);
 /* Frees the arrays (at shutdown). */
 void gq_arrays_destroy (gq_broker_t *self);
 

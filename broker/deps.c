@@ -521,30 +521,31 @@ s_oldest_first (const void *a, const void *b)
     return x < y ? -1 : x > y ? 1 : 0;
 }
 
-void
-gq_deps_list (gq_broker_t *self, size_t limit, json_t *jobs)
+size_t
+gq_deps_waiting (gq_broker_t *self, size_t per_array, int64_t **ids_p)
 {
-    /* Those waiting for their dependencies, and the elements their arrays' limits hold. */
-    size_t count = (size_t) (self->counts[GQ_JOB_WAITING] > 0 ? self->counts[GQ_JOB_WAITING] : 0);
-    count = count > zhashx_size (self->waits) ? count : zhashx_size (self->waits);
+    /* Those waiting for their dependencies, and the elements their arrays' limits hold (no
+       more than per_array of each: a listing of arrays does not copy a million ids). */
+    size_t waits = zhashx_size (self->waits);
+    size_t waiting = (size_t) (self->counts[GQ_JOB_WAITING] > 0 ? self->counts[GQ_JOB_WAITING] : 0);
+    size_t held = waiting > waits ? waiting - waits : 0;
+    if (self->array_count && per_array < held / self->array_count) {
+        held = per_array * self->array_count;
+    }
+    size_t count = waits + held;
     int64_t *ids = (int64_t *) malloc ((count ? count : 1) * sizeof *ids);
+    *ids_p = ids;
     if (!ids) {
-        return;
+        return 0;
     }
     size_t n = 0;
     for (void *wait = zhashx_first (self->waits); wait && n < count;
          wait = zhashx_next (self->waits)) {
         ids[n++] = (int64_t) (uintptr_t) zhashx_cursor (self->waits);
     }
-    n += gq_arrays_held (self, ids + n, count - n);
+    n += gq_arrays_held (self, ids + n, count - n, per_array);
     qsort (ids, n, sizeof *ids, s_oldest_first);
-    for (size_t i = 0; i < n && json_array_size (jobs) < limit; i++) {
-        gq_job_t *job = gq_broker_job_lookup (self, ids[i]);
-        if (job) {
-            json_array_append_new (jobs, gq_broker_job_json (self, job, false));
-        }
-    }
-    free (ids);
+    return n;
 }
 
 void

@@ -130,7 +130,7 @@ gq_dispatch_turn (gq_broker_t *self)
             gq_job_t *job = self->placed[i].job;
             gq_link_t *worker = self->workers[self->placed[i].node];
             self->counts[GQ_JOB_QUEUED]--;
-            self->counts[GQ_JOB_RUNNING]++;
+            gq_broker_count_running (self, job, 1);
             job->attempts++;
             gq_dispatch_started (self, job, now_ms);
             gq_workers_running_link (worker, job);

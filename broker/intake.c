@@ -161,7 +161,8 @@ s_names_check (zhashx_t **names, const gq_jobspec_t *spec, size_t index, char *w
 
 /* The elements of an array entry: the array takes the next id, its elements the ones after, in
    index order, each with its index in its payload; they go to submit->jobs from job `at`, their
-   spec to job_spec. 0 or GQ_ENOMEM. */
+   spec to job_spec from the same place (both indexed from the submission's first job). 0 or
+   GQ_ENOMEM. */
 static int
 s_array_jobs (gq_broker_t *self, gq_submit_t *submit, const gq_jobspec_t *spec,
               const gq_jobspec_t **job_spec, size_t at, uint32_t owner, int64_t now_ms,
@@ -175,7 +176,7 @@ s_array_jobs (gq_broker_t *self, gq_submit_t *submit, const gq_jobspec_t *spec,
         spec->payload ? json_dumps (spec->payload, JSON_COMPACT) : strdup ("{}");
     int64_t id = self->next_id++;
     gq_array_t *array = base ? gq_arrays_new (self, id, spec->array, &aspec, now_ms) : NULL;
-    if (!array) {
+    if (!array || gq_arrays_describe (array, spec->kind, spec->model, spec->priority)) {
         free (base);
         return GQ_ENOMEM;
     }
@@ -596,7 +597,7 @@ s_withdraw (gq_broker_t *self, gq_job_t *job, int64_t now_ms)
         gq_workers_send (self, worker, "CANCEL", json_pack ("{s:[I]}", "ids", (json_int_t) job->id));
         gq_workers_running_unlink (worker, job);
         gq_matcher_release (self->matcher, job->node, job, now_ms);
-        self->counts[GQ_JOB_RUNNING]--;
+        gq_broker_count_running (self, job, -1);
     }
     if (job->owner) {
         char why[100];

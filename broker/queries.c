@@ -52,10 +52,7 @@ gq_queries_status (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
             gq_broker_job_text (self, job, false, read->pre);
             gq_read_text_end (read);
         } else if (array) {
-            /* An array: {"id", "state", "array": summary} among the jobs. */
-            json_t *summary = gq_arrays_summary (self, array);
-            json_t *entry = json_pack ("{s:I, s:O, s:o}", "id", (json_int_t) ids[i], "state",
-                                       json_object_get (summary, "state"), "array", summary);
+            json_t *entry = gq_arrays_entry (array);
             char *text = entry ? json_dumps (entry, JSON_COMPACT) : NULL;
             json_decref (entry);
             gq_read_text_begin (read, ids[i]);
@@ -146,6 +143,76 @@ gq_queries_result (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
     gq_broker_reply (self, reply);
 }
 
+/* ---- JOBS ---------------------------------------------------------------------------------- */
+
+/* A listing being made. With arrays, an array's elements are one entry, the array's (as STATUS
+   gives it), where the first of them comes in the listing's order; with expand, up to expand of
+   them follow in the entry's "elements", in that order. Entries and elements count against
+   limit, so that a reply stays bounded. */
+typedef struct {
+    json_t *jobs;    /* the entries, in order */
+    size_t limit;    /* entries and elements, at most */
+    size_t rows;     /* entries and elements so far */
+    bool arrays;     /* an array's elements are its entry */
+    size_t expand;   /* elements shown per array */
+    zhashx_t *given; /* array id -> its entry (borrowed from jobs), with arrays */
+} s_list_t;
+
+static bool
+s_list_full (const s_list_t *list)
+{
+    return list->rows >= list->limit;
+}
+
+/* Where job id goes: the JSON array that takes it (the listing, or its array's elements; the
+   caller appends it), or NULL when its array's entry stands for it (*array says which) or the
+   listing is full. */
+static json_t *
+s_list_place (gq_broker_t *self, s_list_t *list, int64_t id, bool in_array, gq_array_t **array)
+{
+    *array = list->arrays && in_array ? gq_arrays_holding (self, id) : NULL;
+    if (s_list_full (list)) {
+        return NULL;
+    }
+    json_t *into = list->jobs;
+    if (*array) {
+        json_t *entry = (json_t *) zhashx_lookup (list->given, GQ_ID_KEY ((*array)->id));
+        if (!entry) {
+            entry = gq_arrays_entry (*array);
+            if (list->expand) {
+                json_object_set_new (entry, "elements", json_array ());
+            }
+            json_array_append_new (list->jobs, entry);
+            zhashx_insert (list->given, GQ_ID_KEY ((*array)->id), entry);
+            list->rows++;
+        }
+        into = json_object_get (entry, "elements");
+        if (s_list_full (list) || json_array_size (into) >= list->expand) {
+            return NULL;
+        }
+    }
+    list->rows++;
+    return into;
+}
+
+/* Adds a job in memory (or its array's entry). */
+static void
+s_list_job (gq_broker_t *self, s_list_t *list, const gq_job_t *job)
+{
+    gq_array_t *array;
+    json_t *into = s_list_place (self, list, job->id, job->in_array, &array);
+    if (into) {
+        json_array_append_new (into, gq_broker_job_json (self, job, false));
+    }
+}
+
+/* The id of row i of a page of stored jobs (0 past its end). */
+static int64_t
+s_row_id (json_t *page, size_t i)
+{
+    return (int64_t) json_integer_value (json_object_get (json_array_get (page, i), "id"));
+}
+
 static int
 s_newest_first (const void *a, const void *b)
 {
@@ -153,13 +220,14 @@ s_newest_first (const void *a, const void *b)
     return x < y ? 1 : x > y ? -1 : 0;
 }
 
-/* Jobs of a final state (or all, state -1), newest first, into jobs: the stored rows, and the
-   jobs that ended but whose end is not committed yet (the store has them queued, or not at
-   all); a job in memory shows its live state. */
+/* Jobs of a final state (or all, state -1), newest first: the stored rows, and the jobs that
+   ended but whose end is not committed yet (the store has them queued, or not at all); a job in
+   memory shows its live state. The store is read in pages, each below the last; an array whose
+   entry has all it may show is passed over in one step (the next page starts below its first
+   element), so that its elements cost one page at most. */
 static void
-s_jobs_listed (gq_broker_t *self, int state, size_t limit, json_t *jobs)
+s_jobs_listed (gq_broker_t *self, int state, s_list_t *list)
 {
-    json_t *stored = gq_store_jobs_json (self->store, state, limit);
     size_t n_ended = 0;
     gq_job_t **ended = (gq_job_t **) malloc ((zhashx_size (self->ended) + 1) * sizeof *ended);
     for (gq_job_t *job = (gq_job_t *) zhashx_first (self->ended); job && ended;
@@ -171,22 +239,69 @@ s_jobs_listed (gq_broker_t *self, int state, size_t limit, json_t *jobs)
     if (n_ended) {
         qsort (ended, n_ended, sizeof *ended, s_newest_first);
     }
-    size_t i = 0, e = 0, rows = json_array_size (stored);
-    while (json_array_size (jobs) < limit && (i < rows || e < n_ended)) {
-        json_t *item = json_array_get (stored, i);
-        int64_t id = i < rows ? (int64_t) json_integer_value (json_object_get (item, "id")) : 0;
+    json_t *page = NULL;
+    size_t i = 0, e = 0, rows = 0;
+    int64_t below = INT64_MAX;
+    bool more = true;
+    while (!s_list_full (list)) {
+        if (i == rows && more) {
+            if (rows && s_row_id (page, rows - 1) < below) {
+                below = s_row_id (page, rows - 1);
+            }
+            json_decref (page);
+            size_t want = list->limit - list->rows;
+            page = gq_store_jobs_json (self->store, state, below, want);
+            rows = json_array_size (page);
+            i = 0;
+            more = rows == want;
+        }
+        json_t *item = json_array_get (page, i);
+        int64_t id = s_row_id (page, i);
+        if (i == rows && e == n_ended) {
+            break;
+        }
         if (e < n_ended && ended[e]->id >= id) {
             i += ended[e]->id == id; /* the store's row is older news */
-            json_array_append_new (jobs, gq_broker_job_json (self, ended[e++], false));
+            s_list_job (self, list, ended[e++]);
             continue;
         }
-        gq_job_t *job = gq_broker_job_lookup (self, id);
-        json_array_append_new (jobs, job ? gq_broker_job_json (self, job, false)
-                                         : json_incref (item));
         i++;
+        gq_array_t *array;
+        json_t *into = s_list_place (self, list, id, true, &array);
+        if (into) {
+            gq_job_t *job = gq_broker_job_lookup (self, id);
+            json_array_append_new (into, job ? gq_broker_job_json (self, job, false)
+                                             : json_incref (item));
+        } else if (array) {
+            /* Its entry shows all it may: on below its first element. */
+            below = array->first < below ? array->first : below;
+            while (i < rows && s_row_id (page, i) >= array->first) {
+                i++;
+            }
+            while (e < n_ended && ended[e]->id >= array->first) {
+                e++;
+            }
+        }
     }
     free (ended);
-    json_decref (stored);
+    json_decref (page);
+}
+
+/* Jobs waiting, oldest first: for their dependencies, or held by their arrays' limits. */
+static void
+s_jobs_waiting (gq_broker_t *self, s_list_t *list)
+{
+    /* An array's entry needs one of its held elements, and its elements no more than it shows. */
+    int64_t *ids;
+    size_t n = gq_deps_waiting (self, list->arrays ? (list->expand ? list->expand : 1) : SIZE_MAX,
+                                &ids);
+    for (size_t i = 0; i < n && !s_list_full (list); i++) {
+        gq_job_t *job = gq_broker_job_lookup (self, ids[i]);
+        if (job) {
+            s_list_job (self, list, job);
+        }
+    }
+    free (ids);
 }
 
 void
@@ -195,10 +310,13 @@ gq_queries_jobs (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
     gq_msg_t *request = *request_p;
     json_t *body = gq_msg_body (request);
     const char *state_name;
-    int64_t limit;
+    int64_t limit, expand;
+    bool arrays;
     char why[200];
     if (gq_json_str (body, "state", 16, NULL, &state_name, why, sizeof why) ||
-        gq_json_int (body, "limit", 1, GQ_MAX_IDS, 100, &limit, why, sizeof why)) {
+        gq_json_int (body, "limit", 1, GQ_MAX_IDS, 100, &limit, why, sizeof why) ||
+        gq_json_bool (body, "arrays", false, &arrays, why, sizeof why) ||
+        gq_json_int (body, "expand", 0, GQ_MAX_IDS, 0, &expand, why, sizeof why)) {
         gq_broker_reject (self, request, GQ_EINVAL, why);
         return;
     }
@@ -209,26 +327,34 @@ gq_queries_jobs (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
                           "cancelled");
         return;
     }
-    json_t *jobs = json_array ();
+    s_list_t list = {.jobs = json_array (), .limit = (size_t) limit, .arrays = arrays,
+                     .expand = (size_t) expand, .given = arrays ? zhashx_new () : NULL};
+    if (arrays && list.given) {
+        gq_broker_id_keys (list.given);
+    } else if (arrays) {
+        json_decref (list.jobs);
+        gq_broker_reject (self, request, GQ_ENOMEM, "out of memory");
+        return;
+    }
     if (state == GQ_JOB_WAITING) {
-        gq_deps_list (self, (size_t) limit, jobs);
+        s_jobs_waiting (self, &list);
     } else if (state == GQ_JOB_QUEUED) {
-        for (gq_job_t *job = gq_queue_first (self->queue);
-             job && json_array_size (jobs) < (size_t) limit;
+        for (gq_job_t *job = gq_queue_first (self->queue); job && !s_list_full (&list);
              job = gq_queue_next (self->queue, job)) {
-            json_array_append_new (jobs, gq_broker_job_json (self, job, false));
+            s_list_job (self, &list, job);
         }
     } else if (state == GQ_JOB_RUNNING) {
-        for (size_t w = 0; w < self->workers_size && json_array_size (jobs) < (size_t) limit; w++) {
+        for (size_t w = 0; w < self->workers_size && !s_list_full (&list); w++) {
             for (gq_job_t *job = self->workers[w] ? self->workers[w]->running : NULL;
-                 job && json_array_size (jobs) < (size_t) limit; job = job->qnext) {
-                json_array_append_new (jobs, gq_broker_job_json (self, job, false));
+                 job && !s_list_full (&list); job = job->qnext) {
+                s_list_job (self, &list, job);
             }
         }
     } else {
-        s_jobs_listed (self, state, (size_t) limit, jobs);
+        s_jobs_listed (self, state, &list);
     }
-    gq_broker_reply (self, gq_msg_reply (request, "JOBS", json_pack ("{s:o}", "jobs", jobs)));
+    zhashx_destroy (&list.given);
+    gq_broker_reply (self, gq_msg_reply (request, "JOBS", json_pack ("{s:o}", "jobs", list.jobs)));
 }
 
 static json_t *

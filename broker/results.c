@@ -29,7 +29,7 @@ gq_results_attempt_end (gq_broker_t *self, gq_job_t *job, const char *outcome,
     gq_link_t *worker = self->workers[job->node];
     gq_workers_running_unlink (worker, job);
     gq_matcher_release (self->matcher, job->node, job, now_ms);
-    self->counts[GQ_JOB_RUNNING]--;
+    gq_broker_count_running (self, job, -1);
     if (job->attempts == 1 && streq (outcome, "ok") && !job->run_recorded) {
         return; /* the job's own row tells this one */
     }
@@ -227,7 +227,7 @@ gq_results_attempt_recalled (gq_broker_t *self, gq_job_t *job, int64_t now_ms)
         gq_link_t *worker = self->workers[job->node];
         gq_workers_running_unlink (worker, job);
         gq_matcher_release (self->matcher, job->node, job, now_ms);
-        self->counts[GQ_JOB_RUNNING]--;
+        gq_broker_count_running (self, job, -1);
         job->attempts--;
         job->started_ms = 0;
     }

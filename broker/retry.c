@@ -163,8 +163,7 @@ gq_retry_request (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
         if (gq_store_dep_children (self->store, r.ids[i], s_child, &r)) {
             r.error = GQ_ESTORE;
         }
-        gq_job_t probe = {.id = r.ids[i], .in_array = 1};
-        gq_array_t *array = gq_arrays_of (self, &probe);
+        gq_array_t *array = gq_arrays_holding (self, r.ids[i]);
         if (array && gq_job_state_final (gq_arrays_state (array)) &&
             gq_store_dep_children (self->store, array->id, s_child, &r)) {
             r.error = GQ_ESTORE; /* the array ends no more: its cancelled dependents too */

@@ -137,9 +137,10 @@ static const char *s_sql[S_STMTS] = {
                   "WHERE id IN (SELECT id FROM jobs WHERE state IN (0, 1)) ORDER BY id",
     [S_JOB_GET] = "SELECT " S_JOB_COLUMNS ("CASE WHEN ?2 THEN payload END") " FROM jobs "
                   "WHERE id = ?1",
-    [S_JOBS_ALL] = "SELECT " S_JOB_COLUMNS ("NULL") " FROM jobs ORDER BY id DESC LIMIT ?1",
+    [S_JOBS_ALL] = "SELECT " S_JOB_COLUMNS ("NULL") " FROM jobs WHERE id < ?3 "
+                   "ORDER BY id DESC LIMIT ?1",
     [S_JOBS_IN_STATE] = "SELECT " S_JOB_COLUMNS ("NULL") " FROM jobs WHERE state = ?2 "
-                        "ORDER BY id DESC LIMIT ?1",
+                        "AND id < ?3 ORDER BY id DESC LIMIT ?1",
     [S_COUNTS] = "SELECT state, count(*) FROM jobs GROUP BY state",
     /* Oldest first through the finished_at index, chosen once into the temporary table purging
        (gq_store_open makes it), so that the counts, the arrays' tallies and the delete all see
@@ -1281,13 +1282,14 @@ s_rows_json (gq_store_t *self, sqlite3_stmt *stmt, json_t *(*row_json) (sqlite3_
 }
 
 json_t *
-gq_store_jobs_json (gq_store_t *self, int state, size_t limit)
+gq_store_jobs_json (gq_store_t *self, int state, int64_t below, size_t limit)
 {
     sqlite3_stmt *stmt = self->stmt[state < 0 ? S_JOBS_ALL : S_JOBS_IN_STATE];
     sqlite3_bind_int64 (stmt, 1, limit > INT64_MAX ? INT64_MAX : (int64_t) limit);
     if (state >= 0) {
         sqlite3_bind_int (stmt, 2, state);
     }
+    sqlite3_bind_int64 (stmt, 3, below);
     return s_rows_json (self, stmt, s_job_row_json, "list jobs");
 }
 
@@ -1970,6 +1972,7 @@ gq_store_test (bool verbose)
     S_HAS_STR (text, "jobs_idem");
     s_plan (store, S_JOBS_IN_STATE, text, sizeof text);
     S_HAS_STR (text, "jobs_state");
+    S_HAS_STR (text, "rowid<?");
 
     /* One turn: three submissions, one repeated by its idem key within the turn. */
     char p1[] = "{\"n\":1}", p2[] = "{\"n\":2}", p3[] = "{\"input\":[[1,2]]}", p4[] = "[4]";
@@ -2105,18 +2108,23 @@ gq_store_test (bool verbose)
     GQ_CHECK_EQ (gq_store_job_json (store, 999999, true) == NULL, 1);
     GQ_CHECK_EQ (gq_store_error (store), GQ_ENOTFOUND);
 
-    json_t *list = gq_store_jobs_json (store, -1, 10);
+    json_t *list = gq_store_jobs_json (store, -1, INT64_MAX, 10);
     GQ_CHECK_EQ (json_array_size (list), 3);
     GQ_CHECK_EQ (json_integer_value (json_object_get (json_array_get (list, 0), "id")), j3.id);
     GQ_CHECK_EQ (json_integer_value (json_object_get (json_array_get (list, 2), "id")), j1.id);
     GQ_CHECK_EQ (json_object_get (json_array_get (list, 0), "payload") == NULL, 1);
     json_decref (list);
-    list = gq_store_jobs_json (store, GQ_JOB_DONE, 10);
+    list = gq_store_jobs_json (store, GQ_JOB_DONE, INT64_MAX, 10);
     GQ_CHECK_EQ (json_array_size (list), 1);
     GQ_CHECK_EQ (json_integer_value (json_object_get (json_array_get (list, 0), "id")), j2.id);
     json_decref (list);
-    list = gq_store_jobs_json (store, -1, 1);
+    list = gq_store_jobs_json (store, -1, INT64_MAX, 1);
     GQ_CHECK_EQ (json_array_size (list), 1);
+    json_decref (list);
+    /* The next page: below the last id of the one before. */
+    list = gq_store_jobs_json (store, -1, j3.id, 10);
+    GQ_CHECK_EQ (json_array_size (list), 2);
+    GQ_CHECK_EQ (json_integer_value (json_object_get (json_array_get (list, 0), "id")), j2.id);
     json_decref (list);
 
     int64_t counts[GQ_JOB_STATES];

@@ -151,9 +151,10 @@ json_t *gq_store_job_json (gq_store_t *self, int64_t job_id, bool with_payload);
 int gq_store_job_text (gq_store_t *self, int64_t job_id, zchunk_t *out);
 /* The same without "attempts_detail" (one read less): for listings and status. */
 json_t *gq_store_job_brief_json (gq_store_t *self, int64_t job_id, bool with_payload);
-/* Stored jobs in state (or all for -1), newest first, at most limit, without payloads and
-   attempts_detail: a new JSON array, or NULL on failure. */
-json_t *gq_store_jobs_json (gq_store_t *self, int state, size_t limit);
+/* Stored jobs in state (or all for -1) with ids below below, newest first, at most limit,
+   without payloads and attempts_detail: a new JSON array, or NULL on failure. A listing reads
+   on in pages (below: the last id of the page before, or where it skips to). */
+json_t *gq_store_jobs_json (gq_store_t *self, int state, int64_t below, size_t limit);
 /* Every stored node: [{name, gpu_model, vram_total_mb, tflops, price_per_hour, first_seen,
    last_seen, jobs_ok, jobs_failed}] with times as RFC 3339 strings; NULL on failure. */
 json_t *gq_store_nodes_json (gq_store_t *self);

@@ -429,7 +429,7 @@ gq_workers_ready (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
             gq_dispatch_started (self, job, now_ms);
             gq_matcher_assign (self->matcher, index, job);
             gq_workers_running_link (worker, job);
-            self->counts[GQ_JOB_RUNNING]++;
+            gq_broker_count_running (self, job, 1);
             gq_watch_state (self, job);
             continue;
         }

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "gq_arrayview.h"
 #include "gq_client.h"
 #include "gq_spec.h"
 #include "tuning.h"
@@ -321,7 +322,11 @@ s_table_print (s_table_t *table, FILE *out)
     for (size_t i = 0; i < table->cells; i++) {
         size_t col = i % table->cols;
         const char *text = table->text[i] ? table->text[i] : "";
-        if (col + 1 == table->cols || i + 1 == table->cells) {
+        if (col + 2 == table->cols && i + 1 < table->cells &&
+            !(table->text[i + 1] && *table->text[i + 1])) {
+            fprintf (out, "%s\n", text); /* an empty last cell: the row ends here */
+            i++;
+        } else if (col + 1 == table->cols || i + 1 == table->cells) {
             fprintf (out, "%s\n", text); /* the last column is not padded */
         } else {
             fprintf (out, "%-*s  ", (int) width[col], text);
@@ -368,6 +373,7 @@ enum {
     O_MAX_WAIT,
     O_RATE_RETRIES,
     O_ARRAY,
+    O_EXPAND,
     O_QUIET,
     O_STATE,
     O_LIMIT,
@@ -1723,11 +1729,12 @@ static const char *s_status_help =
     "Example:\n"
     "  gridq status 41 42 43\n";
 
+/* A job's row; indent goes before its id (an element under its array's row). */
 static void
-s_job_row (s_table_t *table, json_t *job)
+s_job_row (s_table_t *table, json_t *job, const char *indent)
 {
     char submitted[32], runtime[32];
-    s_table_cell (table, "%lld", (long long) s_int (job, "id", 0));
+    s_table_cell (table, "%s%lld", indent, (long long) s_int (job, "id", 0));
     s_table_cell (table, "%s", s_str (job, "state", "?"));
     s_table_cell (table, "%s", s_str (job, "kind", "-"));
     s_table_cell (table, "%s", s_str (job, "model", "-"));
@@ -1743,12 +1750,14 @@ s_job_row (s_table_t *table, json_t *job)
     s_table_cell (table, "%s", s_runtime (job, runtime, sizeof runtime));
 }
 
+/* The jobs' table; with progress, a last column for the arrays' progress. */
 static s_table_t
-s_job_table (void)
+s_job_table (bool progress)
 {
-    static const char *const head[] = {"ID",   "STATE",    "KIND",            "MODEL",  "PRI",
-                                       "NODE", "ATTEMPTS", "SUBMITTED (UTC)", "RUNTIME"};
-    return s_table_new (head, 9);
+    static const char *const head[] = {"ID",      "STATE",    "KIND",            "MODEL",
+                                       "PRI",     "NODE",     "ATTEMPTS", "SUBMITTED (UTC)",
+                                       "RUNTIME", "PROGRESS"};
+    return s_table_new (head, progress ? 10 : 9);
 }
 
 /* An array as STATUS summarises it: "array 41 (0-199%3): 200 elements, 42..241: 150 done, ...". */
@@ -1801,7 +1810,7 @@ s_cmd_status (int argc, char **argv)
         }
     }
     json_t *shown = json_object ();
-    s_table_t table = s_job_table ();
+    s_table_t table = s_job_table (false);
     for (size_t i = 0; i < args.count; i++) {
         job = s_map_get (map, args.ids[i]);
         char id[24];
@@ -1825,7 +1834,7 @@ s_cmd_status (int argc, char **argv)
             s_print_json (stdout, line);
             json_decref (line);
         } else {
-            s_job_row (&table, job);
+            s_job_row (&table, job, "");
         }
     }
     if (!args.json && table.cells > table.cols) {
@@ -2263,11 +2272,11 @@ s_array_jobs (int64_t id, const char *state, int64_t limit, bool json)
         s_print_json (stdout, jobs);
     } else if (rc == S_EXIT_OK) {
         s_array_line (stdout, summary);
-        s_table_t table = s_job_table ();
+        s_table_t table = s_job_table (false);
         size_t i;
         json_t *job;
         json_array_foreach (jobs, i, job) {
-            s_job_row (&table, job);
+            s_job_row (&table, job, "");
         }
         if (json_array_size (jobs)) {
             s_table_print (&table, stdout);
@@ -2283,32 +2292,98 @@ s_array_jobs (int64_t id, const char *state, int64_t limit, bool json)
 }
 
 static const char *s_jobs_help =
-    "Usage: gridq jobs [--state S] [--limit N] [--array ID] [--json]\n"
+    "Usage: gridq jobs [--state S] [--limit N] [--expand] [--array ID] [--json]\n"
     "\n"
-    "Lists jobs, newest first, as a table.\n"
+    "Lists jobs, newest first, as a table. An array is one row, as squeue shows one: its id\n"
+    "and spec (41_[0-999%16]), the state of its liveliest elements (running, else queued, else\n"
+    "waiting, else its own), and in a last column, PROGRESS, a bar of 20 cells, then its\n"
+    "elements ended of all and its elements by state:\n"
+    "  [############!!>>>>--] 7/10: 6 done, 1 failed, 2 running, 1 queued\n"
+    "Each state has its share of the cells (one at least when it has an element):\n"
+    "  # done   ! failed   x cancelled   > running   - queued   . waiting (held by the\n"
+    "  array's limit, or by dependencies)\n"
+    "  --expand    every array's elements under its row, in the listing's order (they count\n"
+    "              against --limit)\n"
     "  --array ID  the elements of array ID instead, in index order, after a line that counts\n"
     "              them per state (with --state: the elements in that state)\n"
     "  --state S   only jobs in state S: waiting (for dependencies; oldest first), queued (in\n"
-    "              dispatch order), running, done, failed or cancelled\n"
-    "  --limit N   at most N jobs, 1..10000 (default 100)\n"
-    "  --json      one JSON array of job objects\n"
+    "              dispatch order), running, done, failed or cancelled; an array has a row\n"
+    "              when one of its elements is in S (its counts are the whole array's)\n"
+    "  --limit N   at most N rows, 1..10000 (default 100)\n"
+    "  --json      one JSON array: job objects, and for an array {\"id\", \"state\", \"array\":\n"
+    "              {its summary, as gridq status --json gives it}}, with --expand its\n"
+    "              \"elements\": [job objects]\n"
     "\n"
-    "Example:\n"
-    "  gridq jobs --state failed --limit 10\n";
+    "Examples:\n"
+    "  gridq jobs --state failed --limit 10\n"
+    "  gridq jobs --state failed --expand\n";
+
+/* An array's row: squeue's label, the state of its liveliest elements, what its elements share,
+   and its progress. */
+static void
+s_array_row (s_table_t *table, json_t *summary)
+{
+    char label[64], submitted[32], bar[GQ_CLI_ARRAY_BAR_CELLS + 3], counts[256];
+    s_table_cell (table, "%s", gq_arrayview_label (summary, label, sizeof label));
+    s_table_cell (table, "%s", gq_arrayview_state (summary));
+    s_table_cell (table, "%s", s_str (summary, "kind", "-"));
+    s_table_cell (table, "%s", s_str (summary, "model", "-"));
+    s_table_cell (table, "%lld", (long long) s_int (summary, "priority", 5));
+    s_table_cell (table, "-");
+    s_table_cell (table, "-");
+    s_table_cell (table, "%s", s_short_time (summary, "submitted_at", submitted, sizeof submitted));
+    s_table_cell (table, "-");
+    s_table_cell (table, "%s %s",
+                  gq_arrayview_bar (summary, GQ_CLI_ARRAY_BAR_CELLS, bar, sizeof bar),
+                  gq_arrayview_counts (summary, counts, sizeof counts));
+}
+
+/* The listing as a table: a job a row, an array a row with its elements (--expand) under it;
+   the PROGRESS column only when there is an array. */
+static void
+s_jobs_print (json_t *jobs)
+{
+    bool arrays = false;
+    size_t i, e;
+    json_t *job, *element;
+    json_array_foreach (jobs, i, job) {
+        arrays = arrays || json_object_get (job, "array");
+    }
+    s_table_t table = s_job_table (arrays);
+    json_array_foreach (jobs, i, job) {
+        json_t *summary = json_object_get (job, "array");
+        if (!summary) {
+            s_job_row (&table, job, "");
+        } else {
+            s_array_row (&table, summary);
+        }
+        if (arrays && !summary) {
+            s_table_cell (&table, "%s", "");
+        }
+        json_array_foreach (json_object_get (job, "elements"), e, element) {
+            s_job_row (&table, element, "  ");
+            s_table_cell (&table, "%s", "");
+        }
+    }
+    s_table_print (&table, stdout);
+    s_table_destroy (&table);
+}
 
 static int
 s_cmd_jobs (int argc, char **argv)
 {
     static const struct option options[] = {{"state", required_argument, NULL, O_STATE},
                                             {"limit", required_argument, NULL, O_LIMIT},
+                                            {"expand", no_argument, NULL, O_EXPAND},
                                             {"array", required_argument, NULL, O_ARRAY},
                                             {"json", no_argument, NULL, O_JSON},
                                             {"help", no_argument, NULL, O_HELP},
                                             {NULL, 0, NULL, 0}};
     static const char *states[] = {"waiting", "queued", "running", "done", "failed", "cancelled",
                                    NULL};
-    json_t *body = json_object ();
-    bool json = false;
+    /* An array is one row (an entry of its own in JOBS's answer). */
+    json_t *body = json_pack ("{s:b}", "arrays", true);
+    bool json = false, expand = false;
     int64_t array = 0;
     int option;
     int rc = S_EXIT_OK;
@@ -2341,6 +2416,9 @@ s_cmd_jobs (int argc, char **argv)
         case O_JSON:
             json = true;
             break;
+        case O_EXPAND:
+            expand = true;
+            break;
         case O_ARRAY:
             if (!s_parse_int (optarg, 1, INT64_MAX, &array)) {
                 rc = s_usage ("--array \"%s\" is not an array id", optarg);
@@ -2362,6 +2440,10 @@ s_cmd_jobs (int argc, char **argv)
         json_decref (body);
         return rc;
     }
+    if (expand) {
+        /* As many of each array's elements as the listing may hold. */
+        json_object_set_new (body, "expand", json_integer (s_int (body, "limit", 100)));
+    }
     json_t *reply = s_simple_call ("JOBS", body, &rc);
     if (!reply) {
         return rc;
@@ -2370,14 +2452,7 @@ s_cmd_jobs (int argc, char **argv)
     if (json) {
         s_print_json (stdout, jobs ? jobs : json_array ());
     } else {
-        s_table_t table = s_job_table ();
-        size_t i;
-        json_t *job;
-        json_array_foreach (jobs, i, job) {
-            s_job_row (&table, job);
-        }
-        s_table_print (&table, stdout);
-        s_table_destroy (&table);
+        s_jobs_print (jobs);
     }
     json_decref (reply);
     return S_EXIT_OK;

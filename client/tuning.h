@@ -14,5 +14,7 @@
    gives up (--rate-retries): a rate limit never gets there, since each wait lets one chunk in;
    a per-client cap that no finishing job frees does, after this many of its 1 s hints. */
 #define GQ_CLI_RATE_RETRIES        10
+/* gridq jobs: an array's progress bar, in cells inside its brackets (20: a cell per 5 %). */
+#define GQ_CLI_ARRAY_BAR_CELLS     20
 
 #endif

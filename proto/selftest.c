@@ -1,4 +1,5 @@
 /*  selftest.c — runs one protocol module's selftest by name: gridq-proto-selftest msg [-v] */
+#include "gq_arrayview.h"
 #include "gq_client.h"
 #include "gq_json.h"
 #include "gq_msg.h"
@@ -15,6 +16,7 @@ static const gq_selftest_t s_tests[] = {
     {"result", gq_result_test, false},
     {"spec", gq_spec_test, false},
     {"client", gq_client_test, false},
+    {"arrayview", gq_arrayview_test, false},
 };
 
 int

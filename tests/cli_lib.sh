@@ -97,6 +97,10 @@ gq () {
     return 0
 }
 
+# jqt FILE FILTER: the jq filter holds (is true) for the JSON in $TMP/FILE.
+jqt () {
+    jq -e "$2" "$TMP/$1" >/dev/null 2>&1 || fail "$1 of the last command: jq '$2' does not hold"
+}
 
 # job_field ID NAME: one field of the job's STATUS JSON, as jq -r prints it.
 job_field () {

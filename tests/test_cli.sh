@@ -13,11 +13,6 @@ has () {
     grep -qF -- "$2" "$TMP/$1" || fail "$1 of the last command lacks \"$2\""
 }
 
-# jqt FILE FILTER: the jq filter holds (is true) for the file's JSON.
-jqt () {
-    jq -e "$2" "$TMP/$1" >/dev/null 2>&1 || fail "$1 of the last command: jq '$2' does not hold"
-}
-
 # ---- a broker on a free port ------------------------------------------------------------------
 start_broker
 

@@ -440,6 +440,9 @@ s_test_malformed (gq_client_t *alice)
         {"EXPLAIN", "{}", NULL, NULL},
         {"JOBS", "{\"limit\":0}", NULL, NULL},
         {"JOBS", "{\"state\":\"exploded\"}", NULL, NULL},
+        {"JOBS", "{\"arrays\":\"yes\"}", NULL, NULL},
+        {"JOBS", "{\"arrays\":true,\"expand\":-1}", NULL, NULL},
+        {"JOBS", "{\"arrays\":true,\"expand\":100000}", NULL, NULL},
         {NULL, NULL, NULL, NULL}};
     bad += s_expect_refusals (c, "GQC1", bad_reads);
     /* Node specs out of range, from a key that may act as a worker: no node appears. */

@@ -1,7 +1,9 @@
 /*  test_top.c — gridq-top against a live broker with two CPU workers: --once as text and as
-    JSON (node names and fields, job counts, the failure and its reason, measured rates), the
-    full screen on a pseudo-terminal (names shown, sort, pause, resize, 'q' and Ctrl-C both
-    restore the terminal), and a broker that does not answer (exit 3 and the reason). */
+    JSON (node names and fields, job counts, the failure and its reason, measured rates), arrays
+    as one row each with their bars (and their elements with --expand), the full screen on a
+    pseudo-terminal (names shown, sort, pause, arrays expanded and collapsed by 'a', resize, 'q'
+    and Ctrl-C both restore the terminal), and a broker that does not answer (exit 3 and the
+    reason). */
 #include <czmq.h>
 #include <signal.h>
 #include <unistd.h>
@@ -92,6 +94,112 @@ s_expect_screen (ops_pty_t *pty, size_t from, const char *text)
         ops_pty_destroy (&pty);
         h_fail ();
     }
+}
+
+/* The entry of array id among a listing's (NULL when it has none), failing when an element of
+   it stands in the listing on its own. */
+static json_t *
+s_array_entry (json_t *list, int64_t id, int64_t count)
+{
+    json_t *found = NULL;
+    size_t i;
+    json_t *entry;
+    json_array_foreach (list, i, entry) {
+        int64_t at = json_integer_value (json_object_get (entry, "id"));
+        if (at > id && at <= id + count) {
+            fprintf (stderr, "element %lld of array %lld listed on its own\n", (long long) at,
+                     (long long) id);
+            h_fail ();
+        }
+        found = at == id ? entry : found;
+    }
+    return found;
+}
+
+/* Whether the listing entry's elements are exactly the ids first, first - 1, ... (n of them). */
+static bool
+s_elements_are (json_t *entry, int64_t first, size_t n)
+{
+    json_t *elements = json_object_get (entry, "elements");
+    bool same = json_array_size (elements) == n;
+    for (size_t i = 0; same && i < n; i++) {
+        same = json_integer_value (json_object_get (json_array_get (elements, i), "id")) ==
+               first - (int64_t) i;
+    }
+    return same;
+}
+
+/* Arrays: an array of 8 echo jobs (all done) and one of 4 sleeps past their time limit (all
+   failed) are one row each, in the recent jobs and among the failures, with their bars; their
+   elements show only when asked (--expand, and 'a' on the screen), under them, newest first,
+   named as squeue names an array's task. */
+static void
+s_test_arrays (gq_client_t *client)
+{
+    json_t *jobs = json_pack ("[{s:s, s:s}, {s:s, s:s, s:{s:i}, s:i, s:i}]", "kind", "echo",
+                              "array", "0-7", "kind", "sleep", "array", "0-3", "payload", "ms",
+                              5000, "timeout_ms", 200, "max_attempts", 1);
+    int64_t arrays[2];
+    CHECK_EQ (gq_client_submit (client, jobs, false, arrays), 0);
+    json_decref (jobs);
+    int64_t done = arrays[0], failed = arrays[1], elements[12];
+    for (int i = 0; i < 12; i++) {
+        elements[i] = i < 8 ? done + 1 + i : failed + 1 + (i - 8);
+    }
+    CHECK_EQ (gq_client_wait (client, elements, 12, 30000, NULL, NULL), 0);
+
+    json_t *snapshot = s_once_json ("--interval 0");
+    json_t *entry = s_array_entry (json_object_get (snapshot, "recent"), done, 8);
+    CHECK (entry);
+    CHECK_EQ (json_integer_value (json_object_get (json_object_get (json_object_get (
+                  entry, "array"), "counts"), "done")), 8);
+    CHECK (!json_object_get (entry, "elements"));
+    CHECK (s_array_entry (json_object_get (snapshot, "recent"), failed, 4));
+    entry = json_array_get (json_object_get (snapshot, "failures"), 0);
+    CHECK_EQ (json_integer_value (json_object_get (entry, "id")), failed);
+    CHECK_EQ (json_integer_value (json_object_get (json_object_get (json_object_get (
+                  entry, "array"), "counts"), "failed")), 4);
+    s_array_entry (json_object_get (snapshot, "failures"), failed, 4);
+    json_decref (snapshot);
+
+    snapshot = s_once_json ("--interval 0 --expand");
+    CHECK (s_elements_are (s_array_entry (json_object_get (snapshot, "recent"), done, 8),
+                           done + 8, 8));
+    CHECK (s_elements_are (json_array_get (json_object_get (snapshot, "failures"), 0),
+                           failed + 4, 4));
+    json_decref (snapshot);
+
+    /* As text: the bars (16 cells: two an element of the 8, four of the 4), the elements only
+       with --expand. */
+    char *out = NULL, row[64], task[64];
+    CHECK_EQ (s_run_top ("--once --interval 0", &out), 0);
+    snprintf (row, sizeof row, "%lld_[0-7]", (long long) done);
+    CHECK (strstr (out, row));
+    CHECK (strstr (out, "[################] 8/8: 8 done"));
+    CHECK (strstr (out, "[!!!!!!!!!!!!!!!!] 4/4: 4 failed"));
+    snprintf (task, sizeof task, "%lld_3 (%lld)", (long long) failed, (long long) failed + 4);
+    CHECK (!strstr (out, task));
+    free (out);
+    CHECK_EQ (s_run_top ("--once --interval 0 --expand", &out), 0);
+    CHECK (strstr (out, task));
+    free (out);
+
+    /* The screen: collapsed at first, 'a' expands, 'a' again collapses. */
+    ops_pty_t *pty = s_screen_start (40, 160);
+    snprintf (row, sizeof row, "%lld_[0-3]", (long long) failed);
+    s_expect_screen (pty, 0, row);
+    s_expect_screen (pty, 0, "a expand arrays");
+    CHECK (!strstr (ops_pty_output (pty), task));
+    size_t mark = ops_pty_size (pty);
+    ops_pty_type (pty, "a");
+    s_expect_screen (pty, mark, "collapse");
+    s_expect_screen (pty, mark, task);
+    mark = ops_pty_size (pty);
+    ops_pty_type (pty, "a");
+    s_expect_screen (pty, mark, "expand");
+    ops_pty_type (pty, "q");
+    CHECK_EQ (ops_pty_wait_exit (pty, 5000), 0);
+    ops_pty_destroy (&pty);
 }
 
 /* Under CURVE: a client key given by --cert/--server-cert or by $GRIDQ_CERT/$GRIDQ_SERVER_CERT
@@ -295,6 +403,8 @@ main (void)
     snprintf (failed_id, sizeof failed_id, "%lld", (long long) ids[N_OK]);
     CHECK (strstr (out, failed_id));
     free (out);
+
+    s_test_arrays (client);
 
     /* The full screen: both nodes shown, keys work, resize redraws, 'q' restores. */
     ops_pty_t *pty = s_screen_start (30, 120);

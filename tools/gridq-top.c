@@ -1,10 +1,11 @@
 /*  gridq-top.c — a live, full-screen view of a gridq fleet, in the manner of htop and nvtop.
 
-    Each refresh is one round of three requests over the client API (NODES, STATS and JOBS for
-    the latest failures), sent together and matched by correlation id; rates come from the
-    differences between rounds (jobs per minute per node from jobs_ok, done and failed per
-    second from the broker's counts). The screen loop never blocks on the broker: it polls the
-    client socket and the keyboard together, so 'q' answers at once even when the broker is away.
+    Each refresh is one round of four requests over the client API (NODES, STATS, and JOBS for
+    the latest jobs and for the latest failures, an array one entry in each), sent together and
+    matched by correlation id; rates come from the differences between rounds (jobs per minute
+    per node from jobs_ok, done and failed per second from the broker's counts). The screen loop
+    never blocks on the broker: it polls the client socket and the keyboard together, so 'q'
+    answers at once even when the broker is away.
 
     --once prints one snapshot as text or JSON without curses, for scripts and tests.
 
@@ -24,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "gq_arrayview.h"
 #include "gq_client.h"
 #include "tool.h"
 #include "tuning.h"
@@ -97,8 +99,8 @@ typedef enum { S_SORT_NAME, S_SORT_VRAM, S_SORT_RUNNING, S_SORT_RTT, S_SORTS } s
 static const char *s_sort_names[S_SORTS] = {"name", "vram", "running", "rtt"};
 
 /* The requests of one round, in this order. */
-enum { S_REQ_NODES, S_REQ_STATS, S_REQ_JOBS, S_REQS };
-static const char *s_req_commands[S_REQS] = {"NODES", "STATS", "JOBS"};
+enum { S_REQ_NODES, S_REQ_STATS, S_REQ_JOBS, S_REQ_RECENT, S_REQS };
+static const char *s_req_commands[S_REQS] = {"NODES", "STATS", "JOBS", "JOBS"};
 
 typedef struct {
     s_series_t ok;            /* the node's jobs_ok */
@@ -111,11 +113,13 @@ typedef struct {
     int interval_ms;          /* time between rounds */
     s_sort_t sort;            /* fleet order */
     bool paused;              /* no new rounds */
+    bool expand;              /* arrays show their elements under their rows */
 
     /* The latest complete round (owned), NULL before the first. */
     json_t *nodes;            /* NODES "nodes", each with "jobs_per_min" added */
     json_t *stats;            /* STATS reply */
-    json_t *failures;         /* JOBS "jobs" (failed, newest first) */
+    json_t *failures;         /* JOBS "jobs" (failed, newest first; an array one entry) */
+    json_t *recent;           /* JOBS "jobs" (all states, newest first; an array one entry) */
     double done_per_s;        /* jobs done per second, NAN until measured */
     double failed_per_s;      /* jobs failed per second, NAN until measured */
     int64_t updated_ms;       /* wall clock of that round */
@@ -194,11 +198,18 @@ s_round_send (s_top_t *top)
 {
     s_round_clear (top);
     top->sent_us = gq_mono_us ();
+    int expand = top->expand ? GQ_TOP_ARRAY_ELEMENTS : 0;
     for (int i = 0; i < S_REQS; i++) {
-        json_t *body =
-            i == S_REQ_JOBS
-                ? json_pack ("{s:s, s:i}", "state", "failed", "limit", GQ_TOP_FAILED_JOBS)
-                : json_object ();
+        json_t *body = json_object ();
+        if (i == S_REQ_JOBS) {
+            json_decref (body);
+            body = json_pack ("{s:s, s:i, s:b, s:i}", "state", "failed", "limit",
+                              GQ_TOP_FAILED_JOBS, "arrays", true, "expand", expand);
+        } else if (i == S_REQ_RECENT) {
+            json_decref (body);
+            body = json_pack ("{s:i, s:b, s:i}", "limit", GQ_TOP_RECENT_JOBS, "arrays", true,
+                              "expand", expand);
+        }
         top->req[i] = gq_client_send (top->client, s_req_commands[i], body);
         if (top->req[i] < 0) {
             snprintf (top->error, sizeof top->error, "%s", gq_client_error (top->client));
@@ -207,6 +218,14 @@ s_round_send (s_top_t *top)
         }
     }
     top->in_flight = true;
+}
+
+/* The JSON array reply[key] (a new reference; an empty one when the reply has none). */
+static json_t *
+s_reply_array (json_t *reply, const char *key)
+{
+    json_t *array = json_object_get (reply, key);
+    return json_is_array (array) ? json_incref (array) : json_array ();
 }
 
 /* The round's replies are all in: they become the latest snapshot, rates are updated. */
@@ -218,17 +237,11 @@ s_round_apply (s_top_t *top)
     json_decref (top->nodes);
     json_decref (top->stats);
     json_decref (top->failures);
-    top->nodes = json_incref (json_object_get (top->reply[S_REQ_NODES], "nodes"));
+    json_decref (top->recent);
+    top->nodes = s_reply_array (top->reply[S_REQ_NODES], "nodes");
     top->stats = json_incref (top->reply[S_REQ_STATS]);
-    top->failures = json_incref (json_object_get (top->reply[S_REQ_JOBS], "jobs"));
-    if (!json_is_array (top->nodes)) {
-        json_decref (top->nodes);
-        top->nodes = json_array ();
-    }
-    if (!json_is_array (top->failures)) {
-        json_decref (top->failures);
-        top->failures = json_array ();
-    }
+    top->failures = s_reply_array (top->reply[S_REQ_JOBS], "jobs");
+    top->recent = s_reply_array (top->reply[S_REQ_RECENT], "jobs");
     json_t *jobs = json_object_get (top->stats, "jobs");
     s_series_add (&top->done, now_us, (double) s_int (jobs, "done"));
     s_series_add (&top->failed, now_us, (double) s_int (jobs, "failed"));
@@ -582,6 +595,95 @@ s_row (json_t *node, s_row_t *row)
     s_fmt_models (node, row->models, sizeof row->models);
 }
 
+/* ---- Jobs lists: the recent jobs and the failures, an array a row ------------------------- */
+
+/* One row of a jobs list: a job; an array (its bar and counts as detail); or, expanded, one of
+   its elements under it, named as squeue names an array's task, then by its own id. */
+typedef struct {
+    char id[64];        /* "42", "41_[0-9%2]", "41_3 (45)" */
+    const char *state;  /* the job's; for an array, the state of its liveliest elements */
+    const char *kind;   /* the job's, the array's elements' */
+    const char *node;   /* where the job ran last, "-" */
+    char when[32];      /* how long ago: since it finished (failures) or was submitted */
+    char attempts[16];  /* "2", "-" for an array */
+    char detail[512];   /* a failed job's reason, or an array's bar and counts */
+    bool array;         /* an array's row */
+} s_jobrow_t;
+
+/* A job's row (an element of array when array is not NULL). */
+static void
+s_job_row (json_t *job, json_t *array, const char *when_key, int64_t now_ms, s_jobrow_t *row)
+{
+    char task[48];
+    int64_t id = s_int (job, "id");
+    if (array) {
+        snprintf (row->id, sizeof row->id, "%s (%lld)",
+                  gq_arrayview_task (array, (long long) id, task, sizeof task), (long long) id);
+    } else {
+        snprintf (row->id, sizeof row->id, "%lld", (long long) id);
+    }
+    row->state = s_str (job, "state", "?");
+    row->kind = s_str (job, "kind", "-");
+    row->node = s_str (job, "node", "-");
+    s_fmt_ago (s_str (job, when_key, NULL), now_ms, row->when, sizeof row->when);
+    snprintf (row->attempts, sizeof row->attempts, "%lld", (long long) s_int (job, "attempts"));
+    snprintf (row->detail, sizeof row->detail, "%s", s_str (job, "error", ""));
+    s_one_line (row->detail);
+    row->array = false;
+}
+
+/* An array's row, from its summary. */
+static void
+s_array_row (json_t *summary, const char *when_key, int64_t now_ms, s_jobrow_t *row)
+{
+    char bar[GQ_TOP_ARRAY_BAR_COLS + 3], counts[256];
+    gq_arrayview_label (summary, row->id, sizeof row->id);
+    row->state = gq_arrayview_state (summary);
+    row->kind = s_str (summary, "kind", "-");
+    row->node = "-";
+    /* Its submission in the recent jobs; no one time ends it ("-") among the failures. */
+    s_fmt_ago (s_str (summary, when_key, NULL), now_ms, row->when, sizeof row->when);
+    snprintf (row->attempts, sizeof row->attempts, "-");
+    snprintf (row->detail, sizeof row->detail, "%s %s",
+              gq_arrayview_bar (summary, GQ_TOP_ARRAY_BAR_COLS, bar, sizeof bar),
+              gq_arrayview_counts (summary, counts, sizeof counts));
+    row->array = true;
+}
+
+/* The rows of a listing (JOBS with "arrays"): each entry, and under an array the elements it
+   came with ("expand"). A malloc'd array (the caller frees) of *count rows; strings borrowed
+   from entries. *id_cols: the widest id, at most GQ_TOP_ID_COLS. */
+static s_jobrow_t *
+s_job_rows (json_t *entries, const char *when_key, int64_t now_ms, size_t *count, int *id_cols)
+{
+    size_t n = 0, i, e;
+    json_t *entry, *element;
+    json_array_foreach (entries, i, entry) {
+        n += 1 + json_array_size (json_object_get (entry, "elements"));
+    }
+    s_jobrow_t *rows = (s_jobrow_t *) calloc (n ? n : 1, sizeof *rows);
+    assert (rows);
+    *count = 0;
+    *id_cols = 10;
+    json_array_foreach (entries, i, entry) {
+        json_t *summary = json_object_get (entry, "array");
+        if (summary) {
+            s_array_row (summary, when_key, now_ms, &rows[(*count)++]);
+        } else {
+            s_job_row (entry, NULL, when_key, now_ms, &rows[(*count)++]);
+        }
+        json_array_foreach (json_object_get (entry, "elements"), e, element) {
+            s_job_row (element, summary, when_key, now_ms, &rows[(*count)++]);
+        }
+    }
+    for (i = 0; i < *count; i++) {
+        int len = (int) strlen (rows[i].id);
+        *id_cols = len > *id_cols ? len : *id_cols;
+    }
+    *id_cols = *id_cols > GQ_TOP_ID_COLS ? GQ_TOP_ID_COLS : *id_cols;
+    return rows;
+}
+
 /* ---- --once: text and JSON ----------------------------------------------------------------- */
 
 static void
@@ -637,22 +739,32 @@ s_print_text (s_top_t *top, FILE *out)
                  gq_client_endpoint (top->client));
     }
     free (nodes);
-    size_t nfail = json_array_size (top->failures);
-    fprintf (out, "\nRecent failures%s\n", nfail ? "" : ": none");
-    if (nfail) {
-        fprintf (out, "%-10s %-14s %-*s %-12s %-4s %s\n", "ID", "WHEN", GQ_TOP_NAME_COLS, "NODE",
-                 "KIND", "ATT", "REASON");
+    int id_w;
+    size_t n;
+    s_jobrow_t *rows = s_job_rows (top->recent, "submitted_at", top->updated_ms, &n, &id_w);
+    fprintf (out, "\nRecent jobs%s\n", n ? "" : ": none");
+    if (n) {
+        fprintf (out, "%-*s %-9s %-12s %-*s %-14s %s\n", id_w, "ID", "STATE", "KIND",
+                 GQ_TOP_NAME_COLS, "NODE", "SUBMITTED", "PROGRESS");
     }
-    for (size_t i = 0; i < nfail; i++) {
-        json_t *job = json_array_get (top->failures, i);
-        char reason[512];
-        snprintf (reason, sizeof reason, "%s", s_str (job, "error", "-"));
-        s_one_line (reason);
-        fprintf (out, "%-10lld %-14s %-*s %-12s %-4lld %s\n", (long long) s_int (job, "id"),
-                 s_fmt_ago (s_str (job, "finished_at", NULL), top->updated_ms, a, sizeof a),
-                 GQ_TOP_NAME_COLS, s_str (job, "node", "-"), s_str (job, "kind", "-"),
-                 (long long) s_int (job, "attempts"), reason);
+    for (size_t i = 0; i < n; i++) {
+        fprintf (out, "%-*s %-9s %-12s %-*s %-14s %s\n", id_w, rows[i].id, rows[i].state,
+                 rows[i].kind, GQ_TOP_NAME_COLS, rows[i].node, rows[i].when,
+                 rows[i].array ? rows[i].detail : "");
     }
+    free (rows);
+    rows = s_job_rows (top->failures, "finished_at", top->updated_ms, &n, &id_w);
+    fprintf (out, "\nRecent failures%s\n", n ? "" : ": none");
+    if (n) {
+        fprintf (out, "%-*s %-14s %-*s %-12s %-4s %s\n", id_w, "ID", "WHEN", GQ_TOP_NAME_COLS,
+                 "NODE", "KIND", "ATT", "REASON");
+    }
+    for (size_t i = 0; i < n; i++) {
+        fprintf (out, "%-*s %-14s %-*s %-12s %-4s %s\n", id_w, rows[i].id, rows[i].when,
+                 GQ_TOP_NAME_COLS, rows[i].node, rows[i].kind, rows[i].attempts,
+                 rows[i].detail[0] ? rows[i].detail : "-");
+    }
+    free (rows);
 }
 
 static json_t *
@@ -683,6 +795,7 @@ s_print_json (s_top_t *top, FILE *out)
         (json_int_t) s_int (top->stats, "rejected"), "uptime_ms",
         (json_int_t) s_int (top->stats, "uptime_ms"), "store", store ? store : json_null ());
     assert (snapshot);
+    json_object_set (snapshot, "recent", top->recent);
     json_dumpf (snapshot, out, JSON_COMPACT);
     fputc ('\n', out);
     json_decref (snapshot);
@@ -727,6 +840,21 @@ s_status_attr (const char *status)
         return COLOR_PAIR (S_COLOR_WARN);
     }
     return COLOR_PAIR (S_COLOR_BAD) | A_BOLD;
+}
+
+/* A job's state: red when it failed, green when done, bold while it runs. */
+static attr_t
+s_state_attr (const char *state)
+{
+    if (streq (state, "running")) {
+        return A_BOLD;
+    }
+    if (!has_colors ()) {
+        return A_NORMAL;
+    }
+    return streq (state, "failed") ? COLOR_PAIR (S_COLOR_BAD)
+           : streq (state, "done") ? COLOR_PAIR (S_COLOR_OK)
+                                   : A_NORMAL;
 }
 
 static attr_t
@@ -834,10 +962,17 @@ s_draw (s_top_t *top)
         x += widths[col] + 1;
     }
     y++;
-    int nfail = (int) json_array_size (top->failures);
-    /* The fleet comes first; the failures keep at least their title and the newest one. */
-    int fail_rows = nfail ? 2 : 1;
-    int room = LINES - 1 - y - fail_rows - 1;
+    size_t nrecent = 0, nfail = 0;
+    int recent_w = 10, fail_w = 10;
+    s_jobrow_t *recent =
+        top->recent ? s_job_rows (top->recent, "submitted_at", now_ms, &nrecent, &recent_w) : NULL;
+    s_jobrow_t *failures =
+        top->failures ? s_job_rows (top->failures, "finished_at", now_ms, &nfail, &fail_w) : NULL;
+    /* The fleet comes first; the recent jobs and the failures keep at least their title and the
+       newest one (with its column names), and a blank line before each. */
+    int fail_min = 1 + (nfail ? 3 : 1);
+    int recent_min = nrecent ? 3 : 1;
+    int room = LINES - 1 - y - fail_min - recent_min - 1;
     size_t shown = 0;
     for (size_t i = 0; i < count && (int) shown < room; i++, shown++) {
         s_row_t row;
@@ -871,34 +1006,61 @@ s_draw (s_top_t *top)
     free (nodes);
     y++;
 
+    /* The rest is shared: the failures take what they need up to half of it, the recent jobs
+       (newest first; an array a row, its elements under it when expanded) the others. */
+    int fail_lines = 2 + (nfail ? 1 + (int) nfail : 0);
+    int fail_take = fail_lines < (LINES - 1 - y) / 2 ? fail_lines : (LINES - 1 - y) / 2;
+    int recent_end = LINES - 1 - (fail_take > fail_min ? fail_take : fail_min);
+    if (y < recent_end) {
+        s_put (y++, 1, A_BOLD, "Recent jobs%s", nrecent ? "" : ": none");
+    }
+    if (nrecent && y + 1 < recent_end) {  /* the column names only above at least one row */
+        s_put (y++, 1, A_UNDERLINE, "%-*s %-9s %-12s %-*s %-14s %s", recent_w, "ID", "STATE",
+               "KIND", name_w, "NODE", "SUBMITTED", "PROGRESS");
+    }
+    size_t i = 0;
+    for (; i < nrecent && y < recent_end; i++, y++) {
+        if (i + 1 < nrecent && y + 1 == recent_end) {
+            break; /* the last line says how many more */
+        }
+        s_jobrow_t *row = &recent[i];
+        x = s_put (y, 1, row->array ? A_BOLD : A_NORMAL, "%-*.*s ", recent_w, recent_w, row->id);
+        x = s_put (y, x, s_state_attr (row->state), "%-9s ", row->state);
+        s_put (y, x, A_NORMAL, "%-12s %-*.*s %-14s %s", row->kind, name_w, name_w, row->node,
+               row->when, row->array ? row->detail : "");
+    }
+    if (i < nrecent && y < recent_end) {
+        s_put (y++, 1, A_DIM, "... %zu more", nrecent - i);
+    }
+    y++;
+
     /* Recent failures, newest first, in what is left above the footer. */
     if (y < LINES - 1) {
         s_put (y++, 1, A_BOLD, "Recent failures%s", nfail ? "" : ": none");
     }
     if (nfail && y + 1 < LINES - 1) {  /* the column names only above at least one row */
-        s_put (y++, 1, A_UNDERLINE, "%-10s %-14s %-*s %-12s %-4s %s", "ID", "WHEN", name_w,
-               "NODE", "KIND", "ATT", "REASON");
+        s_put (y++, 1, A_UNDERLINE, "%-*s %-14s %-*s %-12s %-4s %s", fail_w, "ID", "WHEN",
+               name_w, "NODE", "KIND", "ATT", "REASON");
     }
-    for (int i = 0; i < nfail && y < LINES - 1; i++, y++) {
-        json_t *job = json_array_get (top->failures, (size_t) i);
-        char reason[512];
-        snprintf (reason, sizeof reason, "%s", s_str (job, "error", "-"));
-        s_one_line (reason);
-        x = s_put (y, 1, A_NORMAL, "%-10lld %-14s %-*.*s %-12s %-4lld ",
-                   (long long) s_int (job, "id"),
-                   s_fmt_ago (s_str (job, "finished_at", NULL), now_ms, a, sizeof a), name_w,
-                   name_w, s_str (job, "node", "-"), s_str (job, "kind", "-"),
-                   (long long) s_int (job, "attempts"));
-        s_put (y, x, has_colors () ? COLOR_PAIR (S_COLOR_BAD) : A_NORMAL, "%s", reason);
+    for (i = 0; i < nfail && y < LINES - 1; i++, y++) {
+        s_jobrow_t *row = &failures[i];
+        x = s_put (y, 1, row->array ? A_BOLD : A_NORMAL, "%-*.*s %-14s %-*.*s %-12s %-4s ",
+                   fail_w, fail_w, row->id, row->when, name_w, name_w, row->node, row->kind,
+                   row->attempts);
+        s_put (y, x, has_colors () && !row->array ? COLOR_PAIR (S_COLOR_BAD) : A_NORMAL, "%s",
+               row->detail[0] ? row->detail : "-");
     }
+    free (recent);
+    free (failures);
 
     /* Footer: the keys, and the broker's trouble if any. */
     int foot = LINES - 1;
     attron (A_REVERSE);
     mvhline (foot, 0, ' ', COLS);
     attroff (A_REVERSE);
-    x = s_put (foot, 1, A_REVERSE, "q quit  s sort: %s  p %s", s_sort_names[top->sort],
-               top->paused ? "resume" : "pause");
+    x = s_put (foot, 1, A_REVERSE, "q quit  s sort: %s  p %s  a %s arrays",
+               s_sort_names[top->sort], top->paused ? "resume" : "pause",
+               top->expand ? "collapse" : "expand");
     if (top->error[0]) {
         attr_t bad = A_REVERSE | A_BOLD | (has_colors () ? COLOR_PAIR (S_COLOR_BAD) : 0);
         s_put (foot, x + 3, bad, "%s", top->error);
@@ -972,6 +1134,10 @@ s_run_screen (s_top_t *top)
             } else if (key == 'p' || key == 'P' || key == ' ') {
                 top->paused = !top->paused;
                 next_us = gq_mono_us ();
+            } else if (key == 'a' || key == 'A') {
+                /* The next round asks for the elements (or not): it goes now. */
+                top->expand = !top->expand;
+                next_us = gq_mono_us ();
             } else if (key == KEY_RESIZE) {
                 clear ();
             }
@@ -991,8 +1157,15 @@ s_help (FILE *out)
              "\n"
              "A live view of a gridq fleet, refreshed every second: each node (GPU model, VRAM in\n"
              "use, slots in use, round trip, status, loaded models, jobs per minute), the queue\n"
-             "(queued by priority, running, done and failed per second, oldest wait) and the\n"
-             "latest failures with their reasons.\n"
+             "(queued by priority, running, done and failed per second, oldest wait), the latest\n"
+             "jobs, and the latest failures with their reasons.\n"
+             "\n"
+             "An array is one row in both lists, as squeue shows it (41_[0-999%%16]), with a\n"
+             "progress bar and its elements counted by state: [#########!>>>-..] 10/16: 9 done,\n"
+             "1 failed, 3 running, 1 queued, 2 waiting; a cell per share of its elements:\n"
+             "# done, ! failed, x cancelled, > running, - queued, . waiting. Expanded ('a', or\n"
+             "--expand), up to %d of its elements follow it, each named as squeue names an\n"
+             "array's task, then by its own id: 41_3 (45).\n"
              "\n"
              "Options:\n"
              "  --broker EP          broker endpoint (default $GRIDQ_BROKER or %s)\n"
@@ -1005,10 +1178,13 @@ s_help (FILE *out)
              "                       are measured over one interval (--interval 0: not at all)\n"
              "  --json               with --once: one JSON object {\"nodes\": [...],\n"
              "                       \"jobs\": {...}, \"queue\": {...}, \"fleet\": {...},\n"
-             "                       \"failures\": [...]}\n"
+             "                       \"recent\": [...], \"failures\": [...]} (the lists as\n"
+             "                       gridq jobs --json gives them)\n"
+             "  --expand             arrays show their elements (the screen's 'a' key)\n"
              "  --help, --version\n"
              "\n"
-             "Keys: q quit, s cycle the sort column (name, vram, running, rtt), p pause/resume.\n"
+             "Keys: q quit, s cycle the sort column (name, vram, running, rtt), p pause/resume,\n"
+             "a expand/collapse the arrays.\n"
              "Ctrl-C also quits; the terminal is restored either way.\n"
              "\n"
              "Exit status: 0 success; 2 usage error; 3 no broker answered; 4 the broker refused\n"
@@ -1017,7 +1193,7 @@ s_help (FILE *out)
              "Examples:\n"
              "  gridq-top --broker tcp://gpu-head.example.net:5555\n"
              "  gridq-top --once --json | jq '.nodes[] | {name, running, jobs_per_min}'\n",
-             GQ_DEFAULT_ENDPOINT);
+             GQ_TOP_ARRAY_ELEMENTS, GQ_DEFAULT_ENDPOINT);
 }
 
 static void
@@ -1032,7 +1208,7 @@ main (int argc, char **argv)
 {
     tool_set_name ("gridq-top");
     enum { O_BROKER = 1000, O_TIMEOUT, O_CERT, O_SERVER_CERT, O_INTERVAL, O_SORT, O_ONCE,
-           O_JSON, O_HELP, O_VERSION };
+           O_JSON, O_EXPAND, O_HELP, O_VERSION };
     static const struct option options[] = {
         {"broker", required_argument, NULL, O_BROKER},
         {"timeout", required_argument, NULL, O_TIMEOUT},
@@ -1042,6 +1218,7 @@ main (int argc, char **argv)
         {"sort", required_argument, NULL, O_SORT},
         {"once", no_argument, NULL, O_ONCE},
         {"json", no_argument, NULL, O_JSON},
+        {"expand", no_argument, NULL, O_EXPAND},
         {"help", no_argument, NULL, O_HELP},
         {"version", no_argument, NULL, O_VERSION},
         {NULL, 0, NULL, 0}};
@@ -1097,6 +1274,9 @@ main (int argc, char **argv)
             break;
         case O_JSON:
             json = true;
+            break;
+        case O_EXPAND:
+            top.expand = true;
             break;
         case ':':
             return tool_usage ("option %s needs a value", argv[optind - 1]);
@@ -1167,6 +1347,7 @@ main (int argc, char **argv)
     json_decref (top.nodes);
     json_decref (top.stats);
     json_decref (top.failures);
+    json_decref (top.recent);
     zhashx_destroy (&top.node_hist);
     gq_client_destroy (&top.client);
     return rc;

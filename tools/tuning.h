@@ -41,5 +41,9 @@
 #define GQ_TOP_NAME_COLS        20                 /* widest node name column */
 #define GQ_TOP_GPU_COLS         22                 /* widest GPU model column */
 #define GQ_TOP_BAR_COLS         12                 /* VRAM bar, inside its brackets */
+#define GQ_TOP_RECENT_JOBS      50                 /* recent jobs asked for (an array counts one) */
+#define GQ_TOP_ARRAY_ELEMENTS   20                 /* elements under an array, expanded ('a') */
+#define GQ_TOP_ARRAY_BAR_COLS   16                 /* an array's progress bar, inside brackets */
+#define GQ_TOP_ID_COLS          24                 /* widest ID column of the jobs lists */
 
 #endif
