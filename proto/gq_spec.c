@@ -11,6 +11,13 @@ static const char *s_job_fields[] = {
     "kind", "model", "min_vram_mb", "min_vram", "priority", "gpu", "max_price", "min_tflops",
     "constraints", "timeout_ms", "time_limit", "max_attempts", "idem", "payload", "blobs",
     "after_ok", "after_any", "after_fail", "affinity", "array", "name", "inputs", NULL};
+/* Their places in s_job_fields: gq_jobspec_parse notes which a job has, and looks up only those
+   (a job names two or three of its twenty-two fields; each lookup of one it lacks costs a hash). */
+enum {
+    S_KIND, S_MODEL, S_MIN_VRAM_MB, S_MIN_VRAM, S_PRIORITY, S_GPU, S_MAX_PRICE, S_MIN_TFLOPS,
+    S_CONSTRAINTS, S_TIMEOUT_MS, S_TIME_LIMIT, S_MAX_ATTEMPTS, S_IDEM, S_PAYLOAD, S_BLOBS,
+    S_AFTER_OK, S_AFTER_ANY, S_AFTER_FAIL, S_AFFINITY, S_ARRAY, S_NAME, S_INPUTS
+};
 
 const char *const gq_dep_fields[GQ_DEP_KINDS] = {"after_ok", "after_any", "after_fail"};
 const char *const gq_dep_names[GQ_DEP_KINDS] = {"ok", "any", "fail"};
@@ -183,15 +190,16 @@ gq_valid_job_name (const char *name)
     return n >= 1 && n < GQ_JOB_NAME_MAX;
 }
 
-static bool
-s_known (const char *key, const char **fields)
+/* The place of key in fields, or -1. */
+static int
+s_field (const char *key, const char **fields)
 {
-    for (const char **f = fields; *f; f++) {
-        if (strcmp (*f, key) == 0) {
-            return true;
+    for (int f = 0; fields[f]; f++) {
+        if (strcmp (fields[f], key) == 0) {
+            return f;
         }
     }
-    return false;
+    return -1;
 }
 
 int
@@ -205,20 +213,25 @@ gq_jobspec_parse (json_t *obj, gq_jobspec_t *spec, char *why, size_t whylen)
     }
     const char *key;
     json_t *value;
+    uint32_t has = 0;
     json_object_foreach (obj, key, value) {
-        if (!s_known (key, s_job_fields)) {
+        int f = s_field (key, s_job_fields);
+        if (f < 0) {
             return gq_why (why, whylen, GQ_EINVAL, "unknown job field \"%s\"", key);
         }
+        has |= 1u << f;
     }
+    /* The job object where it has the field, else NULL: a lookup in NULL finds nothing. */
+#define S_IN(field) (has & (1u << (field)) ? obj : NULL)
     int64_t n;
-    if (gq_json_str (obj, "kind", GQ_KIND_MAX, "echo", &spec->kind, why, whylen)) {
+    if (gq_json_str (S_IN (S_KIND), "kind", GQ_KIND_MAX, "echo", &spec->kind, why, whylen)) {
         return GQ_EINVAL;
     }
     if (!gq_valid_kind (spec->kind)) {
         return gq_why (why, whylen, GQ_EINVAL,
                        "kind \"%s\" is not a valid kind name ([a-z0-9_.-]{1,31})", spec->kind);
     }
-    if (gq_json_str (obj, "model", GQ_MODEL_MAX, NULL, &spec->model, why, whylen)) {
+    if (gq_json_str (S_IN (S_MODEL), "model", GQ_MODEL_MAX, NULL, &spec->model, why, whylen)) {
         return GQ_EINVAL;
     }
     if (spec->model && !gq_valid_name (spec->model, GQ_MODEL_MAX)) {
@@ -226,19 +239,20 @@ gq_jobspec_parse (json_t *obj, gq_jobspec_t *spec, char *why, size_t whylen)
                        spec->model);
     }
     /* Two spellings of one thing: both given is a mistake, not a choice. */
-    static const char *twins[][2] = {{"min_vram", "min_vram_mb"},
-                                     {"time_limit", "timeout_ms"},
-                                     {"constraints", "gpu"},
-                                     {"constraints", "max_price"},
-                                     {"constraints", "min_tflops"}};
+    static const int twins[][2] = {{S_MIN_VRAM, S_MIN_VRAM_MB},
+                                   {S_TIME_LIMIT, S_TIMEOUT_MS},
+                                   {S_CONSTRAINTS, S_GPU},
+                                   {S_CONSTRAINTS, S_MAX_PRICE},
+                                   {S_CONSTRAINTS, S_MIN_TFLOPS}};
     for (size_t t = 0; t < sizeof twins / sizeof twins[0]; t++) {
-        json_t *a = json_object_get (obj, twins[t][0]), *b = json_object_get (obj, twins[t][1]);
+        const char *one = s_job_fields[twins[t][0]], *other = s_job_fields[twins[t][1]];
+        json_t *a = json_object_get (S_IN (twins[t][0]), one);
+        json_t *b = json_object_get (S_IN (twins[t][1]), other);
         if (a && !json_is_null (a) && b && !json_is_null (b)) {
-            return gq_why (why, whylen, GQ_EINVAL, "give \"%s\" or \"%s\", not both", twins[t][0],
-                           twins[t][1]);
+            return gq_why (why, whylen, GQ_EINVAL, "give \"%s\" or \"%s\", not both", one, other);
         }
     }
-    json_t *size = json_object_get (obj, "min_vram");
+    json_t *size = json_object_get (S_IN (S_MIN_VRAM), "min_vram");
     if (json_is_string (size)) {
         if (gq_parse_size_mb (json_string_value (size), &spec->min_vram_mb)) {
             return gq_why (why, whylen, GQ_EINVAL, "min_vram \"%s\" is not a size like 512M or 24G",
@@ -246,17 +260,17 @@ gq_jobspec_parse (json_t *obj, gq_jobspec_t *spec, char *why, size_t whylen)
         }
     } else if (size && !json_is_null (size)) {
         return gq_why (why, whylen, GQ_EINVAL, "\"min_vram\" must be a size string like \"24G\"");
-    } else if (gq_json_int (obj, "min_vram_mb", 0, GQ_MAX_VRAM_MB, 0, &spec->min_vram_mb, why,
+    } else if (gq_json_int (S_IN (S_MIN_VRAM_MB), "min_vram_mb", 0, GQ_MAX_VRAM_MB, 0, &spec->min_vram_mb, why,
                             whylen)) {
         return GQ_EINVAL;
     }
-    if (gq_json_int (obj, "priority", 0, 9, 5, &n, why, whylen)) {
+    if (gq_json_int (S_IN (S_PRIORITY), "priority", 0, 9, 5, &n, why, whylen)) {
         return GQ_EINVAL;
     }
     spec->priority = (int) n;
 
-    json_t *constraints = json_object_get (obj, "constraints");
-    json_t *where = obj;
+    json_t *constraints = json_object_get (S_IN (S_CONSTRAINTS), "constraints");
+    json_t *where = has & (1u << S_GPU | 1u << S_MAX_PRICE | 1u << S_MIN_TFLOPS) ? obj : NULL;
     if (constraints && !json_is_null (constraints)) {
         if (!json_is_object (constraints)) {
             return gq_why (why, whylen, GQ_EINVAL, "\"constraints\" must be an object");
@@ -271,7 +285,7 @@ gq_jobspec_parse (json_t *obj, gq_jobspec_t *spec, char *why, size_t whylen)
     if (spec->gpu_pattern && !*spec->gpu_pattern) {
         spec->gpu_pattern = NULL;
     }
-    json_t *limit = json_object_get (obj, "time_limit");
+    json_t *limit = json_object_get (S_IN (S_TIME_LIMIT), "time_limit");
     if (json_is_string (limit)) {
         if (gq_parse_duration_ms (json_string_value (limit), &spec->timeout_ms) ||
             spec->timeout_ms > GQ_MAX_TIMEOUT_MS) {
@@ -282,29 +296,29 @@ gq_jobspec_parse (json_t *obj, gq_jobspec_t *spec, char *why, size_t whylen)
     } else if (limit && !json_is_null (limit)) {
         return gq_why (why, whylen, GQ_EINVAL,
                        "\"time_limit\" must be a duration string like \"30s\"");
-    } else if (gq_json_int (obj, "timeout_ms", 0, GQ_MAX_TIMEOUT_MS, 0, &spec->timeout_ms, why,
+    } else if (gq_json_int (S_IN (S_TIMEOUT_MS), "timeout_ms", 0, GQ_MAX_TIMEOUT_MS, 0, &spec->timeout_ms, why,
                             whylen)) {
         return GQ_EINVAL;
     }
-    if (gq_json_int (obj, "max_attempts", 1, GQ_MAX_ATTEMPTS_LIMIT, GQ_MAX_ATTEMPTS, &n, why,
+    if (gq_json_int (S_IN (S_MAX_ATTEMPTS), "max_attempts", 1, GQ_MAX_ATTEMPTS_LIMIT, GQ_MAX_ATTEMPTS, &n, why,
                      whylen)) {
         return GQ_EINVAL;
     }
     spec->max_attempts = (int) n;
-    if (gq_json_str (obj, "idem", GQ_IDEM_MAX, NULL, &spec->idem, why, whylen)) {
+    if (gq_json_str (S_IN (S_IDEM), "idem", GQ_IDEM_MAX, NULL, &spec->idem, why, whylen)) {
         return GQ_EINVAL;
     }
     if (spec->idem && !*spec->idem) {
         return gq_why (why, whylen, GQ_EINVAL, "\"idem\" must not be empty");
     }
-    if (gq_json_str (obj, "affinity", GQ_AFFINITY_MAX, NULL, &spec->affinity, why, whylen)) {
+    if (gq_json_str (S_IN (S_AFFINITY), "affinity", GQ_AFFINITY_MAX, NULL, &spec->affinity, why, whylen)) {
         return GQ_EINVAL;
     }
     if (spec->affinity && !*spec->affinity) {
         return gq_why (why, whylen, GQ_EINVAL, "\"affinity\" must not be empty");
     }
-    spec->payload = json_object_get (obj, "payload");
-    json_t *blobs = json_object_get (obj, "blobs");
+    spec->payload = json_object_get (S_IN (S_PAYLOAD), "payload");
+    json_t *blobs = json_object_get (S_IN (S_BLOBS), "blobs");
     if (blobs && !json_is_null (blobs)) {
         if (!json_is_array (blobs) || json_array_size (blobs) != 2 ||
             !json_is_integer (json_array_get (blobs, 0)) ||
@@ -320,9 +334,9 @@ gq_jobspec_parse (json_t *obj, gq_jobspec_t *spec, char *why, size_t whylen)
         spec->blob_first = count ? (int) first : -1;
         spec->blob_count = (int) count;
     }
-    if (gq_json_str (obj, "array", 1024, NULL, &spec->array, why, whylen) ||
-        gq_json_str (obj, "name", GQ_JOB_NAME_MAX, NULL, &spec->name, why, whylen) ||
-        gq_json_str (obj, "inputs", 16, NULL, &inputs, why, whylen)) {
+    if (gq_json_str (S_IN (S_ARRAY), "array", 1024, NULL, &spec->array, why, whylen) ||
+        gq_json_str (S_IN (S_NAME), "name", GQ_JOB_NAME_MAX, NULL, &spec->name, why, whylen) ||
+        gq_json_str (S_IN (S_INPUTS), "inputs", 16, NULL, &inputs, why, whylen)) {
         return GQ_EINVAL;
     }
     if (spec->name && !gq_valid_job_name (spec->name)) {
@@ -352,7 +366,8 @@ gq_jobspec_parse (json_t *obj, gq_jobspec_t *spec, char *why, size_t whylen)
                            "(each element's gets its index there)");
         }
     }
-    if (s_after_parse (obj, spec, why, whylen)) {
+    if ((has & (1u << S_AFTER_OK | 1u << S_AFTER_ANY | 1u << S_AFTER_FAIL)) &&
+        s_after_parse (obj, spec, why, whylen)) {
         return GQ_EINVAL;
     }
     if (spec->inputs && !spec->n_after) {
@@ -366,6 +381,7 @@ gq_jobspec_parse (json_t *obj, gq_jobspec_t *spec, char *why, size_t whylen)
     }
     return GQ_OK;
 }
+#undef S_IN
 
 int
 gq_models_validate (json_t *models, bool loaded, char *why, size_t whylen)
