@@ -857,11 +857,18 @@ s_print_outcome (json_t *job, bool json)
 }
 
 /* What gq_jobspec_parse leaves to the sender: blobs (which a command line cannot attach) and
-   the size of one job, which must fit a SUBMIT frame. Sets why when the job cannot be sent. */
+   the size of one job, which must fit a SUBMIT frame. text_bytes is the length of the JSON text
+   the job was read from (with what was added to it), or 0 when unknown: the job is written out
+   to be measured only when that text is long enough to matter (a compact dump is at most 8
+   times the text it was parsed from: 0.1 becomes 0.10000000000000001). Sets why when the job
+   cannot be sent. */
 static void
-s_check_job_extra (json_t *job, const gq_jobspec_t *spec, char *why, size_t whylen)
+s_check_job_extra (json_t *job, const gq_jobspec_t *spec, int64_t text_bytes, char *why,
+                   size_t whylen)
 {
-    int64_t bytes = gq_client_job_bytes (job);
+    int64_t bytes = text_bytes && text_bytes < GQ_CLIENT_SUBMIT_BYTES / 8
+                        ? 0
+                        : gq_client_job_bytes (job);
     if (spec->blob_count > 0) {
         snprintf (why, whylen, "\"blobs\" cannot be sent from the command line (use the client "
                                "API)");
@@ -882,7 +889,7 @@ s_submit_one (gq_client_t *client, s_submit_args_t *args)
     gq_jobspec_t spec;
     why[0] = 0;
     if (gq_jobspec_parse (args->defaults, &spec, why, sizeof why) == GQ_OK) {
-        s_check_job_extra (args->defaults, &spec, why, sizeof why);
+        s_check_job_extra (args->defaults, &spec, 0, why, sizeof why);
     }
     if (why[0]) {
         return s_usage ("invalid job: %s", why);
@@ -1097,6 +1104,8 @@ s_read_jobfile (const char *path, json_t *defaults, s_jobfile_t *file)
         return s_usage ("cannot open %s: %s", path, strerror (errno));
     }
     file->jobs = json_array ();
+    /* What the defaults may add to a line, at most. */
+    int64_t defaults_bytes = gq_client_job_bytes (defaults);
     size_t cap = 0;
     char *line = NULL;
     size_t line_cap = 0;
@@ -1132,7 +1141,7 @@ s_read_jobfile (const char *path, json_t *defaults, s_jobfile_t *file)
                 }
             }
             if (gq_jobspec_parse (job, &spec, why, sizeof why) == GQ_OK) {
-                s_check_job_extra (job, &spec, why, sizeof why);
+                s_check_job_extra (job, &spec, len + defaults_bytes, why, sizeof why);
             }
         }
         if (*why) {

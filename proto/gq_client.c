@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "gq_json.h"
 #include "gq_msg.h"
 #include "gq_spec.h"
 
@@ -302,6 +303,8 @@ gq_client_refused (gq_client_t *self, size_t *first, size_t *count)
 
 /* ---- Sending and receiving ----------------------------------------------------------------- */
 
+static int64_t s_send_msg (gq_client_t *self, gq_msg_t **msg_p, int64_t req);
+
 int64_t
 gq_client_send (gq_client_t *self, const char *command, json_t *body)
 {
@@ -320,7 +323,14 @@ gq_client_send (gq_client_t *self, const char *command, json_t *body)
         s_set_error (self, GQ_EINVAL, "\"%s\" is not a command name", command);
         return GQ_EINVAL;
     }
-    if (gq_msg_send (&msg, zsock_resolve (self->sock)) != GQ_OK) {
+    return s_send_msg (self, &msg, req);
+}
+
+/* Sends a request built by the caller; req is its id. req, or a negative gq_err_t. */
+static int64_t
+s_send_msg (gq_client_t *self, gq_msg_t **msg_p, int64_t req)
+{
+    if (gq_msg_send (msg_p, zsock_resolve (self->sock)) != GQ_OK) {
         /* EAGAIN: the send queue is full because nobody has been reading it for a while. */
         if (zmq_errno () == EAGAIN) {
             s_set_timeout (self, self->timeout_ms);
@@ -331,6 +341,22 @@ gq_client_send (gq_client_t *self, const char *command, json_t *body)
         return GQ_EIO;
     }
     return req;
+}
+
+/* Sends a request whose JSON text we wrote: text is an object of one member or more without its
+   closing brace; ,"req":N} is added. The request's id, or a negative gq_err_t. */
+static int64_t
+s_send_text (gq_client_t *self, const char *command, zchunk_t *text)
+{
+    int64_t req = ++self->last_req;
+    gq_chunk_printf (text, ",\"req\":%lld}", (long long) req);
+    gq_msg_t *msg = gq_msg_new_raw (GQ_ROLE_CLIENT, command, (const char *) zchunk_data (text),
+                                    zchunk_size (text));
+    if (!msg) {
+        s_set_error (self, GQ_ENOMEM, "out of memory");
+        return GQ_ENOMEM;
+    }
+    return s_send_msg (self, &msg, req);
 }
 
 static bool
@@ -630,18 +656,59 @@ gq_client_job_bytes (json_t *job)
     return (int64_t) json_dumpb (job, NULL, 0, JSON_COMPACT);
 }
 
+/* The jobs of a submit as JSON text, each written once: job i is text[at[i] .. at[i + 1]). The
+   chunks' SUBMITs splice them (and splice them again when a chunk is sent again). */
+typedef struct {
+    zchunk_t *text;
+    size_t *at;
+} s_texts_t;
+
+static void
+s_texts_free (s_texts_t *texts)
+{
+    zchunk_destroy (&texts->text);
+    free (texts->at);
+}
+
+/* 0, or GQ_EINVAL naming (error_index) a job that cannot be written as JSON, or GQ_ENOMEM. */
+static int
+s_texts_write (gq_client_t *self, json_t *jobs, s_texts_t *texts)
+{
+    size_t count = json_array_size (jobs);
+    texts->text = zchunk_new (NULL, count * 64 + 64);
+    texts->at = (size_t *) malloc ((count + 1) * sizeof *texts->at);
+    if (!texts->text || !texts->at) {
+        s_texts_free (texts);
+        s_set_error (self, GQ_ENOMEM, "out of memory");
+        return GQ_ENOMEM;
+    }
+    for (size_t i = 0; i < count; i++) {
+        texts->at[i] = zchunk_size (texts->text);
+        int rc = gq_chunk_json (texts->text, json_array_get (jobs, i));
+        if (rc) {
+            s_texts_free (texts);
+            self->error_index = (int64_t) i;
+            s_set_error (self, rc, "job %zu cannot be written as JSON (%s)", i,
+                         rc == GQ_ENOMEM ? "out of memory" : "a string that is not UTF-8?");
+            return rc;
+        }
+    }
+    texts->at[count] = zchunk_size (texts->text);
+    return GQ_OK;
+}
+
 /* Splits jobs into chunks of at most submit_chunk jobs whose JSON fits one frame. 0, or
    GQ_ETOOBIG naming a job that cannot fit any frame (error_index says which). */
 static int
-s_plan_chunks (gq_client_t *self, json_t *jobs, s_chunk_t **chunks_p, size_t *n_chunks)
+s_plan_chunks (gq_client_t *self, size_t count, const s_texts_t *texts, s_chunk_t **chunks_p,
+               size_t *n_chunks)
 {
-    size_t count = json_array_size (jobs);
     size_t cap = count / self->submit_chunk + 1;
     s_chunk_t *chunks = (s_chunk_t *) calloc (cap, sizeof *chunks);
     size_t n = 0;
     int64_t bytes = 0;
     for (size_t i = 0; chunks && i < count; i++) {
-        int64_t size = gq_client_job_bytes (json_array_get (jobs, i)) + 1; /* and a comma */
+        int64_t size = (int64_t) (texts->at[i + 1] - texts->at[i]) + 1; /* and a comma */
         if (size > GQ_CLIENT_SUBMIT_BYTES) {
             s_set_error (self, GQ_ETOOBIG,
                          "job %zu is %lld bytes of JSON; a job may have at most %d (send large "
@@ -679,16 +746,27 @@ s_plan_chunks (gq_client_t *self, json_t *jobs, s_chunk_t **chunks_p, size_t *n_
 }
 
 static int
-s_send_chunk (gq_client_t *self, json_t *jobs, s_chunk_t *chunk, bool watch)
+s_send_chunk (gq_client_t *self, const s_texts_t *texts, s_chunk_t *chunk, bool watch)
 {
-    json_t *slice = json_array ();
-    for (size_t i = 0; i < chunk->count; i++) {
-        json_array_append (slice, json_array_get (jobs, chunk->first + i));
+    size_t from = texts->at[chunk->first], to = texts->at[chunk->first + chunk->count];
+    zchunk_t *text = zchunk_new (NULL, to - from + 96);
+    if (!text) {
+        s_set_error (self, GQ_ENOMEM, "out of memory");
+        return GQ_ENOMEM;
+    }
+    gq_chunk_raw (text, "{\"jobs\":[");
+    for (size_t i = chunk->first; i < chunk->first + chunk->count; i++) {
+        if (i > chunk->first) {
+            gq_chunk_raw (text, ",");
+        }
+        zchunk_extend (text, zchunk_data (texts->text) + texts->at[i],
+                       texts->at[i + 1] - texts->at[i]);
     }
     /* A client with no partial callback asks for none: the broker does not send them. */
-    int64_t req = gq_client_send (self, "SUBMIT",
-                                  json_pack ("{s:o, s:b, s:b}", "jobs", slice, "watch", watch ? 1 : 0,
-                                             "partials", self->partial_fn ? 1 : 0));
+    gq_chunk_raw (text, watch ? "],\"watch\":true" : "],\"watch\":false");
+    gq_chunk_raw (text, self->partial_fn ? ",\"partials\":true" : ",\"partials\":false");
+    int64_t req = s_send_text (self, "SUBMIT", text);
+    zchunk_destroy (&text);
     if (req < 0) {
         return (int) req;
     }
@@ -794,8 +872,13 @@ gq_client_submit (gq_client_t *self, json_t *jobs, bool watch, int64_t *ids)
     }
     s_chunk_t *chunks = NULL;
     size_t n_chunks = 0;
-    int rc = s_plan_chunks (self, jobs, &chunks, &n_chunks);
+    s_texts_t texts = {NULL, NULL};
+    int rc = s_texts_write (self, jobs, &texts);
+    if (rc == GQ_OK) {
+        rc = s_plan_chunks (self, count, &texts, &chunks, &n_chunks);
+    }
     if (rc) {
+        s_texts_free (&texts);
         return rc; /* nothing was sent */
     }
     int64_t timeout_us = (int64_t) self->timeout_ms * 1000;
@@ -807,7 +890,7 @@ gq_client_submit (gq_client_t *self, json_t *jobs, bool watch, int64_t *ids)
         /* Keep the window full, unless an error already ends this submit. */
         while (rc == GQ_OK && next < n_chunks && in_flight < self->submit_window) {
             s_chunk_t *chunk = &chunks[next++];
-            rc = s_send_chunk (self, jobs, chunk, watch);
+            rc = s_send_chunk (self, &texts, chunk, watch);
             if (rc) {
                 break;
             }
@@ -844,10 +927,11 @@ gq_client_submit (gq_client_t *self, json_t *jobs, bool watch, int64_t *ids)
                     rc = GQ_ETIMEOUT;
                 }
                 free (chunks);
+                s_texts_free (&texts);
                 return rc;
             }
             if (rc == GQ_OK && chunks[c].resend_us && chunks[c].resend_us <= now) {
-                int sent = s_send_chunk (self, jobs, &chunks[c], watch);
+                int sent = s_send_chunk (self, &texts, &chunks[c], watch);
                 if (sent) {
                     rc = sent;
                     continue;
@@ -896,6 +980,7 @@ gq_client_submit (gq_client_t *self, json_t *jobs, bool watch, int64_t *ids)
         }
     }
     free (chunks);
+    s_texts_free (&texts);
     if (watch) {
         s_watch_elements (self, jobs, ids);
     }
