@@ -20,6 +20,7 @@
 #define GQ_DISPATCH_BATCH_JOBS    1024   /* placements asked of the scheduler per call */
 /* Jobs in one JOB message: the worker starts on a part while the broker places the rest. */
 #define GQ_JOB_MESSAGE_JOBS       128
+#define GQ_JOB_MESSAGE_BYTES      (3 * 1024 * 1024) /* and this much JSON, unless one job is more */
 /* A run that lasts this long is recorded "running" (shorter ones only when they end). */
 #define GQ_RUN_RECORD_AFTER_MS    100
 /* A worker's JOB text buffer larger than this is freed after sending, not kept after a burst. */

@@ -63,6 +63,9 @@ int gq_why (char *why, size_t whylen, int code, const char *format, ...)
 #define GQ_MAX_FRAMES           (3 + GQ_MAX_BLOBS)
 #define GQ_MAX_BLOBS            16
 #define GQ_MAX_JSON_BYTES       (4 * 1024 * 1024)
+/* What a client or a worker takes from its broker (an unrouted message): one job's whole text,
+   payload and result of up to GQ_MAX_JSON_BYTES each, must fit a FINISHED, RESULT or JOB. */
+#define GQ_MAX_FROM_BROKER_JSON_BYTES (16 * 1024 * 1024)
 #define GQ_MAX_BLOB_BYTES       (256 * 1024 * 1024)
 #define GQ_MAX_MSG_BYTES        (512LL * 1024 * 1024)
 #define GQ_MAX_JSON_DEPTH       32

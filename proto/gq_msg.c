@@ -234,10 +234,12 @@ gq_msg_decode_lazy (zmsg_t **zmsg_p, bool routed, const char *lazy, gq_msg_t **m
 
     zframe_t *json = zmsg_pop (zmsg);
     size_t jsize = zframe_size (json);
-    if (jsize > GQ_MAX_JSON_BYTES) {
+    /* A broker takes GQ_MAX_JSON_BYTES from its peers; they take more from it (one job whole). */
+    size_t limit = routed ? GQ_MAX_JSON_BYTES : GQ_MAX_FROM_BROKER_JSON_BYTES;
+    if (jsize > limit) {
         zframe_destroy (&json);
-        rc = gq_why (why, whylen, GQ_ETOOBIG, "JSON frame of %zu bytes exceeds %d", jsize,
-                     GQ_MAX_JSON_BYTES);
+        rc = gq_why (why, whylen, GQ_ETOOBIG, "JSON frame of %zu bytes exceeds %zu", jsize,
+                     limit);
         goto done;
     }
     if (lazy && role == GQ_ROLE_WORKER && streq (name, lazy)) {

@@ -74,6 +74,27 @@ s_on_finished (void *arg, json_t *job)
     return 0;
 }
 
+/* The large jobs: each comes back done with its payload as its result. */
+typedef struct {
+    json_t *jobs;
+    int64_t *ids;
+    int done;
+} s_large_run_t;
+
+static int
+s_on_large (void *arg, json_t *job)
+{
+    s_large_run_t *run = (s_large_run_t *) arg;
+    int64_t id = (int64_t) json_integer_value (json_object_get (job, "id"));
+    int i = (int) (id - run->ids[0]);
+    CHECK (i >= 0 && i < (int) json_array_size (run->jobs) && run->ids[i] == id);
+    CHECK_STR (json_string_value (json_object_get (job, "state")), "done");
+    json_t *payload = json_object_get (json_array_get (run->jobs, (size_t) i), "payload");
+    CHECK (json_equal (json_object_get (job, "result"), payload));
+    run->done++;
+    return 0;
+}
+
 int
 main (void)
 {
@@ -294,6 +315,28 @@ main (void)
     free (big_ids);
     json_decref (ask);
     json_decref (big);
+
+    /* Jobs larger than one message of the broker's own: one with a 3 MB payload (its FINISHED,
+       payload and result, is twice what a client may send), and 24 of 1 MB dispatched together
+       (in JOB messages of a size a worker takes); every result comes back whole. */
+    enum { S_LARGE = 25 };
+    json_t *large = json_array ();
+    for (int i = 0; i < S_LARGE; i++) {
+        size_t size = i == 0 ? 3000000 : 1000000;
+        char *text = (char *) malloc (size + 1);
+        CHECK (text);
+        memset (text, 'a' + i % 26, size);
+        text[size] = 0;
+        json_array_append_new (large, json_pack ("{s:s, s:{s:i, s:s}}", "kind", "echo",
+                                                 "payload", "i", i, "data", text));
+        free (text);
+    }
+    int64_t large_ids[S_LARGE];
+    CHECK_EQ (gq_client_submit (client, large, true, large_ids), 0);
+    s_large_run_t large_run = {large, large_ids, 0};
+    CHECK_EQ (gq_client_wait (client, large_ids, S_LARGE, 60000, s_on_large, &large_run), 0);
+    CHECK_EQ (large_run.done, S_LARGE);
+    json_decref (large);
 
     /* "brief" must be a boolean. */
     reply = gq_client_call (client, "WAIT", json_pack ("{s:[I], s:s}", "ids",

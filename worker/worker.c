@@ -78,6 +78,7 @@ struct _gq_worker_t {
                                   ({"node":...,"results":[) and n_results entries */
     size_t results_head;       /* bytes of the head */
     size_t n_results;          /* entries in results */
+    zchunk_t *entry;           /* the RESULT entry being written, before it joins results */
     zchunk_t *keep;            /* the entries of results without blobs, for sent */
     size_t n_keep;             /* entries in keep */
     zlist_t *result_blobs;     /* frames referenced by results */
@@ -248,46 +249,57 @@ s_results_reset (gq_worker_t *self)
 }
 
 /* Adds one RESULT entry for this turn, written as JSON text (no tree per job); takes result
-   (may be NULL) and the output blobs. */
+   (may be NULL) and the output blobs. The entry is written on its own first: by its size, it
+   joins this turn's message or starts the next (a broker takes GQ_MAX_JSON_BYTES at most). */
 static void
 s_result (gq_worker_t *self, int64_t id, int attempt, json_t *result, const char *error,
           double ms, zframe_t **blobs, size_t n_blobs)
 {
-    if (n_blobs && zlist_size (self->result_blobs) + n_blobs > GQ_MAX_BLOBS) {
-        s_flush_results (self); /* frames are counted per message: send what we have first */
-    }
-    zchunk_t *out = self->results;
-    size_t mark = zchunk_size (out);
-    if (self->n_results) {
-        gq_chunk_raw (out, ",");
-    }
-    size_t entry = zchunk_size (out);
+    zchunk_t *entry = self->entry;
+    zchunk_set (entry, NULL, 0);
     /* The shape the broker reads without a tree (gq_result.h). "at", when it ended (wall
        clock): a result sent again to a broker that restarted records its run at its own time,
        not at the time it arrived. */
-    gq_result_head (out, id, attempt, !error, ms, gq_now_ms ());
+    gq_result_head (entry, id, attempt, !error, ms, gq_now_ms ());
+    char failed[200] = "";
     if (!error) {
-        gq_chunk_raw (out, ",\"result\":");
+        gq_chunk_raw (entry, ",\"result\":");
         if (!result) {
-            gq_chunk_raw (out, "null");
-        } else if (gq_chunk_json (out, result)) {
+            gq_chunk_raw (entry, "null");
+        } else if (gq_chunk_json (entry, result)) {
             /* Not writable as JSON (a string that is not UTF-8): the job fails instead. */
-            zchunk_set (out, NULL, mark);
-            json_decref (result);
-            for (size_t i = 0; i < n_blobs; i++) {
-                zframe_destroy (&blobs[i]);
-            }
-            s_result (self, id, attempt, NULL, "worker: the result is not valid JSON (UTF-8)",
-                      ms, NULL, 0);
-            return;
+            snprintf (failed, sizeof failed, "worker: the result is not valid JSON (UTF-8)");
+        } else if (zchunk_size (entry) > GQ_WORKER_RESULT_MAX_BYTES) {
+            snprintf (failed, sizeof failed,
+                      "worker: the result is %zu bytes of JSON, past the %d a RESULT carries "
+                      "(write large outputs as blobs)",
+                      zchunk_size (entry), GQ_WORKER_RESULT_MAX_BYTES);
         }
     } else {
-        gq_chunk_raw (out, ",\"error\":");
-        if (gq_chunk_string (out, error)) {
-            gq_chunk_raw (out, "\"(the error text is not UTF-8)\"");
+        gq_chunk_raw (entry, ",\"error\":");
+        if (gq_chunk_string (entry, error)) {
+            gq_chunk_raw (entry, "\"(the error text is not UTF-8)\"");
         }
     }
     json_decref (result);
+    if (failed[0]) {
+        for (size_t i = 0; i < n_blobs; i++) {
+            zframe_destroy (&blobs[i]);
+        }
+        s_result (self, id, attempt, NULL, failed, ms, NULL, 0);
+        return;
+    }
+    if (self->n_results &&
+        (zchunk_size (self->results) + zchunk_size (entry) + 64 > GQ_WORKER_RESULT_BYTES ||
+         (n_blobs && zlist_size (self->result_blobs) + n_blobs > GQ_MAX_BLOBS))) {
+        s_flush_results (self); /* bytes and frames are counted per message */
+    }
+    zchunk_t *out = self->results;
+    if (self->n_results) {
+        gq_chunk_raw (out, ",");
+    }
+    size_t at = zchunk_size (out);
+    zchunk_extend (out, zchunk_data (entry), zchunk_size (entry));
     if (n_blobs) {
         gq_chunk_printf (out, ",\"blobs\":[%zu,%zu]", zlist_size (self->result_blobs), n_blobs);
         for (size_t i = 0; i < n_blobs; i++) {
@@ -302,10 +314,11 @@ s_result (gq_worker_t *self, int64_t id, int attempt, json_t *result, const char
         if (self->n_keep) {
             gq_chunk_raw (self->keep, ",");
         }
-        zchunk_extend (self->keep, zchunk_data (out) + entry, zchunk_size (out) - entry);
+        zchunk_extend (self->keep, zchunk_data (out) + at, zchunk_size (out) - at);
         self->n_keep++;
     }
-    if (self->n_results >= GQ_WORKER_RESULTS_PER_MESSAGE) {
+    if (self->n_results >= GQ_WORKER_RESULTS_PER_MESSAGE ||
+        zchunk_size (out) >= GQ_WORKER_RESULT_BYTES) {
         s_flush_results (self);
     }
 }
@@ -1027,6 +1040,7 @@ gq_worker_new (const gq_worker_opts_t *opts, char *why, size_t whylen)
         self->waiting[p] = zlist_new ();
     }
     self->results = zchunk_new (NULL, 8192);
+    self->entry = zchunk_new (NULL, 1024);
     self->keep = zchunk_new (NULL, 8192);
     self->result_blobs = zlist_new ();
     self->sent = zlist_new ();
@@ -1113,6 +1127,7 @@ gq_worker_destroy (gq_worker_t **self_p)
         zlist_destroy (&self->waiting[p]);
     }
     zchunk_destroy (&self->results);
+    zchunk_destroy (&self->entry);
     zchunk_destroy (&self->keep);
     zframe_t *frame;
     while (self->result_blobs && (frame = (zframe_t *) zlist_pop (self->result_blobs))) {
