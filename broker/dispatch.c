@@ -198,7 +198,7 @@ gq_dispatch_turn (gq_broker_t *self)
             zchunk_extend (out, "}", 1);
             worker->jobs_out_count++;
             if (worker->jobs_out_count >= GQ_JOB_MESSAGE_JOBS ||
-                zchunk_size (out) >= GQ_JOB_MESSAGE_BYTES) {
+                zchunk_size (out) >= GQ_MESSAGE_BUDGET_BYTES) {
                 /* Send a part now: the worker starts on it while we place the rest (and a
                    message stays within what a worker takes from its broker). */
                 s_worker_flush_jobs (self, worker);

@@ -38,7 +38,7 @@ gq_queries_status (gq_broker_t *self, gq_msg_t **request_p, gq_link_t *unused)
     /* Jobs in memory are answered here, as text; the stored ones by the reader thread (the
        reply goes when it is back: gq_queries_status_back), so that a client polling many
        finished ids does not hold the loop. */
-    gq_read_t *read = gq_read_new (request, count, GQ_REPLY_BUDGET_BYTES);
+    gq_read_t *read = gq_read_new (request, count, GQ_MESSAGE_BUDGET_BYTES);
     if (!read) {
         free (ids);
         gq_broker_reject (self, request, GQ_ENOMEM, "out of memory");

@@ -20,20 +20,14 @@
 #define GQ_DISPATCH_BATCH_JOBS    1024   /* placements asked of the scheduler per call */
 /* Jobs in one JOB message: the worker starts on a part while the broker places the rest. */
 #define GQ_JOB_MESSAGE_JOBS       128
-#define GQ_JOB_MESSAGE_BYTES      (3 * 1024 * 1024) /* and this much JSON, unless one job is more */
 /* A run that lasts this long is recorded "running" (shorter ones only when they end). */
 #define GQ_RUN_RECORD_AFTER_MS    100
 /* A worker's JOB text buffer larger than this is freed after sending, not kept after a burst. */
 #define GQ_JOB_MESSAGE_KEEP_BYTES (1024 * 1024)
 
-/* ---- Replies ------------------------------------------------------------------------------- */
-/* A STATUS reply holds jobs up to about this much JSON (the wire's limit is GQ_MAX_JSON_BYTES);
-   the ids past it are returned in "more", for the client to ask again. */
-#define GQ_REPLY_BUDGET_BYTES     (3 * 1024 * 1024)
-/* A FINISHED message holds jobs up to about this much JSON; more go in the next message. */
-#define GQ_FINISHED_BUDGET_BYTES  (3 * 1024 * 1024)
-/* A payload with its parents' results ("inputs": "after") past this fails its job: a JOB message
-   (GQ_MAX_JSON_BYTES of JSON) could not carry it to a worker. */
+/* ---- Payloads ------------------------------------------------------------------------------ */
+/* A payload with its parents' results ("inputs": "after") past this fails its job: no job may
+   carry more than a client could have sent it with (GQ_MAX_JSON_BYTES of JSON). */
 #define GQ_INPUTS_MAX_BYTES       (GQ_MAX_JSON_BYTES - 64 * 1024)
 
 /* ---- Node health --------------------------------------------------------------------------- */

@@ -73,7 +73,7 @@ s_notify_text (gq_broker_t *self, gq_watch_t *watch, const char *text, size_t si
     if (watch->dead) {
         return;
     }
-    if (watch->pending && zchunk_size (watch->pending) + size > GQ_FINISHED_BUDGET_BYTES) {
+    if (watch->pending && zchunk_size (watch->pending) + size > GQ_MESSAGE_BUDGET_BYTES) {
         /* A message would pass the wire's limit (a client drops such a message): this job
            starts the next one. */
         if (!watch->pages) {

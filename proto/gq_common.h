@@ -63,6 +63,10 @@ int gq_why (char *why, size_t whylen, int code, const char *format, ...)
 #define GQ_MAX_FRAMES           (3 + GQ_MAX_BLOBS)
 #define GQ_MAX_BLOBS            16
 #define GQ_MAX_JSON_BYTES       (4 * 1024 * 1024)
+/* A message that carries many jobs (FINISHED, JOB, a STATUS reply, a worker's RESULT) is cut at
+   about this much JSON and goes on in the next: within GQ_MAX_JSON_BYTES, with room for one job
+   more where a message takes the job that passes it. */
+#define GQ_MESSAGE_BUDGET_BYTES (3 * 1024 * 1024)
 /* What a client or a worker takes from its broker (an unrouted message): one job's whole text,
    payload and result of up to GQ_MAX_JSON_BYTES each, must fit a FINISHED, RESULT or JOB. */
 #define GQ_MAX_FROM_BROKER_JSON_BYTES (16 * 1024 * 1024)

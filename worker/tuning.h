@@ -21,9 +21,8 @@
 #define GQ_WORKER_RESULTS_PER_MESSAGE  64     /* results sent at once: small enough that the
                                                  broker works on them while this worker runs the
                                                  rest (a pipeline) */
-/* A RESULT message goes once it holds this much JSON (a broker takes GQ_MAX_JSON_BYTES); one
-   job's entry past GQ_WORKER_RESULT_MAX_BYTES fails its job instead (no RESULT could carry it). */
-#define GQ_WORKER_RESULT_BYTES         (3 * 1024 * 1024)
+/* A RESULT message goes once it holds GQ_MESSAGE_BUDGET_BYTES of JSON; one job's entry past this
+   fails its job instead (no RESULT could carry it: a broker takes GQ_MAX_JSON_BYTES). */
 #define GQ_WORKER_RESULT_MAX_BYTES     (GQ_MAX_JSON_BYTES - 4096)
 #define GQ_WORKER_SENT_MAX_RESULTS     200000 /* results kept for a resend, at most */
 #define GQ_WORKER_SOCKET_HWM_MESSAGES  100000 /* messages queued each way on the DEALER before

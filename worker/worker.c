@@ -290,7 +290,7 @@ s_result (gq_worker_t *self, int64_t id, int attempt, json_t *result, const char
         return;
     }
     if (self->n_results &&
-        (zchunk_size (self->results) + zchunk_size (entry) + 64 > GQ_WORKER_RESULT_BYTES ||
+        (zchunk_size (self->results) + zchunk_size (entry) + 64 > GQ_MESSAGE_BUDGET_BYTES ||
          (n_blobs && zlist_size (self->result_blobs) + n_blobs > GQ_MAX_BLOBS))) {
         s_flush_results (self); /* bytes and frames are counted per message */
     }
@@ -318,7 +318,7 @@ s_result (gq_worker_t *self, int64_t id, int attempt, json_t *result, const char
         self->n_keep++;
     }
     if (self->n_results >= GQ_WORKER_RESULTS_PER_MESSAGE ||
-        zchunk_size (out) >= GQ_WORKER_RESULT_BYTES) {
+        zchunk_size (out) >= GQ_MESSAGE_BUDGET_BYTES) {
         s_flush_results (self);
     }
 }
